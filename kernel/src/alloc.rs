@@ -1,0 +1,256 @@
+//! The allocator: finds nodes that can hold a job, chooses cores and GPUs inside each
+//! node, and takes or returns resources all-or-nothing.
+//!
+//! Invariants (property-tested): a node never gives out more than it has; `release`
+//! returns exactly what `allocate` took; a failed `allocate` changes nothing.
+//! Candidate search walks a partition's free index (ordered by free cores) from the
+//! smallest node that could fit, so full nodes are never looked at.
+
+use crate::cluster::{Cluster, Node, NodeFree, NodeId, PartitionId};
+use crate::job::{Allocation, JobShape, MemoryRequest, NodeAllocation};
+
+/// A node that can hold (part of) a job now, with the figures placement ranks by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    pub node: NodeId,
+    /// Tasks this node can take (1 for fixed-node-count jobs: "takes its share").
+    pub units: u32,
+    /// NVLink links inside the GPU set the node would give.
+    pub gpu_links: u32,
+    /// NUMA domains the node's cores and GPUs for this job would span.
+    pub numa_domains: u32,
+    pub free_cores_after: u32,
+    pub free_gpus_after: u32,
+}
+
+impl JobShape {
+    /// Tasks per node for a fixed node count (the larger share when uneven).
+    fn tasks_per_node(&self) -> u32 {
+        match self.nodes {
+            Some(n) => self.tasks.div_ceil(n.max(1)),
+            None => self.tasks,
+        }
+    }
+
+    /// Units the whole job needs: nodes for a fixed count, tasks otherwise.
+    pub fn units_needed(&self) -> u32 {
+        self.nodes.unwrap_or(self.tasks)
+    }
+
+    /// Fewest free cores a node must have to be worth looking at.
+    fn min_node_cores(&self) -> u32 {
+        match self.nodes {
+            Some(_) => self.tasks_per_node() * self.cpus_per_task,
+            None => self.cpus_per_task,
+        }
+    }
+
+    fn memory_for(&self, tasks: u32) -> u64 {
+        match self.memory {
+            MemoryRequest::None => 0,
+            MemoryRequest::PerNode(m) => m,
+            MemoryRequest::PerCpu(m) => m * (tasks * self.cpus_per_task) as u64,
+        }
+    }
+}
+
+/// Units (see [`Candidate::units`]) a node with free state `free` offers `shape`.
+pub fn node_units(node: &Node, free: &NodeFree, shape: &JobShape) -> u32 {
+    if node.features & shape.features != shape.features {
+        return 0;
+    }
+    if shape.gres.iter().any(|&(g, n)| free.gres.get(g.index()).copied().unwrap_or(0) < n) {
+        return 0;
+    }
+    if shape.exclusive && (free.core_count != node.topology.core_count() || free.gpus != node.topology.all_gpus()) {
+        return 0;
+    }
+    if (free.gpus.count_ones()) < shape.gpus_per_node {
+        return 0;
+    }
+    let cpt = shape.cpus_per_task.max(1);
+    match shape.nodes {
+        Some(_) => {
+            let tpn = shape.tasks_per_node();
+            let ok = free.core_count >= tpn * cpt && free.memory_mb >= shape.memory_for(tpn);
+            ok as u32
+        }
+        None => {
+            let by_cores = free.core_count / cpt;
+            let by_mem = match shape.memory {
+                MemoryRequest::None => u32::MAX,
+                MemoryRequest::PerNode(m) => {
+                    if free.memory_mb >= m {
+                        u32::MAX
+                    } else {
+                        0
+                    }
+                }
+                MemoryRequest::PerCpu(m) => u32::try_from(free.memory_mb / (m * cpt as u64).max(1)).unwrap_or(u32::MAX),
+            };
+            by_cores.min(by_mem).min(shape.tasks)
+        }
+    }
+}
+
+/// Plans what `node` gives `shape` for `tasks` tasks without changing anything.
+pub fn plan_node(node: &Node, free: &NodeFree, shape: &JobShape, tasks: u32) -> Option<NodeAllocation> {
+    let topo = &node.topology;
+    if shape.exclusive {
+        if node_units(node, free, shape) == 0 {
+            return None;
+        }
+        return Some(NodeAllocation { node: node.id, tasks, cores: free.cores.clone(), memory_mb: free.memory_mb, gpus: free.gpus, gres: shape.gres.clone() });
+    }
+    let gpus = topo.choose_gpus(free.gpus, shape.gpus_per_node)?;
+    let cores = topo.choose_cores(&free.cores, tasks * shape.cpus_per_task, gpus.numa_mask)?;
+    let memory_mb = shape.memory_for(tasks);
+    if memory_mb > free.memory_mb || shape.gres.iter().any(|&(g, n)| free.gres.get(g.index()).copied().unwrap_or(0) < n) {
+        return None;
+    }
+    Some(NodeAllocation { node: node.id, tasks, cores, memory_mb, gpus: gpus.gpus, gres: shape.gres.clone() })
+}
+
+/// `free` after giving away `a`.
+pub fn take(free: &NodeFree, a: &NodeAllocation) -> NodeFree {
+    let mut f = free.clone();
+    f.cores.difference_with(&a.cores);
+    f.core_count = f.cores.count_ones(..) as u32;
+    f.memory_mb -= a.memory_mb;
+    f.gpus &= !a.gpus;
+    for &(g, n) in &a.gres {
+        f.gres[g.index()] -= n;
+    }
+    f
+}
+
+/// `free` after getting `a` back.
+pub fn give_back(free: &NodeFree, a: &NodeAllocation) -> NodeFree {
+    let mut f = free.clone();
+    f.cores.union_with(&a.cores);
+    f.core_count = f.cores.count_ones(..) as u32;
+    f.memory_mb += a.memory_mb;
+    f.gpus |= a.gpus;
+    for &(g, n) in &a.gres {
+        f.gres[g.index()] += n;
+    }
+    f
+}
+
+impl Cluster {
+    /// True when the partition's free totals alone rule the job out right now.
+    fn surely_too_big(&self, part: PartitionId, shape: &JobShape) -> bool {
+        let p = self.partition(part);
+        let cores = match shape.nodes {
+            Some(n) => n as u64 * (shape.tasks_per_node() * shape.cpus_per_task) as u64,
+            None => shape.cores(),
+        };
+        cores > p.free_cores || shape.gpus_per_node as u64 * shape.nodes.unwrap_or(1) as u64 > p.free_gpus
+    }
+
+    /// Nodes of `part` that can hold `shape` now and pass `usable`, enough to run it, plus
+    /// up to `slack` more from each end of the free index so placement has a choice.
+    /// `None` when the job cannot start now.
+    pub fn candidates(&self, part: PartitionId, shape: &JobShape, usable: &dyn Fn(NodeId) -> bool, slack: usize) -> Option<Vec<Candidate>> {
+        if self.surely_too_big(part, shape) {
+            return None;
+        }
+        let p = self.partition(part);
+        let needed = shape.units_needed();
+        let mut found = Vec::new();
+        let mut have = 0u32;
+        let mut extra = 0usize;
+        let mut last_low = None;
+        for &(_, id) in p.free_index.range((shape.min_node_cores(), NodeId(0))..) {
+            if have >= needed && extra >= slack {
+                break;
+            }
+            last_low = Some(id);
+            if let Some(c) = self.candidate(id, shape, usable) {
+                if have >= needed {
+                    extra += 1;
+                }
+                have = have.saturating_add(c.units);
+                found.push(c);
+            }
+        }
+        if have < needed {
+            return None;
+        }
+        if let Some(last) = last_low {
+            let hi: Vec<Candidate> = p.free_index.iter().rev().take_while(|&&(_, id)| id != last).filter_map(|&(_, id)| self.candidate(id, shape, usable)).take(slack).collect();
+            found.extend(hi.into_iter().rev());
+        }
+        Some(found)
+    }
+
+    fn candidate(&self, id: NodeId, shape: &JobShape, usable: &dyn Fn(NodeId) -> bool) -> Option<Candidate> {
+        let node = self.node(id);
+        let units = node_units(node, &node.free, shape);
+        if units == 0 || !usable(id) {
+            return None;
+        }
+        let tasks = match shape.nodes {
+            Some(_) => shape.tasks_per_node(),
+            None => units,
+        };
+        let plan = plan_node(node, &node.free, shape, tasks)?;
+        Some(Candidate {
+            node: id,
+            units,
+            gpu_links: node.topology.set_links(plan.gpus),
+            numa_domains: (node.topology.core_numa_mask(&plan.cores) | node.topology.gpu_numa_mask(plan.gpus)).count_ones(),
+            free_cores_after: node.free.core_count - plan.cores.count_ones(..) as u32,
+            free_gpus_after: (node.free.gpus & !plan.gpus).count_ones(),
+        })
+    }
+
+    /// Allocates `shape` on nodes taken in the order of `ranked`, skipping any that no
+    /// longer fit or fail `usable`. All-or-nothing: on `None` nothing has changed.
+    pub fn allocate(&mut self, shape: &JobShape, ranked: &[NodeId], usable: &dyn Fn(NodeId) -> bool) -> Option<Allocation> {
+        let needed = shape.units_needed();
+        let mut nodes: Vec<NodeAllocation> = Vec::new();
+        let mut placed = 0u32;
+        for &id in ranked {
+            if placed >= needed {
+                break;
+            }
+            if nodes.iter().any(|a| a.node == id) || !usable(id) {
+                continue;
+            }
+            let node = self.node(id);
+            if !node.schedulable() {
+                continue;
+            }
+            let units = node_units(node, &node.free, shape);
+            if units == 0 {
+                continue;
+            }
+            let tasks = match shape.nodes {
+                // Spread tasks evenly: the first `tasks % n` nodes take one more.
+                Some(n) => shape.tasks / n + u32::from(placed < shape.tasks % n),
+                None => units.min(needed - placed),
+            };
+            if let Some(plan) = plan_node(node, &node.free, shape, tasks) {
+                placed += if shape.nodes.is_some() { 1 } else { tasks };
+                nodes.push(plan);
+            }
+        }
+        if placed < needed {
+            return None;
+        }
+        for a in &nodes {
+            let free = take(&self.node(a.node).free, a);
+            self.set_free(a.node, free);
+        }
+        Some(Allocation { nodes })
+    }
+
+    /// Returns everything `alloc` took.
+    pub fn release(&mut self, alloc: &Allocation) {
+        for a in &alloc.nodes {
+            let free = give_back(&self.node(a.node).free, a);
+            self.set_free(a.node, free);
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! One scheduling cycle: fairshare and priority (one batched call each), a walk of the
+//! queue in priority order that starts what fits and reserves for blocked jobs
+//! (EASY or conservative backfill), batched placement, then a preemption step.
+//!
+//! Placement batches: jobs that can start are gathered into a batch, ranked by the
+//! placement policy in one call, and committed in priority order. A batch ends at the
+//! first blocked job, so every reservation is computed against committed state. If a
+//! commit fails because an earlier job of the batch took the nodes, the walk resumes at
+//! that job: no job is ever started out of priority order by a stale candidate list.
+//!
+//! Invariant: a job started by backfill never overlaps, on any node, the time window of a
+//! reservation held by a job ahead of it.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::alloc::{give_back, node_units, Candidate};
+use crate::cluster::{NodeFree, NodeId, PreemptMode, QosId, UserId};
+use crate::job::{JobId, PendingReason};
+use crate::policy::{ClassicFairshare, FifoPriority, FairsharePolicy, PlacementQuery, PreemptionCandidate, PreemptionQuery, PriorityInput, PriorityPolicy, ShareNode};
+use crate::scheduler::{CycleOutcome, Reservation, Scheduler};
+use crate::units::Time;
+
+/// Reservations and tentative counts of the walk in progress.
+#[derive(Default)]
+struct Walk {
+    reservations: Vec<Reservation>,
+    /// Reserved windows per node: (start, end, holder).
+    reserved: HashMap<NodeId, Vec<(Time, Time, JobId)>>,
+    /// Jobs that can start, waiting for the placement batch: (position in order, id, candidates).
+    batch: Vec<(usize, JobId, Vec<Candidate>)>,
+    batch_user_qos: HashMap<(UserId, QosId), u32>,
+    batch_array: HashMap<JobId, u32>,
+    blocked: Vec<JobId>,
+}
+
+impl Walk {
+    /// True when `node` is free of other jobs' reservations over `[from, to)`.
+    fn free_over(&self, node: NodeId, from: Time, to: Time, owner: JobId) -> bool {
+        self.reserved.get(&node).is_none_or(|v| v.iter().all(|&(s, e, j)| j == owner || to <= s || from >= e))
+    }
+
+    fn reserve(&mut self, r: Reservation) {
+        for &n in &r.nodes {
+            self.reserved.entry(n).or_default().push((r.start, r.end, r.job));
+        }
+        self.reservations.push(r);
+    }
+}
+
+fn end_of(limit: Option<Time>, now: Time) -> Time {
+    limit.map_or(Time::MAX, |l| now.saturating_add(l))
+}
+
+pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
+    let mut out = CycleOutcome::default();
+    // Cancel what can never run; repeat, since one cancellation can doom a dependent job.
+    loop {
+        let doomed: Vec<JobId> = s.waiting().iter().copied().filter(|&id| s.is_waiting_on_dependency(id).is_none()).collect();
+        if doomed.is_empty() {
+            break;
+        }
+        for id in doomed {
+            s.cancel_never_satisfied(id, now);
+            out.cancelled.push(id);
+        }
+    }
+
+    let order = prioritize(s, now);
+    let depth = s.config().backfill.reservation_depth();
+    let slack = s.config().placement_slack;
+    let mut walk = Walk::default();
+    let mut stopped = false;
+    let mut i = 0;
+    'walk: loop {
+    while i < order.len() {
+        let id = order[i];
+        if stopped {
+            s.set_reason(id, PendingReason::Priority);
+            i += 1;
+            continue;
+        }
+        if let Err(reason) = eligible(s, id, &walk) {
+            s.set_reason(id, reason);
+            i += 1;
+            continue;
+        }
+        let job = s.job(id).expect("ids in the order are known jobs");
+        let (part, limit, user, qos, array) = (job.partition, job.time_limit, job.user, job.qos, job.array);
+        let end = end_of(limit, now);
+        let found = {
+            let usable = |n: NodeId| walk.free_over(n, now, end, id);
+            s.cluster().candidates(part, &job.shape, &usable, slack)
+        };
+        if let Some(c) = found {
+            walk.batch.push((i, id, c));
+            *walk.batch_user_qos.entry((user, qos)).or_default() += 1;
+            if let Some(a) = array {
+                *walk.batch_array.entry(a.array_job).or_default() += 1;
+            }
+            i += 1;
+            continue;
+        }
+        if let Some(resume) = flush(s, &mut walk, now, &mut out) {
+            i = resume;
+            continue;
+        }
+        walk.blocked.push(id);
+        if walk.reservations.len() < depth {
+            match reserve(s, id, now, &walk) {
+                Some(r) => walk.reserve(r),
+                None => tracing::debug!(job = id.0, "no reservation possible (unlimited time or nodes down)"),
+            }
+            s.set_reason(id, PendingReason::Resources);
+        } else if depth == 0 {
+            s.set_reason(id, PendingReason::Resources);
+            stopped = true;
+        } else {
+            s.set_reason(id, PendingReason::Priority);
+        }
+        i += 1;
+    }
+    // The last batch; a conflict in it resumes the walk at that job.
+    match flush(s, &mut walk, now, &mut out) {
+        Some(resume) => i = resume,
+        None => break 'walk,
+    }
+    }
+    preempt(s, &walk, now, &mut out);
+    out.reservations = walk.reservations;
+    out
+}
+
+/// Why a waiting job may not start regardless of free resources, if anything.
+fn eligible(s: &Scheduler, id: JobId, walk: &Walk) -> Result<(), PendingReason> {
+    let job = s.job(id).ok_or(PendingReason::None)?;
+    if s.is_waiting_on_dependency(id) != Some(false) {
+        return Err(PendingReason::Dependency);
+    }
+    let cluster = s.cluster();
+    let part = cluster.partition(job.partition);
+    if let Some(max) = part.max_time {
+        if job.time_limit.is_none_or(|l| l > max) {
+            return Err(PendingReason::PartitionTimeLimit);
+        }
+    }
+    if let Some(max) = cluster.qos[job.qos.index()].max_running_per_user {
+        let tentative = walk.batch_user_qos.get(&(job.user, job.qos)).copied().unwrap_or(0);
+        if s.running_count(job.user, job.qos) + tentative >= max {
+            return Err(PendingReason::QosMaxJobsPerUser);
+        }
+    }
+    if let Some(a) = job.array {
+        if let Some(room) = s.array_room(a.array_job) {
+            if walk.batch_array.get(&a.array_job).copied().unwrap_or(0) >= room {
+                return Err(PendingReason::JobArrayTaskLimit);
+            }
+        }
+    }
+    if part.free_index.is_empty() && part.nodes.iter().all(|&n| !cluster.node(n).schedulable()) {
+        return Err(PendingReason::PartitionNodesDown);
+    }
+    Ok(())
+}
+
+/// Ranks and commits the pending placement batch. Returns the order position to resume
+/// the walk at when a job of the batch could not be placed after all.
+fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) -> Option<usize> {
+    if walk.batch.is_empty() {
+        return None;
+    }
+    let batch = std::mem::take(&mut walk.batch);
+    walk.batch_user_qos.clear();
+    walk.batch_array.clear();
+    let queries: Vec<PlacementQuery> = batch
+        .iter()
+        .map(|(_, id, c)| {
+            let job = s.job(*id).expect("batched jobs exist");
+            PlacementQuery { job: *id, units_needed: job.shape.units_needed(), gpus_per_node: job.shape.gpus_per_node, candidates: c.clone() }
+        })
+        .collect();
+    out.placement_batches += 1;
+    let ranks = {
+        let p = s.parts();
+        match p.policies.placement.rank(&queries) {
+            Ok(r) if r.len() == queries.len() && r.iter().zip(&queries).all(|(r, q)| r.iter().all(|&i| (i as usize) < q.candidates.len())) => r,
+            other => {
+                p.fallbacks.placement += 1;
+                tracing::warn!(policy = p.policies.placement.name(), answer = ?other.err(), "placement answer rejected; using first fit");
+                queries.iter().map(|q| (0..q.candidates.len() as u32).collect()).collect()
+            }
+        }
+    };
+    for ((pos, id, cands), rank) in batch.into_iter().zip(ranks) {
+        let mut nodes: Vec<NodeId> = rank.iter().map(|&i| cands[i as usize].node).collect();
+        nodes.extend(cands.iter().map(|c| c.node));
+        let job = s.job(id).expect("batched jobs exist");
+        let (part, shape, end) = (job.partition, job.shape.clone(), end_of(job.time_limit, now));
+        let usable = |n: NodeId| walk.free_over(n, now, end, id);
+        let cluster = s.parts().cluster;
+        let alloc = cluster.allocate(&shape, &nodes, &usable).or_else(|| {
+            let fresh: Vec<NodeId> = cluster.candidates(part, &shape, &usable, 0)?.iter().map(|c| c.node).collect();
+            cluster.allocate(&shape, &fresh, &usable)
+        });
+        match alloc {
+            Some(a) => {
+                s.start_job(id, now, a);
+                out.started.push(id);
+            }
+            None => return Some(pos),
+        }
+    }
+    None
+}
+
+/// Fairshare then priority, each one batched call; returns waiting jobs in the order the
+/// walk considers them: partition tier, then priority, then submission.
+fn prioritize(s: &mut Scheduler, now: Time) -> Vec<JobId> {
+    let cluster = s.cluster();
+    let n_accounts = cluster.accounts.len();
+    let mut tree: Vec<ShareNode> = cluster.accounts.iter().map(|a| ShareNode { parent: a.parent.map(|p| p.0), shares: a.shares, usage: 0.0 }).collect();
+    tree.extend(cluster.associations.iter().map(|a| ShareNode { parent: Some(a.account.0), shares: a.shares, usage: s.usage_of(a.id) }));
+    for &r in s.running() {
+        let j = s.job(r).expect("running jobs exist");
+        let cores = j.allocation.as_ref().map_or(0, |a| a.core_count());
+        tree[n_accounts + j.assoc.index()].usage += cores as f64 * (now - j.start_time.unwrap_or(now)).max(0) as f64;
+    }
+    // Children always have higher indices than their parents: roll usage up.
+    for i in (1..tree.len()).rev() {
+        if let Some(p) = tree[i].parent {
+            tree[p as usize].usage += tree[i].usage;
+        }
+    }
+    let factors = {
+        let p = s.parts();
+        match p.policies.fairshare.factors(now, &tree) {
+            Ok(f) if f.len() == tree.len() && f.iter().all(|x| x.is_finite()) => f,
+            other => {
+                p.fallbacks.fairshare += 1;
+                tracing::warn!(policy = p.policies.fairshare.name(), answer = ?other.err(), "fairshare answer rejected; using classic");
+                ClassicFairshare.factors(now, &tree).unwrap_or_else(|_| vec![1.0; tree.len()])
+            }
+        }
+    };
+    let cluster = s.cluster();
+    let inputs: Vec<PriorityInput> = s
+        .waiting()
+        .iter()
+        .map(|&id| {
+            let j = s.job(id).expect("waiting jobs exist");
+            let part = cluster.partition(j.partition);
+            PriorityInput {
+                job: id,
+                submit_time: j.submit_time,
+                age: (now - j.submit_time).max(0),
+                cores: j.shape.cores(),
+                nodes: j.shape.nodes.unwrap_or(1),
+                gpus: j.shape.gpus(),
+                time_limit: j.time_limit,
+                partition_tier: part.priority_tier,
+                qos: j.qos,
+                qos_priority: cluster.qos[j.qos.index()].priority,
+                fairshare: factors[n_accounts + j.assoc.index()].clamp(0.0, 1.0),
+                user: j.user,
+                account: j.account,
+            }
+        })
+        .collect();
+    let prios = {
+        let p = s.parts();
+        match p.policies.priority.prioritize(now, &inputs) {
+            Ok(v) if v.len() == inputs.len() => v,
+            other => {
+                p.fallbacks.priority += 1;
+                tracing::warn!(policy = p.policies.priority.name(), answer = ?other.err(), "priority answer rejected; using FIFO");
+                FifoPriority.prioritize(now, &inputs).unwrap_or_default()
+            }
+        }
+    };
+    let mut keyed: Vec<(std::cmp::Reverse<u32>, std::cmp::Reverse<i64>, Time, JobId)> = inputs.iter().zip(&prios).map(|(inp, &p)| (std::cmp::Reverse(inp.partition_tier), std::cmp::Reverse(p), inp.submit_time, inp.job)).collect();
+    for (inp, &p) in inputs.iter().zip(&prios) {
+        s.set_priority(inp.job, p);
+    }
+    keyed.sort_unstable();
+    keyed.into_iter().map(|k| k.3).collect()
+}
+
+/// The earliest time the blocked job `id` can start without touching other reservations,
+/// assuming running jobs end at their time limits, and the nodes it would get.
+fn reserve(s: &Scheduler, id: JobId, now: Time, walk: &Walk) -> Option<Reservation> {
+    let job = s.job(id)?;
+    let limit = job.time_limit?;
+    let cluster = s.cluster();
+    let part = cluster.partition(job.partition);
+    let shape = &job.shape;
+    let needed = shape.units_needed() as u64;
+    let in_part = |n: NodeId| cluster.node(n).partitions.contains(&job.partition);
+
+    let mut events: Vec<(Time, Option<JobId>)> = Vec::new();
+    for &r in s.running() {
+        let rj = s.job(r)?;
+        if let (Some(end), Some(a)) = (rj.expected_end(), &rj.allocation) {
+            if a.nodes.iter().any(|n| in_part(n.node)) {
+                events.push((end.max(now), Some(r)));
+            }
+        }
+    }
+    let mut reserved_nodes: Vec<NodeId> = walk.reserved.keys().copied().filter(|&n| in_part(n)).collect();
+    reserved_nodes.sort_unstable();
+    for n in &reserved_nodes {
+        events.extend(walk.reserved[n].iter().map(|&(_, e, _)| (e, None)));
+    }
+    events.sort_unstable();
+
+    let mut overlay: HashMap<NodeId, NodeFree> = HashMap::new();
+    let units_at = |n: NodeId, t: Time, overlay: &HashMap<NodeId, NodeFree>| -> u32 {
+        let node = cluster.node(n);
+        if !node.schedulable() || !walk.free_over(n, t, t.saturating_add(limit), id) {
+            return 0;
+        }
+        node_units(node, overlay.get(&n).unwrap_or(&node.free), shape)
+    };
+    let mut units: HashMap<NodeId, u32> = HashMap::new();
+    let mut total = 0u64;
+    for &n in &part.nodes {
+        let u = units_at(n, now, &overlay);
+        if u > 0 {
+            units.insert(n, u);
+            total += u as u64;
+        }
+    }
+    let mut t = now;
+    let mut next = 0;
+    loop {
+        if total >= needed {
+            let mut nodes = Vec::new();
+            let mut have = 0u64;
+            for &n in &part.nodes {
+                if have >= needed {
+                    break;
+                }
+                if let Some(&u) = units.get(&n) {
+                    nodes.push(n);
+                    have += u as u64;
+                }
+            }
+            return Some(Reservation { job: id, start: t, end: t.saturating_add(limit), nodes });
+        }
+        if next >= events.len() {
+            return None;
+        }
+        t = events[next].0;
+        let mut touched: HashSet<NodeId> = reserved_nodes.iter().copied().collect();
+        while next < events.len() && events[next].0 == t {
+            if let Some(r) = events[next].1 {
+                for a in s.job(r)?.allocation.iter().flat_map(|a| &a.nodes) {
+                    if in_part(a.node) {
+                        let base = overlay.get(&a.node).unwrap_or(&cluster.node(a.node).free);
+                        let freed = give_back(base, a);
+                        overlay.insert(a.node, freed);
+                        touched.insert(a.node);
+                    }
+                }
+            }
+            next += 1;
+        }
+        let mut touched: Vec<NodeId> = touched.into_iter().collect();
+        touched.sort_unstable();
+        for n in touched {
+            let old = units.remove(&n).unwrap_or(0);
+            let new = units_at(n, t, &overlay);
+            if new > 0 {
+                units.insert(n, new);
+            }
+            total = total - old as u64 + new as u64;
+        }
+    }
+}
+
+/// Asks the preemption policy, in one call, which running jobs to stop for the top
+/// blocked jobs, and applies each answer that really lets its job start now.
+fn preempt(s: &mut Scheduler, walk: &Walk, now: Time, out: &mut CycleOutcome) {
+    let cluster = s.cluster();
+    if walk.blocked.is_empty() || cluster.qos.iter().all(|q| q.preemptable_by.is_empty()) {
+        return;
+    }
+    let depth = s.config().preemption_depth;
+    let mut batch = Vec::new();
+    for &b in walk.blocked.iter().take(depth) {
+        let Some(job) = s.job(b) else { continue };
+        if !job.state.is_waiting() {
+            continue;
+        }
+        let candidates: Vec<PreemptionCandidate> = s
+            .running()
+            .iter()
+            .filter_map(|&r| {
+                let rj = s.job(r)?;
+                let q = &cluster.qos[rj.qos.index()];
+                let alloc = rj.allocation.as_ref()?;
+                let shares_nodes = alloc.nodes.iter().any(|n| cluster.node(n.node).partitions.contains(&job.partition));
+                (q.preemptable_by.contains(&job.qos) && shares_nodes).then(|| PreemptionCandidate {
+                    job: r,
+                    qos_priority: q.priority,
+                    partition_tier: cluster.partition(rj.partition).priority_tier,
+                    start_time: rj.start_time.unwrap_or(now),
+                    cores: alloc.core_count(),
+                    gpus: alloc.gpu_count(),
+                    mode: q.preempt_mode,
+                })
+            })
+            .collect();
+        if candidates.is_empty() {
+            continue;
+        }
+        batch.push(PreemptionQuery {
+            job: b,
+            qos_priority: cluster.qos[job.qos.index()].priority,
+            partition_tier: cluster.partition(job.partition).priority_tier,
+            cores: job.shape.cores(),
+            gpus: job.shape.gpus(),
+            candidates,
+        });
+    }
+    if batch.is_empty() {
+        return;
+    }
+    let answer = {
+        let p = s.parts();
+        match p.policies.preemption.select(now, &batch) {
+            Ok(a) if a.len() == batch.len() => a,
+            other => {
+                p.fallbacks.preemption += 1;
+                tracing::warn!(policy = p.policies.preemption.name(), answer = ?other.err(), "preemption answer rejected; preempting nothing");
+                return;
+            }
+        }
+    };
+    let mut gone: HashSet<JobId> = HashSet::new();
+    for (q, victims) in batch.iter().zip(answer) {
+        if victims.is_empty() {
+            continue;
+        }
+        let valid = victims.iter().all(|(v, _)| q.candidates.iter().any(|c| c.job == *v) && !gone.contains(v) && s.running().contains(v));
+        if !valid {
+            s.parts().fallbacks.preemption += 1;
+            tracing::warn!(job = q.job.0, "preemption answer names jobs that may not be preempted; ignored");
+            continue;
+        }
+        let job = s.job(q.job).expect("queried jobs exist");
+        let (part, shape, end) = (job.partition, job.shape.clone(), end_of(job.time_limit, now));
+        let usable = |n: NodeId| walk.free_over(n, now, end, q.job);
+        // Dry run on a copy: only preempt when it really lets the job start.
+        let mut trial = s.cluster().clone();
+        for (v, _) in &victims {
+            if let Some(a) = s.job(*v).and_then(|j| j.allocation.as_ref()) {
+                trial.release(a);
+            }
+        }
+        let Some(plan) = trial.candidates(part, &shape, &usable, 0).and_then(|c| {
+            let nodes: Vec<NodeId> = c.iter().map(|c| c.node).collect();
+            trial.allocate(&shape, &nodes, &usable)
+        }) else {
+            continue;
+        };
+        for &(v, mode) in &victims {
+            let requeue = mode == PreemptMode::Requeue;
+            s.preempt_job(v, now, requeue);
+            gone.insert(v);
+            if requeue {
+                out.requeued.push(v);
+            } else {
+                out.preempted.push(v);
+            }
+        }
+        let nodes: Vec<NodeId> = plan.nodes.iter().map(|n| n.node).collect();
+        match s.parts().cluster.allocate(&shape, &nodes, &usable) {
+            Some(a) => {
+                s.start_job(q.job, now, a);
+                out.started.push(q.job);
+            }
+            None => tracing::error!(job = q.job.0, "allocation after preemption differed from its dry run"),
+        }
+    }
+}

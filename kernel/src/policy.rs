@@ -1,0 +1,261 @@
+//! The four named decision points — priority, fairshare, preemption, placement — each a
+//! narrow, batched trait: one call per scheduling cycle with everything the policy needs,
+//! as numbers and ids. Native defaults live here; Wasm components implement the same traits.
+//!
+//! Invariant: the kernel validates every answer (length, indices, who may be preempted)
+//! and falls back to the native safe default on any error, so a policy can never stop a
+//! cycle or break an allocation invariant.
+
+use thiserror::Error;
+
+use crate::alloc::Candidate;
+use crate::cluster::{AccountId, PreemptMode, QosId, UserId};
+use crate::job::JobId;
+use crate::units::Time;
+
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum PolicyError {
+    #[error("policy answered {got} entries for a batch of {expected}")]
+    WrongLength { expected: usize, got: usize },
+    #[error("policy answer is invalid: {0}")]
+    Invalid(String),
+    #[error("policy failed: {0}")]
+    Failed(String),
+}
+
+/// One waiting job, as the priority policy sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PriorityInput {
+    pub job: JobId,
+    pub submit_time: Time,
+    /// Seconds since submission.
+    pub age: Time,
+    pub cores: u64,
+    pub nodes: u32,
+    pub gpus: u64,
+    /// Seconds; `None` is unlimited.
+    pub time_limit: Option<Time>,
+    pub partition_tier: u32,
+    pub qos: QosId,
+    pub qos_priority: u32,
+    /// The job's fairshare factor from the fairshare policy, in `[0, 1]`.
+    pub fairshare: f64,
+    pub user: UserId,
+    pub account: AccountId,
+}
+
+/// Orders the queue: higher numbers start first (after the partition tier).
+pub trait PriorityPolicy: Send {
+    fn name(&self) -> &str;
+    /// One priority per job of the batch, in the same order.
+    fn prioritize(&mut self, now: Time, jobs: &[PriorityInput]) -> Result<Vec<i64>, PolicyError>;
+}
+
+/// One node of the share tree: accounts first, then user associations.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ShareNode {
+    /// Index of the parent in the same slice; `None` for the root.
+    pub parent: Option<u32>,
+    pub shares: u32,
+    /// Core-seconds charged to this node and everything under it.
+    pub usage: f64,
+}
+
+/// Turns shares and usage into a factor per tree node (1 = under-served, 0 = over-served).
+pub trait FairsharePolicy: Send {
+    fn name(&self) -> &str;
+    fn factors(&mut self, now: Time, tree: &[ShareNode]) -> Result<Vec<f64>, PolicyError>;
+}
+
+/// A running job that the kernel allows to be preempted by the blocked job.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PreemptionCandidate {
+    pub job: JobId,
+    pub qos_priority: u32,
+    pub partition_tier: u32,
+    pub start_time: Time,
+    pub cores: u64,
+    pub gpus: u64,
+    /// What the victim's QOS says should happen to it.
+    pub mode: PreemptMode,
+}
+
+/// A blocked job and the running jobs it may preempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreemptionQuery {
+    pub job: JobId,
+    pub qos_priority: u32,
+    pub partition_tier: u32,
+    pub cores: u64,
+    pub gpus: u64,
+    pub candidates: Vec<PreemptionCandidate>,
+}
+
+/// Chooses victims. An empty list for a query means "do not preempt for this job".
+pub trait PreemptionPolicy: Send {
+    fn name(&self) -> &str;
+    fn select(&mut self, now: Time, batch: &[PreemptionQuery]) -> Result<Vec<Vec<(JobId, PreemptMode)>>, PolicyError>;
+}
+
+/// A job about to start and the nodes that can hold it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlacementQuery {
+    pub job: JobId,
+    /// Units to fill (see [`Candidate::units`]).
+    pub units_needed: u32,
+    pub gpus_per_node: u32,
+    pub candidates: Vec<Candidate>,
+}
+
+/// Ranks candidates: for each query, candidate indices best first. Indices left out are
+/// tried after the ranked ones, in the kernel's order.
+pub trait PlacementPolicy: Send {
+    fn name(&self) -> &str;
+    fn rank(&mut self, batch: &[PlacementQuery]) -> Result<Vec<Vec<u32>>, PolicyError>;
+}
+
+/// Safe default: first come, first served (older jobs first).
+#[derive(Debug, Default, Clone)]
+pub struct FifoPriority;
+
+impl PriorityPolicy for FifoPriority {
+    fn name(&self) -> &str {
+        "fifo"
+    }
+    fn prioritize(&mut self, _now: Time, jobs: &[PriorityInput]) -> Result<Vec<i64>, PolicyError> {
+        Ok(jobs.iter().map(|j| -j.submit_time).collect())
+    }
+}
+
+/// Classic fairshare: `F = 2^(-U/S)` with `S` the node's normalised share along its path
+/// and `U` its fraction of all usage. No decay: decaying usage is a policy's choice.
+#[derive(Debug, Default, Clone)]
+pub struct ClassicFairshare;
+
+impl FairsharePolicy for ClassicFairshare {
+    fn name(&self) -> &str {
+        "classic"
+    }
+    fn factors(&mut self, _now: Time, tree: &[ShareNode]) -> Result<Vec<f64>, PolicyError> {
+        let mut sibling_shares = vec![0f64; tree.len()];
+        for n in tree {
+            if let Some(p) = n.parent {
+                let p = p as usize;
+                if p >= tree.len() {
+                    return Err(PolicyError::Invalid(format!("parent index {p} out of range")));
+                }
+                sibling_shares[p] += n.shares as f64;
+            }
+        }
+        let total_usage = tree.iter().filter(|n| n.parent.is_none()).map(|n| n.usage).sum::<f64>();
+        // Parents come before children (accounts are built top-down, associations last).
+        let mut norm = vec![1f64; tree.len()];
+        for (i, n) in tree.iter().enumerate() {
+            if let Some(p) = n.parent {
+                let p = p as usize;
+                let denom = sibling_shares[p].max(1.0);
+                norm[i] = norm[p] * n.shares as f64 / denom;
+            }
+        }
+        Ok(tree
+            .iter()
+            .zip(&norm)
+            .map(|(n, &s)| {
+                let u = if total_usage > 0.0 { n.usage / total_usage } else { 0.0 };
+                if s > 0.0 {
+                    2f64.powf(-u / s)
+                } else {
+                    0.0
+                }
+            })
+            .collect())
+    }
+}
+
+/// Safe default: never preempt.
+#[derive(Debug, Default, Clone)]
+pub struct NoPreemption;
+
+impl PreemptionPolicy for NoPreemption {
+    fn name(&self) -> &str {
+        "none"
+    }
+    fn select(&mut self, _now: Time, batch: &[PreemptionQuery]) -> Result<Vec<Vec<(JobId, PreemptMode)>>, PolicyError> {
+        Ok(vec![Vec::new(); batch.len()])
+    }
+}
+
+/// Native QOS-ordered preemption: victims with the lowest QOS priority, then the lowest
+/// partition tier, then the youngest, until the freed cores and GPUs cover the job.
+#[derive(Debug, Default, Clone)]
+pub struct QosPreemption;
+
+impl PreemptionPolicy for QosPreemption {
+    fn name(&self) -> &str {
+        "qos"
+    }
+    fn select(&mut self, _now: Time, batch: &[PreemptionQuery]) -> Result<Vec<Vec<(JobId, PreemptMode)>>, PolicyError> {
+        Ok(batch
+            .iter()
+            .map(|q| {
+                let mut c = q.candidates.clone();
+                c.sort_by_key(|v| (v.qos_priority, v.partition_tier, std::cmp::Reverse(v.start_time), v.job));
+                let (mut cores, mut gpus) = (0u64, 0u64);
+                let mut out = Vec::new();
+                for v in c {
+                    if cores >= q.cores && gpus >= q.gpus {
+                        break;
+                    }
+                    if v.qos_priority >= q.qos_priority && v.partition_tier >= q.partition_tier {
+                        continue;
+                    }
+                    cores += v.cores;
+                    gpus += v.gpus;
+                    out.push((v.job, v.mode));
+                }
+                if cores >= q.cores && gpus >= q.gpus {
+                    out
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect())
+    }
+}
+
+/// Safe default: take candidates in the kernel's order (tightest fit first).
+#[derive(Debug, Default, Clone)]
+pub struct FirstFitPlacement;
+
+impl PlacementPolicy for FirstFitPlacement {
+    fn name(&self) -> &str {
+        "first-fit"
+    }
+    fn rank(&mut self, batch: &[PlacementQuery]) -> Result<Vec<Vec<u32>>, PolicyError> {
+        Ok(batch.iter().map(|q| (0..q.candidates.len() as u32).collect()).collect())
+    }
+}
+
+/// The policies a scheduler runs with.
+pub struct PolicySet {
+    pub priority: Box<dyn PriorityPolicy>,
+    pub fairshare: Box<dyn FairsharePolicy>,
+    pub preemption: Box<dyn PreemptionPolicy>,
+    pub placement: Box<dyn PlacementPolicy>,
+}
+
+impl Default for PolicySet {
+    /// The native safe defaults: FIFO, classic fairshare, no preemption, first fit.
+    fn default() -> Self {
+        Self { priority: Box::new(FifoPriority), fairshare: Box::new(ClassicFairshare), preemption: Box::new(NoPreemption), placement: Box::new(FirstFitPlacement) }
+    }
+}
+
+/// How often each decision point fell back to its native safe default.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PolicyFallbacks {
+    pub priority: u64,
+    pub fairshare: u64,
+    pub preemption: u64,
+    pub placement: u64,
+}

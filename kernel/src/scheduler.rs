@@ -1,0 +1,575 @@
+//! The scheduler state machine: jobs and the cluster, changed only through its entry
+//! points (`submit`, `cancel`, `job_ended`, `node_failed`, `set_node_state`, `cycle`).
+//!
+//! Invariant: deterministic and free of I/O. The same sequence of calls with the same
+//! `now` values gives the same decisions, in the daemon and in the simulator alike.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::alloc::node_units;
+use crate::cluster::{AssocId, Cluster, NodeId, NodeState, PartitionId, QosId, UserId, ROOT_ACCOUNT};
+use crate::job::*;
+use crate::policy::{PolicyFallbacks, PolicySet};
+use crate::units::Time;
+
+/// How the cycle fills the machine around blocked jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backfill {
+    /// Strict priority order: nothing starts behind the first job that cannot.
+    None,
+    /// EASY: one reservation for the top blocked job; later jobs may start if they do not
+    /// delay it.
+    Easy,
+    /// Conservative: reservations for the first `depth` blocked jobs; later jobs may start
+    /// only if they delay none of them.
+    Conservative { depth: usize },
+}
+
+impl Backfill {
+    pub fn reservation_depth(self) -> usize {
+        match self {
+            Self::None => 0,
+            Self::Easy => 1,
+            Self::Conservative { depth } => depth,
+        }
+    }
+}
+
+/// Settings of the scheduling cycle, validated at construction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedulerConfig {
+    pub backfill: Backfill,
+    /// Extra candidate nodes offered to placement beyond those needed, from each end of
+    /// the free index.
+    pub placement_slack: usize,
+    /// How many of the top blocked jobs a cycle tries to start by preemption.
+    pub preemption_depth: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self { backfill: Backfill::Easy, placement_slack: 4, preemption_depth: 4 }
+    }
+}
+
+/// A promise that a blocked job starts no later than `start` on `nodes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reservation {
+    pub job: JobId,
+    pub start: Time,
+    pub end: Time,
+    pub nodes: Vec<NodeId>,
+}
+
+/// What one cycle decided.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CycleOutcome {
+    pub started: Vec<JobId>,
+    pub preempted: Vec<JobId>,
+    pub requeued: Vec<JobId>,
+    /// Jobs cancelled because a dependency can never be satisfied.
+    pub cancelled: Vec<JobId>,
+    pub reservations: Vec<Reservation>,
+    /// Batches handed to the placement policy.
+    pub placement_batches: u32,
+}
+
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum JobError {
+    #[error("Invalid job id specified: {0}")]
+    UnknownJob(JobId),
+    #[error("job {0} has already finished")]
+    AlreadyFinished(JobId),
+    #[error("job {0} is not running")]
+    NotRunning(JobId),
+}
+
+#[derive(Debug, Clone, Default)]
+struct ArrayGroup {
+    throttle: Option<u32>,
+    running: u32,
+    tasks: Vec<JobId>,
+}
+
+enum DependencyStatus {
+    Satisfied,
+    Waiting,
+    Never,
+}
+
+/// The kernel's whole mutable state.
+pub struct Scheduler {
+    cluster: Cluster,
+    config: SchedulerConfig,
+    policies: PolicySet,
+    fallbacks: PolicyFallbacks,
+    jobs: Vec<Job>,
+    waiting: BTreeSet<JobId>,
+    running: BTreeSet<JobId>,
+    arrays: HashMap<JobId, ArrayGroup>,
+    /// Unfinished jobs per (user, name), for `singleton`.
+    singletons: HashMap<(UserId, String), BTreeSet<JobId>>,
+    running_per_user_qos: HashMap<(UserId, QosId), u32>,
+    /// Core-seconds of finished work per association.
+    usage: Vec<f64>,
+}
+
+impl Scheduler {
+    pub fn new(cluster: Cluster, config: SchedulerConfig, policies: PolicySet) -> Self {
+        Self {
+            usage: vec![0.0; cluster.associations.len()],
+            cluster,
+            config,
+            policies,
+            fallbacks: PolicyFallbacks::default(),
+            jobs: Vec::new(),
+            waiting: BTreeSet::new(),
+            running: BTreeSet::new(),
+            arrays: HashMap::new(),
+            singletons: HashMap::new(),
+            running_per_user_qos: HashMap::new(),
+        }
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+    pub fn config(&self) -> SchedulerConfig {
+        self.config
+    }
+    pub fn fallbacks(&self) -> PolicyFallbacks {
+        self.fallbacks
+    }
+    pub fn job(&self, id: JobId) -> Option<&Job> {
+        self.jobs.get((id.0 as usize).checked_sub(1)?)
+    }
+    pub fn jobs(&self) -> &[Job] {
+        &self.jobs
+    }
+    pub fn waiting(&self) -> &BTreeSet<JobId> {
+        &self.waiting
+    }
+    pub fn running(&self) -> &BTreeSet<JobId> {
+        &self.running
+    }
+    /// Ids of an array's tasks, if `id` is an array job id.
+    pub fn array_tasks(&self, id: JobId) -> Option<&[JobId]> {
+        self.arrays.get(&id).map(|g| g.tasks.as_slice())
+    }
+
+    fn job_mut(&mut self, id: JobId) -> &mut Job {
+        &mut self.jobs[id.0 as usize - 1]
+    }
+
+    /// Makes `user` a member of `account` (created under root if new). Used where users
+    /// are not declared, such as trace replay.
+    pub fn register_user(&mut self, account: &str, user: &str) {
+        let a = self.cluster.ensure_account(account);
+        let u = self.cluster.intern_user(user);
+        self.cluster.associate(a, u, 1);
+        self.usage.resize(self.cluster.associations.len(), 0.0);
+    }
+
+    // ----- submission -------------------------------------------------------------------
+
+    /// Validates and queues a job (or every task of an array). Rejects what can never run.
+    pub fn submit(&mut self, spec: JobSpec, now: Time) -> Result<Vec<JobId>, SubmitError> {
+        let partition = match &spec.partition {
+            Some(name) => self.cluster.partition_by_name(name).ok_or_else(|| SubmitError::UnknownPartition(name.clone()))?,
+            None => self.cluster.default_partition.ok_or(SubmitError::NoPartition)?,
+        };
+        let part = self.cluster.partition(partition);
+        let qos = match &spec.qos {
+            Some(name) => self.cluster.qos_by_name(name).ok_or_else(|| SubmitError::UnknownQos(name.clone()))?,
+            None => part.default_qos,
+        };
+        let shape = self.shape_for(&spec.request)?;
+        self.check_fits_ever(partition, &shape)?;
+        let time_limit = match spec.time_limit {
+            Some(t) if t <= 0 => return Err(SubmitError::Invalid("time limit must be positive".into())),
+            Some(t) => Some(t),
+            None => part.default_time.or(part.max_time),
+        };
+        for dep in &spec.dependencies {
+            if let Dependency::On(_, ids) = dep {
+                if let Some(&bad) = ids.iter().find(|&&id| self.job(id).is_none()) {
+                    return Err(SubmitError::UnknownDependency(bad));
+                }
+            }
+        }
+        let requeue_on_node_fail = spec.requeue.unwrap_or(part.requeue_on_node_fail);
+        let assoc = self.resolve_association(&spec)?;
+        let (account, user) = {
+            let a = self.cluster.associations[assoc.index()];
+            (a.account, a.user)
+        };
+
+        let indices: Vec<Option<u32>> = match &spec.array {
+            Some(a) if a.indices.is_empty() => return Err(SubmitError::Invalid("array has no indices".into())),
+            Some(a) => a.indices.iter().map(|&i| Some(i)).collect(),
+            None => vec![None],
+        };
+        let first = JobId(self.jobs.len() as u64 + 1);
+        let mut ids = Vec::with_capacity(indices.len());
+        for index in indices {
+            let id = JobId(self.jobs.len() as u64 + 1);
+            self.jobs.push(Job {
+                id,
+                name: spec.name.clone(),
+                user,
+                account,
+                assoc,
+                partition,
+                qos,
+                shape: shape.clone(),
+                time_limit,
+                array: index.map(|index| ArrayTask { array_job: first, index }),
+                dependencies: spec.dependencies.clone(),
+                requeue_on_node_fail,
+                submit_time: now,
+                start_time: None,
+                end_time: None,
+                state: JobState::Pending,
+                reason: PendingReason::None,
+                priority: 0,
+                exit_code: None,
+                requeue_count: 0,
+                allocation: None,
+            });
+            self.waiting.insert(id);
+            self.singletons.entry((user, spec.name.clone())).or_default().insert(id);
+            ids.push(id);
+        }
+        if let Some(a) = &spec.array {
+            self.arrays.insert(first, ArrayGroup { throttle: a.throttle, running: 0, tasks: ids.clone() });
+        }
+        tracing::debug!(first = first.0, count = ids.len(), "submitted");
+        Ok(ids)
+    }
+
+    fn resolve_association(&mut self, spec: &JobSpec) -> Result<AssocId, SubmitError> {
+        let user = self.cluster.intern_user(&spec.user);
+        let open = self.cluster.accounts.len() == 1;
+        let account = match &spec.account {
+            Some(name) => self.cluster.account_by_name(name).ok_or_else(|| SubmitError::UnknownAccount(name.clone()))?,
+            None => match self.cluster.default_account(user) {
+                Some(a) => a,
+                None if open => ROOT_ACCOUNT,
+                None => return Err(SubmitError::NotInAccount { user: spec.user.clone(), account: "any".into() }),
+            },
+        };
+        let assoc = match self.cluster.association(account, user) {
+            Some(a) => a,
+            None if open => self.cluster.associate(account, user, 1),
+            None => return Err(SubmitError::NotInAccount { user: spec.user.clone(), account: self.cluster.accounts[account.index()].name.clone() }),
+        };
+        self.usage.resize(self.cluster.associations.len(), 0.0);
+        Ok(assoc)
+    }
+
+    fn shape_for(&self, r: &ResourceRequest) -> Result<JobShape, SubmitError> {
+        let invalid = |s: &str| Err(SubmitError::Invalid(s.to_string()));
+        if r.tasks == 0 {
+            return invalid("ntasks must be at least 1");
+        }
+        if r.cpus_per_task == 0 {
+            return invalid("cpus-per-task must be at least 1");
+        }
+        if r.nodes == Some(0) {
+            return invalid("nodes must be at least 1");
+        }
+        let mut nodes = r.nodes;
+        let mut tasks = r.tasks;
+        if let Some(n) = nodes {
+            tasks = tasks.max(n);
+        }
+        let gpus_per_node = match r.gpus {
+            GpuRequest::None => 0,
+            GpuRequest::PerNode(g) => {
+                if nodes.is_none() && g > 0 {
+                    nodes = Some(1);
+                }
+                g
+            }
+            GpuRequest::PerJob(g) => {
+                let n = *nodes.get_or_insert(1);
+                if g % n != 0 {
+                    return Err(SubmitError::Invalid(format!("--gpus={g} must be a multiple of --nodes={n} (GPUs are spread evenly)")));
+                }
+                g / n
+            }
+        };
+        let mut features = 0u64;
+        for f in &r.features {
+            let i = self.cluster.feature_id(f).ok_or_else(|| SubmitError::UnknownFeature(f.clone()))?;
+            features |= 1u64 << i;
+        }
+        let gres = r.gres.iter().map(|(name, n)| self.cluster.gres_id(name).map(|g| (g, *n)).ok_or_else(|| SubmitError::UnknownGres(name.clone()))).collect::<Result<Vec<_>, _>>()?;
+        Ok(JobShape { nodes, tasks, cpus_per_task: r.cpus_per_task, memory: r.memory, gpus_per_node, gres, exclusive: r.exclusive, features })
+    }
+
+    /// Rejects a shape no idle partition could hold, with the reason.
+    fn check_fits_ever(&self, partition: PartitionId, shape: &JobShape) -> Result<(), SubmitError> {
+        let part = self.cluster.partition(partition);
+        let never = |why: String| Err(SubmitError::NeverFits { partition: part.name.clone(), why });
+        let total_nodes: u32 = part.type_counts.iter().map(|t| t.1).sum();
+        let mut fitting_nodes = 0u64;
+        let mut units = 0u64;
+        for &(_, count, rep) in &part.type_counts {
+            let node = self.cluster.node(rep);
+            let u = node_units(node, &node.idle_free(), shape) as u64;
+            if u > 0 {
+                fitting_nodes += count as u64;
+                units += u * count as u64;
+            }
+        }
+        if let Some(n) = shape.nodes {
+            if let Some(max) = part.max_nodes {
+                if n > max {
+                    return never(format!("asks for {n} nodes; the partition allows at most {max} per job"));
+                }
+            }
+            if n > total_nodes {
+                return never(format!("asks for {n} nodes; the partition has {total_nodes}"));
+            }
+            if fitting_nodes < n as u64 {
+                let biggest = self.biggest_node(partition);
+                return never(format!(
+                    "needs {n} node(s) each with {} tasks × {} cpus, {} GPUs{}; only {fitting_nodes} node(s) can hold that (largest: {biggest})",
+                    shape.tasks.div_ceil(n),
+                    shape.cpus_per_task,
+                    shape.gpus_per_node,
+                    match shape.memory {
+                        MemoryRequest::None => String::new(),
+                        MemoryRequest::PerNode(m) => format!(", {m} MiB"),
+                        MemoryRequest::PerCpu(m) => format!(", {m} MiB per cpu"),
+                    }
+                ));
+            }
+        } else if units < shape.tasks as u64 {
+            return never(format!("needs {} tasks × {} cpus; the whole partition holds at most {units} such tasks (largest node: {})", shape.tasks, shape.cpus_per_task, self.biggest_node(partition)));
+        }
+        Ok(())
+    }
+
+    fn biggest_node(&self, partition: PartitionId) -> String {
+        let part = self.cluster.partition(partition);
+        let t = part.type_counts.iter().map(|&(_, _, rep)| &self.cluster.node(rep).topology).max_by_key(|t| (t.core_count(), t.gpu_count(), t.memory_mb()));
+        match t {
+            Some(t) => format!("{} cores, {} MiB, {} GPUs", t.core_count(), t.memory_mb(), t.gpu_count()),
+            None => "none".into(),
+        }
+    }
+
+    // ----- changes reported by the world ------------------------------------------------
+
+    /// Cancels a waiting or running job. Returns the state it was in.
+    pub fn cancel(&mut self, id: JobId, now: Time) -> Result<JobState, JobError> {
+        let state = self.job(id).ok_or(JobError::UnknownJob(id))?.state;
+        match state {
+            s if s.is_terminal() => return Err(JobError::AlreadyFinished(id)),
+            JobState::Running => self.finish_running(id, now, JobState::Cancelled, None),
+            _ => {
+                self.waiting.remove(&id);
+                self.retire(id, now, JobState::Cancelled);
+            }
+        }
+        Ok(state)
+    }
+
+    /// A running job ended (reported by an agent, or by the simulator's clock).
+    pub fn job_ended(&mut self, id: JobId, now: Time, outcome: JobOutcome) -> Result<(), JobError> {
+        let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
+        if job.state != JobState::Running {
+            return Err(JobError::NotRunning(id));
+        }
+        let (state, code) = match outcome {
+            JobOutcome::Exited(0) => (JobState::Completed, Some(0)),
+            JobOutcome::Exited(c) => (JobState::Failed, Some(c)),
+            JobOutcome::Timeout => (JobState::Timeout, None),
+            JobOutcome::NodeFail => (JobState::NodeFail, None),
+        };
+        self.finish_running(id, now, state, code);
+        Ok(())
+    }
+
+    /// Marks a node down; its jobs are requeued or end as NODE_FAIL, as each job says.
+    pub fn node_failed(&mut self, node: NodeId, now: Time) -> Vec<JobId> {
+        self.cluster.set_state(node, NodeState::Down);
+        let hit: Vec<JobId> = self.running.iter().copied().filter(|&id| self.job(id).and_then(|j| j.allocation.as_ref()).is_some_and(|a| a.nodes.iter().any(|n| n.node == node))).collect();
+        for &id in &hit {
+            if self.job(id).is_some_and(|j| j.requeue_on_node_fail) {
+                self.requeue(id, now);
+            } else {
+                self.finish_running(id, now, JobState::NodeFail, None);
+            }
+        }
+        hit
+    }
+
+    /// Brings a node up, or drains it (running jobs go on, nothing new starts).
+    pub fn set_node_state(&mut self, node: NodeId, state: NodeState) {
+        self.cluster.set_state(node, state);
+    }
+
+    fn stop_running(&mut self, id: JobId, now: Time) {
+        let job = &self.jobs[id.0 as usize - 1];
+        let alloc = job.allocation.clone().unwrap_or_default();
+        let (user, qos, assoc, array, start) = (job.user, job.qos, job.assoc, job.array, job.start_time.unwrap_or(now));
+        self.cluster.release(&alloc);
+        self.running.remove(&id);
+        if let Some(c) = self.running_per_user_qos.get_mut(&(user, qos)) {
+            *c = c.saturating_sub(1);
+        }
+        if let Some(a) = array {
+            if let Some(g) = self.arrays.get_mut(&a.array_job) {
+                g.running = g.running.saturating_sub(1);
+            }
+        }
+        self.usage[assoc.index()] += alloc.core_count() as f64 * (now - start).max(0) as f64;
+    }
+
+    fn finish_running(&mut self, id: JobId, now: Time, state: JobState, exit_code: Option<i32>) {
+        self.stop_running(id, now);
+        self.job_mut(id).exit_code = exit_code;
+        self.retire(id, now, state);
+    }
+
+    fn retire(&mut self, id: JobId, now: Time, state: JobState) {
+        let job = self.job_mut(id);
+        job.state = state;
+        job.end_time = Some(now);
+        let key = (job.user, job.name.clone());
+        if let Some(set) = self.singletons.get_mut(&key) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.singletons.remove(&key);
+            }
+        }
+    }
+
+    fn requeue(&mut self, id: JobId, now: Time) {
+        self.stop_running(id, now);
+        let job = self.job_mut(id);
+        job.state = JobState::Requeued;
+        job.reason = PendingReason::None;
+        job.start_time = None;
+        job.allocation = None;
+        job.requeue_count += 1;
+        self.waiting.insert(id);
+    }
+
+    fn start(&mut self, id: JobId, now: Time, alloc: Allocation) {
+        let job = self.job_mut(id);
+        job.state = JobState::Running;
+        job.reason = PendingReason::None;
+        job.start_time = Some(now);
+        job.allocation = Some(alloc);
+        let (user, qos, array) = (job.user, job.qos, job.array);
+        self.waiting.remove(&id);
+        self.running.insert(id);
+        *self.running_per_user_qos.entry((user, qos)).or_default() += 1;
+        if let Some(a) = array {
+            if let Some(g) = self.arrays.get_mut(&a.array_job) {
+                g.running += 1;
+            }
+        }
+    }
+
+    fn dependency_status(&self, job: &Job) -> DependencyStatus {
+        let mut waiting = false;
+        for dep in &job.dependencies {
+            match dep {
+                Dependency::Singleton => {
+                    let first = self.singletons.get(&(job.user, job.name.clone())).and_then(|s| s.first().copied());
+                    if first.is_some_and(|f| f != job.id) {
+                        waiting = true;
+                    }
+                }
+                Dependency::On(kind, ids) => {
+                    for &target in ids {
+                        let targets = self.array_tasks(target).map(|t| t.to_vec()).unwrap_or_else(|| vec![target]);
+                        for t in targets {
+                            let Some(tj) = self.job(t) else { continue };
+                            let s = tj.state;
+                            match kind {
+                                DependencyKind::After => waiting |= tj.start_time.is_none() && !s.is_terminal(),
+                                DependencyKind::AfterAny => waiting |= !s.is_terminal(),
+                                DependencyKind::AfterOk if s.is_terminal() && s != JobState::Completed => return DependencyStatus::Never,
+                                DependencyKind::AfterNotOk if s == JobState::Completed => return DependencyStatus::Never,
+                                DependencyKind::AfterOk | DependencyKind::AfterNotOk => waiting |= !s.is_terminal(),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if waiting {
+            DependencyStatus::Waiting
+        } else {
+            DependencyStatus::Satisfied
+        }
+    }
+
+    // ----- the cycle ----------------------------------------------------------------------
+
+    /// Runs one scheduling cycle at `now` and returns what it decided. The jobs it started
+    /// are RUNNING with their allocations when it returns.
+    pub fn cycle(&mut self, now: Time) -> CycleOutcome {
+        crate::cycle::run(self, now)
+    }
+
+    // Narrow accessors for `cycle`, which lives in its own module.
+    pub(crate) fn parts(&mut self) -> SchedulerParts<'_> {
+        SchedulerParts { cluster: &mut self.cluster, policies: &mut self.policies, fallbacks: &mut self.fallbacks }
+    }
+    pub(crate) fn usage_of(&self, assoc: AssocId) -> f64 {
+        self.usage[assoc.index()]
+    }
+    pub(crate) fn set_priority(&mut self, id: JobId, p: i64) {
+        self.job_mut(id).priority = p;
+    }
+    pub(crate) fn set_reason(&mut self, id: JobId, r: PendingReason) {
+        self.job_mut(id).reason = r;
+    }
+    pub(crate) fn is_waiting_on_dependency(&self, id: JobId) -> Option<bool> {
+        let job = self.job(id)?;
+        match self.dependency_status(job) {
+            DependencyStatus::Satisfied => Some(false),
+            DependencyStatus::Waiting => Some(true),
+            DependencyStatus::Never => None,
+        }
+    }
+    pub(crate) fn cancel_never_satisfied(&mut self, id: JobId, now: Time) {
+        self.waiting.remove(&id);
+        self.retire(id, now, JobState::Cancelled);
+        self.job_mut(id).reason = PendingReason::DependencyNeverSatisfied;
+    }
+    pub(crate) fn running_count(&self, user: UserId, qos: QosId) -> u32 {
+        self.running_per_user_qos.get(&(user, qos)).copied().unwrap_or(0)
+    }
+    pub(crate) fn array_room(&self, array_job: JobId) -> Option<u32> {
+        let g = self.arrays.get(&array_job)?;
+        g.throttle.map(|t| t.saturating_sub(g.running))
+    }
+    pub(crate) fn start_job(&mut self, id: JobId, now: Time, alloc: Allocation) {
+        self.start(id, now, alloc);
+    }
+    pub(crate) fn preempt_job(&mut self, id: JobId, now: Time, requeue: bool) {
+        if requeue {
+            self.requeue(id, now);
+        } else {
+            self.finish_running(id, now, JobState::Preempted, None);
+        }
+    }
+}
+
+pub(crate) struct SchedulerParts<'a> {
+    pub cluster: &'a mut Cluster,
+    pub policies: &'a mut PolicySet,
+    pub fallbacks: &'a mut PolicyFallbacks,
+}

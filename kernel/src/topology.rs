@@ -1,0 +1,332 @@
+//! The inside of one node: sockets → NUMA domains → cores, GPUs with their NUMA affinity
+//! and an NVLink link-count matrix, and the in-node choice of GPUs and cores.
+//!
+//! Invariant: a topology is immutable once built; nodes of the same type share one
+//! `Arc<NodeTopology>`. Free/used state lives in [`crate::cluster::NodeFree`], never here.
+
+use fixedbitset::FixedBitSet;
+
+/// Most GPUs one node may have: GPU sets are `u64` masks.
+pub const MAX_GPUS_PER_NODE: usize = 64;
+
+/// Above this many candidate subsets the GPU choice switches from exhaustive search to a
+/// greedy one, so the allocator's cost stays bounded on very wide nodes.
+const EXHAUSTIVE_GPU_SUBSETS: u64 = 20_000;
+
+/// One NUMA domain: the cores it holds and its local memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumaDomain {
+    /// Socket (package) index this domain belongs to.
+    pub socket: u16,
+    /// Core indices (node-local numbering) in this domain.
+    pub cores: FixedBitSet,
+    /// Memory attached to this domain, in MiB.
+    pub memory_mb: u64,
+}
+
+/// One GPU and where it sits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gpu {
+    /// NUMA domain the GPU's PCIe root is attached to.
+    pub numa: u16,
+    /// Model name, for display (`"H100"`); never used on the hot path.
+    pub model: String,
+}
+
+/// The hardware shape of a node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeTopology {
+    pub sockets: u16,
+    pub numa: Vec<NumaDomain>,
+    pub gpus: Vec<Gpu>,
+    /// NVLink link count between GPU `i` and GPU `j`, row-major `gpus.len()²`, symmetric,
+    /// zero on the diagonal and between GPUs that only share PCIe.
+    pub nvlink: Vec<u8>,
+    core_count: u32,
+    core_numa: Vec<u16>,
+    memory_mb: u64,
+}
+
+/// What [`NodeTopology::choose_gpus`] found: the set and the figures placement uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuChoice {
+    pub gpus: u64,
+    /// Sum of NVLink links over all pairs inside the set.
+    pub links: u32,
+    /// Bit `d` set when NUMA domain `d` holds one of the chosen GPUs.
+    pub numa_mask: u64,
+}
+
+impl NodeTopology {
+    /// Builds a topology; `nvlink` must be `gpus.len()²` long (checked by the config loader).
+    pub fn new(sockets: u16, numa: Vec<NumaDomain>, gpus: Vec<Gpu>, nvlink: Vec<u8>) -> Self {
+        let core_count = numa.iter().map(|d| d.cores.count_ones(..) as u32).sum();
+        let width = numa.iter().map(|d| d.cores.len()).max().unwrap_or(0);
+        let mut core_numa = vec![0u16; width];
+        for (i, d) in numa.iter().enumerate() {
+            for c in d.cores.ones() {
+                core_numa[c] = i as u16;
+            }
+        }
+        let memory_mb = numa.iter().map(|d| d.memory_mb).sum();
+        Self { sockets, numa, gpus, nvlink, core_count, core_numa, memory_mb }
+    }
+
+    /// A regular node: `sockets × numa_per_socket` domains of `cores_per_numa` cores each,
+    /// memory split evenly, and no GPUs.
+    pub fn uniform(sockets: u16, numa_per_socket: u16, cores_per_numa: u32, memory_mb: u64) -> Self {
+        let domains = sockets as u32 * numa_per_socket as u32;
+        let width = (domains * cores_per_numa) as usize;
+        let per_domain_mem = memory_mb / domains.max(1) as u64;
+        let numa = (0..domains)
+            .map(|d| {
+                let mut cores = FixedBitSet::with_capacity(width);
+                cores.insert_range((d * cores_per_numa) as usize..((d + 1) * cores_per_numa) as usize);
+                NumaDomain { socket: (d / numa_per_socket as u32) as u16, cores, memory_mb: per_domain_mem }
+            })
+            .collect();
+        Self::new(sockets, numa, Vec::new(), Vec::new())
+    }
+
+    pub fn core_count(&self) -> u32 {
+        self.core_count
+    }
+
+    /// Width of core bitsets for this node (highest core index + 1).
+    pub fn core_width(&self) -> usize {
+        self.core_numa.len()
+    }
+
+    pub fn memory_mb(&self) -> u64 {
+        self.memory_mb
+    }
+
+    pub fn gpu_count(&self) -> u32 {
+        self.gpus.len() as u32
+    }
+
+    /// Mask with one bit per GPU of this node.
+    pub fn all_gpus(&self) -> u64 {
+        match self.gpus.len() {
+            0 => 0,
+            64 => u64::MAX,
+            n => (1u64 << n) - 1,
+        }
+    }
+
+    pub fn links(&self, a: usize, b: usize) -> u8 {
+        self.nvlink[a * self.gpus.len() + b]
+    }
+
+    /// Sum of NVLink links over every pair inside `set`.
+    pub fn set_links(&self, set: u64) -> u32 {
+        let mut total = 0u32;
+        let mut rest = set;
+        while rest != 0 {
+            let a = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            let mut others = rest;
+            while others != 0 {
+                let b = others.trailing_zeros() as usize;
+                others &= others - 1;
+                total += self.links(a, b) as u32;
+            }
+        }
+        total
+    }
+
+    /// NUMA domains (as a mask) that hold GPUs of `set`.
+    pub fn gpu_numa_mask(&self, set: u64) -> u64 {
+        ones(set).fold(0u64, |m, g| m | 1u64 << self.gpus[g].numa)
+    }
+
+    /// Chooses `k` GPUs among `free`: the set with the most NVLink links among its members;
+    /// ties go to the set spanning the fewest NUMA domains, then to the lowest GPU indices.
+    pub fn choose_gpus(&self, free: u64, k: u32) -> Option<GpuChoice> {
+        if k == 0 {
+            return Some(GpuChoice { gpus: 0, links: 0, numa_mask: 0 });
+        }
+        let avail: Vec<usize> = ones(free).collect();
+        if avail.len() < k as usize {
+            return None;
+        }
+        let best = if binomial(avail.len() as u64, k as u64) <= EXHAUSTIVE_GPU_SUBSETS {
+            let mut best: Option<(u32, u32, u64)> = None;
+            let mut pick = Vec::with_capacity(k as usize);
+            self.search_gpu_sets(&avail, 0, k as usize, &mut pick, &mut best);
+            best.map(|(_, _, set)| set)
+        } else {
+            Some(self.greedy_gpu_set(&avail, k as usize))
+        }?;
+        Some(GpuChoice { gpus: best, links: self.set_links(best), numa_mask: self.gpu_numa_mask(best) })
+    }
+
+    fn search_gpu_sets(&self, avail: &[usize], from: usize, k: usize, pick: &mut Vec<usize>, best: &mut Option<(u32, u32, u64)>) {
+        if pick.len() == k {
+            let set = pick.iter().fold(0u64, |m, &g| m | 1u64 << g);
+            let links = self.set_links(set);
+            let numa = self.gpu_numa_mask(set).count_ones();
+            let better = match *best {
+                None => true,
+                Some((bl, bn, bs)) => (links, std::cmp::Reverse(numa), std::cmp::Reverse(set)) > (bl, std::cmp::Reverse(bn), std::cmp::Reverse(bs)),
+            };
+            if better {
+                *best = Some((links, numa, set));
+            }
+            return;
+        }
+        let needed = k - pick.len();
+        for i in from..=avail.len() - needed {
+            pick.push(avail[i]);
+            self.search_gpu_sets(avail, i + 1, k, pick, best);
+            pick.pop();
+        }
+    }
+
+    /// Grows a set one GPU at a time, each time adding the GPU with the most links into it.
+    fn greedy_gpu_set(&self, avail: &[usize], k: usize) -> u64 {
+        let mut set = 0u64;
+        let mut rest: Vec<usize> = avail.to_vec();
+        for _ in 0..k {
+            let (pos, _) = rest
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, &g)| {
+                    let into: u32 = ones(set).map(|m| self.links(g, m) as u32).sum();
+                    let same_numa = ones(set).any(|m| self.gpus[m].numa == self.gpus[g].numa);
+                    (into, same_numa, std::cmp::Reverse(g))
+                })
+                .expect("k <= avail.len() checked by caller");
+            set |= 1u64 << rest.remove(pos);
+        }
+        set
+    }
+
+    /// Chooses `n` cores among `free`. With `near` (a NUMA mask, e.g. of the chosen GPUs)
+    /// cores come from those domains first, then from their sockets, then anywhere.
+    /// Without it, the fewest domains are used: a domain that fits all `n` (the tightest),
+    /// otherwise the domains with the most free cores.
+    pub fn choose_cores(&self, free: &FixedBitSet, n: u32, near: u64) -> Option<FixedBitSet> {
+        let mut picked = FixedBitSet::with_capacity(self.core_width());
+        if n == 0 {
+            return Some(picked);
+        }
+        if (free.count_ones(..) as u32) < n {
+            return None;
+        }
+        let free_in = |d: &NumaDomain| free.intersection_count(&d.cores) as u32;
+        let mut order: Vec<usize> = (0..self.numa.len()).collect();
+        if near != 0 {
+            let near_sockets: Vec<u16> = ones(near).filter_map(|d| self.numa.get(d).map(|x| x.socket)).collect();
+            order.sort_by_key(|&d| {
+                let rank = if near & (1u64 << d) != 0 {
+                    0
+                } else if near_sockets.contains(&self.numa[d].socket) {
+                    1
+                } else {
+                    2
+                };
+                (rank, d)
+            });
+        } else if let Some(tight) = (0..self.numa.len()).filter(|&d| free_in(&self.numa[d]) >= n).min_by_key(|&d| (free_in(&self.numa[d]), d)) {
+            order = vec![tight];
+        } else {
+            order.sort_by_key(|&d| (std::cmp::Reverse(free_in(&self.numa[d])), d));
+        }
+        let mut left = n;
+        for d in order {
+            for c in self.numa[d].cores.ones() {
+                if left == 0 {
+                    break;
+                }
+                if free.contains(c) {
+                    picked.insert(c);
+                    left -= 1;
+                }
+            }
+        }
+        (left == 0).then_some(picked)
+    }
+
+    /// NUMA domains touched by a core set, as a mask.
+    pub fn core_numa_mask(&self, cores: &FixedBitSet) -> u64 {
+        cores.ones().fold(0u64, |m, c| m | 1u64 << self.core_numa[c])
+    }
+}
+
+/// Iterates over the set bits of a mask, lowest first.
+pub fn ones(mut mask: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if mask == 0 {
+            return None;
+        }
+        let b = mask.trailing_zeros() as usize;
+        mask &= mask - 1;
+        Some(b)
+    })
+}
+
+fn binomial(n: u64, k: u64) -> u64 {
+    let k = k.min(n - k.min(n));
+    (0..k).fold(1u64, |acc, i| acc.saturating_mul(n - i) / (i + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two sockets, one NUMA domain each with 8 cores, four GPUs: 0,1 on domain 0 and
+    /// 2,3 on domain 1, NVLink bridges pairing (0,1) and (2,3).
+    fn bridged() -> NodeTopology {
+        let mut t = NodeTopology::uniform(2, 1, 8, 64_000);
+        t.gpus = (0..4).map(|g| Gpu { numa: (g / 2) as u16, model: "A6000".into() }).collect();
+        let mut m = vec![0u8; 16];
+        for (a, b) in [(0, 1), (2, 3)] {
+            m[a * 4 + b] = 4;
+            m[b * 4 + a] = 4;
+        }
+        t.nvlink = m;
+        t
+    }
+
+    #[test]
+    fn bridged_pair_is_chosen_over_pcie_pair() {
+        let t = bridged();
+        let c = t.choose_gpus(0b1110, 2).unwrap();
+        assert_eq!(c.gpus, 0b1100);
+        assert_eq!(c.links, 4);
+    }
+
+    #[test]
+    fn cores_follow_gpus_numa() {
+        let t = bridged();
+        let mut free = FixedBitSet::with_capacity(16);
+        free.insert_range(..);
+        let cores = t.choose_cores(&free, 4, t.gpu_numa_mask(0b1100)).unwrap();
+        assert_eq!(cores.ones().collect::<Vec<_>>(), vec![8, 9, 10, 11]);
+    }
+
+    #[test]
+    fn cpu_only_request_packs_into_tightest_domain() {
+        let t = NodeTopology::uniform(2, 1, 8, 1000);
+        let mut free = FixedBitSet::with_capacity(16);
+        free.insert_range(..);
+        free.set_range(0..5, false); // domain 0 has 3 free, domain 1 has 8
+        let cores = t.choose_cores(&free, 3, 0).unwrap();
+        assert_eq!(cores.ones().collect::<Vec<_>>(), vec![5, 6, 7]);
+        let wide = t.choose_cores(&free, 10, 0).unwrap();
+        assert_eq!(wide.count_ones(..), 10);
+        assert!(t.choose_cores(&free, 12, 0).is_none());
+    }
+
+    #[test]
+    fn greedy_choice_matches_links_on_wide_node() {
+        // 40 GPUs all-to-all: exhaustive search would be C(40,20); greedy must still pick 20.
+        let mut t = NodeTopology::uniform(2, 1, 4, 1000);
+        t.gpus = (0..40).map(|g| Gpu { numa: (g / 20) as u16, model: String::new() }).collect();
+        t.nvlink = (0..1600).map(|i| if i / 40 == i % 40 { 0 } else { 2 }).collect();
+        let c = t.choose_gpus(t.all_gpus(), 20).unwrap();
+        assert_eq!(c.gpus.count_ones(), 20);
+        assert_eq!(c.numa_mask.count_ones(), 1, "greedy keeps one NUMA domain when it can");
+    }
+}

@@ -1,0 +1,177 @@
+//! Parsers for the quantities users type: durations in Slurm's formats, memory sizes and
+//! host lists. Pure functions; the CLI, the cluster loader and `#SBATCH` parsing share them.
+
+use thiserror::Error;
+
+/// Seconds on the scheduler's clock (virtual in the simulator, Unix time in the daemon).
+pub type Time = i64;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum UnitError {
+    #[error("invalid time '{0}': use minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED")]
+    Duration(String),
+    #[error("invalid memory size '{0}': use a number with an optional K, M, G or T suffix (default M)")]
+    Memory(String),
+    #[error("invalid host list '{0}': {1}")]
+    Hostlist(String, String),
+}
+
+/// Parses a Slurm time limit into seconds. `None` means unlimited.
+///
+/// Accepted: `M`, `M:S`, `H:M:S`, `D-H`, `D-H:M`, `D-H:M:S`, `UNLIMITED`, `infinite`.
+pub fn parse_duration(text: &str) -> Result<Option<Time>, UnitError> {
+    let t = text.trim();
+    let bad = || UnitError::Duration(text.to_string());
+    if t.eq_ignore_ascii_case("unlimited") || t.eq_ignore_ascii_case("infinite") {
+        return Ok(None);
+    }
+    let num = |s: &str| -> Result<i64, UnitError> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        s.parse::<i64>().map_err(|_| bad())
+    };
+    let (days, rest) = match t.split_once('-') {
+        Some((d, r)) => (Some(num(d)?), r),
+        None => (None, t),
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    let secs = match (days, parts.as_slice()) {
+        (None, [m]) => num(m)? * 60,
+        (None, [m, s]) => num(m)? * 60 + num(s)?,
+        (None, [h, m, s]) => num(h)? * 3600 + num(m)? * 60 + num(s)?,
+        (Some(d), [h]) => d * 86_400 + num(h)? * 3600,
+        (Some(d), [h, m]) => d * 86_400 + num(h)? * 3600 + num(m)? * 60,
+        (Some(d), [h, m, s]) => d * 86_400 + num(h)? * 3600 + num(m)? * 60 + num(s)?,
+        _ => return Err(bad()),
+    };
+    Ok(Some(secs))
+}
+
+/// Formats seconds the way Slurm prints a time limit (`D-HH:MM:SS` or `HH:MM:SS`).
+pub fn format_duration(secs: Option<Time>) -> String {
+    match secs {
+        None => "UNLIMITED".into(),
+        Some(s) => {
+            let (d, h, m, s) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
+            if d > 0 {
+                format!("{d}-{h:02}:{m:02}:{s:02}")
+            } else {
+                format!("{h:02}:{m:02}:{s:02}")
+            }
+        }
+    }
+}
+
+/// Parses a memory size into MiB (`4G` → 4096; a bare number is MiB, as in Slurm).
+pub fn parse_memory_mb(text: &str) -> Result<u64, UnitError> {
+    let t = text.trim();
+    let bad = || UnitError::Memory(text.to_string());
+    let (digits, scale) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 0),
+        Some('M') => (&t[..t.len() - 1], 1),
+        Some('G') => (&t[..t.len() - 1], 1024),
+        Some('T') => (&t[..t.len() - 1], 1024 * 1024),
+        Some(c) if c.is_ascii_digit() => (t, 1),
+        _ => return Err(bad()),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    Ok(if scale == 0 { n.div_ceil(1024) } else { n.checked_mul(scale).ok_or_else(bad)? })
+}
+
+/// Expands a host list such as `gpu[01-04,07],login1` into names, in order.
+/// Several bracket groups in one name (`r[1-2]n[1-3]`) expand as a product.
+pub fn expand_hostlist(list: &str) -> Result<Vec<String>, UnitError> {
+    let err = |why: &str| UnitError::Hostlist(list.to_string(), why.to_string());
+    let mut out = Vec::new();
+    let mut depth = 0;
+    let mut start = 0;
+    let bytes = list.as_bytes();
+    for i in 0..=bytes.len() {
+        let at_end = i == bytes.len();
+        if !at_end {
+            match bytes[i] {
+                b'[' => depth += 1,
+                b']' if depth == 0 => return Err(err("']' without '['")),
+                b']' => depth -= 1,
+                _ => {}
+            }
+        }
+        if at_end || (bytes[i] == b',' && depth == 0) {
+            if depth != 0 {
+                return Err(err("unclosed '['"));
+            }
+            let item = list[start..i].trim();
+            if item.is_empty() {
+                return Err(err("empty host name"));
+            }
+            expand_one(item, &mut out).map_err(|why| err(&why))?;
+            start = i + 1;
+        }
+    }
+    Ok(out)
+}
+
+fn expand_one(item: &str, out: &mut Vec<String>) -> Result<(), String> {
+    let Some(open) = item.find('[') else {
+        out.push(item.to_string());
+        return Ok(());
+    };
+    let close = item[open..].find(']').map(|c| c + open).ok_or("unclosed '['")?;
+    let (prefix, body, suffix) = (&item[..open], &item[open + 1..close], &item[close + 1..]);
+    for range in body.split(',') {
+        let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+        let width = lo.len();
+        let lo_n: u64 = lo.parse().map_err(|_| format!("'{range}' is not a number or range"))?;
+        let hi_n: u64 = hi.parse().map_err(|_| format!("'{range}' is not a number or range"))?;
+        if hi_n < lo_n {
+            return Err(format!("range '{range}' runs backwards"));
+        }
+        if hi_n - lo_n > 1_000_000 {
+            return Err(format!("range '{range}' is too large"));
+        }
+        for n in lo_n..=hi_n {
+            expand_one(&format!("{prefix}{n:0width$}{suffix}"), out)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_slurm_formats() {
+        assert_eq!(parse_duration("30"), Ok(Some(1800)));
+        assert_eq!(parse_duration("1:30"), Ok(Some(90)));
+        assert_eq!(parse_duration("01:00:05"), Ok(Some(3605)));
+        assert_eq!(parse_duration("2-00:00:00"), Ok(Some(172_800)));
+        assert_eq!(parse_duration("1-2"), Ok(Some(93_600)));
+        assert_eq!(parse_duration("1-0:30"), Ok(Some(88_200)));
+        assert_eq!(parse_duration("UNLIMITED"), Ok(None));
+        assert!(parse_duration("1h").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("1:2:3:4").is_err());
+        assert_eq!(format_duration(Some(172_805)), "2-00:00:05");
+    }
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory_mb("4G"), Ok(4096));
+        assert_eq!(parse_memory_mb("500"), Ok(500));
+        assert_eq!(parse_memory_mb("1t"), Ok(1_048_576));
+        assert_eq!(parse_memory_mb("2048K"), Ok(2));
+        assert!(parse_memory_mb("lots").is_err());
+        assert!(parse_memory_mb("G").is_err());
+    }
+
+    #[test]
+    fn host_lists() {
+        assert_eq!(expand_hostlist("gpu[01-03,07],login").unwrap(), vec!["gpu01", "gpu02", "gpu03", "gpu07", "login"]);
+        assert_eq!(expand_hostlist("r[1-2]n[1-2]").unwrap(), vec!["r1n1", "r1n2", "r2n1", "r2n2"]);
+        assert!(expand_hostlist("gpu[3-1]").is_err());
+        assert!(expand_hostlist("gpu[1-2").is_err());
+        assert!(expand_hostlist("a,,b").is_err());
+    }
+}
