@@ -59,10 +59,16 @@ pub fn node_units(node: &Node, free: &NodeFree, shape: &JobShape) -> u32 {
     if node.features & shape.features != shape.features {
         return 0;
     }
-    if shape.gres.iter().any(|&(g, n)| free.gres.get(g.index()).copied().unwrap_or(0) < n) {
+    if shape
+        .gres
+        .iter()
+        .any(|&(g, n)| free.gres.get(g.index()).copied().unwrap_or(0) < n)
+    {
         return 0;
     }
-    if shape.exclusive && (free.core_count != node.topology.core_count() || free.gpus != node.topology.all_gpus()) {
+    if shape.exclusive
+        && (free.core_count != node.topology.core_count() || free.gpus != node.topology.all_gpus())
+    {
         return 0;
     }
     if (free.gpus.count_ones()) < shape.gpus_per_node {
@@ -86,7 +92,9 @@ pub fn node_units(node: &Node, free: &NodeFree, shape: &JobShape) -> u32 {
                         0
                     }
                 }
-                MemoryRequest::PerCpu(m) => u32::try_from(free.memory_mb / (m * cpt as u64).max(1)).unwrap_or(u32::MAX),
+                MemoryRequest::PerCpu(m) => {
+                    u32::try_from(free.memory_mb / (m * cpt as u64).max(1)).unwrap_or(u32::MAX)
+                }
             };
             by_cores.min(by_mem).min(shape.tasks)
         }
@@ -94,21 +102,45 @@ pub fn node_units(node: &Node, free: &NodeFree, shape: &JobShape) -> u32 {
 }
 
 /// Plans what `node` gives `shape` for `tasks` tasks without changing anything.
-pub fn plan_node(node: &Node, free: &NodeFree, shape: &JobShape, tasks: u32) -> Option<NodeAllocation> {
+pub fn plan_node(
+    node: &Node,
+    free: &NodeFree,
+    shape: &JobShape,
+    tasks: u32,
+) -> Option<NodeAllocation> {
     let topo = &node.topology;
     if shape.exclusive {
         if node_units(node, free, shape) == 0 {
             return None;
         }
-        return Some(NodeAllocation { node: node.id, tasks, cores: free.cores.clone(), memory_mb: free.memory_mb, gpus: free.gpus, gres: shape.gres.clone() });
+        return Some(NodeAllocation {
+            node: node.id,
+            tasks,
+            cores: free.cores.clone(),
+            memory_mb: free.memory_mb,
+            gpus: free.gpus,
+            gres: shape.gres.clone(),
+        });
     }
     let gpus = topo.choose_gpus(free.gpus, shape.gpus_per_node)?;
     let cores = topo.choose_cores(&free.cores, tasks * shape.cpus_per_task, gpus.numa_mask)?;
     let memory_mb = shape.memory_for(tasks);
-    if memory_mb > free.memory_mb || shape.gres.iter().any(|&(g, n)| free.gres.get(g.index()).copied().unwrap_or(0) < n) {
+    if memory_mb > free.memory_mb
+        || shape
+            .gres
+            .iter()
+            .any(|&(g, n)| free.gres.get(g.index()).copied().unwrap_or(0) < n)
+    {
         return None;
     }
-    Some(NodeAllocation { node: node.id, tasks, cores, memory_mb, gpus: gpus.gpus, gres: shape.gres.clone() })
+    Some(NodeAllocation {
+        node: node.id,
+        tasks,
+        cores,
+        memory_mb,
+        gpus: gpus.gpus,
+        gres: shape.gres.clone(),
+    })
 }
 
 /// `free` after giving away `a`.
@@ -145,13 +177,20 @@ impl Cluster {
             Some(n) => n as u64 * (shape.tasks_per_node() * shape.cpus_per_task) as u64,
             None => shape.cores(),
         };
-        cores > p.free_cores || shape.gpus_per_node as u64 * shape.nodes.unwrap_or(1) as u64 > p.free_gpus
+        cores > p.free_cores
+            || shape.gpus_per_node as u64 * shape.nodes.unwrap_or(1) as u64 > p.free_gpus
     }
 
     /// Nodes of `part` that can hold `shape` now and pass `usable`, enough to run it, plus
     /// up to `slack` more from each end of the free index so placement has a choice.
     /// `None` when the job cannot start now.
-    pub fn candidates(&self, part: PartitionId, shape: &JobShape, usable: &dyn Fn(NodeId) -> bool, slack: usize) -> Option<Vec<Candidate>> {
+    pub fn candidates(
+        &self,
+        part: PartitionId,
+        shape: &JobShape,
+        usable: &dyn Fn(NodeId) -> bool,
+        slack: usize,
+    ) -> Option<Vec<Candidate>> {
         if self.surely_too_big(part, shape) {
             return None;
         }
@@ -178,13 +217,25 @@ impl Cluster {
             return None;
         }
         if let Some(last) = last_low {
-            let hi: Vec<Candidate> = p.free_index.iter().rev().take_while(|&&(_, id)| id != last).filter_map(|&(_, id)| self.candidate(id, shape, usable)).take(slack).collect();
+            let hi: Vec<Candidate> = p
+                .free_index
+                .iter()
+                .rev()
+                .take_while(|&&(_, id)| id != last)
+                .filter_map(|&(_, id)| self.candidate(id, shape, usable))
+                .take(slack)
+                .collect();
             found.extend(hi.into_iter().rev());
         }
         Some(found)
     }
 
-    fn candidate(&self, id: NodeId, shape: &JobShape, usable: &dyn Fn(NodeId) -> bool) -> Option<Candidate> {
+    fn candidate(
+        &self,
+        id: NodeId,
+        shape: &JobShape,
+        usable: &dyn Fn(NodeId) -> bool,
+    ) -> Option<Candidate> {
         let node = self.node(id);
         let units = node_units(node, &node.free, shape);
         if units == 0 || !usable(id) {
@@ -199,7 +250,9 @@ impl Cluster {
             node: id,
             units,
             gpu_links: node.topology.set_links(plan.gpus),
-            numa_domains: (node.topology.core_numa_mask(&plan.cores) | node.topology.gpu_numa_mask(plan.gpus)).count_ones(),
+            numa_domains: (node.topology.core_numa_mask(&plan.cores)
+                | node.topology.gpu_numa_mask(plan.gpus))
+            .count_ones(),
             free_cores_after: node.free.core_count - plan.cores.count_ones(..) as u32,
             free_gpus_after: (node.free.gpus & !plan.gpus).count_ones(),
         })
@@ -207,7 +260,12 @@ impl Cluster {
 
     /// Allocates `shape` on nodes taken in the order of `ranked`, skipping any that no
     /// longer fit or fail `usable`. All-or-nothing: on `None` nothing has changed.
-    pub fn allocate(&mut self, shape: &JobShape, ranked: &[NodeId], usable: &dyn Fn(NodeId) -> bool) -> Option<Allocation> {
+    pub fn allocate(
+        &mut self,
+        shape: &JobShape,
+        ranked: &[NodeId],
+        usable: &dyn Fn(NodeId) -> bool,
+    ) -> Option<Allocation> {
         let needed = shape.units_needed();
         let mut nodes: Vec<NodeAllocation> = Vec::new();
         let mut placed = 0u32;

@@ -106,7 +106,9 @@ impl Node {
     }
 
     pub fn is_idle(&self) -> bool {
-        self.free.core_count == self.topology.core_count() && self.free.gpus == self.topology.all_gpus() && self.free.memory_mb == self.topology.memory_mb()
+        self.free.core_count == self.topology.core_count()
+            && self.free.gpus == self.topology.all_gpus()
+            && self.free.memory_mb == self.topology.memory_mb()
     }
 
     pub fn schedulable(&self) -> bool {
@@ -223,7 +225,12 @@ impl Cluster {
             partitions: Vec::new(),
             default_partition: None,
             qos: Vec::new(),
-            accounts: vec![Account { id: ROOT_ACCOUNT, name: "root".into(), parent: None, shares: 1 }],
+            accounts: vec![Account {
+                id: ROOT_ACCOUNT,
+                name: "root".into(),
+                parent: None,
+                shares: 1,
+            }],
             users: Vec::new(),
             associations: Vec::new(),
             feature_names: Vec::new(),
@@ -242,10 +249,24 @@ impl Cluster {
     /// `normal` QOS: what a trace without a cluster file runs on.
     pub fn homogeneous(nodes: u32, cores_per_node: u32, memory_mb: u64) -> Self {
         let mut c = Self::empty();
-        c.add_qos(Qos { id: QosId(0), name: "normal".into(), priority: 0, max_running_per_user: None, preemptable_by: Vec::new(), preempt_mode: PreemptMode::Cancel });
-        let ty = c.add_node_type(NodeType { name: "node".into(), topology: Arc::new(NodeTopology::uniform(1, 1, cores_per_node, memory_mb)), features: 0, gres: Vec::new() });
+        c.add_qos(Qos {
+            id: QosId(0),
+            name: "normal".into(),
+            priority: 0,
+            max_running_per_user: None,
+            preemptable_by: Vec::new(),
+            preempt_mode: PreemptMode::Cancel,
+        });
+        let ty = c.add_node_type(NodeType {
+            name: "node".into(),
+            topology: Arc::new(NodeTopology::uniform(1, 1, cores_per_node, memory_mb)),
+            features: 0,
+            gres: Vec::new(),
+        });
         let width = nodes.to_string().len();
-        let ids: Vec<NodeId> = (0..nodes).map(|i| c.add_node(format!("n{:0width$}", i + 1), ty)).collect();
+        let ids: Vec<NodeId> = (0..nodes)
+            .map(|i| c.add_node(format!("n{:0width$}", i + 1), ty))
+            .collect();
         c.add_partition("batch", ids, None, None, None, 0, QosId(0), false);
         c.default_partition = Some(PartitionId(0));
         c
@@ -268,7 +289,13 @@ impl Cluster {
             gres: t.gres.clone(),
             partitions: Vec::new(),
             state: NodeState::Up,
-            free: NodeFree { cores: FixedBitSet::new(), core_count: 0, memory_mb: 0, gpus: 0, gres: Vec::new() },
+            free: NodeFree {
+                cores: FixedBitSet::new(),
+                core_count: 0,
+                memory_mb: 0,
+                gpus: 0,
+                gres: Vec::new(),
+            },
         };
         node.free = node.idle_free();
         self.nodes.push(node);
@@ -277,7 +304,17 @@ impl Cluster {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn add_partition(&mut self, name: &str, nodes: Vec<NodeId>, max_time: Option<Time>, default_time: Option<Time>, max_nodes: Option<u32>, priority_tier: u32, default_qos: QosId, requeue_on_node_fail: bool) -> PartitionId {
+    pub(crate) fn add_partition(
+        &mut self,
+        name: &str,
+        nodes: Vec<NodeId>,
+        max_time: Option<Time>,
+        default_time: Option<Time>,
+        max_nodes: Option<u32>,
+        priority_tier: u32,
+        default_qos: QosId,
+        requeue_on_node_fail: bool,
+    ) -> PartitionId {
         let id = PartitionId(self.partitions.len() as u16);
         let mut type_counts: Vec<(NodeTypeId, u32, NodeId)> = Vec::new();
         let mut free_index = BTreeSet::new();
@@ -285,7 +322,10 @@ impl Cluster {
         for &n in &nodes {
             let node = &mut self.nodes[n.index()];
             node.partitions.push(id);
-            match type_counts.iter_mut().find(|(t, _, _)| *t == node.node_type) {
+            match type_counts
+                .iter_mut()
+                .find(|(t, _, _)| *t == node.node_type)
+            {
                 Some((_, c, _)) => *c += 1,
                 None => type_counts.push((node.node_type, 1, n)),
             }
@@ -295,7 +335,21 @@ impl Cluster {
                 free_gpus += node.free.gpus.count_ones() as u64;
             }
         }
-        self.partitions.push(Partition { id, name: name.to_string(), nodes, max_time, default_time, max_nodes, priority_tier, default_qos, requeue_on_node_fail, type_counts, free_index, free_cores, free_gpus });
+        self.partitions.push(Partition {
+            id,
+            name: name.to_string(),
+            nodes,
+            max_time,
+            default_time,
+            max_nodes,
+            priority_tier,
+            default_qos,
+            requeue_on_node_fail,
+            type_counts,
+            free_index,
+            free_cores,
+            free_gpus,
+        });
         self.partition_by_name.insert(name.to_string(), id);
         id
     }
@@ -309,7 +363,12 @@ impl Cluster {
 
     pub(crate) fn add_account(&mut self, name: &str, parent: AccountId, shares: u32) -> AccountId {
         let id = AccountId(self.accounts.len() as u32);
-        self.accounts.push(Account { id, name: name.to_string(), parent: Some(parent), shares });
+        self.accounts.push(Account {
+            id,
+            name: name.to_string(),
+            parent: Some(parent),
+            shares,
+        });
         self.account_by_name.insert(name.to_string(), id);
         id
     }
@@ -332,7 +391,12 @@ impl Cluster {
             return a;
         }
         let id = AssocId(self.associations.len() as u32);
-        self.associations.push(Association { id, account, user, shares });
+        self.associations.push(Association {
+            id,
+            account,
+            user,
+            shares,
+        });
         self.assoc_by_pair.insert((account, user), id);
         self.default_account.entry(user).or_insert(account);
         id
@@ -372,7 +436,10 @@ impl Cluster {
         self.feature_names.iter().position(|f| f == name)
     }
     pub fn gres_id(&self, name: &str) -> Option<GresId> {
-        self.gres_names.iter().position(|g| g == name).map(|i| GresId(i as u16))
+        self.gres_names
+            .iter()
+            .position(|g| g == name)
+            .map(|i| GresId(i as u16))
     }
 
     pub fn node(&self, id: NodeId) -> &Node {
@@ -384,7 +451,10 @@ impl Cluster {
 
     /// Total cores of all nodes (for utilization).
     pub fn total_cores(&self) -> u64 {
-        self.nodes.iter().map(|n| n.topology.core_count() as u64).sum()
+        self.nodes
+            .iter()
+            .map(|n| n.topology.core_count() as u64)
+            .sum()
     }
 
     /// Replaces a node's free state and keeps every partition index true.

@@ -176,26 +176,45 @@ impl ClusterDescription {
             }
         }
         if c.feature_names.len() > 64 {
-            return Err(ConfigError::NodeType("*".into(), "more than 64 distinct features".into()));
+            return Err(ConfigError::NodeType(
+                "*".into(),
+                "more than 64 distinct features".into(),
+            ));
         }
         for t in &self.node_type {
             if c.node_types.iter().any(|x| x.name == t.name) {
-                return Err(ConfigError::NodeType(t.name.clone(), "defined twice".into()));
+                return Err(ConfigError::NodeType(
+                    t.name.clone(),
+                    "defined twice".into(),
+                ));
             }
-            let topology = build_topology(t).map_err(|why| ConfigError::NodeType(t.name.clone(), why))?;
-            let features = t.features.iter().fold(0u64, |m, f| m | 1u64 << c.feature_id(f).unwrap_or(0));
+            let topology =
+                build_topology(t).map_err(|why| ConfigError::NodeType(t.name.clone(), why))?;
+            let features = t
+                .features
+                .iter()
+                .fold(0u64, |m, f| m | 1u64 << c.feature_id(f).unwrap_or(0));
             let mut gres = vec![0u64; c.gres_names.len()];
             for (name, n) in &t.gres {
                 if let Some(g) = c.gres_id(name) {
                     gres[g.index()] = *n;
                 }
             }
-            c.add_node_type(NodeType { name: t.name.clone(), topology: Arc::new(topology), features, gres });
+            c.add_node_type(NodeType {
+                name: t.name.clone(),
+                topology: Arc::new(topology),
+                features,
+                gres,
+            });
         }
 
         for n in &self.nodes {
             let err = |why: String| ConfigError::Nodes(n.names.clone(), why);
-            let ty = c.node_types.iter().position(|t| t.name == n.node_type).ok_or_else(|| err(format!("unknown node type '{}'", n.node_type)))?;
+            let ty = c
+                .node_types
+                .iter()
+                .position(|t| t.name == n.node_type)
+                .ok_or_else(|| err(format!("unknown node type '{}'", n.node_type)))?;
             for name in expand_hostlist(&n.names)? {
                 if c.node_by_name(&name).is_some() {
                     return Err(err(format!("node '{name}' is defined twice")));
@@ -209,7 +228,13 @@ impl ClusterDescription {
 
         // QOS: `normal` always exists so partitions have a default.
         let mut qos_descs: Vec<&QosDesc> = self.qos.iter().collect();
-        let implicit_normal = QosDesc { name: "normal".into(), priority: 0, max_running_per_user: None, preemptable_by: Vec::new(), preempt_mode: PreemptMode::Cancel };
+        let implicit_normal = QosDesc {
+            name: "normal".into(),
+            priority: 0,
+            max_running_per_user: None,
+            preemptable_by: Vec::new(),
+            preempt_mode: PreemptMode::Cancel,
+        };
         if !qos_descs.iter().any(|q| q.name == "normal") {
             qos_descs.insert(0, &implicit_normal);
         }
@@ -217,13 +242,25 @@ impl ClusterDescription {
             if c.qos_by_name(&q.name).is_some() {
                 return Err(ConfigError::Qos(q.name.clone(), "defined twice".into()));
             }
-            c.add_qos(Qos { id: QosId(0), name: q.name.clone(), priority: q.priority, max_running_per_user: q.max_running_per_user, preemptable_by: Vec::new(), preempt_mode: q.preempt_mode });
+            c.add_qos(Qos {
+                id: QosId(0),
+                name: q.name.clone(),
+                priority: q.priority,
+                max_running_per_user: q.max_running_per_user,
+                preemptable_by: Vec::new(),
+                preempt_mode: q.preempt_mode,
+            });
         }
         for q in &qos_descs {
             let id = c.qos_by_name(&q.name).unwrap_or(QosId(0));
             let mut by = Vec::new();
             for p in &q.preemptable_by {
-                by.push(c.qos_by_name(p).ok_or_else(|| ConfigError::Qos(q.name.clone(), format!("preemptable_by names unknown qos '{p}'")))?);
+                by.push(c.qos_by_name(p).ok_or_else(|| {
+                    ConfigError::Qos(
+                        q.name.clone(),
+                        format!("preemptable_by names unknown qos '{p}'"),
+                    )
+                })?);
             }
             c.qos[id.index()].preemptable_by = by;
         }
@@ -242,9 +279,15 @@ impl ClusterDescription {
             let mut nodes = Vec::new();
             let mut seen = HashSet::new();
             for list in &p.nodes {
-                let names = if list == "ALL" { c.nodes.iter().map(|n| n.name.clone()).collect() } else { expand_hostlist(list)? };
+                let names = if list == "ALL" {
+                    c.nodes.iter().map(|n| n.name.clone()).collect()
+                } else {
+                    expand_hostlist(list)?
+                };
                 for name in names {
-                    let id = c.node_by_name(&name).ok_or_else(|| err(format!("unknown node '{name}'")))?;
+                    let id = c
+                        .node_by_name(&name)
+                        .ok_or_else(|| err(format!("unknown node '{name}'")))?;
                     if seen.insert(id) {
                         nodes.push(id);
                     }
@@ -253,11 +296,32 @@ impl ClusterDescription {
             if nodes.is_empty() {
                 return Err(err("has no nodes".into()));
             }
-            let max_time = p.max_time.as_deref().map(parse_duration).transpose()?.flatten();
-            let default_time = p.default_time.as_deref().map(parse_duration).transpose()?.flatten();
+            let max_time = p
+                .max_time
+                .as_deref()
+                .map(parse_duration)
+                .transpose()?
+                .flatten();
+            let default_time = p
+                .default_time
+                .as_deref()
+                .map(parse_duration)
+                .transpose()?
+                .flatten();
             let qos_name = p.default_qos.as_deref().unwrap_or("normal");
-            let default_qos = c.qos_by_name(qos_name).ok_or_else(|| err(format!("default_qos names unknown qos '{qos_name}'")))?;
-            let id = c.add_partition(&p.name, nodes, max_time, default_time, p.max_nodes, p.priority_tier, default_qos, p.requeue_on_node_fail);
+            let default_qos = c
+                .qos_by_name(qos_name)
+                .ok_or_else(|| err(format!("default_qos names unknown qos '{qos_name}'")))?;
+            let id = c.add_partition(
+                &p.name,
+                nodes,
+                max_time,
+                default_time,
+                p.max_nodes,
+                p.priority_tier,
+                default_qos,
+                p.requeue_on_node_fail,
+            );
             if p.default {
                 if c.default_partition.is_some() {
                     return Err(err("a second partition is marked default".into()));
@@ -276,7 +340,10 @@ impl ClusterDescription {
             let mut next = Vec::new();
             for a in remaining {
                 if a.name == "root" || c.account_by_name(&a.name).is_some() {
-                    return Err(ConfigError::Account(a.name.clone(), "defined twice (root is implicit)".into()));
+                    return Err(ConfigError::Account(
+                        a.name.clone(),
+                        "defined twice (root is implicit)".into(),
+                    ));
                 }
                 match c.account_by_name(a.parent.as_deref().unwrap_or("root")) {
                     Some(parent) => {
@@ -293,7 +360,11 @@ impl ClusterDescription {
                 let a = next[0];
                 let parent = a.parent.clone().unwrap_or_default();
                 let known = self.account.iter().any(|x| x.name == parent);
-                let why = if known { format!("parent '{parent}' is part of a cycle") } else { format!("unknown parent account '{parent}'") };
+                let why = if known {
+                    format!("parent '{parent}' is part of a cycle")
+                } else {
+                    format!("unknown parent account '{parent}'")
+                };
                 return Err(ConfigError::Account(a.name.clone(), why));
             }
             remaining = next;
@@ -312,11 +383,15 @@ fn build_topology(t: &NodeTypeDesc) -> Result<NodeTopology, String> {
     let Some(g) = &t.gpus else { return Ok(topo) };
     let n = g.numa.len();
     if n > MAX_GPUS_PER_NODE {
-        return Err(format!("{n} GPUs; at most {MAX_GPUS_PER_NODE} per node are supported"));
+        return Err(format!(
+            "{n} GPUs; at most {MAX_GPUS_PER_NODE} per node are supported"
+        ));
     }
     let domains = topo.numa.len() as u16;
     if let Some(bad) = g.numa.iter().find(|&&d| d >= domains) {
-        return Err(format!("a GPU is attached to NUMA domain {bad}, but the node has {domains} (numbered from 0)"));
+        return Err(format!(
+            "a GPU is attached to NUMA domain {bad}, but the node has {domains} (numbered from 0)"
+        ));
     }
     let mut m = vec![0u8; n * n];
     match &g.nvlink {
@@ -334,9 +409,13 @@ fn build_topology(t: &NodeTypeDesc) -> Result<NodeTopology, String> {
             for &[a, b, links] in pairs {
                 let (a, b) = (a as usize, b as usize);
                 if a >= n || b >= n || a == b {
-                    return Err(format!("nvlink pair [{a}, {b}] does not name two different GPUs of {n}"));
+                    return Err(format!(
+                        "nvlink pair [{a}, {b}] does not name two different GPUs of {n}"
+                    ));
                 }
-                let links = u8::try_from(links).map_err(|_| format!("nvlink pair [{a}, {b}] has {links} links; at most 255"))?;
+                let links = u8::try_from(links).map_err(|_| {
+                    format!("nvlink pair [{a}, {b}] has {links} links; at most 255")
+                })?;
                 m[a * n + b] = links;
                 m[b * n + a] = links;
             }
@@ -355,16 +434,37 @@ fn build_topology(t: &NodeTypeDesc) -> Result<NodeTopology, String> {
             }
         }
     }
-    topo.gpus = g.numa.iter().map(|&d| Gpu { numa: d, model: g.model.clone() }).collect();
+    topo.gpus = g
+        .numa
+        .iter()
+        .map(|&d| Gpu {
+            numa: d,
+            model: g.model.clone(),
+        })
+        .collect();
     topo.nvlink = m;
-    Ok(NodeTopology::new(topo.sockets, topo.numa.clone(), topo.gpus.clone(), topo.nvlink.clone()))
+    Ok(NodeTopology::new(
+        topo.sockets,
+        topo.numa.clone(),
+        topo.gpus.clone(),
+        topo.nvlink.clone(),
+    ))
 }
 
 /// Builds a NUMA domain set by hand (for tests and the simulator's synthetic shapes).
-pub fn numa_domain(socket: u16, cores: std::ops::Range<usize>, width: usize, memory_mb: u64) -> NumaDomain {
+pub fn numa_domain(
+    socket: u16,
+    cores: std::ops::Range<usize>,
+    width: usize,
+    memory_mb: u64,
+) -> NumaDomain {
     let mut set = FixedBitSet::with_capacity(width);
     set.insert_range(cores);
-    NumaDomain { socket, cores: set, memory_mb }
+    NumaDomain {
+        socket,
+        cores: set,
+        memory_mb,
+    }
 }
 
 #[cfg(test)]
@@ -375,7 +475,10 @@ mod tests {
 
     #[test]
     fn example_cluster_loads() {
-        let c = ClusterDescription::from_toml(EXAMPLE).unwrap().build().unwrap();
+        let c = ClusterDescription::from_toml(EXAMPLE)
+            .unwrap()
+            .build()
+            .unwrap();
         let dgx = c.node(c.node_by_name("dgx01").unwrap());
         assert_eq!(dgx.topology.gpu_count(), 8);
         assert_eq!(dgx.topology.links(0, 7), 18);
@@ -396,10 +499,19 @@ mod tests {
     #[test]
     fn bad_descriptions_say_what_is_wrong() {
         let base = "[[node_type]]\nname='c'\ncores_per_numa=4\nmemory='8G'\n";
-        assert!(err(&format!("{base}[[nodes]]\nnames='a[1-2]'\ntype='x'\n")).contains("unknown node type 'x'"));
-        assert!(err(&format!("{base}[[nodes]]\nnames='a1,a1'\ntype='c'\n")).contains("defined twice"));
-        assert!(err(&format!("{base}[[nodes]]\nnames='a1'\ntype='c'\n[[partition]]\nname='p'\nnodes=['b1']\n")).contains("unknown node 'b1'"));
-        assert!(err(&format!("{base}[[nodes]]\nnames='a1'\ntype='c'\n[[account]]\nname='x'\nparent='y'\n")).contains("unknown parent account 'y'"));
+        assert!(err(&format!("{base}[[nodes]]\nnames='a[1-2]'\ntype='x'\n"))
+            .contains("unknown node type 'x'"));
+        assert!(
+            err(&format!("{base}[[nodes]]\nnames='a1,a1'\ntype='c'\n")).contains("defined twice")
+        );
+        assert!(err(&format!(
+            "{base}[[nodes]]\nnames='a1'\ntype='c'\n[[partition]]\nname='p'\nnodes=['b1']\n"
+        ))
+        .contains("unknown node 'b1'"));
+        assert!(err(&format!(
+            "{base}[[nodes]]\nnames='a1'\ntype='c'\n[[account]]\nname='x'\nparent='y'\n"
+        ))
+        .contains("unknown parent account 'y'"));
         assert!(err(&format!("{base}[[nodes]]\nnames='a1'\ntype='c'\n[[account]]\nname='x'\nparent='y'\n[[account]]\nname='y'\nparent='x'\n")).contains("cycle"));
         assert!(err("[[node_type]]\nname='g'\ncores_per_numa=4\nmemory='8G'\ngpus={numa=[0,3]}\n[[nodes]]\nnames='a'\ntype='g'\n").contains("NUMA domain 3"));
         assert!(err("[[node_type]]\nname='g'\ncores_per_numa=4\nmemory='8G'\ngpus={numa=[0,0],nvlink={matrix=[[0,1],[2,0]]}}\n[[nodes]]\nnames='a'\ntype='g'\n").contains("symmetric"));

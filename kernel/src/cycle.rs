@@ -11,39 +11,78 @@
 //! Invariant: a job started by backfill never overlaps, on any node, the time window of a
 //! reservation held by a job ahead of it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::alloc::{give_back, node_units, Candidate};
 use crate::cluster::{NodeFree, NodeId, PreemptMode, QosId, UserId};
 use crate::job::{JobId, PendingReason};
-use crate::policy::{ClassicFairshare, FifoPriority, FairsharePolicy, PlacementQuery, PreemptionCandidate, PreemptionQuery, PriorityInput, PriorityPolicy, ShareNode};
+use crate::policy::{
+    ClassicFairshare, FairsharePolicy, FifoPriority, PlacementQuery, PreemptionCandidate,
+    PreemptionQuery, PriorityInput, PriorityPolicy, ShareNode,
+};
 use crate::scheduler::{CycleOutcome, Reservation, Scheduler};
 use crate::units::Time;
 
-/// Reservations and tentative counts of the walk in progress.
+/// Reservations, tentative counts and scratch space of the walk in progress.
 #[derive(Default)]
 struct Walk {
     reservations: Vec<Reservation>,
-    /// Reserved windows per node: (start, end, holder).
-    reserved: HashMap<NodeId, Vec<(Time, Time, JobId)>>,
+    /// Reserved windows per node index: (start, end, holder).
+    reserved: Vec<Vec<(Time, Time, JobId)>>,
+    /// Reserved windows by start and by end, for the reservation search's event stream.
+    reserved_starts: BTreeSet<(Time, NodeId)>,
+    reserved_ends: BTreeSet<(Time, NodeId)>,
+    /// Expected ends of running jobs (including those started by this walk), sorted.
+    releases: Vec<(Time, JobId)>,
     /// Jobs that can start, waiting for the placement batch: (position in order, id, candidates).
     batch: Vec<(usize, JobId, Vec<Candidate>)>,
     batch_user_qos: HashMap<(UserId, QosId), u32>,
     batch_array: HashMap<JobId, u32>,
     blocked: Vec<JobId>,
+    /// Per node index: units for the job being reserved, and its free state in the future.
+    scratch_units: Vec<u32>,
+    scratch_free: Vec<Option<NodeFree>>,
 }
 
 impl Walk {
+    fn new(s: &Scheduler, now: Time) -> Self {
+        let nodes = s.cluster().nodes.len();
+        let mut releases: Vec<(Time, JobId)> = s
+            .running()
+            .iter()
+            .filter_map(|&r| Some((s.job(r)?.expected_end()?.max(now), r)))
+            .collect();
+        releases.sort_unstable();
+        Self {
+            reserved: vec![Vec::new(); nodes],
+            releases,
+            scratch_units: vec![0; nodes],
+            scratch_free: vec![None; nodes],
+            ..Self::default()
+        }
+    }
+
     /// True when `node` is free of other jobs' reservations over `[from, to)`.
     fn free_over(&self, node: NodeId, from: Time, to: Time, owner: JobId) -> bool {
-        self.reserved.get(&node).is_none_or(|v| v.iter().all(|&(s, e, j)| j == owner || to <= s || from >= e))
+        self.reserved[node.index()]
+            .iter()
+            .all(|&(s, e, j)| j == owner || to <= s || from >= e)
     }
 
     fn reserve(&mut self, r: Reservation) {
         for &n in &r.nodes {
-            self.reserved.entry(n).or_default().push((r.start, r.end, r.job));
+            self.reserved[n.index()].push((r.start, r.end, r.job));
+            self.reserved_starts.insert((r.start, n));
+            self.reserved_ends.insert((r.end, n));
         }
         self.reservations.push(r);
+    }
+
+    fn started(&mut self, end: Option<Time>, id: JobId) {
+        if let Some(end) = end {
+            let at = self.releases.partition_point(|&x| x < (end, id));
+            self.releases.insert(at, (end, id));
+        }
     }
 }
 
@@ -55,7 +94,12 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
     let mut out = CycleOutcome::default();
     // Cancel what can never run; repeat, since one cancellation can doom a dependent job.
     loop {
-        let doomed: Vec<JobId> = s.waiting().iter().copied().filter(|&id| s.is_waiting_on_dependency(id).is_none()).collect();
+        let doomed: Vec<JobId> = s
+            .waiting()
+            .iter()
+            .copied()
+            .filter(|&id| s.is_waiting_on_dependency(id).is_none())
+            .collect();
         if doomed.is_empty() {
             break;
         }
@@ -68,62 +112,66 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
     let order = prioritize(s, now);
     let depth = s.config().backfill.reservation_depth();
     let slack = s.config().placement_slack;
-    let mut walk = Walk::default();
+    let mut walk = Walk::new(s, now);
     let mut stopped = false;
     let mut i = 0;
     'walk: loop {
-    while i < order.len() {
-        let id = order[i];
-        if stopped {
-            s.set_reason(id, PendingReason::Priority);
-            i += 1;
-            continue;
-        }
-        if let Err(reason) = eligible(s, id, &walk) {
-            s.set_reason(id, reason);
-            i += 1;
-            continue;
-        }
-        let job = s.job(id).expect("ids in the order are known jobs");
-        let (part, limit, user, qos, array) = (job.partition, job.time_limit, job.user, job.qos, job.array);
-        let end = end_of(limit, now);
-        let found = {
-            let usable = |n: NodeId| walk.free_over(n, now, end, id);
-            s.cluster().candidates(part, &job.shape, &usable, slack)
-        };
-        if let Some(c) = found {
-            walk.batch.push((i, id, c));
-            *walk.batch_user_qos.entry((user, qos)).or_default() += 1;
-            if let Some(a) = array {
-                *walk.batch_array.entry(a.array_job).or_default() += 1;
+        while i < order.len() {
+            let id = order[i];
+            if stopped {
+                s.set_reason(id, PendingReason::Priority);
+                i += 1;
+                continue;
+            }
+            if let Err(reason) = eligible(s, id, &walk) {
+                s.set_reason(id, reason);
+                i += 1;
+                continue;
+            }
+            let job = s.job(id).expect("ids in the order are known jobs");
+            let (part, limit, user, qos, array) =
+                (job.partition, job.time_limit, job.user, job.qos, job.array);
+            let end = end_of(limit, now);
+            let found = {
+                let usable = |n: NodeId| walk.free_over(n, now, end, id);
+                s.cluster().candidates(part, &job.shape, &usable, slack)
+            };
+            if let Some(c) = found {
+                walk.batch.push((i, id, c));
+                *walk.batch_user_qos.entry((user, qos)).or_default() += 1;
+                if let Some(a) = array {
+                    *walk.batch_array.entry(a.array_job).or_default() += 1;
+                }
+                i += 1;
+                continue;
+            }
+            if let Some(resume) = flush(s, &mut walk, now, &mut out) {
+                i = resume;
+                continue;
+            }
+            walk.blocked.push(id);
+            if walk.reservations.len() < depth {
+                match reserve(s, id, now, &mut walk) {
+                    Some(r) => walk.reserve(r),
+                    None => tracing::debug!(
+                        job = id.0,
+                        "no reservation possible (unlimited time or nodes down)"
+                    ),
+                }
+                s.set_reason(id, PendingReason::Resources);
+            } else if depth == 0 {
+                s.set_reason(id, PendingReason::Resources);
+                stopped = true;
+            } else {
+                s.set_reason(id, PendingReason::Priority);
             }
             i += 1;
-            continue;
         }
-        if let Some(resume) = flush(s, &mut walk, now, &mut out) {
-            i = resume;
-            continue;
+        // The last batch; a conflict in it resumes the walk at that job.
+        match flush(s, &mut walk, now, &mut out) {
+            Some(resume) => i = resume,
+            None => break 'walk,
         }
-        walk.blocked.push(id);
-        if walk.reservations.len() < depth {
-            match reserve(s, id, now, &walk) {
-                Some(r) => walk.reserve(r),
-                None => tracing::debug!(job = id.0, "no reservation possible (unlimited time or nodes down)"),
-            }
-            s.set_reason(id, PendingReason::Resources);
-        } else if depth == 0 {
-            s.set_reason(id, PendingReason::Resources);
-            stopped = true;
-        } else {
-            s.set_reason(id, PendingReason::Priority);
-        }
-        i += 1;
-    }
-    // The last batch; a conflict in it resumes the walk at that job.
-    match flush(s, &mut walk, now, &mut out) {
-        Some(resume) => i = resume,
-        None => break 'walk,
-    }
     }
     preempt(s, &walk, now, &mut out);
     out.reservations = walk.reservations;
@@ -144,7 +192,11 @@ fn eligible(s: &Scheduler, id: JobId, walk: &Walk) -> Result<(), PendingReason> 
         }
     }
     if let Some(max) = cluster.qos[job.qos.index()].max_running_per_user {
-        let tentative = walk.batch_user_qos.get(&(job.user, job.qos)).copied().unwrap_or(0);
+        let tentative = walk
+            .batch_user_qos
+            .get(&(job.user, job.qos))
+            .copied()
+            .unwrap_or(0);
         if s.running_count(job.user, job.qos) + tentative >= max {
             return Err(PendingReason::QosMaxJobsPerUser);
         }
@@ -175,18 +227,33 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
         .iter()
         .map(|(_, id, c)| {
             let job = s.job(*id).expect("batched jobs exist");
-            PlacementQuery { job: *id, units_needed: job.shape.units_needed(), gpus_per_node: job.shape.gpus_per_node, candidates: c.clone() }
+            PlacementQuery {
+                job: *id,
+                units_needed: job.shape.units_needed(),
+                gpus_per_node: job.shape.gpus_per_node,
+                candidates: c.clone(),
+            }
         })
         .collect();
     out.placement_batches += 1;
     let ranks = {
         let p = s.parts();
         match p.policies.placement.rank(&queries) {
-            Ok(r) if r.len() == queries.len() && r.iter().zip(&queries).all(|(r, q)| r.iter().all(|&i| (i as usize) < q.candidates.len())) => r,
+            Ok(r)
+                if r.len() == queries.len()
+                    && r.iter()
+                        .zip(&queries)
+                        .all(|(r, q)| r.iter().all(|&i| (i as usize) < q.candidates.len())) =>
+            {
+                r
+            }
             other => {
                 p.fallbacks.placement += 1;
                 tracing::warn!(policy = p.policies.placement.name(), answer = ?other.err(), "placement answer rejected; using first fit");
-                queries.iter().map(|q| (0..q.candidates.len() as u32).collect()).collect()
+                queries
+                    .iter()
+                    .map(|q| (0..q.candidates.len() as u32).collect())
+                    .collect()
             }
         }
     };
@@ -194,16 +261,25 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
         let mut nodes: Vec<NodeId> = rank.iter().map(|&i| cands[i as usize].node).collect();
         nodes.extend(cands.iter().map(|c| c.node));
         let job = s.job(id).expect("batched jobs exist");
-        let (part, shape, end) = (job.partition, job.shape.clone(), end_of(job.time_limit, now));
+        let (part, shape, end) = (
+            job.partition,
+            job.shape.clone(),
+            end_of(job.time_limit, now),
+        );
         let usable = |n: NodeId| walk.free_over(n, now, end, id);
         let cluster = s.parts().cluster;
         let alloc = cluster.allocate(&shape, &nodes, &usable).or_else(|| {
-            let fresh: Vec<NodeId> = cluster.candidates(part, &shape, &usable, 0)?.iter().map(|c| c.node).collect();
+            let fresh: Vec<NodeId> = cluster
+                .candidates(part, &shape, &usable, 0)?
+                .iter()
+                .map(|c| c.node)
+                .collect();
             cluster.allocate(&shape, &fresh, &usable)
         });
         match alloc {
             Some(a) => {
                 s.start_job(id, now, a);
+                walk.started(s.job(id).and_then(|j| j.expected_end()), id);
                 out.started.push(id);
             }
             None => return Some(pos),
@@ -217,12 +293,25 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
 fn prioritize(s: &mut Scheduler, now: Time) -> Vec<JobId> {
     let cluster = s.cluster();
     let n_accounts = cluster.accounts.len();
-    let mut tree: Vec<ShareNode> = cluster.accounts.iter().map(|a| ShareNode { parent: a.parent.map(|p| p.0), shares: a.shares, usage: 0.0 }).collect();
-    tree.extend(cluster.associations.iter().map(|a| ShareNode { parent: Some(a.account.0), shares: a.shares, usage: s.usage_of(a.id) }));
+    let mut tree: Vec<ShareNode> = cluster
+        .accounts
+        .iter()
+        .map(|a| ShareNode {
+            parent: a.parent.map(|p| p.0),
+            shares: a.shares,
+            usage: 0.0,
+        })
+        .collect();
+    tree.extend(cluster.associations.iter().map(|a| ShareNode {
+        parent: Some(a.account.0),
+        shares: a.shares,
+        usage: s.usage_of(a.id),
+    }));
     for &r in s.running() {
         let j = s.job(r).expect("running jobs exist");
         let cores = j.allocation.as_ref().map_or(0, |a| a.core_count());
-        tree[n_accounts + j.assoc.index()].usage += cores as f64 * (now - j.start_time.unwrap_or(now)).max(0) as f64;
+        tree[n_accounts + j.assoc.index()].usage +=
+            cores as f64 * (now - j.start_time.unwrap_or(now)).max(0) as f64;
     }
     // Children always have higher indices than their parents: roll usage up.
     for i in (1..tree.len()).rev() {
@@ -237,7 +326,9 @@ fn prioritize(s: &mut Scheduler, now: Time) -> Vec<JobId> {
             other => {
                 p.fallbacks.fairshare += 1;
                 tracing::warn!(policy = p.policies.fairshare.name(), answer = ?other.err(), "fairshare answer rejected; using classic");
-                ClassicFairshare.factors(now, &tree).unwrap_or_else(|_| vec![1.0; tree.len()])
+                ClassicFairshare
+                    .factors(now, &tree)
+                    .unwrap_or_else(|_| vec![1.0; tree.len()])
             }
         }
     };
@@ -276,7 +367,18 @@ fn prioritize(s: &mut Scheduler, now: Time) -> Vec<JobId> {
             }
         }
     };
-    let mut keyed: Vec<(std::cmp::Reverse<u32>, std::cmp::Reverse<i64>, Time, JobId)> = inputs.iter().zip(&prios).map(|(inp, &p)| (std::cmp::Reverse(inp.partition_tier), std::cmp::Reverse(p), inp.submit_time, inp.job)).collect();
+    let mut keyed: Vec<(std::cmp::Reverse<u32>, std::cmp::Reverse<i64>, Time, JobId)> = inputs
+        .iter()
+        .zip(&prios)
+        .map(|(inp, &p)| {
+            (
+                std::cmp::Reverse(inp.partition_tier),
+                std::cmp::Reverse(p),
+                inp.submit_time,
+                inp.job,
+            )
+        })
+        .collect();
     for (inp, &p) in inputs.iter().zip(&prios) {
         s.set_priority(inp.job, p);
     }
@@ -286,7 +388,7 @@ fn prioritize(s: &mut Scheduler, now: Time) -> Vec<JobId> {
 
 /// The earliest time the blocked job `id` can start without touching other reservations,
 /// assuming running jobs end at their time limits, and the nodes it would get.
-fn reserve(s: &Scheduler, id: JobId, now: Time, walk: &Walk) -> Option<Reservation> {
+fn reserve(s: &Scheduler, id: JobId, now: Time, walk: &mut Walk) -> Option<Reservation> {
     let job = s.job(id)?;
     let limit = job.time_limit?;
     let cluster = s.cluster();
@@ -295,42 +397,45 @@ fn reserve(s: &Scheduler, id: JobId, now: Time, walk: &Walk) -> Option<Reservati
     let needed = shape.units_needed() as u64;
     let in_part = |n: NodeId| cluster.node(n).partitions.contains(&job.partition);
 
-    let mut events: Vec<(Time, Option<JobId>)> = Vec::new();
-    for &r in s.running() {
-        let rj = s.job(r)?;
-        if let (Some(end), Some(a)) = (rj.expected_end(), &rj.allocation) {
-            if a.nodes.iter().any(|n| in_part(n.node)) {
-                events.push((end.max(now), Some(r)));
-            }
-        }
-    }
-    let mut reserved_nodes: Vec<NodeId> = walk.reserved.keys().copied().filter(|&n| in_part(n)).collect();
-    reserved_nodes.sort_unstable();
-    for n in &reserved_nodes {
-        events.extend(walk.reserved[n].iter().map(|&(_, e, _)| (e, None)));
-    }
-    events.sort_unstable();
+    // Events in time order, merged from three sorted streams: a running job releases its
+    // nodes; a reserved node stops fitting a window of length `limit` before its
+    // reservation (at `start - limit + 1`); a reservation ends.
+    let releases = walk.releases.iter().map(|&(t, j)| (t, Event::Release(j)));
+    let stops = walk.reserved_starts.iter().map(|&(t, n)| {
+        (
+            t.saturating_sub(limit).saturating_add(1).max(now),
+            Event::Recheck(n),
+        )
+    });
+    let ends = walk
+        .reserved_ends
+        .iter()
+        .map(|&(t, n)| (t, Event::Recheck(n)));
+    let mut events = merge(merge(releases, stops), ends).peekable();
 
-    let mut overlay: HashMap<NodeId, NodeFree> = HashMap::new();
-    let units_at = |n: NodeId, t: Time, overlay: &HashMap<NodeId, NodeFree>| -> u32 {
+    let mut units = std::mem::take(&mut walk.scratch_units);
+    let mut future = std::mem::take(&mut walk.scratch_free);
+    let mut dirty: Vec<NodeId> = Vec::new();
+    let units_at = |n: NodeId, t: Time, future: &[Option<NodeFree>]| -> u32 {
         let node = cluster.node(n);
         if !node.schedulable() || !walk.free_over(n, t, t.saturating_add(limit), id) {
             return 0;
         }
-        node_units(node, overlay.get(&n).unwrap_or(&node.free), shape)
+        node_units(
+            node,
+            future[n.index()].as_ref().unwrap_or(&node.free),
+            shape,
+        )
     };
-    let mut units: HashMap<NodeId, u32> = HashMap::new();
     let mut total = 0u64;
     for &n in &part.nodes {
-        let u = units_at(n, now, &overlay);
-        if u > 0 {
-            units.insert(n, u);
-            total += u as u64;
-        }
+        let u = units_at(n, now, &future);
+        units[n.index()] = u;
+        total += u as u64;
     }
     let mut t = now;
-    let mut next = 0;
-    loop {
+    let mut touched: Vec<NodeId> = Vec::new();
+    let found = loop {
         if total >= needed {
             let mut nodes = Vec::new();
             let mut have = 0u64;
@@ -338,42 +443,87 @@ fn reserve(s: &Scheduler, id: JobId, now: Time, walk: &Walk) -> Option<Reservati
                 if have >= needed {
                     break;
                 }
-                if let Some(&u) = units.get(&n) {
+                if units[n.index()] > 0 {
                     nodes.push(n);
-                    have += u as u64;
+                    have += units[n.index()] as u64;
                 }
             }
-            return Some(Reservation { job: id, start: t, end: t.saturating_add(limit), nodes });
+            break Some(Reservation {
+                job: id,
+                start: t,
+                end: t.saturating_add(limit),
+                nodes,
+            });
         }
-        if next >= events.len() {
-            return None;
-        }
-        t = events[next].0;
-        let mut touched: HashSet<NodeId> = reserved_nodes.iter().copied().collect();
-        while next < events.len() && events[next].0 == t {
-            if let Some(r) = events[next].1 {
-                for a in s.job(r)?.allocation.iter().flat_map(|a| &a.nodes) {
-                    if in_part(a.node) {
-                        let base = overlay.get(&a.node).unwrap_or(&cluster.node(a.node).free);
-                        let freed = give_back(base, a);
-                        overlay.insert(a.node, freed);
-                        touched.insert(a.node);
+        let Some(&(at, _)) = events.peek() else {
+            break None;
+        };
+        t = at;
+        touched.clear();
+        while let Some((_, ev)) = events.next_if(|&(x, _)| x == t) {
+            match ev {
+                Event::Release(r) => {
+                    for a in s
+                        .job(r)
+                        .and_then(|j| j.allocation.as_ref())
+                        .iter()
+                        .flat_map(|a| &a.nodes)
+                    {
+                        if in_part(a.node) {
+                            let slot = &mut future[a.node.index()];
+                            let freed =
+                                give_back(slot.as_ref().unwrap_or(&cluster.node(a.node).free), a);
+                            if slot.is_none() {
+                                dirty.push(a.node);
+                            }
+                            *slot = Some(freed);
+                            touched.push(a.node);
+                        }
+                    }
+                }
+                Event::Recheck(n) => {
+                    if in_part(n) {
+                        touched.push(n);
                     }
                 }
             }
-            next += 1;
         }
-        let mut touched: Vec<NodeId> = touched.into_iter().collect();
         touched.sort_unstable();
-        for n in touched {
-            let old = units.remove(&n).unwrap_or(0);
-            let new = units_at(n, t, &overlay);
-            if new > 0 {
-                units.insert(n, new);
-            }
+        touched.dedup();
+        for &n in &touched {
+            let old = units[n.index()];
+            let new = units_at(n, t, &future);
+            units[n.index()] = new;
             total = total - old as u64 + new as u64;
         }
+    };
+    drop(events);
+    for n in dirty {
+        future[n.index()] = None;
     }
+    walk.scratch_units = units;
+    walk.scratch_free = future;
+    found
+}
+
+/// Merges two iterators sorted by key into one sorted iterator.
+fn merge<T: Ord + Copy>(
+    a: impl Iterator<Item = T>,
+    b: impl Iterator<Item = T>,
+) -> impl Iterator<Item = T> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if x <= y => a.next(),
+        (Some(_), Some(_)) => b.next(),
+        (Some(_), None) => a.next(),
+        (None, _) => b.next(),
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    Release(JobId),
+    Recheck(NodeId),
 }
 
 /// Asks the preemption policy, in one call, which running jobs to stop for the top
@@ -397,7 +547,10 @@ fn preempt(s: &mut Scheduler, walk: &Walk, now: Time, out: &mut CycleOutcome) {
                 let rj = s.job(r)?;
                 let q = &cluster.qos[rj.qos.index()];
                 let alloc = rj.allocation.as_ref()?;
-                let shares_nodes = alloc.nodes.iter().any(|n| cluster.node(n.node).partitions.contains(&job.partition));
+                let shares_nodes = alloc
+                    .nodes
+                    .iter()
+                    .any(|n| cluster.node(n.node).partitions.contains(&job.partition));
                 (q.preemptable_by.contains(&job.qos) && shares_nodes).then(|| PreemptionCandidate {
                     job: r,
                     qos_priority: q.priority,
@@ -440,14 +593,23 @@ fn preempt(s: &mut Scheduler, walk: &Walk, now: Time, out: &mut CycleOutcome) {
         if victims.is_empty() {
             continue;
         }
-        let valid = victims.iter().all(|(v, _)| q.candidates.iter().any(|c| c.job == *v) && !gone.contains(v) && s.running().contains(v));
+        let valid = victims.iter().all(|(v, _)| {
+            q.candidates.iter().any(|c| c.job == *v) && !gone.contains(v) && s.running().contains(v)
+        });
         if !valid {
             s.parts().fallbacks.preemption += 1;
-            tracing::warn!(job = q.job.0, "preemption answer names jobs that may not be preempted; ignored");
+            tracing::warn!(
+                job = q.job.0,
+                "preemption answer names jobs that may not be preempted; ignored"
+            );
             continue;
         }
         let job = s.job(q.job).expect("queried jobs exist");
-        let (part, shape, end) = (job.partition, job.shape.clone(), end_of(job.time_limit, now));
+        let (part, shape, end) = (
+            job.partition,
+            job.shape.clone(),
+            end_of(job.time_limit, now),
+        );
         let usable = |n: NodeId| walk.free_over(n, now, end, q.job);
         // Dry run on a copy: only preempt when it really lets the job start.
         let mut trial = s.cluster().clone();
@@ -478,7 +640,10 @@ fn preempt(s: &mut Scheduler, walk: &Walk, now: Time, out: &mut CycleOutcome) {
                 s.start_job(q.job, now, a);
                 out.started.push(q.job);
             }
-            None => tracing::error!(job = q.job.0, "allocation after preemption differed from its dry run"),
+            None => tracing::error!(
+                job = q.job.0,
+                "allocation after preemption differed from its dry run"
+            ),
         }
     }
 }

@@ -57,7 +57,16 @@ pub struct ResourceRequest {
 
 impl Default for ResourceRequest {
     fn default() -> Self {
-        Self { nodes: None, tasks: 1, cpus_per_task: 1, memory: MemoryRequest::None, gpus: GpuRequest::None, gres: Vec::new(), exclusive: false, features: Vec::new() }
+        Self {
+            nodes: None,
+            tasks: 1,
+            cpus_per_task: 1,
+            memory: MemoryRequest::None,
+            gpus: GpuRequest::None,
+            gres: Vec::new(),
+            exclusive: false,
+            features: Vec::new(),
+        }
     }
 }
 
@@ -73,18 +82,38 @@ impl ArraySpec {
     pub fn parse(text: &str) -> Result<Self, JobSpecError> {
         let bad = |why: &str| JobSpecError::Array(text.to_string(), why.to_string());
         let (list, throttle) = match text.split_once('%') {
-            Some((l, t)) => (l, Some(t.parse::<u32>().ok().filter(|&t| t > 0).ok_or_else(|| bad("the limit after % must be a positive number"))?)),
+            Some((l, t)) => (
+                l,
+                Some(
+                    t.parse::<u32>()
+                        .ok()
+                        .filter(|&t| t > 0)
+                        .ok_or_else(|| bad("the limit after % must be a positive number"))?,
+                ),
+            ),
             None => (text, None),
         };
         let mut indices = Vec::new();
         for part in list.split(',') {
             let (range, step) = match part.split_once(':') {
-                Some((r, s)) => (r, s.parse::<u32>().ok().filter(|&s| s > 0).ok_or_else(|| bad("step must be a positive number"))?),
+                Some((r, s)) => (
+                    r,
+                    s.parse::<u32>()
+                        .ok()
+                        .filter(|&s| s > 0)
+                        .ok_or_else(|| bad("step must be a positive number"))?,
+                ),
                 None => (part, 1),
             };
             let (lo, hi) = range.split_once('-').unwrap_or((range, range));
-            let lo: u32 = lo.trim().parse().map_err(|_| bad("indices must be non-negative numbers"))?;
-            let hi: u32 = hi.trim().parse().map_err(|_| bad("indices must be non-negative numbers"))?;
+            let lo: u32 = lo
+                .trim()
+                .parse()
+                .map_err(|_| bad("indices must be non-negative numbers"))?;
+            let hi: u32 = hi
+                .trim()
+                .parse()
+                .map_err(|_| bad("indices must be non-negative numbers"))?;
             if hi < lo {
                 return Err(bad("a range runs backwards"));
             }
@@ -127,7 +156,9 @@ pub enum Dependency {
 pub fn parse_dependencies(text: &str) -> Result<Vec<Dependency>, JobSpecError> {
     let bad = |why: &str| JobSpecError::Dependency(text.to_string(), why.to_string());
     if text.contains('?') {
-        return Err(bad("'?' (any-of) dependencies are not supported; list conditions with ','"));
+        return Err(bad(
+            "'?' (any-of) dependencies are not supported; list conditions with ','",
+        ));
     }
     let mut out = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -146,7 +177,9 @@ pub fn parse_dependencies(text: &str) -> Result<Vec<Dependency>, JobSpecError> {
         let ids = fields
             .map(|f| {
                 // `after:ID+MINUTES` is Slurm's delay syntax; Gantry does not take it.
-                f.parse::<u64>().map(JobId).map_err(|_| bad(&format!("'{f}' is not a job id")))
+                f.parse::<u64>()
+                    .map(JobId)
+                    .map_err(|_| bad(&format!("'{f}' is not a job id")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         if ids.is_empty() {
@@ -179,7 +212,18 @@ pub struct JobSpec {
 
 impl JobSpec {
     pub fn new(name: impl Into<String>, user: impl Into<String>, request: ResourceRequest) -> Self {
-        Self { name: name.into(), user: user.into(), account: None, partition: None, qos: None, request, time_limit: None, array: None, dependencies: Vec::new(), requeue: None }
+        Self {
+            name: name.into(),
+            user: user.into(),
+            account: None,
+            partition: None,
+            qos: None,
+            request,
+            time_limit: None,
+            array: None,
+            dependencies: Vec::new(),
+            requeue: None,
+        }
     }
 }
 
@@ -335,7 +379,10 @@ pub struct Allocation {
 
 impl Allocation {
     pub fn core_count(&self) -> u64 {
-        self.nodes.iter().map(|n| n.cores.count_ones(..) as u64).sum()
+        self.nodes
+            .iter()
+            .map(|n| n.cores.count_ones(..) as u64)
+            .sum()
     }
     pub fn gpu_count(&self) -> u64 {
         self.nodes.iter().map(|n| n.gpus.count_ones() as u64).sum()
@@ -413,10 +460,19 @@ mod tests {
     fn dependencies_parse_like_slurm() {
         assert_eq!(
             parse_dependencies("afterok:12:13,singleton").unwrap(),
-            vec![Dependency::On(DependencyKind::AfterOk, vec![JobId(12), JobId(13)]), Dependency::Singleton]
+            vec![
+                Dependency::On(DependencyKind::AfterOk, vec![JobId(12), JobId(13)]),
+                Dependency::Singleton
+            ]
         );
-        assert!(parse_dependencies("afterfoo:1").unwrap_err().to_string().contains("unknown dependency type"));
-        assert!(parse_dependencies("afterok").unwrap_err().to_string().contains("names no job"));
+        assert!(parse_dependencies("afterfoo:1")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown dependency type"));
+        assert!(parse_dependencies("afterok")
+            .unwrap_err()
+            .to_string()
+            .contains("names no job"));
         assert!(parse_dependencies("afterok:x").is_err());
         assert!(parse_dependencies("afterok:1?afterok:2").is_err());
     }

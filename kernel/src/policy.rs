@@ -94,7 +94,11 @@ pub struct PreemptionQuery {
 /// Chooses victims. An empty list for a query means "do not preempt for this job".
 pub trait PreemptionPolicy: Send {
     fn name(&self) -> &str;
-    fn select(&mut self, now: Time, batch: &[PreemptionQuery]) -> Result<Vec<Vec<(JobId, PreemptMode)>>, PolicyError>;
+    fn select(
+        &mut self,
+        now: Time,
+        batch: &[PreemptionQuery],
+    ) -> Result<Vec<Vec<(JobId, PreemptMode)>>, PolicyError>;
 }
 
 /// A job about to start and the nodes that can hold it.
@@ -142,12 +146,18 @@ impl FairsharePolicy for ClassicFairshare {
             if let Some(p) = n.parent {
                 let p = p as usize;
                 if p >= tree.len() {
-                    return Err(PolicyError::Invalid(format!("parent index {p} out of range")));
+                    return Err(PolicyError::Invalid(format!(
+                        "parent index {p} out of range"
+                    )));
                 }
                 sibling_shares[p] += n.shares as f64;
             }
         }
-        let total_usage = tree.iter().filter(|n| n.parent.is_none()).map(|n| n.usage).sum::<f64>();
+        let total_usage = tree
+            .iter()
+            .filter(|n| n.parent.is_none())
+            .map(|n| n.usage)
+            .sum::<f64>();
         // Parents come before children (accounts are built top-down, associations last).
         let mut norm = vec![1f64; tree.len()];
         for (i, n) in tree.iter().enumerate() {
@@ -161,7 +171,11 @@ impl FairsharePolicy for ClassicFairshare {
             .iter()
             .zip(&norm)
             .map(|(n, &s)| {
-                let u = if total_usage > 0.0 { n.usage / total_usage } else { 0.0 };
+                let u = if total_usage > 0.0 {
+                    n.usage / total_usage
+                } else {
+                    0.0
+                };
                 if s > 0.0 {
                     2f64.powf(-u / s)
                 } else {
@@ -180,7 +194,11 @@ impl PreemptionPolicy for NoPreemption {
     fn name(&self) -> &str {
         "none"
     }
-    fn select(&mut self, _now: Time, batch: &[PreemptionQuery]) -> Result<Vec<Vec<(JobId, PreemptMode)>>, PolicyError> {
+    fn select(
+        &mut self,
+        _now: Time,
+        batch: &[PreemptionQuery],
+    ) -> Result<Vec<Vec<(JobId, PreemptMode)>>, PolicyError> {
         Ok(vec![Vec::new(); batch.len()])
     }
 }
@@ -194,12 +212,23 @@ impl PreemptionPolicy for QosPreemption {
     fn name(&self) -> &str {
         "qos"
     }
-    fn select(&mut self, _now: Time, batch: &[PreemptionQuery]) -> Result<Vec<Vec<(JobId, PreemptMode)>>, PolicyError> {
+    fn select(
+        &mut self,
+        _now: Time,
+        batch: &[PreemptionQuery],
+    ) -> Result<Vec<Vec<(JobId, PreemptMode)>>, PolicyError> {
         Ok(batch
             .iter()
             .map(|q| {
                 let mut c = q.candidates.clone();
-                c.sort_by_key(|v| (v.qos_priority, v.partition_tier, std::cmp::Reverse(v.start_time), v.job));
+                c.sort_by_key(|v| {
+                    (
+                        v.qos_priority,
+                        v.partition_tier,
+                        std::cmp::Reverse(v.start_time),
+                        v.job,
+                    )
+                });
                 let (mut cores, mut gpus) = (0u64, 0u64);
                 let mut out = Vec::new();
                 for v in c {
@@ -232,7 +261,10 @@ impl PlacementPolicy for FirstFitPlacement {
         "first-fit"
     }
     fn rank(&mut self, batch: &[PlacementQuery]) -> Result<Vec<Vec<u32>>, PolicyError> {
-        Ok(batch.iter().map(|q| (0..q.candidates.len() as u32).collect()).collect())
+        Ok(batch
+            .iter()
+            .map(|q| (0..q.candidates.len() as u32).collect())
+            .collect())
     }
 }
 
@@ -247,7 +279,12 @@ pub struct PolicySet {
 impl Default for PolicySet {
     /// The native safe defaults: FIFO, classic fairshare, no preemption, first fit.
     fn default() -> Self {
-        Self { priority: Box::new(FifoPriority), fairshare: Box::new(ClassicFairshare), preemption: Box::new(NoPreemption), placement: Box::new(FirstFitPlacement) }
+        Self {
+            priority: Box::new(FifoPriority),
+            fairshare: Box::new(ClassicFairshare),
+            preemption: Box::new(NoPreemption),
+            placement: Box::new(FirstFitPlacement),
+        }
     }
 }
 

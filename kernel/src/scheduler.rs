@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::alloc::node_units;
-use crate::cluster::{AssocId, Cluster, NodeId, NodeState, PartitionId, QosId, UserId, ROOT_ACCOUNT};
+use crate::cluster::{
+    AssocId, Cluster, NodeId, NodeState, PartitionId, QosId, UserId, ROOT_ACCOUNT,
+};
 use crate::job::*;
 use crate::policy::{PolicyFallbacks, PolicySet};
 use crate::units::Time;
@@ -52,7 +54,11 @@ pub struct SchedulerConfig {
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { backfill: Backfill::Easy, placement_slack: 4, preemption_depth: 4 }
+        Self {
+            backfill: Backfill::Easy,
+            placement_slack: 4,
+            preemption_depth: 4,
+        }
     }
 }
 
@@ -179,18 +185,29 @@ impl Scheduler {
     /// Validates and queues a job (or every task of an array). Rejects what can never run.
     pub fn submit(&mut self, spec: JobSpec, now: Time) -> Result<Vec<JobId>, SubmitError> {
         let partition = match &spec.partition {
-            Some(name) => self.cluster.partition_by_name(name).ok_or_else(|| SubmitError::UnknownPartition(name.clone()))?,
-            None => self.cluster.default_partition.ok_or(SubmitError::NoPartition)?,
+            Some(name) => self
+                .cluster
+                .partition_by_name(name)
+                .ok_or_else(|| SubmitError::UnknownPartition(name.clone()))?,
+            None => self
+                .cluster
+                .default_partition
+                .ok_or(SubmitError::NoPartition)?,
         };
         let part = self.cluster.partition(partition);
         let qos = match &spec.qos {
-            Some(name) => self.cluster.qos_by_name(name).ok_or_else(|| SubmitError::UnknownQos(name.clone()))?,
+            Some(name) => self
+                .cluster
+                .qos_by_name(name)
+                .ok_or_else(|| SubmitError::UnknownQos(name.clone()))?,
             None => part.default_qos,
         };
         let shape = self.shape_for(&spec.request)?;
         self.check_fits_ever(partition, &shape)?;
         let time_limit = match spec.time_limit {
-            Some(t) if t <= 0 => return Err(SubmitError::Invalid("time limit must be positive".into())),
+            Some(t) if t <= 0 => {
+                return Err(SubmitError::Invalid("time limit must be positive".into()))
+            }
             Some(t) => Some(t),
             None => part.default_time.or(part.max_time),
         };
@@ -209,7 +226,9 @@ impl Scheduler {
         };
 
         let indices: Vec<Option<u32>> = match &spec.array {
-            Some(a) if a.indices.is_empty() => return Err(SubmitError::Invalid("array has no indices".into())),
+            Some(a) if a.indices.is_empty() => {
+                return Err(SubmitError::Invalid("array has no indices".into()))
+            }
             Some(a) => a.indices.iter().map(|&i| Some(i)).collect(),
             None => vec![None],
         };
@@ -227,7 +246,10 @@ impl Scheduler {
                 qos,
                 shape: shape.clone(),
                 time_limit,
-                array: index.map(|index| ArrayTask { array_job: first, index }),
+                array: index.map(|index| ArrayTask {
+                    array_job: first,
+                    index,
+                }),
                 dependencies: spec.dependencies.clone(),
                 requeue_on_node_fail,
                 submit_time: now,
@@ -241,11 +263,21 @@ impl Scheduler {
                 allocation: None,
             });
             self.waiting.insert(id);
-            self.singletons.entry((user, spec.name.clone())).or_default().insert(id);
+            self.singletons
+                .entry((user, spec.name.clone()))
+                .or_default()
+                .insert(id);
             ids.push(id);
         }
         if let Some(a) = &spec.array {
-            self.arrays.insert(first, ArrayGroup { throttle: a.throttle, running: 0, tasks: ids.clone() });
+            self.arrays.insert(
+                first,
+                ArrayGroup {
+                    throttle: a.throttle,
+                    running: 0,
+                    tasks: ids.clone(),
+                },
+            );
         }
         tracing::debug!(first = first.0, count = ids.len(), "submitted");
         Ok(ids)
@@ -255,17 +287,30 @@ impl Scheduler {
         let user = self.cluster.intern_user(&spec.user);
         let open = self.cluster.accounts.len() == 1;
         let account = match &spec.account {
-            Some(name) => self.cluster.account_by_name(name).ok_or_else(|| SubmitError::UnknownAccount(name.clone()))?,
+            Some(name) => self
+                .cluster
+                .account_by_name(name)
+                .ok_or_else(|| SubmitError::UnknownAccount(name.clone()))?,
             None => match self.cluster.default_account(user) {
                 Some(a) => a,
                 None if open => ROOT_ACCOUNT,
-                None => return Err(SubmitError::NotInAccount { user: spec.user.clone(), account: "any".into() }),
+                None => {
+                    return Err(SubmitError::NotInAccount {
+                        user: spec.user.clone(),
+                        account: "any".into(),
+                    })
+                }
             },
         };
         let assoc = match self.cluster.association(account, user) {
             Some(a) => a,
             None if open => self.cluster.associate(account, user, 1),
-            None => return Err(SubmitError::NotInAccount { user: spec.user.clone(), account: self.cluster.accounts[account.index()].name.clone() }),
+            None => {
+                return Err(SubmitError::NotInAccount {
+                    user: spec.user.clone(),
+                    account: self.cluster.accounts[account.index()].name.clone(),
+                })
+            }
         };
         self.usage.resize(self.cluster.associations.len(), 0.0);
         Ok(assoc)
@@ -298,24 +343,52 @@ impl Scheduler {
             GpuRequest::PerJob(g) => {
                 let n = *nodes.get_or_insert(1);
                 if g % n != 0 {
-                    return Err(SubmitError::Invalid(format!("--gpus={g} must be a multiple of --nodes={n} (GPUs are spread evenly)")));
+                    return Err(SubmitError::Invalid(format!(
+                        "--gpus={g} must be a multiple of --nodes={n} (GPUs are spread evenly)"
+                    )));
                 }
                 g / n
             }
         };
         let mut features = 0u64;
         for f in &r.features {
-            let i = self.cluster.feature_id(f).ok_or_else(|| SubmitError::UnknownFeature(f.clone()))?;
+            let i = self
+                .cluster
+                .feature_id(f)
+                .ok_or_else(|| SubmitError::UnknownFeature(f.clone()))?;
             features |= 1u64 << i;
         }
-        let gres = r.gres.iter().map(|(name, n)| self.cluster.gres_id(name).map(|g| (g, *n)).ok_or_else(|| SubmitError::UnknownGres(name.clone()))).collect::<Result<Vec<_>, _>>()?;
-        Ok(JobShape { nodes, tasks, cpus_per_task: r.cpus_per_task, memory: r.memory, gpus_per_node, gres, exclusive: r.exclusive, features })
+        let gres = r
+            .gres
+            .iter()
+            .map(|(name, n)| {
+                self.cluster
+                    .gres_id(name)
+                    .map(|g| (g, *n))
+                    .ok_or_else(|| SubmitError::UnknownGres(name.clone()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(JobShape {
+            nodes,
+            tasks,
+            cpus_per_task: r.cpus_per_task,
+            memory: r.memory,
+            gpus_per_node,
+            gres,
+            exclusive: r.exclusive,
+            features,
+        })
     }
 
     /// Rejects a shape no idle partition could hold, with the reason.
     fn check_fits_ever(&self, partition: PartitionId, shape: &JobShape) -> Result<(), SubmitError> {
         let part = self.cluster.partition(partition);
-        let never = |why: String| Err(SubmitError::NeverFits { partition: part.name.clone(), why });
+        let never = |why: String| {
+            Err(SubmitError::NeverFits {
+                partition: part.name.clone(),
+                why,
+            })
+        };
         let total_nodes: u32 = part.type_counts.iter().map(|t| t.1).sum();
         let mut fitting_nodes = 0u64;
         let mut units = 0u64;
@@ -330,11 +403,15 @@ impl Scheduler {
         if let Some(n) = shape.nodes {
             if let Some(max) = part.max_nodes {
                 if n > max {
-                    return never(format!("asks for {n} nodes; the partition allows at most {max} per job"));
+                    return never(format!(
+                        "asks for {n} nodes; the partition allows at most {max} per job"
+                    ));
                 }
             }
             if n > total_nodes {
-                return never(format!("asks for {n} nodes; the partition has {total_nodes}"));
+                return never(format!(
+                    "asks for {n} nodes; the partition has {total_nodes}"
+                ));
             }
             if fitting_nodes < n as u64 {
                 let biggest = self.biggest_node(partition);
@@ -358,9 +435,18 @@ impl Scheduler {
 
     fn biggest_node(&self, partition: PartitionId) -> String {
         let part = self.cluster.partition(partition);
-        let t = part.type_counts.iter().map(|&(_, _, rep)| &self.cluster.node(rep).topology).max_by_key(|t| (t.core_count(), t.gpu_count(), t.memory_mb()));
+        let t = part
+            .type_counts
+            .iter()
+            .map(|&(_, _, rep)| &self.cluster.node(rep).topology)
+            .max_by_key(|t| (t.core_count(), t.gpu_count(), t.memory_mb()));
         match t {
-            Some(t) => format!("{} cores, {} MiB, {} GPUs", t.core_count(), t.memory_mb(), t.gpu_count()),
+            Some(t) => format!(
+                "{} cores, {} MiB, {} GPUs",
+                t.core_count(),
+                t.memory_mb(),
+                t.gpu_count()
+            ),
             None => "none".into(),
         }
     }
@@ -400,7 +486,16 @@ impl Scheduler {
     /// Marks a node down; its jobs are requeued or end as NODE_FAIL, as each job says.
     pub fn node_failed(&mut self, node: NodeId, now: Time) -> Vec<JobId> {
         self.cluster.set_state(node, NodeState::Down);
-        let hit: Vec<JobId> = self.running.iter().copied().filter(|&id| self.job(id).and_then(|j| j.allocation.as_ref()).is_some_and(|a| a.nodes.iter().any(|n| n.node == node))).collect();
+        let hit: Vec<JobId> = self
+            .running
+            .iter()
+            .copied()
+            .filter(|&id| {
+                self.job(id)
+                    .and_then(|j| j.allocation.as_ref())
+                    .is_some_and(|a| a.nodes.iter().any(|n| n.node == node))
+            })
+            .collect();
         for &id in &hit {
             if self.job(id).is_some_and(|j| j.requeue_on_node_fail) {
                 self.requeue(id, now);
@@ -419,7 +514,13 @@ impl Scheduler {
     fn stop_running(&mut self, id: JobId, now: Time) {
         let job = &self.jobs[id.0 as usize - 1];
         let alloc = job.allocation.clone().unwrap_or_default();
-        let (user, qos, assoc, array, start) = (job.user, job.qos, job.assoc, job.array, job.start_time.unwrap_or(now));
+        let (user, qos, assoc, array, start) = (
+            job.user,
+            job.qos,
+            job.assoc,
+            job.array,
+            job.start_time.unwrap_or(now),
+        );
         self.cluster.release(&alloc);
         self.running.remove(&id);
         if let Some(c) = self.running_per_user_qos.get_mut(&(user, qos)) {
@@ -485,23 +586,39 @@ impl Scheduler {
         for dep in &job.dependencies {
             match dep {
                 Dependency::Singleton => {
-                    let first = self.singletons.get(&(job.user, job.name.clone())).and_then(|s| s.first().copied());
+                    let first = self
+                        .singletons
+                        .get(&(job.user, job.name.clone()))
+                        .and_then(|s| s.first().copied());
                     if first.is_some_and(|f| f != job.id) {
                         waiting = true;
                     }
                 }
                 Dependency::On(kind, ids) => {
                     for &target in ids {
-                        let targets = self.array_tasks(target).map(|t| t.to_vec()).unwrap_or_else(|| vec![target]);
+                        let targets = self
+                            .array_tasks(target)
+                            .map(|t| t.to_vec())
+                            .unwrap_or_else(|| vec![target]);
                         for t in targets {
                             let Some(tj) = self.job(t) else { continue };
                             let s = tj.state;
                             match kind {
-                                DependencyKind::After => waiting |= tj.start_time.is_none() && !s.is_terminal(),
+                                DependencyKind::After => {
+                                    waiting |= tj.start_time.is_none() && !s.is_terminal()
+                                }
                                 DependencyKind::AfterAny => waiting |= !s.is_terminal(),
-                                DependencyKind::AfterOk if s.is_terminal() && s != JobState::Completed => return DependencyStatus::Never,
-                                DependencyKind::AfterNotOk if s == JobState::Completed => return DependencyStatus::Never,
-                                DependencyKind::AfterOk | DependencyKind::AfterNotOk => waiting |= !s.is_terminal(),
+                                DependencyKind::AfterOk
+                                    if s.is_terminal() && s != JobState::Completed =>
+                                {
+                                    return DependencyStatus::Never
+                                }
+                                DependencyKind::AfterNotOk if s == JobState::Completed => {
+                                    return DependencyStatus::Never
+                                }
+                                DependencyKind::AfterOk | DependencyKind::AfterNotOk => {
+                                    waiting |= !s.is_terminal()
+                                }
                             }
                         }
                     }
@@ -525,7 +642,11 @@ impl Scheduler {
 
     // Narrow accessors for `cycle`, which lives in its own module.
     pub(crate) fn parts(&mut self) -> SchedulerParts<'_> {
-        SchedulerParts { cluster: &mut self.cluster, policies: &mut self.policies, fallbacks: &mut self.fallbacks }
+        SchedulerParts {
+            cluster: &mut self.cluster,
+            policies: &mut self.policies,
+            fallbacks: &mut self.fallbacks,
+        }
     }
     pub(crate) fn usage_of(&self, assoc: AssocId) -> f64 {
         self.usage[assoc.index()]
@@ -550,7 +671,10 @@ impl Scheduler {
         self.job_mut(id).reason = PendingReason::DependencyNeverSatisfied;
     }
     pub(crate) fn running_count(&self, user: UserId, qos: QosId) -> u32 {
-        self.running_per_user_qos.get(&(user, qos)).copied().unwrap_or(0)
+        self.running_per_user_qos
+            .get(&(user, qos))
+            .copied()
+            .unwrap_or(0)
     }
     pub(crate) fn array_room(&self, array_job: JobId) -> Option<u32> {
         let g = self.arrays.get(&array_job)?;

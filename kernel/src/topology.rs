@@ -69,20 +69,39 @@ impl NodeTopology {
             }
         }
         let memory_mb = numa.iter().map(|d| d.memory_mb).sum();
-        Self { sockets, numa, gpus, nvlink, core_count, core_numa, memory_mb }
+        Self {
+            sockets,
+            numa,
+            gpus,
+            nvlink,
+            core_count,
+            core_numa,
+            memory_mb,
+        }
     }
 
     /// A regular node: `sockets × numa_per_socket` domains of `cores_per_numa` cores each,
     /// memory split evenly, and no GPUs.
-    pub fn uniform(sockets: u16, numa_per_socket: u16, cores_per_numa: u32, memory_mb: u64) -> Self {
+    pub fn uniform(
+        sockets: u16,
+        numa_per_socket: u16,
+        cores_per_numa: u32,
+        memory_mb: u64,
+    ) -> Self {
         let domains = sockets as u32 * numa_per_socket as u32;
         let width = (domains * cores_per_numa) as usize;
         let per_domain_mem = memory_mb / domains.max(1) as u64;
         let numa = (0..domains)
             .map(|d| {
                 let mut cores = FixedBitSet::with_capacity(width);
-                cores.insert_range((d * cores_per_numa) as usize..((d + 1) * cores_per_numa) as usize);
-                NumaDomain { socket: (d / numa_per_socket as u32) as u16, cores, memory_mb: per_domain_mem }
+                cores.insert_range(
+                    (d * cores_per_numa) as usize..((d + 1) * cores_per_numa) as usize,
+                );
+                NumaDomain {
+                    socket: (d / numa_per_socket as u32) as u16,
+                    cores,
+                    memory_mb: per_domain_mem,
+                }
             })
             .collect();
         Self::new(sockets, numa, Vec::new(), Vec::new())
@@ -144,7 +163,11 @@ impl NodeTopology {
     /// ties go to the set spanning the fewest NUMA domains, then to the lowest GPU indices.
     pub fn choose_gpus(&self, free: u64, k: u32) -> Option<GpuChoice> {
         if k == 0 {
-            return Some(GpuChoice { gpus: 0, links: 0, numa_mask: 0 });
+            return Some(GpuChoice {
+                gpus: 0,
+                links: 0,
+                numa_mask: 0,
+            });
         }
         let avail: Vec<usize> = ones(free).collect();
         if avail.len() < k as usize {
@@ -158,17 +181,31 @@ impl NodeTopology {
         } else {
             Some(self.greedy_gpu_set(&avail, k as usize))
         }?;
-        Some(GpuChoice { gpus: best, links: self.set_links(best), numa_mask: self.gpu_numa_mask(best) })
+        Some(GpuChoice {
+            gpus: best,
+            links: self.set_links(best),
+            numa_mask: self.gpu_numa_mask(best),
+        })
     }
 
-    fn search_gpu_sets(&self, avail: &[usize], from: usize, k: usize, pick: &mut Vec<usize>, best: &mut Option<(u32, u32, u64)>) {
+    fn search_gpu_sets(
+        &self,
+        avail: &[usize],
+        from: usize,
+        k: usize,
+        pick: &mut Vec<usize>,
+        best: &mut Option<(u32, u32, u64)>,
+    ) {
         if pick.len() == k {
             let set = pick.iter().fold(0u64, |m, &g| m | 1u64 << g);
             let links = self.set_links(set);
             let numa = self.gpu_numa_mask(set).count_ones();
             let better = match *best {
                 None => true,
-                Some((bl, bn, bs)) => (links, std::cmp::Reverse(numa), std::cmp::Reverse(set)) > (bl, std::cmp::Reverse(bn), std::cmp::Reverse(bs)),
+                Some((bl, bn, bs)) => {
+                    (links, std::cmp::Reverse(numa), std::cmp::Reverse(set))
+                        > (bl, std::cmp::Reverse(bn), std::cmp::Reverse(bs))
+                }
             };
             if better {
                 *best = Some((links, numa, set));
@@ -217,7 +254,9 @@ impl NodeTopology {
         let free_in = |d: &NumaDomain| free.intersection_count(&d.cores) as u32;
         let mut order: Vec<usize> = (0..self.numa.len()).collect();
         if near != 0 {
-            let near_sockets: Vec<u16> = ones(near).filter_map(|d| self.numa.get(d).map(|x| x.socket)).collect();
+            let near_sockets: Vec<u16> = ones(near)
+                .filter_map(|d| self.numa.get(d).map(|x| x.socket))
+                .collect();
             order.sort_by_key(|&d| {
                 let rank = if near & (1u64 << d) != 0 {
                     0
@@ -228,7 +267,10 @@ impl NodeTopology {
                 };
                 (rank, d)
             });
-        } else if let Some(tight) = (0..self.numa.len()).filter(|&d| free_in(&self.numa[d]) >= n).min_by_key(|&d| (free_in(&self.numa[d]), d)) {
+        } else if let Some(tight) = (0..self.numa.len())
+            .filter(|&d| free_in(&self.numa[d]) >= n)
+            .min_by_key(|&d| (free_in(&self.numa[d]), d))
+        {
             order = vec![tight];
         } else {
             order.sort_by_key(|&d| (std::cmp::Reverse(free_in(&self.numa[d])), d));
@@ -250,7 +292,9 @@ impl NodeTopology {
 
     /// NUMA domains touched by a core set, as a mask.
     pub fn core_numa_mask(&self, cores: &FixedBitSet) -> u64 {
-        cores.ones().fold(0u64, |m, c| m | 1u64 << self.core_numa[c])
+        cores
+            .ones()
+            .fold(0u64, |m, c| m | 1u64 << self.core_numa[c])
     }
 }
 
@@ -279,7 +323,12 @@ mod tests {
     /// 2,3 on domain 1, NVLink bridges pairing (0,1) and (2,3).
     fn bridged() -> NodeTopology {
         let mut t = NodeTopology::uniform(2, 1, 8, 64_000);
-        t.gpus = (0..4).map(|g| Gpu { numa: (g / 2) as u16, model: "A6000".into() }).collect();
+        t.gpus = (0..4)
+            .map(|g| Gpu {
+                numa: (g / 2) as u16,
+                model: "A6000".into(),
+            })
+            .collect();
         let mut m = vec![0u8; 16];
         for (a, b) in [(0, 1), (2, 3)] {
             m[a * 4 + b] = 4;
@@ -323,10 +372,21 @@ mod tests {
     fn greedy_choice_matches_links_on_wide_node() {
         // 40 GPUs all-to-all: exhaustive search would be C(40,20); greedy must still pick 20.
         let mut t = NodeTopology::uniform(2, 1, 4, 1000);
-        t.gpus = (0..40).map(|g| Gpu { numa: (g / 20) as u16, model: String::new() }).collect();
-        t.nvlink = (0..1600).map(|i| if i / 40 == i % 40 { 0 } else { 2 }).collect();
+        t.gpus = (0..40)
+            .map(|g| Gpu {
+                numa: (g / 20) as u16,
+                model: String::new(),
+            })
+            .collect();
+        t.nvlink = (0..1600)
+            .map(|i| if i / 40 == i % 40 { 0 } else { 2 })
+            .collect();
         let c = t.choose_gpus(t.all_gpus(), 20).unwrap();
         assert_eq!(c.gpus.count_ones(), 20);
-        assert_eq!(c.numa_mask.count_ones(), 1, "greedy keeps one NUMA domain when it can");
+        assert_eq!(
+            c.numa_mask.count_ones(),
+            1,
+            "greedy keeps one NUMA domain when it can"
+        );
     }
 }

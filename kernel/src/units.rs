@@ -8,9 +8,13 @@ pub type Time = i64;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum UnitError {
-    #[error("invalid time '{0}': use minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED")]
+    #[error(
+        "invalid time '{0}': use minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED"
+    )]
     Duration(String),
-    #[error("invalid memory size '{0}': use a number with an optional K, M, G or T suffix (default M)")]
+    #[error(
+        "invalid memory size '{0}': use a number with an optional K, M, G or T suffix (default M)"
+    )]
     Memory(String),
     #[error("invalid host list '{0}': {1}")]
     Hostlist(String, String),
@@ -76,7 +80,11 @@ pub fn parse_memory_mb(text: &str) -> Result<u64, UnitError> {
         _ => return Err(bad()),
     };
     let n: u64 = digits.parse().map_err(|_| bad())?;
-    Ok(if scale == 0 { n.div_ceil(1024) } else { n.checked_mul(scale).ok_or_else(bad)? })
+    Ok(if scale == 0 {
+        n.div_ceil(1024)
+    } else {
+        n.checked_mul(scale).ok_or_else(bad)?
+    })
 }
 
 /// Expands a host list such as `gpu[01-04,07],login1` into names, in order.
@@ -117,13 +125,20 @@ fn expand_one(item: &str, out: &mut Vec<String>) -> Result<(), String> {
         out.push(item.to_string());
         return Ok(());
     };
-    let close = item[open..].find(']').map(|c| c + open).ok_or("unclosed '['")?;
+    let close = item[open..]
+        .find(']')
+        .map(|c| c + open)
+        .ok_or("unclosed '['")?;
     let (prefix, body, suffix) = (&item[..open], &item[open + 1..close], &item[close + 1..]);
     for range in body.split(',') {
         let (lo, hi) = range.split_once('-').unwrap_or((range, range));
         let width = lo.len();
-        let lo_n: u64 = lo.parse().map_err(|_| format!("'{range}' is not a number or range"))?;
-        let hi_n: u64 = hi.parse().map_err(|_| format!("'{range}' is not a number or range"))?;
+        let lo_n: u64 = lo
+            .parse()
+            .map_err(|_| format!("'{range}' is not a number or range"))?;
+        let hi_n: u64 = hi
+            .parse()
+            .map_err(|_| format!("'{range}' is not a number or range"))?;
         if hi_n < lo_n {
             return Err(format!("range '{range}' runs backwards"));
         }
@@ -168,8 +183,14 @@ mod tests {
 
     #[test]
     fn host_lists() {
-        assert_eq!(expand_hostlist("gpu[01-03,07],login").unwrap(), vec!["gpu01", "gpu02", "gpu03", "gpu07", "login"]);
-        assert_eq!(expand_hostlist("r[1-2]n[1-2]").unwrap(), vec!["r1n1", "r1n2", "r2n1", "r2n2"]);
+        assert_eq!(
+            expand_hostlist("gpu[01-03,07],login").unwrap(),
+            vec!["gpu01", "gpu02", "gpu03", "gpu07", "login"]
+        );
+        assert_eq!(
+            expand_hostlist("r[1-2]n[1-2]").unwrap(),
+            vec!["r1n1", "r1n2", "r2n1", "r2n2"]
+        );
         assert!(expand_hostlist("gpu[3-1]").is_err());
         assert!(expand_hostlist("gpu[1-2").is_err());
         assert!(expand_hostlist("a,,b").is_err());

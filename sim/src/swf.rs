@@ -1,0 +1,248 @@
+//! The Standard Workload Format (SWF v2.2) of the Parallel Workloads Archive: `;` header
+//! lines, then one job per line with 18 whitespace-separated numeric fields; `-1` means
+//! unknown. Gzip input is recognised by its magic bytes.
+
+use std::io::{BufRead, BufReader, Read};
+
+use flate2::read::MultiGzDecoder;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum SwfError {
+    #[error("line {line}: {reason}")]
+    Line { line: usize, reason: String },
+    #[error("reading the trace failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The fields of one SWF record that replay uses (`None` where the trace says `-1`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SwfJob {
+    pub id: u64,
+    pub submit: i64,
+    /// Wait time the original system recorded.
+    pub wait: Option<i64>,
+    pub run: Option<i64>,
+    pub allocated_procs: Option<i64>,
+    pub requested_procs: Option<i64>,
+    pub requested_time: Option<i64>,
+    pub requested_memory_kb: Option<i64>,
+    /// 1 completed, 0 failed, 5 cancelled (others per the format).
+    pub status: Option<i64>,
+    pub user: Option<i64>,
+    pub group: Option<i64>,
+    pub queue: Option<i64>,
+    pub partition: Option<i64>,
+    pub preceding_job: Option<i64>,
+}
+
+impl SwfJob {
+    /// Processors the job asked for: requested, else allocated.
+    pub fn procs(&self) -> Option<i64> {
+        self.requested_procs
+            .filter(|&p| p > 0)
+            .or(self.allocated_procs.filter(|&p| p > 0))
+    }
+}
+
+/// Header facts replay uses.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SwfHeader {
+    pub max_procs: Option<u64>,
+    pub max_nodes: Option<u64>,
+    pub unix_start_time: Option<i64>,
+    pub computer: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SwfTrace {
+    pub header: SwfHeader,
+    pub jobs: Vec<SwfJob>,
+}
+
+const FIELD_NAMES: [&str; 18] = [
+    "job number",
+    "submit time",
+    "wait time",
+    "run time",
+    "allocated processors",
+    "average cpu time",
+    "used memory",
+    "requested processors",
+    "requested time",
+    "requested memory",
+    "status",
+    "user id",
+    "group id",
+    "executable",
+    "queue",
+    "partition",
+    "preceding job",
+    "think time",
+];
+
+/// Reads a trace, plain or gzip-compressed.
+pub fn read_swf(input: impl Read) -> Result<SwfTrace, SwfError> {
+    let mut buf = BufReader::new(input);
+    let gz = buf.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    if gz {
+        parse_swf(BufReader::new(MultiGzDecoder::new(buf)))
+    } else {
+        parse_swf(buf)
+    }
+}
+
+/// Parses SWF text. Every malformed line is an error with its line number and reason.
+pub fn parse_swf(input: impl BufRead) -> Result<SwfTrace, SwfError> {
+    let mut trace = SwfTrace::default();
+    for (i, line) in input.lines().enumerate() {
+        let line_no = i + 1;
+        let line = line.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                SwfError::Line {
+                    line: line_no,
+                    reason: "not UTF-8 text (is this an SWF trace?)".into(),
+                }
+            } else {
+                SwfError::Io(e)
+            }
+        })?;
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        if let Some(h) = text.strip_prefix(';') {
+            read_header_line(h, &mut trace.header);
+            continue;
+        }
+        trace
+            .jobs
+            .push(parse_record(text).map_err(|reason| SwfError::Line {
+                line: line_no,
+                reason,
+            })?);
+    }
+    Ok(trace)
+}
+
+fn read_header_line(h: &str, header: &mut SwfHeader) {
+    let Some((key, value)) = h.split_once(':') else {
+        return;
+    };
+    let value = value.trim();
+    match key.trim() {
+        "MaxProcs" => header.max_procs = value.parse().ok(),
+        "MaxNodes" => header.max_nodes = value.parse().ok(),
+        "UnixStartTime" => header.unix_start_time = value.parse().ok(),
+        "Computer" => header.computer = Some(value.to_string()),
+        _ => {}
+    }
+}
+
+fn parse_record(text: &str) -> Result<SwfJob, String> {
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    if fields.len() != 18 {
+        return Err(format!("expected 18 fields, found {}", fields.len()));
+    }
+    let mut v = [0i64; 18];
+    for (k, f) in fields.iter().enumerate() {
+        v[k] = match f.parse::<i64>() {
+            Ok(n) => n,
+            // Some archive logs carry fractional values (e.g. average cpu time).
+            Err(_) => match f.parse::<f64>() {
+                Ok(x) if x.is_finite() => x.round() as i64,
+                _ => {
+                    return Err(format!(
+                        "field {} ({}) is not a number: '{f}'",
+                        k + 1,
+                        FIELD_NAMES[k]
+                    ))
+                }
+            },
+        };
+    }
+    let known = |x: i64| (x >= 0).then_some(x);
+    if v[0] < 0 {
+        return Err(format!(
+            "field 1 (job number) must be non-negative, found {}",
+            v[0]
+        ));
+    }
+    if v[1] < 0 {
+        return Err(format!(
+            "field 2 (submit time) must be known and non-negative, found {}",
+            v[1]
+        ));
+    }
+    Ok(SwfJob {
+        id: v[0] as u64,
+        submit: v[1],
+        wait: known(v[2]),
+        run: known(v[3]),
+        allocated_procs: known(v[4]),
+        requested_procs: known(v[7]),
+        requested_time: known(v[8]),
+        requested_memory_kb: known(v[9]),
+        status: known(v[10]),
+        user: known(v[11]),
+        group: known(v[12]),
+        queue: known(v[14]),
+        partition: known(v[15]),
+        preceding_job: known(v[16]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_header_and_unknown_fields() {
+        let t = parse_swf(
+            "; MaxProcs: 100\n;Computer: SP2\n1 0 -1 50 4 -1 -1 -1 -1 -1 1 3 -1 -1 -1 -1 -1 -1\n"
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(t.header.max_procs, Some(100));
+        assert_eq!(t.header.computer.as_deref(), Some("SP2"));
+        let j = &t.jobs[0];
+        assert_eq!(
+            (j.run, j.procs(), j.requested_time, j.wait, j.user),
+            (Some(50), Some(4), None, None, Some(3))
+        );
+    }
+
+    #[test]
+    fn malformed_lines_name_line_and_reason() {
+        let e = parse_swf("; x\n1 0 -1 50 4\n".as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "line 2: expected 18 fields, found 5");
+        let e = parse_swf("1 0 -1 abc 4 -1 -1 -1 -1 -1 1 3 -1 -1 -1 -1 -1 -1\n".as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("line 1: field 4 (run time) is not a number"),
+            "{e}"
+        );
+        let e = parse_swf("1 -1 -1 5 4 -1 -1 -1 -1 -1 1 3 -1 -1 -1 -1 -1 -1\n".as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("submit time"), "{e}");
+    }
+
+    #[test]
+    fn reads_gzip_and_plain_alike() {
+        use std::io::Write;
+        let text = "1 0 -1 50 4 -1 -1 4 60 -1 1 3 -1 -1 -1 -1 -1 -1\n";
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(text.as_bytes()).unwrap();
+        let gz = enc.finish().unwrap();
+        assert_eq!(
+            read_swf(&gz[..]).unwrap().jobs,
+            read_swf(text.as_bytes()).unwrap().jobs
+        );
+        let bad = read_swf(&[0x1f, 0x8b, 0, 1, 2][..]).unwrap_err();
+        assert!(matches!(bad, SwfError::Io(_) | SwfError::Line { .. }));
+    }
+}
