@@ -337,6 +337,8 @@ impl PendingReason {
 }
 
 /// A request normalised against the cluster: ids instead of names, per-node needs.
+/// Invariant (set by submission): `tasks >= nodes` when a node count is given, and a job
+/// with GPUs has a node count.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobShape {
     pub nodes: Option<u32>,

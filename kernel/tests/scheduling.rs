@@ -1,0 +1,357 @@
+//! The scheduling cycle end to end: backfill guarantees, arrays, dependencies, limits,
+//! preemption, node failure, and rejection of bad requests.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use gantry_kernel::cluster::NodeState;
+use gantry_kernel::job::{parse_dependencies, ArraySpec, GpuRequest, JobState, MemoryRequest, PendingReason, SubmitError};
+use gantry_kernel::policy::{PlacementPolicy, PlacementQuery, PolicyError, PolicySet, QosPreemption};
+use gantry_kernel::{Backfill, Cluster, JobId, JobSpec, ResourceRequest, Scheduler, SchedulerConfig, Time};
+use proptest::prelude::*;
+
+fn cpu_job(user: &str, tasks: u32, limit: Time) -> JobSpec {
+    let mut s = JobSpec::new("job", user, ResourceRequest { tasks, ..ResourceRequest::default() });
+    s.time_limit = Some(limit);
+    s
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// EASY: the top blocked job starts no later than the first reservation it was given,
+    /// whatever was backfilled around it. Run times never exceed limits here, and limits
+    /// are honest upper bounds, as the guarantee assumes.
+    #[test]
+    fn backfill_never_delays_the_reservation(jobs in proptest::collection::vec((1u32..17, 1i64..500, 0i64..400, 0i64..50), 2..40)) {
+        let mut s = scheduler(Cluster::homogeneous(4, 4, 16_000), SchedulerConfig { backfill: Backfill::Easy, ..SchedulerConfig::default() });
+        let mut run = HashMap::new();
+        let mut t = 0;
+        let mut arrivals = Vec::new();
+        for (tasks, limit, run_part, gap) in jobs {
+            t += gap;
+            arrivals.push((t, tasks, limit, (run_part % limit).max(1)));
+        }
+        // Submit everything at its arrival, cycling at every arrival and end.
+        let mut first_reservation: HashMap<JobId, Time> = HashMap::new();
+        let mut now = 0;
+        let mut pending_arrivals = arrivals.into_iter().peekable();
+        let mut ends: Vec<(Time, JobId)> = Vec::new();
+        loop {
+            while let Some(&(at, tasks, limit, r)) = pending_arrivals.peek() {
+                if at != now { break; }
+                pending_arrivals.next();
+                let id = s.submit(cpu_job("u", tasks, limit), now).unwrap()[0];
+                run.insert(id, r);
+            }
+            let out = s.cycle(now);
+            for r in &out.reservations {
+                first_reservation.entry(r.job).or_insert(r.start);
+            }
+            for &id in &out.started {
+                ends.push((now + run[&id], id));
+                if let Some(&promised) = first_reservation.get(&id) {
+                    prop_assert!(now <= promised, "job {} promised {} started {}", id, promised, now);
+                }
+            }
+            ends.sort();
+            let next_end = ends.first().map(|e| e.0);
+            let next_arrival = pending_arrivals.peek().map(|a| a.0);
+            now = match (next_end, next_arrival) {
+                (None, None) => break,
+                (Some(e), None) => e,
+                (None, Some(a)) => a,
+                (Some(e), Some(a)) => e.min(a),
+            };
+            while ends.first().is_some_and(|e| e.0 == now) {
+                let (_, id) = ends.remove(0);
+                s.job_ended(id, now, gantry_kernel::job::JobOutcome::Exited(0)).unwrap();
+            }
+        }
+        prop_assert!(s.waiting().is_empty());
+        prop_assert!(s.jobs().iter().all(|j| j.state == JobState::Completed));
+    }
+}
+
+#[test]
+fn easy_backfills_a_short_job_but_not_a_long_one() {
+    let mut s = scheduler(Cluster::homogeneous(4, 1, 1000), SchedulerConfig::default());
+    let running = s.submit(cpu_job("u", 3, 100), 0).unwrap()[0];
+    s.cycle(0);
+    let big = s.submit(cpu_job("u", 4, 100), 1).unwrap()[0];
+    let long = s.submit(cpu_job("u", 1, 500), 2).unwrap()[0];
+    let short = s.submit(cpu_job("u", 1, 50), 3).unwrap()[0];
+    let out = s.cycle(3);
+    assert_eq!(out.started, vec![short], "only the job that ends before the reservation backfills");
+    assert_eq!(out.reservations.len(), 1);
+    assert_eq!((out.reservations[0].job, out.reservations[0].start), (big, 100));
+    assert_eq!(s.job(big).unwrap().reason, PendingReason::Resources);
+    assert_eq!(s.job(long).unwrap().reason, PendingReason::Priority);
+    assert_eq!(s.job(running).unwrap().state, JobState::Running);
+
+    let mut none = scheduler(Cluster::homogeneous(4, 1, 1000), SchedulerConfig { backfill: Backfill::None, ..SchedulerConfig::default() });
+    none.submit(cpu_job("u", 3, 100), 0).unwrap();
+    none.cycle(0);
+    none.submit(cpu_job("u", 4, 100), 1).unwrap();
+    none.submit(cpu_job("u", 1, 50), 3).unwrap();
+    assert!(none.cycle(3).started.is_empty(), "no backfill: nothing passes the blocked job");
+}
+
+#[test]
+fn conservative_protects_every_reserved_job() {
+    // 4 one-core nodes; 2 busy until t=100. Job A needs 4 (reserved at 100), job B needs
+    // 3 (reserved after A, at 200). A 150 s single-core job would fit now on the 2 free
+    // nodes but would delay A: EASY and conservative both refuse it. A 90 s job is fine.
+    let mut s = scheduler(Cluster::homogeneous(4, 1, 1000), SchedulerConfig { backfill: Backfill::Conservative { depth: 4 }, ..SchedulerConfig::default() });
+    s.submit(cpu_job("u", 2, 100), 0).unwrap();
+    s.cycle(0);
+    let a = s.submit(cpu_job("u", 4, 100), 1).unwrap()[0];
+    let b = s.submit(cpu_job("u", 3, 100), 1).unwrap()[0];
+    let c = s.submit(cpu_job("u", 1, 150), 1).unwrap()[0];
+    let d = s.submit(cpu_job("u", 1, 90), 1).unwrap()[0];
+    let out = s.cycle(1);
+    let starts: HashMap<JobId, Time> = out.reservations.iter().map(|r| (r.job, r.start)).collect();
+    assert_eq!(starts.get(&a), Some(&100));
+    assert_eq!(starts.get(&b), Some(&200));
+    assert!(!out.started.contains(&c));
+    assert!(out.started.contains(&d));
+}
+
+#[test]
+fn array_throttle_limits_concurrency_and_all_tasks_finish() {
+    let mut s = scheduler(example_cluster(), SchedulerConfig::default());
+    let mut spec = cpu_job("alice", 1, 600);
+    spec.array = Some(ArraySpec::parse("0-9%2").unwrap());
+    let ids = s.submit(spec, 0).unwrap();
+    assert_eq!(ids.len(), 10);
+    let first = ids[0];
+    for (k, id) in ids.iter().enumerate() {
+        let t = s.job(*id).unwrap().array.unwrap();
+        assert_eq!((t.array_job, t.index), (first, k as u32));
+    }
+    let mut peak = 0;
+    drive(&mut s, 0, &HashMap::new(), &HashMap::new(), |s, _, _| {
+        let running = ids.iter().filter(|id| s.job(**id).unwrap().state == JobState::Running).count();
+        peak = peak.max(running);
+        for id in &ids {
+            let j = s.job(*id).unwrap();
+            if j.state == JobState::Pending {
+                assert_eq!(j.reason, PendingReason::JobArrayTaskLimit);
+            }
+        }
+    });
+    assert_eq!(peak, 2);
+    assert!(ids.iter().all(|id| s.job(*id).unwrap().state == JobState::Completed));
+}
+
+#[test]
+fn dependencies_resolve_in_order_and_impossible_ones_are_cancelled() {
+    let mut s = scheduler(example_cluster(), SchedulerConfig::default());
+    let dep = |s: &str| parse_dependencies(s).unwrap();
+    let a = s.submit(cpu_job("alice", 1, 600), 0).unwrap()[0];
+    let mut spec = cpu_job("alice", 1, 600);
+    spec.dependencies = dep(&format!("afterok:{a}"));
+    let b = s.submit(spec, 0).unwrap()[0];
+    let mut spec = cpu_job("alice", 1, 600);
+    spec.dependencies = dep(&format!("afternotok:{a}"));
+    let skipped = s.submit(spec, 0).unwrap()[0];
+    let mut spec = cpu_job("alice", 1, 600);
+    spec.dependencies = dep(&format!("afterany:{b},after:{a}"));
+    let c = s.submit(spec, 0).unwrap()[0];
+    // `fails` exits 1, so `rescue` (afternotok) runs and `never` (afterok) is cancelled.
+    let fails = s.submit(cpu_job("alice", 1, 600), 0).unwrap()[0];
+    let mut spec = cpu_job("alice", 1, 600);
+    spec.dependencies = dep(&format!("afternotok:{fails}"));
+    let rescue = s.submit(spec, 0).unwrap()[0];
+    let mut spec = cpu_job("alice", 1, 600);
+    spec.dependencies = dep(&format!("afterok:{fails}"));
+    let never = s.submit(spec, 0).unwrap()[0];
+
+    let run: HashMap<JobId, Time> = [(a, 10), (b, 20), (c, 5), (fails, 3)].into_iter().collect();
+    let exit: HashMap<JobId, i32> = [(fails, 1)].into_iter().collect();
+    drive(&mut s, 0, &run, &exit, |s, now, out| {
+        if now == 0 {
+            assert_eq!(out.started, vec![a, fails]);
+            assert_eq!(s.job(b).unwrap().reason, PendingReason::Dependency);
+        }
+    });
+    let job = |id: JobId| s.job(id).unwrap().clone();
+    assert_eq!(job(a).state, JobState::Completed);
+    assert_eq!(job(b).state, JobState::Completed);
+    assert!(job(b).start_time.unwrap() >= job(a).end_time.unwrap());
+    assert!(job(c).start_time.unwrap() >= job(b).end_time.unwrap());
+    assert_eq!(job(skipped).state, JobState::Cancelled);
+    assert_eq!(job(skipped).reason, PendingReason::DependencyNeverSatisfied);
+    assert_eq!(job(fails).state, JobState::Failed);
+    assert_eq!(job(rescue).state, JobState::Completed);
+    assert_eq!(job(never).state, JobState::Cancelled);
+}
+
+#[test]
+fn singleton_runs_one_job_of_a_name_at_a_time() {
+    let mut s = scheduler(example_cluster(), SchedulerConfig::default());
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let mut spec = cpu_job("bob", 1, 600);
+        spec.dependencies = parse_dependencies("singleton").unwrap();
+        ids.push(s.submit(spec, 0).unwrap()[0]);
+    }
+    drive(&mut s, 0, &HashMap::new(), &HashMap::new(), |s, _, _| {
+        assert!(ids.iter().filter(|id| s.job(**id).unwrap().state == JobState::Running).count() <= 1);
+    });
+    let starts: Vec<Time> = ids.iter().map(|id| s.job(*id).unwrap().start_time.unwrap()).collect();
+    assert_eq!(starts, vec![0, 60, 120]);
+}
+
+#[test]
+fn limits_give_pending_reasons() {
+    let mut s = scheduler(example_cluster(), SchedulerConfig::default());
+    let mut spec = cpu_job("alice", 1, 3 * 86_400);
+    spec.partition = Some("cpu".into());
+    let too_long = s.submit(spec, 0).unwrap()[0];
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let mut spec = cpu_job("dave", 1, 600);
+        spec.qos = Some("high".into());
+        ids.extend(s.submit(spec, 0).unwrap());
+    }
+    let out = s.cycle(0);
+    assert_eq!(s.job(too_long).unwrap().reason, PendingReason::PartitionTimeLimit);
+    assert_eq!(out.started.len(), 8, "qos high allows eight running jobs per user");
+    assert_eq!(s.job(ids[9]).unwrap().reason, PendingReason::QosMaxJobsPerUser);
+}
+
+#[test]
+fn bad_requests_are_rejected_with_reasons() {
+    let mut s = scheduler(example_cluster(), SchedulerConfig::default());
+    let mut submit = |f: &dyn Fn(&mut JobSpec)| {
+        let mut spec = cpu_job("alice", 1, 60);
+        f(&mut spec);
+        s.submit(spec, 0).unwrap_err()
+    };
+    assert_eq!(submit(&|j| j.partition = Some("nope".into())), SubmitError::UnknownPartition("nope".into()));
+    assert_eq!(submit(&|j| j.qos = Some("gold".into())), SubmitError::UnknownQos("gold".into()));
+    assert!(matches!(submit(&|j| j.request.tasks = 0), SubmitError::Invalid(_)));
+    let e = submit(&|j| {
+        j.partition = Some("gpu".into());
+        j.request.gpus = GpuRequest::PerNode(16);
+    });
+    assert!(e.to_string().contains("can never run in partition 'gpu'"), "{e}");
+    assert!(e.to_string().contains("16 GPUs"), "{e}");
+    let e = submit(&|j| j.request.nodes = Some(9));
+    assert!(e.to_string().contains("at most 8 per job"), "{e}");
+    let e = submit(&|j| j.request.tasks = 1000);
+    assert!(e.to_string().contains("at most 512 such tasks"), "{e}");
+    let e = submit(&|j| j.request.memory = MemoryRequest::PerNode(10 << 20));
+    assert!(matches!(e, SubmitError::NeverFits { .. }), "{e}");
+    assert_eq!(submit(&|j| j.request.features = vec!["quantum".into()]), SubmitError::UnknownFeature("quantum".into()));
+    assert_eq!(submit(&|j| j.dependencies = parse_dependencies("afterok:999").unwrap()), SubmitError::UnknownDependency(JobId(999)));
+    assert!(submit(&|j| {
+        j.request.nodes = Some(2);
+        j.request.gpus = GpuRequest::PerJob(3);
+        j.partition = Some("gpu".into());
+    })
+    .to_string()
+    .contains("multiple of --nodes"));
+    assert_eq!(submit(&|j| j.account = Some("chemistry".into())), SubmitError::UnknownAccount("chemistry".into()));
+    assert!(matches!(submit(&|j| j.account = Some("biology".into())), SubmitError::NotInAccount { .. }));
+    assert!(matches!(submit(&|j| j.user = "mallory".into()), SubmitError::NotInAccount { .. }));
+}
+
+#[test]
+fn preemption_requeues_scavenger_jobs_but_never_protected_ones() {
+    let policies = PolicySet { preemption: Box::new(QosPreemption), ..PolicySet::default() };
+    let mut s = Scheduler::new(example_cluster(), SchedulerConfig::default(), policies);
+    // Fill every CPU node: half with protected normal jobs, half with scavengers.
+    let mut protected = Vec::new();
+    let mut scav = Vec::new();
+    for i in 0..8 {
+        let mut spec = cpu_job("carol", 64, 3600);
+        spec.request.nodes = Some(1);
+        if i % 2 == 0 {
+            spec.partition = Some("cpu".into());
+            protected.extend(s.submit(spec, 0).unwrap());
+        } else {
+            spec.partition = Some("scavenger".into());
+            spec.request.features = vec!["avx512".into()];
+            scav.extend(s.submit(spec, 0).unwrap());
+        }
+    }
+    let out = s.cycle(0);
+    assert_eq!(out.started.len(), 8);
+    let mut urgent = cpu_job("alice", 128, 600);
+    urgent.partition = Some("cpu".into());
+    urgent.request.nodes = Some(2);
+    let u = s.submit(urgent, 10).unwrap()[0];
+    let out = s.cycle(10);
+    assert!(out.started.contains(&u), "the blocked job started by preemption");
+    assert_eq!(out.requeued.len(), 2, "two scavenger nodes freed");
+    assert!(out.requeued.iter().all(|v| scav.contains(v)));
+    for v in &out.requeued {
+        let j = s.job(*v).unwrap();
+        assert_eq!((j.state, j.requeue_count), (JobState::Requeued, 1));
+    }
+    assert!(protected.iter().all(|p| s.job(*p).unwrap().state == JobState::Running));
+}
+
+#[test]
+fn node_failure_requeues_or_fails_jobs_as_configured() {
+    let mut s = scheduler(example_cluster(), SchedulerConfig::default());
+    let mut g = cpu_job("dave", 1, 600);
+    g.partition = Some("gpu".into());
+    g.request.gpus = GpuRequest::PerNode(8);
+    let gpu_job = s.submit(g, 0).unwrap()[0];
+    let mut c = cpu_job("alice", 64, 600);
+    c.request.nodes = Some(1);
+    let cpu_job_id = s.submit(c, 0).unwrap()[0];
+    s.cycle(0);
+    let gpu_node = s.job(gpu_job).unwrap().allocation.as_ref().unwrap().nodes[0].node;
+    let cpu_node = s.job(cpu_job_id).unwrap().allocation.as_ref().unwrap().nodes[0].node;
+    assert_eq!(s.node_failed(gpu_node, 5), vec![gpu_job]);
+    assert_eq!(s.job(gpu_job).unwrap().state, JobState::Requeued, "gpu partition requeues on node failure");
+    assert_eq!(s.node_failed(cpu_node, 5), vec![cpu_job_id]);
+    assert_eq!(s.job(cpu_job_id).unwrap().state, JobState::NodeFail);
+    let out = s.cycle(6);
+    assert!(out.started.contains(&gpu_job), "requeued job restarts on another node");
+    assert_ne!(s.job(gpu_job).unwrap().allocation.as_ref().unwrap().nodes[0].node, gpu_node);
+    s.set_node_state(gpu_node, NodeState::Up);
+    assert!(s.cluster().node(gpu_node).is_idle());
+}
+
+#[test]
+fn cancel_releases_resources_and_unknown_ids_are_errors() {
+    let mut s = scheduler(Cluster::homogeneous(1, 4, 1000), SchedulerConfig::default());
+    let a = s.submit(cpu_job("u", 4, 60), 0).unwrap()[0];
+    let b = s.submit(cpu_job("u", 4, 60), 0).unwrap()[0];
+    s.cycle(0);
+    assert_eq!(s.cancel(a, 1), Ok(JobState::Running));
+    assert!(s.cycle(1).started.contains(&b));
+    assert!(s.cancel(a, 2).is_err());
+    assert_eq!(s.cancel(JobId(42), 2).unwrap_err().to_string(), "Invalid job id specified: 42");
+}
+
+/// A placement policy that answers nonsense: the kernel must fall back and still start jobs.
+struct Broken;
+impl PlacementPolicy for Broken {
+    fn name(&self) -> &str {
+        "broken"
+    }
+    fn rank(&mut self, batch: &[PlacementQuery]) -> Result<Vec<Vec<u32>>, PolicyError> {
+        Ok(batch.iter().map(|_| vec![9999]).collect())
+    }
+}
+
+#[test]
+fn a_broken_placement_answer_falls_back_to_first_fit() {
+    let policies = PolicySet { placement: Box::new(Broken), ..PolicySet::default() };
+    let mut s = Scheduler::new(Cluster::homogeneous(4, 4, 1000), SchedulerConfig::default(), policies);
+    for _ in 0..4 {
+        s.submit(cpu_job("u", 4, 60), 0).unwrap();
+    }
+    let out = s.cycle(0);
+    assert_eq!(out.started.len(), 4);
+    assert_eq!(out.placement_batches, 1, "one batched placement call for the whole cycle");
+    assert_eq!(s.fallbacks().placement, 1);
+}
