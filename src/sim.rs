@@ -52,6 +52,13 @@ pub struct SimArgs {
     /// Draw queue length and utilization over time into this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// Skip this many jobs (in trace order) before replaying: the cluster starts empty
+    /// at the first job replayed.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    skip: usize,
+    /// Replay at most this many jobs (after --skip).
+    #[arg(long, value_name = "N")]
+    take: Option<usize>,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -63,7 +70,21 @@ pub fn run(args: SimArgs) -> Result<()> {
     }
     let file = File::open(&args.trace)
         .with_context(|| format!("cannot open trace {}", args.trace.display()))?;
-    let trace = read_swf(file).with_context(|| format!("trace {}", args.trace.display()))?;
+    let mut trace = read_swf(file).with_context(|| format!("trace {}", args.trace.display()))?;
+    if args.skip >= trace.jobs.len() {
+        bail!(
+            "--skip {} leaves nothing: the trace holds {} jobs",
+            args.skip,
+            trace.jobs.len()
+        );
+    }
+    trace.jobs.drain(..args.skip);
+    if let Some(n) = args.take {
+        if n == 0 {
+            bail!("--take must be at least 1");
+        }
+        trace.jobs.truncate(n);
+    }
     let cluster = match &args.cluster {
         Some(path) => {
             let text = std::fs::read_to_string(path)

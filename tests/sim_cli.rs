@@ -31,12 +31,24 @@ fn replays_a_trace_with_table_json_and_plot() {
         .arg(&svg)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let table = String::from_utf8(out.stdout).unwrap();
-    for row in ["utilization", "mean wait", "median wait", "p95 wait", "mean bounded slowdown", "makespan"] {
+    for row in [
+        "utilization",
+        "mean wait",
+        "median wait",
+        "p95 wait",
+        "mean bounded slowdown",
+        "makespan",
+    ] {
         assert!(table.contains(row), "table lacks '{row}':\n{table}");
     }
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["jobs"], 28_475);
     assert_eq!(report["backfill"], "easy");
     assert!(report["mean_bounded_slowdown"].as_f64().unwrap() >= 1.0);
@@ -47,13 +59,25 @@ fn replays_a_trace_with_table_json_and_plot() {
 #[test]
 fn runs_on_a_cluster_file_and_json_to_stdout() {
     let out = gantry()
-        .args(["sim", "-q", "--json", "-", "--partition", "cpu", "--cluster"])
+        .args([
+            "sim",
+            "-q",
+            "--json",
+            "-",
+            "--partition",
+            "cpu",
+            "--cluster",
+        ])
         .arg(repo("examples/cluster.toml"))
         .arg("--trace")
         .arg(repo("testdata/traces/lublin_256.swf"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["cluster_cores"], 8 * 64 + 2 * 112 + 2 * 32);
     assert_eq!(report["unfinished"], 0);
@@ -71,16 +95,30 @@ fn bad_input_gets_clear_errors() {
         String::from_utf8(out.stderr).unwrap()
     };
     let e = err(&["sim", "--trace"], &bad);
-    assert!(e.contains("line 3: field 4 (run time) is not a number: 'ten'"), "{e}");
+    assert!(
+        e.contains("line 3: field 4 (run time) is not a number: 'ten'"),
+        "{e}"
+    );
     let e = err(&["sim", "--trace"], Path::new("/nonexistent/trace.swf"));
     assert!(e.contains("cannot open trace"), "{e}");
-    let e = err(&["sim", "--partition", "nope", "--trace"], &repo("testdata/traces/lublin_256.swf"));
+    let e = err(
+        &["sim", "--partition", "nope", "--trace"],
+        &repo("testdata/traces/lublin_256.swf"),
+    );
     assert!(e.contains("partition 'nope' does not exist"), "{e}");
     let toml = scratch("bad.toml");
     std::fs::write(&toml, "[[node_type]]\nname='c'\ncores_per_numa=4\nmemory='8G'\n[[nodes]]\nnames='a[1-2]'\ntype='gpu'\n").unwrap();
-    let out = gantry().args(["sim", "--trace"]).arg(repo("testdata/traces/lublin_256.swf")).arg("--cluster").arg(&toml).output().unwrap();
+    let out = gantry()
+        .args(["sim", "--trace"])
+        .arg(repo("testdata/traces/lublin_256.swf"))
+        .arg("--cluster")
+        .arg(&toml)
+        .output()
+        .unwrap();
     let e = String::from_utf8(out.stderr).unwrap();
     assert!(e.contains("unknown node type 'gpu'"), "{e}");
     let help = gantry().args(["sim", "--help"]).output().unwrap();
-    assert!(String::from_utf8(help.stdout).unwrap().contains("--backfill"));
+    assert!(String::from_utf8(help.stdout)
+        .unwrap()
+        .contains("--backfill"));
 }

@@ -18,8 +18,17 @@ fn assert_accounting(c: &Cluster, held: &[Allocation]) {
         let mut cores = node.free.cores.clone();
         let mut gpus = node.free.gpus;
         let mut mem = node.free.memory_mb;
-        for a in held.iter().flat_map(|a| &a.nodes).filter(|a| a.node == node.id) {
-            assert_eq!(cores.intersection_count(&a.cores), 0, "core handed out twice on {}", node.name);
+        for a in held
+            .iter()
+            .flat_map(|a| &a.nodes)
+            .filter(|a| a.node == node.id)
+        {
+            assert_eq!(
+                cores.intersection_count(&a.cores),
+                0,
+                "core handed out twice on {}",
+                node.name
+            );
             assert_eq!(gpus & a.gpus, 0, "GPU handed out twice on {}", node.name);
             cores.union_with(&a.cores);
             gpus |= a.gpus;
@@ -28,26 +37,59 @@ fn assert_accounting(c: &Cluster, held: &[Allocation]) {
         assert_eq!(cores, idle.cores, "cores on {}", node.name);
         assert_eq!(gpus, idle.gpus, "gpus on {}", node.name);
         assert_eq!(mem, idle.memory_mb, "memory on {}", node.name);
-        assert_eq!(node.free.core_count as usize, node.free.cores.count_ones(..));
+        assert_eq!(
+            node.free.core_count as usize,
+            node.free.cores.count_ones(..)
+        );
     }
     for p in &c.partitions {
-        let sum: u64 = p.nodes.iter().map(|&n| c.node(n)).filter(|n| n.schedulable()).map(|n| n.free.core_count as u64).sum();
-        assert_eq!(p.free_cores(), sum, "free-core total of partition {}", p.name);
+        let sum: u64 = p
+            .nodes
+            .iter()
+            .map(|&n| c.node(n))
+            .filter(|n| n.schedulable())
+            .map(|n| n.free.core_count as u64)
+            .sum();
+        assert_eq!(
+            p.free_cores(),
+            sum,
+            "free-core total of partition {}",
+            p.name
+        );
     }
 }
 
 fn shape_strategy() -> impl Strategy<Value = JobShape> {
-    (proptest::option::of(1u32..4), 1u32..40, 1u32..9, 0u32..5, any::<bool>(), 0u64..64_000, 0u8..10).prop_map(|(nodes, tasks, cpt, gpus, per_cpu, mem, excl)| JobShape {
-        nodes: if gpus > 0 { Some(nodes.unwrap_or(1)) } else { nodes },
-        // Submission normalises tasks to at least one per node; shapes here do the same.
-        tasks: tasks.max(nodes.unwrap_or(1)),
-        cpus_per_task: cpt,
-        memory: if mem < 1000 { MemoryRequest::None } else if per_cpu { MemoryRequest::PerCpu(mem / 16) } else { MemoryRequest::PerNode(mem) },
-        gpus_per_node: gpus,
-        gres: Vec::new(),
-        exclusive: excl == 0,
-        features: 0,
-    })
+    (
+        proptest::option::of(1u32..4),
+        1u32..40,
+        1u32..9,
+        0u32..5,
+        any::<bool>(),
+        0u64..64_000,
+        0u8..10,
+    )
+        .prop_map(|(nodes, tasks, cpt, gpus, per_cpu, mem, excl)| JobShape {
+            nodes: if gpus > 0 {
+                Some(nodes.unwrap_or(1))
+            } else {
+                nodes
+            },
+            // Submission normalises tasks to at least one per node; shapes here do the same.
+            tasks: tasks.max(nodes.unwrap_or(1)),
+            cpus_per_task: cpt,
+            memory: if mem < 1000 {
+                MemoryRequest::None
+            } else if per_cpu {
+                MemoryRequest::PerCpu(mem / 16)
+            } else {
+                MemoryRequest::PerNode(mem)
+            },
+            gpus_per_node: gpus,
+            gres: Vec::new(),
+            exclusive: excl == 0,
+            features: 0,
+        })
 }
 
 proptest! {
@@ -97,7 +139,13 @@ proptest! {
 }
 
 fn gpu_job(gpus: u32, features: &[&str]) -> JobSpec {
-    let req = ResourceRequest { tasks: 1, cpus_per_task: 4, gpus: GpuRequest::PerNode(gpus), features: features.iter().map(|s| s.to_string()).collect(), ..ResourceRequest::default() };
+    let req = ResourceRequest {
+        tasks: 1,
+        cpus_per_task: 4,
+        gpus: GpuRequest::PerNode(gpus),
+        features: features.iter().map(|s| s.to_string()).collect(),
+        ..ResourceRequest::default()
+    };
     let mut spec = JobSpec::new("gpu", "alice", req);
     spec.partition = Some("gpu".into());
     spec
@@ -119,7 +167,11 @@ fn nvswitch_node_takes_gpus_from_fewest_numa_domains_with_local_cpus() {
     assert!(node.name.starts_with("dgx"));
     assert_eq!(a.gpus, 0b0000_1111, "four GPUs on NUMA domains 0 and 1");
     assert_eq!(node.topology.set_links(a.gpus), 6 * 18);
-    assert_eq!(node.topology.core_numa_mask(&a.cores) & !node.topology.gpu_numa_mask(a.gpus), 0, "CPUs local to the GPUs");
+    assert_eq!(
+        node.topology.core_numa_mask(&a.cores) & !node.topology.gpu_numa_mask(a.gpus),
+        0,
+        "CPUs local to the GPUs"
+    );
 
     // Now GPUs 0-3 are busy on that node; two more land on one NUMA domain (4,5).
     let b = place(&mut s, gpu_job(2, &["h100"]));
@@ -137,25 +189,61 @@ fn bridged_node_takes_an_nvlink_pair_not_a_pcie_pair() {
     let pair = place(&mut s, gpu_job(2, &["a6000"]));
     let node = s.cluster().node(pair.node);
     if pair.node == one.node {
-        assert_eq!(pair.gpus, 0b1100, "GPU 0 is taken, so the bridged pair 2-3, not 1-2");
+        assert_eq!(
+            pair.gpus, 0b1100,
+            "GPU 0 is taken, so the bridged pair 2-3, not 1-2"
+        );
     } else {
         assert_eq!(pair.gpus, 0b0011);
     }
     assert_eq!(node.topology.set_links(pair.gpus), 4);
-    assert_eq!(node.topology.core_numa_mask(&pair.cores), node.topology.gpu_numa_mask(pair.gpus));
+    assert_eq!(
+        node.topology.core_numa_mask(&pair.cores),
+        node.topology.gpu_numa_mask(pair.gpus)
+    );
 }
 
 #[test]
 fn units_reflect_every_resource_kind() {
     let c = example_cluster();
     let dgx = c.node(c.node_by_name("dgx01").unwrap());
-    let mut shape = JobShape { nodes: Some(1), tasks: 1, cpus_per_task: 1, memory: MemoryRequest::None, gpus_per_node: 9, gres: Vec::new(), exclusive: false, features: 0 };
-    assert_eq!(node_units(dgx, &dgx.free, &shape), 0, "nine GPUs do not fit an eight-GPU node");
+    let mut shape = JobShape {
+        nodes: Some(1),
+        tasks: 1,
+        cpus_per_task: 1,
+        memory: MemoryRequest::None,
+        gpus_per_node: 9,
+        gres: Vec::new(),
+        exclusive: false,
+        features: 0,
+    };
+    assert_eq!(
+        node_units(dgx, &dgx.free, &shape),
+        0,
+        "nine GPUs do not fit an eight-GPU node"
+    );
     shape.gpus_per_node = 8;
     assert_eq!(node_units(dgx, &dgx.free, &shape), 1);
     shape.gres = vec![(c.gres_id("nvme").unwrap(), 9)];
-    assert_eq!(node_units(dgx, &dgx.free, &shape), 0, "only eight nvme on the node");
+    assert_eq!(
+        node_units(dgx, &dgx.free, &shape),
+        0,
+        "only eight nvme on the node"
+    );
     let cpu = c.node(c.node_by_name("cpu001").unwrap());
-    let flex = JobShape { nodes: None, tasks: 100, cpus_per_task: 2, memory: MemoryRequest::PerCpu(1024), gpus_per_node: 0, gres: Vec::new(), exclusive: false, features: 0 };
-    assert_eq!(node_units(cpu, &cpu.free, &flex), 32, "64 cores / 2 per task");
+    let flex = JobShape {
+        nodes: None,
+        tasks: 100,
+        cpus_per_task: 2,
+        memory: MemoryRequest::PerCpu(1024),
+        gpus_per_node: 0,
+        gres: Vec::new(),
+        exclusive: false,
+        features: 0,
+    };
+    assert_eq!(
+        node_units(cpu, &cpu.free, &flex),
+        32,
+        "64 cores / 2 per task"
+    );
 }

@@ -7,13 +7,26 @@ use std::collections::HashMap;
 
 use common::*;
 use gantry_kernel::cluster::NodeState;
-use gantry_kernel::job::{parse_dependencies, ArraySpec, GpuRequest, JobState, MemoryRequest, PendingReason, SubmitError};
-use gantry_kernel::policy::{PlacementPolicy, PlacementQuery, PolicyError, PolicySet, QosPreemption};
-use gantry_kernel::{Backfill, Cluster, JobId, JobSpec, ResourceRequest, Scheduler, SchedulerConfig, Time};
+use gantry_kernel::job::{
+    parse_dependencies, ArraySpec, GpuRequest, JobState, MemoryRequest, PendingReason, SubmitError,
+};
+use gantry_kernel::policy::{
+    PlacementPolicy, PlacementQuery, PolicyError, PolicySet, QosPreemption,
+};
+use gantry_kernel::{
+    Backfill, Cluster, JobId, JobSpec, ResourceRequest, Scheduler, SchedulerConfig, Time,
+};
 use proptest::prelude::*;
 
 fn cpu_job(user: &str, tasks: u32, limit: Time) -> JobSpec {
-    let mut s = JobSpec::new("job", user, ResourceRequest { tasks, ..ResourceRequest::default() });
+    let mut s = JobSpec::new(
+        "job",
+        user,
+        ResourceRequest {
+            tasks,
+            ..ResourceRequest::default()
+        },
+    );
     s.time_limit = Some(limit);
     s
 }
@@ -84,19 +97,35 @@ fn easy_backfills_a_short_job_but_not_a_long_one() {
     let long = s.submit(cpu_job("u", 1, 500), 2).unwrap()[0];
     let short = s.submit(cpu_job("u", 1, 50), 3).unwrap()[0];
     let out = s.cycle(3);
-    assert_eq!(out.started, vec![short], "only the job that ends before the reservation backfills");
+    assert_eq!(
+        out.started,
+        vec![short],
+        "only the job that ends before the reservation backfills"
+    );
     assert_eq!(out.reservations.len(), 1);
-    assert_eq!((out.reservations[0].job, out.reservations[0].start), (big, 100));
+    assert_eq!(
+        (out.reservations[0].job, out.reservations[0].start),
+        (big, 100)
+    );
     assert_eq!(s.job(big).unwrap().reason, PendingReason::Resources);
     assert_eq!(s.job(long).unwrap().reason, PendingReason::Priority);
     assert_eq!(s.job(running).unwrap().state, JobState::Running);
 
-    let mut none = scheduler(Cluster::homogeneous(4, 1, 1000), SchedulerConfig { backfill: Backfill::None, ..SchedulerConfig::default() });
+    let mut none = scheduler(
+        Cluster::homogeneous(4, 1, 1000),
+        SchedulerConfig {
+            backfill: Backfill::None,
+            ..SchedulerConfig::default()
+        },
+    );
     none.submit(cpu_job("u", 3, 100), 0).unwrap();
     none.cycle(0);
     none.submit(cpu_job("u", 4, 100), 1).unwrap();
     none.submit(cpu_job("u", 1, 50), 3).unwrap();
-    assert!(none.cycle(3).started.is_empty(), "no backfill: nothing passes the blocked job");
+    assert!(
+        none.cycle(3).started.is_empty(),
+        "no backfill: nothing passes the blocked job"
+    );
 }
 
 #[test]
@@ -104,7 +133,13 @@ fn conservative_protects_every_reserved_job() {
     // 4 one-core nodes; 2 busy until t=100. Job A needs 4 (reserved at 100), job B needs
     // 3 (reserved after A, at 200). A 150 s single-core job would fit now on the 2 free
     // nodes but would delay A: EASY and conservative both refuse it. A 90 s job is fine.
-    let mut s = scheduler(Cluster::homogeneous(4, 1, 1000), SchedulerConfig { backfill: Backfill::Conservative { depth: 4 }, ..SchedulerConfig::default() });
+    let mut s = scheduler(
+        Cluster::homogeneous(4, 1, 1000),
+        SchedulerConfig {
+            backfill: Backfill::Conservative { depth: 4 },
+            ..SchedulerConfig::default()
+        },
+    );
     s.submit(cpu_job("u", 2, 100), 0).unwrap();
     s.cycle(0);
     let a = s.submit(cpu_job("u", 4, 100), 1).unwrap()[0];
@@ -133,7 +168,10 @@ fn array_throttle_limits_concurrency_and_all_tasks_finish() {
     }
     let mut peak = 0;
     drive(&mut s, 0, &HashMap::new(), &HashMap::new(), |s, _, _| {
-        let running = ids.iter().filter(|id| s.job(**id).unwrap().state == JobState::Running).count();
+        let running = ids
+            .iter()
+            .filter(|id| s.job(**id).unwrap().state == JobState::Running)
+            .count();
         peak = peak.max(running);
         for id in &ids {
             let j = s.job(*id).unwrap();
@@ -143,7 +181,9 @@ fn array_throttle_limits_concurrency_and_all_tasks_finish() {
         }
     });
     assert_eq!(peak, 2);
-    assert!(ids.iter().all(|id| s.job(*id).unwrap().state == JobState::Completed));
+    assert!(ids
+        .iter()
+        .all(|id| s.job(*id).unwrap().state == JobState::Completed));
 }
 
 #[test]
@@ -199,9 +239,17 @@ fn singleton_runs_one_job_of_a_name_at_a_time() {
         ids.push(s.submit(spec, 0).unwrap()[0]);
     }
     drive(&mut s, 0, &HashMap::new(), &HashMap::new(), |s, _, _| {
-        assert!(ids.iter().filter(|id| s.job(**id).unwrap().state == JobState::Running).count() <= 1);
+        assert!(
+            ids.iter()
+                .filter(|id| s.job(**id).unwrap().state == JobState::Running)
+                .count()
+                <= 1
+        );
     });
-    let starts: Vec<Time> = ids.iter().map(|id| s.job(*id).unwrap().start_time.unwrap()).collect();
+    let starts: Vec<Time> = ids
+        .iter()
+        .map(|id| s.job(*id).unwrap().start_time.unwrap())
+        .collect();
     assert_eq!(starts, vec![0, 60, 120]);
 }
 
@@ -218,9 +266,19 @@ fn limits_give_pending_reasons() {
         ids.extend(s.submit(spec, 0).unwrap());
     }
     let out = s.cycle(0);
-    assert_eq!(s.job(too_long).unwrap().reason, PendingReason::PartitionTimeLimit);
-    assert_eq!(out.started.len(), 8, "qos high allows eight running jobs per user");
-    assert_eq!(s.job(ids[9]).unwrap().reason, PendingReason::QosMaxJobsPerUser);
+    assert_eq!(
+        s.job(too_long).unwrap().reason,
+        PendingReason::PartitionTimeLimit
+    );
+    assert_eq!(
+        out.started.len(),
+        8,
+        "qos high allows eight running jobs per user"
+    );
+    assert_eq!(
+        s.job(ids[9]).unwrap().reason,
+        PendingReason::QosMaxJobsPerUser
+    );
 }
 
 #[test]
@@ -231,14 +289,26 @@ fn bad_requests_are_rejected_with_reasons() {
         f(&mut spec);
         s.submit(spec, 0).unwrap_err()
     };
-    assert_eq!(submit(&|j| j.partition = Some("nope".into())), SubmitError::UnknownPartition("nope".into()));
-    assert_eq!(submit(&|j| j.qos = Some("gold".into())), SubmitError::UnknownQos("gold".into()));
-    assert!(matches!(submit(&|j| j.request.tasks = 0), SubmitError::Invalid(_)));
+    assert_eq!(
+        submit(&|j| j.partition = Some("nope".into())),
+        SubmitError::UnknownPartition("nope".into())
+    );
+    assert_eq!(
+        submit(&|j| j.qos = Some("gold".into())),
+        SubmitError::UnknownQos("gold".into())
+    );
+    assert!(matches!(
+        submit(&|j| j.request.tasks = 0),
+        SubmitError::Invalid(_)
+    ));
     let e = submit(&|j| {
         j.partition = Some("gpu".into());
         j.request.gpus = GpuRequest::PerNode(16);
     });
-    assert!(e.to_string().contains("can never run in partition 'gpu'"), "{e}");
+    assert!(
+        e.to_string().contains("can never run in partition 'gpu'"),
+        "{e}"
+    );
     assert!(e.to_string().contains("16 GPUs"), "{e}");
     let e = submit(&|j| j.request.nodes = Some(9));
     assert!(e.to_string().contains("at most 8 per job"), "{e}");
@@ -246,8 +316,14 @@ fn bad_requests_are_rejected_with_reasons() {
     assert!(e.to_string().contains("at most 512 such tasks"), "{e}");
     let e = submit(&|j| j.request.memory = MemoryRequest::PerNode(10 << 20));
     assert!(matches!(e, SubmitError::NeverFits { .. }), "{e}");
-    assert_eq!(submit(&|j| j.request.features = vec!["quantum".into()]), SubmitError::UnknownFeature("quantum".into()));
-    assert_eq!(submit(&|j| j.dependencies = parse_dependencies("afterok:999").unwrap()), SubmitError::UnknownDependency(JobId(999)));
+    assert_eq!(
+        submit(&|j| j.request.features = vec!["quantum".into()]),
+        SubmitError::UnknownFeature("quantum".into())
+    );
+    assert_eq!(
+        submit(&|j| j.dependencies = parse_dependencies("afterok:999").unwrap()),
+        SubmitError::UnknownDependency(JobId(999))
+    );
     assert!(submit(&|j| {
         j.request.nodes = Some(2);
         j.request.gpus = GpuRequest::PerJob(3);
@@ -255,14 +331,26 @@ fn bad_requests_are_rejected_with_reasons() {
     })
     .to_string()
     .contains("multiple of --nodes"));
-    assert_eq!(submit(&|j| j.account = Some("chemistry".into())), SubmitError::UnknownAccount("chemistry".into()));
-    assert!(matches!(submit(&|j| j.account = Some("biology".into())), SubmitError::NotInAccount { .. }));
-    assert!(matches!(submit(&|j| j.user = "mallory".into()), SubmitError::NotInAccount { .. }));
+    assert_eq!(
+        submit(&|j| j.account = Some("chemistry".into())),
+        SubmitError::UnknownAccount("chemistry".into())
+    );
+    assert!(matches!(
+        submit(&|j| j.account = Some("biology".into())),
+        SubmitError::NotInAccount { .. }
+    ));
+    assert!(matches!(
+        submit(&|j| j.user = "mallory".into()),
+        SubmitError::NotInAccount { .. }
+    ));
 }
 
 #[test]
 fn preemption_requeues_scavenger_jobs_but_never_protected_ones() {
-    let policies = PolicySet { preemption: Box::new(QosPreemption), ..PolicySet::default() };
+    let policies = PolicySet {
+        preemption: Box::new(QosPreemption),
+        ..PolicySet::default()
+    };
     let mut s = Scheduler::new(example_cluster(), SchedulerConfig::default(), policies);
     // Fill every CPU node: half with protected normal jobs, half with scavengers.
     let mut protected = Vec::new();
@@ -286,14 +374,19 @@ fn preemption_requeues_scavenger_jobs_but_never_protected_ones() {
     urgent.request.nodes = Some(2);
     let u = s.submit(urgent, 10).unwrap()[0];
     let out = s.cycle(10);
-    assert!(out.started.contains(&u), "the blocked job started by preemption");
+    assert!(
+        out.started.contains(&u),
+        "the blocked job started by preemption"
+    );
     assert_eq!(out.requeued.len(), 2, "two scavenger nodes freed");
     assert!(out.requeued.iter().all(|v| scav.contains(v)));
     for v in &out.requeued {
         let j = s.job(*v).unwrap();
         assert_eq!((j.state, j.requeue_count), (JobState::Requeued, 1));
     }
-    assert!(protected.iter().all(|p| s.job(*p).unwrap().state == JobState::Running));
+    assert!(protected
+        .iter()
+        .all(|p| s.job(*p).unwrap().state == JobState::Running));
 }
 
 #[test]
@@ -308,14 +401,31 @@ fn node_failure_requeues_or_fails_jobs_as_configured() {
     let cpu_job_id = s.submit(c, 0).unwrap()[0];
     s.cycle(0);
     let gpu_node = s.job(gpu_job).unwrap().allocation.as_ref().unwrap().nodes[0].node;
-    let cpu_node = s.job(cpu_job_id).unwrap().allocation.as_ref().unwrap().nodes[0].node;
+    let cpu_node = s
+        .job(cpu_job_id)
+        .unwrap()
+        .allocation
+        .as_ref()
+        .unwrap()
+        .nodes[0]
+        .node;
     assert_eq!(s.node_failed(gpu_node, 5), vec![gpu_job]);
-    assert_eq!(s.job(gpu_job).unwrap().state, JobState::Requeued, "gpu partition requeues on node failure");
+    assert_eq!(
+        s.job(gpu_job).unwrap().state,
+        JobState::Requeued,
+        "gpu partition requeues on node failure"
+    );
     assert_eq!(s.node_failed(cpu_node, 5), vec![cpu_job_id]);
     assert_eq!(s.job(cpu_job_id).unwrap().state, JobState::NodeFail);
     let out = s.cycle(6);
-    assert!(out.started.contains(&gpu_job), "requeued job restarts on another node");
-    assert_ne!(s.job(gpu_job).unwrap().allocation.as_ref().unwrap().nodes[0].node, gpu_node);
+    assert!(
+        out.started.contains(&gpu_job),
+        "requeued job restarts on another node"
+    );
+    assert_ne!(
+        s.job(gpu_job).unwrap().allocation.as_ref().unwrap().nodes[0].node,
+        gpu_node
+    );
     s.set_node_state(gpu_node, NodeState::Up);
     assert!(s.cluster().node(gpu_node).is_idle());
 }
@@ -329,7 +439,10 @@ fn cancel_releases_resources_and_unknown_ids_are_errors() {
     assert_eq!(s.cancel(a, 1), Ok(JobState::Running));
     assert!(s.cycle(1).started.contains(&b));
     assert!(s.cancel(a, 2).is_err());
-    assert_eq!(s.cancel(JobId(42), 2).unwrap_err().to_string(), "Invalid job id specified: 42");
+    assert_eq!(
+        s.cancel(JobId(42), 2).unwrap_err().to_string(),
+        "Invalid job id specified: 42"
+    );
 }
 
 /// A placement policy that answers nonsense: the kernel must fall back and still start jobs.
@@ -345,13 +458,23 @@ impl PlacementPolicy for Broken {
 
 #[test]
 fn a_broken_placement_answer_falls_back_to_first_fit() {
-    let policies = PolicySet { placement: Box::new(Broken), ..PolicySet::default() };
-    let mut s = Scheduler::new(Cluster::homogeneous(4, 4, 1000), SchedulerConfig::default(), policies);
+    let policies = PolicySet {
+        placement: Box::new(Broken),
+        ..PolicySet::default()
+    };
+    let mut s = Scheduler::new(
+        Cluster::homogeneous(4, 4, 1000),
+        SchedulerConfig::default(),
+        policies,
+    );
     for _ in 0..4 {
         s.submit(cpu_job("u", 4, 60), 0).unwrap();
     }
     let out = s.cycle(0);
     assert_eq!(out.started.len(), 4);
-    assert_eq!(out.placement_batches, 1, "one batched placement call for the whole cycle");
+    assert_eq!(
+        out.placement_batches, 1,
+        "one batched placement call for the whole cycle"
+    );
     assert_eq!(s.fallbacks().placement, 1);
 }

@@ -9,16 +9,28 @@ use gantry_kernel::{Backfill, SchedulerConfig};
 use gantry_sim::{cluster_from_header, read_swf, replay, ReplayOptions, Report, SwfTrace};
 
 fn trace(name: &str) -> SwfTrace {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/traces").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/traces")
+        .join(name);
     read_swf(File::open(&path).expect("bundled trace exists")).expect("bundled trace parses")
 }
 
 fn run(trace: &SwfTrace, backfill: Backfill) -> Report {
     let cluster = cluster_from_header(trace, 1).expect("header gives the machine size");
-    let opts = ReplayOptions { scheduler: SchedulerConfig { backfill, ..SchedulerConfig::default() }, partition: None };
-    let report = replay(trace, cluster, PolicySet::default(), &opts, &mut |_| {}).expect("replay succeeds");
+    let opts = ReplayOptions {
+        scheduler: SchedulerConfig {
+            backfill,
+            ..SchedulerConfig::default()
+        },
+        partition: None,
+    };
+    let report =
+        replay(trace, cluster, PolicySet::default(), &opts, &mut |_| {}).expect("replay succeeds");
     assert_eq!(report.unfinished, 0, "every job finishes");
-    assert_eq!(report.jobs + report.skipped + report.rejected, report.jobs_in_trace);
+    assert_eq!(
+        report.jobs + report.skipped + report.rejected,
+        report.jobs_in_trace
+    );
     report
 }
 
@@ -32,7 +44,12 @@ fn easy_beats_none(name: &str) -> (Report, Report) {
         easy.mean_bounded_slowdown,
         none.mean_bounded_slowdown
     );
-    assert!(easy.utilization > none.utilization, "{name}: EASY utilization {} must beat no-backfill {}", easy.utilization, none.utilization);
+    assert!(
+        easy.utilization > none.utilization,
+        "{name}: EASY utilization {} must beat no-backfill {}",
+        easy.utilization,
+        none.utilization
+    );
     assert!(easy.mean_wait_s < none.mean_wait_s);
     (none, easy)
 }
@@ -44,14 +61,21 @@ fn kth_sp2_easy_beats_no_backfill() {
     assert_eq!(easy.cluster_cores, 100);
     // The site itself ran EASY; its published replay gives a mean wait of about 6,837 s.
     // Ours must land in the same regime (within a factor of two), not merely "finish".
-    assert!(easy.mean_wait_s > 6_837.0 / 2.0 && easy.mean_wait_s < 6_837.0 * 2.0, "mean wait {}", easy.mean_wait_s);
+    assert!(
+        easy.mean_wait_s > 6_837.0 / 2.0 && easy.mean_wait_s < 6_837.0 * 2.0,
+        "mean wait {}",
+        easy.mean_wait_s
+    );
 }
 
 #[test]
 fn lublin_256_easy_beats_no_backfill() {
     let (none, easy) = easy_beats_none("lublin_256.swf");
     assert_eq!(easy.cluster_cores, 256);
-    assert_eq!(easy.estimated_from_runtime, 10_000, "Lublin gives no requested times");
+    assert_eq!(
+        easy.estimated_from_runtime, 10_000,
+        "Lublin gives no requested times"
+    );
     assert!(none.mean_bounded_slowdown > 10.0 * easy.mean_bounded_slowdown);
 }
 

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Prepares a fresh Debian machine with Rust (rustup) to build and test Gantry.
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { [ "${QUIET:-0}" = 1 ] || echo "setup: $*"; }
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo not found. Install Rust first: https://rustup.rs (then open a new shell)" >&2
+    exit 1
+fi
+
+# Rust 1.85 or newer (edition 2021 features and let-else chains used across the workspace).
+version=$(rustc --version | awk '{print $2}')
+major=${version%%.*}; rest=${version#*.}; minor=${rest%%.*}
+if [ "$major" -lt 1 ] || { [ "$major" -eq 1 ] && [ "$minor" -lt 85 ]; }; then
+    echo "setup: rustc $version is too old; Gantry needs 1.85 or newer (rustup update stable)" >&2
+    exit 1
+fi
+say "rustc $version ok"
+
+# Debian packages the build needs. Only a C compiler today (for -sys crates).
+missing=()
+command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]}"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+say "fetching crates"
+cargo fetch --locked -q
+say "ready"
