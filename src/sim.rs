@@ -116,7 +116,7 @@ pub fn run(args: SimArgs) -> Result<()> {
     }
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} replaying [{bar:40}] {pos}/{len} jobs {per_sec} eta {eta}",
+            "{spinner} replaying [{bar:40}] {pos}/{len} jobs, {elapsed} elapsed, eta {eta}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),

@@ -204,6 +204,8 @@ pub struct Cluster {
     pub associations: Vec<Association>,
     pub feature_names: Vec<String>,
     pub gres_names: Vec<String>,
+    /// No accounts were declared: any user may submit, charged to `root`.
+    pub open_accounts: bool,
     node_by_name: HashMap<String, NodeId>,
     partition_by_name: HashMap<String, PartitionId>,
     qos_by_name: HashMap<String, QosId>,
@@ -235,6 +237,7 @@ impl Cluster {
             associations: Vec::new(),
             feature_names: Vec::new(),
             gres_names: Vec::new(),
+            open_accounts: true,
             node_by_name: HashMap::new(),
             partition_by_name: HashMap::new(),
             qos_by_name: HashMap::new(),

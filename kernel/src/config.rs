@@ -6,12 +6,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use fixedbitset::FixedBitSet;
 use serde::Deserialize;
 use thiserror::Error;
 
 use crate::cluster::{Cluster, NodeId, NodeType, PreemptMode, Qos, QosId, ROOT_ACCOUNT};
-use crate::topology::{Gpu, NodeTopology, NumaDomain, MAX_GPUS_PER_NODE};
+use crate::topology::{Gpu, NodeTopology, MAX_GPUS_PER_NODE};
 use crate::units::{expand_hostlist, parse_duration, parse_memory_mb, UnitError};
 
 #[derive(Debug, Error)]
@@ -333,6 +332,7 @@ impl ClusterDescription {
             c.default_partition = Some(crate::cluster::PartitionId(0));
         }
 
+        c.open_accounts = self.account.is_empty();
         // Accounts may be listed in any order; resolve parents until nothing changes.
         let mut remaining: Vec<&AccountDesc> = self.account.iter().collect();
         while !remaining.is_empty() {
@@ -449,22 +449,6 @@ fn build_topology(t: &NodeTypeDesc) -> Result<NodeTopology, String> {
         topo.gpus.clone(),
         topo.nvlink.clone(),
     ))
-}
-
-/// Builds a NUMA domain set by hand (for tests and the simulator's synthetic shapes).
-pub fn numa_domain(
-    socket: u16,
-    cores: std::ops::Range<usize>,
-    width: usize,
-    memory_mb: u64,
-) -> NumaDomain {
-    let mut set = FixedBitSet::with_capacity(width);
-    set.insert_range(cores);
-    NumaDomain {
-        socket,
-        cores: set,
-        memory_mb,
-    }
 }
 
 #[cfg(test)]

@@ -285,7 +285,7 @@ impl Scheduler {
 
     fn resolve_association(&mut self, spec: &JobSpec) -> Result<AssocId, SubmitError> {
         let user = self.cluster.intern_user(&spec.user);
-        let open = self.cluster.accounts.len() == 1;
+        let open = self.cluster.open_accounts;
         let account = match &spec.account {
             Some(name) => self
                 .cluster

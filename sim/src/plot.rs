@@ -7,8 +7,8 @@ use crate::replay::Sample;
 const W: f64 = 960.0;
 const PANEL_H: f64 = 220.0;
 const LEFT: f64 = 70.0;
-const RIGHT: f64 = 20.0;
-const TOP: f64 = 40.0;
+const RIGHT: f64 = 36.0;
+const TOP: f64 = 56.0;
 const GAP: f64 = 60.0;
 /// Points per line: enough for a screen, small enough for a browser.
 const BINS: usize = 1200;

@@ -78,8 +78,8 @@ pub struct Progress {
     pub total: usize,
 }
 
+/// What the trace says a submitted job will do once started.
 struct Replayed {
-    swf: usize,
     run: Time,
     exit: i32,
 }
@@ -185,7 +185,6 @@ pub fn replay(
                     by_kernel_id.insert(
                         ids[0],
                         Replayed {
-                            swf: i,
                             run: j.run.unwrap_or(0),
                             exit,
                         },
@@ -246,7 +245,6 @@ pub fn replay(
         core_seconds += job.allocation.as_ref().map_or(0, |a| a.core_count()) as f64 * run as f64;
         last_end = last_end.max(end);
     }
-    debug_assert!(by_kernel_id.values().all(|r| r.swf < trace.jobs.len()));
     waits.sort_unstable();
     let makespan = (last_end - first_submit).max(0);
     let mean = |v: &[i64]| {
