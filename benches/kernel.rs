@@ -52,7 +52,10 @@ fn bench_place(c: &mut Criterion) {
             || cluster.clone(),
             |cl| {
                 let cands = cl.candidates(part, &shape, &|_| true, 4).unwrap();
-                let nodes: Vec<_> = cands.iter().map(|c| c.node).collect();
+                let nodes: Vec<_> = cands
+                    .iter()
+                    .map(|c| gantry_kernel::cluster::NodeId(c.node))
+                    .collect();
                 cl.allocate(&shape, &nodes, &|_| true).unwrap()
             },
             BatchSize::LargeInput,

@@ -9,19 +9,7 @@
 use crate::cluster::{Cluster, Node, NodeFree, NodeId, PartitionId};
 use crate::job::{Allocation, JobShape, MemoryRequest, NodeAllocation};
 
-/// A node that can hold (part of) a job now, with the figures placement ranks by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Candidate {
-    pub node: NodeId,
-    /// Tasks this node can take (1 for fixed-node-count jobs: "takes its share").
-    pub units: u32,
-    /// NVLink links inside the GPU set the node would give.
-    pub gpu_links: u32,
-    /// NUMA domains the node's cores and GPUs for this job would span.
-    pub numa_domains: u32,
-    pub free_cores_after: u32,
-    pub free_gpus_after: u32,
-}
+pub use gantry_abi::Candidate;
 
 impl JobShape {
     /// Tasks per node for a fixed node count (the larger share when uneven).
@@ -247,7 +235,7 @@ impl Cluster {
         };
         let plan = plan_node(node, &node.free, shape, tasks)?;
         Some(Candidate {
-            node: id,
+            node: id.0,
             units,
             gpu_links: node.topology.set_links(plan.gpus),
             numa_domains: (node.topology.core_numa_mask(&plan.cores)

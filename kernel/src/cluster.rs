@@ -150,16 +150,7 @@ impl Partition {
     }
 }
 
-/// What happens to a job that is preempted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum PreemptMode {
-    /// End the job as PREEMPTED.
-    #[default]
-    Cancel,
-    /// Put it back in the queue (REQUEUED) to start again later.
-    Requeue,
-}
+pub use gantry_abi::PreemptMode;
 
 /// Quality of service: a priority, limits, and who may preempt jobs that run under it.
 #[derive(Debug, Clone)]

@@ -228,7 +228,7 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
         .map(|(_, id, c)| {
             let job = s.job(*id).expect("batched jobs exist");
             PlacementQuery {
-                job: *id,
+                job: id.0,
                 units_needed: job.shape.units_needed(),
                 gpus_per_node: job.shape.gpus_per_node,
                 candidates: c.clone(),
@@ -258,8 +258,11 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
         }
     };
     for ((pos, id, cands), rank) in batch.into_iter().zip(ranks) {
-        let mut nodes: Vec<NodeId> = rank.iter().map(|&i| cands[i as usize].node).collect();
-        nodes.extend(cands.iter().map(|c| c.node));
+        let mut nodes: Vec<NodeId> = rank
+            .iter()
+            .map(|&i| NodeId(cands[i as usize].node))
+            .collect();
+        nodes.extend(cands.iter().map(|c| NodeId(c.node)));
         let job = s.job(id).expect("batched jobs exist");
         let (part, shape, end) = (
             job.partition,
@@ -272,7 +275,7 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
             let fresh: Vec<NodeId> = cluster
                 .candidates(part, &shape, &usable, 0)?
                 .iter()
-                .map(|c| c.node)
+                .map(|c| NodeId(c.node))
                 .collect();
             cluster.allocate(&shape, &fresh, &usable)
         });
@@ -340,7 +343,7 @@ fn prioritize(s: &mut Scheduler, now: Time) -> Vec<JobId> {
             let j = s.job(id).expect("waiting jobs exist");
             let part = cluster.partition(j.partition);
             PriorityInput {
-                job: id,
+                job: id.0,
                 submit_time: j.submit_time,
                 age: (now - j.submit_time).max(0),
                 cores: j.shape.cores(),
@@ -348,11 +351,11 @@ fn prioritize(s: &mut Scheduler, now: Time) -> Vec<JobId> {
                 gpus: j.shape.gpus(),
                 time_limit: j.time_limit,
                 partition_tier: part.priority_tier,
-                qos: j.qos,
+                qos: j.qos.0 as u32,
                 qos_priority: cluster.qos[j.qos.index()].priority,
                 fairshare: factors[n_accounts + j.assoc.index()].clamp(0.0, 1.0),
-                user: j.user,
-                account: j.account,
+                user: j.user.0,
+                account: j.account.0,
             }
         })
         .collect();
@@ -375,12 +378,12 @@ fn prioritize(s: &mut Scheduler, now: Time) -> Vec<JobId> {
                 std::cmp::Reverse(inp.partition_tier),
                 std::cmp::Reverse(p),
                 inp.submit_time,
-                inp.job,
+                JobId(inp.job),
             )
         })
         .collect();
     for (inp, &p) in inputs.iter().zip(&prios) {
-        s.set_priority(inp.job, p);
+        s.set_priority(JobId(inp.job), p);
     }
     keyed.sort_unstable();
     keyed.into_iter().map(|k| k.3).collect()
@@ -552,7 +555,7 @@ fn preempt(s: &mut Scheduler, walk: &Walk, now: Time, out: &mut CycleOutcome) {
                     .iter()
                     .any(|n| cluster.node(n.node).partitions.contains(&job.partition));
                 (q.preemptable_by.contains(&job.qos) && shares_nodes).then(|| PreemptionCandidate {
-                    job: r,
+                    job: r.0,
                     qos_priority: q.priority,
                     partition_tier: cluster.partition(rj.partition).priority_tier,
                     start_time: rj.start_time.unwrap_or(now),
@@ -566,7 +569,7 @@ fn preempt(s: &mut Scheduler, walk: &Walk, now: Time, out: &mut CycleOutcome) {
             continue;
         }
         batch.push(PreemptionQuery {
-            job: b,
+            job: b.0,
             qos_priority: cluster.qos[job.qos.index()].priority,
             partition_tier: cluster.partition(job.partition).priority_tier,
             cores: job.shape.cores(),
@@ -589,28 +592,33 @@ fn preempt(s: &mut Scheduler, walk: &Walk, now: Time, out: &mut CycleOutcome) {
         }
     };
     let mut gone: HashSet<JobId> = HashSet::new();
-    for (q, victims) in batch.iter().zip(answer) {
-        if victims.is_empty() {
+    for (q, answer) in batch.iter().zip(answer) {
+        if answer.is_empty() {
             continue;
         }
+        let id = JobId(q.job);
+        let victims: Vec<(JobId, PreemptMode)> =
+            answer.iter().map(|v| (JobId(v.job), v.mode)).collect();
         let valid = victims.iter().all(|(v, _)| {
-            q.candidates.iter().any(|c| c.job == *v) && !gone.contains(v) && s.running().contains(v)
+            q.candidates.iter().any(|c| c.job == v.0)
+                && !gone.contains(v)
+                && s.running().contains(v)
         });
         if !valid {
             s.parts().fallbacks.preemption += 1;
             tracing::warn!(
-                job = q.job.0,
+                job = q.job,
                 "preemption answer names jobs that may not be preempted; ignored"
             );
             continue;
         }
-        let job = s.job(q.job).expect("queried jobs exist");
+        let job = s.job(id).expect("queried jobs exist");
         let (part, shape, end) = (
             job.partition,
             job.shape.clone(),
             end_of(job.time_limit, now),
         );
-        let usable = |n: NodeId| walk.free_over(n, now, end, q.job);
+        let usable = |n: NodeId| walk.free_over(n, now, end, id);
         // Dry run on a copy: only preempt when it really lets the job start.
         let mut trial = s.cluster().clone();
         for (v, _) in &victims {
@@ -619,7 +627,7 @@ fn preempt(s: &mut Scheduler, walk: &Walk, now: Time, out: &mut CycleOutcome) {
             }
         }
         let Some(plan) = trial.candidates(part, &shape, &usable, 0).and_then(|c| {
-            let nodes: Vec<NodeId> = c.iter().map(|c| c.node).collect();
+            let nodes: Vec<NodeId> = c.iter().map(|c| NodeId(c.node)).collect();
             trial.allocate(&shape, &nodes, &usable)
         }) else {
             continue;
@@ -637,11 +645,11 @@ fn preempt(s: &mut Scheduler, walk: &Walk, now: Time, out: &mut CycleOutcome) {
         let nodes: Vec<NodeId> = plan.nodes.iter().map(|n| n.node).collect();
         match s.parts().cluster.allocate(&shape, &nodes, &usable) {
             Some(a) => {
-                s.start_job(q.job, now, a);
-                out.started.push(q.job);
+                s.start_job(id, now, a);
+                out.started.push(id);
             }
             None => tracing::error!(
-                job = q.job.0,
+                job = q.job,
                 "allocation after preemption differed from its dry run"
             ),
         }

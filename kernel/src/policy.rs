@@ -8,9 +8,11 @@
 
 use thiserror::Error;
 
-use crate::alloc::Candidate;
-use crate::cluster::{AccountId, PreemptMode, QosId, UserId};
-use crate::job::JobId;
+pub use gantry_abi::{
+    Candidate, PlacementQuery, PolicyInfo, PreemptMode, PreemptionCandidate, PreemptionQuery,
+    PriorityInput, ShareNode, Victim,
+};
+
 use crate::units::Time;
 
 #[derive(Debug, Error, Clone, PartialEq)]
@@ -23,27 +25,6 @@ pub enum PolicyError {
     Failed(String),
 }
 
-/// One waiting job, as the priority policy sees it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PriorityInput {
-    pub job: JobId,
-    pub submit_time: Time,
-    /// Seconds since submission.
-    pub age: Time,
-    pub cores: u64,
-    pub nodes: u32,
-    pub gpus: u64,
-    /// Seconds; `None` is unlimited.
-    pub time_limit: Option<Time>,
-    pub partition_tier: u32,
-    pub qos: QosId,
-    pub qos_priority: u32,
-    /// The job's fairshare factor from the fairshare policy, in `[0, 1]`.
-    pub fairshare: f64,
-    pub user: UserId,
-    pub account: AccountId,
-}
-
 /// Orders the queue: higher numbers start first (after the partition tier).
 pub trait PriorityPolicy: Send {
     fn name(&self) -> &str;
@@ -51,44 +32,10 @@ pub trait PriorityPolicy: Send {
     fn prioritize(&mut self, now: Time, jobs: &[PriorityInput]) -> Result<Vec<i64>, PolicyError>;
 }
 
-/// One node of the share tree: accounts first, then user associations.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ShareNode {
-    /// Index of the parent in the same slice; `None` for the root.
-    pub parent: Option<u32>,
-    pub shares: u32,
-    /// Core-seconds charged to this node and everything under it.
-    pub usage: f64,
-}
-
 /// Turns shares and usage into a factor per tree node (1 = under-served, 0 = over-served).
 pub trait FairsharePolicy: Send {
     fn name(&self) -> &str;
     fn factors(&mut self, now: Time, tree: &[ShareNode]) -> Result<Vec<f64>, PolicyError>;
-}
-
-/// A running job that the kernel allows to be preempted by the blocked job.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PreemptionCandidate {
-    pub job: JobId,
-    pub qos_priority: u32,
-    pub partition_tier: u32,
-    pub start_time: Time,
-    pub cores: u64,
-    pub gpus: u64,
-    /// What the victim's QOS says should happen to it.
-    pub mode: PreemptMode,
-}
-
-/// A blocked job and the running jobs it may preempt.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PreemptionQuery {
-    pub job: JobId,
-    pub qos_priority: u32,
-    pub partition_tier: u32,
-    pub cores: u64,
-    pub gpus: u64,
-    pub candidates: Vec<PreemptionCandidate>,
 }
 
 /// Chooses victims. An empty list for a query means "do not preempt for this job".
@@ -98,17 +45,7 @@ pub trait PreemptionPolicy: Send {
         &mut self,
         now: Time,
         batch: &[PreemptionQuery],
-    ) -> Result<Vec<Vec<(JobId, PreemptMode)>>, PolicyError>;
-}
-
-/// A job about to start and the nodes that can hold it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlacementQuery {
-    pub job: JobId,
-    /// Units to fill (see [`Candidate::units`]).
-    pub units_needed: u32,
-    pub gpus_per_node: u32,
-    pub candidates: Vec<Candidate>,
+    ) -> Result<Vec<Vec<Victim>>, PolicyError>;
 }
 
 /// Ranks candidates: for each query, candidate indices best first. Indices left out are
@@ -198,7 +135,7 @@ impl PreemptionPolicy for NoPreemption {
         &mut self,
         _now: Time,
         batch: &[PreemptionQuery],
-    ) -> Result<Vec<Vec<(JobId, PreemptMode)>>, PolicyError> {
+    ) -> Result<Vec<Vec<Victim>>, PolicyError> {
         Ok(vec![Vec::new(); batch.len()])
     }
 }
@@ -216,7 +153,7 @@ impl PreemptionPolicy for QosPreemption {
         &mut self,
         _now: Time,
         batch: &[PreemptionQuery],
-    ) -> Result<Vec<Vec<(JobId, PreemptMode)>>, PolicyError> {
+    ) -> Result<Vec<Vec<Victim>>, PolicyError> {
         Ok(batch
             .iter()
             .map(|q| {
@@ -240,7 +177,10 @@ impl PreemptionPolicy for QosPreemption {
                     }
                     cores += v.cores;
                     gpus += v.gpus;
-                    out.push((v.job, v.mode));
+                    out.push(Victim {
+                        job: v.job,
+                        mode: v.mode,
+                    });
                 }
                 if cores >= q.cores && gpus >= q.gpus {
                     out
@@ -265,6 +205,66 @@ impl PlacementPolicy for FirstFitPlacement {
             .iter()
             .map(|q| (0..q.candidates.len() as u32).collect())
             .collect())
+    }
+}
+
+/// Runs a policy written against the ABI traits (a built-in or a site policy compiled
+/// natively) behind the kernel's decision-point traits. Answers are still validated by the
+/// cycle like any other policy's.
+pub struct Native<P> {
+    policy: P,
+    name: String,
+}
+
+impl<P: gantry_abi::Policy> Native<P> {
+    /// Wraps a policy and gives it its configuration, as loading a component would.
+    pub fn new(mut policy: P, config: &str) -> Result<Self, PolicyError> {
+        policy.init(config).map_err(PolicyError::Failed)?;
+        let name = policy.info().name;
+        Ok(Self { policy, name })
+    }
+    pub fn policy(&self) -> &P {
+        &self.policy
+    }
+}
+
+impl<P: gantry_abi::Priority + Send> PriorityPolicy for Native<P> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn prioritize(&mut self, now: Time, jobs: &[PriorityInput]) -> Result<Vec<i64>, PolicyError> {
+        Ok(self.policy.prioritize(now, jobs))
+    }
+}
+
+impl<P: gantry_abi::Fairshare + Send> FairsharePolicy for Native<P> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn factors(&mut self, now: Time, tree: &[ShareNode]) -> Result<Vec<f64>, PolicyError> {
+        Ok(self.policy.factors(now, tree))
+    }
+}
+
+impl<P: gantry_abi::Preemption + Send> PreemptionPolicy for Native<P> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn select(
+        &mut self,
+        now: Time,
+        batch: &[PreemptionQuery],
+    ) -> Result<Vec<Vec<Victim>>, PolicyError> {
+        Ok(self.policy.select(now, batch))
+    }
+}
+
+impl<P: gantry_abi::Placement + Send> PlacementPolicy for Native<P> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn rank(&mut self, batch: &[PlacementQuery]) -> Result<Vec<Vec<u32>>, PolicyError> {
+        Ok(self.policy.rank(batch))
     }
 }
 

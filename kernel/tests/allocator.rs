@@ -111,7 +111,7 @@ proptest! {
             let part = parts[part % parts.len()];
             let before: Vec<_> = c.nodes.iter().map(|n| n.free.clone()).collect();
             let cands = c.candidates(part, &shape, &|_| true, 2);
-            let order: Vec<NodeId> = cands.iter().flatten().map(|c| c.node).collect();
+            let order: Vec<NodeId> = cands.iter().flatten().map(|c| NodeId(c.node)).collect();
             match c.allocate(&shape, &order, &|_| true) {
                 Some(a) => {
                     prop_assert!(cands.is_some(), "allocated although no candidates were found");
