@@ -52,11 +52,17 @@ pub struct PriorityInput {
 /// child always comes after its parent.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ShareNode {
+    /// Stable across cycles: accounts from 0, user associations from [`ASSOCIATION_IDS`].
+    pub id: u32,
+    /// Index of the parent in the same list.
     pub parent: Option<u32>,
     pub shares: u32,
     /// Undecayed core-seconds of this node and everything below it.
     pub usage: f64,
 }
+
+/// First [`ShareNode::id`] of user associations.
+pub const ASSOCIATION_IDS: u32 = 1 << 31;
 
 /// What happens to a preempted job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

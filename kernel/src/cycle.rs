@@ -300,12 +300,14 @@ fn prioritize(s: &mut Scheduler, now: Time) -> Vec<JobId> {
         .accounts
         .iter()
         .map(|a| ShareNode {
+            id: a.id.0,
             parent: a.parent.map(|p| p.0),
             shares: a.shares,
             usage: 0.0,
         })
         .collect();
     tree.extend(cluster.associations.iter().map(|a| ShareNode {
+        id: gantry_abi::ASSOCIATION_IDS | a.id.0,
         parent: Some(a.account.0),
         shares: a.shares,
         usage: s.usage_of(a.id),

@@ -1,0 +1,172 @@
+//! # gantry-wasm-host
+//!
+//! Runs policy components (`wit/policy.wit`) under wasmtime's component model, behind the
+//! kernel's decision-point traits. A component is compiled once per content hash,
+//! pre-instantiated, and every call runs under a deadline (epoch interruption) in an
+//! instance with a memory cap. A trap, a timeout, a memory overrun or an answer of the
+//! wrong shape falls back to the last good version of the policy, then to the kernel's
+//! native safe default — counted, logged and reported; the scheduler never stops.
+//!
+//! Hot swap: [`PolicySlot::load`] (compile, check the world, `init`) →
+//! [`PolicySlot::shadow`] (what would change on the last batch) → [`PolicySlot::activate`]
+//! between two cycles → [`PolicySlot::rollback`]. Every swap is recorded with time, who
+//! and sha256.
+//!
+//! ## What it must not depend on
+//!
+//! The scheduling core's internals: it only implements `gantry_kernel::policy` traits.
+//! It owns one background thread (the epoch ticker) and no other I/O.
+
+mod slot;
+mod world;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine};
+
+pub use slot::{
+    CallFailure, Decision, LoadedVersion, PolicySlot, ShadowReport, SharedSlot, SlotError,
+    SwapRecord, VersionId,
+};
+pub use world::{
+    FairshareWorld, HostState, PlacementWorld, PolicyWorld, PreemptionWorld, PriorityWorld,
+};
+
+/// Safety limits of every policy call and instance. Validated once by [`PolicyHost::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostLimits {
+    /// Longest a single call (`init` or a decision) may run.
+    pub call_timeout: Duration,
+    /// Largest linear memory an instance may grow to, in bytes.
+    pub memory_bytes: usize,
+}
+
+impl Default for HostLimits {
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_millis(500),
+            memory_bytes: 256 << 20,
+        }
+    }
+}
+
+/// The resolution of call deadlines: the epoch ticks this often.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error("invalid host limits: {0}")]
+    Limits(String),
+    #[error("not a valid policy component: {0}")]
+    Compile(String),
+    #[error("component does not implement the '{world}' world of gantry:policy@0.1.0: {detail}")]
+    WrongWorld { world: &'static str, detail: String },
+    #[error("policy refused its configuration: {0}")]
+    Config(String),
+    #[error("policy failed while loading: {0}")]
+    Trap(String),
+    #[error("wasm engine: {0}")]
+    Engine(String),
+}
+
+/// The shared engine: compiler, epoch ticker, and compiled components by sha256.
+pub struct PolicyHost {
+    engine: Engine,
+    limits: HostLimits,
+    compiled: Mutex<HashMap<[u8; 32], Component>>,
+    stop: Arc<AtomicBool>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl PolicyHost {
+    pub fn new(limits: HostLimits) -> Result<Arc<Self>, LoadError> {
+        if limits.call_timeout < EPOCH_TICK * 2 {
+            return Err(LoadError::Limits(format!(
+                "call_timeout must be at least {:?}",
+                EPOCH_TICK * 2
+            )));
+        }
+        if limits.memory_bytes < 1 << 20 {
+            return Err(LoadError::Limits(
+                "memory_bytes must be at least 1 MiB".into(),
+            ));
+        }
+        let mut config = Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let (engine, stop) = (engine.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("gantry-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker: {e}")))?
+        };
+        Ok(Arc::new(Self {
+            engine,
+            limits,
+            compiled: Mutex::new(HashMap::new()),
+            stop,
+            ticker: Some(ticker),
+        }))
+    }
+
+    pub fn limits(&self) -> HostLimits {
+        self.limits
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Deadline of one call, in epoch ticks.
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        (self.limits.call_timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
+    }
+
+    /// Compiles `bytes`, or returns the component compiled earlier from the same bytes.
+    pub(crate) fn compile(&self, bytes: &[u8]) -> Result<(Component, [u8; 32]), LoadError> {
+        let sha: [u8; 32] = Sha256::digest(bytes).into();
+        if let Some(c) = self
+            .compiled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&sha)
+        {
+            return Ok((c.clone(), sha));
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        self.compiled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sha, component.clone());
+        Ok((component, sha))
+    }
+}
+
+impl Drop for PolicyHost {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Lower-case hex of a sha256.
+pub fn hex(sha: &[u8; 32]) -> String {
+    sha.iter().map(|b| format!("{b:02x}")).collect()
+}

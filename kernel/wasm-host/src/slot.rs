@@ -1,0 +1,693 @@
+//! A policy slot: the loaded versions of one decision point, the active one, fallback
+//! when it misbehaves, shadow runs, swaps, rollback and their history.
+
+use std::sync::{Arc, Mutex};
+
+use gantry_abi as abi;
+use gantry_kernel::policy::{
+    FairsharePolicy, PlacementPolicy, PolicyError, PreemptionPolicy, PriorityPolicy,
+};
+use gantry_kernel::Time;
+use wasmtime::component::Linker;
+use wasmtime::{Store, StoreLimitsBuilder, Trap};
+
+use crate::world::{
+    self, FairshareWorld, HostState, PlacementWorld, PolicyWorld, PreemptionWorld, PriorityWorld,
+};
+use crate::{hex, LoadError, PolicyHost};
+
+/// A loaded version's number within its slot (1, 2, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VersionId(pub u32);
+
+impl std::fmt::Display for VersionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "v{}", self.0)
+    }
+}
+
+/// A version as `gantry policy list` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedVersion {
+    pub id: VersionId,
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    pub active: bool,
+    /// False once it trapped, timed out or answered wrongly; it is not used again unless
+    /// an admin activates it explicitly.
+    pub healthy: bool,
+}
+
+/// One entry of the swap history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SwapRecord {
+    pub at: Time,
+    pub who: String,
+    /// `activate`, `rollback`, or `fallback` (done by the host after a failure).
+    pub action: &'static str,
+    pub from: Option<VersionId>,
+    pub to: Option<VersionId>,
+    pub sha256: Option<String>,
+}
+
+/// A failed policy call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallFailure {
+    pub at: Time,
+    pub version: VersionId,
+    pub reason: String,
+}
+
+/// What a candidate version would change on the last batch the slot served.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ShadowReport {
+    pub batch: usize,
+    /// Entries whose decision differs (queue positions, factors, victim sets, first choices).
+    pub changed: usize,
+    /// The largest differences, for people: `(job or node id, before, after)`.
+    pub examples: Vec<(u64, String, String)>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SlotError {
+    #[error("no version {0} in this slot")]
+    UnknownVersion(VersionId),
+    #[error("nothing to roll back to")]
+    NothingToRollBack,
+    #[error("no batch seen yet: shadow needs one scheduling cycle first")]
+    NoBatchYet,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A world's decision call and how to check and compare its answers.
+pub trait Decision: PolicyWorld {
+    type Batch: Clone + Send + Default;
+    type Answer: Clone + PartialEq + Send;
+    fn call(
+        b: &Self::Bindings,
+        store: &mut Store<HostState>,
+        now: Time,
+        batch: &Self::Batch,
+    ) -> wasmtime::Result<Self::Answer>;
+    fn check(batch: &Self::Batch, answer: &Self::Answer) -> Result<(), String>;
+    fn compare(
+        batch: &Self::Batch,
+        current: &Self::Answer,
+        candidate: &Self::Answer,
+    ) -> ShadowReport;
+}
+
+struct Version<W: PolicyWorld> {
+    id: VersionId,
+    info: abi::PolicyInfo,
+    sha: [u8; 32],
+    config: String,
+    pre: W::Pre,
+    /// `None` after a failure: the next use starts a fresh instance.
+    instance: Option<(Store<HostState>, W::Bindings)>,
+    healthy: bool,
+}
+
+/// The versions of one decision point.
+pub struct PolicySlot<W: Decision> {
+    host: Arc<PolicyHost>,
+    linker: Linker<HostState>,
+    versions: Vec<Version<W>>,
+    active: Option<usize>,
+    /// Versions active before the current one, oldest first.
+    earlier: Vec<usize>,
+    history: Vec<SwapRecord>,
+    failures: Vec<CallFailure>,
+    native_answers: u64,
+    last_batch: Option<(Time, W::Batch)>,
+}
+
+fn short(e: &wasmtime::Error, timeout_ms: u128) -> String {
+    if let Some(t) = e.downcast_ref::<Trap>() {
+        if *t == Trap::Interrupt {
+            return format!("timed out after {timeout_ms} ms");
+        }
+    }
+    let text = format!("{e:#}");
+    text.lines().next().unwrap_or("unknown error").to_string()
+}
+
+impl<W: Decision> PolicySlot<W> {
+    pub fn new(host: Arc<PolicyHost>) -> Result<Self, LoadError> {
+        let mut linker = Linker::new(host.engine());
+        W::add_to_linker(&mut linker).map_err(|e| LoadError::Engine(e.to_string()))?;
+        Ok(Self {
+            host,
+            linker,
+            versions: Vec::new(),
+            active: None,
+            earlier: Vec::new(),
+            history: Vec::new(),
+            failures: Vec::new(),
+            native_answers: 0,
+            last_batch: None,
+        })
+    }
+
+    fn new_instance(
+        &self,
+        pre: &W::Pre,
+        name: &str,
+        config: &str,
+    ) -> Result<(Store<HostState>, W::Bindings), LoadError> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.host.limits().memory_bytes)
+            .instances(8)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(
+            self.host.engine(),
+            HostState {
+                limits,
+                policy: name.to_string(),
+            },
+        );
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.host.deadline_ticks());
+        let ms = self.host.limits().call_timeout.as_millis();
+        let bindings =
+            W::instantiate(pre, &mut store).map_err(|e| LoadError::Trap(short(&e, ms)))?;
+        store.set_epoch_deadline(self.host.deadline_ticks());
+        W::init(&bindings, &mut store, config)
+            .map_err(|e| LoadError::Trap(short(&e, ms)))?
+            .map_err(LoadError::Config)?;
+        Ok((store, bindings))
+    }
+
+    /// Compiles (once per sha256), checks the world, instantiates and `init`s a version.
+    /// The version is loaded, not active.
+    pub fn load(&mut self, bytes: &[u8], config: &str) -> Result<VersionId, LoadError> {
+        let (component, sha) = self.host.compile(bytes)?;
+        let wrong = |e: wasmtime::Error| LoadError::WrongWorld {
+            world: W::NAME,
+            detail: short(&e, 0),
+        };
+        let pre = self.linker.instantiate_pre(&component).map_err(wrong)?;
+        let pre = W::pre(pre).map_err(wrong)?;
+        let (mut store, bindings) = self.new_instance(&pre, W::NAME, config)?;
+        store.set_epoch_deadline(self.host.deadline_ticks());
+        let info = W::info(&bindings, &mut store)
+            .map_err(|e| LoadError::Trap(short(&e, self.host.limits().call_timeout.as_millis())))?;
+        store.data_mut().policy = info.name.clone();
+        let id = VersionId(self.versions.len() as u32 + 1);
+        tracing::info!(slot = W::NAME, %id, name = %info.name, version = %info.version, sha256 = %hex(&sha), "policy loaded");
+        self.versions.push(Version {
+            id,
+            info,
+            sha,
+            config: config.to_string(),
+            pre,
+            instance: Some((store, bindings)),
+            healthy: true,
+        });
+        Ok(id)
+    }
+
+    fn index(&self, id: VersionId) -> Result<usize, SlotError> {
+        self.versions
+            .iter()
+            .position(|v| v.id == id)
+            .ok_or(SlotError::UnknownVersion(id))
+    }
+
+    fn switch(&mut self, to: usize, who: &str, at: Time, action: &'static str) {
+        let from = self.active.map(|i| self.versions[i].id);
+        if let Some(old) = self.active {
+            if action != "rollback" {
+                self.earlier.push(old);
+            }
+        }
+        self.active = Some(to);
+        let v = &self.versions[to];
+        tracing::info!(slot = W::NAME, action, from = ?from, to = %v.id, who, "policy swap");
+        self.history.push(SwapRecord {
+            at,
+            who: who.to_string(),
+            action,
+            from,
+            to: Some(v.id),
+            sha256: Some(hex(&v.sha)),
+        });
+    }
+
+    /// Makes a loaded version the active one. Call it between two cycles.
+    pub fn activate(&mut self, id: VersionId, who: &str, at: Time) -> Result<(), SlotError> {
+        let i = self.index(id)?;
+        self.versions[i].healthy = true;
+        self.switch(i, who, at, "activate");
+        Ok(())
+    }
+
+    /// Goes back to the version active before the current one, or to `to`.
+    pub fn rollback(
+        &mut self,
+        to: Option<VersionId>,
+        who: &str,
+        at: Time,
+    ) -> Result<VersionId, SlotError> {
+        let i = match to {
+            Some(id) => self.index(id)?,
+            None => self.earlier.pop().ok_or(SlotError::NothingToRollBack)?,
+        };
+        self.versions[i].healthy = true;
+        self.switch(i, who, at, "rollback");
+        Ok(self.versions[i].id)
+    }
+
+    /// Runs version `id` and the active version (or the native default, if `native`
+    /// answers for no active version) on the last batch and reports what would change.
+    pub fn shadow(
+        &mut self,
+        id: VersionId,
+        native: impl FnOnce(Time, &W::Batch) -> W::Answer,
+    ) -> Result<ShadowReport, SlotError> {
+        let (now, batch) = self.last_batch.clone().ok_or(SlotError::NoBatchYet)?;
+        let cand = self.index(id)?;
+        let current = match self.active {
+            Some(a) => self.run(a, now, &batch).map_err(SlotError::Failed)?,
+            None => native(now, &batch),
+        };
+        let candidate = self.run(cand, now, &batch).map_err(SlotError::Failed)?;
+        Ok(W::compare(&batch, &current, &candidate))
+    }
+
+    fn run(&mut self, i: usize, now: Time, batch: &W::Batch) -> Result<W::Answer, String> {
+        let ms = self.host.limits().call_timeout.as_millis();
+        if self.versions[i].instance.is_none() {
+            let v = &self.versions[i];
+            let fresh = self
+                .new_instance(&v.pre, &v.info.name, &v.config)
+                .map_err(|e| e.to_string())?;
+            self.versions[i].instance = Some(fresh);
+        }
+        let ticks = self.host.deadline_ticks();
+        let v = &mut self.versions[i];
+        let (store, bindings) = v.instance.as_mut().expect("instantiated above");
+        store.set_epoch_deadline(ticks);
+        match W::call(bindings, store, now, batch) {
+            Ok(answer) => W::check(batch, &answer).map(|()| answer),
+            Err(e) => {
+                // A trapped instance may hold broken state: never call it again.
+                v.instance = None;
+                Err(short(&e, ms))
+            }
+        }
+    }
+
+    /// Asks the active version; on failure, each earlier healthy version from the most
+    /// recent; `None` when every one failed (the caller then uses its native default).
+    pub fn decide(&mut self, now: Time, batch: &W::Batch) -> Option<W::Answer> {
+        match &mut self.last_batch {
+            Some((t, b)) => {
+                *t = now;
+                b.clone_from(batch);
+            }
+            None => self.last_batch = Some((now, batch.clone())),
+        }
+        let mut order: Vec<usize> = self.active.into_iter().collect();
+        order.extend(
+            self.earlier
+                .iter()
+                .rev()
+                .copied()
+                .filter(|&i| Some(i) != self.active),
+        );
+        for i in order {
+            if !self.versions[i].healthy {
+                continue;
+            }
+            match self.run(i, now, batch) {
+                Ok(answer) => {
+                    if Some(i) != self.active {
+                        self.switch(i, "gantry", now, "fallback");
+                    }
+                    return Some(answer);
+                }
+                Err(reason) => {
+                    let v = &mut self.versions[i];
+                    v.healthy = false;
+                    tracing::warn!(slot = W::NAME, version = %v.id, name = %v.info.name, %reason, "policy failed; falling back");
+                    self.failures.push(CallFailure {
+                        at: now,
+                        version: v.id,
+                        reason,
+                    });
+                }
+            }
+        }
+        self.native_answers += 1;
+        None
+    }
+
+    pub fn versions(&self) -> Vec<LoadedVersion> {
+        self.versions
+            .iter()
+            .enumerate()
+            .map(|(i, v)| LoadedVersion {
+                id: v.id,
+                name: v.info.name.clone(),
+                version: v.info.version.clone(),
+                sha256: hex(&v.sha),
+                active: self.active == Some(i),
+                healthy: v.healthy,
+            })
+            .collect()
+    }
+    pub fn active(&self) -> Option<VersionId> {
+        self.active.map(|i| self.versions[i].id)
+    }
+    pub fn history(&self) -> &[SwapRecord] {
+        &self.history
+    }
+    pub fn failures(&self) -> &[CallFailure] {
+        &self.failures
+    }
+    /// Calls answered by the native safe default because no version could.
+    pub fn native_answers(&self) -> u64 {
+        self.native_answers
+    }
+}
+
+/// A slot shared between the scheduler (which calls it every cycle) and whoever swaps
+/// versions (the daemon's admin API, the simulator's `--swap-at`).
+pub struct SharedSlot<W: Decision, N> {
+    slot: Arc<Mutex<PolicySlot<W>>>,
+    native: N,
+}
+
+impl<W: Decision, N> SharedSlot<W, N> {
+    /// `native` answers whenever no loaded version can.
+    pub fn new(slot: PolicySlot<W>, native: N) -> (Self, Arc<Mutex<PolicySlot<W>>>) {
+        let slot = Arc::new(Mutex::new(slot));
+        (
+            Self {
+                slot: slot.clone(),
+                native,
+            },
+            slot,
+        )
+    }
+    fn decide(&self, now: Time, batch: &W::Batch) -> Option<W::Answer> {
+        self.slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .decide(now, batch)
+    }
+}
+
+fn position_map(order: &[u64]) -> std::collections::HashMap<u64, usize> {
+    order.iter().enumerate().map(|(i, &j)| (j, i)).collect()
+}
+
+fn queue_order(batch: &[abi::PriorityInput], prios: &[i64]) -> Vec<u64> {
+    let mut o: Vec<(i64, Time, u64)> = batch
+        .iter()
+        .zip(prios)
+        .map(|(j, &p)| (p, j.submit_time, j.job))
+        .collect();
+    o.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    o.into_iter().map(|x| x.2).collect()
+}
+
+impl Decision for PriorityWorld {
+    type Batch = Vec<abi::PriorityInput>;
+    type Answer = Vec<i64>;
+    fn call(
+        b: &Self::Bindings,
+        store: &mut Store<HostState>,
+        now: Time,
+        batch: &Self::Batch,
+    ) -> wasmtime::Result<Self::Answer> {
+        b.call_prioritize(store, now, &world::priority_inputs(batch))
+    }
+    fn check(batch: &Self::Batch, answer: &Self::Answer) -> Result<(), String> {
+        if answer.len() != batch.len() {
+            return Err(format!(
+                "answered {} priorities for {} jobs",
+                answer.len(),
+                batch.len()
+            ));
+        }
+        Ok(())
+    }
+    fn compare(
+        batch: &Self::Batch,
+        current: &Self::Answer,
+        candidate: &Self::Answer,
+    ) -> ShadowReport {
+        let before = queue_order(batch, current);
+        let after = queue_order(batch, candidate);
+        let pos = position_map(&after);
+        let mut moves: Vec<(u64, usize, usize)> = before
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (*j, i, pos[j]))
+            .filter(|m| m.1 != m.2)
+            .collect();
+        let changed = moves.len();
+        moves.sort_by_key(|m| std::cmp::Reverse(m.1.abs_diff(m.2)));
+        let examples = moves
+            .into_iter()
+            .take(10)
+            .map(|(j, a, b)| {
+                (
+                    j,
+                    format!("position {}", a + 1),
+                    format!("position {}", b + 1),
+                )
+            })
+            .collect();
+        ShadowReport {
+            batch: batch.len(),
+            changed,
+            examples,
+        }
+    }
+}
+
+impl Decision for FairshareWorld {
+    type Batch = Vec<abi::ShareNode>;
+    type Answer = Vec<f64>;
+    fn call(
+        b: &Self::Bindings,
+        store: &mut Store<HostState>,
+        now: Time,
+        batch: &Self::Batch,
+    ) -> wasmtime::Result<Self::Answer> {
+        b.call_factors(store, now, &world::share_nodes(batch))
+    }
+    fn check(batch: &Self::Batch, answer: &Self::Answer) -> Result<(), String> {
+        if answer.len() != batch.len() {
+            return Err(format!(
+                "answered {} factors for {} tree nodes",
+                answer.len(),
+                batch.len()
+            ));
+        }
+        match answer.iter().position(|f| !(0.0..=1.0).contains(f)) {
+            Some(i) => Err(format!(
+                "factor {} of tree node {i} is outside [0, 1]",
+                answer[i]
+            )),
+            None => Ok(()),
+        }
+    }
+    fn compare(
+        batch: &Self::Batch,
+        current: &Self::Answer,
+        candidate: &Self::Answer,
+    ) -> ShadowReport {
+        let diffs: Vec<usize> = (0..batch.len())
+            .filter(|&i| (current[i] - candidate[i]).abs() > 1e-9)
+            .collect();
+        let examples = diffs
+            .iter()
+            .take(10)
+            .map(|&i| {
+                (
+                    batch[i].id as u64,
+                    format!("{:.4}", current[i]),
+                    format!("{:.4}", candidate[i]),
+                )
+            })
+            .collect();
+        ShadowReport {
+            batch: batch.len(),
+            changed: diffs.len(),
+            examples,
+        }
+    }
+}
+
+impl Decision for PreemptionWorld {
+    type Batch = Vec<abi::PreemptionQuery>;
+    type Answer = Vec<Vec<abi::Victim>>;
+    fn call(
+        b: &Self::Bindings,
+        store: &mut Store<HostState>,
+        now: Time,
+        batch: &Self::Batch,
+    ) -> wasmtime::Result<Self::Answer> {
+        Ok(world::victims(b.call_select(
+            store,
+            now,
+            &world::preemption_queries(batch),
+        )?))
+    }
+    fn check(batch: &Self::Batch, answer: &Self::Answer) -> Result<(), String> {
+        if answer.len() != batch.len() {
+            return Err(format!(
+                "answered {} victim lists for {} blocked jobs",
+                answer.len(),
+                batch.len()
+            ));
+        }
+        Ok(())
+    }
+    fn compare(
+        batch: &Self::Batch,
+        current: &Self::Answer,
+        candidate: &Self::Answer,
+    ) -> ShadowReport {
+        let show = |v: &[abi::Victim]| format!("{:?}", v.iter().map(|x| x.job).collect::<Vec<_>>());
+        let diffs: Vec<usize> = (0..batch.len())
+            .filter(|&i| current[i] != candidate[i])
+            .collect();
+        let examples = diffs
+            .iter()
+            .take(10)
+            .map(|&i| (batch[i].job, show(&current[i]), show(&candidate[i])))
+            .collect();
+        ShadowReport {
+            batch: batch.len(),
+            changed: diffs.len(),
+            examples,
+        }
+    }
+}
+
+impl Decision for PlacementWorld {
+    type Batch = Vec<abi::PlacementQuery>;
+    type Answer = Vec<Vec<u32>>;
+    fn call(
+        b: &Self::Bindings,
+        store: &mut Store<HostState>,
+        _now: Time,
+        batch: &Self::Batch,
+    ) -> wasmtime::Result<Self::Answer> {
+        b.call_rank(store, &world::placement_queries(batch))
+    }
+    fn check(batch: &Self::Batch, answer: &Self::Answer) -> Result<(), String> {
+        if answer.len() != batch.len() {
+            return Err(format!(
+                "answered {} rankings for {} jobs",
+                answer.len(),
+                batch.len()
+            ));
+        }
+        for (q, r) in batch.iter().zip(answer) {
+            if let Some(i) = r.iter().find(|&&i| i as usize >= q.candidates.len()) {
+                return Err(format!(
+                    "candidate index {i} out of range for job {} ({} candidates)",
+                    q.job,
+                    q.candidates.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+    fn compare(
+        batch: &Self::Batch,
+        current: &Self::Answer,
+        candidate: &Self::Answer,
+    ) -> ShadowReport {
+        let first = |q: &abi::PlacementQuery, r: &[u32]| {
+            r.first().map_or("none".to_string(), |&i| {
+                format!("node {}", q.candidates[i as usize].node)
+            })
+        };
+        let diffs: Vec<usize> = (0..batch.len())
+            .filter(|&i| current[i].first() != candidate[i].first())
+            .collect();
+        let examples = diffs
+            .iter()
+            .take(10)
+            .map(|&i| {
+                (
+                    batch[i].job,
+                    first(&batch[i], &current[i]),
+                    first(&batch[i], &candidate[i]),
+                )
+            })
+            .collect();
+        ShadowReport {
+            batch: batch.len(),
+            changed: diffs.len(),
+            examples,
+        }
+    }
+}
+
+impl<N: PriorityPolicy> PriorityPolicy for SharedSlot<PriorityWorld, N> {
+    fn name(&self) -> &str {
+        "priority"
+    }
+    fn prioritize(
+        &mut self,
+        now: Time,
+        jobs: &[abi::PriorityInput],
+    ) -> Result<Vec<i64>, PolicyError> {
+        match self.decide(now, &jobs.to_vec()) {
+            Some(a) => Ok(a),
+            None => self.native.prioritize(now, jobs),
+        }
+    }
+}
+
+impl<N: FairsharePolicy> FairsharePolicy for SharedSlot<FairshareWorld, N> {
+    fn name(&self) -> &str {
+        "fairshare"
+    }
+    fn factors(&mut self, now: Time, tree: &[abi::ShareNode]) -> Result<Vec<f64>, PolicyError> {
+        match self.decide(now, &tree.to_vec()) {
+            Some(a) => Ok(a),
+            None => self.native.factors(now, tree),
+        }
+    }
+}
+
+impl<N: PreemptionPolicy> PreemptionPolicy for SharedSlot<PreemptionWorld, N> {
+    fn name(&self) -> &str {
+        "preemption"
+    }
+    fn select(
+        &mut self,
+        now: Time,
+        batch: &[abi::PreemptionQuery],
+    ) -> Result<Vec<Vec<abi::Victim>>, PolicyError> {
+        match self.decide(now, &batch.to_vec()) {
+            Some(a) => Ok(a),
+            None => self.native.select(now, batch),
+        }
+    }
+}
+
+impl<N: PlacementPolicy> PlacementPolicy for SharedSlot<PlacementWorld, N> {
+    fn name(&self) -> &str {
+        "placement"
+    }
+    fn rank(&mut self, batch: &[abi::PlacementQuery]) -> Result<Vec<Vec<u32>>, PolicyError> {
+        match self.decide(0, &batch.to_vec()) {
+            Some(a) => Ok(a),
+            None => self.native.rank(batch),
+        }
+    }
+}

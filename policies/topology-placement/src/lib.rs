@@ -1,0 +1,136 @@
+//! Topology-aware placement. Ranks each job's candidate nodes: first by the quality of the
+//! in-node allocation the kernel computed (most NVLink links among the GPUs, then fewest
+//! NUMA domains spanned), then by the strategy — `pack` (least left free afterwards, to
+//! keep whole nodes free for big jobs) or `spread` (most left free, to spread heat and
+//! memory bandwidth) — then by node id.
+
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use gantry_sdk::{Placement, PlacementQuery, Policy, PolicyInfo};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    #[default]
+    Pack,
+    Spread,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub strategy: Strategy,
+    /// Rank by NVLink/NUMA quality before the strategy (otherwise only as a tie-break).
+    pub topology_first: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::Pack,
+            topology_first: true,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct TopologyPlacement {
+    pub config: Config,
+}
+
+impl Policy for TopologyPlacement {
+    fn info(&self) -> PolicyInfo {
+        PolicyInfo {
+            name: "topology-placement".to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+    fn init(&mut self, config: &str) -> Result<(), String> {
+        self.config =
+            toml::from_str(config).map_err(|e| format!("topology-placement config: {e}"))?;
+        Ok(())
+    }
+}
+
+impl Placement for TopologyPlacement {
+    fn rank(&mut self, batch: &[PlacementQuery]) -> Vec<Vec<u32>> {
+        let c = self.config.clone();
+        batch
+            .iter()
+            .map(|q| {
+                let mut idx: Vec<u32> = (0..q.candidates.len() as u32).collect();
+                idx.sort_by_key(|&i| {
+                    let n = &q.candidates[i as usize];
+                    // Free capacity left, in "cores plus GPUs as 64 cores each".
+                    let left = n.free_cores_after as i64 + 64 * n.free_gpus_after as i64;
+                    let fit = match c.strategy {
+                        Strategy::Pack => left,
+                        Strategy::Spread => -left,
+                    };
+                    let quality = (-(n.gpu_links as i64), n.numa_domains as i64);
+                    if c.topology_first {
+                        (quality, fit, n.node)
+                    } else {
+                        ((fit, 0), quality.0, n.node)
+                    }
+                });
+                idx
+            })
+            .collect()
+    }
+}
+
+gantry_sdk::export_placement!(TopologyPlacement);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gantry_sdk::harness::check_rank;
+    use gantry_sdk::Candidate;
+
+    fn cand(node: u32, links: u32, numa: u32, cores_after: u32) -> Candidate {
+        Candidate {
+            node,
+            units: 1,
+            gpu_links: links,
+            numa_domains: numa,
+            free_cores_after: cores_after,
+            free_gpus_after: 0,
+        }
+    }
+
+    #[test]
+    fn nvlink_quality_then_pack_or_spread() {
+        let q = PlacementQuery {
+            job: 1,
+            units_needed: 1,
+            gpus_per_node: 2,
+            candidates: vec![
+                cand(0, 0, 1, 10),
+                cand(1, 4, 1, 50),
+                cand(2, 4, 1, 20),
+                cand(3, 4, 2, 0),
+            ],
+        };
+        let mut p = TopologyPlacement::default();
+        p.init("").unwrap();
+        assert_eq!(
+            check_rank(&mut p, std::slice::from_ref(&q)).unwrap()[0],
+            vec![2, 1, 3, 0]
+        );
+        p.init("strategy = \"spread\"").unwrap();
+        assert_eq!(
+            check_rank(&mut p, std::slice::from_ref(&q)).unwrap()[0],
+            vec![1, 2, 3, 0]
+        );
+        p.init("topology_first = false").unwrap();
+        assert_eq!(check_rank(&mut p, &[q]).unwrap()[0][0], 3);
+    }
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Builds every policy component: the four built-ins, the example site policy, and the
+# hostile components the sandbox tests load. Output: target/policies/<name>.wasm
+#
+# Route A (first choice): rustup's wasm32-unknown-unknown target, linked by the
+# toolchain's wasm-component-ld. Route B (fallback, when the target cannot be fetched):
+# Debian's Rust packages with core/alloc rebuilt for the target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { [ "${QUIET:-0}" = 1 ] || echo "build-policies: $*"; }
+
+out=target/policies
+mkdir -p "$out"
+
+route=a
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+    say "adding the rustup target wasm32-unknown-unknown"
+    if ! rustup target add wasm32-unknown-unknown >/dev/null 2>&1; then
+        say "rustup target unavailable; falling back to Debian's Rust packages"
+        route=b
+    fi
+fi
+
+if [ "$route" = a ]; then
+    linker="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/wasm-component-ld"
+    [ -x "$linker" ] || { echo "build-policies: $linker not found (rustup component rust-std?)" >&2; exit 1; }
+    build() { # crate, features
+        CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$linker" \
+            cargo build -q --locked --profile policy --target wasm32-unknown-unknown -p "$1" ${2:+--features "$2"}
+    }
+    artifacts=target/wasm32-unknown-unknown/policy
+else
+    if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+        rustc-web cargo-web rust-web-src rust-web-llvm lld-22
+    build() {
+        env PATH=/usr/bin:$PATH RUSTC_BOOTSTRAP=1 \
+            CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=/usr/lib/rustlib/x86_64-unknown-linux-gnu/bin/wasm-component-ld \
+            CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C link-arg=--wasm-ld-path=/usr/bin/wasm-ld-22" \
+            CARGO_TARGET_DIR=target/debian \
+            /usr/bin/cargo build -q --profile policy --target wasm32-unknown-unknown \
+            -Z build-std=core,alloc -p "$1" ${2:+--features "$2"}
+    }
+    artifacts=target/debian/wasm32-unknown-unknown/policy
+fi
+
+# Each component is built on its own so that only its world's bindings are linked in.
+component() { # output name, crate, features
+    say "$1"
+    build "$2" "${3:-}"
+    cp "$artifacts/$(echo "$2" | tr - _).wasm" "$out/$1.wasm"
+}
+component multifactor gantry-policy-multifactor
+component fairtree gantry-policy-fairtree
+component qos-preemption gantry-policy-qos-preemption
+component topology-placement gantry-policy-topology-placement
+component xfactor-priority gantry-example-xfactor-priority
+for f in infinite-loop memory-bomb panic wrong-length; do
+    component "hostile-$f" gantry-test-hostile-policy "$f"
+done
+say "components in $out"

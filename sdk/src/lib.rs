@@ -1,0 +1,175 @@
+//! # gantry-sdk
+//!
+//! What a Gantry policy author depends on. Write a type that implements one of the policy
+//! traits ([`Priority`], [`Fairshare`], [`Preemption`], [`Placement`], each with
+//! [`Policy`]), test it natively with the [`harness`], and export it as a WebAssembly
+//! component with one line:
+//!
+//! ```ignore
+//! #[derive(Default)]
+//! struct Oldest;
+//! impl gantry_sdk::Policy for Oldest { /* info, init */ }
+//! impl gantry_sdk::Priority for Oldest { /* prioritize */ }
+//! gantry_sdk::export_priority!(Oldest);
+//! ```
+//!
+//! Build with `cargo build --target wasm32-unknown-unknown` and the SDK feature of the
+//! world you export (`priority`, `fairshare`, `preemption` or `placement`); the crate must
+//! be a `cdylib`. See `examples/gpu-hours-fairshare` for a complete policy.
+//!
+//! ## What it must not depend on
+//!
+//! `core`, `alloc`, the ABI and, on wasm32 only, the binding generator and an allocator.
+//! No `std`, no WASI: a policy imports nothing but the host's logging.
+
+#![no_std]
+
+extern crate alloc;
+// Lets generated bindings name this crate by the path user crates use.
+extern crate self as gantry_sdk;
+
+pub use gantry_abi::*;
+
+pub mod harness;
+
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub mod wasm;
+
+/// Log levels for [`log`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Writes a line to the controller's log (inside a component), or nowhere (natively).
+pub fn log(level: Level, message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    wasm::log(level, message);
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = (level, message);
+}
+
+/// Exports a [`Priority`] policy as the component's `priority` world.
+/// The type must implement `Default`; the host calls `init` before any decision.
+#[macro_export]
+macro_rules! export_priority {
+    ($ty:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use $crate::wasm::priority as __w;
+            static __STATE: $crate::wasm::State<$ty> = $crate::wasm::State::new();
+            struct __GantryExport;
+            impl __w::Guest for __GantryExport {
+                fn info() -> __w::gantry::policy::types::PolicyInfo {
+                    __w::info(&__STATE)
+                }
+                fn init(
+                    config: $crate::wasm::String,
+                ) -> ::core::result::Result<(), $crate::wasm::String> {
+                    __w::init(&__STATE, config)
+                }
+                fn prioritize(
+                    now: i64,
+                    jobs: $crate::wasm::Vec<__w::gantry::policy::types::PriorityInput>,
+                ) -> $crate::wasm::Vec<i64> {
+                    __w::prioritize(&__STATE, now, jobs)
+                }
+            }
+    __w::__export_priority_world!(__GantryExport with_types_in $crate::wasm::priority);
+        };
+    };
+}
+
+/// Exports a [`Fairshare`] policy as the component's `fairshare` world.
+#[macro_export]
+macro_rules! export_fairshare {
+    ($ty:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use $crate::wasm::fairshare as __w;
+            static __STATE: $crate::wasm::State<$ty> = $crate::wasm::State::new();
+            struct __GantryExport;
+            impl __w::Guest for __GantryExport {
+                fn info() -> __w::gantry::policy::types::PolicyInfo {
+                    __w::info(&__STATE)
+                }
+                fn init(
+                    config: $crate::wasm::String,
+                ) -> ::core::result::Result<(), $crate::wasm::String> {
+                    __w::init(&__STATE, config)
+                }
+                fn factors(
+                    now: i64,
+                    tree: $crate::wasm::Vec<__w::gantry::policy::types::ShareNode>,
+                ) -> $crate::wasm::Vec<f64> {
+                    __w::factors(&__STATE, now, tree)
+                }
+            }
+    __w::__export_fairshare_world!(__GantryExport with_types_in $crate::wasm::fairshare);
+        };
+    };
+}
+
+/// Exports a [`Preemption`] policy as the component's `preemption` world.
+#[macro_export]
+macro_rules! export_preemption {
+    ($ty:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use $crate::wasm::preemption as __w;
+            static __STATE: $crate::wasm::State<$ty> = $crate::wasm::State::new();
+            struct __GantryExport;
+            impl __w::Guest for __GantryExport {
+                fn info() -> __w::gantry::policy::types::PolicyInfo {
+                    __w::info(&__STATE)
+                }
+                fn init(
+                    config: $crate::wasm::String,
+                ) -> ::core::result::Result<(), $crate::wasm::String> {
+                    __w::init(&__STATE, config)
+                }
+                fn select(
+                    now: i64,
+                    batch: $crate::wasm::Vec<__w::gantry::policy::types::PreemptionQuery>,
+                ) -> $crate::wasm::Vec<$crate::wasm::Vec<__w::gantry::policy::types::Victim>>
+                {
+                    __w::select(&__STATE, now, batch)
+                }
+            }
+    __w::__export_preemption_world!(__GantryExport with_types_in $crate::wasm::preemption);
+        };
+    };
+}
+
+/// Exports a [`Placement`] policy as the component's `placement` world.
+#[macro_export]
+macro_rules! export_placement {
+    ($ty:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use $crate::wasm::placement as __w;
+            static __STATE: $crate::wasm::State<$ty> = $crate::wasm::State::new();
+            struct __GantryExport;
+            impl __w::Guest for __GantryExport {
+                fn info() -> __w::gantry::policy::types::PolicyInfo {
+                    __w::info(&__STATE)
+                }
+                fn init(
+                    config: $crate::wasm::String,
+                ) -> ::core::result::Result<(), $crate::wasm::String> {
+                    __w::init(&__STATE, config)
+                }
+                fn rank(
+                    batch: $crate::wasm::Vec<__w::gantry::policy::types::PlacementQuery>,
+                ) -> $crate::wasm::Vec<$crate::wasm::Vec<u32>> {
+                    __w::rank(&__STATE, batch)
+                }
+            }
+    __w::__export_placement_world!(__GantryExport with_types_in $crate::wasm::placement);
+        };
+    };
+}

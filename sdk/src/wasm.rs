@@ -1,0 +1,265 @@
+//! Component glue, compiled only for wasm32: the allocator, the panic handler, the
+//! policy's instance state, the generated bindings of the enabled world, and conversions
+//! between generated records and the ABI's.
+
+use core::cell::UnsafeCell;
+
+pub use alloc::string::String;
+pub use alloc::vec::Vec;
+pub use wit_bindgen;
+
+#[global_allocator]
+static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    // A trap: the host sees it, falls back, and never reuses this instance.
+    core::arch::wasm32::unreachable()
+}
+
+/// The policy value of a component instance, created on first use.
+pub struct State<T>(UnsafeCell<Option<T>>);
+
+// SAFETY: a component instance runs on one thread and the host never re-enters it, so
+// at most one `&mut T` exists at a time.
+unsafe impl<T> Sync for State<T> {}
+
+impl<T: Default> State<T> {
+    pub const fn new() -> Self {
+        Self(UnsafeCell::new(None))
+    }
+    pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        // SAFETY: see the `Sync` impl; no call below re-enters the guest.
+        let slot = unsafe { &mut *self.0.get() };
+        f(slot.get_or_insert_with(T::default))
+    }
+}
+
+macro_rules! world_common {
+    () => {
+        use super::State;
+        use crate::Policy;
+        use alloc::string::String;
+        use gantry::policy::types as t;
+
+        pub fn info<T: Policy + Default>(s: &State<T>) -> t::PolicyInfo {
+            let i = s.with(|p| p.info());
+            t::PolicyInfo {
+                name: i.name,
+                version: i.version,
+            }
+        }
+        pub fn init<T: Policy + Default>(s: &State<T>, config: String) -> Result<(), String> {
+            s.with(|p| p.init(&config))
+        }
+        pub(crate) fn log(level: crate::Level, message: &str) {
+            use gantry::policy::host::{self, Level as L};
+            let l = match level {
+                crate::Level::Debug => L::Debug,
+                crate::Level::Info => L::Info,
+                crate::Level::Warn => L::Warn,
+                crate::Level::Error => L::Error,
+            };
+            host::log(l, message);
+        }
+    };
+}
+
+#[cfg(feature = "priority")]
+pub mod priority {
+    wit_bindgen::generate!({
+        world: "priority",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_priority_world",
+        default_bindings_module: "gantry_sdk::wasm::priority",
+        runtime_path: "gantry_sdk::wasm::wit_bindgen::rt",
+    });
+    world_common!();
+    use alloc::vec::Vec;
+
+    pub fn prioritize<T: crate::Priority + Default>(
+        s: &State<T>,
+        now: i64,
+        jobs: Vec<t::PriorityInput>,
+    ) -> Vec<i64> {
+        let jobs: Vec<crate::PriorityInput> = jobs
+            .into_iter()
+            .map(|j| crate::PriorityInput {
+                job: j.job,
+                submit_time: j.submit_time,
+                age: j.age,
+                cores: j.cores,
+                nodes: j.nodes,
+                gpus: j.gpus,
+                time_limit: j.time_limit,
+                partition_tier: j.partition_tier,
+                qos: j.qos,
+                qos_priority: j.qos_priority,
+                fairshare: j.fairshare,
+                user: j.user,
+                account: j.account,
+            })
+            .collect();
+        s.with(|p| p.prioritize(now, &jobs))
+    }
+}
+
+#[cfg(feature = "fairshare")]
+pub mod fairshare {
+    wit_bindgen::generate!({
+        world: "fairshare",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_fairshare_world",
+        default_bindings_module: "gantry_sdk::wasm::fairshare",
+        runtime_path: "gantry_sdk::wasm::wit_bindgen::rt",
+    });
+    world_common!();
+    use alloc::vec::Vec;
+
+    pub fn factors<T: crate::Fairshare + Default>(
+        s: &State<T>,
+        now: i64,
+        tree: Vec<t::ShareNode>,
+    ) -> Vec<f64> {
+        let tree: Vec<crate::ShareNode> = tree
+            .into_iter()
+            .map(|n| crate::ShareNode {
+                id: n.id,
+                parent: n.parent,
+                shares: n.shares,
+                usage: n.usage,
+            })
+            .collect();
+        s.with(|p| p.factors(now, &tree))
+    }
+}
+
+#[cfg(feature = "preemption")]
+pub mod preemption {
+    wit_bindgen::generate!({
+        world: "preemption",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_preemption_world",
+        default_bindings_module: "gantry_sdk::wasm::preemption",
+        runtime_path: "gantry_sdk::wasm::wit_bindgen::rt",
+    });
+    world_common!();
+    use alloc::vec::Vec;
+
+    fn mode_in(m: t::PreemptMode) -> crate::PreemptMode {
+        match m {
+            t::PreemptMode::Cancel => crate::PreemptMode::Cancel,
+            t::PreemptMode::Requeue => crate::PreemptMode::Requeue,
+        }
+    }
+
+    pub fn select<T: crate::Preemption + Default>(
+        s: &State<T>,
+        now: i64,
+        batch: Vec<t::PreemptionQuery>,
+    ) -> Vec<Vec<t::Victim>> {
+        let batch: Vec<crate::PreemptionQuery> = batch
+            .into_iter()
+            .map(|q| crate::PreemptionQuery {
+                job: q.job,
+                qos_priority: q.qos_priority,
+                partition_tier: q.partition_tier,
+                cores: q.cores,
+                gpus: q.gpus,
+                candidates: q
+                    .candidates
+                    .into_iter()
+                    .map(|c| crate::PreemptionCandidate {
+                        job: c.job,
+                        qos_priority: c.qos_priority,
+                        partition_tier: c.partition_tier,
+                        start_time: c.start_time,
+                        cores: c.cores,
+                        gpus: c.gpus,
+                        mode: mode_in(c.mode),
+                    })
+                    .collect(),
+            })
+            .collect();
+        s.with(|p| p.select(now, &batch))
+            .into_iter()
+            .map(|vs| {
+                vs.into_iter()
+                    .map(|v| t::Victim {
+                        job: v.job,
+                        mode: match v.mode {
+                            crate::PreemptMode::Cancel => t::PreemptMode::Cancel,
+                            crate::PreemptMode::Requeue => t::PreemptMode::Requeue,
+                        },
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+#[cfg(feature = "placement")]
+pub mod placement {
+    wit_bindgen::generate!({
+        world: "placement",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_placement_world",
+        default_bindings_module: "gantry_sdk::wasm::placement",
+        runtime_path: "gantry_sdk::wasm::wit_bindgen::rt",
+    });
+    world_common!();
+    use alloc::vec::Vec;
+
+    pub fn rank<T: crate::Placement + Default>(
+        s: &State<T>,
+        batch: Vec<t::PlacementQuery>,
+    ) -> Vec<Vec<u32>> {
+        let batch: Vec<crate::PlacementQuery> = batch
+            .into_iter()
+            .map(|q| crate::PlacementQuery {
+                job: q.job,
+                units_needed: q.units_needed,
+                gpus_per_node: q.gpus_per_node,
+                candidates: q
+                    .candidates
+                    .into_iter()
+                    .map(|c| crate::Candidate {
+                        node: c.node,
+                        units: c.units,
+                        gpu_links: c.gpu_links,
+                        numa_domains: c.numa_domains,
+                        free_cores_after: c.free_cores_after,
+                        free_gpus_after: c.free_gpus_after,
+                    })
+                    .collect(),
+            })
+            .collect();
+        s.with(|p| p.rank(&batch))
+    }
+}
+
+/// Host logging through whichever world this component exports.
+pub fn log(level: crate::Level, message: &str) {
+    #[cfg(feature = "priority")]
+    return priority::log(level, message);
+    #[cfg(all(feature = "fairshare", not(feature = "priority")))]
+    return fairshare::log(level, message);
+    #[cfg(all(
+        feature = "preemption",
+        not(any(feature = "priority", feature = "fairshare"))
+    ))]
+    return preemption::log(level, message);
+    #[cfg(all(
+        feature = "placement",
+        not(any(feature = "priority", feature = "fairshare", feature = "preemption"))
+    ))]
+    return placement::log(level, message);
+    #[allow(unreachable_code)]
+    {
+        let _ = (level, message);
+    }
+}
