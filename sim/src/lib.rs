@@ -15,5 +15,7 @@ pub mod plot;
 pub mod replay;
 pub mod swf;
 
-pub use replay::{cluster_from_header, replay, Progress, ReplayOptions, Report, SimError};
+pub use replay::{
+    cluster_from_header, replay, replay_with, Progress, ReplayOptions, Report, SimError,
+};
 pub use swf::{parse_swf, read_swf, SwfError, SwfTrace};

@@ -61,6 +61,9 @@ pub struct Report {
     pub cycles: u64,
     #[serde(skip)]
     pub samples: Vec<Sample>,
+    /// Every finished job: (kernel job id, start, end, first node), for comparing schedules.
+    #[serde(skip)]
+    pub schedule: Vec<(u64, Time, Time, u32)>,
 }
 
 /// The cluster after one cycle, for plots.
@@ -103,6 +106,19 @@ pub fn replay(
     policies: PolicySet,
     opts: &ReplayOptions,
     progress: &mut dyn FnMut(Progress),
+) -> Result<Report, SimError> {
+    replay_with(trace, cluster, policies, opts, progress, &mut |_| {})
+}
+
+/// [`replay`], calling `before_cycle(now)` before every cycle: the place to swap policies
+/// between two cycles, as the daemon does when an admin loads one.
+pub fn replay_with(
+    trace: &SwfTrace,
+    cluster: Cluster,
+    policies: PolicySet,
+    opts: &ReplayOptions,
+    progress: &mut dyn FnMut(Progress),
+    before_cycle: &mut dyn FnMut(Time),
 ) -> Result<Report, SimError> {
     if let Some(p) = &opts.partition {
         if cluster.partition_by_name(p).is_none() {
@@ -197,6 +213,7 @@ pub fn replay(
                 }
             }
         }
+        before_cycle(now);
         let out = sched.cycle(now);
         cycles += 1;
         for &id in &out.started {
@@ -229,6 +246,7 @@ pub fn replay(
     let mut core_seconds = 0f64;
     let (mut first_submit, mut last_end) = (Time::MAX, Time::MIN);
     let mut done = 0usize;
+    let mut schedule = Vec::new();
     for job in sched.jobs() {
         first_submit = first_submit.min(job.submit_time);
         let (Some(start), Some(end)) = (job.start_time, job.end_time) else {
@@ -238,6 +256,12 @@ pub fn replay(
             continue;
         }
         done += 1;
+        let first_node = job
+            .allocation
+            .as_ref()
+            .and_then(|a| a.nodes.first())
+            .map_or(u32::MAX, |n| n.node.0);
+        schedule.push((job.id.0, start, end, first_node));
         let wait = start - job.submit_time;
         let run = end - start;
         waits.push(wait);
@@ -286,6 +310,7 @@ pub fn replay(
         makespan_s: makespan,
         cycles,
         samples,
+        schedule,
     })
 }
 

@@ -170,3 +170,85 @@ impl Drop for PolicyHost {
 pub fn hex(sha: &[u8; 32]) -> String {
     sha.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A component to load and the configuration text for its `init`.
+#[derive(Debug, Clone)]
+pub struct ComponentSource {
+    pub bytes: Vec<u8>,
+    pub config: String,
+}
+
+/// Handles to the slots of a Wasm [`gantry_kernel::policy::PolicySet`], for swaps.
+#[derive(Clone)]
+pub struct WasmSlots {
+    pub priority: Arc<Mutex<PolicySlot<PriorityWorld>>>,
+    pub fairshare: Arc<Mutex<PolicySlot<FairshareWorld>>>,
+    pub preemption: Arc<Mutex<PolicySlot<PreemptionWorld>>>,
+    pub placement: Arc<Mutex<PolicySlot<PlacementWorld>>>,
+}
+
+/// The four components a scheduler runs with.
+#[derive(Debug, Clone)]
+pub struct PolicyComponents {
+    pub priority: ComponentSource,
+    pub fairshare: ComponentSource,
+    pub preemption: ComponentSource,
+    pub placement: ComponentSource,
+}
+
+/// Loads and activates the four components as a [`gantry_kernel::policy::PolicySet`]
+/// whose every slot falls back to the native safe defaults (FIFO, classic fairshare,
+/// no preemption, first fit). `who` and `at` go into each slot's swap history.
+pub fn policy_set(
+    host: &Arc<PolicyHost>,
+    components: &PolicyComponents,
+    who: &str,
+    at: gantry_kernel::Time,
+) -> Result<(gantry_kernel::policy::PolicySet, WasmSlots), LoadError> {
+    use gantry_kernel::policy::{
+        ClassicFairshare, FifoPriority, FirstFitPlacement, NoPreemption, PolicySet,
+    };
+    fn slot<W: Decision>(
+        host: &Arc<PolicyHost>,
+        src: &ComponentSource,
+        who: &str,
+        at: gantry_kernel::Time,
+    ) -> Result<PolicySlot<W>, LoadError> {
+        let mut s = PolicySlot::<W>::new(host.clone())?;
+        let id = s.load(&src.bytes, &src.config)?;
+        s.activate(id, who, at)
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
+        Ok(s)
+    }
+    let (priority, p) = SharedSlot::new(
+        slot::<PriorityWorld>(host, &components.priority, who, at)?,
+        FifoPriority,
+    );
+    let (fairshare, f) = SharedSlot::new(
+        slot::<FairshareWorld>(host, &components.fairshare, who, at)?,
+        ClassicFairshare,
+    );
+    let (preemption, x) = SharedSlot::new(
+        slot::<PreemptionWorld>(host, &components.preemption, who, at)?,
+        NoPreemption,
+    );
+    let (placement, l) = SharedSlot::new(
+        slot::<PlacementWorld>(host, &components.placement, who, at)?,
+        FirstFitPlacement,
+    );
+    let set = PolicySet {
+        priority: Box::new(priority),
+        fairshare: Box::new(fairshare),
+        preemption: Box::new(preemption),
+        placement: Box::new(placement),
+    };
+    Ok((
+        set,
+        WasmSlots {
+            priority: p,
+            fairshare: f,
+            preemption: x,
+            placement: l,
+        },
+    ))
+}

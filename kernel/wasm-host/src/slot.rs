@@ -124,13 +124,13 @@ pub struct PolicySlot<W: Decision> {
     last_batch: Option<(Time, W::Batch)>,
 }
 
+/// One line for logs and reports: the trap, or the innermost cause, without backtraces.
 fn short(e: &wasmtime::Error, timeout_ms: u128) -> String {
-    if let Some(t) = e.downcast_ref::<Trap>() {
-        if *t == Trap::Interrupt {
-            return format!("timed out after {timeout_ms} ms");
-        }
-    }
-    let text = format!("{e:#}");
+    let text = match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => return format!("timed out after {timeout_ms} ms"),
+        Some(t) => t.to_string(),
+        None => e.root_cause().to_string(),
+    };
     text.lines().next().unwrap_or("unknown error").to_string()
 }
 

@@ -1,0 +1,176 @@
+//! Hostile components are rejected at load or contained at run time; the scheduler
+//! falls back and keeps scheduling.
+
+mod common;
+
+use common::*;
+use gantry_abi::PriorityInput;
+use gantry_kernel::policy::{FifoPriority, PolicySet};
+use gantry_kernel::{Backfill, SchedulerConfig};
+use gantry_sim::{cluster_from_header, replay, ReplayOptions};
+use gantry_wasm_host::{LoadError, PolicySlot, PriorityWorld, SharedSlot};
+
+fn jobs(n: u64) -> Vec<PriorityInput> {
+    (0..n)
+        .map(|i| PriorityInput {
+            job: i + 1,
+            submit_time: i as i64,
+            age: 100 - i as i64,
+            cores: 1 + i % 4,
+            nodes: 1,
+            gpus: 0,
+            time_limit: Some(600),
+            partition_tier: 0,
+            qos: 0,
+            qos_priority: 0,
+            fairshare: 0.5,
+            user: 0,
+            account: 0,
+        })
+        .collect()
+}
+
+/// A priority slot with the good multifactor policy active and `hostile` activated on top.
+fn slot_with(hostile: &str) -> PolicySlot<PriorityWorld> {
+    let mut slot = PolicySlot::<PriorityWorld>::new(host()).unwrap();
+    let good = slot.load(&component("multifactor"), "").unwrap();
+    slot.activate(good, "admin", 0).unwrap();
+    let bad = slot.load(&component(hostile), "").unwrap();
+    slot.activate(bad, "admin", 10).unwrap();
+    slot
+}
+
+fn contained(hostile: &str, reason: &str) {
+    let mut slot = slot_with(hostile);
+    let batch = jobs(50);
+    let answer = slot
+        .decide(20, &batch)
+        .expect("the last good version answers");
+    assert_eq!(answer.len(), 50);
+    assert_eq!(slot.failures().len(), 1);
+    let f = &slot.failures()[0];
+    assert!(
+        f.reason.contains(reason),
+        "{hostile}: reason '{}' lacks '{reason}'",
+        f.reason
+    );
+    assert_eq!(slot.active().unwrap().0, 1, "fell back to version 1");
+    assert_eq!(slot.history().last().unwrap().action, "fallback");
+    assert!(!slot.versions()[1].healthy);
+    // The failed version is not tried again; the next cycle is answered straight away.
+    assert!(slot.decide(30, &batch).is_some());
+    assert_eq!(slot.failures().len(), 1);
+}
+
+#[test]
+fn an_infinite_loop_is_stopped_by_the_deadline() {
+    contained("hostile-infinite-loop", "timed out after 300 ms");
+}
+
+#[test]
+fn a_memory_bomb_hits_the_cap() {
+    contained("hostile-memory-bomb", "memory");
+}
+
+#[test]
+fn a_panic_is_a_contained_trap() {
+    contained("hostile-panic", "unreachable");
+}
+
+#[test]
+fn a_wrong_length_answer_is_rejected() {
+    contained("hostile-wrong-length", "answered 49 priorities for 50 jobs");
+}
+
+#[test]
+fn with_no_good_version_the_native_default_answers() {
+    let mut slot = PolicySlot::<PriorityWorld>::new(host()).unwrap();
+    let bad = slot.load(&component("hostile-panic"), "").unwrap();
+    slot.activate(bad, "admin", 0).unwrap();
+    assert!(slot.decide(1, &jobs(3)).is_none());
+    assert_eq!(slot.native_answers(), 1);
+}
+
+#[test]
+fn a_component_of_the_wrong_world_is_rejected_at_load() {
+    let mut slot = PolicySlot::<PriorityWorld>::new(host()).unwrap();
+    match slot.load(&component("fairtree"), "") {
+        Err(LoadError::WrongWorld {
+            world: "priority",
+            detail,
+        }) => assert!(!detail.is_empty()),
+        other => panic!("expected a wrong-world error, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn a_truncated_file_is_rejected_at_load() {
+    let bytes = component("multifactor");
+    let mut slot = PolicySlot::<PriorityWorld>::new(host()).unwrap();
+    assert!(matches!(
+        slot.load(&bytes[..bytes.len() / 2], ""),
+        Err(LoadError::Compile(_))
+    ));
+    assert!(matches!(
+        slot.load(b"not wasm at all", ""),
+        Err(LoadError::Compile(_))
+    ));
+    assert!(slot.versions().is_empty());
+}
+
+#[test]
+fn a_refused_configuration_is_an_error_at_load() {
+    let mut slot = PolicySlot::<PriorityWorld>::new(host()).unwrap();
+    match slot.load(&component("multifactor"), "weight_age = -3") {
+        Err(LoadError::Config(msg)) => assert!(msg.contains("not negative"), "{msg}"),
+        other => panic!("expected a config error, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn a_replay_completes_with_every_job_scheduled_under_each_hostile_policy() {
+    let mut trace = trace("lublin_256.swf");
+    trace.jobs.truncate(300);
+    for hostile in [
+        "hostile-infinite-loop",
+        "hostile-memory-bomb",
+        "hostile-panic",
+        "hostile-wrong-length",
+    ] {
+        let mut slot = PolicySlot::<PriorityWorld>::new(host()).unwrap();
+        let id = slot.load(&component(hostile), "").unwrap();
+        slot.activate(id, "admin", 0).unwrap();
+        let (priority, handle) = SharedSlot::new(slot, FifoPriority);
+        let policies = PolicySet {
+            priority: Box::new(priority),
+            ..PolicySet::default()
+        };
+        let opts = ReplayOptions {
+            scheduler: SchedulerConfig {
+                backfill: Backfill::Easy,
+                ..SchedulerConfig::default()
+            },
+            partition: None,
+        };
+        let report = replay(
+            &trace,
+            cluster_from_header(&trace, 1).unwrap(),
+            policies,
+            &opts,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(report.jobs, 300, "{hostile}: every job ran");
+        assert_eq!(report.unfinished, 0);
+        let slot = handle.lock().unwrap();
+        assert_eq!(
+            slot.failures().len(),
+            1,
+            "{hostile}: failed once, then never called again"
+        );
+        assert!(
+            slot.native_answers() > 0,
+            "{hostile}: the native default answered"
+        );
+    }
+}
