@@ -51,10 +51,10 @@ component() { # output name, crate, features
     build "$2" "${3:-}"
     cp "$artifacts/$(echo "$2" | tr - _).wasm" "$out/$1.wasm"
 }
-component multifactor gantry-policy-multifactor
-component fairtree gantry-policy-fairtree
-component qos-preemption gantry-policy-qos-preemption
-component topology-placement gantry-policy-topology-placement
+for p in multifactor fairtree qos-preemption topology-placement; do
+    component "$p" "gantry-policy-$p"
+    cp "policies/$p/default.toml" "$out/$p.toml"
+done
 component xfactor-priority gantry-example-xfactor-priority
 for f in infinite-loop memory-bomb panic wrong-length; do
     component "hostile-$f" gantry-test-hostile-policy "$f"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Replays both bundled traces with every backfill mode and prints the Markdown table that
-# docs/SIMULATOR.md shows. Needs a release build (cargo build --release).
+# docs/SIMULATOR.md shows, with the native safe defaults (FIFO order), as the published
+# reference points use. Needs a release build (cargo build --release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release/gantry
@@ -10,7 +11,7 @@ echo "|---|---|---|---|---|---|---|---|---|"
 for trace in testdata/traces/KTH-SP2-1996-2.1-cln.swf.gz testdata/traces/lublin_256.swf; do
     for mode in none easy conservative; do
         start=$(date +%s.%N)
-        json=$("$bin" sim -q --trace "$trace" --backfill "$mode" --json -)
+        json=$("$bin" sim -q --safe-defaults --trace "$trace" --backfill "$mode" --json -)
         end=$(date +%s.%N)
         python3 - "$trace" "$mode" "$start" "$end" <<PY
 import json, sys, os
@@ -28,7 +29,7 @@ echo "| lublin_256.swf, 10 windows of 1,024 jobs | mean bounded slowdown | utili
 echo "|---|---|---|"
 for mode in none easy conservative; do
     for k in 0 1 2 3 4 5 6 7 8 9; do
-        "$bin" sim -q --trace testdata/traces/lublin_256.swf --backfill "$mode" --skip $((k * 1024)) --take 1024 --json - |
+        "$bin" sim -q --safe-defaults --trace testdata/traces/lublin_256.swf --backfill "$mode" --skip $((k * 1024)) --take 1024 --json - |
             python3 -c "import json,sys; r=json.load(sys.stdin); print(r['mean_bounded_slowdown'], r['utilization'])"
     done | awk -v m="$mode" '{s+=$1; u+=$2; n++} END {printf "| %s | %.2f | %.1f %% |\n", m, s/n, 100*u/n}'
 done

@@ -1,6 +1,7 @@
 //! `gantry`: the command line of the Gantry scheduler. It parses arguments, calls the
 //! libraries and formats their answers; no scheduling logic lives here.
 
+mod policies;
 mod sim;
 
 use clap::{Parser, Subcommand};

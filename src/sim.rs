@@ -7,9 +7,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use gantry_kernel::policy::PolicySet;
 use gantry_kernel::{Backfill, ClusterDescription, SchedulerConfig};
-use gantry_sim::{cluster_from_header, read_swf, replay, ReplayOptions, Report};
+use gantry_sim::{cluster_from_header, read_swf, replay_with, ReplayOptions, Report};
+
+use crate::policies::{self, KindPath};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -52,6 +53,29 @@ pub struct SimArgs {
     /// Draw queue length and utilization over time into this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// Run KIND with this component instead of the built-in: KIND=FILE.wasm, KIND one of
+    /// priority, fairshare, preemption, placement. Repeatable.
+    #[arg(long = "policy", value_name = "KIND=FILE.wasm")]
+    policy: Vec<KindPath>,
+    /// Configuration text for KIND's policy (TOML for the built-ins): KIND=FILE. Repeatable.
+    #[arg(long = "policy-config", value_name = "KIND=FILE")]
+    policy_config: Vec<KindPath>,
+    /// Start with the built-ins and swap the --policy components in at this time (seconds
+    /// on the trace's clock), between two cycles.
+    #[arg(long, value_name = "T", requires = "policy")]
+    swap_at: Option<i64>,
+    /// Directory of the built-in components (default: $GANTRY_POLICY_DIR, else policies/
+    /// beside the binary's directory).
+    #[arg(long, value_name = "DIR")]
+    policy_dir: Option<PathBuf>,
+    /// Run the built-in policies' native builds instead of their Wasm components.
+    #[arg(long, conflicts_with_all = ["policy", "swap_at", "policy_config"])]
+    native_policies: bool,
+    /// Run the kernel's native safe defaults instead of the built-ins: FIFO priority,
+    /// classic fairshare, no preemption, first-fit placement (first come, first served,
+    /// as in the published reference schedules).
+    #[arg(long, conflicts_with_all = ["policy", "swap_at", "policy_config", "native_policies"])]
+    safe_defaults: bool,
     /// Skip this many jobs (in trace order) before replaying: the cluster starts empty
     /// at the first job replayed.
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -122,10 +146,55 @@ pub fn run(args: SimArgs) -> Result<()> {
         .progress_chars("=> "),
     );
     let started = Instant::now();
-    let report = replay(&trace, cluster, PolicySet::default(), &opts, &mut |p| {
-        bar.set_length(p.total as u64);
-        bar.set_position(p.finished as u64);
-    })?;
+    policies::check_unique(&args.policy, "--policy")?;
+    policies::check_unique(&args.policy_config, "--policy-config")?;
+    let (set, loaded) = if args.safe_defaults {
+        (gantry_kernel::policy::PolicySet::default(), None)
+    } else if args.native_policies {
+        let dir = policies::builtin_dir(args.policy_dir.as_deref()).ok();
+        (policies::native(dir.as_deref(), &args.policy_config)?, None)
+    } else {
+        let dir = policies::builtin_dir(args.policy_dir.as_deref())?;
+        let mut loaded = policies::wasm(
+            &dir,
+            &args.policy,
+            &args.policy_config,
+            args.swap_at.is_some(),
+        )?;
+        let set = std::mem::take(&mut loaded.set);
+        (set, Some(loaded))
+    };
+    let mut swap_error = None;
+    let mut swapped = args.swap_at.is_none();
+    let report = replay_with(
+        &trace,
+        cluster,
+        set,
+        &opts,
+        &mut |p| {
+            bar.set_length(p.total as u64);
+            bar.set_position(p.finished as u64);
+        },
+        &mut |now| {
+            if let (false, Some(at), Some(l)) = (swapped, args.swap_at, loaded.as_ref()) {
+                if now >= at {
+                    swapped = true;
+                    if let Err(e) = policies::swap(l, now) {
+                        swap_error = Some(e);
+                    }
+                }
+            }
+        },
+    )?;
+    if let Some(e) = swap_error {
+        return Err(e);
+    }
+    if !swapped {
+        bail!(
+            "--swap-at {} is after the last event of the replay; nothing was swapped",
+            args.swap_at.unwrap_or_default()
+        );
+    }
     bar.finish_and_clear();
     let elapsed = started.elapsed();
 
@@ -143,7 +212,18 @@ pub fn run(args: SimArgs) -> Result<()> {
         std::fs::write(path, svg)
             .with_context(|| format!("cannot write plot {}", path.display()))?;
     }
-    let json = serde_json::to_string_pretty(&report)?;
+    let policy_summary = match &loaded {
+        Some(l) => policies::summary(&l.slots),
+        None if args.safe_defaults => serde_json::json!(
+            "native safe defaults (FIFO, classic fairshare, no preemption, first fit)"
+        ),
+        None => serde_json::json!("native built-ins"),
+    };
+    let mut value = serde_json::to_value(&report)?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("policies".into(), policy_summary.clone());
+    }
+    let json = serde_json::to_string_pretty(&value)?;
     match args.json.as_deref() {
         Some(p) if p.as_os_str() == "-" => println!("{json}"),
         other => {
@@ -152,7 +232,7 @@ pub fn run(args: SimArgs) -> Result<()> {
                     .with_context(|| format!("cannot write {}", path.display()))?;
                 writeln!(f, "{json}")?;
             }
-            print_table(&name, &report, elapsed.as_secs_f64());
+            print_table(&name, &report, &policy_summary, elapsed.as_secs_f64());
         }
     }
     if report.unfinished > 0 {
@@ -161,10 +241,63 @@ pub fn run(args: SimArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_table(name: &str, r: &Report, secs: f64) {
-    let rows: Vec<(&str, String)> = vec![
-        ("trace", name.to_string()),
-        ("backfill", r.backfill.clone()),
+/// `multifactor v1 → xfactor v2 (swapped at 1234), 0 failures` for each slot.
+fn describe_policies(p: &serde_json::Value) -> Vec<(String, String)> {
+    let Some(obj) = p.as_object() else {
+        return vec![(
+            "policies".into(),
+            p.as_str().unwrap_or_default().to_string(),
+        )];
+    };
+    obj.iter()
+        .map(|(kind, slot)| {
+            let name = |id: &serde_json::Value| {
+                slot["versions"]
+                    .as_array()
+                    .and_then(|vs| vs.iter().find(|v| &v["id"] == id))
+                    .map(|v| {
+                        format!(
+                            "{} {}",
+                            v["name"].as_str().unwrap_or("?"),
+                            v["version"].as_str().unwrap_or("")
+                        )
+                    })
+                    .unwrap_or_default()
+            };
+            let swaps = slot["swaps"].as_array().cloned().unwrap_or_default();
+            let mut text = swaps
+                .iter()
+                .map(|s| {
+                    if s["action"] == "activate" && s["at"] == 0 {
+                        name(&s["to"])
+                    } else {
+                        format!(
+                            "→ {} ({} at {})",
+                            name(&s["to"]),
+                            s["action"].as_str().unwrap_or(""),
+                            s["at"]
+                        )
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            let failures = slot["failures"].as_array().map_or(0, |f| f.len());
+            let native = slot["native_answers"].as_u64().unwrap_or(0);
+            if failures > 0 || native > 0 {
+                text.push_str(&format!("; {failures} failures, {native} native answers"));
+            }
+            (format!("{kind} policy"), format!("{text} (wasm)"))
+        })
+        .collect()
+}
+
+fn print_table(name: &str, r: &Report, policies: &serde_json::Value, secs: f64) {
+    let mut rows: Vec<(String, String)> = vec![
+        ("trace".into(), name.to_string()),
+        ("backfill".into(), r.backfill.clone()),
+    ];
+    rows.extend(describe_policies(policies));
+    let rest: Vec<(&str, String)> = vec![
         ("cluster cores", r.cluster_cores.to_string()),
         (
             "jobs replayed",
@@ -194,6 +327,7 @@ fn print_table(name: &str, r: &Report, secs: f64) {
         ("scheduling cycles", r.cycles.to_string()),
         ("replay time", format!("{secs:.2} s")),
     ];
+    rows.extend(rest.into_iter().map(|(k, v)| (k.to_string(), v)));
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in rows {
         println!("{k:<width$}  {v}");

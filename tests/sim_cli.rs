@@ -122,3 +122,118 @@ fn bad_input_gets_clear_errors() {
         .unwrap()
         .contains("--backfill"));
 }
+
+fn json_of(args: &[&str]) -> serde_json::Value {
+    let out = gantry()
+        .args(args)
+        .arg("--trace")
+        .arg(repo("testdata/traces/lublin_256.swf"))
+        .args(["-q", "--json", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn wasm_builtins_run_by_default_and_match_their_native_builds() {
+    let wasm = json_of(&["sim", "--take", "2000"]);
+    let native = json_of(&["sim", "--take", "2000", "--native-policies"]);
+    let slots = &wasm["policies"];
+    for (kind, name) in [
+        ("priority", "multifactor"),
+        ("fairshare", "fair-tree"),
+        ("preemption", "qos-preemption"),
+        ("placement", "topology-placement"),
+    ] {
+        assert_eq!(slots[kind]["versions"][0]["name"], name);
+        assert_eq!(
+            slots[kind]["versions"][0]["sha256"].as_str().unwrap().len(),
+            64
+        );
+        assert_eq!(slots[kind]["failures"].as_array().unwrap().len(), 0);
+    }
+    for figure in [
+        "mean_wait_s",
+        "p95_wait_s",
+        "mean_bounded_slowdown",
+        "utilization",
+        "makespan_s",
+    ] {
+        assert_eq!(wasm[figure], native[figure], "{figure}");
+    }
+    let fifo = json_of(&["sim", "--take", "2000", "--safe-defaults"]);
+    assert_ne!(
+        fifo["mean_wait_s"], wasm["mean_wait_s"],
+        "the built-ins do change the schedule"
+    );
+}
+
+#[test]
+fn a_policy_swapped_mid_replay_is_recorded() {
+    let xfactor = repo("target/policies/xfactor-priority.wasm");
+    let arg = format!("priority={}", xfactor.display());
+    let report = json_of(&[
+        "sim",
+        "--take",
+        "1500",
+        "--policy",
+        &arg,
+        "--swap-at",
+        "500000",
+    ]);
+    let swaps = report["policies"]["priority"]["swaps"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(swaps.len(), 2);
+    assert_eq!(swaps[1]["who"], "gantry sim --swap-at");
+    assert!(swaps[1]["at"].as_i64().unwrap() >= 500_000);
+    assert_eq!(
+        report["policies"]["priority"]["versions"][1]["name"],
+        "xfactor"
+    );
+    assert_eq!(report["unfinished"], 0);
+}
+
+#[test]
+fn policy_flags_are_checked() {
+    let err = |args: &[&str]| {
+        let out = gantry()
+            .args(args)
+            .arg("--trace")
+            .arg(repo("testdata/traces/lublin_256.swf"))
+            .arg("-q")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "accepted {args:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    assert!(err(&["sim", "--policy", "speed=x.wasm"]).contains("unknown policy kind 'speed'"));
+    assert!(err(&["sim", "--policy", "priority"]).contains("must be KIND=PATH"));
+    let fairtree = format!(
+        "priority={}",
+        repo("target/policies/fairtree.wasm").display()
+    );
+    assert!(
+        err(&["sim", "--policy", &fairtree]).contains("does not implement the 'priority' world")
+    );
+    assert!(err(&["sim", "--swap-at", "10"]).contains("--policy"));
+    let bad = scratch("bad-weights.toml");
+    std::fs::write(&bad, "weight_age = -1\n").unwrap();
+    let cfg = format!("priority={}", bad.display());
+    assert!(err(&["sim", "--policy-config", &cfg]).contains("refused its configuration"));
+    let out = gantry()
+        .args(["sim", "-q", "--trace"])
+        .arg(repo("testdata/traces/lublin_256.swf"))
+        .env("GANTRY_POLICY_DIR", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("cannot read built-in policy"));
+}

@@ -1,0 +1,310 @@
+//! Which policies a command runs with: the Wasm built-ins from the policy directory by
+//! default, components and configurations named on the command line, or the built-ins'
+//! native builds.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{anyhow, bail, Context, Result};
+use gantry_kernel::policy::{Native, PolicySet};
+use gantry_wasm_host::{
+    policy_set, ComponentSource, HostLimits, PolicyComponents, PolicyHost, WasmSlots,
+};
+
+/// The four decision points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Priority,
+    Fairshare,
+    Preemption,
+    Placement,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [
+        Kind::Priority,
+        Kind::Fairshare,
+        Kind::Preemption,
+        Kind::Placement,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Priority => "priority",
+            Kind::Fairshare => "fairshare",
+            Kind::Preemption => "preemption",
+            Kind::Placement => "placement",
+        }
+    }
+    /// The built-in component that fills this slot by default.
+    pub fn builtin(self) -> &'static str {
+        match self {
+            Kind::Priority => "multifactor",
+            Kind::Fairshare => "fairtree",
+            Kind::Preemption => "qos-preemption",
+            Kind::Placement => "topology-placement",
+        }
+    }
+}
+
+impl FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown policy kind '{s}' (use priority, fairshare, preemption or placement)"
+                )
+            })
+    }
+}
+
+/// `KIND=PATH`, as in `--policy priority=my.wasm`.
+#[derive(Debug, Clone)]
+pub struct KindPath {
+    pub kind: Kind,
+    pub path: PathBuf,
+}
+
+impl FromStr for KindPath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (k, p) = s
+            .split_once('=')
+            .ok_or_else(|| format!("'{s}' must be KIND=PATH, e.g. priority=policy.wasm"))?;
+        if p.is_empty() {
+            return Err(format!("'{s}' names no file"));
+        }
+        Ok(Self {
+            kind: k.parse()?,
+            path: PathBuf::from(p),
+        })
+    }
+}
+
+/// Where the built-in components live: `$GANTRY_POLICY_DIR`, else `policies/` beside the
+/// binary's directory (`target/policies` for a build tree), else `../lib/gantry/policies`.
+pub fn builtin_dir(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(d) = explicit {
+        return Ok(d.to_path_buf());
+    }
+    if let Some(d) = std::env::var_os("GANTRY_POLICY_DIR") {
+        return Ok(PathBuf::from(d));
+    }
+    let exe = std::env::current_exe().context("cannot locate the gantry binary")?;
+    let bin = exe
+        .parent()
+        .ok_or_else(|| anyhow!("the gantry binary has no directory"))?;
+    let candidates = [bin.join("../policies"), bin.join("../lib/gantry/policies")];
+    candidates.iter().find(|d| d.join("multifactor.wasm").is_file()).cloned().ok_or_else(|| {
+        anyhow!("the built-in policy components were not found (looked in {}); build them with scripts/build-policies.sh, point --policy-dir or GANTRY_POLICY_DIR at them, or use --native-policies", candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", "))
+    })
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}
+
+fn config_for(
+    kind: Kind,
+    configs: &[KindPath],
+    default: impl FnOnce() -> Result<String>,
+) -> Result<String> {
+    match configs.iter().rev().find(|c| c.kind == kind) {
+        Some(c) => String::from_utf8(read(&c.path, "policy configuration")?)
+            .with_context(|| format!("{} is not UTF-8 text", c.path.display())),
+        None => default(),
+    }
+}
+
+/// The built-ins' native builds, with the same configurations.
+pub fn native(dir: Option<&Path>, configs: &[KindPath]) -> Result<PolicySet> {
+    let default = |k: Kind| -> Result<String> {
+        match dir {
+            Some(d) => Ok(
+                std::fs::read_to_string(d.join(format!("{}.toml", k.builtin())))
+                    .unwrap_or_default(),
+            ),
+            None => Ok(String::new()),
+        }
+    };
+    let cfg = |k: Kind| config_for(k, configs, || default(k));
+    let e =
+        |k: Kind| move |e: gantry_kernel::policy::PolicyError| anyhow!("{} policy: {e}", k.name());
+    Ok(PolicySet {
+        priority: Box::new(
+            Native::new(
+                gantry_policy_multifactor::Multifactor::default(),
+                &cfg(Kind::Priority)?,
+            )
+            .map_err(e(Kind::Priority))?,
+        ),
+        fairshare: Box::new(
+            Native::new(
+                gantry_policy_fairtree::FairTree::default(),
+                &cfg(Kind::Fairshare)?,
+            )
+            .map_err(e(Kind::Fairshare))?,
+        ),
+        preemption: Box::new(
+            Native::new(
+                gantry_policy_qos_preemption::QosPreemption::default(),
+                &cfg(Kind::Preemption)?,
+            )
+            .map_err(e(Kind::Preemption))?,
+        ),
+        placement: Box::new(
+            Native::new(
+                gantry_policy_topology_placement::TopologyPlacement::default(),
+                &cfg(Kind::Placement)?,
+            )
+            .map_err(e(Kind::Placement))?,
+        ),
+    })
+}
+
+/// The Wasm built-ins from `dir`, with `replace` components (and `configs`) loaded in
+/// their place from the start — or, with `defer`, only loaded, to activate later.
+pub struct Loaded {
+    pub set: PolicySet,
+    pub slots: WasmSlots,
+    /// Versions loaded but not active (for a later swap), per kind.
+    pub deferred: Vec<(Kind, gantry_wasm_host::VersionId)>,
+}
+
+pub fn wasm(dir: &Path, replace: &[KindPath], configs: &[KindPath], defer: bool) -> Result<Loaded> {
+    let host = PolicyHost::new(HostLimits::default())?;
+    let builtin = |k: Kind| -> Result<ComponentSource> {
+        let wasm = dir.join(format!("{}.wasm", k.builtin()));
+        let bytes = read(&wasm, "built-in policy")?;
+        let toml = dir.join(format!("{}.toml", k.builtin()));
+        // With a deferred swap, --policy-config belongs to the incoming component.
+        let own = if defer { &[][..] } else { configs };
+        let config = config_for(k, own, || {
+            Ok(std::fs::read_to_string(&toml).unwrap_or_default())
+        })?;
+        Ok(ComponentSource { bytes, config })
+    };
+    let pick = |k: Kind| -> Result<ComponentSource> {
+        match replace.iter().rev().find(|r| r.kind == k) {
+            Some(r) if !defer => Ok(ComponentSource {
+                bytes: read(&r.path, "policy component")?,
+                config: config_for(k, configs, || Ok(String::new()))?,
+            }),
+            _ => builtin(k),
+        }
+    };
+    let components = PolicyComponents {
+        priority: pick(Kind::Priority)?,
+        fairshare: pick(Kind::Fairshare)?,
+        preemption: pick(Kind::Preemption)?,
+        placement: pick(Kind::Placement)?,
+    };
+    let (set, slots) = policy_set(&host, &components, "gantry", 0)?;
+    let mut deferred = Vec::new();
+    if defer {
+        for r in replace {
+            let bytes = read(&r.path, "policy component")?;
+            let config = config_for(r.kind, configs, || Ok(String::new()))?;
+            let ctx = || format!("{} policy {}", r.kind.name(), r.path.display());
+            let id = match r.kind {
+                Kind::Priority => slots
+                    .priority
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .load(&bytes, &config)
+                    .with_context(ctx)?,
+                Kind::Fairshare => slots
+                    .fairshare
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .load(&bytes, &config)
+                    .with_context(ctx)?,
+                Kind::Preemption => slots
+                    .preemption
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .load(&bytes, &config)
+                    .with_context(ctx)?,
+                Kind::Placement => slots
+                    .placement
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .load(&bytes, &config)
+                    .with_context(ctx)?,
+            };
+            deferred.push((r.kind, id));
+        }
+    }
+    Ok(Loaded {
+        set,
+        slots,
+        deferred,
+    })
+}
+
+/// Activates the deferred versions (between two cycles).
+pub fn swap(loaded: &Loaded, at: gantry_kernel::Time) -> Result<()> {
+    for &(kind, id) in &loaded.deferred {
+        let r = match kind {
+            Kind::Priority => loaded
+                .slots
+                .priority
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .activate(id, "gantry sim --swap-at", at),
+            Kind::Fairshare => loaded
+                .slots
+                .fairshare
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .activate(id, "gantry sim --swap-at", at),
+            Kind::Preemption => loaded
+                .slots
+                .preemption
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .activate(id, "gantry sim --swap-at", at),
+            Kind::Placement => loaded
+                .slots
+                .placement
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .activate(id, "gantry sim --swap-at", at),
+        };
+        r.map_err(|e| anyhow!("{} swap: {e}", kind.name()))?;
+    }
+    Ok(())
+}
+
+/// What each slot ran: versions, swaps, failures and native answers, for reports.
+pub fn summary(slots: &WasmSlots) -> serde_json::Value {
+    fn one<W: gantry_wasm_host::Decision>(
+        s: &std::sync::Mutex<gantry_wasm_host::PolicySlot<W>>,
+    ) -> serde_json::Value {
+        let s = s.lock().unwrap_or_else(|p| p.into_inner());
+        serde_json::json!({
+            "versions": s.versions().iter().map(|v| serde_json::json!({"id": v.id.0, "name": v.name, "version": v.version, "sha256": v.sha256, "active": v.active, "healthy": v.healthy})).collect::<Vec<_>>(),
+            "swaps": s.history().iter().map(|h| serde_json::json!({"at": h.at, "who": h.who, "action": h.action, "from": h.from.map(|v| v.0), "to": h.to.map(|v| v.0), "sha256": h.sha256})).collect::<Vec<_>>(),
+            "failures": s.failures().iter().map(|f| serde_json::json!({"at": f.at, "version": f.version.0, "reason": f.reason})).collect::<Vec<_>>(),
+            "native_answers": s.native_answers(),
+        })
+    }
+    serde_json::json!({
+        "priority": one(&slots.priority),
+        "fairshare": one(&slots.fairshare),
+        "preemption": one(&slots.preemption),
+        "placement": one(&slots.placement),
+    })
+}
+
+/// Fails early on `--policy` given twice for one kind.
+pub fn check_unique(list: &[KindPath], flag: &str) -> Result<()> {
+    for (i, a) in list.iter().enumerate() {
+        if list[..i].iter().any(|b| b.kind == a.kind) {
+            bail!("{flag} names {} twice", a.kind.name());
+        }
+    }
+    Ok(())
+}
