@@ -83,17 +83,18 @@ pub enum SlotError {
 
 /// A world's decision call and how to check and compare its answers.
 pub trait Decision: PolicyWorld {
-    type Batch: Clone + Send + Default;
+    /// One entry of a batch (a job, a tree node, a query).
+    type Item: Clone + Send;
     type Answer: Clone + PartialEq + Send;
     fn call(
         b: &Self::Bindings,
         store: &mut Store<HostState>,
         now: Time,
-        batch: &Self::Batch,
+        batch: &[Self::Item],
     ) -> wasmtime::Result<Self::Answer>;
-    fn check(batch: &Self::Batch, answer: &Self::Answer) -> Result<(), String>;
+    fn check(batch: &[Self::Item], answer: &Self::Answer) -> Result<(), String>;
     fn compare(
-        batch: &Self::Batch,
+        batch: &[Self::Item],
         current: &Self::Answer,
         candidate: &Self::Answer,
     ) -> ShadowReport;
@@ -121,7 +122,7 @@ pub struct PolicySlot<W: Decision> {
     history: Vec<SwapRecord>,
     failures: Vec<CallFailure>,
     native_answers: u64,
-    last_batch: Option<(Time, W::Batch)>,
+    last_batch: Option<(Time, Vec<W::Item>)>,
 }
 
 /// One line for logs and reports: the trap, or the innermost cause, without backtraces.
@@ -267,7 +268,7 @@ impl<W: Decision> PolicySlot<W> {
     pub fn shadow(
         &mut self,
         id: VersionId,
-        native: impl FnOnce(Time, &W::Batch) -> W::Answer,
+        native: impl FnOnce(Time, &[W::Item]) -> W::Answer,
     ) -> Result<ShadowReport, SlotError> {
         let (now, batch) = self.last_batch.clone().ok_or(SlotError::NoBatchYet)?;
         let cand = self.index(id)?;
@@ -279,7 +280,7 @@ impl<W: Decision> PolicySlot<W> {
         Ok(W::compare(&batch, &current, &candidate))
     }
 
-    fn run(&mut self, i: usize, now: Time, batch: &W::Batch) -> Result<W::Answer, String> {
+    fn run(&mut self, i: usize, now: Time, batch: &[W::Item]) -> Result<W::Answer, String> {
         let ms = self.host.limits().call_timeout.as_millis();
         if self.versions[i].instance.is_none() {
             let v = &self.versions[i];
@@ -304,13 +305,14 @@ impl<W: Decision> PolicySlot<W> {
 
     /// Asks the active version; on failure, each earlier healthy version from the most
     /// recent; `None` when every one failed (the caller then uses its native default).
-    pub fn decide(&mut self, now: Time, batch: &W::Batch) -> Option<W::Answer> {
+    pub fn decide(&mut self, now: Time, batch: &[W::Item]) -> Option<W::Answer> {
         match &mut self.last_batch {
             Some((t, b)) => {
                 *t = now;
-                b.clone_from(batch);
+                b.clear();
+                b.extend_from_slice(batch);
             }
-            None => self.last_batch = Some((now, batch.clone())),
+            None => self.last_batch = Some((now, batch.to_vec())),
         }
         let mut order: Vec<usize> = self.active.into_iter().collect();
         order.extend(
@@ -395,7 +397,7 @@ impl<W: Decision, N> SharedSlot<W, N> {
             slot,
         )
     }
-    fn decide(&self, now: Time, batch: &W::Batch) -> Option<W::Answer> {
+    fn decide(&self, now: Time, batch: &[W::Item]) -> Option<W::Answer> {
         self.slot
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -418,17 +420,17 @@ fn queue_order(batch: &[abi::PriorityInput], prios: &[i64]) -> Vec<u64> {
 }
 
 impl Decision for PriorityWorld {
-    type Batch = Vec<abi::PriorityInput>;
+    type Item = abi::PriorityInput;
     type Answer = Vec<i64>;
     fn call(
         b: &Self::Bindings,
         store: &mut Store<HostState>,
         now: Time,
-        batch: &Self::Batch,
+        batch: &[Self::Item],
     ) -> wasmtime::Result<Self::Answer> {
         b.call_prioritize(store, now, &world::priority_inputs(batch))
     }
-    fn check(batch: &Self::Batch, answer: &Self::Answer) -> Result<(), String> {
+    fn check(batch: &[Self::Item], answer: &Self::Answer) -> Result<(), String> {
         if answer.len() != batch.len() {
             return Err(format!(
                 "answered {} priorities for {} jobs",
@@ -439,7 +441,7 @@ impl Decision for PriorityWorld {
         Ok(())
     }
     fn compare(
-        batch: &Self::Batch,
+        batch: &[Self::Item],
         current: &Self::Answer,
         candidate: &Self::Answer,
     ) -> ShadowReport {
@@ -474,17 +476,17 @@ impl Decision for PriorityWorld {
 }
 
 impl Decision for FairshareWorld {
-    type Batch = Vec<abi::ShareNode>;
+    type Item = abi::ShareNode;
     type Answer = Vec<f64>;
     fn call(
         b: &Self::Bindings,
         store: &mut Store<HostState>,
         now: Time,
-        batch: &Self::Batch,
+        batch: &[Self::Item],
     ) -> wasmtime::Result<Self::Answer> {
         b.call_factors(store, now, &world::share_nodes(batch))
     }
-    fn check(batch: &Self::Batch, answer: &Self::Answer) -> Result<(), String> {
+    fn check(batch: &[Self::Item], answer: &Self::Answer) -> Result<(), String> {
         if answer.len() != batch.len() {
             return Err(format!(
                 "answered {} factors for {} tree nodes",
@@ -501,7 +503,7 @@ impl Decision for FairshareWorld {
         }
     }
     fn compare(
-        batch: &Self::Batch,
+        batch: &[Self::Item],
         current: &Self::Answer,
         candidate: &Self::Answer,
     ) -> ShadowReport {
@@ -528,13 +530,13 @@ impl Decision for FairshareWorld {
 }
 
 impl Decision for PreemptionWorld {
-    type Batch = Vec<abi::PreemptionQuery>;
+    type Item = abi::PreemptionQuery;
     type Answer = Vec<Vec<abi::Victim>>;
     fn call(
         b: &Self::Bindings,
         store: &mut Store<HostState>,
         now: Time,
-        batch: &Self::Batch,
+        batch: &[Self::Item],
     ) -> wasmtime::Result<Self::Answer> {
         Ok(world::victims(b.call_select(
             store,
@@ -542,7 +544,7 @@ impl Decision for PreemptionWorld {
             &world::preemption_queries(batch),
         )?))
     }
-    fn check(batch: &Self::Batch, answer: &Self::Answer) -> Result<(), String> {
+    fn check(batch: &[Self::Item], answer: &Self::Answer) -> Result<(), String> {
         if answer.len() != batch.len() {
             return Err(format!(
                 "answered {} victim lists for {} blocked jobs",
@@ -553,7 +555,7 @@ impl Decision for PreemptionWorld {
         Ok(())
     }
     fn compare(
-        batch: &Self::Batch,
+        batch: &[Self::Item],
         current: &Self::Answer,
         candidate: &Self::Answer,
     ) -> ShadowReport {
@@ -575,17 +577,17 @@ impl Decision for PreemptionWorld {
 }
 
 impl Decision for PlacementWorld {
-    type Batch = Vec<abi::PlacementQuery>;
+    type Item = abi::PlacementQuery;
     type Answer = Vec<Vec<u32>>;
     fn call(
         b: &Self::Bindings,
         store: &mut Store<HostState>,
         _now: Time,
-        batch: &Self::Batch,
+        batch: &[Self::Item],
     ) -> wasmtime::Result<Self::Answer> {
         b.call_rank(store, &world::placement_queries(batch))
     }
-    fn check(batch: &Self::Batch, answer: &Self::Answer) -> Result<(), String> {
+    fn check(batch: &[Self::Item], answer: &Self::Answer) -> Result<(), String> {
         if answer.len() != batch.len() {
             return Err(format!(
                 "answered {} rankings for {} jobs",
@@ -605,7 +607,7 @@ impl Decision for PlacementWorld {
         Ok(())
     }
     fn compare(
-        batch: &Self::Batch,
+        batch: &[Self::Item],
         current: &Self::Answer,
         candidate: &Self::Answer,
     ) -> ShadowReport {
@@ -645,7 +647,7 @@ impl<N: PriorityPolicy> PriorityPolicy for SharedSlot<PriorityWorld, N> {
         now: Time,
         jobs: &[abi::PriorityInput],
     ) -> Result<Vec<i64>, PolicyError> {
-        match self.decide(now, &jobs.to_vec()) {
+        match self.decide(now, jobs) {
             Some(a) => Ok(a),
             None => self.native.prioritize(now, jobs),
         }
@@ -657,7 +659,7 @@ impl<N: FairsharePolicy> FairsharePolicy for SharedSlot<FairshareWorld, N> {
         "fairshare"
     }
     fn factors(&mut self, now: Time, tree: &[abi::ShareNode]) -> Result<Vec<f64>, PolicyError> {
-        match self.decide(now, &tree.to_vec()) {
+        match self.decide(now, tree) {
             Some(a) => Ok(a),
             None => self.native.factors(now, tree),
         }
@@ -673,7 +675,7 @@ impl<N: PreemptionPolicy> PreemptionPolicy for SharedSlot<PreemptionWorld, N> {
         now: Time,
         batch: &[abi::PreemptionQuery],
     ) -> Result<Vec<Vec<abi::Victim>>, PolicyError> {
-        match self.decide(now, &batch.to_vec()) {
+        match self.decide(now, batch) {
             Some(a) => Ok(a),
             None => self.native.select(now, batch),
         }
@@ -685,7 +687,7 @@ impl<N: PlacementPolicy> PlacementPolicy for SharedSlot<PlacementWorld, N> {
         "placement"
     }
     fn rank(&mut self, batch: &[abi::PlacementQuery]) -> Result<Vec<Vec<u32>>, PolicyError> {
-        match self.decide(0, &batch.to_vec()) {
+        match self.decide(0, batch) {
             Some(a) => Ok(a),
             None => self.native.rank(batch),
         }

@@ -1,0 +1,102 @@
+//! Policy-plane benchmarks: the built-in multifactor priority over 100,000 waiting jobs as
+//! a Wasm component against the same source built natively, and hot-swap latency (load
+//! request to active) for each built-in. Needs `scripts/build-policies.sh` first.
+//! Run with `cargo bench --bench policy`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use gantry_abi::{Policy, Priority, PriorityInput};
+use gantry_wasm_host::{FairshareWorld, HostLimits, PlacementWorld, PolicyHost, PolicySlot, PreemptionWorld, PriorityWorld};
+
+fn component(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/policies").join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run scripts/build-policies.sh", path.display()))
+}
+
+fn config(name: &str) -> String {
+    std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies").join(name).join("default.toml")).unwrap()
+}
+
+fn jobs(n: u64, now: i64) -> Vec<PriorityInput> {
+    (0..n)
+        .map(|i| {
+            let submit = (i as i64 * 7919) % now;
+            PriorityInput {
+                job: i + 1,
+                submit_time: submit,
+                age: now - submit,
+                cores: 1 + (i * 31) % 256,
+                nodes: 1 + (i % 4) as u32,
+                gpus: i % 9,
+                time_limit: Some(600 + (i as i64 % 48) * 1800),
+                partition_tier: (i % 3) as u32,
+                qos: (i % 4) as u32,
+                qos_priority: ((i % 4) * 100) as u32,
+                fairshare: (i % 1000) as f64 / 1000.0,
+                user: (i % 500) as u32,
+                account: (i % 40) as u32,
+            }
+        })
+        .collect()
+}
+
+fn priority_100k(c: &mut Criterion) {
+    let now = 10_000_000;
+    let batch = jobs(100_000, now);
+    let mut native = gantry_policy_multifactor::Multifactor::default();
+    native.init(&config("multifactor")).unwrap();
+    let host = PolicyHost::new(HostLimits { call_timeout: Duration::from_secs(10), ..HostLimits::default() }).unwrap();
+    let mut slot = PolicySlot::<PriorityWorld>::new(host).unwrap();
+    let id = slot.load(&component("multifactor"), &config("multifactor")).unwrap();
+    slot.activate(id, "bench", 0).unwrap();
+    assert_eq!(slot.decide(now, &batch).unwrap(), native.prioritize(now, &batch), "same answers");
+
+    let mut g = c.benchmark_group("multifactor priority, 100k waiting jobs");
+    g.sample_size(30);
+    g.bench_function("native", |b| b.iter(|| native.prioritize(now, &batch)));
+    g.bench_function("wasm", |b| b.iter(|| slot.decide(now, &batch).unwrap()));
+    g.finish();
+}
+
+fn hot_swap(c: &mut Criterion) {
+    let host = PolicyHost::new(HostLimits::default()).unwrap();
+    let mut g = c.benchmark_group("hot swap, load to active (compiled once per sha256)");
+    g.sample_size(20);
+    macro_rules! swap {
+        ($world:ty, $name:literal) => {
+            let bytes = component($name);
+            let cfg = config($name);
+            let mut slot = PolicySlot::<$world>::new(host.clone()).unwrap();
+            g.bench_function($name, |b| {
+                b.iter(|| {
+                    let id = slot.load(&bytes, &cfg).unwrap();
+                    slot.activate(id, "bench", 0).unwrap();
+                })
+            });
+        };
+    }
+    swap!(PriorityWorld, "multifactor");
+    swap!(FairshareWorld, "fairtree");
+    swap!(PreemptionWorld, "qos-preemption");
+    swap!(PlacementWorld, "topology-placement");
+    g.finish();
+
+    let bytes = component("multifactor");
+    let mut g = c.benchmark_group("first load of a new component (compile included)");
+    g.sample_size(10);
+    g.bench_function("multifactor", |b| {
+        b.iter(|| {
+            // A fresh host has an empty compile cache.
+            let host = PolicyHost::new(HostLimits::default()).unwrap();
+            let mut slot = PolicySlot::<PriorityWorld>::new(host).unwrap();
+            let id = slot.load(&bytes, "").unwrap();
+            slot.activate(id, "bench", 0).unwrap();
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, priority_100k, hot_swap);
+criterion_main!(benches);
