@@ -8,15 +8,27 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use gantry_abi::{Policy, Priority, PriorityInput};
-use gantry_wasm_host::{FairshareWorld, HostLimits, PlacementWorld, PolicyHost, PolicySlot, PreemptionWorld, PriorityWorld};
+use gantry_wasm_host::{
+    FairshareWorld, HostLimits, PlacementWorld, PolicyHost, PolicySlot, PreemptionWorld,
+    PriorityWorld,
+};
 
 fn component(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/policies").join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run scripts/build-policies.sh", path.display()))
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/policies")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/build-policies.sh", path.display()))
 }
 
 fn config(name: &str) -> String {
-    std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies").join(name).join("default.toml")).unwrap()
+    std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("policies")
+            .join(name)
+            .join("default.toml"),
+    )
+    .unwrap()
 }
 
 fn jobs(n: u64, now: i64) -> Vec<PriorityInput> {
@@ -47,11 +59,21 @@ fn priority_100k(c: &mut Criterion) {
     let batch = jobs(100_000, now);
     let mut native = gantry_policy_multifactor::Multifactor::default();
     native.init(&config("multifactor")).unwrap();
-    let host = PolicyHost::new(HostLimits { call_timeout: Duration::from_secs(10), ..HostLimits::default() }).unwrap();
+    let host = PolicyHost::new(HostLimits {
+        call_timeout: Duration::from_secs(10),
+        ..HostLimits::default()
+    })
+    .unwrap();
     let mut slot = PolicySlot::<PriorityWorld>::new(host).unwrap();
-    let id = slot.load(&component("multifactor"), &config("multifactor")).unwrap();
+    let id = slot
+        .load(&component("multifactor"), &config("multifactor"))
+        .unwrap();
     slot.activate(id, "bench", 0).unwrap();
-    assert_eq!(slot.decide(now, &batch).unwrap(), native.prioritize(now, &batch), "same answers");
+    assert_eq!(
+        slot.decide(now, &batch).unwrap(),
+        native.prioritize(now, &batch),
+        "same answers"
+    );
 
     let mut g = c.benchmark_group("multifactor priority, 100k waiting jobs");
     g.sample_size(30);

@@ -22,7 +22,7 @@
 //! `core`, `alloc`, the ABI and, on wasm32 only, the binding generator and an allocator.
 //! No `std`, no WASI: a policy imports nothing but the host's logging.
 
-#![no_std]
+#![cfg_attr(not(all(feature = "replay", not(target_arch = "wasm32"))), no_std)]
 
 extern crate alloc;
 // Lets generated bindings name this crate by the path user crates use.
@@ -31,6 +31,9 @@ extern crate self as gantry_sdk;
 pub use gantry_abi::*;
 
 pub mod harness;
+
+#[cfg(all(feature = "replay", not(target_arch = "wasm32")))]
+pub mod replay;
 
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
@@ -74,7 +77,7 @@ macro_rules! export_priority {
                 }
                 fn prioritize(
                     now: i64,
-                    jobs: $crate::wasm::Vec<__w::gantry::policy::types::PriorityInput>,
+                    jobs: __w::gantry::policy::types::PriorityBatch,
                 ) -> $crate::wasm::Vec<i64> {
                     __w::prioritize(&__STATE, now, jobs)
                 }

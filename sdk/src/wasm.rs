@@ -81,24 +81,42 @@ pub mod priority {
     pub fn prioritize<T: crate::Priority + Default>(
         s: &State<T>,
         now: i64,
-        jobs: Vec<t::PriorityInput>,
+        b: t::PriorityBatch,
     ) -> Vec<i64> {
-        let jobs: Vec<crate::PriorityInput> = jobs
-            .into_iter()
-            .map(|j| crate::PriorityInput {
-                job: j.job,
-                submit_time: j.submit_time,
-                age: j.age,
-                cores: j.cores,
-                nodes: j.nodes,
-                gpus: j.gpus,
-                time_limit: j.time_limit,
-                partition_tier: j.partition_tier,
-                qos: j.qos,
-                qos_priority: j.qos_priority,
-                fairshare: j.fairshare,
-                user: j.user,
-                account: j.account,
+        let n = b.job.len();
+        let same = [
+            b.submit_time.len(),
+            b.age.len(),
+            b.cores.len(),
+            b.nodes.len(),
+            b.gpus.len(),
+            b.time_limit.len(),
+            b.partition_tier.len(),
+            b.qos.len(),
+            b.qos_priority.len(),
+            b.fairshare.len(),
+            b.user.len(),
+            b.account.len(),
+        ];
+        if same.iter().any(|&l| l != n) {
+            // A malformed batch: answering nothing makes the host fall back.
+            return Vec::new();
+        }
+        let jobs: Vec<crate::PriorityInput> = (0..n)
+            .map(|i| crate::PriorityInput {
+                job: b.job[i],
+                submit_time: b.submit_time[i],
+                age: b.age[i],
+                cores: b.cores[i],
+                nodes: b.nodes[i],
+                gpus: b.gpus[i],
+                time_limit: (b.time_limit[i] > 0).then_some(b.time_limit[i]),
+                partition_tier: b.partition_tier[i],
+                qos: b.qos[i],
+                qos_priority: b.qos_priority[i],
+                fairshare: b.fairshare[i],
+                user: b.user[i],
+                account: b.account[i],
             })
             .collect();
         s.with(|p| p.prioritize(now, &jobs))

@@ -123,6 +123,33 @@ mod tests {
         );
     }
 
+    /// Against first-come-first-served on a real workload, without Wasm: expansion-factor
+    /// ordering must cut the mean bounded slowdown.
+    #[test]
+    fn beats_fifo_on_a_trace() {
+        use gantry_sdk::replay::TraceReplay;
+        let trace = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../testdata/traces/KTH-SP2-1996-2.1-cln.swf.gz"
+        );
+        let fifo = TraceReplay::open(trace).unwrap().take(4000).run().unwrap();
+        let lxf = TraceReplay::open(trace)
+            .unwrap()
+            .take(4000)
+            .priority(XFactor::default(), "")
+            .unwrap()
+            .run()
+            .unwrap();
+        assert_eq!((fifo.unfinished, lxf.unfinished), (0, 0));
+        assert_eq!(lxf.jobs, fifo.jobs);
+        assert!(
+            lxf.mean_bounded_slowdown < fifo.mean_bounded_slowdown,
+            "xfactor {} vs fifo {}",
+            lxf.mean_bounded_slowdown,
+            fifo.mean_bounded_slowdown
+        );
+    }
+
     #[test]
     fn gpu_boost_and_config_errors() {
         let mut p = XFactor::default();

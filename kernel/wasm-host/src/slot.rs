@@ -16,6 +16,9 @@ use crate::world::{
 };
 use crate::{hex, LoadError, PolicyHost};
 
+/// Earlier versions kept instantiated, ready to take over without a delay.
+const LIVE_FALLBACKS: usize = 2;
+
 /// A loaded version's number within its slot (1, 2, …).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VersionId(pub u32);
@@ -75,7 +78,7 @@ pub enum SlotError {
     UnknownVersion(VersionId),
     #[error("nothing to roll back to")]
     NothingToRollBack,
-    #[error("no batch seen yet: shadow needs one scheduling cycle first")]
+    #[error("no batch recorded yet: turn on batch recording and let one cycle run")]
     NoBatchYet,
     #[error("{0}")]
     Failed(String),
@@ -86,11 +89,14 @@ pub trait Decision: PolicyWorld {
     /// One entry of a batch (a job, a tree node, a query).
     type Item: Clone + Send;
     type Answer: Clone + PartialEq + Send;
+    /// Buffers a call may reuse from one cycle to the next.
+    type Scratch: Default + Send;
     fn call(
         b: &Self::Bindings,
         store: &mut Store<HostState>,
         now: Time,
         batch: &[Self::Item],
+        scratch: &mut Self::Scratch,
     ) -> wasmtime::Result<Self::Answer>;
     fn check(batch: &[Self::Item], answer: &Self::Answer) -> Result<(), String>;
     fn compare(
@@ -122,6 +128,8 @@ pub struct PolicySlot<W: Decision> {
     history: Vec<SwapRecord>,
     failures: Vec<CallFailure>,
     native_answers: u64,
+    record: bool,
+    scratch: W::Scratch,
     last_batch: Option<(Time, Vec<W::Item>)>,
 }
 
@@ -148,6 +156,8 @@ impl<W: Decision> PolicySlot<W> {
             history: Vec::new(),
             failures: Vec::new(),
             native_answers: 0,
+            record: false,
+            scratch: W::Scratch::default(),
             last_batch: None,
         })
     }
@@ -209,6 +219,7 @@ impl<W: Decision> PolicySlot<W> {
             instance: Some((store, bindings)),
             healthy: true,
         });
+        self.trim_instances(Some(self.versions.len() - 1));
         Ok(id)
     }
 
@@ -237,6 +248,21 @@ impl<W: Decision> PolicySlot<W> {
             to: Some(v.id),
             sha256: Some(hex(&v.sha)),
         });
+        self.trim_instances(None);
+    }
+
+    /// Keeps live instances only for the active version, the fallbacks tried first and
+    /// `also` (a version just loaded, likely to be shadowed or activated next);
+    /// others are re-instantiated if ever needed, so a long-lived slot's memory (and
+    /// address space: each instance reserves guard regions) stays bounded.
+    fn trim_instances(&mut self, also: Option<usize>) {
+        let mut keep: Vec<usize> = self.active.into_iter().chain(also).collect();
+        keep.extend(self.earlier.iter().rev().take(LIVE_FALLBACKS));
+        for (i, v) in self.versions.iter_mut().enumerate() {
+            if !keep.contains(&i) {
+                v.instance = None;
+            }
+        }
     }
 
     /// Makes a loaded version the active one. Call it between two cycles.
@@ -263,21 +289,44 @@ impl<W: Decision> PolicySlot<W> {
         Ok(self.versions[i].id)
     }
 
-    /// Runs version `id` and the active version (or the native default, if `native`
-    /// answers for no active version) on the last batch and reports what would change.
+    /// Keeps a copy of every batch decided, so [`Self::shadow`] can replay the latest.
+    /// Off by default: a priority batch can be 100,000 jobs, copied every cycle.
+    pub fn record_batches(&mut self, on: bool) {
+        self.record = on;
+        if !on {
+            self.last_batch = None;
+        }
+    }
+
+    /// [`Self::shadow_on`] the last batch decided (needs [`Self::record_batches`]).
     pub fn shadow(
         &mut self,
         id: VersionId,
         native: impl FnOnce(Time, &[W::Item]) -> W::Answer,
     ) -> Result<ShadowReport, SlotError> {
-        let (now, batch) = self.last_batch.clone().ok_or(SlotError::NoBatchYet)?;
+        let (now, batch) = self.last_batch.take().ok_or(SlotError::NoBatchYet)?;
+        let report = self.shadow_on(id, now, &batch, native);
+        self.last_batch = Some((now, batch));
+        report
+    }
+
+    /// Runs version `id` and the active version (or `native`, when none is active) on
+    /// `batch` — typically the current queue — and reports what would change. Nothing
+    /// is activated.
+    pub fn shadow_on(
+        &mut self,
+        id: VersionId,
+        now: Time,
+        batch: &[W::Item],
+        native: impl FnOnce(Time, &[W::Item]) -> W::Answer,
+    ) -> Result<ShadowReport, SlotError> {
         let cand = self.index(id)?;
         let current = match self.active {
-            Some(a) => self.run(a, now, &batch).map_err(SlotError::Failed)?,
-            None => native(now, &batch),
+            Some(a) => self.run(a, now, batch).map_err(SlotError::Failed)?,
+            None => native(now, batch),
         };
-        let candidate = self.run(cand, now, &batch).map_err(SlotError::Failed)?;
-        Ok(W::compare(&batch, &current, &candidate))
+        let candidate = self.run(cand, now, batch).map_err(SlotError::Failed)?;
+        Ok(W::compare(batch, &current, &candidate))
     }
 
     fn run(&mut self, i: usize, now: Time, batch: &[W::Item]) -> Result<W::Answer, String> {
@@ -293,7 +342,7 @@ impl<W: Decision> PolicySlot<W> {
         let v = &mut self.versions[i];
         let (store, bindings) = v.instance.as_mut().expect("instantiated above");
         store.set_epoch_deadline(ticks);
-        match W::call(bindings, store, now, batch) {
+        match W::call(bindings, store, now, batch, &mut self.scratch) {
             Ok(answer) => W::check(batch, &answer).map(|()| answer),
             Err(e) => {
                 // A trapped instance may hold broken state: never call it again.
@@ -307,6 +356,7 @@ impl<W: Decision> PolicySlot<W> {
     /// recent; `None` when every one failed (the caller then uses its native default).
     pub fn decide(&mut self, now: Time, batch: &[W::Item]) -> Option<W::Answer> {
         match &mut self.last_batch {
+            _ if !self.record => {}
             Some((t, b)) => {
                 *t = now;
                 b.clear();
@@ -422,13 +472,15 @@ fn queue_order(batch: &[abi::PriorityInput], prios: &[i64]) -> Vec<u64> {
 impl Decision for PriorityWorld {
     type Item = abi::PriorityInput;
     type Answer = Vec<i64>;
+    type Scratch = world::PriorityColumns;
     fn call(
         b: &Self::Bindings,
         store: &mut Store<HostState>,
         now: Time,
         batch: &[Self::Item],
+        scratch: &mut Self::Scratch,
     ) -> wasmtime::Result<Self::Answer> {
-        b.call_prioritize(store, now, &world::priority_inputs(batch))
+        b.call_prioritize(store, now, scratch.fill(batch))
     }
     fn check(batch: &[Self::Item], answer: &Self::Answer) -> Result<(), String> {
         if answer.len() != batch.len() {
@@ -477,12 +529,14 @@ impl Decision for PriorityWorld {
 
 impl Decision for FairshareWorld {
     type Item = abi::ShareNode;
+    type Scratch = ();
     type Answer = Vec<f64>;
     fn call(
         b: &Self::Bindings,
         store: &mut Store<HostState>,
         now: Time,
         batch: &[Self::Item],
+        _scratch: &mut Self::Scratch,
     ) -> wasmtime::Result<Self::Answer> {
         b.call_factors(store, now, &world::share_nodes(batch))
     }
@@ -531,12 +585,14 @@ impl Decision for FairshareWorld {
 
 impl Decision for PreemptionWorld {
     type Item = abi::PreemptionQuery;
+    type Scratch = ();
     type Answer = Vec<Vec<abi::Victim>>;
     fn call(
         b: &Self::Bindings,
         store: &mut Store<HostState>,
         now: Time,
         batch: &[Self::Item],
+        _scratch: &mut Self::Scratch,
     ) -> wasmtime::Result<Self::Answer> {
         Ok(world::victims(b.call_select(
             store,
@@ -578,12 +634,14 @@ impl Decision for PreemptionWorld {
 
 impl Decision for PlacementWorld {
     type Item = abi::PlacementQuery;
+    type Scratch = ();
     type Answer = Vec<Vec<u32>>;
     fn call(
         b: &Self::Bindings,
         store: &mut Store<HostState>,
         _now: Time,
         batch: &[Self::Item],
+        _scratch: &mut Self::Scratch,
     ) -> wasmtime::Result<Self::Answer> {
         b.call_rank(store, &world::placement_queries(batch))
     }

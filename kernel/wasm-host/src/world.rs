@@ -110,26 +110,67 @@ world!(
     PlacementPre
 );
 
-pub(crate) fn priority_inputs(
-    jobs: &[abi::PriorityInput],
-) -> Vec<priority::gantry::policy::types::PriorityInput> {
-    jobs.iter()
-        .map(|j| priority::gantry::policy::types::PriorityInput {
-            job: j.job,
-            submit_time: j.submit_time,
-            age: j.age,
-            cores: j.cores,
-            nodes: j.nodes,
-            gpus: j.gpus,
-            time_limit: j.time_limit,
-            partition_tier: j.partition_tier,
-            qos: j.qos,
-            qos_priority: j.qos_priority,
-            fairshare: j.fairshare,
-            user: j.user,
-            account: j.account,
+/// Column buffers for the priority batch, reused from call to call so a 100,000-job
+/// batch costs one pass over the jobs and no fresh allocations.
+pub struct PriorityColumns(priority::gantry::policy::types::PriorityBatch);
+
+impl Default for PriorityColumns {
+    fn default() -> Self {
+        Self(priority::gantry::policy::types::PriorityBatch {
+            job: Vec::new(),
+            submit_time: Vec::new(),
+            age: Vec::new(),
+            cores: Vec::new(),
+            nodes: Vec::new(),
+            gpus: Vec::new(),
+            time_limit: Vec::new(),
+            partition_tier: Vec::new(),
+            qos: Vec::new(),
+            qos_priority: Vec::new(),
+            fairshare: Vec::new(),
+            user: Vec::new(),
+            account: Vec::new(),
         })
-        .collect()
+    }
+}
+
+impl PriorityColumns {
+    /// Refills the columns from `jobs` (see `priority-batch` in the WIT).
+    pub(crate) fn fill(
+        &mut self,
+        jobs: &[abi::PriorityInput],
+    ) -> &priority::gantry::policy::types::PriorityBatch {
+        let b = &mut self.0;
+        b.job.clear();
+        b.submit_time.clear();
+        b.age.clear();
+        b.cores.clear();
+        b.nodes.clear();
+        b.gpus.clear();
+        b.time_limit.clear();
+        b.partition_tier.clear();
+        b.qos.clear();
+        b.qos_priority.clear();
+        b.fairshare.clear();
+        b.user.clear();
+        b.account.clear();
+        for j in jobs {
+            b.job.push(j.job);
+            b.submit_time.push(j.submit_time);
+            b.age.push(j.age);
+            b.cores.push(j.cores);
+            b.nodes.push(j.nodes);
+            b.gpus.push(j.gpus);
+            b.time_limit.push(j.time_limit.unwrap_or(0).max(0));
+            b.partition_tier.push(j.partition_tier);
+            b.qos.push(j.qos);
+            b.qos_priority.push(j.qos_priority);
+            b.fairshare.push(j.fairshare);
+            b.user.push(j.user);
+            b.account.push(j.account);
+        }
+        &self.0
+    }
 }
 
 pub(crate) fn share_nodes(

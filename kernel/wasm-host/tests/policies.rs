@@ -229,6 +229,7 @@ fn shadow_reports_what_would_change_and_rollback_restores() {
         .unwrap();
     slot.activate(v1, "admin", 0).unwrap();
     let v2 = slot.load(&component("xfactor-priority"), "").unwrap();
+    slot.record_batches(true);
     let noop = |_: Time, b: &[PriorityInput]| vec![0; b.len()];
     assert!(slot.shadow(v2, noop).is_err(), "no batch seen yet");
     // Short jobs that waited a little against long jobs that waited long.
