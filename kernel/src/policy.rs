@@ -140,58 +140,6 @@ impl PreemptionPolicy for NoPreemption {
     }
 }
 
-/// Native QOS-ordered preemption: victims with the lowest QOS priority, then the lowest
-/// partition tier, then the youngest, until the freed cores and GPUs cover the job.
-#[derive(Debug, Default, Clone)]
-pub struct QosPreemption;
-
-impl PreemptionPolicy for QosPreemption {
-    fn name(&self) -> &str {
-        "qos"
-    }
-    fn select(
-        &mut self,
-        _now: Time,
-        batch: &[PreemptionQuery],
-    ) -> Result<Vec<Vec<Victim>>, PolicyError> {
-        Ok(batch
-            .iter()
-            .map(|q| {
-                let mut c = q.candidates.clone();
-                c.sort_by_key(|v| {
-                    (
-                        v.qos_priority,
-                        v.partition_tier,
-                        std::cmp::Reverse(v.start_time),
-                        v.job,
-                    )
-                });
-                let (mut cores, mut gpus) = (0u64, 0u64);
-                let mut out = Vec::new();
-                for v in c {
-                    if cores >= q.cores && gpus >= q.gpus {
-                        break;
-                    }
-                    if v.qos_priority >= q.qos_priority && v.partition_tier >= q.partition_tier {
-                        continue;
-                    }
-                    cores += v.cores;
-                    gpus += v.gpus;
-                    out.push(Victim {
-                        job: v.job,
-                        mode: v.mode,
-                    });
-                }
-                if cores >= q.cores && gpus >= q.gpus {
-                    out
-                } else {
-                    Vec::new()
-                }
-            })
-            .collect())
-    }
-}
-
 /// Safe default: take candidates in the kernel's order (tightest fit first).
 #[derive(Debug, Default, Clone)]
 pub struct FirstFitPlacement;

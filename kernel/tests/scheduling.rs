@@ -11,7 +11,8 @@ use gantry_kernel::job::{
     parse_dependencies, ArraySpec, GpuRequest, JobState, MemoryRequest, PendingReason, SubmitError,
 };
 use gantry_kernel::policy::{
-    PlacementPolicy, PlacementQuery, PolicyError, PolicySet, QosPreemption,
+    PlacementPolicy, PlacementQuery, PolicyError, PolicySet, PreemptionPolicy, PreemptionQuery,
+    Victim,
 };
 use gantry_kernel::{
     Backfill, Cluster, JobId, JobSpec, ResourceRequest, Scheduler, SchedulerConfig, Time,
@@ -345,10 +346,43 @@ fn bad_requests_are_rejected_with_reasons() {
     ));
 }
 
+/// Names offered victims in the order given until the job's cores are covered: whatever
+/// it asks, the kernel offers only jobs the requester's QOS may preempt.
+struct Greedy;
+impl PreemptionPolicy for Greedy {
+    fn name(&self) -> &str {
+        "greedy"
+    }
+    fn select(
+        &mut self,
+        _now: Time,
+        batch: &[PreemptionQuery],
+    ) -> Result<Vec<Vec<Victim>>, PolicyError> {
+        Ok(batch
+            .iter()
+            .map(|q| {
+                let mut cores = 0;
+                q.candidates
+                    .iter()
+                    .take_while(|c| {
+                        let more = cores < q.cores;
+                        cores += c.cores;
+                        more
+                    })
+                    .map(|c| Victim {
+                        job: c.job,
+                        mode: c.mode,
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
 #[test]
 fn preemption_requeues_scavenger_jobs_but_never_protected_ones() {
     let policies = PolicySet {
-        preemption: Box::new(QosPreemption),
+        preemption: Box::new(Greedy),
         ..PolicySet::default()
     };
     let mut s = Scheduler::new(example_cluster(), SchedulerConfig::default(), policies);
