@@ -33,7 +33,9 @@ struct Walk {
     reserved_starts: BTreeSet<(Time, NodeId)>,
     reserved_ends: BTreeSet<(Time, NodeId)>,
     /// Expected ends of running jobs (including those started by this walk), sorted.
-    releases: Vec<(Time, JobId)>,
+    /// Built by the first reservation search of the cycle; cycles without a blocked job
+    /// never sort the running jobs.
+    releases: Option<Vec<(Time, JobId)>>,
     /// Jobs that can start, waiting for the placement batch: (position in order, id, candidates).
     batch: Vec<(usize, JobId, Vec<Candidate>)>,
     batch_user_qos: HashMap<(UserId, QosId), u32>,
@@ -45,21 +47,24 @@ struct Walk {
 }
 
 impl Walk {
-    fn new(s: &Scheduler, now: Time) -> Self {
-        let nodes = s.cluster().nodes.len();
-        let mut releases: Vec<(Time, JobId)> = s
-            .running()
-            .iter()
-            .filter_map(|&r| Some((s.job(r)?.expected_end()?.max(now), r)))
-            .collect();
-        releases.sort_unstable();
+    fn new(s: &Scheduler) -> Self {
         Self {
-            reserved: vec![Vec::new(); nodes],
-            releases,
-            scratch_units: vec![0; nodes],
-            scratch_free: vec![None; nodes],
+            reserved: vec![Vec::new(); s.cluster().nodes.len()],
             ..Self::default()
         }
+    }
+
+    /// Expected ends of running jobs, sorted; built on first use, then kept up to date.
+    fn releases(&mut self, s: &Scheduler, now: Time) -> &[(Time, JobId)] {
+        self.releases.get_or_insert_with(|| {
+            let mut r: Vec<(Time, JobId)> = s
+                .running()
+                .iter()
+                .filter_map(|&r| Some((s.job(r)?.expected_end()?.max(now), r)))
+                .collect();
+            r.sort_unstable();
+            r
+        })
     }
 
     /// True when `node` is free of other jobs' reservations over `[from, to)`.
@@ -80,8 +85,10 @@ impl Walk {
 
     fn started(&mut self, end: Option<Time>, id: JobId) {
         if let Some(end) = end {
-            let at = self.releases.partition_point(|&x| x < (end, id));
-            self.releases.insert(at, (end, id));
+            if let Some(releases) = &mut self.releases {
+                let at = releases.partition_point(|&x| x < (end, id));
+                releases.insert(at, (end, id));
+            }
         }
     }
 }
@@ -112,7 +119,7 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
     let order = prioritize(s, now);
     let depth = s.config().backfill.reservation_depth();
     let slack = s.config().placement_slack;
-    let mut walk = Walk::new(s, now);
+    let mut walk = Walk::new(s);
     let mut stopped = false;
     let mut i = 0;
     'walk: loop {
@@ -402,10 +409,21 @@ fn reserve(s: &Scheduler, id: JobId, now: Time, walk: &mut Walk) -> Option<Reser
     let needed = shape.units_needed() as u64;
     let in_part = |n: NodeId| cluster.node(n).partitions.contains(&job.partition);
 
+    let nodes = cluster.nodes.len();
+    walk.releases(s, now);
+    let mut units = std::mem::take(&mut walk.scratch_units);
+    let mut future = std::mem::take(&mut walk.scratch_free);
+    units.resize(nodes, 0);
+    future.resize(nodes, None);
+
     // Events in time order, merged from three sorted streams: a running job releases its
     // nodes; a reserved node stops fitting a window of length `limit` before its
     // reservation (at `start - limit + 1`); a reservation ends.
-    let releases = walk.releases.iter().map(|&(t, j)| (t, Event::Release(j)));
+    let releases = walk
+        .releases
+        .iter()
+        .flatten()
+        .map(|&(t, j)| (t, Event::Release(j)));
     let stops = walk.reserved_starts.iter().map(|&(t, n)| {
         (
             t.saturating_sub(limit).saturating_add(1).max(now),
@@ -418,8 +436,6 @@ fn reserve(s: &Scheduler, id: JobId, now: Time, walk: &mut Walk) -> Option<Reser
         .map(|&(t, n)| (t, Event::Recheck(n)));
     let mut events = merge(merge(releases, stops), ends).peekable();
 
-    let mut units = std::mem::take(&mut walk.scratch_units);
-    let mut future = std::mem::take(&mut walk.scratch_free);
     let mut dirty: Vec<NodeId> = Vec::new();
     let units_at = |n: NodeId, t: Time, future: &[Option<NodeFree>]| -> u32 {
         let node = cluster.node(n);
