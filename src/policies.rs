@@ -11,52 +11,15 @@ use gantry_wasm_host::{
     policy_set, ComponentSource, HostLimits, PolicyComponents, PolicyHost, WasmSlots,
 };
 
-/// The four decision points.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Priority,
-    Fairshare,
-    Preemption,
-    Placement,
-}
+pub use gantry_wasm_host::PolicyKind as Kind;
 
-impl Kind {
-    pub const ALL: [Kind; 4] = [
-        Kind::Priority,
-        Kind::Fairshare,
-        Kind::Preemption,
-        Kind::Placement,
-    ];
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Priority => "priority",
-            Kind::Fairshare => "fairshare",
-            Kind::Preemption => "preemption",
-            Kind::Placement => "placement",
-        }
-    }
-    /// The built-in component that fills this slot by default.
-    pub fn builtin(self) -> &'static str {
-        match self {
-            Kind::Priority => "multifactor",
-            Kind::Fairshare => "fairtree",
-            Kind::Preemption => "qos-preemption",
-            Kind::Placement => "topology-placement",
-        }
-    }
-}
-
-impl FromStr for Kind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown policy kind '{s}' (use priority, fairshare, preemption or placement)"
-                )
-            })
+/// The built-in component that fills a slot by default.
+pub fn builtin(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Priority => "multifactor",
+        Kind::Fairshare => "fairtree",
+        Kind::Preemption => "qos-preemption",
+        Kind::Placement => "topology-placement",
     }
 }
 
@@ -123,8 +86,7 @@ pub fn native(dir: Option<&Path>, configs: &[KindPath]) -> Result<PolicySet> {
     let default = |k: Kind| -> Result<String> {
         match dir {
             Some(d) => Ok(
-                std::fs::read_to_string(d.join(format!("{}.toml", k.builtin())))
-                    .unwrap_or_default(),
+                std::fs::read_to_string(d.join(format!("{}.toml", builtin(k)))).unwrap_or_default(),
             ),
             None => Ok(String::new()),
         }
@@ -176,9 +138,9 @@ pub struct Loaded {
 pub fn wasm(dir: &Path, replace: &[KindPath], configs: &[KindPath], defer: bool) -> Result<Loaded> {
     let host = PolicyHost::new(HostLimits::default())?;
     let builtin = |k: Kind| -> Result<ComponentSource> {
-        let wasm = dir.join(format!("{}.wasm", k.builtin()));
+        let wasm = dir.join(format!("{}.wasm", builtin(k)));
         let bytes = read(&wasm, "built-in policy")?;
-        let toml = dir.join(format!("{}.toml", k.builtin()));
+        let toml = dir.join(format!("{}.toml", builtin(k)));
         // With a deferred swap, --policy-config belongs to the incoming component.
         let own = if defer { &[][..] } else { configs };
         let config = config_for(k, own, || {
@@ -208,32 +170,7 @@ pub fn wasm(dir: &Path, replace: &[KindPath], configs: &[KindPath], defer: bool)
             let bytes = read(&r.path, "policy component")?;
             let config = config_for(r.kind, configs, || Ok(String::new()))?;
             let ctx = || format!("{} policy {}", r.kind.name(), r.path.display());
-            let id = match r.kind {
-                Kind::Priority => slots
-                    .priority
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .load(&bytes, &config)
-                    .with_context(ctx)?,
-                Kind::Fairshare => slots
-                    .fairshare
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .load(&bytes, &config)
-                    .with_context(ctx)?,
-                Kind::Preemption => slots
-                    .preemption
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .load(&bytes, &config)
-                    .with_context(ctx)?,
-                Kind::Placement => slots
-                    .placement
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .load(&bytes, &config)
-                    .with_context(ctx)?,
-            };
+            let id = slots.load(r.kind, &bytes, &config).with_context(ctx)?;
             deferred.push((r.kind, id));
         }
     }
@@ -247,33 +184,10 @@ pub fn wasm(dir: &Path, replace: &[KindPath], configs: &[KindPath], defer: bool)
 /// Activates the deferred versions (between two cycles).
 pub fn swap(loaded: &Loaded, at: gantry_kernel::Time) -> Result<()> {
     for &(kind, id) in &loaded.deferred {
-        let r = match kind {
-            Kind::Priority => loaded
-                .slots
-                .priority
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .activate(id, "gantry sim --swap-at", at),
-            Kind::Fairshare => loaded
-                .slots
-                .fairshare
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .activate(id, "gantry sim --swap-at", at),
-            Kind::Preemption => loaded
-                .slots
-                .preemption
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .activate(id, "gantry sim --swap-at", at),
-            Kind::Placement => loaded
-                .slots
-                .placement
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .activate(id, "gantry sim --swap-at", at),
-        };
-        r.map_err(|e| anyhow!("{} swap: {e}", kind.name()))?;
+        loaded
+            .slots
+            .activate(kind, id, "gantry sim --swap-at", at)
+            .map_err(|e| anyhow!("{} swap: {e}", kind.name()))?;
     }
     Ok(())
 }

@@ -187,6 +187,88 @@ pub struct WasmSlots {
     pub placement: Arc<Mutex<PolicySlot<PlacementWorld>>>,
 }
 
+/// The four decision points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PolicyKind {
+    Priority,
+    Fairshare,
+    Preemption,
+    Placement,
+}
+
+impl PolicyKind {
+    pub const ALL: [PolicyKind; 4] = [
+        Self::Priority,
+        Self::Fairshare,
+        Self::Preemption,
+        Self::Placement,
+    ];
+
+    /// The world's name in the WIT package.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Priority => PriorityWorld::NAME,
+            Self::Fairshare => FairshareWorld::NAME,
+            Self::Preemption => PreemptionWorld::NAME,
+            Self::Placement => PlacementWorld::NAME,
+        }
+    }
+}
+
+impl std::str::FromStr for PolicyKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown policy kind '{s}' (use priority, fairshare, preemption or placement)"
+                )
+            })
+    }
+}
+
+fn locked<W: Decision, R>(
+    slot: &Mutex<PolicySlot<W>>,
+    f: impl FnOnce(&mut PolicySlot<W>) -> R,
+) -> R {
+    f(&mut slot.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+impl WasmSlots {
+    /// [`PolicySlot::load`] on the slot of `kind`.
+    pub fn load(
+        &self,
+        kind: PolicyKind,
+        bytes: &[u8],
+        config: &str,
+    ) -> Result<VersionId, LoadError> {
+        match kind {
+            PolicyKind::Priority => locked(&self.priority, |s| s.load(bytes, config)),
+            PolicyKind::Fairshare => locked(&self.fairshare, |s| s.load(bytes, config)),
+            PolicyKind::Preemption => locked(&self.preemption, |s| s.load(bytes, config)),
+            PolicyKind::Placement => locked(&self.placement, |s| s.load(bytes, config)),
+        }
+    }
+
+    /// [`PolicySlot::activate`] on the slot of `kind`.
+    pub fn activate(
+        &self,
+        kind: PolicyKind,
+        id: VersionId,
+        who: &str,
+        at: gantry_kernel::Time,
+    ) -> Result<(), SlotError> {
+        match kind {
+            PolicyKind::Priority => locked(&self.priority, |s| s.activate(id, who, at)),
+            PolicyKind::Fairshare => locked(&self.fairshare, |s| s.activate(id, who, at)),
+            PolicyKind::Preemption => locked(&self.preemption, |s| s.activate(id, who, at)),
+            PolicyKind::Placement => locked(&self.placement, |s| s.activate(id, who, at)),
+        }
+    }
+}
+
 /// The four components a scheduler runs with.
 #[derive(Debug, Clone)]
 pub struct PolicyComponents {

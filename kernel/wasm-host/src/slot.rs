@@ -455,6 +455,15 @@ impl<W: Decision, N> SharedSlot<W, N> {
     }
 }
 
+/// An answer must have one entry per batch entry.
+fn same_length(got: usize, what: &str, want: usize, of: &str) -> Result<(), String> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("answered {got} {what} for {want} {of}"))
+    }
+}
+
 fn position_map(order: &[u64]) -> std::collections::HashMap<u64, usize> {
     order.iter().enumerate().map(|(i, &j)| (j, i)).collect()
 }
@@ -483,14 +492,7 @@ impl Decision for PriorityWorld {
         b.call_prioritize(store, now, scratch.fill(batch))
     }
     fn check(batch: &[Self::Item], answer: &Self::Answer) -> Result<(), String> {
-        if answer.len() != batch.len() {
-            return Err(format!(
-                "answered {} priorities for {} jobs",
-                answer.len(),
-                batch.len()
-            ));
-        }
-        Ok(())
+        same_length(answer.len(), "priorities", batch.len(), "jobs")
     }
     fn compare(
         batch: &[Self::Item],
@@ -541,13 +543,7 @@ impl Decision for FairshareWorld {
         b.call_factors(store, now, &world::share_nodes(batch))
     }
     fn check(batch: &[Self::Item], answer: &Self::Answer) -> Result<(), String> {
-        if answer.len() != batch.len() {
-            return Err(format!(
-                "answered {} factors for {} tree nodes",
-                answer.len(),
-                batch.len()
-            ));
-        }
+        same_length(answer.len(), "factors", batch.len(), "tree nodes")?;
         match answer.iter().position(|f| !(0.0..=1.0).contains(f)) {
             Some(i) => Err(format!(
                 "factor {} of tree node {i} is outside [0, 1]",
@@ -601,14 +597,7 @@ impl Decision for PreemptionWorld {
         )?))
     }
     fn check(batch: &[Self::Item], answer: &Self::Answer) -> Result<(), String> {
-        if answer.len() != batch.len() {
-            return Err(format!(
-                "answered {} victim lists for {} blocked jobs",
-                answer.len(),
-                batch.len()
-            ));
-        }
-        Ok(())
+        same_length(answer.len(), "victim lists", batch.len(), "blocked jobs")
     }
     fn compare(
         batch: &[Self::Item],
@@ -646,13 +635,7 @@ impl Decision for PlacementWorld {
         b.call_rank(store, &world::placement_queries(batch))
     }
     fn check(batch: &[Self::Item], answer: &Self::Answer) -> Result<(), String> {
-        if answer.len() != batch.len() {
-            return Err(format!(
-                "answered {} rankings for {} jobs",
-                answer.len(),
-                batch.len()
-            ));
-        }
+        same_length(answer.len(), "rankings", batch.len(), "jobs")?;
         for (q, r) in batch.iter().zip(answer) {
             if let Some(i) = r.iter().find(|&&i| i as usize >= q.candidates.len()) {
                 return Err(format!(
