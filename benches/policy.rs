@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use gantry_abi::{Policy, Priority, PriorityInput};
+use gantry_abi::{Policy, Priority, PriorityBatch, PriorityInput};
 use gantry_wasm_host::{
     FairshareWorld, HostLimits, PlacementWorld, PolicyHost, PolicySlot, PreemptionWorld,
     PriorityWorld,
@@ -31,7 +31,7 @@ fn config(name: &str) -> String {
     .unwrap()
 }
 
-fn jobs(n: u64, now: i64) -> Vec<PriorityInput> {
+fn jobs(n: u64, now: i64) -> PriorityBatch {
     (0..n)
         .map(|i| {
             let submit = (i as i64 * 7919) % now;

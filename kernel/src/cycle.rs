@@ -18,7 +18,7 @@ use crate::cluster::{NodeFree, NodeId, PreemptMode, QosId, UserId};
 use crate::job::{JobId, PendingReason};
 use crate::policy::{
     ClassicFairshare, FairsharePolicy, FifoPriority, PlacementQuery, PreemptionCandidate,
-    PreemptionQuery, PriorityInput, PriorityPolicy, ShareNode,
+    PreemptionQuery, PriorityInput, PriorityPolicy, ShareNode, KERNEL_PRIORITY_FIELDS,
 };
 use crate::scheduler::{CycleOutcome, Reservation, Scheduler};
 use crate::units::Time;
@@ -344,56 +344,54 @@ fn prioritize(s: &mut Scheduler, now: Time) -> Vec<JobId> {
             }
         }
     };
+    let mut batch = std::mem::take(&mut s.priority_batch);
+    batch.reset(s.parts().policies.priority.fields() | KERNEL_PRIORITY_FIELDS);
     let cluster = s.cluster();
-    let inputs: Vec<PriorityInput> = s
-        .waiting()
-        .iter()
-        .map(|&id| {
-            let j = s.job(id).expect("waiting jobs exist");
-            let part = cluster.partition(j.partition);
-            PriorityInput {
-                job: id.0,
-                submit_time: j.submit_time,
-                age: (now - j.submit_time).max(0),
-                cores: j.shape.cores(),
-                nodes: j.shape.nodes.unwrap_or(1),
-                gpus: j.shape.gpus(),
-                time_limit: j.time_limit,
-                partition_tier: part.priority_tier,
-                qos: j.qos.0 as u32,
-                qos_priority: cluster.qos[j.qos.index()].priority,
-                fairshare: factors[n_accounts + j.assoc.index()].clamp(0.0, 1.0),
-                user: j.user.0,
-                account: j.account.0,
-            }
-        })
-        .collect();
+    for &id in s.waiting() {
+        let j = s.job(id).expect("waiting jobs exist");
+        let part = cluster.partition(j.partition);
+        batch.push(PriorityInput {
+            job: id.0,
+            submit_time: j.submit_time,
+            age: (now - j.submit_time).max(0),
+            cores: j.shape.cores(),
+            nodes: j.shape.nodes.unwrap_or(1),
+            gpus: j.shape.gpus(),
+            time_limit: j.time_limit,
+            partition_tier: part.priority_tier,
+            qos: j.qos.0 as u32,
+            qos_priority: cluster.qos[j.qos.index()].priority,
+            fairshare: factors[n_accounts + j.assoc.index()].clamp(0.0, 1.0),
+            user: j.user.0,
+            account: j.account.0,
+        });
+    }
     let prios = {
         let p = s.parts();
-        match p.policies.priority.prioritize(now, &inputs) {
-            Ok(v) if v.len() == inputs.len() => v,
+        match p.policies.priority.prioritize(now, &batch) {
+            Ok(v) if v.len() == batch.len() => v,
             other => {
                 p.fallbacks.priority += 1;
                 tracing::warn!(policy = p.policies.priority.name(), answer = ?other.err(), "priority answer rejected; using FIFO");
-                FifoPriority.prioritize(now, &inputs).unwrap_or_default()
+                FifoPriority.prioritize(now, &batch).unwrap_or_default()
             }
         }
     };
-    let mut keyed: Vec<(std::cmp::Reverse<u32>, std::cmp::Reverse<i64>, Time, JobId)> = inputs
-        .iter()
-        .zip(&prios)
-        .map(|(inp, &p)| {
+    let mut keyed: Vec<(std::cmp::Reverse<u32>, std::cmp::Reverse<i64>, Time, JobId)> = (0..batch
+        .len())
+        .map(|i| {
             (
-                std::cmp::Reverse(inp.partition_tier),
-                std::cmp::Reverse(p),
-                inp.submit_time,
-                JobId(inp.job),
+                std::cmp::Reverse(batch.partition_tier()[i]),
+                std::cmp::Reverse(prios[i]),
+                batch.submit_time()[i],
+                JobId(batch.job()[i]),
             )
         })
         .collect();
-    for (inp, &p) in inputs.iter().zip(&prios) {
-        s.set_priority(JobId(inp.job), p);
+    for (&job, &p) in batch.job().iter().zip(&prios) {
+        s.set_priority(JobId(job), p);
     }
+    s.priority_batch = batch;
     keyed.sort_unstable();
     keyed.into_iter().map(|k| k.3).collect()
 }

@@ -10,7 +10,7 @@ use thiserror::Error;
 
 pub use gantry_abi::{
     Candidate, PlacementQuery, PolicyInfo, PreemptMode, PreemptionCandidate, PreemptionQuery,
-    PriorityInput, ShareNode, Victim,
+    PriorityBatch, PriorityColumns, PriorityFields, PriorityInput, ShareNode, Victim,
 };
 
 use crate::units::Time;
@@ -28,8 +28,13 @@ pub enum PolicyError {
 /// Orders the queue: higher numbers start first (after the partition tier).
 pub trait PriorityPolicy: Send {
     fn name(&self) -> &str;
+    /// The batch columns `prioritize` reads; the cycle builds only these (and the ones
+    /// it needs itself, [`KERNEL_PRIORITY_FIELDS`]).
+    fn fields(&self) -> PriorityFields {
+        PriorityFields::ALL
+    }
     /// One priority per job of the batch, in the same order.
-    fn prioritize(&mut self, now: Time, jobs: &[PriorityInput]) -> Result<Vec<i64>, PolicyError>;
+    fn prioritize(&mut self, now: Time, jobs: &PriorityBatch) -> Result<Vec<i64>, PolicyError>;
 }
 
 /// Turns shares and usage into a factor per tree node (1 = under-served, 0 = over-served).
@@ -55,6 +60,11 @@ pub trait PlacementPolicy: Send {
     fn rank(&mut self, batch: &[PlacementQuery]) -> Result<Vec<Vec<u32>>, PolicyError>;
 }
 
+/// Columns the cycle reads from every priority batch: it orders by partition tier, then
+/// priority, then submission, and its FIFO fallback needs submission times.
+pub const KERNEL_PRIORITY_FIELDS: PriorityFields =
+    PriorityFields::SUBMIT_TIME.union(PriorityFields::PARTITION_TIER);
+
 /// Safe default: first come, first served (older jobs first).
 #[derive(Debug, Default, Clone)]
 pub struct FifoPriority;
@@ -63,8 +73,11 @@ impl PriorityPolicy for FifoPriority {
     fn name(&self) -> &str {
         "fifo"
     }
-    fn prioritize(&mut self, _now: Time, jobs: &[PriorityInput]) -> Result<Vec<i64>, PolicyError> {
-        Ok(jobs.iter().map(|j| -j.submit_time).collect())
+    fn fields(&self) -> PriorityFields {
+        PriorityFields::SUBMIT_TIME
+    }
+    fn prioritize(&mut self, _now: Time, jobs: &PriorityBatch) -> Result<Vec<i64>, PolicyError> {
+        Ok(jobs.submit_time().iter().map(|t| -t).collect())
     }
 }
 
@@ -180,7 +193,10 @@ impl<P: gantry_abi::Priority + Send> PriorityPolicy for Native<P> {
     fn name(&self) -> &str {
         &self.name
     }
-    fn prioritize(&mut self, now: Time, jobs: &[PriorityInput]) -> Result<Vec<i64>, PolicyError> {
+    fn fields(&self) -> PriorityFields {
+        self.policy.fields()
+    }
+    fn prioritize(&mut self, now: Time, jobs: &PriorityBatch) -> Result<Vec<i64>, PolicyError> {
         Ok(self.policy.prioritize(now, jobs))
     }
 }

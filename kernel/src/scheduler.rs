@@ -120,6 +120,9 @@ pub struct Scheduler {
     /// Unfinished jobs per (user, name), for `singleton`.
     singletons: HashMap<(UserId, String), BTreeSet<JobId>>,
     running_per_user_qos: HashMap<(UserId, QosId), u32>,
+    /// The priority batch's column buffers, kept between cycles so building a
+    /// 100,000-job batch allocates nothing.
+    pub(crate) priority_batch: crate::policy::PriorityBatch,
     /// Core-seconds of finished work per association.
     usage: Vec<f64>,
 }
@@ -138,6 +141,7 @@ impl Scheduler {
             arrays: HashMap::new(),
             singletons: HashMap::new(),
             running_per_user_qos: HashMap::new(),
+            priority_batch: Default::default(),
         }
     }
 

@@ -12,7 +12,7 @@ use gantry_kernel::job::{
 };
 use gantry_kernel::policy::{
     PlacementPolicy, PlacementQuery, PolicyError, PolicySet, PreemptionPolicy, PreemptionQuery,
-    Victim,
+    PriorityBatch, PriorityFields, PriorityPolicy, Victim, KERNEL_PRIORITY_FIELDS,
 };
 use gantry_kernel::{
     Backfill, Cluster, JobId, JobSpec, ResourceRequest, Scheduler, SchedulerConfig, Time,
@@ -511,4 +511,48 @@ fn a_broken_placement_answer_falls_back_to_first_fit() {
         "one batched placement call for the whole cycle"
     );
     assert_eq!(s.fallbacks().placement, 1);
+}
+
+/// Records which columns the batch held, and orders by most cores first.
+struct BiggestFirst {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<PriorityFields>>>,
+}
+impl PriorityPolicy for BiggestFirst {
+    fn name(&self) -> &str {
+        "biggest-first"
+    }
+    fn fields(&self) -> PriorityFields {
+        PriorityFields::CORES
+    }
+    fn prioritize(&mut self, _now: Time, jobs: &PriorityBatch) -> Result<Vec<i64>, PolicyError> {
+        self.seen.lock().unwrap().push(jobs.fields());
+        assert!(jobs.age().is_empty() && jobs.fairshare().is_empty());
+        Ok(jobs.cores().iter().map(|&c| c as i64).collect())
+    }
+}
+
+#[test]
+fn the_priority_batch_holds_the_columns_the_policy_reads_and_the_kernels() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let policies = PolicySet {
+        priority: Box::new(BiggestFirst { seen: seen.clone() }),
+        ..PolicySet::default()
+    };
+    let mut s = Scheduler::new(
+        Cluster::homogeneous(1, 8, 16_000),
+        SchedulerConfig::default(),
+        policies,
+    );
+    let running = s.submit(cpu_job("u", 8, 100), 0).unwrap()[0];
+    assert_eq!(s.cycle(0).started, vec![running]);
+    let small = s.submit(cpu_job("u", 2, 100), 1).unwrap()[0];
+    let big = s.submit(cpu_job("u", 6, 100), 2).unwrap()[0];
+    s.cycle(3);
+    assert!(s.job(big).unwrap().priority > s.job(small).unwrap().priority);
+    s.job_ended(running, 50, gantry_kernel::job::JobOutcome::Exited(0))
+        .unwrap();
+    let out = s.cycle(50);
+    assert_eq!(out.started, vec![big, small], "biggest first, not FIFO");
+    let want = PriorityFields::CORES | KERNEL_PRIORITY_FIELDS;
+    assert!(seen.lock().unwrap().iter().all(|&f| f == want));
 }

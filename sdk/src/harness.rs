@@ -7,8 +7,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::{
-    Fairshare, Placement, PlacementQuery, Preemption, PreemptionQuery, Priority, PriorityInput,
-    ShareNode, Time, Victim,
+    Fairshare, Placement, PlacementQuery, Preemption, PreemptionQuery, Priority, PriorityBatch,
+    PriorityInput, ShareNode, Time, Victim,
 };
 
 /// A waiting job with plausible defaults; change fields with struct update syntax.
@@ -30,14 +30,17 @@ pub fn job(id: u64, submit_time: Time, now: Time) -> PriorityInput {
     }
 }
 
-/// Runs `prioritize` and checks the answer's shape. Returns job ids, highest first
+/// Runs `prioritize` on `jobs` (as one batch) and checks the answer's shape. Returns job ids, highest first
 /// (ties by submission, as the kernel orders them).
 pub fn queue_order<P: Priority>(
     p: &mut P,
     now: Time,
     jobs: &[PriorityInput],
 ) -> Result<Vec<u64>, String> {
-    let prios = p.prioritize(now, jobs);
+    // The batch holds only the columns the policy declares, as in a component.
+    let mut batch = PriorityBatch::with_fields(p.fields());
+    jobs.iter().for_each(|&j| batch.push(j));
+    let prios = p.prioritize(now, &batch);
     if prios.len() != jobs.len() {
         return Err(format!(
             "prioritize answered {} priorities for {} jobs",

@@ -15,7 +15,7 @@
 //!
 //! Build with `cargo build --target wasm32-unknown-unknown` and the SDK feature of the
 //! world you export (`priority`, `fairshare`, `preemption` or `placement`); the crate must
-//! be a `cdylib`. See `examples/gpu-hours-fairshare` for a complete policy.
+//! be a `cdylib`. See `examples/xfactor-priority` for a complete policy.
 //!
 //! ## What it must not depend on
 //!
@@ -74,6 +74,9 @@ macro_rules! export_priority {
                     config: $crate::wasm::String,
                 ) -> ::core::result::Result<(), $crate::wasm::String> {
                     __w::init(&__STATE, config)
+                }
+                fn fields() -> __w::gantry::policy::types::PriorityFields {
+                    __w::fields(&__STATE)
                 }
                 fn prioritize(
                     now: i64,

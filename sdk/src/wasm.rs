@@ -78,48 +78,36 @@ pub mod priority {
     world_common!();
     use alloc::vec::Vec;
 
+    pub fn fields<T: crate::Priority + Default>(s: &State<T>) -> t::PriorityFields {
+        t::PriorityFields::from_bits_retain(s.with(|p| p.fields().bits()))
+    }
+
     pub fn prioritize<T: crate::Priority + Default>(
         s: &State<T>,
         now: i64,
         b: t::PriorityBatch,
     ) -> Vec<i64> {
-        let n = b.job.len();
-        let same = [
-            b.submit_time.len(),
-            b.age.len(),
-            b.cores.len(),
-            b.nodes.len(),
-            b.gpus.len(),
-            b.time_limit.len(),
-            b.partition_tier.len(),
-            b.qos.len(),
-            b.qos_priority.len(),
-            b.fairshare.len(),
-            b.user.len(),
-            b.account.len(),
-        ];
-        if same.iter().any(|&l| l != n) {
+        // The lists arrive as vectors the guest already owns: moving them is free.
+        let columns = crate::PriorityColumns {
+            job: b.job,
+            submit_time: b.submit_time,
+            age: b.age,
+            cores: b.cores,
+            nodes: b.nodes,
+            gpus: b.gpus,
+            time_limit: b.time_limit,
+            partition_tier: b.partition_tier,
+            qos: b.qos,
+            qos_priority: b.qos_priority,
+            fairshare: b.fairshare,
+            user: b.user,
+            account: b.account,
+        };
+        s.with(|p| match crate::PriorityBatch::from_columns(columns) {
+            Some(jobs) if jobs.fields().contains(p.fields()) => p.prioritize(now, &jobs),
             // A malformed batch: answering nothing makes the host fall back.
-            return Vec::new();
-        }
-        let jobs: Vec<crate::PriorityInput> = (0..n)
-            .map(|i| crate::PriorityInput {
-                job: b.job[i],
-                submit_time: b.submit_time[i],
-                age: b.age[i],
-                cores: b.cores[i],
-                nodes: b.nodes[i],
-                gpus: b.gpus[i],
-                time_limit: (b.time_limit[i] > 0).then_some(b.time_limit[i]),
-                partition_tier: b.partition_tier[i],
-                qos: b.qos[i],
-                qos_priority: b.qos_priority[i],
-                fairshare: b.fairshare[i],
-                user: b.user[i],
-                account: b.account[i],
-            })
-            .collect();
-        s.with(|p| p.prioritize(now, &jobs))
+            _ => Vec::new(),
+        })
     }
 }
 

@@ -14,7 +14,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use gantry_sdk::{log, Level, Policy, PolicyInfo, Priority, PriorityInput, Time};
+use gantry_sdk::{log, Level, Policy, PolicyInfo, Priority, PriorityBatch, PriorityFields, Time};
 
 pub struct XFactor {
     unlimited_as_s: i64,
@@ -81,7 +81,12 @@ impl Policy for XFactor {
 }
 
 impl Priority for XFactor {
-    fn prioritize(&mut self, _now: Time, jobs: &[PriorityInput]) -> Vec<i64> {
+    /// Only these columns cross into the component.
+    fn fields(&self) -> PriorityFields {
+        PriorityFields::AGE | PriorityFields::TIME_LIMIT | PriorityFields::GPUS
+    }
+
+    fn prioritize(&mut self, _now: Time, jobs: &PriorityBatch) -> Vec<i64> {
         jobs.iter()
             .map(|j| {
                 let length = j.time_limit.unwrap_or(self.unlimited_as_s).max(1) as f64;
@@ -102,6 +107,7 @@ gantry_sdk::export_priority!(XFactor);
 mod tests {
     use super::*;
     use gantry_sdk::harness::{job, queue_order};
+    use gantry_sdk::PriorityInput;
 
     #[test]
     fn a_short_job_overtakes_a_long_one_after_a_short_wait() {

@@ -1,6 +1,7 @@
 //! A policy slot: the loaded versions of one decision point, the active one, fallback
 //! when it misbehaves, shadow runs, swaps, rollback and their history.
 
+use std::borrow::Borrow;
 use std::sync::{Arc, Mutex};
 
 use gantry_abi as abi;
@@ -86,34 +87,40 @@ pub enum SlotError {
 
 /// A world's decision call and how to check and compare its answers.
 pub trait Decision: PolicyWorld {
-    /// One entry of a batch (a job, a tree node, a query).
-    type Item: Clone + Send;
+    /// What one call decides on: the jobs, the share tree, the queries of a cycle.
+    type Batch: ?Sized + ToOwned<Owned: Send>;
     type Answer: Clone + PartialEq + Send;
-    /// Buffers a call may reuse from one cycle to the next.
-    type Scratch: Default + Send;
+    /// What a version declares it reads (the priority world's columns), asked once
+    /// after `init`.
+    type Needs: Copy + Send;
+    fn needs(b: &Self::Bindings, store: &mut Store<HostState>) -> wasmtime::Result<Self::Needs>;
     fn call(
         b: &Self::Bindings,
         store: &mut Store<HostState>,
         now: Time,
-        batch: &[Self::Item],
-        scratch: &mut Self::Scratch,
+        batch: &Self::Batch,
+        needs: Self::Needs,
     ) -> wasmtime::Result<Self::Answer>;
-    fn check(batch: &[Self::Item], answer: &Self::Answer) -> Result<(), String>;
+    fn check(batch: &Self::Batch, answer: &Self::Answer) -> Result<(), String>;
     fn compare(
-        batch: &[Self::Item],
+        batch: &Self::Batch,
         current: &Self::Answer,
         candidate: &Self::Answer,
     ) -> ShadowReport;
 }
 
-struct Version<W: PolicyWorld> {
+/// A live instance: its store and bindings.
+type Live<W> = (Store<HostState>, <W as PolicyWorld>::Bindings);
+
+struct Version<W: Decision> {
     id: VersionId,
     info: abi::PolicyInfo,
     sha: [u8; 32],
     config: String,
+    needs: W::Needs,
     pre: W::Pre,
     /// `None` after a failure: the next use starts a fresh instance.
-    instance: Option<(Store<HostState>, W::Bindings)>,
+    instance: Option<Live<W>>,
     healthy: bool,
 }
 
@@ -129,8 +136,7 @@ pub struct PolicySlot<W: Decision> {
     failures: Vec<CallFailure>,
     native_answers: u64,
     record: bool,
-    scratch: W::Scratch,
-    last_batch: Option<(Time, Vec<W::Item>)>,
+    last_batch: Option<(Time, <W::Batch as ToOwned>::Owned)>,
 }
 
 /// One line for logs and reports: the trap, or the innermost cause, without backtraces.
@@ -157,7 +163,6 @@ impl<W: Decision> PolicySlot<W> {
             failures: Vec::new(),
             native_answers: 0,
             record: false,
-            scratch: W::Scratch::default(),
             last_batch: None,
         })
     }
@@ -167,7 +172,7 @@ impl<W: Decision> PolicySlot<W> {
         pre: &W::Pre,
         name: &str,
         config: &str,
-    ) -> Result<(Store<HostState>, W::Bindings), LoadError> {
+    ) -> Result<(Live<W>, W::Needs), LoadError> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.host.limits().memory_bytes)
             .instances(8)
@@ -190,7 +195,9 @@ impl<W: Decision> PolicySlot<W> {
         W::init(&bindings, &mut store, config)
             .map_err(|e| LoadError::Trap(short(&e, ms)))?
             .map_err(LoadError::Config)?;
-        Ok((store, bindings))
+        store.set_epoch_deadline(self.host.deadline_ticks());
+        let needs = W::needs(&bindings, &mut store).map_err(|e| LoadError::Trap(short(&e, ms)))?;
+        Ok(((store, bindings), needs))
     }
 
     /// Compiles (once per sha256), checks the world, instantiates and `init`s a version.
@@ -203,7 +210,7 @@ impl<W: Decision> PolicySlot<W> {
         };
         let pre = self.linker.instantiate_pre(&component).map_err(wrong)?;
         let pre = W::pre(pre).map_err(wrong)?;
-        let (mut store, bindings) = self.new_instance(&pre, W::NAME, config)?;
+        let ((mut store, bindings), needs) = self.new_instance(&pre, W::NAME, config)?;
         store.set_epoch_deadline(self.host.deadline_ticks());
         let info = W::info(&bindings, &mut store)
             .map_err(|e| LoadError::Trap(short(&e, self.host.limits().call_timeout.as_millis())))?;
@@ -215,6 +222,7 @@ impl<W: Decision> PolicySlot<W> {
             info,
             sha,
             config: config.to_string(),
+            needs,
             pre,
             instance: Some((store, bindings)),
             healthy: true,
@@ -302,10 +310,10 @@ impl<W: Decision> PolicySlot<W> {
     pub fn shadow(
         &mut self,
         id: VersionId,
-        native: impl FnOnce(Time, &[W::Item]) -> W::Answer,
+        native: impl FnOnce(Time, &W::Batch) -> W::Answer,
     ) -> Result<ShadowReport, SlotError> {
         let (now, batch) = self.last_batch.take().ok_or(SlotError::NoBatchYet)?;
-        let report = self.shadow_on(id, now, &batch, native);
+        let report = self.shadow_on(id, now, batch.borrow(), native);
         self.last_batch = Some((now, batch));
         report
     }
@@ -317,8 +325,8 @@ impl<W: Decision> PolicySlot<W> {
         &mut self,
         id: VersionId,
         now: Time,
-        batch: &[W::Item],
-        native: impl FnOnce(Time, &[W::Item]) -> W::Answer,
+        batch: &W::Batch,
+        native: impl FnOnce(Time, &W::Batch) -> W::Answer,
     ) -> Result<ShadowReport, SlotError> {
         let cand = self.index(id)?;
         let current = match self.active {
@@ -329,20 +337,21 @@ impl<W: Decision> PolicySlot<W> {
         Ok(W::compare(batch, &current, &candidate))
     }
 
-    fn run(&mut self, i: usize, now: Time, batch: &[W::Item]) -> Result<W::Answer, String> {
+    fn run(&mut self, i: usize, now: Time, batch: &W::Batch) -> Result<W::Answer, String> {
         let ms = self.host.limits().call_timeout.as_millis();
         if self.versions[i].instance.is_none() {
             let v = &self.versions[i];
-            let fresh = self
+            let (live, needs) = self
                 .new_instance(&v.pre, &v.info.name, &v.config)
                 .map_err(|e| e.to_string())?;
-            self.versions[i].instance = Some(fresh);
+            self.versions[i].instance = Some(live);
+            self.versions[i].needs = needs;
         }
         let ticks = self.host.deadline_ticks();
         let v = &mut self.versions[i];
         let (store, bindings) = v.instance.as_mut().expect("instantiated above");
         store.set_epoch_deadline(ticks);
-        match W::call(bindings, store, now, batch, &mut self.scratch) {
+        match W::call(bindings, store, now, batch, v.needs) {
             Ok(answer) => W::check(batch, &answer).map(|()| answer),
             Err(e) => {
                 // A trapped instance may hold broken state: never call it again.
@@ -354,15 +363,14 @@ impl<W: Decision> PolicySlot<W> {
 
     /// Asks the active version; on failure, each earlier healthy version from the most
     /// recent; `None` when every one failed (the caller then uses its native default).
-    pub fn decide(&mut self, now: Time, batch: &[W::Item]) -> Option<W::Answer> {
+    pub fn decide(&mut self, now: Time, batch: &W::Batch) -> Option<W::Answer> {
         match &mut self.last_batch {
             _ if !self.record => {}
             Some((t, b)) => {
                 *t = now;
-                b.clear();
-                b.extend_from_slice(batch);
+                batch.clone_into(b);
             }
-            None => self.last_batch = Some((now, batch.to_vec())),
+            None => self.last_batch = Some((now, batch.to_owned())),
         }
         let mut order: Vec<usize> = self.active.into_iter().collect();
         order.extend(
@@ -447,7 +455,7 @@ impl<W: Decision, N> SharedSlot<W, N> {
             slot,
         )
     }
-    fn decide(&self, now: Time, batch: &[W::Item]) -> Option<W::Answer> {
+    fn decide(&self, now: Time, batch: &W::Batch) -> Option<W::Answer> {
         self.slot
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -468,34 +476,38 @@ fn position_map(order: &[u64]) -> std::collections::HashMap<u64, usize> {
     order.iter().enumerate().map(|(i, &j)| (j, i)).collect()
 }
 
-fn queue_order(batch: &[abi::PriorityInput], prios: &[i64]) -> Vec<u64> {
-    let mut o: Vec<(i64, Time, u64)> = batch
+fn queue_order(batch: &abi::PriorityBatch, prios: &[i64]) -> Vec<u64> {
+    let mut o: Vec<(i64, Time, u64)> = prios
         .iter()
-        .zip(prios)
-        .map(|(j, &p)| (p, j.submit_time, j.job))
+        .zip(batch.submit_time())
+        .zip(batch.job())
+        .map(|((&p, &t), &j)| (p, t, j))
         .collect();
     o.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
     o.into_iter().map(|x| x.2).collect()
 }
 
 impl Decision for PriorityWorld {
-    type Item = abi::PriorityInput;
+    type Batch = abi::PriorityBatch;
     type Answer = Vec<i64>;
-    type Scratch = world::PriorityColumns;
+    type Needs = abi::PriorityFields;
+    fn needs(b: &Self::Bindings, store: &mut Store<HostState>) -> wasmtime::Result<Self::Needs> {
+        world::fields(b, store)
+    }
     fn call(
         b: &Self::Bindings,
         store: &mut Store<HostState>,
         now: Time,
-        batch: &[Self::Item],
-        scratch: &mut Self::Scratch,
+        batch: &Self::Batch,
+        needs: Self::Needs,
     ) -> wasmtime::Result<Self::Answer> {
-        b.call_prioritize(store, now, scratch.fill(batch))
+        world::prioritize(b, store, now, batch, needs)
     }
-    fn check(batch: &[Self::Item], answer: &Self::Answer) -> Result<(), String> {
+    fn check(batch: &Self::Batch, answer: &Self::Answer) -> Result<(), String> {
         same_length(answer.len(), "priorities", batch.len(), "jobs")
     }
     fn compare(
-        batch: &[Self::Item],
+        batch: &Self::Batch,
         current: &Self::Answer,
         candidate: &Self::Answer,
     ) -> ShadowReport {
@@ -530,19 +542,22 @@ impl Decision for PriorityWorld {
 }
 
 impl Decision for FairshareWorld {
-    type Item = abi::ShareNode;
-    type Scratch = ();
+    type Batch = [abi::ShareNode];
+    type Needs = ();
+    fn needs(_: &Self::Bindings, _: &mut Store<HostState>) -> wasmtime::Result<()> {
+        Ok(())
+    }
     type Answer = Vec<f64>;
     fn call(
         b: &Self::Bindings,
         store: &mut Store<HostState>,
         now: Time,
-        batch: &[Self::Item],
-        _scratch: &mut Self::Scratch,
+        batch: &Self::Batch,
+        _: (),
     ) -> wasmtime::Result<Self::Answer> {
-        b.call_factors(store, now, &world::share_nodes(batch))
+        b.api.call_factors(store, now, &world::share_nodes(batch))
     }
-    fn check(batch: &[Self::Item], answer: &Self::Answer) -> Result<(), String> {
+    fn check(batch: &Self::Batch, answer: &Self::Answer) -> Result<(), String> {
         same_length(answer.len(), "factors", batch.len(), "tree nodes")?;
         match answer.iter().position(|f| !(0.0..=1.0).contains(f)) {
             Some(i) => Err(format!(
@@ -553,7 +568,7 @@ impl Decision for FairshareWorld {
         }
     }
     fn compare(
-        batch: &[Self::Item],
+        batch: &Self::Batch,
         current: &Self::Answer,
         candidate: &Self::Answer,
     ) -> ShadowReport {
@@ -580,27 +595,30 @@ impl Decision for FairshareWorld {
 }
 
 impl Decision for PreemptionWorld {
-    type Item = abi::PreemptionQuery;
-    type Scratch = ();
+    type Batch = [abi::PreemptionQuery];
+    type Needs = ();
+    fn needs(_: &Self::Bindings, _: &mut Store<HostState>) -> wasmtime::Result<()> {
+        Ok(())
+    }
     type Answer = Vec<Vec<abi::Victim>>;
     fn call(
         b: &Self::Bindings,
         store: &mut Store<HostState>,
         now: Time,
-        batch: &[Self::Item],
-        _scratch: &mut Self::Scratch,
+        batch: &Self::Batch,
+        _: (),
     ) -> wasmtime::Result<Self::Answer> {
-        Ok(world::victims(b.call_select(
+        Ok(world::victims(b.api.call_select(
             store,
             now,
             &world::preemption_queries(batch),
         )?))
     }
-    fn check(batch: &[Self::Item], answer: &Self::Answer) -> Result<(), String> {
+    fn check(batch: &Self::Batch, answer: &Self::Answer) -> Result<(), String> {
         same_length(answer.len(), "victim lists", batch.len(), "blocked jobs")
     }
     fn compare(
-        batch: &[Self::Item],
+        batch: &Self::Batch,
         current: &Self::Answer,
         candidate: &Self::Answer,
     ) -> ShadowReport {
@@ -622,19 +640,22 @@ impl Decision for PreemptionWorld {
 }
 
 impl Decision for PlacementWorld {
-    type Item = abi::PlacementQuery;
-    type Scratch = ();
+    type Batch = [abi::PlacementQuery];
+    type Needs = ();
+    fn needs(_: &Self::Bindings, _: &mut Store<HostState>) -> wasmtime::Result<()> {
+        Ok(())
+    }
     type Answer = Vec<Vec<u32>>;
     fn call(
         b: &Self::Bindings,
         store: &mut Store<HostState>,
         _now: Time,
-        batch: &[Self::Item],
-        _scratch: &mut Self::Scratch,
+        batch: &Self::Batch,
+        _: (),
     ) -> wasmtime::Result<Self::Answer> {
-        b.call_rank(store, &world::placement_queries(batch))
+        b.api.call_rank(store, &world::placement_queries(batch))
     }
-    fn check(batch: &[Self::Item], answer: &Self::Answer) -> Result<(), String> {
+    fn check(batch: &Self::Batch, answer: &Self::Answer) -> Result<(), String> {
         same_length(answer.len(), "rankings", batch.len(), "jobs")?;
         for (q, r) in batch.iter().zip(answer) {
             if let Some(i) = r.iter().find(|&&i| i as usize >= q.candidates.len()) {
@@ -648,7 +669,7 @@ impl Decision for PlacementWorld {
         Ok(())
     }
     fn compare(
-        batch: &[Self::Item],
+        batch: &Self::Batch,
         current: &Self::Answer,
         candidate: &Self::Answer,
     ) -> ShadowReport {
@@ -679,14 +700,35 @@ impl Decision for PlacementWorld {
     }
 }
 
+impl PolicySlot<PriorityWorld> {
+    /// The columns a priority batch must hold for this slot: what the active version
+    /// and every healthy fallback read, or all of them while batches are recorded (a
+    /// shadow run may be asked of any version).
+    pub fn fields(&self) -> abi::PriorityFields {
+        if self.record {
+            return abi::PriorityFields::ALL;
+        }
+        self.active
+            .into_iter()
+            .chain(self.earlier.iter().copied())
+            .map(|i| &self.versions[i])
+            .filter(|v| v.healthy)
+            .fold(abi::PriorityFields::NONE, |f, v| f | v.needs)
+    }
+}
+
 impl<N: PriorityPolicy> PriorityPolicy for SharedSlot<PriorityWorld, N> {
     fn name(&self) -> &str {
         "priority"
     }
+    fn fields(&self) -> abi::PriorityFields {
+        let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        slot.fields() | self.native.fields()
+    }
     fn prioritize(
         &mut self,
         now: Time,
-        jobs: &[abi::PriorityInput],
+        jobs: &abi::PriorityBatch,
     ) -> Result<Vec<i64>, PolicyError> {
         match self.decide(now, jobs) {
             Some(a) => Ok(a),

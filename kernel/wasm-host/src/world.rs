@@ -2,7 +2,7 @@
 //! conversions between generated records and the ABI's.
 
 use gantry_abi as abi;
-use wasmtime::component::{HasSelf, InstancePre, Linker};
+use wasmtime::component::{ComponentType, HasSelf, Instance, InstancePre, Linker, Lower};
 use wasmtime::{Store, StoreLimits};
 
 /// Per-instance host state: its memory limiter and the name logs are tagged with.
@@ -18,6 +18,13 @@ fn log(policy: &str, level: u8, message: &str) {
         2 => tracing::warn!(policy, "{message}"),
         _ => tracing::error!(policy, "{message}"),
     }
+}
+
+/// An instance's generated bindings and the instance itself (for calls that lower the
+/// kernel's own data directly instead of going through generated types).
+pub struct Bound<B> {
+    pub(crate) api: B,
+    pub(crate) instance: Instance,
 }
 
 /// A world of `gantry:policy`: how to link, instantiate and identify a component of it.
@@ -65,7 +72,7 @@ macro_rules! world {
 
         impl PolicyWorld for $marker {
             const NAME: &'static str = $name;
-            type Bindings = $module::$world;
+            type Bindings = Bound<$module::$world>;
             type Pre = $module::$pre<HostState>;
             fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 $module::$world::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
@@ -74,14 +81,16 @@ macro_rules! world {
                 $module::$pre::new(pre)
             }
             fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings> {
-                pre.instantiate(store)
+                let instance = pre.instance_pre().instantiate(&mut *store)?;
+                let api = $module::$world::new(&mut *store, &instance)?;
+                Ok(Bound { api, instance })
             }
             fn info(b: &Self::Bindings, store: &mut Store<HostState>) -> wasmtime::Result<abi::PolicyInfo> {
-                let i = b.call_info(store)?;
+                let i = b.api.call_info(store)?;
                 Ok(abi::PolicyInfo { name: i.name, version: i.version })
             }
             fn init(b: &Self::Bindings, store: &mut Store<HostState>, config: &str) -> wasmtime::Result<Result<(), String>> {
-                b.call_init(store, config)
+                b.api.call_init(store, config)
             }
         }
     };
@@ -110,67 +119,97 @@ world!(
     PlacementPre
 );
 
-/// Column buffers for the priority batch, reused from call to call so a 100,000-job
-/// batch costs one pass over the jobs and no fresh allocations.
-pub struct PriorityColumns(priority::gantry::policy::types::PriorityBatch);
+/// `priority-batch` lowered straight from the kernel's columns: nothing is copied on
+/// the host side, and each column crosses into the guest as one memory copy.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub(crate) struct PriorityBatchRef<'a> {
+    job: &'a [u64],
+    #[component(name = "submit-time")]
+    submit_time: &'a [i64],
+    age: &'a [i64],
+    cores: &'a [u64],
+    nodes: &'a [u32],
+    gpus: &'a [u64],
+    #[component(name = "time-limit")]
+    time_limit: &'a [i64],
+    #[component(name = "partition-tier")]
+    partition_tier: &'a [u32],
+    qos: &'a [u32],
+    #[component(name = "qos-priority")]
+    qos_priority: &'a [u32],
+    fairshare: &'a [f64],
+    user: &'a [u32],
+    account: &'a [u32],
+}
 
-impl Default for PriorityColumns {
-    fn default() -> Self {
-        Self(priority::gantry::policy::types::PriorityBatch {
-            job: Vec::new(),
-            submit_time: Vec::new(),
-            age: Vec::new(),
-            cores: Vec::new(),
-            nodes: Vec::new(),
-            gpus: Vec::new(),
-            time_limit: Vec::new(),
-            partition_tier: Vec::new(),
-            qos: Vec::new(),
-            qos_priority: Vec::new(),
-            fairshare: Vec::new(),
-            user: Vec::new(),
-            account: Vec::new(),
-        })
+impl<'a> PriorityBatchRef<'a> {
+    /// The job ids and the columns in `fields`; the others go as empty lists, so a
+    /// version pays only for what it reads even when the kernel built more (for the
+    /// kernel's own ordering, or for a fallback version that reads other columns).
+    fn masked(b: &'a abi::PriorityBatch, fields: abi::PriorityFields) -> Self {
+        use abi::PriorityFields as F;
+        fn pick<T>(col: &[T], fields: F, flag: F) -> &[T] {
+            if fields.contains(flag) {
+                col
+            } else {
+                &[]
+            }
+        }
+        Self {
+            job: b.job(),
+            submit_time: pick(b.submit_time(), fields, F::SUBMIT_TIME),
+            age: pick(b.age(), fields, F::AGE),
+            cores: pick(b.cores(), fields, F::CORES),
+            nodes: pick(b.nodes(), fields, F::NODES),
+            gpus: pick(b.gpus(), fields, F::GPUS),
+            time_limit: pick(b.time_limit(), fields, F::TIME_LIMIT),
+            partition_tier: pick(b.partition_tier(), fields, F::PARTITION_TIER),
+            qos: pick(b.qos(), fields, F::QOS),
+            qos_priority: pick(b.qos_priority(), fields, F::QOS_PRIORITY),
+            fairshare: pick(b.fairshare(), fields, F::FAIRSHARE),
+            user: pick(b.user(), fields, F::USER),
+            account: pick(b.account(), fields, F::ACCOUNT),
+        }
     }
 }
 
-impl PriorityColumns {
-    /// Refills the columns from `jobs` (see `priority-batch` in the WIT).
-    pub(crate) fn fill(
-        &mut self,
-        jobs: &[abi::PriorityInput],
-    ) -> &priority::gantry::policy::types::PriorityBatch {
-        let b = &mut self.0;
-        b.job.clear();
-        b.submit_time.clear();
-        b.age.clear();
-        b.cores.clear();
-        b.nodes.clear();
-        b.gpus.clear();
-        b.time_limit.clear();
-        b.partition_tier.clear();
-        b.qos.clear();
-        b.qos_priority.clear();
-        b.fairshare.clear();
-        b.user.clear();
-        b.account.clear();
-        for j in jobs {
-            b.job.push(j.job);
-            b.submit_time.push(j.submit_time);
-            b.age.push(j.age);
-            b.cores.push(j.cores);
-            b.nodes.push(j.nodes);
-            b.gpus.push(j.gpus);
-            b.time_limit.push(j.time_limit.unwrap_or(0).max(0));
-            b.partition_tier.push(j.partition_tier);
-            b.qos.push(j.qos);
-            b.qos_priority.push(j.qos_priority);
-            b.fairshare.push(j.fairshare);
-            b.user.push(j.user);
-            b.account.push(j.account);
-        }
-        &self.0
+/// The columns a priority version reads.
+pub(crate) fn fields(
+    b: &Bound<priority::Priority>,
+    store: &mut Store<HostState>,
+) -> wasmtime::Result<abi::PriorityFields> {
+    Ok(abi::PriorityFields::from_bits(
+        // Flag k of the WIT is bit k, as in `abi::PriorityFields`.
+        b.api.call_fields(store)?.as_array()[0] as u16,
+    ))
+}
+
+/// Calls `prioritize` with the batch lowered from [`PriorityBatchRef`]. The export was
+/// type-checked against the world when the component was loaded; this checks again
+/// that the hand-written record matches it (cheap, and it keeps a WIT change honest).
+///
+/// A batch lacking a column the version reads is refused before the call: the slot
+/// then falls back as for any other failure.
+pub(crate) fn prioritize(
+    b: &Bound<priority::Priority>,
+    store: &mut Store<HostState>,
+    now: abi::Time,
+    batch: &abi::PriorityBatch,
+    fields: abi::PriorityFields,
+) -> wasmtime::Result<Vec<i64>> {
+    if !batch.fields().contains(fields) {
+        wasmtime::bail!(
+            "the batch lacks columns this version reads (has {:#x}, needs {:#x})",
+            batch.fields().bits(),
+            fields.bits()
+        );
     }
+    let f = b
+        .instance
+        .get_typed_func::<(i64, PriorityBatchRef<'_>), (Vec<i64>,)>(&mut *store, "prioritize")?;
+    let (answer,) = f.call(&mut *store, (now, PriorityBatchRef::masked(batch, fields)))?;
+    Ok(answer)
 }
 
 pub(crate) fn share_nodes(

@@ -6,7 +6,8 @@ mod common;
 use common::*;
 use gantry_abi::{
     Candidate, Fairshare, Placement, PlacementQuery, Policy, PreemptMode, Preemption,
-    PreemptionCandidate, PreemptionQuery, Priority, PriorityInput, ShareNode, ASSOCIATION_IDS,
+    PreemptionCandidate, PreemptionQuery, Priority, PriorityBatch, PriorityInput, ShareNode,
+    ASSOCIATION_IDS,
 };
 use gantry_kernel::policy::{Native, PolicySet};
 use gantry_kernel::{Backfill, SchedulerConfig, Time};
@@ -107,7 +108,7 @@ proptest! {
         cands in proptest::collection::vec((0u32..40, 0u32..4, 0u32..256, 0u32..8), 1..40),
     ) {
         let now = 200_000;
-        let jobs: Vec<PriorityInput> = prio.iter().enumerate().map(|(i, &(submit, cores, gpus, tier, qos, fs))| PriorityInput {
+        let jobs: PriorityBatch = prio.iter().enumerate().map(|(i, &(submit, cores, gpus, tier, qos, fs))| PriorityInput {
             job: i as u64 + 1, submit_time: submit, age: now - submit, cores, nodes: 1, gpus, time_limit: Some(3600), partition_tier: tier, qos: 0, qos_priority: qos, fairshare: fs, user: i as u32 % 7, account: 0,
         }).collect();
         let mut native = Multifactor::default();
@@ -230,10 +231,10 @@ fn shadow_reports_what_would_change_and_rollback_restores() {
     slot.activate(v1, "admin", 0).unwrap();
     let v2 = slot.load(&component("xfactor-priority"), "").unwrap();
     slot.record_batches(true);
-    let noop = |_: Time, b: &[PriorityInput]| vec![0; b.len()];
+    let noop = |_: Time, b: &PriorityBatch| vec![0; b.len()];
     assert!(slot.shadow(v2, noop).is_err(), "no batch seen yet");
     // Short jobs that waited a little against long jobs that waited long.
-    let jobs: Vec<PriorityInput> = (0..20)
+    let jobs: PriorityBatch = (0..20)
         .map(|i| PriorityInput {
             job: i + 1,
             submit_time: i as i64 * 100,
@@ -289,4 +290,78 @@ fn shadow_reports_what_would_change_and_rollback_restores() {
         ),
         ("multifactor", true, "xfactor")
     );
+}
+
+/// A version receives only the columns it declares; the slot asks for the union of its
+/// active and fallback versions' columns; a batch without them is refused and counted.
+#[test]
+fn a_priority_version_gets_only_the_columns_it_reads() {
+    use gantry_abi::PriorityFields as F;
+    let now = 10_000;
+    let jobs: Vec<PriorityInput> = (0..50)
+        .map(|i| PriorityInput {
+            job: i + 1,
+            submit_time: i as i64 * 37,
+            age: now - i as i64 * 37,
+            cores: 1 + i % 16,
+            nodes: 1,
+            gpus: i % 3,
+            time_limit: Some(600 + i as i64 * 60),
+            partition_tier: (i % 2) as u32,
+            qos: 0,
+            qos_priority: (i % 4) as u32 * 10,
+            fairshare: (i % 10) as f64 / 10.0,
+            user: 0,
+            account: 0,
+        })
+        .collect();
+    let full: PriorityBatch = jobs.iter().copied().collect();
+    let mut native = Multifactor::default();
+    native.init(&default_config("multifactor")).unwrap();
+
+    let mut slot = PolicySlot::<PriorityWorld>::new(host()).unwrap();
+    assert_eq!(slot.fields(), F::NONE, "nothing active, nothing read");
+    let v1 = slot
+        .load(&component("multifactor"), &default_config("multifactor"))
+        .unwrap();
+    slot.activate(v1, "t", 0).unwrap();
+    assert_eq!(slot.fields(), native.fields());
+    assert_eq!(
+        native.fields(),
+        F::AGE | F::CORES | F::PARTITION_TIER | F::QOS_PRIORITY | F::FAIRSHARE
+    );
+
+    // Exactly its columns: the same answer as the native build on the full batch.
+    let mut narrow = PriorityBatch::with_fields(native.fields());
+    jobs.iter().for_each(|&j| narrow.push(j));
+    assert_eq!(
+        slot.decide(now, &narrow),
+        Some(native.prioritize(now, &full))
+    );
+
+    // A fallback that reads other columns widens what the slot asks for.
+    let v2 = slot.load(&component("xfactor-priority"), "").unwrap();
+    slot.activate(v2, "t", 1).unwrap();
+    assert_eq!(
+        slot.fields(),
+        native.fields() | F::TIME_LIMIT | F::GPUS,
+        "xfactor active, multifactor its fallback"
+    );
+    slot.record_batches(true);
+    assert_eq!(
+        slot.fields(),
+        F::ALL,
+        "a recorded batch may be shadowed by anyone"
+    );
+    slot.record_batches(false);
+
+    // A batch lacking xfactor's columns: refused before the call, multifactor answers.
+    assert_eq!(
+        slot.decide(now, &narrow),
+        Some(native.prioritize(now, &full))
+    );
+    assert_eq!(slot.active(), Some(v1), "fell back");
+    let failure = &slot.failures()[0];
+    assert_eq!(failure.version, v2);
+    assert!(failure.reason.contains("lacks columns"), "{failure:?}");
 }

@@ -4,13 +4,13 @@
 mod common;
 
 use common::*;
-use gantry_abi::PriorityInput;
+use gantry_abi::{PriorityBatch, PriorityInput};
 use gantry_kernel::policy::{FifoPriority, PolicySet};
 use gantry_kernel::{Backfill, SchedulerConfig};
 use gantry_sim::{cluster_from_header, replay, ReplayOptions};
 use gantry_wasm_host::{LoadError, PolicySlot, PriorityWorld, SharedSlot};
 
-fn jobs(n: u64) -> Vec<PriorityInput> {
+fn jobs(n: u64) -> PriorityBatch {
     (0..n)
         .map(|i| PriorityInput {
             job: i + 1,

@@ -10,7 +10,7 @@ extern crate alloc;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use gantry_sdk::{Policy, PolicyInfo, Priority, PriorityInput, Time};
+use gantry_sdk::{Policy, PolicyInfo, Priority, PriorityBatch, PriorityFields, Time};
 
 #[derive(Default)]
 pub struct Hostile {
@@ -30,8 +30,12 @@ impl Policy for Hostile {
 }
 
 impl Priority for Hostile {
+    fn fields(&self) -> PriorityFields {
+        PriorityFields::SUBMIT_TIME
+    }
+
     #[allow(unreachable_code, unused_variables, clippy::empty_loop)]
-    fn prioritize(&mut self, now: Time, jobs: &[PriorityInput]) -> Vec<i64> {
+    fn prioritize(&mut self, now: Time, jobs: &PriorityBatch) -> Vec<i64> {
         #[cfg(feature = "infinite-loop")]
         {
             let mut x = now as u64;
@@ -48,9 +52,9 @@ impl Priority for Hostile {
         #[cfg(feature = "panic")]
         panic!("hostile policy panics");
         #[cfg(feature = "wrong-length")]
-        return jobs.iter().skip(1).map(|j| -j.submit_time).collect();
+        return jobs.submit_time().iter().skip(1).map(|t| -t).collect();
         let _ = (now, &self.hoard);
-        jobs.iter().map(|j| -j.submit_time).collect()
+        jobs.submit_time().iter().map(|t| -t).collect()
     }
 }
 
