@@ -396,6 +396,9 @@ pub enum PreemptMode {
     Cancel,
     /// Put it back in the queue as REQUEUED.
     Requeue,
+    /// Stop it as SUSPENDED, keeping its memory; it resumes when its cores and GPUs are
+    /// free again.
+    Suspend,
 }
 
 /// A running job the blocked job may preempt.

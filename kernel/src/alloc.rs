@@ -6,7 +6,7 @@
 //! Candidate search walks a partition's free index (ordered by free cores) from the
 //! smallest node that could fit, so full nodes are never looked at.
 
-use crate::cluster::{Cluster, Node, NodeFree, NodeId, PartitionId};
+use crate::cluster::{Cluster, Node, NodeFree, NodeId, NodeState, PartitionId};
 use crate::job::{Allocation, JobShape, MemoryRequest, NodeAllocation};
 
 pub use gantry_abi::Candidate;
@@ -293,6 +293,27 @@ impl Cluster {
     }
 
     /// Returns everything `alloc` took.
+    /// Takes exactly `alloc` (the same cores and GPUs on the same nodes) if all of it is
+    /// free on nodes that are not down; otherwise takes nothing and answers false.
+    pub fn take_exact(&mut self, alloc: &Allocation) -> bool {
+        let fits = alloc.nodes.iter().all(|a| {
+            let node = self.node(a.node);
+            let f = &node.free;
+            node.state != NodeState::Down
+                && a.cores.is_subset(&f.cores)
+                && a.gpus & f.gpus == a.gpus
+                && a.memory_mb <= f.memory_mb
+                && a.gres.iter().all(|&(g, n)| f.gres[g.index()] >= n)
+        });
+        if fits {
+            for a in &alloc.nodes {
+                let free = take(&self.node(a.node).free, a);
+                self.set_free(a.node, free);
+            }
+        }
+        fits
+    }
+
     pub fn release(&mut self, alloc: &Allocation) {
         for a in &alloc.nodes {
             let free = give_back(&self.node(a.node).free, a);

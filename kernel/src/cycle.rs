@@ -116,6 +116,22 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
         }
     }
 
+    // Suspended jobs come back first, longest suspended first, as soon as the cores and
+    // GPUs they held are free: they were started once and keep their memory.
+    if !s.suspended().is_empty() {
+        let mut suspended: Vec<(Time, JobId)> = s
+            .suspended()
+            .iter()
+            .filter_map(|&id| Some((s.job(id)?.suspended_at?, id)))
+            .collect();
+        suspended.sort_unstable();
+        for (_, id) in suspended {
+            if s.try_resume(id, now) {
+                out.resumed.push(id);
+            }
+        }
+    }
+
     let order = prioritize(s, now);
     let depth = s.config().backfill.reservation_depth();
     let slack = s.config().placement_slack;
@@ -323,7 +339,7 @@ fn prioritize(s: &mut Scheduler, now: Time) -> Vec<JobId> {
         let j = s.job(r).expect("running jobs exist");
         let cores = j.allocation.as_ref().map_or(0, |a| a.core_count());
         tree[n_accounts + j.assoc.index()].usage +=
-            cores as f64 * (now - j.start_time.unwrap_or(now)).max(0) as f64;
+            cores as f64 * (now - j.running_since.unwrap_or(now)).max(0) as f64;
     }
     // Children always have higher indices than their parents: roll usage up.
     for i in (1..tree.len()).rev() {
@@ -637,9 +653,13 @@ fn preempt(s: &mut Scheduler, walk: &Walk, now: Time, out: &mut CycleOutcome) {
         let usable = |n: NodeId| walk.free_over(n, now, end, id);
         // Dry run on a copy: only preempt when it really lets the job start.
         let mut trial = s.cluster().clone();
-        for (v, _) in &victims {
-            if let Some(a) = s.job(*v).and_then(|j| j.allocation.as_ref()) {
-                trial.release(a);
+        for &(v, mode) in &victims {
+            if let Some(a) = s.job(v).and_then(|j| j.allocation.as_ref()) {
+                match mode {
+                    // A suspended job keeps its memory.
+                    PreemptMode::Suspend => trial.release(&a.compute()),
+                    PreemptMode::Cancel | PreemptMode::Requeue => trial.release(a),
+                }
             }
         }
         let Some(plan) = trial.candidates(part, &shape, &usable, 0).and_then(|c| {
@@ -649,13 +669,12 @@ fn preempt(s: &mut Scheduler, walk: &Walk, now: Time, out: &mut CycleOutcome) {
             continue;
         };
         for &(v, mode) in &victims {
-            let requeue = mode == PreemptMode::Requeue;
-            s.preempt_job(v, now, requeue);
+            s.preempt_job(v, now, mode);
             gone.insert(v);
-            if requeue {
-                out.requeued.push(v);
-            } else {
-                out.preempted.push(v);
+            match mode {
+                PreemptMode::Cancel => out.preempted.push(v),
+                PreemptMode::Requeue => out.requeued.push(v),
+                PreemptMode::Suspend => out.suspended.push(v),
             }
         }
         let nodes: Vec<NodeId> = plan.nodes.iter().map(|n| n.node).collect();

@@ -276,11 +276,17 @@ pub enum JobState {
     Preempted,
     /// Back in the queue after preemption or node failure; scheduled like PENDING.
     Requeued,
+    /// Stopped by preemption: holds its memory, not its cores or GPUs; resumes when
+    /// they are free again.
+    Suspended,
 }
 
 impl JobState {
     pub fn is_terminal(self) -> bool {
-        !matches!(self, Self::Pending | Self::Running | Self::Requeued)
+        !matches!(
+            self,
+            Self::Pending | Self::Running | Self::Requeued | Self::Suspended
+        )
     }
     pub fn is_waiting(self) -> bool {
         matches!(self, Self::Pending | Self::Requeued)
@@ -297,6 +303,7 @@ impl JobState {
             Self::NodeFail => "NODE_FAIL",
             Self::Preempted => "PREEMPTED",
             Self::Requeued => "REQUEUED",
+            Self::Suspended => "SUSPENDED",
         }
     }
 }
@@ -380,6 +387,37 @@ pub struct Allocation {
 }
 
 impl Allocation {
+    /// The cores, GPUs and GRES of this allocation, without its memory: what a suspended
+    /// job gives up.
+    pub fn compute(&self) -> Allocation {
+        Allocation {
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| NodeAllocation {
+                    memory_mb: 0,
+                    ..n.clone()
+                })
+                .collect(),
+        }
+    }
+    /// Only the memory of this allocation: what a suspended job keeps.
+    pub fn memory(&self) -> Allocation {
+        Allocation {
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| NodeAllocation {
+                    node: n.node,
+                    tasks: n.tasks,
+                    cores: FixedBitSet::with_capacity(n.cores.len()),
+                    memory_mb: n.memory_mb,
+                    gpus: 0,
+                    gres: Vec::new(),
+                })
+                .collect(),
+        }
+    }
     pub fn core_count(&self) -> u64 {
         self.nodes
             .iter()
@@ -432,12 +470,19 @@ pub struct Job {
     pub exit_code: Option<i32>,
     pub requeue_count: u32,
     pub allocation: Option<Allocation>,
+    /// When the job was suspended, while it is.
+    pub suspended_at: Option<Time>,
+    /// Seconds spent suspended since it started; they do not count against its limit.
+    pub suspended_for: Time,
+    /// Start of the current stretch of running (its start, or its last resume): usage
+    /// accrues from here.
+    pub running_since: Option<Time>,
 }
 
 impl Job {
     /// When a running job will have ended at the latest (for reservations).
     pub fn expected_end(&self) -> Option<Time> {
-        Some(self.start_time? + self.time_limit?)
+        Some(self.start_time? + self.time_limit? + self.suspended_for)
     }
 }
 

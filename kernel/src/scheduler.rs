@@ -11,7 +11,7 @@ use thiserror::Error;
 
 use crate::alloc::node_units;
 use crate::cluster::{
-    AssocId, Cluster, NodeId, NodeState, PartitionId, QosId, UserId, ROOT_ACCOUNT,
+    AssocId, Cluster, NodeId, NodeState, PartitionId, PreemptMode, QosId, UserId, ROOT_ACCOUNT,
 };
 use crate::job::*;
 use crate::policy::{PolicyFallbacks, PolicySet};
@@ -77,6 +77,10 @@ pub struct CycleOutcome {
     pub started: Vec<JobId>,
     pub preempted: Vec<JobId>,
     pub requeued: Vec<JobId>,
+    /// Jobs suspended by preemption this cycle.
+    pub suspended: Vec<JobId>,
+    /// Suspended jobs that resumed this cycle (before anything new started).
+    pub resumed: Vec<JobId>,
     /// Jobs cancelled because a dependency can never be satisfied.
     pub cancelled: Vec<JobId>,
     pub reservations: Vec<Reservation>,
@@ -116,6 +120,9 @@ pub struct Scheduler {
     jobs: Vec<Job>,
     waiting: BTreeSet<JobId>,
     running: BTreeSet<JobId>,
+    /// Suspended by preemption, in no particular order (the cycle resumes the longest
+    /// suspended first).
+    suspended: BTreeSet<JobId>,
     arrays: HashMap<JobId, ArrayGroup>,
     /// Unfinished jobs per (user, name), for `singleton`.
     singletons: HashMap<(UserId, String), BTreeSet<JobId>>,
@@ -141,6 +148,7 @@ impl Scheduler {
             arrays: HashMap::new(),
             singletons: HashMap::new(),
             running_per_user_qos: HashMap::new(),
+            suspended: BTreeSet::new(),
             priority_batch: Default::default(),
         }
     }
@@ -165,6 +173,10 @@ impl Scheduler {
     }
     pub fn running(&self) -> &BTreeSet<JobId> {
         &self.running
+    }
+    /// Jobs suspended by preemption.
+    pub fn suspended(&self) -> &BTreeSet<JobId> {
+        &self.suspended
     }
     /// Ids of an array's tasks, if `id` is an array job id.
     pub fn array_tasks(&self, id: JobId) -> Option<&[JobId]> {
@@ -265,6 +277,9 @@ impl Scheduler {
                 exit_code: None,
                 requeue_count: 0,
                 allocation: None,
+                suspended_at: None,
+                suspended_for: 0,
+                running_since: None,
             });
             self.waiting.insert(id);
             self.singletons
@@ -462,7 +477,9 @@ impl Scheduler {
         let state = self.job(id).ok_or(JobError::UnknownJob(id))?.state;
         match state {
             s if s.is_terminal() => return Err(JobError::AlreadyFinished(id)),
-            JobState::Running => self.finish_running(id, now, JobState::Cancelled, None),
+            JobState::Running | JobState::Suspended => {
+                self.finish_running(id, now, JobState::Cancelled, None)
+            }
             _ => {
                 self.waiting.remove(&id);
                 self.retire(id, now, JobState::Cancelled);
@@ -474,7 +491,8 @@ impl Scheduler {
     /// A running job ended (reported by an agent, or by the simulator's clock).
     pub fn job_ended(&mut self, id: JobId, now: Time, outcome: JobOutcome) -> Result<(), JobError> {
         let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
-        if job.state != JobState::Running {
+        // A suspended job's processes can still die (a signal, the OOM killer).
+        if !matches!(job.state, JobState::Running | JobState::Suspended) {
             return Err(JobError::NotRunning(id));
         }
         let (state, code) = match outcome {
@@ -493,6 +511,7 @@ impl Scheduler {
         let hit: Vec<JobId> = self
             .running
             .iter()
+            .chain(&self.suspended)
             .copied()
             .filter(|&id| {
                 self.job(id)
@@ -515,18 +534,27 @@ impl Scheduler {
         self.cluster.set_state(node, state);
     }
 
+    /// Gives back what a running or suspended job holds and stops counting it.
     fn stop_running(&mut self, id: JobId, now: Time) {
         let job = &self.jobs[id.0 as usize - 1];
         let alloc = job.allocation.clone().unwrap_or_default();
-        let (user, qos, assoc, array, start) = (
+        let (user, qos, assoc, array, since, suspended) = (
             job.user,
             job.qos,
             job.assoc,
             job.array,
-            job.start_time.unwrap_or(now),
+            job.running_since.unwrap_or(now),
+            job.state == JobState::Suspended,
         );
-        self.cluster.release(&alloc);
-        self.running.remove(&id);
+        if suspended {
+            // Its cores and GPUs went back when it was suspended.
+            self.cluster.release(&alloc.memory());
+            self.suspended.remove(&id);
+        } else {
+            self.cluster.release(&alloc);
+            self.running.remove(&id);
+            self.usage[assoc.index()] += alloc.core_count() as f64 * (now - since).max(0) as f64;
+        }
         if let Some(c) = self.running_per_user_qos.get_mut(&(user, qos)) {
             *c = c.saturating_sub(1);
         }
@@ -535,7 +563,39 @@ impl Scheduler {
                 g.running = g.running.saturating_sub(1);
             }
         }
-        self.usage[assoc.index()] += alloc.core_count() as f64 * (now - start).max(0) as f64;
+    }
+
+    /// Suspends a running job: its cores and GPUs go back to the pool, its memory stays
+    /// allocated. It still counts against per-user and array limits, as it will resume.
+    fn suspend(&mut self, id: JobId, now: Time) {
+        let job = &self.jobs[id.0 as usize - 1];
+        let alloc = job.allocation.clone().unwrap_or_default();
+        let (assoc, since) = (job.assoc, job.running_since.unwrap_or(now));
+        self.cluster.release(&alloc.compute());
+        self.usage[assoc.index()] += alloc.core_count() as f64 * (now - since).max(0) as f64;
+        self.running.remove(&id);
+        self.suspended.insert(id);
+        let job = self.job_mut(id);
+        job.state = JobState::Suspended;
+        job.suspended_at = Some(now);
+        job.running_since = None;
+    }
+
+    /// Resumes a suspended job if the very cores and GPUs it held are free again.
+    pub(crate) fn try_resume(&mut self, id: JobId, now: Time) -> bool {
+        let Some(alloc) = self.job(id).and_then(|j| j.allocation.as_ref()) else {
+            return false;
+        };
+        if !self.cluster.take_exact(&alloc.compute()) {
+            return false;
+        }
+        self.suspended.remove(&id);
+        self.running.insert(id);
+        let job = self.job_mut(id);
+        job.state = JobState::Running;
+        job.suspended_for += (now - job.suspended_at.take().unwrap_or(now)).max(0);
+        job.running_since = Some(now);
+        true
     }
 
     fn finish_running(&mut self, id: JobId, now: Time, state: JobState, exit_code: Option<i32>) {
@@ -564,6 +624,9 @@ impl Scheduler {
         job.reason = PendingReason::None;
         job.start_time = None;
         job.allocation = None;
+        job.suspended_at = None;
+        job.suspended_for = 0;
+        job.running_since = None;
         job.requeue_count += 1;
         self.waiting.insert(id);
     }
@@ -573,6 +636,7 @@ impl Scheduler {
         job.state = JobState::Running;
         job.reason = PendingReason::None;
         job.start_time = Some(now);
+        job.running_since = Some(now);
         job.allocation = Some(alloc);
         let (user, qos, array) = (job.user, job.qos, job.array);
         self.waiting.remove(&id);
@@ -687,11 +751,11 @@ impl Scheduler {
     pub(crate) fn start_job(&mut self, id: JobId, now: Time, alloc: Allocation) {
         self.start(id, now, alloc);
     }
-    pub(crate) fn preempt_job(&mut self, id: JobId, now: Time, requeue: bool) {
-        if requeue {
-            self.requeue(id, now);
-        } else {
-            self.finish_running(id, now, JobState::Preempted, None);
+    pub(crate) fn preempt_job(&mut self, id: JobId, now: Time, mode: PreemptMode) {
+        match mode {
+            PreemptMode::Cancel => self.finish_running(id, now, JobState::Preempted, None),
+            PreemptMode::Requeue => self.requeue(id, now),
+            PreemptMode::Suspend => self.suspend(id, now),
         }
     }
 }

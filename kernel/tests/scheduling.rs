@@ -556,3 +556,105 @@ fn the_priority_batch_holds_the_columns_the_policy_reads_and_the_kernels() {
     let want = PriorityFields::CORES | KERNEL_PRIORITY_FIELDS;
     assert!(seen.lock().unwrap().iter().all(|&f| f == want));
 }
+
+/// Suspension: the victim gives up its cores but keeps its memory, resumes on the same
+/// cores once the preemptor ends, and its suspended time does not count against its
+/// limit. A suspended job can be cancelled, and fails with its node.
+#[test]
+fn suspended_jobs_keep_their_memory_and_resume_where_they_were() {
+    let toml = EXAMPLE.replace(r#"preempt_mode = "requeue""#, r#"preempt_mode = "suspend""#);
+    let cluster = gantry_kernel::ClusterDescription::from_toml(&toml)
+        .unwrap()
+        .build()
+        .unwrap();
+    let policies = PolicySet {
+        preemption: Box::new(Greedy),
+        ..PolicySet::default()
+    };
+    let mut s = Scheduler::new(cluster, SchedulerConfig::default(), policies);
+    // One scavenger job with 100 GiB on each CPU node.
+    let mut scav = Vec::new();
+    for _ in 0..8 {
+        let mut spec = cpu_job("carol", 64, 3600);
+        spec.request.nodes = Some(1);
+        spec.request.memory = MemoryRequest::PerNode(100 * 1024);
+        spec.partition = Some("scavenger".into());
+        spec.request.features = vec!["avx512".into()];
+        scav.extend(s.submit(spec, 0).unwrap());
+    }
+    assert_eq!(s.cycle(0).started.len(), 8);
+    let before: HashMap<JobId, _> = scav
+        .iter()
+        .map(|&j| (j, s.job(j).unwrap().allocation.clone().unwrap()))
+        .collect();
+
+    let mut urgent = cpu_job("alice", 128, 600);
+    urgent.partition = Some("cpu".into());
+    urgent.request.nodes = Some(2);
+    urgent.request.memory = MemoryRequest::PerNode(100 * 1024);
+    let u = s.submit(urgent, 100).unwrap()[0];
+    let out = s.cycle(100);
+    assert!(out.started.contains(&u));
+    assert_eq!(out.suspended.len(), 2);
+    assert!(out.preempted.is_empty() && out.requeued.is_empty());
+    let victim = out.suspended[0];
+    let vj = s.job(victim).unwrap();
+    assert_eq!(
+        (vj.state, vj.suspended_at),
+        (JobState::Suspended, Some(100))
+    );
+    assert_eq!(vj.state.slurm_name(), "SUSPENDED");
+    let node = vj.allocation.as_ref().unwrap().nodes[0].node;
+    let free = &s.cluster().node(node).free;
+    assert_eq!(free.core_count, 0, "the urgent job has every core");
+    assert_eq!(
+        free.memory_mb,
+        256 * 1024 - 200 * 1024,
+        "the suspended job's memory is still allocated"
+    );
+    assert!(s.suspended().contains(&victim) && !s.running().contains(&victim));
+
+    // While the urgent job runs, nothing resumes.
+    assert!(s.cycle(200).resumed.is_empty());
+    s.job_ended(u, 400, gantry_kernel::job::JobOutcome::Exited(0))
+        .unwrap();
+    let out = s.cycle(400);
+    assert_eq!(out.resumed.len(), 2, "both victims resume at once");
+    for &v in &out.resumed {
+        let j = s.job(v).unwrap();
+        assert_eq!(j.state, JobState::Running);
+        assert_eq!(
+            j.allocation.as_ref(),
+            Some(&before[&v]),
+            "same cores, same node"
+        );
+        assert_eq!(j.suspended_for, 300);
+        assert_eq!(j.expected_end(), Some(3600 + 300), "the limit pauses");
+    }
+    assert!(s.suspended().is_empty());
+
+    // Suspend again, then cancel one victim and fail the other's node.
+    let mut urgent = cpu_job("alice", 128, 600);
+    urgent.partition = Some("cpu".into());
+    urgent.request.nodes = Some(2);
+    let u2 = s.submit(urgent, 500).unwrap()[0];
+    let out = s.cycle(500);
+    assert!(out.started.contains(&u2));
+    let (a, b) = (out.suspended[0], out.suspended[1]);
+    let a_node = s.job(a).unwrap().allocation.as_ref().unwrap().nodes[0].node;
+    let mem_before = s.cluster().node(a_node).free.memory_mb;
+    assert_eq!(s.cancel(a, 510), Ok(JobState::Suspended));
+    assert_eq!(s.job(a).unwrap().state, JobState::Cancelled);
+    assert_eq!(
+        s.cluster().node(a_node).free.memory_mb,
+        mem_before + 100 * 1024,
+        "cancelling a suspended job frees its memory"
+    );
+    let b_node = s.job(b).unwrap().allocation.as_ref().unwrap().nodes[0].node;
+    assert!(s.node_failed(b_node, 520).contains(&b));
+    assert!(matches!(
+        s.job(b).unwrap().state,
+        JobState::NodeFail | JobState::Requeued
+    ));
+    assert!(s.suspended().is_empty());
+}

@@ -159,6 +159,7 @@ pub mod preemption {
         match m {
             t::PreemptMode::Cancel => crate::PreemptMode::Cancel,
             t::PreemptMode::Requeue => crate::PreemptMode::Requeue,
+            t::PreemptMode::Suspend => crate::PreemptMode::Suspend,
         }
     }
 
@@ -199,6 +200,7 @@ pub mod preemption {
                         mode: match v.mode {
                             crate::PreemptMode::Cancel => t::PreemptMode::Cancel,
                             crate::PreemptMode::Requeue => t::PreemptMode::Requeue,
+                            crate::PreemptMode::Suspend => t::PreemptMode::Suspend,
                         },
                     })
                     .collect()

@@ -142,7 +142,19 @@ pub fn replay_with(
     }
 
     let mut by_kernel_id: HashMap<JobId, Replayed> = HashMap::with_capacity(arrivals.len());
-    let mut ends: BinaryHeap<Reverse<(Time, JobId, Time)>> = BinaryHeap::new();
+    // (when, job): a job's end event is stale once the job was preempted, requeued or
+    // suspended, which `ends_at` detects.
+    let mut ends: BinaryHeap<Reverse<(Time, JobId)>> = BinaryHeap::new();
+    // When the trace says a running job ends: its start, plus its run time capped by its
+    // limit, plus the time it spent suspended.
+    let ends_at = |job: &gantry_kernel::job::Job, run: Time| -> Option<Time> {
+        let limit = job.time_limit.unwrap_or(Time::MAX);
+        Some(
+            job.start_time?
+                .saturating_add(run.min(limit))
+                .saturating_add(job.suspended_for),
+        )
+    };
     let (mut rejected, mut estimated, mut timeouts, mut cycles) = (0usize, 0usize, 0usize, 0u64);
     let mut samples = Vec::new();
     let mut busy_cores = 0u64;
@@ -153,25 +165,25 @@ pub fn replay_with(
 
     loop {
         let t_arrival = arrivals.get(next).map(|&i| trace.jobs[i].submit);
-        let t_end = ends.peek().map(|Reverse((t, _, _))| *t);
+        let t_end = ends.peek().map(|Reverse((t, _))| *t);
         let now = match (t_arrival, t_end) {
             (None, None) => break,
             (Some(a), None) => a,
             (None, Some(e)) => e,
             (Some(a), Some(e)) => a.min(e),
         };
-        while let Some(&Reverse((t, id, started))) = ends.peek() {
+        while let Some(&Reverse((t, id))) = ends.peek() {
             if t != now {
                 break;
             }
             ends.pop();
             let job = sched.job(id).expect("ended jobs were submitted");
-            // A job preempted and restarted has a newer start; its old end is stale.
-            if job.state != JobState::Running || job.start_time != Some(started) {
+            let r = &by_kernel_id[&id];
+            // A job preempted and restarted, or suspended and resumed, ends later.
+            if job.state != JobState::Running || ends_at(job, r.run) != Some(t) {
                 continue;
             }
             let limit = job.time_limit.unwrap_or(Time::MAX);
-            let r = &by_kernel_id[&id];
             let outcome = if r.run > limit {
                 JobOutcome::Timeout
             } else {
@@ -216,15 +228,15 @@ pub fn replay_with(
         before_cycle(now);
         let out = sched.cycle(now);
         cycles += 1;
-        for &id in &out.started {
+        for &id in out.resumed.iter().chain(&out.started) {
             let job = sched.job(id).expect("started jobs exist");
-            let limit = job.time_limit.unwrap_or(Time::MAX);
-            let run = by_kernel_id[&id].run;
-            ends.push(Reverse((now.saturating_add(run.min(limit)), id, now)));
+            if let Some(end) = ends_at(job, by_kernel_id[&id].run) {
+                ends.push(Reverse((end, id)));
+            }
             busy_cores += job.allocation.as_ref().map_or(0, |a| a.core_count());
         }
-        // Preempted and requeued jobs gave their cores back inside the kernel.
-        if !out.preempted.is_empty() || !out.requeued.is_empty() {
+        // Preempted, requeued and suspended jobs gave their cores back inside the kernel.
+        if !out.preempted.is_empty() || !out.requeued.is_empty() || !out.suspended.is_empty() {
             busy_cores = sched
                 .running()
                 .iter()

@@ -250,6 +250,7 @@ pub(crate) fn preemption_queries(
                     mode: match c.mode {
                         abi::PreemptMode::Cancel => t::PreemptMode::Cancel,
                         abi::PreemptMode::Requeue => t::PreemptMode::Requeue,
+                        abi::PreemptMode::Suspend => t::PreemptMode::Suspend,
                     },
                 })
                 .collect(),
@@ -270,6 +271,7 @@ pub(crate) fn victims(
                     mode: match v.mode {
                         t::PreemptMode::Cancel => abi::PreemptMode::Cancel,
                         t::PreemptMode::Requeue => abi::PreemptMode::Requeue,
+                        t::PreemptMode::Suspend => abi::PreemptMode::Suspend,
                     },
                 })
                 .collect()

@@ -132,7 +132,7 @@ proptest! {
         }
 
         let query = PreemptionQuery { job: 999, qos_priority: 2, partition_tier: 1, cores: 64, gpus: 2, candidates: victims.iter().enumerate().map(|(i, &(_, q, start, cores, gpus))| PreemptionCandidate {
-            job: i as u64 + 1, qos_priority: q, partition_tier: q % 2, start_time: start, cores, gpus, mode: if i % 2 == 0 { PreemptMode::Requeue } else { PreemptMode::Cancel },
+            job: i as u64 + 1, qos_priority: q, partition_tier: q % 2, start_time: start, cores, gpus, mode: [PreemptMode::Requeue, PreemptMode::Cancel, PreemptMode::Suspend][i % 3],
         }).collect() };
         let mut native = QosPreemption::default();
         native.init(&default_config("qos-preemption")).unwrap();

@@ -3,6 +3,8 @@
 //! `preemptable_by`: a protected job is never offered) that rank below it — lower QOS
 //! priority or lower partition tier — lowest QOS first, then lowest tier, then youngest,
 //! until the freed cores and GPUs cover the job. If they cannot, nothing is preempted.
+//! Each victim is cancelled, requeued or suspended as its QOS says (`mode = "qos"`), or
+//! as `mode` forces.
 
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
@@ -23,6 +25,7 @@ pub enum Mode {
     Qos,
     Cancel,
     Requeue,
+    Suspend,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -101,6 +104,7 @@ impl Preemption for QosPreemption {
                         Mode::Qos => v.mode,
                         Mode::Cancel => PreemptMode::Cancel,
                         Mode::Requeue => PreemptMode::Requeue,
+                        Mode::Suspend => PreemptMode::Suspend,
                     };
                     out.push(Victim { job: v.job, mode });
                 }
@@ -171,7 +175,9 @@ mod tests {
             gpus: 0,
             candidates: vec![cand(1, 0, 0, 1)],
         };
-        assert_eq!(p.select(0, &[q])[0][0].mode, PreemptMode::Cancel);
-        assert!(p.init("mode = \"suspend\"").is_err());
+        assert_eq!(p.select(0, &[q.clone()])[0][0].mode, PreemptMode::Cancel);
+        p.init("mode = \"suspend\"").unwrap();
+        assert_eq!(p.select(0, &[q])[0][0].mode, PreemptMode::Suspend);
+        assert!(p.init("mode = \"hibernate\"").is_err());
     }
 }
