@@ -175,7 +175,10 @@ mod tests {
             gpus: 0,
             candidates: vec![cand(1, 0, 0, 1)],
         };
-        assert_eq!(p.select(0, core::slice::from_ref(&q))[0][0].mode, PreemptMode::Cancel);
+        assert_eq!(
+            p.select(0, core::slice::from_ref(&q))[0][0].mode,
+            PreemptMode::Cancel
+        );
         p.init("mode = \"suspend\"").unwrap();
         assert_eq!(p.select(0, &[q])[0][0].mode, PreemptMode::Suspend);
         assert!(p.init("mode = \"hibernate\"").is_err());
