@@ -370,7 +370,7 @@ impl JobShape {
 }
 
 /// What one node gives a job.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeAllocation {
     pub node: NodeId,
     pub tasks: u32,
@@ -381,7 +381,7 @@ pub struct NodeAllocation {
 }
 
 /// Everything a running job holds; released exactly as taken.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Allocation {
     pub nodes: Vec<NodeAllocation>,
 }
@@ -438,7 +438,7 @@ pub struct ArrayTask {
 }
 
 /// How a running job ended, as the driver (agent or simulator) reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobOutcome {
     Exited(i32),
     Timeout,

@@ -96,6 +96,8 @@ pub enum JobError {
     AlreadyFinished(JobId),
     #[error("job {0} is not running")]
     NotRunning(JobId),
+    #[error("job {0} cannot be restored: {1}")]
+    NotRestorable(JobId, &'static str),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -698,6 +700,72 @@ impl Scheduler {
         } else {
             DependencyStatus::Satisfied
         }
+    }
+
+    // ----- restoring a controller's state from its log -----------------------------------
+    //
+    // A controller logs every submission and every decision, and rebuilds its scheduler
+    // after a restart by submitting the same jobs (ids are assigned in order, so they
+    // come out the same) and applying the same decisions at the same times through these
+    // entry points, instead of re-running cycles whose inputs (the clock, the policies)
+    // differ now.
+
+    /// Starts waiting job `id` on exactly `alloc`, as a cycle once did.
+    pub fn restore_start(
+        &mut self,
+        id: JobId,
+        now: Time,
+        alloc: Allocation,
+    ) -> Result<(), JobError> {
+        let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
+        if !job.state.is_waiting() {
+            return Err(JobError::NotRestorable(id, "it is not waiting"));
+        }
+        if !self.cluster.take_exact(&alloc) {
+            return Err(JobError::NotRestorable(id, "its allocation is not free"));
+        }
+        self.start(id, now, alloc);
+        Ok(())
+    }
+
+    /// Preempts running job `id` as a cycle once did.
+    pub fn restore_preempt(
+        &mut self,
+        id: JobId,
+        now: Time,
+        mode: PreemptMode,
+    ) -> Result<(), JobError> {
+        let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
+        if job.state != JobState::Running {
+            return Err(JobError::NotRunning(id));
+        }
+        self.preempt_job(id, now, mode);
+        Ok(())
+    }
+
+    /// Resumes suspended job `id` as a cycle once did.
+    pub fn restore_resume(&mut self, id: JobId, now: Time) -> Result<(), JobError> {
+        let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
+        if job.state != JobState::Suspended {
+            return Err(JobError::NotRestorable(id, "it is not suspended"));
+        }
+        if !self.try_resume(id, now) {
+            return Err(JobError::NotRestorable(
+                id,
+                "its cores or GPUs are not free",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Cancels waiting job `id` because a dependency can never be met, as a cycle once did.
+    pub fn restore_dependency_cancel(&mut self, id: JobId, now: Time) -> Result<(), JobError> {
+        let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
+        if !job.state.is_waiting() {
+            return Err(JobError::NotRestorable(id, "it is not waiting"));
+        }
+        self.cancel_never_satisfied(id, now);
+        Ok(())
     }
 
     // ----- the cycle ----------------------------------------------------------------------

@@ -120,6 +120,57 @@ pub fn expand_hostlist(list: &str) -> Result<Vec<String>, UnitError> {
     Ok(out)
 }
 
+/// The Slurm hostlist form of `names`, inverse of [`expand_hostlist`]: names that share
+/// a prefix and a zero-padded number of the same width are folded into ranges, in the
+/// order first seen (`cpu001,cpu002,cpu004,gpu1` → `cpu[001-002,004],gpu1`).
+pub fn compress_hostlist<S: AsRef<str>>(names: &[S]) -> String {
+    // (prefix, width) → numbers, in order of first appearance.
+    let mut groups: Vec<((String, usize), Vec<u64>)> = Vec::new();
+    let mut plain: Vec<(usize, String)> = Vec::new();
+    for (order, name) in names.iter().enumerate() {
+        let name = name.as_ref();
+        let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        let (prefix, number) = name.split_at(name.len() - digits);
+        match number.parse::<u64>() {
+            Ok(n) if digits > 0 => {
+                let key = (prefix.to_string(), digits);
+                match groups.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, ns)) => ns.push(n),
+                    None => groups.push((key, vec![n])),
+                }
+            }
+            _ => plain.push((order, name.to_string())),
+        }
+    }
+    let mut parts: Vec<String> = groups
+        .into_iter()
+        .map(|((prefix, width), mut ns)| {
+            ns.sort_unstable();
+            ns.dedup();
+            if ns.len() == 1 {
+                return format!("{prefix}{:0width$}", ns[0]);
+            }
+            let mut ranges: Vec<String> = Vec::new();
+            let mut i = 0;
+            while i < ns.len() {
+                let mut j = i;
+                while j + 1 < ns.len() && ns[j + 1] == ns[j] + 1 {
+                    j += 1;
+                }
+                ranges.push(if i == j {
+                    format!("{:0width$}", ns[i])
+                } else {
+                    format!("{:0width$}-{:0width$}", ns[i], ns[j])
+                });
+                i = j + 1;
+            }
+            format!("{prefix}[{}]", ranges.join(","))
+        })
+        .collect();
+    parts.extend(plain.into_iter().map(|(_, n)| n));
+    parts.join(",")
+}
+
 fn expand_one(item: &str, out: &mut Vec<String>) -> Result<(), String> {
     let Some(open) = item.find('[') else {
         out.push(item.to_string());
@@ -154,6 +205,28 @@ fn expand_one(item: &str, out: &mut Vec<String>) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn hostlists_compress_back_to_what_expands() {
+        assert_eq!(
+            compress_hostlist(&["cpu001", "cpu002", "cpu004", "gpu1"]),
+            "cpu[001-002,004],gpu1"
+        );
+        assert_eq!(compress_hostlist(&["node7"]), "node7");
+        assert_eq!(
+            compress_hostlist(&["login", "a1", "a2", "a3"]),
+            "a[1-3],login"
+        );
+        assert_eq!(compress_hostlist::<&str>(&[]), "");
+        let names = ["dgx01", "dgx02", "pcie01", "cpu003", "cpu001", "cpu002"];
+        let back = expand_hostlist(&compress_hostlist(&names)).unwrap();
+        let mut want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut got = back.clone();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
+    }
+
     use super::*;
 
     #[test]

@@ -269,6 +269,32 @@ impl WasmSlots {
     }
 }
 
+impl WasmSlots {
+    /// [`PolicySlot::record_batches`] on every slot.
+    pub fn record_batches(&self, on: bool) {
+        locked(&self.priority, |s| s.record_batches(on));
+        locked(&self.fairshare, |s| s.record_batches(on));
+        locked(&self.preemption, |s| s.record_batches(on));
+        locked(&self.placement, |s| s.record_batches(on));
+    }
+
+    /// [`PolicySlot::rollback`] on the slot of `kind`.
+    pub fn rollback(
+        &self,
+        kind: PolicyKind,
+        to: Option<VersionId>,
+        who: &str,
+        at: gantry_kernel::Time,
+    ) -> Result<VersionId, SlotError> {
+        match kind {
+            PolicyKind::Priority => locked(&self.priority, |s| s.rollback(to, who, at)),
+            PolicyKind::Fairshare => locked(&self.fairshare, |s| s.rollback(to, who, at)),
+            PolicyKind::Preemption => locked(&self.preemption, |s| s.rollback(to, who, at)),
+            PolicyKind::Placement => locked(&self.placement, |s| s.rollback(to, who, at)),
+        }
+    }
+}
+
 /// The four components a scheduler runs with.
 #[derive(Debug, Clone)]
 pub struct PolicyComponents {

@@ -1,0 +1,144 @@
+//! `gantryd`'s configuration file (TOML): where it listens and keeps its state, who the
+//! admins are, timings, and the cluster description (nodes, partitions, QOS, accounts —
+//! the kernel's format, in a file of its own or inline under `[cluster]`).
+
+use std::path::{Path, PathBuf};
+
+use gantry_kernel::ClusterDescription;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// TCP address of the API, e.g. `127.0.0.1:6817`. Callers present a token.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Unix socket of the API for local callers (identified by their uid, no token).
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// The state database (SQLite, created if missing).
+    pub state: PathBuf,
+    /// File with the cluster key (at least 32 bytes) that signs tokens.
+    pub key_file: PathBuf,
+    /// Users with admin rights besides root.
+    #[serde(default)]
+    pub admins: Vec<String>,
+    /// Users with no association are put in this account at submission (created if
+    /// needed). Without it, such users are refused with a message.
+    #[serde(default)]
+    pub default_account: Option<String>,
+    #[serde(default = "defaults::heartbeat_s")]
+    pub heartbeat_s: u32,
+    /// A node whose agent is silent this long is DOWN; its jobs fail or requeue.
+    #[serde(default = "defaults::node_timeout_s")]
+    pub node_timeout_s: u32,
+    /// Seconds between SIGTERM and SIGKILL when a job is cancelled or times out.
+    #[serde(default = "defaults::kill_grace_s")]
+    pub kill_grace_s: u32,
+    /// Longest wait between scheduling cycles (a submission or a job end runs one at once).
+    #[serde(default = "defaults::cycle_interval_ms")]
+    pub cycle_interval_ms: u64,
+    /// Where the built-in policy components are (default: next to the binary).
+    #[serde(default)]
+    pub policy_dir: Option<PathBuf>,
+    /// Run the kernel's native safe defaults instead of the Wasm built-ins.
+    #[serde(default)]
+    pub native_policies: bool,
+    /// The cluster description file, relative to this file.
+    #[serde(default)]
+    pub cluster_file: Option<PathBuf>,
+    /// Or the cluster description inline.
+    #[serde(default)]
+    pub cluster: Option<toml::Value>,
+}
+
+mod defaults {
+    pub fn heartbeat_s() -> u32 {
+        5
+    }
+    pub fn node_timeout_s() -> u32 {
+        30
+    }
+    pub fn kill_grace_s() -> u32 {
+        10
+    }
+    pub fn cycle_interval_ms() -> u64 {
+        1000
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl DaemonConfig {
+    /// Reads the file and resolves relative paths against its directory.
+    pub fn load(path: &Path) -> Result<(Self, ClusterDescription), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        };
+        let mut cfg: DaemonConfig = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut cfg.state);
+        resolve(&mut cfg.key_file);
+        if let Some(s) = &mut cfg.socket {
+            resolve(s);
+        }
+        if let Some(d) = &mut cfg.policy_dir {
+            resolve(d);
+        }
+        if cfg.listen.is_none() && cfg.socket.is_none() {
+            return Err(invalid(
+                "set `listen` (TCP), `socket` (Unix), or both".into(),
+            ));
+        }
+        if cfg.node_timeout_s <= cfg.heartbeat_s {
+            return Err(invalid(format!(
+                "node_timeout_s ({}) must be longer than heartbeat_s ({})",
+                cfg.node_timeout_s, cfg.heartbeat_s
+            )));
+        }
+        let cluster = match (&cfg.cluster_file, &cfg.cluster) {
+            (Some(f), None) => {
+                let f = if f.is_relative() { base.join(f) } else { f.clone() };
+                let text = std::fs::read_to_string(&f).map_err(|source| ConfigError::Read {
+                    path: f.display().to_string(),
+                    source,
+                })?;
+                ClusterDescription::from_toml(&text).map_err(|e| ConfigError::Invalid {
+                    path: f.display().to_string(),
+                    message: e.to_string(),
+                })?
+            }
+            (None, Some(v)) => {
+                let text = toml::to_string(v).map_err(|e| invalid(e.to_string()))?;
+                ClusterDescription::from_toml(&text)
+                    .map_err(|e| invalid(format!("[cluster]: {e}")))?
+            }
+            _ => {
+                return Err(invalid(
+                    "give the cluster description as `cluster_file = \"...\"` or an inline `[cluster]` table, not both"
+                        .into(),
+                ))
+            }
+        };
+        Ok((cfg, cluster))
+    }
+}

@@ -1,0 +1,1071 @@
+//! The controller's state and everything that changes it: submissions, cancellations,
+//! scheduling cycles, agent registrations, heartbeats and job reports, admin actions.
+//! Every change is written to the [`Store`] before it is acknowledged or acted on, and
+//! [`Controller::open`] rebuilds the same state from that log after a restart.
+//!
+//! This module has no network code: the gRPC services (`service.rs`) call it under a
+//! lock and turn its errors into status codes; agents receive their commands through
+//! channels it holds.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use gantry_api as api;
+use gantry_kernel::cluster::NodeId;
+use gantry_kernel::cluster::NodeState;
+use gantry_kernel::job::{
+    parse_dependencies, ArraySpec, GpuRequest, Job, JobOutcome, JobSpec, JobState, MemoryRequest,
+};
+use gantry_kernel::units::compress_hostlist;
+use gantry_kernel::{JobId, ResourceRequest, Scheduler, Time};
+use gantry_wasm_host::{PolicyKind, WasmSlots};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::store::{Entry, Launch, Store, StoreError, Usage};
+
+/// Who is calling, as authentication established it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub admin: bool,
+}
+
+/// Why a request was refused; each maps to one gRPC status code.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Denied(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// The state database failed: the controller stops, nothing was acknowledged.
+    #[error("the controller cannot write its state: {0}")]
+    Storage(#[from] StoreError),
+}
+
+/// Settings the controller acts on (from the daemon's configuration).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub admins: Vec<String>,
+    pub default_account: Option<String>,
+    pub heartbeat_s: u32,
+    pub node_timeout_s: u32,
+    pub kill_grace_s: u32,
+}
+
+/// What the controller knows about a node besides the kernel's resource view.
+#[derive(Debug, Default)]
+struct NodeLive {
+    /// When its agent was last heard from; `None` while it has not (re)registered.
+    last_seen: Option<Time>,
+    /// Drained by an admin (running jobs go on, nothing new starts).
+    drained: bool,
+    reason: String,
+    /// The agent's command stream, while attached.
+    commands: Option<mpsc::UnboundedSender<api::AgentCommand>>,
+    /// Commands waiting for the agent to attach.
+    queued: Vec<api::AgentCommand>,
+}
+
+pub struct Controller {
+    sched: Scheduler,
+    store: Store,
+    settings: Settings,
+    launches: HashMap<JobId, Arc<Launch>>,
+    usage: HashMap<JobId, Usage>,
+    nodes: Vec<NodeLive>,
+    /// Launch commands sent and not yet confirmed by the agent (heartbeat or report).
+    unconfirmed: HashSet<JobId>,
+    events: broadcast::Sender<api::Event>,
+    slots: Option<WasmSlots>,
+}
+
+fn invalid(e: impl std::fmt::Display) -> Refusal {
+    Refusal::Invalid(e.to_string())
+}
+
+/// Expands an output file pattern: `%j` job id, `%x` name, `%A` array job id, `%a` array
+/// task id, `%u` user, `%N` first node, `%%` a percent sign; relative to `workdir`.
+pub fn output_path(pattern: &str, job: &Job, user: &str, node: &str, workdir: &str) -> String {
+    let array_job = job.array.map_or(job.id.0, |a| a.array_job.0);
+    let task = job
+        .array
+        .map_or(String::from("4294967294"), |a| a.index.to_string());
+    let mut out = String::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('j') => out.push_str(&job.id.0.to_string()),
+            Some('x') => out.push_str(&job.name),
+            Some('A') => out.push_str(&array_job.to_string()),
+            Some('a') => out.push_str(&task),
+            Some('u') => out.push_str(user),
+            Some('N') => out.push_str(node),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    if out.starts_with('/') || workdir.is_empty() {
+        out
+    } else {
+        format!("{}/{out}", workdir.trim_end_matches('/'))
+    }
+}
+
+fn default_output(job: &Job) -> &'static str {
+    if job.array.is_some() {
+        "slurm-%A_%a.out"
+    } else {
+        "slurm-%j.out"
+    }
+}
+
+impl Controller {
+    /// Builds the controller from its log: the same jobs, decisions and node states as
+    /// before the restart. Nodes with jobs on them get one node timeout for their agents
+    /// to come back; the others are DOWN until their agents register.
+    pub fn open(
+        sched: Scheduler,
+        store: Store,
+        settings: Settings,
+        slots: Option<WasmSlots>,
+        now: Time,
+    ) -> Result<Self, anyhow::Error> {
+        let nodes = (0..sched.cluster().nodes.len())
+            .map(|_| NodeLive::default())
+            .collect();
+        let (events, _) = broadcast::channel(1024);
+        let mut c = Self {
+            sched,
+            store,
+            settings,
+            launches: HashMap::new(),
+            usage: HashMap::new(),
+            nodes,
+            unconfirmed: HashSet::new(),
+            events,
+            slots,
+        };
+        let entries = c.store.entries()?;
+        let restored = entries.len();
+        for (seq, time, entry) in entries {
+            if let Err(e) = c.apply(time, &entry) {
+                tracing::error!(seq, error = %e, "log entry could not be applied; continuing");
+            }
+        }
+        // Nodes holding jobs keep them: their agents have a node timeout to return.
+        let busy: HashSet<NodeId> = c
+            .sched
+            .running()
+            .iter()
+            .chain(c.sched.suspended())
+            .filter_map(|&id| c.sched.job(id)?.allocation.as_ref())
+            .flat_map(|a| a.nodes.iter().map(|n| n.node))
+            .collect();
+        for i in 0..c.nodes.len() {
+            let id = NodeId(i as u32);
+            if busy.contains(&id) {
+                c.nodes[i].last_seen = Some(now);
+            }
+            c.sync_node_state(id);
+        }
+        // Launches of running jobs may not have reached their agents before the restart:
+        // the agents' heartbeats say which they have; the rest are sent again.
+        c.unconfirmed = c.sched.running().iter().copied().collect();
+        tracing::info!(
+            entries = restored,
+            jobs = c.sched.jobs().len(),
+            running = c.sched.running().len(),
+            waiting = c.sched.waiting().len(),
+            "state restored"
+        );
+        Ok(c)
+    }
+
+    fn node_id(&self, name: &str) -> Result<NodeId, Refusal> {
+        self.sched
+            .cluster()
+            .node_by_name(name)
+            .ok_or_else(|| Refusal::NotFound(format!("no node named '{name}' in the cluster")))
+    }
+
+    /// Applies one logged entry (restore path; decisions go through `restore_*`).
+    fn apply(&mut self, time: Time, entry: &Entry) -> Result<(), anyhow::Error> {
+        match entry {
+            Entry::Submitted {
+                first,
+                count,
+                spec,
+                launch,
+            } => {
+                self.associate_if_needed(&spec.user, spec.account.as_deref());
+                let ids = self.sched.submit(spec.as_ref().clone(), time)?;
+                if ids.first() != Some(first) || ids.len() != *count as usize {
+                    anyhow::bail!(
+                        "submission restored as jobs {ids:?}, logged as {count} from {first}"
+                    );
+                }
+                let launch = Arc::new(launch.as_ref().clone());
+                for id in ids {
+                    self.launches.insert(id, launch.clone());
+                }
+            }
+            Entry::Started { job, allocation } => {
+                self.sched.restore_start(*job, time, allocation.clone())?
+            }
+            Entry::Ended {
+                job,
+                outcome,
+                usage,
+            } => {
+                self.usage.insert(*job, *usage);
+                self.sched.job_ended(*job, time, *outcome)?;
+            }
+            Entry::Cancelled { job } => {
+                self.sched.cancel(*job, time)?;
+            }
+            Entry::DependencyNeverSatisfied { job } => {
+                self.sched.restore_dependency_cancel(*job, time)?
+            }
+            Entry::Preempted { job, mode } => self.sched.restore_preempt(*job, time, *mode)?,
+            Entry::Resumed { job } => self.sched.restore_resume(*job, time)?,
+            Entry::NodeFailed { node } => {
+                let id = self.node_id(node)?;
+                self.sched.node_failed(id, time);
+            }
+            Entry::NodeState {
+                node,
+                state,
+                reason,
+            } => {
+                let id = self.node_id(node)?;
+                let live = &mut self.nodes[id.index()];
+                live.drained = state == "drain";
+                live.reason = reason.clone();
+            }
+            Entry::PolicyLoaded {
+                kind,
+                sha256,
+                config,
+                ..
+            } => {
+                let (Some(slots), Some(bytes)) = (&self.slots, self.store.component(sha256)?)
+                else {
+                    anyhow::bail!("policy component {sha256} is not available");
+                };
+                let kind: PolicyKind = kind.parse().map_err(anyhow::Error::msg)?;
+                slots.load(kind, &bytes, config)?;
+            }
+            Entry::PolicyActivated { kind, version, who } => {
+                if let Some(slots) = &self.slots {
+                    let kind: PolicyKind = kind.parse().map_err(anyhow::Error::msg)?;
+                    slots.activate(kind, gantry_wasm_host::VersionId(*version), who, time)?;
+                }
+            }
+            Entry::PolicyRolledBack { kind, to, who } => {
+                if let Some(slots) = &self.slots {
+                    let kind: PolicyKind = kind.parse().map_err(anyhow::Error::msg)?;
+                    slots.rollback(kind, to.map(gantry_wasm_host::VersionId), who, time)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a user with no association into the default account, when one is set.
+    fn associate_if_needed(&mut self, user: &str, account: Option<&str>) {
+        let Some(default) = self.settings.default_account.clone() else {
+            return;
+        };
+        let cluster = self.sched.cluster();
+        if cluster.open_accounts || account.is_some() {
+            return;
+        }
+        let known = cluster
+            .users
+            .iter()
+            .position(|u| u == user)
+            .is_some_and(|u| cluster.associations.iter().any(|a| a.user.0 as usize == u));
+        if !known {
+            self.sched.register_user(&default, user);
+        }
+    }
+
+    fn log(&mut self, time: Time, entries: &[Entry]) -> Result<(), Refusal> {
+        self.store.append(time, entries).map_err(Refusal::Storage)
+    }
+
+    // ----- users ------------------------------------------------------------------------
+
+    /// Validates, logs, and queues a submission; returns the job ids once on disk.
+    pub fn submit(
+        &mut self,
+        who: &Caller,
+        sub: api::JobSubmission,
+        now: Time,
+    ) -> Result<Vec<JobId>, Refusal> {
+        let (spec, launch) = spec_from(who, sub)?;
+        self.associate_if_needed(&spec.user, spec.account.as_deref());
+        let ids = self.sched.submit(spec.clone(), now).map_err(invalid)?;
+        let entry = Entry::Submitted {
+            first: ids[0],
+            count: ids.len() as u32,
+            spec: Box::new(spec),
+            launch: Box::new(launch.clone()),
+        };
+        self.log(now, &[entry])?;
+        let launch = Arc::new(launch);
+        for &id in &ids {
+            self.launches.insert(id, launch.clone());
+            self.publish_job(id, now);
+        }
+        tracing::info!(user = %who.user, first = ids[0].0, count = ids.len(), "submitted");
+        Ok(ids)
+    }
+
+    /// The job, if `who` may act on it (its owner or an admin).
+    fn owned(&self, who: &Caller, id: JobId) -> Result<&Job, Refusal> {
+        let job = self
+            .sched
+            .job(id)
+            .ok_or_else(|| Refusal::NotFound(format!("Invalid job id specified: {}", id.0)))?;
+        let owner = &self.sched.cluster().users[job.user.index()];
+        if !who.admin && *owner != who.user {
+            tracing::warn!(caller = %who.user, job = id.0, owner = %owner, "refused: not the owner");
+            return Err(Refusal::Denied(format!(
+                "Access/permission denied: job {} belongs to {owner}",
+                id.0
+            )));
+        }
+        Ok(job)
+    }
+
+    /// Cancels jobs (every task of an array given by its array id). Returns those ended.
+    pub fn cancel(&mut self, who: &Caller, ids: &[u64], now: Time) -> Result<Vec<JobId>, Refusal> {
+        let mut targets = Vec::new();
+        for &raw in ids {
+            let id = JobId(raw);
+            self.owned(who, id)?;
+            match self.sched.array_tasks(id) {
+                Some(tasks) => targets.extend_from_slice(tasks),
+                None => targets.push(id),
+            }
+        }
+        let mut done = Vec::new();
+        for id in targets {
+            let Some(job) = self.sched.job(id) else {
+                continue;
+            };
+            if job.state.is_terminal() {
+                continue;
+            }
+            let first_node = job
+                .allocation
+                .as_ref()
+                .and_then(|a| a.nodes.first())
+                .map(|n| n.node);
+            self.log(now, &[Entry::Cancelled { job: id }])?;
+            let was = self.sched.cancel(id, now).map_err(invalid)?;
+            if matches!(was, JobState::Running | JobState::Suspended) {
+                if let Some(node) = first_node {
+                    self.send(node, api::agent_command::What::Cancel(id.0));
+                }
+            }
+            self.publish_job(id, now);
+            done.push(id);
+        }
+        if ids.len() == 1 && done.is_empty() {
+            return Err(Refusal::Conflict(format!(
+                "Job/step already completing or completed: {}",
+                ids[0]
+            )));
+        }
+        Ok(done)
+    }
+
+    /// Sends `signal` to running jobs' processes (e.g. SIGUSR1 for a checkpoint); their
+    /// state does not change.
+    pub fn signal(
+        &mut self,
+        who: &Caller,
+        ids: &[u64],
+        signal: i32,
+    ) -> Result<Vec<JobId>, Refusal> {
+        if !(1..=64).contains(&signal) {
+            return Err(Refusal::Invalid(format!("{signal} is not a signal number")));
+        }
+        let mut done = Vec::new();
+        for &raw in ids {
+            let id = JobId(raw);
+            let job = self.owned(who, id)?;
+            if job.state != JobState::Running {
+                return Err(Refusal::Conflict(format!("job {raw} is not running")));
+            }
+            if let Some(node) = job
+                .allocation
+                .as_ref()
+                .and_then(|a| a.nodes.first())
+                .map(|n| n.node)
+            {
+                self.send(
+                    node,
+                    api::agent_command::What::Signal(api::SignalJob {
+                        job_id: raw,
+                        signal,
+                    }),
+                );
+                done.push(id);
+            }
+        }
+        Ok(done)
+    }
+
+    // ----- the scheduling cycle -----------------------------------------------------------
+
+    /// Declares nodes whose agents went silent DOWN, runs one cycle, logs its decisions,
+    /// and sends the launches, suspensions and resumptions to the agents.
+    pub fn cycle(&mut self, now: Time) -> Result<(), Refusal> {
+        self.check_heartbeats(now)?;
+        let out = self.sched.cycle(now);
+        let mut entries = Vec::new();
+        entries.extend(
+            out.cancelled
+                .iter()
+                .map(|&job| Entry::DependencyNeverSatisfied { job }),
+        );
+        entries.extend(out.resumed.iter().map(|&job| Entry::Resumed { job }));
+        let victims = [
+            (&out.preempted, gantry_abi::PreemptMode::Cancel),
+            (&out.requeued, gantry_abi::PreemptMode::Requeue),
+            (&out.suspended, gantry_abi::PreemptMode::Suspend),
+        ];
+        for (jobs, mode) in victims {
+            entries.extend(jobs.iter().map(|&job| Entry::Preempted { job, mode }));
+        }
+        for &job in &out.started {
+            let allocation = self
+                .sched
+                .job(job)
+                .and_then(|j| j.allocation.clone())
+                .unwrap_or_default();
+            entries.push(Entry::Started { job, allocation });
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        // Logged before any agent hears of it: a restart knows everything that was sent.
+        self.log(now, &entries)?;
+        let first_node = |c: &Self, id: JobId| {
+            c.sched
+                .job(id)
+                .and_then(|j| j.allocation.as_ref())
+                .and_then(|a| a.nodes.first())
+                .map(|n| n.node)
+        };
+        use api::agent_command::What;
+        for &id in out.preempted.iter().chain(&out.requeued) {
+            // Their allocation is gone from the kernel's view; the agent finds the job
+            // by id on whichever node ran it.
+            self.broadcast_to_agents(What::Cancel(id.0));
+        }
+        for &id in &out.suspended {
+            if let Some(n) = first_node(self, id) {
+                self.send(n, What::Suspend(id.0));
+            }
+        }
+        for &id in &out.resumed {
+            if let Some(n) = first_node(self, id) {
+                self.send(n, What::Resume(id.0));
+            }
+        }
+        for &id in &out.started {
+            self.send_launch(id);
+        }
+        let changed = out
+            .cancelled
+            .iter()
+            .chain(&out.resumed)
+            .chain(&out.preempted)
+            .chain(&out.requeued)
+            .chain(&out.suspended)
+            .chain(&out.started)
+            .copied()
+            .collect::<Vec<_>>();
+        for id in changed {
+            self.publish_job(id, now);
+        }
+        Ok(())
+    }
+
+    fn check_heartbeats(&mut self, now: Time) -> Result<(), Refusal> {
+        let timeout = self.settings.node_timeout_s as Time;
+        for i in 0..self.nodes.len() {
+            let Some(seen) = self.nodes[i].last_seen else {
+                continue;
+            };
+            if now - seen <= timeout {
+                continue;
+            }
+            let id = NodeId(i as u32);
+            let name = self.sched.cluster().node(id).name.clone();
+            tracing::warn!(node = %name, silent_s = now - seen, "agent silent; node DOWN");
+            self.log(now, &[Entry::NodeFailed { node: name }])?;
+            let hit = self.sched.node_failed(id, now);
+            let live = &mut self.nodes[i];
+            live.last_seen = None;
+            live.reason = "Not responding".into();
+            live.commands = None;
+            live.queued.clear();
+            for job in hit {
+                self.unconfirmed.remove(&job);
+                self.publish_job(job, now);
+            }
+            self.sync_node_state(id);
+            self.publish_node(id, now);
+        }
+        Ok(())
+    }
+
+    /// Sets the kernel's view of a node from what the controller knows.
+    fn sync_node_state(&mut self, id: NodeId) {
+        let live = &self.nodes[id.index()];
+        let want = match (live.last_seen, live.drained) {
+            (None, _) => NodeState::Down,
+            (Some(_), true) => NodeState::Drained,
+            (Some(_), false) => NodeState::Up,
+        };
+        if self.sched.cluster().node(id).state != want {
+            self.sched.set_node_state(id, want);
+        }
+    }
+
+    // ----- agents ---------------------------------------------------------------------------
+
+    fn send(&mut self, node: NodeId, what: api::agent_command::What) {
+        let cmd = api::AgentCommand { what: Some(what) };
+        let live = &mut self.nodes[node.index()];
+        match &live.commands {
+            Some(tx) if tx.send(cmd.clone()).is_ok() => {}
+            _ => {
+                live.commands = None;
+                live.queued.push(cmd);
+            }
+        }
+    }
+
+    fn broadcast_to_agents(&mut self, what: api::agent_command::What) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].commands.is_some() {
+                self.send(NodeId(i as u32), what.clone());
+            }
+        }
+    }
+
+    fn send_launch(&mut self, id: JobId) {
+        let Some(job) = self.sched.job(id) else {
+            return;
+        };
+        let Some(alloc) = job.allocation.as_ref() else {
+            return;
+        };
+        let Some(here) = alloc.nodes.first() else {
+            return;
+        };
+        let node = here.node;
+        let launch = self.launches.get(&id).cloned().unwrap_or_default();
+        let info = self.job_info(job);
+        let cmd = api::LaunchJob {
+            here: Some(self.node_allocation(here)),
+            job: Some(info),
+            script: launch.script.clone(),
+            argv: launch.argv.clone(),
+            env: launch.env.iter().cloned().collect(),
+            uid: launch.uid,
+            gid: launch.gid,
+            kill_grace_s: self.settings.kill_grace_s,
+        };
+        self.unconfirmed.insert(id);
+        self.send(node, api::agent_command::What::Launch(cmd));
+    }
+
+    /// An agent (re)registers its node: it is up (unless drained) and gets its queue.
+    pub fn register(&mut self, req: &api::RegisterRequest, now: Time) -> Result<u32, Refusal> {
+        let id = self.node_id(&req.node)?;
+        let node = self.sched.cluster().node(id);
+        if let Some(t) = &req.topology {
+            let cores = t.sockets * t.numa_per_socket * t.cores_per_numa;
+            let (want_cores, want_gpus) = (node.topology.core_count(), node.topology.gpu_count());
+            if cores < want_cores || (t.gpu_numa.len() as u32) < want_gpus {
+                let reason = format!(
+                    "agent found {cores} cores and {} GPUs; the cluster description says {want_cores} and {want_gpus}",
+                    t.gpu_numa.len()
+                );
+                tracing::warn!(node = %req.node, %reason, "node drained");
+                self.nodes[id.index()].drained = true;
+                self.nodes[id.index()].reason = reason.clone();
+                self.log(
+                    now,
+                    &[Entry::NodeState {
+                        node: req.node.clone(),
+                        state: "drain".into(),
+                        reason,
+                    }],
+                )?;
+            }
+        }
+        let live = &mut self.nodes[id.index()];
+        let was_down = live.last_seen.is_none();
+        live.last_seen = Some(now);
+        if !live.drained {
+            live.reason.clear();
+        }
+        self.sync_node_state(id);
+        if was_down {
+            tracing::info!(node = %req.node, "agent registered; node up");
+        }
+        self.publish_node(id, now);
+        Ok(self.settings.heartbeat_s)
+    }
+
+    /// The agent's command stream; queued commands go first.
+    pub fn attach(
+        &mut self,
+        node: &str,
+    ) -> Result<mpsc::UnboundedReceiver<api::AgentCommand>, Refusal> {
+        let id = self.node_id(node)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let live = &mut self.nodes[id.index()];
+        for cmd in live.queued.drain(..) {
+            let _ = tx.send(cmd);
+        }
+        live.commands = Some(tx);
+        Ok(rx)
+    }
+
+    /// A heartbeat: the node is alive; its list of jobs is reconciled with the kernel's.
+    pub fn heartbeat(&mut self, req: &api::HeartbeatRequest, now: Time) -> Result<(), Refusal> {
+        let id = self.node_id(&req.node)?;
+        if self.nodes[id.index()].last_seen.is_none() {
+            return Err(Refusal::Conflict(format!(
+                "node {} is not registered (it was declared DOWN); register again",
+                req.node
+            )));
+        }
+        self.nodes[id.index()].last_seen = Some(now);
+        let mut reported = HashSet::new();
+        for j in &req.jobs {
+            let job = JobId(j.job_id);
+            reported.insert(job);
+            self.unconfirmed.remove(&job);
+            if !j.alive {
+                // Ended while nobody listened: settle it now.
+                let report = api::JobReport {
+                    node: req.node.clone(),
+                    job_id: j.job_id,
+                    state: if j.timed_out {
+                        "TIMEOUT".into()
+                    } else {
+                        "EXITED".into()
+                    },
+                    exit_code: j.exit_code,
+                    ..Default::default()
+                };
+                self.report(&report, now)?;
+                continue;
+            }
+            let here = self
+                .sched
+                .job(job)
+                .filter(|x| matches!(x.state, JobState::Running | JobState::Suspended))
+                .and_then(|x| x.allocation.as_ref())
+                .is_some_and(|a| a.nodes.first().map(|n| n.node) == Some(id));
+            if !here {
+                // Cancelled or moved while the agent was away: stop it there.
+                self.send(id, api::agent_command::What::Cancel(job.0));
+            }
+        }
+        // Running here per the kernel, but the agent never got it: launch it again (the
+        // agent ignores a launch of a job it already has).
+        let missing: Vec<JobId> = self
+            .unconfirmed
+            .iter()
+            .copied()
+            .filter(|j| !reported.contains(j))
+            .filter(|&j| {
+                self.sched
+                    .job(j)
+                    .and_then(|x| x.allocation.as_ref())
+                    .and_then(|a| a.nodes.first())
+                    .is_some_and(|n| n.node == id)
+            })
+            .collect();
+        for j in missing {
+            self.send_launch(j);
+        }
+        Ok(())
+    }
+
+    /// A job changed state on its node.
+    pub fn report(&mut self, r: &api::JobReport, now: Time) -> Result<(), Refusal> {
+        let id = JobId(r.job_id);
+        self.unconfirmed.remove(&id);
+        let Some(job) = self.sched.job(id) else {
+            return Err(Refusal::NotFound(format!("no job {}", r.job_id)));
+        };
+        let outcome = match r.state.as_str() {
+            "RUNNING" => return Ok(()),
+            "TIMEOUT" => JobOutcome::Timeout,
+            "LAUNCH_FAILED" => {
+                tracing::warn!(job = id.0, node = %r.node, message = %r.message, "launch failed");
+                JobOutcome::Exited(r.exit_code.unwrap_or(1))
+            }
+            _ => JobOutcome::Exited(r.exit_code.unwrap_or(0)),
+        };
+        let usage = Usage {
+            user_cpu_s: r.user_cpu_s,
+            system_cpu_s: r.system_cpu_s,
+            max_rss_mb: r.max_rss_mb,
+        };
+        if !matches!(job.state, JobState::Running | JobState::Suspended) {
+            // Already ended here (cancelled, node failed): keep what it used.
+            if job.state.is_terminal() {
+                self.usage.entry(id).or_insert(usage);
+            }
+            return Ok(());
+        }
+        self.log(
+            now,
+            &[Entry::Ended {
+                job: id,
+                outcome,
+                usage,
+            }],
+        )?;
+        self.usage.insert(id, usage);
+        self.sched.job_ended(id, now, outcome).map_err(invalid)?;
+        self.publish_job(id, now);
+        Ok(())
+    }
+
+    // ----- admins ---------------------------------------------------------------------------
+
+    pub fn set_node_state(
+        &mut self,
+        who: &Caller,
+        node: &str,
+        state: &str,
+        reason: &str,
+        now: Time,
+    ) -> Result<api::NodeInfo, Refusal> {
+        if !who.admin {
+            tracing::warn!(caller = %who.user, node, state, "refused: not an admin");
+            return Err(Refusal::Denied(format!(
+                "{} may not change node states: that needs an admin",
+                who.user
+            )));
+        }
+        let id = self.node_id(node)?;
+        let drain = match state {
+            "drain" => true,
+            "resume" | "up" => false,
+            other => {
+                return Err(Refusal::Invalid(format!(
+                    "unknown node state '{other}' (use drain or resume)"
+                )))
+            }
+        };
+        if drain && reason.trim().is_empty() {
+            return Err(Refusal::Invalid("a drain needs a reason".into()));
+        }
+        self.log(
+            now,
+            &[Entry::NodeState {
+                node: node.to_string(),
+                state: if drain { "drain" } else { "resume" }.into(),
+                reason: reason.to_string(),
+            }],
+        )?;
+        let live = &mut self.nodes[id.index()];
+        live.drained = drain;
+        live.reason = if drain {
+            reason.to_string()
+        } else {
+            String::new()
+        };
+        self.sync_node_state(id);
+        self.publish_node(id, now);
+        Ok(self.node_info(id, now))
+    }
+
+    pub fn slots(&self) -> Option<&WasmSlots> {
+        self.slots.as_ref()
+    }
+
+    /// Logs a policy action; the caller has done it on the slots already.
+    pub fn log_policy(
+        &mut self,
+        now: Time,
+        entry: Entry,
+        bytes: Option<(&str, &[u8])>,
+    ) -> Result<(), Refusal> {
+        if let Some((sha, b)) = bytes {
+            self.store.put_component(sha, b)?;
+        }
+        self.log(now, &[entry])
+    }
+
+    // ----- views ------------------------------------------------------------------------------
+
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.sched
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<api::Event> {
+        self.events.subscribe()
+    }
+
+    fn publish_job(&self, id: JobId, now: Time) {
+        if let Some(job) = self.sched.job(id) {
+            let _ = self.events.send(api::Event {
+                time: now,
+                what: Some(api::event::What::Job(self.job_info(job))),
+            });
+        }
+    }
+
+    fn publish_node(&self, id: NodeId, now: Time) {
+        let _ = self.events.send(api::Event {
+            time: now,
+            what: Some(api::event::What::Node(self.node_info(id, now))),
+        });
+    }
+
+    fn node_allocation(&self, n: &gantry_kernel::job::NodeAllocation) -> api::NodeAllocation {
+        api::NodeAllocation {
+            node: self.sched.cluster().node(n.node).name.clone(),
+            tasks: n.tasks,
+            cores: n.cores.ones().map(|c| c as u32).collect(),
+            memory_mb: n.memory_mb,
+            gpus: (0..64).filter(|g| n.gpus & (1 << g) != 0).collect(),
+        }
+    }
+
+    /// Whether `who` may see the details of job `id`.
+    pub fn may_see(&self, who: &Caller, job: &Job) -> bool {
+        who.admin || self.sched.cluster().users[job.user.index()] == who.user
+    }
+
+    pub fn job_info(&self, job: &Job) -> api::JobInfo {
+        let cluster = self.sched.cluster();
+        let user = cluster.users[job.user.index()].clone();
+        let launch = self.launches.get(&job.id);
+        let nodes: Vec<String> = job
+            .allocation
+            .as_ref()
+            .map(|a| {
+                a.nodes
+                    .iter()
+                    .map(|n| cluster.node(n.node).name.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let workdir = launch.map(|l| l.workdir.clone()).unwrap_or_default();
+        let first = nodes.first().cloned().unwrap_or_default();
+        let pattern = |p: Option<&String>| match p {
+            Some(p) if !p.is_empty() => p.clone(),
+            _ => default_output(job).to_string(),
+        };
+        let out_pattern = pattern(launch.map(|l| &l.output));
+        let err_pattern = match launch.map(|l| &l.error) {
+            Some(e) if !e.is_empty() => e.clone(),
+            _ => out_pattern.clone(),
+        };
+        api::JobInfo {
+            job_id: job.id.0,
+            array_job_id: job.array.map_or(0, |a| a.array_job.0),
+            array_task_id: job.array.map_or(0, |a| a.index),
+            name: job.name.clone(),
+            user: user.clone(),
+            account: cluster.accounts[job.account.index()].name.clone(),
+            partition: cluster.partition(job.partition).name.clone(),
+            qos: cluster.qos[job.qos.index()].name.clone(),
+            state: job.state.slurm_name().to_string(),
+            reason: reason_text(job),
+            priority: job.priority,
+            submit_time: job.submit_time,
+            start_time: job.start_time.unwrap_or(0),
+            end_time: job.end_time.unwrap_or(0),
+            time_limit_s: job.time_limit.unwrap_or(0),
+            tasks: job.shape.tasks,
+            cpus_per_task: job.shape.cpus_per_task,
+            nodes: job
+                .allocation
+                .as_ref()
+                .map_or(job.shape.nodes.unwrap_or(1), |a| a.nodes.len() as u32),
+            cores: job.shape.cores(),
+            gpus: job.shape.gpus(),
+            allocation: job
+                .allocation
+                .as_ref()
+                .map(|a| a.nodes.iter().map(|n| self.node_allocation(n)).collect())
+                .unwrap_or_default(),
+            node_list: compress_hostlist(&nodes),
+            exit_code: job.exit_code,
+            stdout_path: output_path(&out_pattern, job, &user, &first, &workdir),
+            stderr_path: output_path(&err_pattern, job, &user, &first, &workdir),
+            workdir,
+            dependency: launch.map(|l| l.dependency.clone()).unwrap_or_default(),
+            requeue_count: job.requeue_count,
+            suspended_s: job.suspended_for,
+        }
+    }
+
+    pub fn node_info(&self, id: NodeId, now: Time) -> api::NodeInfo {
+        let cluster = self.sched.cluster();
+        let node = cluster.node(id);
+        let live = &self.nodes[id.index()];
+        let t = &node.topology;
+        let cores_alloc = t.core_count() - node.free.core_count;
+        let gpus_alloc = t.gpu_count() - node.free.gpus.count_ones();
+        let busy = cores_alloc > 0 || gpus_alloc > 0;
+        let state = match (node.state, busy) {
+            (NodeState::Down, _) => "DOWN",
+            (NodeState::Drained, true) => "DRAINING",
+            (NodeState::Drained, false) => "DRAINED",
+            (NodeState::Up, false) => "IDLE",
+            (NodeState::Up, true) if cores_alloc == t.core_count() => "ALLOCATED",
+            (NodeState::Up, true) => "MIXED",
+        };
+        api::NodeInfo {
+            name: node.name.clone(),
+            state: state.into(),
+            reason: live.reason.clone(),
+            cores: t.core_count(),
+            cores_allocated: cores_alloc,
+            memory_mb: t.memory_mb(),
+            memory_allocated_mb: t.memory_mb() - node.free.memory_mb,
+            gpus: t.gpu_count(),
+            gpus_allocated: gpus_alloc,
+            partitions: node
+                .partitions
+                .iter()
+                .map(|&p| cluster.partition(p).name.clone())
+                .collect(),
+            features: cluster
+                .feature_names
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| node.features & (1 << i) != 0)
+                .map(|(_, f)| f.clone())
+                .collect(),
+            last_heartbeat_age_s: live.last_seen.map_or(-1, |s| (now - s).max(0)),
+        }
+    }
+
+    pub fn usage(&self, id: JobId) -> Usage {
+        self.usage.get(&id).copied().unwrap_or_default()
+    }
+}
+
+fn reason_text(job: &Job) -> String {
+    use gantry_kernel::job::PendingReason as R;
+    if !job.state.is_waiting() {
+        return "None".into();
+    }
+    match job.reason {
+        R::None => "None",
+        R::Priority => "Priority",
+        R::Resources => "Resources",
+        R::Dependency => "Dependency",
+        R::DependencyNeverSatisfied => "DependencyNeverSatisfied",
+        R::QosMaxJobsPerUser => "QOSMaxJobsPerUserLimit",
+        R::PartitionTimeLimit => "PartitionTimeLimit",
+        R::JobArrayTaskLimit => "JobArrayTaskLimit",
+        R::PartitionNodesDown => "PartitionNodesDown",
+    }
+    .into()
+}
+
+/// The kernel's job and the launch details from a submission, checked.
+fn spec_from(who: &Caller, sub: api::JobSubmission) -> Result<(JobSpec, Launch), Refusal> {
+    if sub.script.is_empty() && sub.argv.is_empty() {
+        return Err(invalid("a job needs a batch script or a command"));
+    }
+    if !sub.workdir.starts_with('/') {
+        return Err(invalid(format!(
+            "the working directory must be an absolute path, not '{}'",
+            sub.workdir
+        )));
+    }
+    let some = |s: String| (!s.trim().is_empty()).then(|| s.trim().to_string());
+    let memory = match (sub.mem_per_node_mb, sub.mem_per_cpu_mb) {
+        (0, 0) => MemoryRequest::None,
+        (n, 0) => MemoryRequest::PerNode(n),
+        (0, c) => MemoryRequest::PerCpu(c),
+        _ => return Err(invalid("give memory per node or per CPU, not both")),
+    };
+    let gpus = match (sub.gpus_per_node, sub.gpus_per_job) {
+        (0, 0) => GpuRequest::None,
+        (n, 0) => GpuRequest::PerNode(n),
+        (0, j) => GpuRequest::PerJob(j),
+        _ => return Err(invalid("give GPUs per node or per job, not both")),
+    };
+    let request = ResourceRequest {
+        nodes: (sub.nodes > 0).then_some(sub.nodes),
+        tasks: sub.tasks.max(1),
+        cpus_per_task: sub.cpus_per_task.max(1),
+        memory,
+        gpus,
+        gres: sub.gres.iter().map(|g| (g.name.clone(), g.count)).collect(),
+        exclusive: sub.exclusive,
+        features: sub.features.clone(),
+    };
+    let name = some(sub.name.clone()).unwrap_or_else(|| {
+        sub.argv
+            .first()
+            .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
+            .unwrap_or_else(|| "sbatch".into())
+    });
+    let mut spec = JobSpec::new(name, who.user.clone(), request);
+    spec.account = some(sub.account);
+    spec.partition = some(sub.partition);
+    spec.qos = some(sub.qos);
+    if sub.time_limit_s < 0 {
+        return Err(invalid("the time limit must be positive"));
+    }
+    spec.time_limit = (sub.time_limit_s > 0).then_some(sub.time_limit_s);
+    if let Some(a) = some(sub.array) {
+        spec.array = Some(ArraySpec::parse(&a).map_err(invalid)?);
+    }
+    if let Some(d) = some(sub.dependency.clone()) {
+        spec.dependencies = parse_dependencies(&d).map_err(invalid)?;
+    }
+    spec.requeue = sub.requeue;
+    let mut env: Vec<(String, String)> = sub.env.into_iter().collect();
+    env.sort();
+    let launch = Launch {
+        script: sub.script,
+        argv: sub.argv,
+        workdir: sub.workdir,
+        env,
+        output: sub.output,
+        error: sub.error,
+        uid: who.uid,
+        gid: who.gid,
+        dependency: sub.dependency,
+    };
+    Ok((spec, launch))
+}

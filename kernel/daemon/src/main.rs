@@ -1,0 +1,214 @@
+//! `gantryd`: reads its configuration, restores its state from the log, serves the API on
+//! TCP and/or a Unix socket, and runs a scheduling cycle whenever something changes (and
+//! at least every `cycle_interval_ms`).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use gantry_api::agent_link_server::AgentLinkServer;
+use gantry_api::controller_server::ControllerServer;
+use gantry_daemon::auth::Authenticator;
+use gantry_daemon::config::DaemonConfig;
+use gantry_daemon::controller::{Controller, Settings};
+use gantry_daemon::service::{unix_now, Service, Shared};
+use gantry_daemon::store::Store;
+use gantry_kernel::policy::PolicySet;
+use gantry_kernel::{Scheduler, SchedulerConfig};
+use gantry_wasm_host::{
+    policy_set, ComponentSource, HostLimits, PolicyComponents, PolicyHost, PolicyKind, WasmSlots,
+};
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::Server;
+
+/// Gantry's controller daemon.
+#[derive(Parser)]
+#[command(
+    version,
+    about,
+    long_about = "Gantry's controller. Keeps the queue and the \
+cluster's state in an SQLite log (every acknowledged submission is on disk), serves the \
+gRPC API to the `gantry` CLI and to one `gantry-agent` per node, and runs the scheduling \
+kernel with the policy components."
+)]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(short, long, default_value = "/etc/gantry/gantryd.toml")]
+    config: PathBuf,
+}
+
+fn builtin(kind: PolicyKind) -> &'static str {
+    match kind {
+        PolicyKind::Priority => "multifactor",
+        PolicyKind::Fairshare => "fairtree",
+        PolicyKind::Preemption => "qos-preemption",
+        PolicyKind::Placement => "topology-placement",
+    }
+}
+
+/// The policy directory: configured, `$GANTRY_POLICY_DIR`, or `policies/` beside the
+/// binary's directory.
+fn policy_dir(cfg: &DaemonConfig) -> Result<PathBuf> {
+    if let Some(d) = &cfg.policy_dir {
+        return Ok(d.clone());
+    }
+    if let Some(d) = std::env::var_os("GANTRY_POLICY_DIR") {
+        return Ok(PathBuf::from(d));
+    }
+    let exe = std::env::current_exe().context("cannot locate the gantryd binary")?;
+    let bin = exe
+        .parent()
+        .context("the gantryd binary has no directory")?;
+    for d in [bin.join("../policies"), bin.join("../lib/gantry/policies")] {
+        if d.join("multifactor.wasm").is_file() {
+            return Ok(d);
+        }
+    }
+    bail!("the built-in policy components were not found beside {}; build them with scripts/build-policies.sh, set policy_dir, or set native_policies = true", bin.display())
+}
+
+fn policies(cfg: &DaemonConfig) -> Result<(PolicySet, Option<WasmSlots>)> {
+    if cfg.native_policies {
+        tracing::warn!("running the native safe-default policies (native_policies = true)");
+        return Ok((PolicySet::default(), None));
+    }
+    let dir = policy_dir(cfg)?;
+    let source = |k: PolicyKind| -> Result<ComponentSource> {
+        let wasm = dir.join(format!("{}.wasm", builtin(k)));
+        let bytes = std::fs::read(&wasm)
+            .with_context(|| format!("cannot read the built-in policy {}", wasm.display()))?;
+        let config =
+            std::fs::read_to_string(dir.join(format!("{}.toml", builtin(k)))).unwrap_or_default();
+        Ok(ComponentSource { bytes, config })
+    };
+    let host = PolicyHost::new(HostLimits::default())?;
+    let components = PolicyComponents {
+        priority: source(PolicyKind::Priority)?,
+        fairshare: source(PolicyKind::Fairshare)?,
+        preemption: source(PolicyKind::Preemption)?,
+        placement: source(PolicyKind::Placement)?,
+    };
+    let (set, slots) = policy_set(&host, &components, "gantryd", unix_now())?;
+    // Shadow runs replay the last batch each slot decided.
+    slots.record_batches(true);
+    tracing::info!(dir = %dir.display(), "built-in policy components loaded");
+    Ok((set, Some(slots)))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let (cfg, description) = DaemonConfig::load(&args.config)?;
+    let cluster = description.build().context("invalid cluster description")?;
+    let key = std::fs::read(&cfg.key_file)
+        .with_context(|| format!("cannot read the cluster key {}", cfg.key_file.display()))?;
+    if key.len() < gantry_api::auth::MIN_KEY_BYTES {
+        bail!(
+            "the cluster key {} is shorter than {} bytes",
+            cfg.key_file.display(),
+            gantry_api::auth::MIN_KEY_BYTES
+        );
+    }
+    let (set, slots) = policies(&cfg)?;
+    let sched = Scheduler::new(cluster, SchedulerConfig::default(), set);
+    if let Some(dir) = cfg.state.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let store = Store::open(&cfg.state)?;
+    let settings = Settings {
+        admins: cfg.admins.clone(),
+        default_account: cfg.default_account.clone(),
+        heartbeat_s: cfg.heartbeat_s,
+        node_timeout_s: cfg.node_timeout_s,
+        kill_grace_s: cfg.kill_grace_s,
+    };
+    let controller = Controller::open(sched, store, settings, slots, unix_now())?;
+    let shared = Arc::new(Shared {
+        controller: Mutex::new(controller),
+        auth: Authenticator::new(key, cfg.admins.clone()),
+        wake: tokio::sync::Notify::new(),
+        fatal: tokio::sync::Notify::new(),
+    });
+    let service = Service(shared.clone());
+
+    let mut servers = tokio::task::JoinSet::new();
+    if let Some(addr) = &cfg.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "listening (TCP, tokens)");
+        let s = service.clone();
+        servers.spawn(async move {
+            Server::builder()
+                .add_service(ControllerServer::new(s.clone()))
+                .add_service(AgentLinkServer::new(s))
+                .serve_with_incoming(TcpListenerStream::new(listener))
+                .await
+        });
+    }
+    if let Some(path) = &cfg.socket {
+        if path.exists() {
+            std::fs::remove_file(path)
+                .with_context(|| format!("cannot replace the old socket {}", path.display()))?;
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let listener =
+            UnixListener::bind(path).with_context(|| format!("cannot bind {}", path.display()))?;
+        // Anyone local may connect; the kernel tells us who they are.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+        tracing::info!(socket = %path.display(), "listening (Unix socket, peer credentials)");
+        let s = service.clone();
+        servers.spawn(async move {
+            Server::builder()
+                .add_service(ControllerServer::new(s.clone()))
+                .add_service(AgentLinkServer::new(s))
+                .serve_with_incoming(UnixListenerStream::new(listener))
+                .await
+        });
+    }
+
+    // The scheduling loop.
+    let interval = Duration::from_millis(cfg.cycle_interval_ms.max(10));
+    let looper = shared.clone();
+    let cycles = tokio::spawn(async move {
+        loop {
+            let _ = tokio::time::timeout(interval, looper.wake.notified()).await;
+            let result = looper.lock().cycle(unix_now());
+            if let Err(e) = result {
+                tracing::error!(error = %e, "scheduling cycle failed to record its decisions; stopping");
+                looper.fatal.notify_one();
+                return;
+            }
+        }
+    });
+
+    tokio::select! {
+        _ = shared.fatal.notified() => {
+            cycles.abort();
+            bail!("stopping: the state database cannot be written");
+        }
+        r = servers.join_next() => {
+            cycles.abort();
+            match r {
+                Some(Ok(Err(e))) => bail!("the API server failed: {e}"),
+                _ => bail!("the API server stopped"),
+            }
+        }
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("interrupted; stopping (the log holds everything)");
+            Ok(())
+        }
+    }
+}
