@@ -1,22 +1,96 @@
 //! `gantry`: the command line of the Gantry scheduler. It parses arguments, calls the
-//! libraries and formats their answers; no scheduling logic lives here.
+//! libraries or the controller, and formats the answers; no scheduling logic lives here.
+//!
+//! Invoked as `sbatch`, `squeue`, `scancel`, `sinfo`, `sacct`, `srun` or `scontrol` (links
+//! made by `gantry install-links`), it behaves as that Slurm command.
 
+mod batch;
+mod client;
+mod format;
 mod policies;
 mod sim;
 
 use clap::{Parser, Subcommand};
 
+/// The Slurm command names this binary answers to.
+pub const SLURM_NAMES: [&str; 7] = [
+    "sbatch", "squeue", "scancel", "sinfo", "sacct", "srun", "scontrol",
+];
+
 #[derive(Parser)]
 #[command(name = "gantry", version, about = "Gantry cluster batch scheduler", long_about = None)]
 struct Cli {
+    #[command(flatten)]
+    conn: client::Conn,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Submit a batch script (as sbatch; #SBATCH directives are read).
+    Submit(client::SubmitArgs),
+    /// Run a command as a job and stream its output until it ends (as srun).
+    Run(client::RunArgs),
+    /// Jobs not yet finished (as squeue).
+    #[command(disable_help_flag = true)]
+    Queue(client::QueueArgs),
+    /// Cancel or signal jobs (as scancel).
+    Cancel(client::CancelArgs),
+    /// One job or node in full (as scontrol show).
+    Show(client::ShowArgs),
+    /// Nodes and their state (as sinfo).
+    #[command(disable_help_flag = true)]
+    Nodes(client::NodesArgs),
+    /// Drain or resume a node (admin).
+    #[command(subcommand)]
+    Node(client::NodeAction),
+    /// Accounting records of jobs (as sacct).
+    Acct(client::AcctArgs),
+    /// Policy components of the running controller: list, load, shadow, rollback.
+    #[command(subcommand)]
+    Policy(client::PolicyAction),
+    /// Mint an identity token with the cluster key (for admins).
+    Token(client::TokenArgs),
+    /// Make sbatch, squeue, scancel, sinfo, sacct, srun and scontrol links to this binary.
+    InstallLinks {
+        /// Directory for the links (e.g. /usr/local/bin).
+        dir: std::path::PathBuf,
+    },
     /// Replay a workload trace (SWF) through the scheduling kernel with a virtual clock.
     Sim(sim::SimArgs),
+}
+
+/// Rewrites a Slurm-named invocation into the matching `gantry` command line.
+fn slurm_argv(mut args: Vec<String>) -> Vec<String> {
+    let name = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let sub = match name.as_str() {
+        "sbatch" => "submit",
+        "squeue" => "queue",
+        "scancel" => "cancel",
+        "sinfo" => "nodes",
+        "sacct" => "acct",
+        "srun" => "run",
+        "scontrol" => "show",
+        _ => return args,
+    };
+    let mut rest = args.split_off(1);
+    if sub == "show" {
+        // scontrol show job 12 → gantry show job 12
+        if rest.first().map(String::as_str) == Some("show") {
+            rest.remove(0);
+        } else {
+            eprintln!("scontrol: only 'scontrol show job|node' is supported");
+            std::process::exit(1);
+        }
+    }
+    let mut out = vec!["gantry".to_string(), sub.to_string()];
+    out.extend(rest);
+    out
 }
 
 fn main() -> std::process::ExitCode {
@@ -27,15 +101,66 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Sim(args) => sim::run(args),
+    let argv = slurm_argv(std::env::args().collect());
+    let cli = Cli::parse_from(argv);
+    let conn = cli.conn;
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     };
+    let result: anyhow::Result<u8> = (|| {
+        let rt = runtime()?;
+        Ok(match cli.command {
+            Command::Sim(args) => sim::run(args).map(|()| 0)?,
+            Command::Token(a) => client::token(a).map(|()| 0)?,
+            Command::InstallLinks { dir } => client::install_links(&dir).map(|()| 0)?,
+            Command::Submit(a) => rt.block_on(client::submit(&conn, a)).map(|()| 0)?,
+            Command::Run(a) => rt.block_on(client::run(&conn, a))?,
+            Command::Queue(a) => rt.block_on(client::queue(&conn, a)).map(|()| 0)?,
+            Command::Cancel(a) => rt.block_on(client::cancel(&conn, a)).map(|()| 0)?,
+            Command::Show(a) => rt.block_on(client::show(&conn, a)).map(|()| 0)?,
+            Command::Nodes(a) => rt.block_on(client::nodes(&conn, a)).map(|()| 0)?,
+            Command::Node(a) => rt.block_on(client::node(&conn, a)).map(|()| 0)?,
+            Command::Acct(a) => rt.block_on(client::acct(&conn, a)).map(|()| 0)?,
+            Command::Policy(a) => rt.block_on(client::policy(&conn, a)).map(|()| 0)?,
+        })
+    })();
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
+            let code = e.downcast_ref::<client::Refused>().map_or(1, |r| r.code);
             eprintln!("gantry: error: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn slurm_names_map_to_gantry_commands() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            slurm_argv(v(&["/usr/bin/sbatch", "--parsable", "x.sh"])),
+            v(&["gantry", "submit", "--parsable", "x.sh"])
+        );
+        assert_eq!(
+            slurm_argv(v(&["squeue", "-h"])),
+            v(&["gantry", "queue", "-h"])
+        );
+        assert_eq!(
+            slurm_argv(v(&["scontrol", "show", "job", "5"])),
+            v(&["gantry", "show", "job", "5"])
+        );
+        assert_eq!(slurm_argv(v(&["gantry", "queue"])), v(&["gantry", "queue"]));
     }
 }

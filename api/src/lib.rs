@@ -22,3 +22,5 @@ pub use v1::*;
 
 /// Metadata key carrying the caller's token (`authorization: Bearer <token>`).
 pub const AUTHORIZATION: &str = "authorization";
+
+pub mod client;

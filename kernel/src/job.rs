@@ -374,10 +374,48 @@ impl JobShape {
 pub struct NodeAllocation {
     pub node: NodeId,
     pub tasks: u32,
+    #[serde(with = "core_set")]
     pub cores: FixedBitSet,
     pub memory_mb: u64,
     pub gpus: u64,
     pub gres: Vec<(GresId, u64)>,
+}
+
+/// A core set as `{"width": n, "cores": [i, ...]}`: readable in a log, and independent
+/// of how the bit set lays out its words.
+mod core_set {
+    use fixedbitset::FixedBitSet;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Cores {
+        width: usize,
+        cores: Vec<usize>,
+    }
+
+    pub fn serialize<S: Serializer>(set: &FixedBitSet, s: S) -> Result<S::Ok, S::Error> {
+        Cores {
+            width: set.len(),
+            cores: set.ones().collect(),
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<FixedBitSet, D::Error> {
+        let c = Cores::deserialize(d)?;
+        let width = c
+            .cores
+            .iter()
+            .map(|&i| i + 1)
+            .max()
+            .unwrap_or(0)
+            .max(c.width);
+        let mut set = FixedBitSet::with_capacity(width);
+        for i in c.cores {
+            set.insert(i);
+        }
+        Ok(set)
+    }
 }
 
 /// Everything a running job holds; released exactly as taken.

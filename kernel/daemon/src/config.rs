@@ -90,7 +90,13 @@ impl DaemonConfig {
             message,
         };
         let mut cfg: DaemonConfig = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        let base = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        // Absolute, so paths stay right whatever directory jobs and children run in.
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+        let base = base.as_path();
         let resolve = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);

@@ -229,16 +229,61 @@ mod tests {
                 }],
             )
             .unwrap();
-            s.append(6, &[Entry::Cancelled { job: JobId(1) }]).unwrap();
+            let mut cores = fixedbitset::FixedBitSet::with_capacity(8);
+            cores.insert(2);
+            cores.insert(5);
+            let allocation = gantry_kernel::job::Allocation {
+                nodes: vec![gantry_kernel::job::NodeAllocation {
+                    node: gantry_kernel::cluster::NodeId(3),
+                    tasks: 2,
+                    cores,
+                    memory_mb: 1024,
+                    gpus: 0b1010,
+                    gres: Vec::new(),
+                }],
+            };
+            s.append(
+                6,
+                &[
+                    Entry::Started {
+                        job: JobId(1),
+                        allocation: allocation.clone(),
+                    },
+                    Entry::Ended {
+                        job: JobId(1),
+                        outcome: JobOutcome::Exited(3),
+                        usage: Usage::default(),
+                    },
+                ],
+            )
+            .unwrap();
+            s.append(7, &[Entry::Cancelled { job: JobId(2) }]).unwrap();
             s.put_component("abc", b"bytes").unwrap();
             s.put_component("abc", b"bytes").unwrap();
         }
         let s = Store::open(&path).unwrap();
         let e = s.entries().unwrap();
-        assert_eq!(e.len(), 2);
+        assert_eq!(e.len(), 4);
         assert_eq!(e[0].1, 5);
         assert!(matches!(&e[0].2, Entry::Submitted { spec: s, .. } if **s == spec));
-        assert_eq!(e[1].2, Entry::Cancelled { job: JobId(1) });
+        match &e[1].2 {
+            Entry::Started { allocation, .. } => {
+                let n = &allocation.nodes[0];
+                assert_eq!(n.cores.ones().collect::<Vec<_>>(), vec![2, 5]);
+                assert_eq!(n.cores.len(), 8);
+                assert_eq!((n.memory_mb, n.gpus), (1024, 0b1010));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(e[1].1, 6);
+        assert!(matches!(
+            e[2].2,
+            Entry::Ended {
+                outcome: JobOutcome::Exited(3),
+                ..
+            }
+        ));
+        assert_eq!(e[3].2, Entry::Cancelled { job: JobId(2) });
         assert_eq!(s.component("abc").unwrap().as_deref(), Some(&b"bytes"[..]));
         assert_eq!(s.component("def").unwrap(), None);
     }

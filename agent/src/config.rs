@@ -1,0 +1,101 @@
+//! The agent's configuration (TOML): the controller to talk to, the node it is, the key
+//! its token is derived from, its spool directory, and — for test clusters on one
+//! machine, or hardware it cannot see — a declared topology instead of discovery.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// `http://host:port` of gantryd.
+    pub controller: String,
+    /// This node's name in the cluster description (default: the host name).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// The cluster key file; the agent signs its own agent token with it.
+    pub key_file: PathBuf,
+    /// Where job scripts are written.
+    pub spool: PathBuf,
+    /// Declared hardware; without it the agent discovers the machine.
+    #[serde(default)]
+    pub topology: Option<DeclaredTopology>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredTopology {
+    pub sockets: u32,
+    pub numa_per_socket: u32,
+    pub cores_per_numa: u32,
+    pub memory_mb: u64,
+    /// NUMA domain of each GPU; its length is the GPU count.
+    #[serde(default)]
+    pub gpu_numa: Vec<u32>,
+    #[serde(default)]
+    pub gpu_model: String,
+    /// Every GPU pair has this many NVLink links (an NVSwitch system).
+    #[serde(default)]
+    pub nvlink_all_to_all: Option<u32>,
+    /// Or pairs `[a, b, links]`.
+    #[serde(default)]
+    pub nvlink_pairs: Vec<[u32; 3]>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        };
+        let mut cfg: AgentConfig = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let base = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        // Absolute, so paths stay right whatever directory jobs and children run in.
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+        let base = base.as_path();
+        for p in [&mut cfg.key_file, &mut cfg.spool] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if let Some(t) = &cfg.topology {
+            if t.sockets == 0 || t.numa_per_socket == 0 || t.cores_per_numa == 0 {
+                return Err(invalid(
+                    "topology: sockets, numa_per_socket and cores_per_numa must be positive".into(),
+                ));
+            }
+            let domains = t.sockets * t.numa_per_socket;
+            if let Some(bad) = t.gpu_numa.iter().find(|&&d| d >= domains) {
+                return Err(invalid(format!(
+                    "topology: a GPU is on NUMA domain {bad}, but there are {domains}"
+                )));
+            }
+            let n = t.gpu_numa.len() as u32;
+            if let Some(p) = t.nvlink_pairs.iter().find(|p| p[0] >= n || p[1] >= n) {
+                return Err(invalid(format!(
+                    "topology: NVLink pair {p:?} names a GPU beyond the {n} declared"
+                )));
+            }
+        }
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,442 @@
+//! Running jobs on this node: a batch script (or a command) as its own process group and
+//! session, bound to the allocated CPUs, with the allocated GPUs in
+//! `CUDA_VISIBLE_DEVICES`, Slurm's environment variables, output files, a time limit
+//! (SIGTERM, grace, SIGKILL → TIMEOUT), cancellation, suspension, and the exit status
+//! and resource use when it ends.
+
+use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gantry_api as api;
+use tokio::sync::mpsc;
+
+/// How a job ended, for the controller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ended {
+    pub job_id: u64,
+    /// EXITED, TIMEOUT, CANCELLED or LAUNCH_FAILED.
+    pub state: &'static str,
+    pub exit_code: Option<i32>,
+    pub message: String,
+    pub user_cpu_s: f64,
+    pub system_cpu_s: f64,
+    pub max_rss_mb: u64,
+}
+
+#[derive(Debug)]
+struct Running {
+    pgid: i32,
+    /// When the job's time limit runs out, excluding time suspended; `None`: unlimited.
+    deadline: Option<Instant>,
+    suspended_at: Option<Instant>,
+    /// Set once the agent started ending it (so the end is reported as such).
+    ending: Option<&'static str>,
+    grace: Duration,
+}
+
+/// The jobs this agent runs, and those that ended but are not yet settled with the
+/// controller.
+#[derive(Clone)]
+pub struct Jobs {
+    inner: Arc<Mutex<Inner>>,
+    ended_tx: mpsc::UnboundedSender<Ended>,
+    node: String,
+    spool: PathBuf,
+    /// CPUs this machine has online: binding is limited to them (a declared topology
+    /// may describe more cores than the machine has).
+    online_cpus: Vec<usize>,
+}
+
+#[derive(Default)]
+struct Inner {
+    running: HashMap<u64, Running>,
+    /// Ended, not yet acknowledged by the controller.
+    unsettled: HashMap<u64, Ended>,
+}
+
+fn online_cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity fills the zeroed set we pass.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return vec![0];
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+fn signal_group(pgid: i32, sig: i32) {
+    // SAFETY: kill(2) with a negative pid signals the process group; no memory involved.
+    unsafe {
+        libc::kill(-pgid, sig);
+    }
+}
+
+impl Jobs {
+    pub fn new(node: String, spool: PathBuf) -> (Self, mpsc::UnboundedReceiver<Ended>) {
+        let (ended_tx, rx) = mpsc::unbounded_channel();
+        (
+            Self {
+                inner: Arc::default(),
+                ended_tx,
+                node,
+                spool,
+                online_cpus: online_cpus(),
+            },
+            rx,
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What a heartbeat reports: every job running here, and every ended one not settled.
+    pub fn snapshot(&self) -> Vec<api::RunningJob> {
+        let inner = self.lock();
+        let mut out: Vec<api::RunningJob> = inner
+            .running
+            .keys()
+            .map(|&job_id| api::RunningJob {
+                job_id,
+                alive: true,
+                exit_code: None,
+                timed_out: false,
+            })
+            .collect();
+        out.extend(inner.unsettled.values().map(|e| api::RunningJob {
+            job_id: e.job_id,
+            alive: false,
+            exit_code: e.exit_code,
+            timed_out: e.state == "TIMEOUT",
+        }));
+        out.sort_by_key(|j| j.job_id);
+        out
+    }
+
+    /// The controller has these ends (reported, or seen in a heartbeat).
+    pub fn settled(&self, ids: &[u64]) {
+        let mut inner = self.lock();
+        for id in ids {
+            inner.unsettled.remove(id);
+        }
+    }
+
+    pub fn unsettled(&self) -> Vec<Ended> {
+        self.lock().unsettled.values().cloned().collect()
+    }
+
+    fn finish(&self, e: Ended) {
+        let mut inner = self.lock();
+        inner.running.remove(&e.job_id);
+        inner.unsettled.insert(e.job_id, e.clone());
+        drop(inner);
+        let _ = self.ended_tx.send(e);
+    }
+
+    /// Starts a job, unless this agent already has it (a repeated launch).
+    pub fn launch(&self, l: api::LaunchJob) {
+        let Some(job) = l.job.clone() else { return };
+        {
+            let inner = self.lock();
+            if inner.running.contains_key(&job.job_id) || inner.unsettled.contains_key(&job.job_id)
+            {
+                tracing::debug!(job = job.job_id, "launch repeated; already have it");
+                return;
+            }
+        }
+        match self.spawn(&l, &job) {
+            Ok(()) => {}
+            Err(message) => {
+                tracing::warn!(job = job.job_id, %message, "launch failed");
+                self.finish(Ended {
+                    job_id: job.job_id,
+                    state: "LAUNCH_FAILED",
+                    exit_code: Some(1),
+                    message,
+                    user_cpu_s: 0.0,
+                    system_cpu_s: 0.0,
+                    max_rss_mb: 0,
+                });
+            }
+        }
+    }
+
+    fn environment(&self, l: &api::LaunchJob, job: &api::JobInfo) -> Vec<(String, String)> {
+        let here = l.here.clone().unwrap_or_default();
+        let mut env: Vec<(String, String)> =
+            l.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let id = job.job_id.to_string();
+        let cpus: Vec<String> = here.cores.iter().map(|c| c.to_string()).collect();
+        let gpus: Vec<String> = here.gpus.iter().map(|g| g.to_string()).collect();
+        let mut set = |k: &str, v: String| env.push((k.to_string(), v));
+        set("SLURM_JOB_ID", id.clone());
+        set("SLURM_JOBID", id.clone());
+        set("GANTRY_JOB_ID", id);
+        if job.array_job_id != 0 {
+            set("SLURM_ARRAY_JOB_ID", job.array_job_id.to_string());
+            set("SLURM_ARRAY_TASK_ID", job.array_task_id.to_string());
+        }
+        set("SLURM_JOB_NAME", job.name.clone());
+        set("SLURM_JOB_USER", job.user.clone());
+        set("SLURM_JOB_UID", l.uid.to_string());
+        set("SLURM_JOB_GID", l.gid.to_string());
+        set("SLURM_JOB_ACCOUNT", job.account.clone());
+        set("SLURM_JOB_PARTITION", job.partition.clone());
+        set("SLURM_JOB_QOS", job.qos.clone());
+        set("SLURM_NTASKS", job.tasks.to_string());
+        set("SLURM_NPROCS", job.tasks.to_string());
+        set("SLURM_CPUS_PER_TASK", job.cpus_per_task.to_string());
+        set("SLURM_JOB_NODELIST", job.node_list.clone());
+        set("SLURM_NODELIST", job.node_list.clone());
+        set("SLURM_JOB_NUM_NODES", job.nodes.to_string());
+        set("SLURM_NNODES", job.nodes.to_string());
+        set("SLURM_SUBMIT_DIR", job.workdir.clone());
+        set("SLURM_CPUS_ON_NODE", here.cores.len().to_string());
+        set("SLURM_TASKS_PER_NODE", here.tasks.to_string());
+        set("SLURM_MEM_PER_NODE", here.memory_mb.to_string());
+        set("SLURMD_NODENAME", self.node.clone());
+        set("GANTRY_NODE", self.node.clone());
+        set("GANTRY_JOB_CPUS", cpus.join(","));
+        if job.time_limit_s > 0 {
+            set("SLURM_JOB_TIME_LIMIT", job.time_limit_s.to_string());
+        }
+        if !gpus.is_empty() {
+            set("CUDA_VISIBLE_DEVICES", gpus.join(","));
+            set("SLURM_JOB_GPUS", gpus.join(","));
+            set("SLURM_GPUS_ON_NODE", gpus.len().to_string());
+            set("GPU_DEVICE_ORDINAL", gpus.join(","));
+        }
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
+        }
+        env
+    }
+
+    fn spawn(&self, l: &api::LaunchJob, job: &api::JobInfo) -> Result<(), String> {
+        let workdir = Path::new(&job.workdir);
+        if !workdir.is_dir() {
+            return Err(format!(
+                "working directory {} does not exist here",
+                job.workdir
+            ));
+        }
+        let (uid, gid) = (l.uid, l.gid);
+        // SAFETY: geteuid has no preconditions.
+        let as_root = unsafe { libc::geteuid() } == 0;
+        let switch_user = as_root && uid != 0;
+        let open = |path: &str| -> Result<std::fs::File, String> {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(path)
+                .map_err(|e| format!("cannot open output file {path}: {e}"))?;
+            if switch_user {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                    .map_err(|e| format!("cannot give {path} to uid {uid}: {e}"))?;
+            }
+            Ok(f)
+        };
+        let stdout = open(&job.stdout_path)?;
+        let stderr = if job.stderr_path == job.stdout_path {
+            stdout
+                .try_clone()
+                .map_err(|e| format!("cannot share the output file: {e}"))?
+        } else {
+            open(&job.stderr_path)?
+        };
+        let mut cmd = if !l.script.is_empty() {
+            std::fs::create_dir_all(&self.spool)
+                .map_err(|e| format!("cannot create spool {}: {e}", self.spool.display()))?;
+            let path = self.spool.join(format!("job{}.sh", job.job_id));
+            std::fs::write(&path, &l.script)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            if switch_user {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .map_err(|e| format!("cannot give the script to uid {uid}: {e}"))?;
+            }
+            let mut c = std::process::Command::new("/bin/bash");
+            c.arg(path);
+            c
+        } else {
+            let mut c = std::process::Command::new(&l.argv[0]);
+            c.args(&l.argv[1..]);
+            c
+        };
+        cmd.current_dir(workdir)
+            .env_clear()
+            .envs(self.environment(l, job))
+            .stdin(std::process::Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        let cpus: Vec<usize> = l
+            .here
+            .as_ref()
+            .map(|h| h.cores.iter().map(|&c| c as usize).collect())
+            .unwrap_or_default();
+        let bind: Vec<usize> = cpus
+            .into_iter()
+            .filter(|c| self.online_cpus.contains(c))
+            .collect();
+        // SAFETY: the closure runs in the child between fork and exec and calls only
+        // async-signal-safe functions (setsid, sched_setaffinity, setgroups, setgid,
+        // setuid) on data prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if !bind.is_empty() {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    for &c in &bind {
+                        libc::CPU_SET(c, &mut set);
+                    }
+                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if switch_user {
+                    let groups = [gid];
+                    if libc::setgroups(1, groups.as_ptr()) != 0
+                        || libc::setgid(gid) != 0
+                        || libc::setuid(uid) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start the job: {e}"))?;
+        let pid = child.id() as i32;
+        let deadline = (job.time_limit_s > 0)
+            .then(|| Instant::now() + Duration::from_secs(job.time_limit_s as u64));
+        self.lock().running.insert(
+            job.job_id,
+            Running {
+                pgid: pid,
+                deadline,
+                suspended_at: None,
+                ending: None,
+                grace: Duration::from_secs(l.kill_grace_s as u64),
+            },
+        );
+        tracing::info!(job = job.job_id, pid, cpus = ?l.here.as_ref().map(|h| &h.cores), "job started");
+        // The child is waited for on a thread of its own: wait4 gives its resource use.
+        let jobs = self.clone();
+        let job_id = job.job_id;
+        std::thread::spawn(move || {
+            drop(child);
+            let mut status = 0;
+            // SAFETY: rusage is plain data; wait4 fills it for our own child `pid`.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+            let ending = jobs.lock().running.get(&job_id).and_then(|r| r.ending);
+            let exit_code = if rc < 0 {
+                None
+            } else if libc::WIFEXITED(status) {
+                Some(libc::WEXITSTATUS(status))
+            } else if libc::WIFSIGNALED(status) {
+                Some(128 + libc::WTERMSIG(status))
+            } else {
+                None
+            };
+            let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            let ended = Ended {
+                job_id,
+                state: ending.unwrap_or("EXITED"),
+                exit_code,
+                message: String::new(),
+                user_cpu_s: tv(usage.ru_utime),
+                system_cpu_s: tv(usage.ru_stime),
+                max_rss_mb: (usage.ru_maxrss as u64) / 1024,
+            };
+            tracing::info!(job = job_id, state = ended.state, exit_code = ?ended.exit_code, "job ended");
+            // Whatever the script left behind in its group goes too.
+            signal_group(pid, libc::SIGKILL);
+            jobs.finish(ended);
+        });
+        Ok(())
+    }
+
+    /// Ends a job: SIGTERM to its group, then SIGKILL after the grace period.
+    pub fn end(&self, job_id: u64, why: &'static str) {
+        let (pgid, grace, was_stopped) = {
+            let mut inner = self.lock();
+            let Some(r) = inner.running.get_mut(&job_id) else {
+                return;
+            };
+            if r.ending.is_some() {
+                return;
+            }
+            r.ending = Some(why);
+            (r.pgid, r.grace, r.suspended_at.is_some())
+        };
+        tracing::info!(job = job_id, why, "ending job");
+        signal_group(pgid, libc::SIGTERM);
+        if was_stopped {
+            signal_group(pgid, libc::SIGCONT);
+        }
+        let jobs = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if jobs.lock().running.contains_key(&job_id) {
+                signal_group(pgid, libc::SIGKILL);
+            }
+        });
+    }
+
+    pub fn signal(&self, job_id: u64, sig: i32) {
+        if let Some(r) = self.lock().running.get(&job_id) {
+            signal_group(r.pgid, sig);
+        }
+    }
+
+    /// Stops the job's processes; its time limit pauses.
+    pub fn suspend(&self, job_id: u64) {
+        let mut inner = self.lock();
+        if let Some(r) = inner.running.get_mut(&job_id) {
+            if r.suspended_at.is_none() {
+                signal_group(r.pgid, libc::SIGSTOP);
+                r.suspended_at = Some(Instant::now());
+            }
+        }
+    }
+
+    pub fn resume(&self, job_id: u64) {
+        let mut inner = self.lock();
+        if let Some(r) = inner.running.get_mut(&job_id) {
+            if let Some(at) = r.suspended_at.take() {
+                if let Some(d) = &mut r.deadline {
+                    *d += at.elapsed();
+                }
+                signal_group(r.pgid, libc::SIGCONT);
+            }
+        }
+    }
+
+    /// Ends jobs past their time limit; called every second.
+    pub fn enforce_limits(&self) {
+        let now = Instant::now();
+        let late: Vec<u64> = self
+            .lock()
+            .running
+            .iter()
+            .filter(|(_, r)| r.ending.is_none() && r.suspended_at.is_none())
+            .filter(|(_, r)| r.deadline.is_some_and(|d| d <= now))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in late {
+            self.end(id, "TIMEOUT");
+        }
+    }
+}

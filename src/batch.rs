@@ -1,0 +1,397 @@
+//! Batch submissions: `sbatch`'s options, from the command line and from `#SBATCH`
+//! directives in the script (the command line wins), turned into a `JobSubmission`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use gantry_api as api;
+use gantry_kernel::units::{parse_duration, parse_memory_mb};
+
+/// The options `sbatch` and `gantry submit` take (a directive `#SBATCH --x=y` is the
+/// same as the option `--x=y`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct JobOptions {
+    /// Job name (default: the script's file name).
+    #[arg(short = 'J', long = "job-name")]
+    pub job_name: Option<String>,
+    /// Number of tasks.
+    #[arg(short = 'n', long)]
+    pub ntasks: Option<u32>,
+    /// CPUs per task.
+    #[arg(short = 'c', long = "cpus-per-task")]
+    pub cpus_per_task: Option<u32>,
+    /// Number of nodes.
+    #[arg(short = 'N', long)]
+    pub nodes: Option<String>,
+    /// Memory per node (e.g. 4G, 500M).
+    #[arg(long)]
+    pub mem: Option<String>,
+    /// Memory per CPU.
+    #[arg(long = "mem-per-cpu")]
+    pub mem_per_cpu: Option<String>,
+    /// GPUs for the whole job.
+    #[arg(short = 'G', long)]
+    pub gpus: Option<String>,
+    /// GPUs per node.
+    #[arg(long = "gpus-per-node")]
+    pub gpus_per_node: Option<String>,
+    /// Generic resources per node, e.g. gpu:4 or nvme:1.
+    #[arg(long)]
+    pub gres: Option<String>,
+    /// Time limit: minutes, MM:SS, HH:MM:SS, D-HH[:MM[:SS]], or UNLIMITED.
+    #[arg(short = 't', long)]
+    pub time: Option<String>,
+    #[arg(short = 'p', long)]
+    pub partition: Option<String>,
+    #[arg(short = 'A', long)]
+    pub account: Option<String>,
+    #[arg(short = 'q', long)]
+    pub qos: Option<String>,
+    /// Job array indices, e.g. 0-9%2.
+    #[arg(short = 'a', long)]
+    pub array: Option<String>,
+    /// Dependencies, e.g. afterok:12:13.
+    #[arg(short = 'd', long)]
+    pub dependency: Option<String>,
+    /// Standard output file pattern (%j %x %A %a %u %N).
+    #[arg(short = 'o', long)]
+    pub output: Option<String>,
+    /// Standard error file pattern.
+    #[arg(short = 'e', long)]
+    pub error: Option<String>,
+    /// Whole nodes, shared with no other job.
+    #[arg(long)]
+    pub exclusive: bool,
+    /// Node features that must be present (a&b).
+    #[arg(short = 'C', long)]
+    pub constraint: Option<String>,
+    /// Requeue when a node fails.
+    #[arg(long)]
+    pub requeue: bool,
+    /// Never requeue.
+    #[arg(long = "no-requeue")]
+    pub no_requeue: bool,
+    /// Working directory of the job (default: the current one).
+    #[arg(short = 'D', long)]
+    pub chdir: Option<String>,
+    /// Environment to pass: ALL (default), NONE, or NAME[=value],... (with ALL, added).
+    #[arg(long)]
+    pub export: Option<String>,
+}
+
+/// Options that may appear in `#SBATCH` lines but change nothing here, with why.
+const ACCEPTED_AND_IGNORED: &[&str] = &["mail-type", "mail-user", "comment", "open-mode"];
+
+impl JobOptions {
+    /// Fills options not given on the command line from the script's directives.
+    pub fn with_directives(mut self, script: &str, origin: &str) -> Result<Self> {
+        let mut args = vec!["sbatch".to_string()];
+        for (n, line) in script.lines().enumerate() {
+            let line = line.trim();
+            if n > 0 && !line.starts_with('#') && !line.is_empty() {
+                // Directives end at the first command, as in sbatch.
+                break;
+            }
+            let Some(rest) = line.strip_prefix("#SBATCH") else {
+                continue;
+            };
+            let words = shell_words(rest)
+                .with_context(|| format!("{origin}:{}: malformed #SBATCH directive", n + 1))?;
+            for w in words {
+                let name = w.trim_start_matches('-').split('=').next().unwrap_or("");
+                if ACCEPTED_AND_IGNORED.contains(&name) {
+                    continue;
+                }
+                if !w.starts_with('-') && args.len() == 1 {
+                    bail!("{origin}:{}: '#SBATCH {w}' is not an option", n + 1);
+                }
+                args.push(w);
+            }
+        }
+        #[derive(clap::Parser)]
+        #[command(no_binary_name = false)]
+        struct Directives {
+            #[command(flatten)]
+            opts: JobOptions,
+        }
+        let parsed = <Directives as clap::Parser>::try_parse_from(&args).map_err(|e| {
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("invalid directive")
+                .to_string();
+            anyhow!(
+                "{origin}: #SBATCH directives: {}",
+                first.trim_start_matches("error: ")
+            )
+        })?;
+        let d = parsed.opts;
+        macro_rules! fill {
+            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = d.$f; } )* };
+        }
+        fill!(
+            job_name,
+            ntasks,
+            cpus_per_task,
+            nodes,
+            mem,
+            mem_per_cpu,
+            gpus,
+            gpus_per_node,
+            gres,
+            time,
+            partition,
+            account,
+            qos,
+            array,
+            dependency,
+            output,
+            error,
+            constraint,
+            chdir,
+            export
+        );
+        self.exclusive |= d.exclusive;
+        if !self.no_requeue {
+            self.requeue |= d.requeue;
+        }
+        self.no_requeue |= d.no_requeue && !self.requeue;
+        Ok(self)
+    }
+
+    /// The submission: these options, the script or command, the caller's environment.
+    pub fn submission(
+        &self,
+        default_name: &str,
+        script: String,
+        argv: Vec<String>,
+    ) -> Result<api::JobSubmission> {
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        let workdir = match &self.chdir {
+            Some(d) if Path::new(d).is_absolute() => d.clone(),
+            Some(d) => cwd.join(d).display().to_string(),
+            None => cwd.display().to_string(),
+        };
+        let count = |what: &str, v: &Option<String>| -> Result<u32> {
+            match v {
+                None => Ok(0),
+                Some(s) => {
+                    // "2" or "2-4": the lower bound is what the job gets.
+                    let n = s.split('-').next().unwrap_or(s);
+                    n.trim()
+                        .parse()
+                        .map_err(|_| anyhow!("--{what}: '{s}' is not a number"))
+                }
+            }
+        };
+        let mem = |what: &str, v: &Option<String>| -> Result<u64> {
+            v.as_deref()
+                .map(parse_memory_mb)
+                .transpose()
+                .map_err(|e| anyhow!("--{what}: {e}"))
+                .map(|m| m.unwrap_or(0))
+        };
+        let mut gpus_per_node = count("gpus-per-node", &self.gpus_per_node)?;
+        let mut gres = Vec::new();
+        if let Some(g) = &self.gres {
+            for item in g.split(',') {
+                let parts: Vec<&str> = item.split(':').collect();
+                let (name, n) = match parts[..] {
+                    [name] => (name, 1u64),
+                    [name, n] | [name, _, n] => (
+                        name,
+                        n.parse().map_err(|_| {
+                            anyhow!("--gres: '{item}' has no count (use name:count)")
+                        })?,
+                    ),
+                    _ => bail!("--gres: '{item}' is not name[:type]:count"),
+                };
+                if name == "gpu" {
+                    gpus_per_node = n as u32;
+                } else {
+                    gres.push(api::Gres {
+                        name: name.into(),
+                        count: n,
+                    });
+                }
+            }
+        }
+        let time_limit_s = match &self.time {
+            None => 0,
+            Some(t) => parse_duration(t)
+                .map_err(|e| anyhow!("--time: {e}"))?
+                .unwrap_or(0),
+        };
+        let env = export_env(self.export.as_deref())?;
+        Ok(api::JobSubmission {
+            name: self
+                .job_name
+                .clone()
+                .unwrap_or_else(|| default_name.to_string()),
+            script,
+            argv,
+            workdir,
+            env,
+            account: self.account.clone().unwrap_or_default(),
+            partition: self.partition.clone().unwrap_or_default(),
+            qos: self.qos.clone().unwrap_or_default(),
+            tasks: self.ntasks.unwrap_or(1),
+            cpus_per_task: self.cpus_per_task.unwrap_or(1),
+            nodes: count("nodes", &self.nodes)?,
+            mem_per_node_mb: mem("mem", &self.mem)?,
+            mem_per_cpu_mb: mem("mem-per-cpu", &self.mem_per_cpu)?,
+            gpus_per_node,
+            gpus_per_job: count(
+                "gpus",
+                &self.gpus.as_ref().map(|g| {
+                    // --gpus=a100:2 names a type; the count is what matters here.
+                    g.rsplit(':').next().unwrap_or(g).to_string()
+                }),
+            )?,
+            gres,
+            exclusive: self.exclusive,
+            features: self
+                .constraint
+                .as_deref()
+                .map(|c| c.split('&').map(|f| f.trim().to_string()).collect())
+                .unwrap_or_default(),
+            time_limit_s,
+            array: self.array.clone().unwrap_or_default(),
+            dependency: self.dependency.clone().unwrap_or_default(),
+            requeue: if self.requeue {
+                Some(true)
+            } else if self.no_requeue {
+                Some(false)
+            } else {
+                None
+            },
+            output: self.output.clone().unwrap_or_default(),
+            error: self.error.clone().unwrap_or_default(),
+        })
+    }
+}
+
+fn export_env(export: Option<&str>) -> Result<HashMap<String, String>> {
+    let mut env = HashMap::new();
+    let spec = export.unwrap_or("ALL");
+    let mut items = spec
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .peekable();
+    match items.peek() {
+        Some(&"ALL") => {
+            items.next();
+            env.extend(std::env::vars());
+        }
+        Some(&"NONE") => {
+            items.next();
+        }
+        _ => {}
+    }
+    for item in items {
+        match item.split_once('=') {
+            Some((k, v)) => {
+                env.insert(k.to_string(), v.to_string());
+            }
+            None => {
+                let v = std::env::var(item)
+                    .map_err(|_| anyhow!("--export: {item} is not set in this environment"))?;
+                env.insert(item.to_string(), v);
+            }
+        }
+    }
+    Ok(env)
+}
+
+/// Splits a directive's text like a shell would for simple quoting.
+fn shell_words(text: &str) -> Result<Vec<String>> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut any = false;
+    for c in text.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                any = true;
+            }
+            (None, '#') if !any && cur.is_empty() => break,
+            (None, c) if c.is_whitespace() => {
+                if any || !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            (None, c) => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        bail!("unclosed quote");
+    }
+    if any || !cur.is_empty() {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directives_fill_what_the_command_line_left_open() {
+        let script = "#!/bin/bash\n#SBATCH -J demo\n#SBATCH --ntasks=4 --cpus-per-task=2\n#SBATCH --mem=2G -t 10:00\n#SBATCH --output='out %j.txt'\n#SBATCH --mail-type=END\necho hi\n#SBATCH --ntasks=99\n";
+        let cli = JobOptions {
+            ntasks: Some(8),
+            ..Default::default()
+        };
+        let o = cli.with_directives(script, "job.sh").unwrap();
+        assert_eq!(o.job_name.as_deref(), Some("demo"));
+        assert_eq!(o.ntasks, Some(8), "the command line wins");
+        assert_eq!(o.cpus_per_task, Some(2));
+        assert_eq!(o.mem.as_deref(), Some("2G"));
+        assert_eq!(o.output.as_deref(), Some("out %j.txt"));
+        let s = o.submission("job.sh", script.into(), vec![]).unwrap();
+        assert_eq!(
+            (s.tasks, s.cpus_per_task, s.mem_per_node_mb, s.time_limit_s),
+            (8, 2, 2048, 600)
+        );
+    }
+
+    #[test]
+    fn malformed_directives_name_the_file_and_line() {
+        let e = JobOptions::default()
+            .with_directives("#!/bin/sh\n#SBATCH --ntasks=\"4\n", "a.sh")
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("a.sh:2"), "{e:#}");
+        let e = JobOptions::default()
+            .with_directives("#SBATCH --no-such-option\n", "b.sh")
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("--no-such-option"), "{e:#}");
+        let e = JobOptions::default()
+            .with_directives("#SBATCH --ntasks=four\n", "c.sh")
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("four"), "{e:#}");
+    }
+
+    #[test]
+    fn gres_gpu_is_gpus_per_node() {
+        let o = JobOptions {
+            gres: Some("gpu:4,nvme:1".into()),
+            ..Default::default()
+        };
+        let s = o.submission("x", "echo".into(), vec![]).unwrap();
+        assert_eq!(s.gpus_per_node, 4);
+        assert_eq!(s.gres.len(), 1);
+        assert_eq!((s.gres[0].name.as_str(), s.gres[0].count), ("nvme", 1));
+    }
+}

@@ -1,0 +1,974 @@
+//! The commands that talk to a running controller: submit, run, queue, cancel, show,
+//! nodes, acct, node drain/resume, policy, token — with tables for people and `--json`
+//! for programs. Where Slurm has the same command, the flags and the output are Slurm's.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use gantry_api as api;
+use gantry_api::client::{connect, WithToken};
+use gantry_api::controller_client::ControllerClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::Code;
+
+use crate::batch::JobOptions;
+use crate::format;
+
+type Client = ControllerClient<InterceptedService<Channel, WithToken>>;
+
+/// Where the controller is and who we are.
+#[derive(Args, Debug, Clone)]
+pub struct Conn {
+    /// Controller address: unix:/path/to/gantryd.sock or http://host:port.
+    #[arg(
+        long,
+        env = "GANTRY_CONTROLLER",
+        default_value = "unix:/run/gantry/gantryd.sock",
+        global = true
+    )]
+    pub controller: String,
+    /// Identity token (needed over TCP; on the Unix socket your uid identifies you).
+    #[arg(long, env = "GANTRY_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+/// A failed call, with the exit code Slurm's tools use for it.
+#[derive(Debug)]
+pub struct Refused {
+    pub message: String,
+    pub code: u8,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+impl std::error::Error for Refused {}
+
+fn refused(s: tonic::Status) -> anyhow::Error {
+    let message = match s.code() {
+        Code::Unavailable => format!("cannot reach the controller: {}", s.message()),
+        Code::Unauthenticated => format!("not authenticated: {}", s.message()),
+        _ => s.message().to_string(),
+    };
+    anyhow::Error::new(Refused { message, code: 1 })
+}
+
+async fn client(c: &Conn) -> Result<Client> {
+    let channel = connect(&c.controller).await?;
+    Ok(ControllerClient::with_interceptor(
+        channel,
+        WithToken::new(c.token.as_deref())?,
+    ))
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+// ----- submit -----------------------------------------------------------------------------
+
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub opts: JobOptions,
+    /// Print only the job id (for scripts).
+    #[arg(long)]
+    pub parsable: bool,
+    /// Wrap this command line in a shell script instead of reading a script file.
+    #[arg(long)]
+    pub wrap: Option<String>,
+    /// The batch script (default: read from standard input).
+    pub script: Option<PathBuf>,
+    /// Arguments passed to the script.
+    #[arg(trailing_var_arg = true)]
+    pub args: Vec<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<()> {
+    let (script, origin, name) = match (&a.wrap, &a.script) {
+        (Some(w), None) => (
+            format!("#!/bin/sh\n{w}\n"),
+            "--wrap".to_string(),
+            "wrap".to_string(),
+        ),
+        (Some(_), Some(_)) => bail!("give a script or --wrap, not both"),
+        (None, Some(p)) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read the batch script {}", p.display()))?;
+            let name = p
+                .file_name()
+                .map_or("sbatch".into(), |n| n.to_string_lossy().into_owned());
+            (text, p.display().to_string(), name)
+        }
+        (None, None) => {
+            use std::io::Read;
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read the batch script from standard input")?;
+            (text, "<stdin>".to_string(), "sbatch".to_string())
+        }
+    };
+    if !script.starts_with("#!") {
+        bail!("{origin}: a batch script must start with a #! line (e.g. #!/bin/bash)");
+    }
+    let script = if a.args.is_empty() {
+        script
+    } else {
+        // Arguments become the script's positional parameters.
+        let quoted: Vec<String> = a
+            .args
+            .iter()
+            .map(|x| format!("'{}'", x.replace('\'', "'\\''")))
+            .collect();
+        format!("#!/bin/bash\nset -- {}\n{}", quoted.join(" "), script)
+    };
+    let opts = a.opts.with_directives(&script, &origin)?;
+    let job = opts.submission(&name, script, Vec::new())?;
+    let reply = client(conn)
+        .await?
+        .submit(api::SubmitRequest { job: Some(job) })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    if a.json {
+        print_json(&serde_json::json!({"job_id": reply.job_id, "job_ids": reply.job_ids}))
+    } else if a.parsable {
+        println!("{}", reply.job_id);
+        Ok(())
+    } else {
+        println!("Submitted batch job {}", reply.job_id);
+        Ok(())
+    }
+}
+
+// ----- run ---------------------------------------------------------------------------------
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub opts: JobOptions,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// Submits a command, streams its output while it runs, and exits with its exit code.
+pub async fn run(conn: &Conn, a: RunArgs) -> Result<u8> {
+    let mut opts = a.opts;
+    let stamp = format!("gantry-run-%j.{}.out", std::process::id());
+    let out_dir = std::env::temp_dir();
+    if opts.output.is_none() {
+        opts.output = Some(out_dir.join(&stamp).display().to_string());
+    }
+    let name = a.command[0].rsplit('/').next().unwrap_or("run").to_string();
+    let job = opts.submission(&name, String::new(), a.command.clone())?;
+    let mut c = client(conn).await?;
+    let reply = c
+        .submit(api::SubmitRequest { job: Some(job) })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let id = reply.job_id;
+    eprintln!("gantry: job {id} queued");
+    let mut offset = 0u64;
+    let mut announced = false;
+    loop {
+        let info = c
+            .show_job(api::ShowJobRequest { job_id: id })
+            .await
+            .map_err(refused)?
+            .into_inner();
+        if info.state == "RUNNING" && !announced {
+            eprintln!("gantry: job {id} running on {}", info.node_list);
+            announced = true;
+        }
+        // The output file is on a filesystem this host shares with the node.
+        if let Ok(bytes) = std::fs::read(&info.stdout_path) {
+            if (bytes.len() as u64) > offset {
+                use std::io::Write;
+                std::io::stdout().write_all(&bytes[offset as usize..])?;
+                std::io::stdout().flush()?;
+                offset = bytes.len() as u64;
+            }
+        }
+        let done = !matches!(
+            info.state.as_str(),
+            "PENDING" | "RUNNING" | "SUSPENDED" | "REQUEUED"
+        );
+        if done {
+            let _ = std::fs::remove_file(&info.stdout_path);
+            if info.state != "COMPLETED" {
+                eprintln!("gantry: job {id} {}", info.state);
+            }
+            let code = info.exit_code.unwrap_or(1);
+            return Ok(code.clamp(0, 255) as u8);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+// ----- queue -------------------------------------------------------------------------------
+
+#[derive(Args, Debug)]
+pub struct QueueArgs {
+    /// Print help (-h is --noheader, as in Slurm).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+
+    /// Only these users' jobs (comma-separated).
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Only your own jobs.
+    #[arg(long)]
+    pub me: bool,
+    /// Only these jobs (comma-separated ids).
+    #[arg(short = 'j', long = "jobs")]
+    pub jobs: Option<String>,
+    /// Only jobs in these states (PD,R,... or PENDING,RUNNING,...).
+    #[arg(short = 't', long = "states")]
+    pub states: Option<String>,
+    #[arg(short = 'p', long)]
+    pub partition: Option<String>,
+    /// No header line.
+    #[arg(short = 'h', long = "noheader")]
+    pub noheader: bool,
+    /// Output format (%i %j %u %t %T %M %l %D %R %P %C %Q ...), as squeue's -o.
+    #[arg(short = 'o', long = "format")]
+    pub format: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn ids(list: &Option<String>) -> Result<Vec<u64>> {
+    list.as_deref()
+        .map(|l| {
+            l.split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    // 12_3 names an array task; its own id is what the controller knows,
+                    // so accept the array id part for whole arrays.
+                    let id = s.split('_').next().unwrap_or(s);
+                    id.trim()
+                        .parse()
+                        .map_err(|_| anyhow!("'{s}' is not a job id"))
+                })
+                .collect()
+        })
+        .unwrap_or(Ok(Vec::new()))
+}
+
+fn long_state(s: &str) -> String {
+    match s.to_ascii_uppercase().as_str() {
+        "PD" => "PENDING".into(),
+        "R" => "RUNNING".into(),
+        "S" => "SUSPENDED".into(),
+        "CD" => "COMPLETED".into(),
+        "CA" => "CANCELLED".into(),
+        "F" => "FAILED".into(),
+        "TO" => "TIMEOUT".into(),
+        "NF" => "NODE_FAIL".into(),
+        "PR" => "PREEMPTED".into(),
+        other => other.to_string(),
+    }
+}
+
+pub async fn queue(conn: &Conn, a: QueueArgs) -> Result<()> {
+    let mut c = client(conn).await?;
+    let user = if a.me {
+        c.who_am_i(api::WhoAmIRequest {})
+            .await
+            .map_err(refused)?
+            .into_inner()
+            .user
+    } else {
+        a.user.clone().unwrap_or_default()
+    };
+    let states: Vec<String> = a
+        .states
+        .as_deref()
+        .map(|s| s.split(',').map(long_state).collect())
+        .unwrap_or_default();
+    let mut jobs = Vec::new();
+    for u in user.split(',') {
+        let reply = c
+            .queue(api::QueueRequest {
+                user: u.to_string(),
+                job_ids: ids(&a.jobs)?,
+                states: states.clone(),
+                partition: a.partition.clone().unwrap_or_default(),
+            })
+            .await
+            .map_err(refused)?
+            .into_inner();
+        jobs.extend(reply.jobs);
+    }
+    if a.json {
+        return print_json(
+            &serde_json::json!({ "jobs": jobs.iter().map(job_json).collect::<Vec<_>>() }),
+        );
+    }
+    let fmt = a.format.as_deref().unwrap_or(format::SQUEUE_DEFAULT);
+    if !a.noheader {
+        println!("{}", format::squeue_header(fmt));
+    }
+    let t = now();
+    for j in &jobs {
+        println!("{}", format::squeue_line(fmt, j, t)?);
+    }
+    Ok(())
+}
+
+fn job_json(j: &api::JobInfo) -> serde_json::Value {
+    serde_json::json!({
+        "job_id": j.job_id,
+        "array_job_id": (j.array_job_id != 0).then_some(j.array_job_id),
+        "array_task_id": (j.array_job_id != 0).then_some(j.array_task_id),
+        "name": j.name,
+        "user": j.user,
+        "account": j.account,
+        "partition": j.partition,
+        "qos": j.qos,
+        "state": j.state,
+        "reason": j.reason,
+        "priority": j.priority,
+        "submit_time": j.submit_time,
+        "start_time": (j.start_time > 0).then_some(j.start_time),
+        "end_time": (j.end_time > 0).then_some(j.end_time),
+        "time_limit_s": (j.time_limit_s > 0).then_some(j.time_limit_s),
+        "tasks": j.tasks,
+        "cpus_per_task": j.cpus_per_task,
+        "nodes": j.nodes,
+        "cores": j.cores,
+        "gpus": j.gpus,
+        "node_list": j.node_list,
+        "allocation": j.allocation.iter().map(|n| serde_json::json!({
+            "node": n.node, "tasks": n.tasks, "cores": n.cores, "memory_mb": n.memory_mb, "gpus": n.gpus,
+        })).collect::<Vec<_>>(),
+        "exit_code": j.exit_code,
+        "workdir": j.workdir,
+        "stdout": j.stdout_path,
+        "stderr": j.stderr_path,
+        "dependency": j.dependency,
+        "requeue_count": j.requeue_count,
+        "suspended_s": j.suspended_s,
+    })
+}
+
+// ----- cancel ------------------------------------------------------------------------------
+
+#[derive(Args, Debug)]
+pub struct CancelArgs {
+    /// Job ids (an array's id cancels every task).
+    #[arg(required = true)]
+    pub jobs: Vec<String>,
+    /// Send this signal (number or name, e.g. USR1) instead of cancelling.
+    #[arg(short = 's', long)]
+    pub signal: Option<String>,
+}
+
+fn signal_number(s: &str) -> Result<i32> {
+    if let Ok(n) = s.parse() {
+        return Ok(n);
+    }
+    let name = s.trim_start_matches("SIG").to_ascii_uppercase();
+    Ok(match name.as_str() {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "KILL" => 9,
+        "USR1" => 10,
+        "USR2" => 12,
+        "TERM" => 15,
+        "CONT" => 18,
+        "STOP" => 19,
+        _ => bail!("unknown signal '{s}'"),
+    })
+}
+
+pub async fn cancel(conn: &Conn, a: CancelArgs) -> Result<()> {
+    let job_ids = ids(&Some(a.jobs.join(",")))?;
+    let signal = a
+        .signal
+        .as_deref()
+        .map(signal_number)
+        .transpose()?
+        .unwrap_or(0);
+    let mut c = client(conn).await?;
+    let mut failed = None;
+    // One call per job, so one bad id does not stop the others (as scancel does).
+    for id in job_ids {
+        if let Err(s) = c
+            .cancel(api::CancelRequest {
+                job_ids: vec![id],
+                signal,
+            })
+            .await
+        {
+            let msg = match s.code() {
+                Code::NotFound => format!(
+                    "scancel: error: Kill job error on job id {id}: Invalid job id specified"
+                ),
+                _ => format!(
+                    "scancel: error: Kill job error on job id {id}: {}",
+                    s.message()
+                ),
+            };
+            eprintln!("{msg}");
+            failed = Some(refused(s));
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+// ----- show --------------------------------------------------------------------------------
+
+#[derive(Subcommand, Debug)]
+pub enum ShowWhat {
+    /// One job in full.
+    Job { id: String },
+    /// One node, or all.
+    Node { name: Option<String> },
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    #[command(subcommand)]
+    pub what: ShowWhat,
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+pub async fn show(conn: &Conn, a: ShowArgs) -> Result<()> {
+    let mut c = client(conn).await?;
+    match a.what {
+        ShowWhat::Job { id } => {
+            let raw = ids(&Some(id.clone()))?;
+            let Some(&job_id) = raw.first() else {
+                bail!("no job id given");
+            };
+            let j = match c.show_job(api::ShowJobRequest { job_id }).await {
+                Ok(r) => r.into_inner(),
+                Err(s) if s.code() == Code::NotFound => {
+                    return Err(anyhow::Error::new(Refused {
+                        message: "Invalid job id specified".into(),
+                        code: 1,
+                    }))
+                }
+                Err(s) => return Err(refused(s)),
+            };
+            if a.json {
+                return print_json(&job_json(&j));
+            }
+            let t = now();
+            println!("JobId={} JobName={}", format::job_id(&j), j.name);
+            println!("   UserId={} Account={} QOS={}", j.user, j.account, j.qos);
+            println!(
+                "   JobState={} Reason={} Priority={} ExitCode={}",
+                j.state,
+                j.reason,
+                j.priority,
+                j.exit_code.map_or("0:0".into(), |c| format!("{c}:0"))
+            );
+            println!(
+                "   RunTime={} TimeLimit={} SubmitTime={} StartTime={} EndTime={}",
+                format::squeue_line("%M", &j, t)?,
+                format::limit(j.time_limit_s),
+                format::timestamp(j.submit_time),
+                format::timestamp(j.start_time),
+                format::timestamp(j.end_time)
+            );
+            println!("   Partition={} NodeList={} NumNodes={} NumCPUs={} NumTasks={} CPUs/Task={} GPUs={}",
+                j.partition, if j.node_list.is_empty() { "(null)" } else { &j.node_list }, j.nodes, j.cores, j.tasks, j.cpus_per_task, j.gpus);
+            for n in &j.allocation {
+                let cores: Vec<String> = n.cores.iter().map(|c| c.to_string()).collect();
+                let gpus: Vec<String> = n.gpus.iter().map(|g| g.to_string()).collect();
+                println!(
+                    "     Nodes={} CPU_IDs={} Mem={}M GPU_IDs={}",
+                    n.node,
+                    cores.join(","),
+                    n.memory_mb,
+                    if gpus.is_empty() {
+                        "N/A".into()
+                    } else {
+                        gpus.join(",")
+                    }
+                );
+            }
+            println!(
+                "   Dependency={}",
+                if j.dependency.is_empty() {
+                    "(null)"
+                } else {
+                    &j.dependency
+                }
+            );
+            println!("   WorkDir={}", j.workdir);
+            println!("   StdOut={}", j.stdout_path);
+            println!("   StdErr={}", j.stderr_path);
+            Ok(())
+        }
+        ShowWhat::Node { name } => {
+            let nodes = c
+                .nodes(api::NodesRequest {})
+                .await
+                .map_err(refused)?
+                .into_inner()
+                .nodes;
+            let nodes: Vec<_> = match &name {
+                Some(n) => {
+                    let found: Vec<_> = nodes.into_iter().filter(|x| &x.name == n).collect();
+                    if found.is_empty() {
+                        bail!("Node {n} not found");
+                    }
+                    found
+                }
+                None => nodes,
+            };
+            if a.json {
+                return print_json(&nodes.iter().map(node_json).collect::<Vec<_>>());
+            }
+            for n in nodes {
+                println!(
+                    "NodeName={} State={} Reason={}",
+                    n.name,
+                    n.state,
+                    if n.reason.is_empty() {
+                        "(null)"
+                    } else {
+                        &n.reason
+                    }
+                );
+                println!("   CPUAlloc={} CPUTot={} RealMemory={} AllocMem={} Gres=gpu:{} GresUsed=gpu:{}", n.cores_allocated, n.cores, n.memory_mb, n.memory_allocated_mb, n.gpus, n.gpus_allocated);
+                println!(
+                    "   Partitions={} AvailableFeatures={}",
+                    n.partitions.join(","),
+                    n.features.join(",")
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+// ----- nodes -------------------------------------------------------------------------------
+
+#[derive(Args, Debug)]
+pub struct NodesArgs {
+    /// Print help (-h is --noheader, as in Slurm).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+
+    /// No header line.
+    #[arg(short = 'h', long = "noheader")]
+    pub noheader: bool,
+    /// One line per node (sinfo -N).
+    #[arg(short = 'N', long = "Node")]
+    pub per_node: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn node_json(n: &api::NodeInfo) -> serde_json::Value {
+    serde_json::json!({
+        "name": n.name, "state": n.state, "reason": n.reason,
+        "cores": n.cores, "cores_allocated": n.cores_allocated,
+        "memory_mb": n.memory_mb, "memory_allocated_mb": n.memory_allocated_mb,
+        "gpus": n.gpus, "gpus_allocated": n.gpus_allocated,
+        "partitions": n.partitions, "features": n.features,
+        "last_heartbeat_age_s": (n.last_heartbeat_age_s >= 0).then_some(n.last_heartbeat_age_s),
+    })
+}
+
+pub async fn nodes(conn: &Conn, a: NodesArgs) -> Result<()> {
+    let nodes = client(conn)
+        .await?
+        .nodes(api::NodesRequest {})
+        .await
+        .map_err(refused)?
+        .into_inner()
+        .nodes;
+    if a.json {
+        return print_json(
+            &serde_json::json!({ "nodes": nodes.iter().map(node_json).collect::<Vec<_>>() }),
+        );
+    }
+    if !a.noheader {
+        println!(
+            "{:<12} {:<10} {:>9} {:>12} {:>7}  {:<16} REASON",
+            "NODELIST", "STATE", "CPUS(A/T)", "MEMORY(MB)", "GPUS", "PARTITION"
+        );
+    }
+    for n in &nodes {
+        println!(
+            "{:<12} {:<10} {:>9} {:>12} {:>7}  {:<16} {}",
+            n.name,
+            n.state.to_ascii_lowercase(),
+            format!("{}/{}", n.cores_allocated, n.cores),
+            n.memory_mb,
+            format!("{}/{}", n.gpus_allocated, n.gpus),
+            n.partitions.join(","),
+            n.reason
+        );
+    }
+    Ok(())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeAction {
+    /// Let running jobs finish and start nothing new here (admin).
+    Drain {
+        name: String,
+        #[arg(long, required = true)]
+        reason: String,
+    },
+    /// Make a drained node schedulable again (admin).
+    Resume { name: String },
+}
+
+pub async fn node(conn: &Conn, a: NodeAction) -> Result<()> {
+    let (node, state, reason) = match a {
+        NodeAction::Drain { name, reason } => (name, "drain", reason),
+        NodeAction::Resume { name } => (name, "resume", String::new()),
+    };
+    let n = client(conn)
+        .await?
+        .set_node_state(api::SetNodeStateRequest {
+            node,
+            state: state.into(),
+            reason,
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    println!("{} {}", n.name, n.state);
+    Ok(())
+}
+
+// ----- acct --------------------------------------------------------------------------------
+
+#[derive(Args, Debug)]
+pub struct AcctArgs {
+    /// Only these jobs.
+    #[arg(short = 'j', long = "jobs")]
+    pub jobs: Option<String>,
+    /// Only this user's jobs (admins; others see their own).
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Fields (JobID,JobName,State,ExitCode,Elapsed,NNodes,NCPUS,NodeList,MaxRSS,...).
+    #[arg(
+        short = 'o',
+        long = "format",
+        default_value = "JobID,JobName,Partition,Account,AllocCPUS,State,ExitCode"
+    )]
+    pub format: String,
+    /// No header.
+    #[arg(short = 'n', long = "noheader")]
+    pub noheader: bool,
+    /// '|'-separated, no padding (sacct -P).
+    #[arg(short = 'P', long = "parsable2")]
+    pub parsable: bool,
+    /// Jobs only, no steps (accepted: Gantry records no steps).
+    #[arg(short = 'X', long = "allocations")]
+    pub allocations: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn acct(conn: &Conn, a: AcctArgs) -> Result<()> {
+    let records = client(conn)
+        .await?
+        .accounting(api::AccountingRequest {
+            user: a.user.clone().unwrap_or_default(),
+            job_ids: ids(&a.jobs)?,
+            since: 0,
+        })
+        .await
+        .map_err(refused)?
+        .into_inner()
+        .records;
+    if a.json {
+        let v: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let mut j = r.job.as_ref().map(job_json).unwrap_or_default();
+                j["cpu_core_seconds"] = r.cpu_core_seconds.into();
+                j["max_rss_mb"] = r.max_rss_mb.into();
+                j["user_cpu_s"] = r.user_cpu_s.into();
+                j["system_cpu_s"] = r.system_cpu_s.into();
+                j
+            })
+            .collect();
+        return print_json(&serde_json::json!({ "jobs": v }));
+    }
+    let fields: Vec<&str> = a
+        .format
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .collect();
+    let t = now();
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            fields
+                .iter()
+                .map(|f| format::sacct_field(f, r, t))
+                .collect()
+        })
+        .collect::<Result<_>>()?;
+    if a.parsable {
+        if !a.noheader {
+            println!("{}|", fields.join("|"));
+        }
+        for r in rows {
+            println!("{}|", r.join("|"));
+        }
+        return Ok(());
+    }
+    let widths: Vec<usize> = fields.iter().map(|f| f.len().max(10)).collect();
+    if !a.noheader {
+        let head: Vec<String> = fields
+            .iter()
+            .zip(&widths)
+            .map(|(f, w)| format!("{f:>w$}"))
+            .collect();
+        println!("{}", head.join(" "));
+        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+        println!("{}", rule.join(" "));
+    }
+    for r in rows {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| {
+                let v: String = v.chars().take(*w).collect();
+                format!("{v:>w$}")
+            })
+            .collect();
+        println!("{}", cells.join(" "));
+    }
+    Ok(())
+}
+
+// ----- policy ------------------------------------------------------------------------------
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyAction {
+    /// Versions per slot, the active one marked, and the swap history.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load a component into a slot and activate it between two cycles (admin).
+    Load {
+        /// priority, fairshare, preemption or placement.
+        kind: String,
+        file: PathBuf,
+        /// Configuration text for the policy's init (a file).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Load only; activate later with `policy rollback KIND --to VERSION`.
+        #[arg(long)]
+        no_activate: bool,
+    },
+    /// What a loaded version would change on the queue the slot last saw (admin).
+    Shadow { kind: String, version: u32 },
+    /// Back to the version before, or to --to VERSION (admin).
+    Rollback {
+        kind: String,
+        #[arg(long)]
+        to: Option<u32>,
+    },
+}
+
+pub async fn policy(conn: &Conn, a: PolicyAction) -> Result<()> {
+    let mut c = client(conn).await?;
+    match a {
+        PolicyAction::List { json } => {
+            let slots = c
+                .policy_list(api::PolicyListRequest {})
+                .await
+                .map_err(refused)?
+                .into_inner()
+                .slots;
+            if json {
+                let v: Vec<_> = slots.iter().map(|s| serde_json::json!({
+                    "kind": s.kind,
+                    "versions": s.versions.iter().map(|v| serde_json::json!({"id": v.id, "name": v.name, "version": v.version, "sha256": v.sha256, "active": v.active, "healthy": v.healthy})).collect::<Vec<_>>(),
+                    "history": s.history.iter().map(|h| serde_json::json!({"at": h.at, "who": h.who, "action": h.action, "from": h.from, "to": h.to, "sha256": h.sha256})).collect::<Vec<_>>(),
+                    "failures": s.failures,
+                    "native_answers": s.native_answers,
+                })).collect();
+                return print_json(&serde_json::json!({ "slots": v }));
+            }
+            println!(
+                "{:<11} {:>3}  {:<22} {:<8} {:<7} {:<8} SHA256",
+                "SLOT", "ID", "NAME", "VERSION", "ACTIVE", "HEALTHY"
+            );
+            for s in &slots {
+                for v in &s.versions {
+                    println!(
+                        "{:<11} {:>3}  {:<22} {:<8} {:<7} {:<8} {}",
+                        s.kind,
+                        v.id,
+                        v.name,
+                        v.version,
+                        if v.active { "*" } else { "" },
+                        if v.healthy { "yes" } else { "no" },
+                        &v.sha256[..16.min(v.sha256.len())]
+                    );
+                }
+            }
+            Ok(())
+        }
+        PolicyAction::Load {
+            kind,
+            file,
+            config,
+            no_activate,
+        } => {
+            let component =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let config = match config {
+                Some(p) => std::fs::read_to_string(&p)
+                    .with_context(|| format!("cannot read {}", p.display()))?,
+                None => String::new(),
+            };
+            let r = c
+                .policy_load(api::PolicyLoadRequest {
+                    kind: kind.clone(),
+                    component,
+                    config,
+                    no_activate,
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            println!(
+                "{kind} policy version {} loaded ({}){}",
+                r.version,
+                &r.sha256[..16.min(r.sha256.len())],
+                if r.activated { ", active" } else { "" }
+            );
+            Ok(())
+        }
+        PolicyAction::Shadow { kind, version } => {
+            let r = c
+                .policy_shadow(api::PolicyShadowRequest { kind, version })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            println!("{} of {} decisions would change", r.changed, r.batch);
+            for e in r.examples {
+                println!("  {e}");
+            }
+            Ok(())
+        }
+        PolicyAction::Rollback { kind, to } => {
+            let r = c
+                .policy_rollback(api::PolicyRollbackRequest {
+                    kind: kind.clone(),
+                    to: to.unwrap_or(0),
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            if let Some(v) = r
+                .slots
+                .first()
+                .and_then(|s| s.versions.iter().find(|v| v.active))
+            {
+                println!("{kind} policy: version {} ({}) active", v.id, v.name);
+            }
+            Ok(())
+        }
+    }
+}
+
+// ----- token -------------------------------------------------------------------------------
+
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    /// The user the token speaks for.
+    #[arg(long)]
+    pub user: String,
+    /// Their uid (jobs run as this uid when the agent runs as root).
+    #[arg(long)]
+    pub uid: u32,
+    /// An admin token.
+    #[arg(long)]
+    pub admin: bool,
+    /// The cluster key file.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Lifetime, e.g. 30d, 12:00:00; default: never expires.
+    #[arg(long)]
+    pub expires_in: Option<String>,
+}
+
+pub fn token(a: TokenArgs) -> Result<()> {
+    use gantry_api::auth::{mint, Claims, Role};
+    let key = std::fs::read(&a.key).with_context(|| format!("cannot read {}", a.key.display()))?;
+    let expires = match &a.expires_in {
+        None => 0,
+        Some(t) => {
+            let t = t.trim();
+            let secs = match t.strip_suffix('d') {
+                Some(d) => d
+                    .parse::<i64>()
+                    .map(|d| d * 86_400)
+                    .map_err(|_| anyhow!("--expires-in: '{t}'"))?,
+                None => gantry_kernel::units::parse_duration(t)
+                    .map_err(|e| anyhow!("--expires-in: {e}"))?
+                    .unwrap_or(0),
+            };
+            now() + secs
+        }
+    };
+    let t = mint(
+        &key,
+        &Claims {
+            user: a.user,
+            uid: a.uid,
+            role: if a.admin { Role::Admin } else { Role::User },
+            expires,
+        },
+    )?;
+    println!("{t}");
+    Ok(())
+}
+
+/// `gantry install-links DIR`: the Slurm names as links to this binary.
+pub fn install_links(dir: &std::path::Path) -> Result<()> {
+    let exe = std::env::current_exe().context("cannot locate the gantry binary")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for name in crate::SLURM_NAMES {
+        let link = dir.join(name);
+        if link.symlink_metadata().is_ok() {
+            std::fs::remove_file(&link)
+                .with_context(|| format!("cannot replace {}", link.display()))?;
+        }
+        std::os::unix::fs::symlink(&exe, &link)
+            .with_context(|| format!("cannot link {}", link.display()))?;
+        println!("{} -> {}", link.display(), exe.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,356 @@
+//! How jobs and nodes print: Slurm's compact state codes, its time formats, and
+//! `squeue -o` / `sacct --format` field specifications, so scripts that parse Slurm's
+//! output parse ours.
+
+use anyhow::{bail, Result};
+use gantry_api as api;
+
+/// `squeue`'s two-letter state.
+pub fn state_code(state: &str) -> &'static str {
+    match state {
+        "PENDING" => "PD",
+        "RUNNING" => "R",
+        "SUSPENDED" => "S",
+        "COMPLETED" => "CD",
+        "FAILED" => "F",
+        "CANCELLED" => "CA",
+        "TIMEOUT" => "TO",
+        "NODE_FAIL" => "NF",
+        "PREEMPTED" => "PR",
+        "REQUEUED" => "PD",
+        _ => "?",
+    }
+}
+
+/// `[D-]HH:MM:SS`, or `M:SS` under an hour, as squeue prints elapsed time.
+pub fn elapsed(s: i64) -> String {
+    let s = s.max(0);
+    let (d, h, m, sec) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    if d > 0 {
+        format!("{d}-{h:02}:{m:02}:{sec:02}")
+    } else if h > 0 {
+        format!("{h}:{m:02}:{sec:02}")
+    } else {
+        format!("{m}:{sec:02}")
+    }
+}
+
+/// A time limit as Slurm prints it.
+pub fn limit(s: i64) -> String {
+    if s <= 0 {
+        "UNLIMITED".into()
+    } else {
+        elapsed(s)
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` (UTC), or `N/A`.
+pub fn timestamp(t: i64) -> String {
+    if t <= 0 {
+        return "N/A".into();
+    }
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// The id squeue shows: `123` or, for an array task, `120_3`.
+pub fn job_id(j: &api::JobInfo) -> String {
+    if j.array_job_id != 0 {
+        format!("{}_{}", j.array_job_id, j.array_task_id)
+    } else {
+        j.job_id.to_string()
+    }
+}
+
+fn used(j: &api::JobInfo, now: i64) -> i64 {
+    match (j.start_time, j.end_time) {
+        (0, _) => 0,
+        (s, 0) => now - s - j.suspended_s,
+        (s, e) => e - s - j.suspended_s,
+    }
+}
+
+/// One `%` field of squeue's `-o`.
+fn squeue_field(c: char, j: &api::JobInfo, now: i64) -> Result<String> {
+    let pending = j.state == "PENDING" || j.state == "REQUEUED";
+    Ok(match c {
+        'i' => job_id(j),
+        'A' => j.tasks.to_string(),
+        'F' => if j.array_job_id != 0 {
+            j.array_job_id
+        } else {
+            j.job_id
+        }
+        .to_string(),
+        'K' => {
+            if j.array_job_id != 0 {
+                j.array_task_id.to_string()
+            } else {
+                "N/A".into()
+            }
+        }
+        'j' => j.name.clone(),
+        'u' => j.user.clone(),
+        'a' => j.account.clone(),
+        'P' => j.partition.clone(),
+        'q' => j.qos.clone(),
+        't' => state_code(&j.state).into(),
+        'T' => j.state.clone(),
+        'M' => elapsed(used(j, now)),
+        'l' => limit(j.time_limit_s),
+        'L' => {
+            if j.time_limit_s <= 0 {
+                "UNLIMITED".into()
+            } else {
+                elapsed(j.time_limit_s - used(j, now))
+            }
+        }
+        'D' => j.nodes.to_string(),
+        'C' => j.cores.to_string(),
+        'c' => j.cpus_per_task.to_string(),
+        'N' => j.node_list.clone(),
+        'R' => {
+            if pending {
+                format!("({})", j.reason)
+            } else {
+                j.node_list.clone()
+            }
+        }
+        'r' => j.reason.clone(),
+        'Q' | 'p' => j.priority.to_string(),
+        'V' => timestamp(j.submit_time),
+        'S' => timestamp(j.start_time),
+        'e' => timestamp(j.end_time),
+        'E' => j.dependency.clone(),
+        'Z' => j.workdir.clone(),
+        'b' => {
+            if j.gpus > 0 {
+                format!("gpu:{}", j.gpus)
+            } else {
+                "N/A".into()
+            }
+        }
+        '%' => "%".into(),
+        other => bail!("squeue format: %{other} is not supported"),
+    })
+}
+
+/// squeue's default format.
+pub const SQUEUE_DEFAULT: &str = "%.18i %.9P %.8j %.8u %.2t %.10M %.6D %R";
+
+/// Renders an `-o` format for one job. `%[.][width]x`: `.` right-justifies; a width pads
+/// (and truncates, as Slurm does).
+pub fn squeue_line(format: &str, j: &api::JobInfo, now: i64) -> Result<String> {
+    let mut out = String::new();
+    let mut chars = format.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            // Slurm's escapes.
+            if c == '\\' && chars.peek() == Some(&'t') {
+                chars.next();
+                out.push('\t');
+            } else {
+                out.push(c);
+            }
+            continue;
+        }
+        let right = chars.peek() == Some(&'.');
+        if right || chars.peek() == Some(&'-') {
+            chars.next();
+        }
+        let mut width = String::new();
+        while let Some(d) = chars.peek().copied().filter(|d| d.is_ascii_digit()) {
+            width.push(d);
+            chars.next();
+        }
+        let Some(field) = chars.next() else {
+            bail!("squeue format ends in '%'");
+        };
+        let mut v = squeue_field(field, j, now)?;
+        if let Ok(w) = width.parse::<usize>() {
+            if v.chars().count() > w {
+                v = v.chars().take(w).collect();
+            }
+            v = if right {
+                format!("{v:>w$}")
+            } else {
+                format!("{v:<w$}")
+            };
+        }
+        out.push_str(&v);
+    }
+    Ok(out)
+}
+
+/// The header line for a format: the field names Slurm prints.
+pub fn squeue_header(format: &str) -> String {
+    let names = |c: char| match c {
+        'i' => "JOBID",
+        'A' => "TASKS",
+        'F' => "ARRAY_JOB_ID",
+        'K' => "ARRAY_TASK_ID",
+        'j' => "NAME",
+        'u' => "USER",
+        'a' => "ACCOUNT",
+        'P' => "PARTITION",
+        'q' => "QOS",
+        't' => "ST",
+        'T' => "STATE",
+        'M' => "TIME",
+        'l' => "TIME_LIMIT",
+        'L' => "TIME_LEFT",
+        'D' => "NODES",
+        'C' => "CPUS",
+        'c' => "MIN_CPUS",
+        'N' => "NODELIST",
+        'R' => "NODELIST(REASON)",
+        'r' => "REASON",
+        'Q' | 'p' => "PRIORITY",
+        'V' => "SUBMIT_TIME",
+        'S' => "START_TIME",
+        'e' => "END_TIME",
+        'E' => "DEPENDENCY",
+        'Z' => "WORK_DIR",
+        'b' => "TRES_PER_NODE",
+        _ => "?",
+    };
+    let mut out = String::new();
+    let mut chars = format.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let right = chars.peek() == Some(&'.');
+        if right || chars.peek() == Some(&'-') {
+            chars.next();
+        }
+        let mut width = String::new();
+        while let Some(d) = chars.peek().copied().filter(|d| d.is_ascii_digit()) {
+            width.push(d);
+            chars.next();
+        }
+        let Some(field) = chars.next() else { break };
+        let mut v = names(field).to_string();
+        if let Ok(w) = width.parse::<usize>() {
+            v = v.chars().take(w).collect();
+            v = if right {
+                format!("{v:>w$}")
+            } else {
+                format!("{v:<w$}")
+            };
+        }
+        out.push_str(&v);
+    }
+    out
+}
+
+/// `sacct` fields by name (`--format=JobID,State,ExitCode`).
+pub fn sacct_field(name: &str, r: &api::AccountingRecord, now: i64) -> Result<String> {
+    let Some(j) = &r.job else {
+        return Ok(String::new());
+    };
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "jobid" => job_id(j),
+        "jobidraw" => j.job_id.to_string(),
+        "jobname" => j.name.clone(),
+        "user" => j.user.clone(),
+        "account" => j.account.clone(),
+        "partition" => j.partition.clone(),
+        "qos" => j.qos.clone(),
+        "state" => j.state.clone(),
+        "exitcode" => match j.exit_code {
+            Some(c) if c > 128 => format!("0:{}", c - 128),
+            Some(c) => format!("{c}:0"),
+            None => "0:0".into(),
+        },
+        "elapsed" => elapsed(used(j, now)),
+        "elapsedraw" => used(j, now).to_string(),
+        "timelimit" => limit(j.time_limit_s),
+        "submit" => timestamp(j.submit_time),
+        "start" => timestamp(j.start_time),
+        "end" => timestamp(j.end_time),
+        "nnodes" => j.nodes.to_string(),
+        "ncpus" | "alloccpus" => j.cores.to_string(),
+        "ntasks" => j.tasks.to_string(),
+        "nodelist" => j.node_list.clone(),
+        "maxrss" => format!("{}M", r.max_rss_mb),
+        "cputimeraw" => format!("{:.0}", r.cpu_core_seconds),
+        "totalcpu" => elapsed((r.user_cpu_s + r.system_cpu_s).round() as i64),
+        "usercpu" => elapsed(r.user_cpu_s.round() as i64),
+        "systemcpu" => elapsed(r.system_cpu_s.round() as i64),
+        "allocgres" | "alloctres" => format!("cpu={},gres/gpu={}", j.cores, j.gpus),
+        "workdir" => j.workdir.clone(),
+        other => bail!("sacct: unknown field '{other}'"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> api::JobInfo {
+        api::JobInfo {
+            job_id: 42,
+            name: "train".into(),
+            user: "alice".into(),
+            partition: "gpu".into(),
+            state: "RUNNING".into(),
+            start_time: 1000,
+            nodes: 1,
+            node_list: "dgx01".into(),
+            time_limit_s: 3600,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn squeue_formats_like_slurm() {
+        let j = job();
+        assert_eq!(
+            squeue_line("%i %t %M %l %R", &j, 1075).unwrap(),
+            "42 R 1:15 1:00:00 dgx01"
+        );
+        assert_eq!(squeue_line("%.5i|%-6j|", &j, 0).unwrap(), "   42|train |");
+        let p = api::JobInfo {
+            state: "PENDING".into(),
+            reason: "Resources".into(),
+            array_job_id: 40,
+            array_task_id: 2,
+            ..job()
+        };
+        assert_eq!(
+            squeue_line("%i %t %R", &p, 0).unwrap(),
+            "40_2 PD (Resources)"
+        );
+        assert!(squeue_line("%y", &p, 0).is_err());
+        assert_eq!(squeue_header("%.5i %t"), "JOBID ST");
+    }
+
+    #[test]
+    fn times_print_as_slurm_prints_them() {
+        assert_eq!(elapsed(59), "0:59");
+        assert_eq!(elapsed(3661), "1:01:01");
+        assert_eq!(elapsed(90_061), "1-01:01:01");
+        assert_eq!(limit(0), "UNLIMITED");
+        assert_eq!(timestamp(0), "N/A");
+        assert_eq!(timestamp(1_700_000_000), "2023-11-14T22:13:20");
+    }
+}
