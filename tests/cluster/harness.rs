@@ -1,0 +1,449 @@
+//! A throwaway cluster for one test: a temporary directory with a cluster key, the
+//! controller's and agents' configurations, the state database and the jobs' working
+//! directory; `gantryd` on a free loopback port and its Unix socket; one agent per node.
+//! Everything is killed when the value drops.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long any wait may take before the test fails (CI machines are slow and shared).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn bin(name: &str) -> PathBuf {
+    let gantry = PathBuf::from(env!("CARGO_BIN_EXE_gantry"));
+    let path = gantry.with_file_name(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the workspace's binaries first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// A built policy component (`scripts/build-policies.sh`).
+pub fn policy_component(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/policies")
+        .join(format!("{name}.wasm"));
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/build-policies.sh",
+        p.display()
+    );
+    p
+}
+
+#[derive(Clone, Default)]
+pub struct Options {
+    /// Run the Wasm built-ins (slower to start) instead of the native safe defaults.
+    pub wasm_policies: bool,
+}
+
+const CLUSTER: &str = r#"
+[[node_type]]
+name = "cpu"
+sockets = 1
+numa_per_socket = 1
+cores_per_numa = 4
+memory = "8G"
+
+# GPUs 0-3 (NUMA 0-1) and 4-7 (NUMA 2-3) are two NVLink islands.
+[[node_type]]
+name = "gpu8"
+sockets = 2
+numa_per_socket = 2
+cores_per_numa = 8
+memory = "64G"
+gpus = { model = "H100", numa = [0, 0, 1, 1, 2, 2, 3, 3], nvlink = { pairs = [[0, 1, 6], [0, 2, 6], [0, 3, 6], [1, 2, 6], [1, 3, 6], [2, 3, 6], [4, 5, 6], [4, 6, 6], [4, 7, 6], [5, 6, 6], [5, 7, 6], [6, 7, 6]] } }
+
+[[nodes]]
+names = "cpu[01-02]"
+type = "cpu"
+
+[[nodes]]
+names = "gpu01"
+type = "gpu8"
+
+[[partition]]
+name = "cpu"
+nodes = ["cpu[01-02]"]
+max_time = "1:00:00"
+default = true
+
+[[partition]]
+name = "gpu"
+nodes = ["gpu01"]
+max_time = "1:00:00"
+"#;
+
+const NODES: [&str; 3] = ["cpu01", "cpu02", "gpu01"];
+
+fn agent_topology(node: &str) -> &'static str {
+    if node.starts_with("gpu") {
+        "[topology]\nsockets = 2\nnuma_per_socket = 2\ncores_per_numa = 8\nmemory_mb = 65536\ngpu_numa = [0, 0, 1, 1, 2, 2, 3, 3]\ngpu_model = \"H100\"\nnvlink_pairs = [[0, 1, 6], [0, 2, 6], [0, 3, 6], [1, 2, 6], [1, 3, 6], [2, 3, 6], [4, 5, 6], [4, 6, 6], [4, 7, 6], [5, 6, 6], [5, 7, 6], [6, 7, 6]]\n"
+    } else {
+        "[topology]\nsockets = 1\nnuma_per_socket = 1\ncores_per_numa = 4\nmemory_mb = 8192\n"
+    }
+}
+
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    port: u16,
+    controller: Option<Child>,
+    agents: Vec<(String, Child)>,
+}
+
+/// What a thread needs to run the CLI against this cluster.
+#[derive(Clone)]
+pub struct CliLine {
+    socket: String,
+    work: PathBuf,
+}
+
+/// One `sbatch --parsable`; `None` if it was not acknowledged.
+pub fn try_submit(cli: &CliLine, script: &str) -> Option<u64> {
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["submit", "--parsable", script])
+        .env("GANTRY_CONTROLLER", &cli.socket)
+        .current_dir(&cli.work)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl Cluster {
+    pub fn start(opts: Options) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let root = dir.path();
+        let key: Vec<u8> = (0..48u8)
+            .map(|i| i.wrapping_mul(37).wrapping_add(11))
+            .collect();
+        std::fs::write(root.join("key"), key).unwrap();
+        std::fs::write(root.join("cluster.toml"), CLUSTER).unwrap();
+        std::fs::create_dir_all(root.join("work")).unwrap();
+        let port = free_port();
+        let policies = if opts.wasm_policies {
+            format!(
+                "policy_dir = \"{}\"\n",
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("target/policies")
+                    .display()
+            )
+        } else {
+            "native_policies = true\n".to_string()
+        };
+        std::fs::write(
+            root.join("gantryd.toml"),
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nsocket = \"gantryd.sock\"\nstate = \"state.db\"\nkey_file = \"key\"\nheartbeat_s = 1\nnode_timeout_s = 3\nkill_grace_s = 1\ncycle_interval_ms = 200\ncluster_file = \"cluster.toml\"\n{policies}"
+            ),
+        )
+        .unwrap();
+        for node in NODES {
+            std::fs::write(
+                root.join(format!("agent-{node}.toml")),
+                format!(
+                    "controller = \"http://127.0.0.1:{port}\"\nnode = \"{node}\"\nkey_file = \"key\"\nspool = \"spool/{node}\"\n{}",
+                    agent_topology(node)
+                ),
+            )
+            .unwrap();
+        }
+        let mut c = Self {
+            dir,
+            port,
+            controller: None,
+            agents: Vec::new(),
+        };
+        c.restart_controller();
+        for node in NODES {
+            c.start_agent(node);
+        }
+        for node in NODES {
+            c.wait_node_state(node, "IDLE");
+        }
+        c
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    fn socket(&self) -> String {
+        format!("unix:{}", self.dir.path().join("gantryd.sock").display())
+    }
+
+    pub fn cli_command_line(&self) -> CliLine {
+        CliLine {
+            socket: self.socket(),
+            work: self.work(),
+        }
+    }
+
+    fn log(&self, name: &str) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(name))
+            .unwrap()
+    }
+
+    pub fn restart_controller(&mut self) {
+        let _ = std::fs::remove_file(self.dir.path().join("gantryd.sock"));
+        let child = Command::new(bin("gantryd"))
+            .args(["--config", "gantryd.toml"])
+            .current_dir(self.dir.path())
+            .stdout(self.log("gantryd.log"))
+            .stderr(self.log("gantryd.log"))
+            .spawn()
+            .expect("gantryd starts");
+        self.controller = Some(child);
+        let sock = self.dir.path().join("gantryd.sock");
+        let since = Instant::now();
+        while !sock.exists() {
+            assert!(
+                since.elapsed() < PATIENCE,
+                "gantryd never opened its socket:\n{}",
+                self.read_log("gantryd.log")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill_controller(&mut self) {
+        if let Some(mut c) = self.controller.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    pub fn start_agent(&mut self, node: &str) {
+        let child = Command::new(bin("gantry-agent"))
+            .args(["--config", &format!("agent-{node}.toml")])
+            .current_dir(self.dir.path())
+            .stdout(self.log(&format!("agent-{node}.log")))
+            .stderr(self.log(&format!("agent-{node}.log")))
+            .spawn()
+            .expect("gantry-agent starts");
+        self.agents.push((node.to_string(), child));
+    }
+
+    pub fn kill_agent(&mut self, node: &str) {
+        if let Some(i) = self.agents.iter().position(|(n, _)| n == node) {
+            let (_, mut child) = self.agents.remove(i);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn read_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.work().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        let p = self.work().join(name);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    /// Runs the CLI (a Slurm name as the first word runs that entry point).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        self.cli_env(args, None)
+    }
+
+    pub fn cli_as(&self, token: &str, args: &[&str]) -> (i32, String, String) {
+        self.cli_env(args, Some(token))
+    }
+
+    fn cli_env(&self, args: &[&str], token: Option<&str>) -> (i32, String, String) {
+        let gantry = PathBuf::from(env!("CARGO_BIN_EXE_gantry"));
+        let (program, rest): (PathBuf, &[&str]) = match args.first() {
+            Some(&name)
+                if [
+                    "sbatch", "squeue", "scancel", "sinfo", "sacct", "srun", "scontrol",
+                ]
+                .contains(&name) =>
+            {
+                let link = self.dir.path().join("bin").join(name);
+                if !link.exists() {
+                    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+                    let _ = std::os::unix::fs::symlink(&gantry, &link);
+                }
+                (link, &args[1..])
+            }
+            _ => (gantry, args),
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(rest)
+            .current_dir(self.work())
+            .stdin(Stdio::null())
+            .env_remove("GANTRY_TOKEN");
+        match token {
+            // Over TCP, as a remote user would.
+            Some(t) => cmd
+                .env(
+                    "GANTRY_CONTROLLER",
+                    format!("http://127.0.0.1:{}", self.port),
+                )
+                .env("GANTRY_TOKEN", t),
+            None => cmd.env("GANTRY_CONTROLLER", self.socket()),
+        };
+        let out = cmd.output().expect("the CLI runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.cli(args);
+        assert_eq!(
+            code,
+            0,
+            "gantry {args:?} failed: {err}\ncontroller log:\n{}",
+            self.read_log("gantryd.log")
+        );
+        out
+    }
+
+    /// A user token for `user` (with this process's uid, so jobs run as us).
+    pub fn token(&self, user: &str, admin: bool) -> String {
+        // SAFETY: getuid has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        let key = self.dir.path().join("key");
+        let mut args = vec!["token", "--user", user, "--key", key.to_str().unwrap()];
+        let uid = uid.to_string();
+        args.extend(["--uid", &uid]);
+        if admin {
+            args.push("--admin");
+        }
+        self.cli_ok(&args).trim().to_string()
+    }
+
+    pub fn job(&self, id: u64) -> Value {
+        let out = self.cli_ok(&["show", "job", &id.to_string(), "--json"]);
+        serde_json::from_str(&out).expect("show --json is JSON")
+    }
+
+    pub fn node(&self, name: &str) -> Value {
+        let out = self.cli_ok(&["show", "node", name, "--json"]);
+        let v: Value = serde_json::from_str(&out).expect("JSON");
+        v[0].clone()
+    }
+
+    pub fn wait_until(&self, id: u64, done: impl Fn(&Value) -> bool) -> Value {
+        let since = Instant::now();
+        loop {
+            let j = self.job(id);
+            if done(&j) {
+                return j;
+            }
+            assert!(
+                since.elapsed() < PATIENCE,
+                "job {id} never got there: {j}\ncontroller log:\n{}",
+                self.read_log("gantryd.log")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn wait_state(&self, id: u64, state: &str) -> Value {
+        self.wait_until(id, |j| j["state"] == state)
+    }
+
+    fn finished(j: &Value) -> bool {
+        !matches!(
+            j["state"].as_str(),
+            Some("PENDING" | "RUNNING" | "SUSPENDED" | "REQUEUED")
+        )
+    }
+
+    pub fn wait_done(&self, id: u64) -> Value {
+        self.wait_until(id, Self::finished)
+    }
+
+    /// Every job of these ids (array ids stand for all their tasks), once all finished.
+    pub fn wait_all_done(&self, ids: &[u64]) -> Vec<Value> {
+        let since = Instant::now();
+        loop {
+            let out = self.cli_ok(&["acct", "--json"]);
+            let v: Value = serde_json::from_str(&out).expect("acct --json is JSON");
+            let jobs: Vec<Value> = v["jobs"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|j| {
+                    j["job_id"].as_u64().is_some_and(|i| ids.contains(&i))
+                        || j["array_job_id"].as_u64().is_some_and(|a| ids.contains(&a))
+                })
+                .collect();
+            let all_there = ids.iter().all(|&i| jobs.iter().any(|j| j["job_id"] == i));
+            if all_there && jobs.iter().all(Self::finished) {
+                return jobs;
+            }
+            assert!(
+                since.elapsed() < PATIENCE * 2,
+                "jobs never finished: {jobs:?}\ncontroller log:\n{}",
+                self.read_log("gantryd.log")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn wait_node_state(&self, node: &str, state: &str) {
+        let since = Instant::now();
+        loop {
+            let (code, out, _) = self.cli(&["show", "node", node, "--json"]);
+            if code == 0 {
+                let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+                if v[0]["state"] == state {
+                    return;
+                }
+            }
+            assert!(
+                since.elapsed() < PATIENCE,
+                "node {node} never became {state}: {out}\ncontroller log:\n{}",
+                self.read_log("gantryd.log")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, a) in &mut self.agents {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        self.kill_controller();
+        // Jobs are their own process groups; end any the test left running.
+        let _ = Command::new("pkill")
+            .args([
+                "-KILL",
+                "-f",
+                &self.dir.path().join("spool").display().to_string(),
+            ])
+            .status();
+    }
+}

@@ -1,0 +1,476 @@
+//! End to end: a real `gantryd` and real `gantry-agent`s on loopback (two CPU nodes and
+//! one declared 8-GPU NVLink node), driven only through the `gantry` CLI and its Slurm
+//! entry points. Jobs are real processes; the state database is a real SQLite file.
+//!
+//! Needs the binaries built (`cargo build --workspace --bins`; `scripts/test.sh` does).
+
+mod harness;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use harness::{Cluster, Options};
+
+const HELLO: &str = r#"#!/bin/bash
+#SBATCH --job-name=hello
+#SBATCH --ntasks=2
+#SBATCH --cpus-per-task=1
+#SBATCH --mem=1G
+#SBATCH --time=5:00
+#SBATCH --output=hello-%x-%j.out
+echo "SLURM_JOB_ID=$SLURM_JOB_ID"
+echo "SLURM_JOB_NAME=$SLURM_JOB_NAME"
+echo "SLURM_NTASKS=$SLURM_NTASKS"
+echo "SLURM_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK"
+echo "SLURM_JOB_NODELIST=$SLURM_JOB_NODELIST"
+echo "SLURM_SUBMIT_DIR=$SLURM_SUBMIT_DIR"
+echo "SLURM_MEM_PER_NODE=$SLURM_MEM_PER_NODE"
+"#;
+
+fn vars(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn an_sbatch_script_runs_with_slurm_variables_and_its_output_pattern() {
+    let c = Cluster::start(Options::default());
+    let script = c.write("hello.sh", HELLO);
+    let out = c.cli_ok(&["sbatch", "--parsable", script.to_str().unwrap()]);
+    let id: u64 = out.trim().parse().expect("--parsable prints the id");
+    let job = c.wait_done(id);
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    let text = c.read(&format!("hello-hello-{id}.out"));
+    let v = vars(&text);
+    assert_eq!(v["SLURM_JOB_ID"], id.to_string());
+    assert_eq!(v["SLURM_JOB_NAME"], "hello");
+    assert_eq!(v["SLURM_NTASKS"], "2");
+    assert_eq!(v["SLURM_CPUS_PER_TASK"], "1");
+    assert_eq!(v["SLURM_MEM_PER_NODE"], "1024");
+    assert!(v["SLURM_JOB_NODELIST"].starts_with("cpu0"), "{text}");
+    assert_eq!(v["SLURM_SUBMIT_DIR"], c.work().display().to_string());
+    // squeue's format, sacct's parsable output.
+    let acct = c.cli_ok(&[
+        "sacct",
+        "-j",
+        &id.to_string(),
+        "-P",
+        "-n",
+        "-o",
+        "JobID,JobName,State,ExitCode",
+    ]);
+    assert_eq!(acct.trim(), format!("{id}|hello|COMPLETED|0:0|"));
+}
+
+#[test]
+fn an_array_throttled_to_two_never_runs_more_than_two() {
+    let c = Cluster::start(Options::default());
+    let script = c.write(
+        "array.sh",
+        "#!/bin/bash\n#SBATCH --array=0-5%2\n#SBATCH -o arr-%A_%a.out\necho start $(date +%s.%N) > span-$SLURM_ARRAY_TASK_ID\nsleep 1\necho end $(date +%s.%N) >> span-$SLURM_ARRAY_TASK_ID\n",
+    );
+    let id: u64 = c
+        .cli_ok(&["sbatch", "--parsable", script.to_str().unwrap()])
+        .trim()
+        .parse()
+        .unwrap();
+    let tasks = c.wait_all_done(&[id]);
+    assert_eq!(tasks.len(), 6);
+    assert!(tasks.iter().all(|t| t["state"] == "COMPLETED"), "{tasks:?}");
+    let mut spans = Vec::new();
+    for i in 0..6 {
+        let text = c.read(&format!("span-{i}"));
+        let t: Vec<f64> = text
+            .lines()
+            .map(|l| l.split(' ').nth(1).unwrap().parse().unwrap())
+            .collect();
+        spans.push((t[0], t[1]));
+    }
+    // Most tasks overlapping any instant: check at every start.
+    let most = spans
+        .iter()
+        .map(|&(s, _)| spans.iter().filter(|&&(a, b)| a <= s && s < b).count())
+        .max()
+        .unwrap();
+    assert!(most <= 2, "{most} tasks ran at once: {spans:?}");
+}
+
+#[test]
+fn afterok_runs_in_order_and_afternotok_is_skipped() {
+    let c = Cluster::start(Options::default());
+    let first = c.write("a.sh", "#!/bin/bash\nsleep 1\ndate +%s.%N > a.done\n");
+    let a: u64 = c
+        .cli_ok(&["sbatch", "--parsable", first.to_str().unwrap()])
+        .trim()
+        .parse()
+        .unwrap();
+    let then = c.write(
+        "b.sh",
+        "#!/bin/bash\ntest -f a.done && date +%s.%N > b.done\n",
+    );
+    let b: u64 = c
+        .cli_ok(&[
+            "sbatch",
+            "--parsable",
+            &format!("--dependency=afterok:{a}"),
+            then.to_str().unwrap(),
+        ])
+        .trim()
+        .parse()
+        .unwrap();
+    let other = c.write("c.sh", "#!/bin/bash\ntouch c.ran\n");
+    let cc: u64 = c
+        .cli_ok(&[
+            "sbatch",
+            "--parsable",
+            &format!("--dependency=afternotok:{a}"),
+            other.to_str().unwrap(),
+        ])
+        .trim()
+        .parse()
+        .unwrap();
+    let jobs = c.wait_all_done(&[a, b, cc]);
+    let state = |id: u64| jobs.iter().find(|j| j["job_id"] == id).unwrap()["state"].clone();
+    assert_eq!(state(a), "COMPLETED");
+    assert_eq!(state(b), "COMPLETED");
+    assert_eq!(state(cc), "CANCELLED", "the afternotok branch never runs");
+    assert!(!c.work().join("c.ran").exists());
+    let ta: f64 = c.read("a.done").trim().parse().unwrap();
+    let tb: f64 = c.read("b.done").trim().parse().unwrap();
+    assert!(tb > ta);
+}
+
+#[test]
+fn a_four_gpu_job_gets_an_nvlink_quad_and_cpus_next_to_it() {
+    let c = Cluster::start(Options::default());
+    // Two GPUs busy first, so the choice is not simply 0-3.
+    let hold = c.write(
+        "hold.sh",
+        "#!/bin/bash\n#SBATCH -p gpu --gpus-per-node=1 -c 1\nsleep 30\n",
+    );
+    let h: u64 = c
+        .cli_ok(&["sbatch", "--parsable", hold.to_str().unwrap()])
+        .trim()
+        .parse()
+        .unwrap();
+    c.wait_state(h, "RUNNING");
+    let s = c.write(
+        "gpu.sh",
+        "#!/bin/bash\n#SBATCH -p gpu --gpus-per-node=4 -c 4 -o gpu.out\necho \"CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES\"\necho \"GANTRY_JOB_CPUS=$GANTRY_JOB_CPUS\"\n",
+    );
+    let id: u64 = c
+        .cli_ok(&["sbatch", "--parsable", s.to_str().unwrap()])
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(c.wait_done(id)["state"], "COMPLETED");
+    let v = vars(&c.read("gpu.out"));
+    let gpus: Vec<u32> = v["CUDA_VISIBLE_DEVICES"]
+        .split(',')
+        .map(|g| g.parse().unwrap())
+        .collect();
+    let cpus: Vec<u32> = v["GANTRY_JOB_CPUS"]
+        .split(',')
+        .map(|g| g.parse().unwrap())
+        .collect();
+    assert_eq!(gpus.len(), 4);
+    // The declared node: GPUs 0-3 share NVLink (and NUMA 0-1), GPUs 4-7 likewise (NUMA 2-3).
+    let quad = |g: u32| g / 4;
+    assert!(
+        gpus.iter().all(|&g| quad(g) == quad(gpus[0])),
+        "GPUs {gpus:?} span both NVLink islands"
+    );
+    // 8 cores per NUMA domain; the quad's domains are 2q and 2q+1.
+    let numa = |cpu: u32| cpu / 8;
+    let q = quad(gpus[0]);
+    assert!(
+        cpus.iter().all(|&cpu| numa(cpu) / 2 == q),
+        "CPUs {cpus:?} are not local to GPUs {gpus:?}"
+    );
+    c.cli_ok(&["scancel", &h.to_string()]);
+}
+
+#[test]
+fn scancel_and_time_limits_end_jobs_as_cancelled_and_timeout() {
+    let c = Cluster::start(Options::default());
+    let long = c.write("long.sh", "#!/bin/bash\nsleep 300\n");
+    let a: u64 = c
+        .cli_ok(&["sbatch", "--parsable", long.to_str().unwrap()])
+        .trim()
+        .parse()
+        .unwrap();
+    c.wait_state(a, "RUNNING");
+    c.cli_ok(&["scancel", &a.to_string()]);
+    assert_eq!(c.wait_done(a)["state"], "CANCELLED");
+    let b: u64 = c
+        .cli_ok(&[
+            "sbatch",
+            "--parsable",
+            "--time=0:02",
+            long.to_str().unwrap(),
+        ])
+        .trim()
+        .parse()
+        .unwrap();
+    let job = c.wait_done(b);
+    assert_eq!(job["state"], "TIMEOUT", "{job}");
+    // An unknown id: Slurm's message and a failing exit code.
+    let (code, _, err) = c.cli(&["scancel", "999999"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("Invalid job id specified"), "{err}");
+}
+
+#[test]
+fn a_killed_controller_loses_no_acknowledged_job_and_runs_none_twice() {
+    let mut c = Cluster::start(Options::default());
+    let s = c.write(
+        "mark.sh",
+        "#!/bin/bash\n#SBATCH -o /dev/null\necho $SLURM_JOB_ID >> runs.log\nsleep 2\n",
+    );
+    let script = s.to_str().unwrap().to_string();
+    let mut acked = Vec::new();
+    for _ in 0..4 {
+        acked.push(
+            c.cli_ok(&["sbatch", "--parsable", &script])
+                .trim()
+                .parse::<u64>()
+                .unwrap(),
+        );
+    }
+    c.wait_state(acked[0], "RUNNING");
+    // Submissions keep arriving while the controller dies.
+    let submitter = {
+        let cli = c.cli_command_line();
+        let script = script.clone();
+        std::thread::spawn(move || {
+            let mut ok = Vec::new();
+            for _ in 0..30 {
+                if let Some(id) = harness::try_submit(&cli, &script) {
+                    ok.push(id);
+                }
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            ok
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    c.kill_controller();
+    std::thread::sleep(Duration::from_millis(500));
+    c.restart_controller();
+    acked.extend(submitter.join().unwrap());
+    assert!(
+        acked.len() > 4,
+        "some submissions were acknowledged around the restart"
+    );
+    let jobs = c.wait_all_done(&acked);
+    assert_eq!(jobs.len(), acked.len(), "every acknowledged job is known");
+    for j in &jobs {
+        assert_eq!(j["state"], "COMPLETED", "{j}");
+    }
+    let runs = c.read("runs.log");
+    let mut count: HashMap<u64, u32> = HashMap::new();
+    for l in runs.lines() {
+        *count.entry(l.trim().parse().unwrap()).or_default() += 1;
+    }
+    for id in &acked {
+        assert_eq!(
+            count.get(id),
+            Some(&1),
+            "job {id} ran {:?} times",
+            count.get(id)
+        );
+    }
+}
+
+#[test]
+fn a_killed_agent_takes_its_node_down_and_its_jobs_requeue_or_fail() {
+    let mut c = Cluster::start(Options::default());
+    let s = c.write("sit.sh", "#!/bin/bash\n#SBATCH -N 1 -c 4\nsleep 300\n");
+    let script = s.to_str().unwrap().to_string();
+    let fails: u64 = c
+        .cli_ok(&["sbatch", "--parsable", "--no-requeue", &script])
+        .trim()
+        .parse()
+        .unwrap();
+    let requeues: u64 = c
+        .cli_ok(&["sbatch", "--parsable", "--requeue", &script])
+        .trim()
+        .parse()
+        .unwrap();
+    let jf = c.wait_state(fails, "RUNNING");
+    let jr = c.wait_state(requeues, "RUNNING");
+    let (nf, nr) = (
+        jf["node_list"].as_str().unwrap().to_string(),
+        jr["node_list"].as_str().unwrap().to_string(),
+    );
+    assert_ne!(nf, nr, "each fills a CPU node");
+    c.kill_agent(&nf);
+    let j = c.wait_done(fails);
+    assert_eq!(j["state"], "NODE_FAIL");
+    let node = c.node(&nf);
+    assert_eq!(node["state"], "DOWN", "{node}");
+    c.kill_agent(&nr);
+    let j = c.wait_until(requeues, |j| j["requeue_count"] == 1);
+    assert!(
+        j["state"] == "PENDING" || j["state"] == "REQUEUED" || j["state"] == "RUNNING",
+        "{j}"
+    );
+    // It comes back when its agent does, and the requeued job runs again.
+    c.start_agent(&nf);
+    let j = c.wait_state(requeues, "RUNNING");
+    assert_eq!(j["node_list"], nf.as_str(), "the only node up");
+    assert_ne!(c.node(&nf)["state"], "DOWN");
+    c.cli_ok(&["scancel", &requeues.to_string()]);
+}
+
+#[test]
+fn users_act_only_on_their_own_jobs_and_only_admins_load_policies() {
+    let c = Cluster::start(Options::default());
+    let alice = c.token("alice", false);
+    let bob = c.token("bob", false);
+    let s = c.write("sit.sh", "#!/bin/bash\nsleep 300\n");
+    let id: u64 = c
+        .cli_as(&alice, &["sbatch", "--parsable", s.to_str().unwrap()])
+        .1
+        .trim()
+        .parse()
+        .unwrap();
+    let (code, _, err) = c.cli_as(&bob, &["scancel", &id.to_string()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("permission denied"), "{err}");
+    let (code, _, err) = c.cli_as(&bob, &["scontrol", "show", "job", &id.to_string()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("permission denied"), "{err}");
+    let component = harness::policy_component("xfactor-priority");
+    let (code, _, err) = c.cli_as(
+        &bob,
+        &["policy", "load", "priority", component.to_str().unwrap()],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("needs an admin"), "{err}");
+    let (code, _, err) = c.cli_as(&bob, &["node", "drain", "cpu01", "--reason", "x"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("needs an admin"), "{err}");
+    // A forged token is refused outright.
+    let (code, _, err) = c.cli_as("v1.alice.0.admin.0.00", &["squeue"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not authenticated"), "{err}");
+    let (code, _, _) = c.cli_as(&alice, &["scancel", &id.to_string()]);
+    assert_eq!(code, 0);
+    assert_eq!(c.wait_done(id)["state"], "CANCELLED");
+}
+
+#[test]
+fn bad_requests_get_clear_errors() {
+    let c = Cluster::start(Options::default());
+    let bad = c.write("bad.sh", "#!/bin/bash\n#SBATCH --ntasks=four\necho\n");
+    let (code, _, err) = c.cli(&["sbatch", bad.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("bad.sh") && err.contains("four"), "{err}");
+    let unknown = c.write("u.sh", "#!/bin/bash\n#SBATCH --frobnicate\necho\n");
+    let (code, _, err) = c.cli(&["sbatch", unknown.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--frobnicate"), "{err}");
+    let ok = c.write("ok.sh", "#!/bin/bash\necho\n");
+    let (code, _, err) = c.cli(&["sbatch", "-p", "nosuch", ok.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown partition 'nosuch'"), "{err}");
+    let (code, _, err) = c.cli(&[
+        "sbatch",
+        "-p",
+        "gpu",
+        "--gpus-per-node=16",
+        ok.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("can never run"), "{err}");
+    let (code, _, err) = c.cli(&[
+        "sbatch",
+        "--dependency=afterok:424242",
+        ok.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("424242"), "{err}");
+    let noshebang = c.write("n.sh", "echo hi\n");
+    let (code, _, err) = c.cli(&["sbatch", noshebang.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("#!"), "{err}");
+}
+
+#[test]
+fn a_priority_swap_changes_what_starts_next_and_loses_nothing() {
+    let c = Cluster::start(Options {
+        wasm_policies: true,
+    });
+    // Both CPU nodes blocked; a long job queued, then a short one.
+    let block = c.write(
+        "block.sh",
+        "#!/bin/bash\n#SBATCH -N 1 -c 4 -o /dev/null\nwhile [ ! -f release-$SLURM_JOB_ID ]; do sleep 0.2; done\n",
+    );
+    let b1: u64 = c
+        .cli_ok(&["sbatch", "--parsable", block.to_str().unwrap()])
+        .trim()
+        .parse()
+        .unwrap();
+    let b2: u64 = c
+        .cli_ok(&["sbatch", "--parsable", block.to_str().unwrap()])
+        .trim()
+        .parse()
+        .unwrap();
+    c.wait_state(b1, "RUNNING");
+    c.wait_state(b2, "RUNNING");
+    let work = c.write(
+        "w.sh",
+        "#!/bin/bash\n#SBATCH -N 1 -c 4 -o /dev/null\necho $SLURM_JOB_ID >> order.log\nsleep 1\n",
+    );
+    let w = work.to_str().unwrap();
+    let long: u64 = c
+        .cli_ok(&["sbatch", "--parsable", "-t", "50:00", w])
+        .trim()
+        .parse()
+        .unwrap();
+    let short: u64 = c
+        .cli_ok(&["sbatch", "--parsable", "-t", "1:00", w])
+        .trim()
+        .parse()
+        .unwrap();
+    // Multifactor weighs age, and both are seconds old: the older, long job leads.
+    std::thread::sleep(Duration::from_millis(600));
+    let pending = |c: &Cluster| -> Vec<u64> {
+        c.cli_ok(&["squeue", "-h", "-t", "PD", "-o", "%i"])
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        pending(&c),
+        vec![long, short],
+        "queue order before the swap"
+    );
+    // The expansion-factor policy prefers the short job once it has waited a little.
+    let component = harness::policy_component("xfactor-priority");
+    let loaded = c.cli_ok(&["policy", "load", "priority", component.to_str().unwrap()]);
+    assert!(loaded.contains("active"), "{loaded}");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(pending(&c), vec![short, long], "queue order after the swap");
+    // One node frees: the short job starts next, the blockers were never touched.
+    std::fs::write(c.work().join(format!("release-{b1}")), "").unwrap();
+    c.wait_state(short, "RUNNING");
+    assert_eq!(c.job(long)["state"], "PENDING");
+    assert_eq!(c.job(b2)["state"], "RUNNING");
+    std::fs::write(c.work().join(format!("release-{b2}")), "").unwrap();
+    let jobs = c.wait_all_done(&[b1, b2, long, short]);
+    assert!(jobs.iter().all(|j| j["state"] == "COMPLETED"), "{jobs:?}");
+    let started: Vec<u64> = c
+        .read("order.log")
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(started, vec![short, long], "each ran once, short first");
+    let list = c.cli_ok(&["policy", "list", "--json"]);
+    assert!(list.contains("xfactor"), "{list}");
+    let back = c.cli_ok(&["policy", "rollback", "priority"]);
+    assert!(back.contains("multifactor"), "{back}");
+}
