@@ -20,9 +20,13 @@ if [ "$major" -lt 1 ] || { [ "$major" -eq 1 ] && [ "$minor" -lt 85 ]; }; then
 fi
 say "rustc $version ok"
 
-# Debian packages the build needs. Only a C compiler today (for -sys crates).
+# Debian packages the build needs: a C compiler (for -sys crates; SQLite is compiled
+# in), and hwloc for the agent's topology discovery.
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+pkg-config --exists hwloc 2>/dev/null || missing+=(libhwloc-dev)
+pkg-config --exists libudev 2>/dev/null || missing+=(libudev-dev)
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi

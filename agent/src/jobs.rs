@@ -48,6 +48,8 @@ pub struct Jobs {
     /// CPUs this machine has online: binding is limited to them (a declared topology
     /// may describe more cores than the machine has).
     online_cpus: Vec<usize>,
+    /// The operating system's CPU for each of the kernel's core indices.
+    core_cpus: Arc<Vec<u32>>,
 }
 
 #[derive(Default)]
@@ -78,7 +80,11 @@ fn signal_group(pgid: i32, sig: i32) {
 }
 
 impl Jobs {
-    pub fn new(node: String, spool: PathBuf) -> (Self, mpsc::UnboundedReceiver<Ended>) {
+    pub fn new(
+        node: String,
+        spool: PathBuf,
+        core_cpus: Vec<u32>,
+    ) -> (Self, mpsc::UnboundedReceiver<Ended>) {
         let (ended_tx, rx) = mpsc::unbounded_channel();
         (
             Self {
@@ -87,6 +93,7 @@ impl Jobs {
                 node,
                 spool,
                 online_cpus: online_cpus(),
+                core_cpus: Arc::new(core_cpus),
             },
             rx,
         )
@@ -131,7 +138,48 @@ impl Jobs {
         self.lock().unsettled.values().cloned().collect()
     }
 
+    fn pgid_file(&self, job_id: u64) -> PathBuf {
+        self.spool.join(format!("job{job_id}.pgid"))
+    }
+
+    /// After a restart: jobs the previous agent started are out of reach (their exit
+    /// status went with it). Kills what is left of them and reports them lost.
+    pub fn recover(&self) {
+        let Ok(dir) = std::fs::read_dir(&self.spool) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = name
+                .strip_prefix("job")
+                .and_then(|n| n.strip_suffix(".pgid"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if let Some(pgid) = std::fs::read_to_string(entry.path())
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok())
+                .filter(|&p| p > 1)
+            {
+                signal_group(pgid, libc::SIGKILL);
+            }
+            tracing::warn!(job = id, "job lost in an agent restart");
+            self.finish(Ended {
+                job_id: id,
+                state: "LOST",
+                exit_code: None,
+                message: "the node's agent restarted while the job ran".into(),
+                user_cpu_s: 0.0,
+                system_cpu_s: 0.0,
+                max_rss_mb: 0,
+            });
+        }
+    }
+
     fn finish(&self, e: Ended) {
+        let _ = std::fs::remove_file(self.pgid_file(e.job_id));
+        let _ = std::fs::remove_file(self.spool.join(format!("job{}.sh", e.job_id)));
         let mut inner = self.lock();
         inner.running.remove(&e.job_id);
         inner.unsettled.insert(e.job_id, e.clone());
@@ -278,7 +326,13 @@ impl Jobs {
         let cpus: Vec<usize> = l
             .here
             .as_ref()
-            .map(|h| h.cores.iter().map(|&c| c as usize).collect())
+            .map(|h| {
+                h.cores
+                    .iter()
+                    .filter_map(|&c| self.core_cpus.get(c as usize))
+                    .map(|&c| c as usize)
+                    .collect()
+            })
             .unwrap_or_default();
         let bind: Vec<usize> = cpus
             .into_iter()
@@ -318,6 +372,10 @@ impl Jobs {
             .spawn()
             .map_err(|e| format!("cannot start the job: {e}"))?;
         let pid = child.id() as i32;
+        // So a restarted agent can end what this one started.
+        if let Err(e) = std::fs::write(self.pgid_file(job.job_id), pid.to_string()) {
+            tracing::warn!(job = job.job_id, error = %e, "cannot record the job's process group");
+        }
         let deadline = (job.time_limit_s > 0)
             .then(|| Instant::now() + Duration::from_secs(job.time_limit_s as u64));
         self.lock().running.insert(

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
 use gantry_agent::config::AgentConfig;
 use gantry_agent::jobs::Jobs;
@@ -26,6 +26,13 @@ struct Args {
     /// The node name (overrides the configuration; default: the host name).
     #[arg(long)]
     node: Option<String>,
+    /// Print the topology found (or declared) as JSON and exit.
+    #[arg(long)]
+    discover: bool,
+    /// Print this node as a cluster description (a `[[node_type]]` and its `[[nodes]]`)
+    /// and exit: a start for gantryd's cluster file.
+    #[arg(long)]
+    describe_node: bool,
 }
 
 fn hostname() -> Option<String> {
@@ -42,6 +49,7 @@ async fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
     let cfg = AgentConfig::load(&args.config)?;
@@ -62,16 +70,33 @@ async fn main() -> Result<()> {
         },
     )
     .context("cannot sign the agent token")?;
-    let topology = match &cfg.topology {
-        Some(t) => gantry_agent::topology::declared(t),
-        None => bail!(
-            "no [topology] in {}: this build discovers nothing yet, declare the node's hardware",
-            args.config.display()
-        ),
+    let (topology, core_cpus) = match &cfg.topology {
+        Some(t) => {
+            let t = gantry_agent::topology::declared(t);
+            // Declared cores are the machine's CPUs by number (those it has).
+            let cores = t.sockets * t.numa_per_socket * t.cores_per_numa;
+            (t, (0..cores).collect())
+        }
+        None => {
+            let found = gantry_agent::topology::discover()?;
+            (found.topology, found.core_cpus)
+        }
     };
+    if args.describe_node {
+        println!("{}", gantry_agent::topology::node_toml(&node, &topology));
+        return Ok(());
+    }
+    if args.discover {
+        println!(
+            "{}",
+            gantry_agent::topology::describe(&topology, &core_cpus)
+        );
+        return Ok(());
+    }
     std::fs::create_dir_all(&cfg.spool)
         .with_context(|| format!("cannot create the spool {}", cfg.spool.display()))?;
-    let (jobs, ended) = Jobs::new(node.clone(), cfg.spool.clone());
+    let (jobs, ended) = Jobs::new(node.clone(), cfg.spool.clone(), core_cpus);
+    jobs.recover();
     tracing::info!(%node, controller = %cfg.controller, sources = ?topology.sources, "agent starting");
     let link = Link {
         controller: cfg.controller.clone(),

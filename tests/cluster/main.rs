@@ -474,3 +474,31 @@ fn a_priority_swap_changes_what_starts_next_and_loses_nothing() {
     let back = c.cli_ok(&["policy", "rollback", "priority"]);
     assert!(back.contains("multifactor"), "{back}");
 }
+
+#[test]
+fn an_agent_restart_reports_its_lost_jobs_and_ends_their_processes() {
+    let mut c = Cluster::start(Options::default());
+    let s = c.write(
+        "loop.sh",
+        "#!/bin/bash\n#SBATCH -p gpu -o /dev/null\nwhile true; do date +%s > alive-$SLURM_JOB_ID; sleep 0.2; done\n",
+    );
+    let id: u64 = c
+        .cli_ok(&["sbatch", "--parsable", "--no-requeue", s.to_str().unwrap()])
+        .trim()
+        .parse()
+        .unwrap();
+    c.wait_state(id, "RUNNING");
+    c.kill_agent("gpu01");
+    c.start_agent("gpu01");
+    let j = c.wait_done(id);
+    assert_eq!(j["state"], "NODE_FAIL", "{j}");
+    // Its processes are gone: the heartbeat file stops changing.
+    let alive = format!("alive-{id}");
+    let before = c.read(&alive);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        c.read(&alive),
+        before,
+        "the lost job's processes were killed"
+    );
+}

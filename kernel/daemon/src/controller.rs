@@ -672,14 +672,16 @@ impl Controller {
             self.unconfirmed.remove(&job);
             if !j.alive {
                 // Ended while nobody listened: settle it now.
+                let state = match (j.timed_out, j.exit_code) {
+                    (true, _) => "TIMEOUT",
+                    (false, Some(_)) => "EXITED",
+                    // No exit status: the agent lost the job (it restarted).
+                    (false, None) => "LOST",
+                };
                 let report = api::JobReport {
                     node: req.node.clone(),
                     job_id: j.job_id,
-                    state: if j.timed_out {
-                        "TIMEOUT".into()
-                    } else {
-                        "EXITED".into()
-                    },
+                    state: state.into(),
                     exit_code: j.exit_code,
                     ..Default::default()
                 };
@@ -728,6 +730,10 @@ impl Controller {
         let outcome = match r.state.as_str() {
             "RUNNING" => return Ok(()),
             "TIMEOUT" => JobOutcome::Timeout,
+            "LOST" => {
+                tracing::warn!(job = id.0, node = %r.node, "job lost by its agent");
+                JobOutcome::NodeFail
+            }
             "LAUNCH_FAILED" => {
                 tracing::warn!(job = id.0, node = %r.node, message = %r.message, "launch failed");
                 JobOutcome::Exited(r.exit_code.unwrap_or(1))

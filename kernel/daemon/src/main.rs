@@ -105,6 +105,7 @@ async fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
     let (cfg, description) = DaemonConfig::load(&args.config)?;
