@@ -63,7 +63,7 @@ echo "quickstart: the cluster (sinfo)"
 sinfo
 echo
 echo "quickstart: the policies (gantry policy list)"
-gantry policy list
+"$bin/gantry" policy list
 
 cd work
 cat > prepare.sh <<'JOB'
