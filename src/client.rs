@@ -903,6 +903,109 @@ pub async fn policy(conn: &Conn, a: PolicyAction) -> Result<()> {
     }
 }
 
+// ----- watch -------------------------------------------------------------------------------
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Only these jobs (an array's id: all its tasks); default: every job you may see,
+    /// and nodes.
+    #[arg(short = 'j', long = "jobs")]
+    pub jobs: Option<String>,
+    /// Exit once every job given with --jobs has finished.
+    #[arg(long, requires = "jobs")]
+    pub until_done: bool,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Prints job and node events as they happen.
+pub async fn watch(conn: &Conn, a: WatchArgs) -> Result<()> {
+    let job_ids = ids(&a.jobs)?;
+    let mut c = client(conn).await?;
+    let mut stream = c
+        .watch(api::WatchRequest {
+            job_ids: job_ids.clone(),
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let mut open: std::collections::HashSet<u64> = job_ids.iter().copied().collect();
+    let finished = |s: &str| !matches!(s, "PENDING" | "RUNNING" | "SUSPENDED" | "REQUEUED");
+    // Jobs that finished before the watch began.
+    if a.until_done {
+        for &id in &job_ids {
+            if let Ok(j) = c.show_job(api::ShowJobRequest { job_id: id }).await {
+                let j = j.into_inner();
+                if finished(&j.state) {
+                    open.remove(&id);
+                }
+            }
+        }
+        if open.is_empty() {
+            return Ok(());
+        }
+    }
+    while let Some(e) = stream.message().await.map_err(refused)? {
+        use api::event::What;
+        match &e.what {
+            Some(What::Job(j)) => {
+                if a.json {
+                    let mut v = job_json(j);
+                    v["event_time"] = e.time.into();
+                    println!("{}", serde_json::to_string(&v)?);
+                } else {
+                    println!(
+                        "{} job {} {} {}{}",
+                        format::timestamp(e.time),
+                        format::job_id(j),
+                        j.name,
+                        j.state,
+                        if j.node_list.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" on {}", j.node_list)
+                        }
+                    );
+                }
+                if finished(&j.state) {
+                    open.remove(&j.job_id);
+                    if j.array_job_id != 0 && job_ids.contains(&j.array_job_id) {
+                        // An array is done when the controller says each task is.
+                        let q = c
+                            .queue(api::QueueRequest {
+                                job_ids: vec![j.array_job_id],
+                                ..Default::default()
+                            })
+                            .await
+                            .map_err(refused)?
+                            .into_inner();
+                        if q.jobs.is_empty() {
+                            open.remove(&j.array_job_id);
+                        }
+                    }
+                }
+            }
+            Some(What::Node(n)) => {
+                if a.json {
+                    let mut v = node_json(n);
+                    v["event_time"] = e.time.into();
+                    println!("{}", serde_json::to_string(&v)?);
+                } else {
+                    println!("{} node {} {}", format::timestamp(e.time), n.name, n.state);
+                }
+            }
+            None => {}
+        }
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        if a.until_done && open.is_empty() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
 // ----- token -------------------------------------------------------------------------------
 
 #[derive(Args, Debug)]

@@ -47,6 +47,8 @@ enum Command {
     Node(client::NodeAction),
     /// Accounting records of jobs (as sacct).
     Acct(client::AcctArgs),
+    /// Job and node events as they happen.
+    Watch(client::WatchArgs),
     /// Policy components of the running controller: list, load, shadow, rollback.
     #[command(subcommand)]
     Policy(client::PolicyAction),
@@ -124,6 +126,7 @@ fn main() -> std::process::ExitCode {
             Command::Node(a) => rt.block_on(client::node(&conn, a)).map(|()| 0)?,
             Command::Acct(a) => rt.block_on(client::acct(&conn, a)).map(|()| 0)?,
             Command::Policy(a) => rt.block_on(client::policy(&conn, a)).map(|()| 0)?,
+            Command::Watch(a) => rt.block_on(client::watch(&conn, a)).map(|()| 0)?,
         })
     })();
     match result {

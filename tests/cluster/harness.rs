@@ -40,6 +40,8 @@ pub fn policy_component(name: &str) -> PathBuf {
 pub struct Options {
     /// Run the Wasm built-ins (slower to start) instead of the native safe defaults.
     pub wasm_policies: bool,
+    /// Appended to gantryd.toml.
+    pub extra_config: String,
 }
 
 const CLUSTER: &str = r#"
@@ -145,6 +147,7 @@ impl Cluster {
         } else {
             "native_policies = true\n".to_string()
         };
+        let policies = format!("{policies}{}", opts.extra_config);
         std::fs::write(
             root.join("gantryd.toml"),
             format!(
@@ -337,6 +340,35 @@ impl Cluster {
             args.push("--admin");
         }
         self.cli_ok(&args).trim().to_string()
+    }
+
+    /// A user token for another uid.
+    pub fn token_for(&self, user: &str, uid: u32) -> String {
+        let key = self.dir.path().join("key");
+        let uid = uid.to_string();
+        self.cli_ok(&[
+            "token",
+            "--user",
+            user,
+            "--uid",
+            &uid,
+            "--key",
+            key.to_str().unwrap(),
+        ])
+        .trim()
+        .to_string()
+    }
+
+    /// The CLI as a child process (over the Unix socket), stdout piped.
+    pub fn spawn_cli(&self, args: &[&str]) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(args)
+            .current_dir(self.work())
+            .env("GANTRY_CONTROLLER", self.socket())
+            .env_remove("GANTRY_TOKEN")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the CLI starts")
     }
 
     pub fn job(&self, id: u64) -> Value {

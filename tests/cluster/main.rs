@@ -401,8 +401,9 @@ fn bad_requests_get_clear_errors() {
 
 #[test]
 fn a_priority_swap_changes_what_starts_next_and_loses_nothing() {
-    let c = Cluster::start(Options {
+    let mut c = Cluster::start(Options {
         wasm_policies: true,
+        ..Options::default()
     });
     // Both CPU nodes blocked; a long job queued, then a short one.
     let block = c.write(
@@ -469,8 +470,19 @@ fn a_priority_swap_changes_what_starts_next_and_loses_nothing() {
         .map(|l| l.trim().parse().unwrap())
         .collect();
     assert_eq!(started, vec![short, long], "each ran once, short first");
-    let list = c.cli_ok(&["policy", "list", "--json"]);
-    assert!(list.contains("xfactor"), "{list}");
+    // The active version survives a controller crash.
+    c.kill_controller();
+    c.restart_controller();
+    let list: serde_json::Value =
+        serde_json::from_str(&c.cli_ok(&["policy", "list", "--json"])).unwrap();
+    let active: Vec<&str> = list["slots"][0]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["active"] == true)
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(active, vec!["xfactor"], "{list}");
     let back = c.cli_ok(&["policy", "rollback", "priority"]);
     assert!(back.contains("multifactor"), "{back}");
 }
@@ -501,4 +513,71 @@ fn an_agent_restart_reports_its_lost_jobs_and_ends_their_processes() {
         before,
         "the lost job's processes were killed"
     );
+}
+
+#[test]
+fn watch_streams_a_jobs_events_until_it_is_done() {
+    let c = Cluster::start(Options::default());
+    let s = c.write(
+        "w.sh",
+        "#!/bin/bash\n#SBATCH -o /dev/null\nwhile [ ! -f go ]; do sleep 0.1; done\n",
+    );
+    let id: u64 = c
+        .cli_ok(&["sbatch", "--parsable", s.to_str().unwrap()])
+        .trim()
+        .parse()
+        .unwrap();
+    c.wait_state(id, "RUNNING");
+    let watcher = c.spawn_cli(&["watch", "--json", "--until-done", "-j", &id.to_string()]);
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(c.work().join("go"), "").unwrap();
+    let out = watcher.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = events.last().expect("at least the end");
+    assert_eq!(
+        (last["job_id"].as_u64(), last["state"].as_str()),
+        (Some(id), Some("COMPLETED")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn configured_policy_files_replace_the_builtins_at_start() {
+    let component = harness::policy_component("xfactor-priority");
+    let c = Cluster::start(Options {
+        wasm_policies: true,
+        extra_config: format!(
+            "[policies.priority]\ncomponent = \"{}\"\n",
+            component.display()
+        ),
+    });
+    let list: serde_json::Value =
+        serde_json::from_str(&c.cli_ok(&["policy", "list", "--json"])).unwrap();
+    let v = &list["slots"][0]["versions"][0];
+    assert_eq!(
+        (v["name"].as_str(), v["active"].as_bool()),
+        (Some("xfactor"), Some(true)),
+        "{list}"
+    );
+}
+
+#[test]
+fn jobs_run_as_the_submitting_user_when_the_agent_is_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: the agents are not root here, so they cannot switch users");
+        return;
+    }
+    let c = Cluster::start(Options::default());
+    let nobody = c.token_for("nobody", 65534);
+    let s = c.write("id.sh", "#!/bin/bash\n#SBATCH -o id-%j.out\nid -u\n");
+    let (code, out, err) = c.cli_as(&nobody, &["sbatch", "--parsable", s.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let id: u64 = out.trim().parse().unwrap();
+    assert_eq!(c.wait_done(id)["state"], "COMPLETED");
+    assert_eq!(c.read(&format!("id-{id}.out")).trim(), "65534");
 }

@@ -44,12 +44,28 @@ pub struct DaemonConfig {
     /// Run the kernel's native safe defaults instead of the Wasm built-ins.
     #[serde(default)]
     pub native_policies: bool,
+    /// Components (and their configurations) to run instead of the built-ins, per
+    /// slot: `[policies.priority] component = "x.wasm", config = "x.toml"`.
+    #[serde(default)]
+    pub policies: std::collections::BTreeMap<String, PolicyFiles>,
     /// The cluster description file, relative to this file.
     #[serde(default)]
     pub cluster_file: Option<PathBuf>,
     /// Or the cluster description inline.
     #[serde(default)]
     pub cluster: Option<toml::Value>,
+}
+
+/// A policy component file and its configuration file (both optional).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFiles {
+    /// The component; default: the built-in for the slot.
+    #[serde(default)]
+    pub component: Option<PathBuf>,
+    /// Its configuration (text for `init`); default: the built-in's `default.toml`.
+    #[serde(default)]
+    pub config: Option<PathBuf>,
 }
 
 mod defaults {
@@ -109,6 +125,25 @@ impl DaemonConfig {
         }
         if let Some(d) = &mut cfg.policy_dir {
             resolve(d);
+        }
+        if cfg.native_policies && !cfg.policies.is_empty() {
+            return Err(invalid(
+                "native_policies = true runs no components: remove it or the [policies] tables"
+                    .into(),
+            ));
+        }
+        for (kind, files) in &mut cfg.policies {
+            if !["priority", "fairshare", "preemption", "placement"].contains(&kind.as_str()) {
+                return Err(invalid(format!(
+                    "[policies.{kind}]: unknown slot (use priority, fairshare, preemption or placement)"
+                )));
+            }
+            if let Some(p) = &mut files.component {
+                resolve(p);
+            }
+            if let Some(p) = &mut files.config {
+                resolve(p);
+            }
         }
         if cfg.listen.is_none() && cfg.socket.is_none() {
             return Err(invalid(

@@ -77,11 +77,25 @@ fn policies(cfg: &DaemonConfig) -> Result<(PolicySet, Option<WasmSlots>)> {
     }
     let dir = policy_dir(cfg)?;
     let source = |k: PolicyKind| -> Result<ComponentSource> {
-        let wasm = dir.join(format!("{}.wasm", builtin(k)));
+        let files = cfg.policies.get(k.name());
+        let wasm = files
+            .and_then(|f| f.component.clone())
+            .unwrap_or_else(|| dir.join(format!("{}.wasm", builtin(k))));
         let bytes = std::fs::read(&wasm)
-            .with_context(|| format!("cannot read the built-in policy {}", wasm.display()))?;
-        let config =
-            std::fs::read_to_string(dir.join(format!("{}.toml", builtin(k)))).unwrap_or_default();
+            .with_context(|| format!("cannot read the {} policy {}", k.name(), wasm.display()))?;
+        let config = match files.and_then(|f| f.config.as_ref()) {
+            Some(p) => std::fs::read_to_string(p).with_context(|| {
+                format!(
+                    "cannot read the {} policy configuration {}",
+                    k.name(),
+                    p.display()
+                )
+            })?,
+            // A replaced component starts from its own defaults.
+            None if files.is_some_and(|f| f.component.is_some()) => String::new(),
+            None => std::fs::read_to_string(dir.join(format!("{}.toml", builtin(k))))
+                .unwrap_or_default(),
+        };
         Ok(ComponentSource { bytes, config })
     };
     let host = PolicyHost::new(HostLimits::default())?;
@@ -91,7 +105,8 @@ fn policies(cfg: &DaemonConfig) -> Result<(PolicySet, Option<WasmSlots>)> {
         preemption: source(PolicyKind::Preemption)?,
         placement: source(PolicyKind::Placement)?,
     };
-    let (set, slots) = policy_set(&host, &components, "gantryd", unix_now())?;
+    let (set, slots) = policy_set(&host, &components, "gantryd", unix_now())
+        .context("a policy component could not be loaded")?;
     // Shadow runs replay the last batch each slot decided.
     slots.record_batches(true);
     tracing::info!(dir = %dir.display(), "built-in policy components loaded");
