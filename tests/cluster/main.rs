@@ -500,12 +500,21 @@ fn an_agent_restart_reports_its_lost_jobs_and_ends_their_processes() {
         .parse()
         .unwrap();
     c.wait_state(id, "RUNNING");
+    // RUNNING is the controller's decision; wait until the job's processes are up.
+    let alive = format!("alive-{id}");
+    let since = std::time::Instant::now();
+    while !c.work().join(&alive).exists() {
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "the job never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     c.kill_agent("gpu01");
     c.start_agent("gpu01");
     let j = c.wait_done(id);
     assert_eq!(j["state"], "NODE_FAIL", "{j}");
     // Its processes are gone: the heartbeat file stops changing.
-    let alive = format!("alive-{id}");
     let before = c.read(&alive);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
