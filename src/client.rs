@@ -324,7 +324,7 @@ pub async fn queue(conn: &Conn, a: QueueArgs) -> Result<()> {
     }
     let fmt = a.format.as_deref().unwrap_or(format::SQUEUE_DEFAULT);
     if !a.noheader {
-        println!("{}", format::squeue_header(fmt));
+        println!("{}", format::squeue_header(fmt)?);
     }
     let t = now();
     for j in &jobs {

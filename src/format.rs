@@ -155,14 +155,13 @@ fn squeue_field(c: char, j: &api::JobInfo, now: i64) -> Result<String> {
 /// squeue's default format.
 pub const SQUEUE_DEFAULT: &str = "%.18i %.9P %.8j %.8u %.2t %.10M %.6D %R";
 
-/// Renders an `-o` format for one job. `%[.][width]x`: `.` right-justifies; a width pads
-/// (and truncates, as Slurm does).
-pub fn squeue_line(format: &str, j: &api::JobInfo, now: i64) -> Result<String> {
+/// Walks an `-o` format: text is copied (`\t` is a tab), each `%[.|-][width]x` becomes
+/// `field(x)`, right-justified with `.`, padded and truncated to a width, as Slurm does.
+fn render(format: &str, field: impl Fn(char) -> Result<String>) -> Result<String> {
     let mut out = String::new();
     let mut chars = format.chars().peekable();
     while let Some(c) = chars.next() {
         if c != '%' {
-            // Slurm's escapes.
             if c == '\\' && chars.peek() == Some(&'t') {
                 chars.next();
                 out.push('\t');
@@ -180,14 +179,12 @@ pub fn squeue_line(format: &str, j: &api::JobInfo, now: i64) -> Result<String> {
             width.push(d);
             chars.next();
         }
-        let Some(field) = chars.next() else {
+        let Some(f) = chars.next() else {
             bail!("squeue format ends in '%'");
         };
-        let mut v = squeue_field(field, j, now)?;
+        let mut v = field(f)?;
         if let Ok(w) = width.parse::<usize>() {
-            if v.chars().count() > w {
-                v = v.chars().take(w).collect();
-            }
+            v = v.chars().take(w).collect();
             v = if right {
                 format!("{v:>w$}")
             } else {
@@ -199,8 +196,13 @@ pub fn squeue_line(format: &str, j: &api::JobInfo, now: i64) -> Result<String> {
     Ok(out)
 }
 
+/// Renders an `-o` format for one job.
+pub fn squeue_line(format: &str, j: &api::JobInfo, now: i64) -> Result<String> {
+    render(format, |c| squeue_field(c, j, now))
+}
+
 /// The header line for a format: the field names Slurm prints.
-pub fn squeue_header(format: &str) -> String {
+pub fn squeue_header(format: &str) -> Result<String> {
     let names = |c: char| match c {
         'i' => "JOBID",
         'A' => "TASKS",
@@ -231,35 +233,7 @@ pub fn squeue_header(format: &str) -> String {
         'b' => "TRES_PER_NODE",
         _ => "?",
     };
-    let mut out = String::new();
-    let mut chars = format.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        let right = chars.peek() == Some(&'.');
-        if right || chars.peek() == Some(&'-') {
-            chars.next();
-        }
-        let mut width = String::new();
-        while let Some(d) = chars.peek().copied().filter(|d| d.is_ascii_digit()) {
-            width.push(d);
-            chars.next();
-        }
-        let Some(field) = chars.next() else { break };
-        let mut v = names(field).to_string();
-        if let Ok(w) = width.parse::<usize>() {
-            v = v.chars().take(w).collect();
-            v = if right {
-                format!("{v:>w$}")
-            } else {
-                format!("{v:<w$}")
-            };
-        }
-        out.push_str(&v);
-    }
-    out
+    render(format, |c| Ok(names(c).to_string()))
 }
 
 /// `sacct` fields by name (`--format=JobID,State,ExitCode`).
@@ -341,7 +315,7 @@ mod tests {
             "40_2 PD (Resources)"
         );
         assert!(squeue_line("%y", &p, 0).is_err());
-        assert_eq!(squeue_header("%.5i %t"), "JOBID ST");
+        assert_eq!(squeue_header("%.5i %t").unwrap(), "JOBID ST");
     }
 
     #[test]

@@ -13,16 +13,6 @@ use gantry_wasm_host::{
 
 pub use gantry_wasm_host::PolicyKind as Kind;
 
-/// The built-in component that fills a slot by default.
-pub fn builtin(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Priority => "multifactor",
-        Kind::Fairshare => "fairtree",
-        Kind::Preemption => "qos-preemption",
-        Kind::Placement => "topology-placement",
-    }
-}
-
 /// `KIND=PATH`, as in `--policy priority=my.wasm`.
 #[derive(Debug, Clone)]
 pub struct KindPath {
@@ -52,16 +42,8 @@ pub fn builtin_dir(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(d) = explicit {
         return Ok(d.to_path_buf());
     }
-    if let Some(d) = std::env::var_os("GANTRY_POLICY_DIR") {
-        return Ok(PathBuf::from(d));
-    }
-    let exe = std::env::current_exe().context("cannot locate the gantry binary")?;
-    let bin = exe
-        .parent()
-        .ok_or_else(|| anyhow!("the gantry binary has no directory"))?;
-    let candidates = [bin.join("../policies"), bin.join("../lib/gantry/policies")];
-    candidates.iter().find(|d| d.join("multifactor.wasm").is_file()).cloned().ok_or_else(|| {
-        anyhow!("the built-in policy components were not found (looked in {}); build them with scripts/build-policies.sh, point --policy-dir or GANTRY_POLICY_DIR at them, or use --native-policies", candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", "))
+    gantry_wasm_host::builtin_dir().map_err(|looked| {
+        anyhow!("the built-in policy components were not found (looked in {}); build them with scripts/build-policies.sh, point --policy-dir or GANTRY_POLICY_DIR at them, or use --native-policies", looked.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", "))
     })
 }
 
@@ -86,7 +68,8 @@ pub fn native(dir: Option<&Path>, configs: &[KindPath]) -> Result<PolicySet> {
     let default = |k: Kind| -> Result<String> {
         match dir {
             Some(d) => Ok(
-                std::fs::read_to_string(d.join(format!("{}.toml", builtin(k)))).unwrap_or_default(),
+                std::fs::read_to_string(d.join(format!("{}.toml", k.builtin())))
+                    .unwrap_or_default(),
             ),
             None => Ok(String::new()),
         }
@@ -138,9 +121,9 @@ pub struct Loaded {
 pub fn wasm(dir: &Path, replace: &[KindPath], configs: &[KindPath], defer: bool) -> Result<Loaded> {
     let host = PolicyHost::new(HostLimits::default())?;
     let builtin = |k: Kind| -> Result<ComponentSource> {
-        let wasm = dir.join(format!("{}.wasm", builtin(k)));
+        let wasm = dir.join(format!("{}.wasm", k.builtin()));
         let bytes = read(&wasm, "built-in policy")?;
-        let toml = dir.join(format!("{}.toml", builtin(k)));
+        let toml = dir.join(format!("{}.toml", k.builtin()));
         // With a deferred swap, --policy-config belongs to the incoming component.
         let own = if defer { &[][..] } else { configs };
         let config = config_for(k, own, || {

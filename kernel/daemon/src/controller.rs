@@ -372,11 +372,7 @@ impl Controller {
             if job.state.is_terminal() {
                 continue;
             }
-            let first_node = job
-                .allocation
-                .as_ref()
-                .and_then(|a| a.nodes.first())
-                .map(|n| n.node);
+            let first_node = self.first_node(id);
             self.log(now, &[Entry::Cancelled { job: id }])?;
             let was = self.sched.cancel(id, now).map_err(invalid)?;
             if matches!(was, JobState::Running | JobState::Suspended) {
@@ -414,12 +410,7 @@ impl Controller {
             if job.state != JobState::Running {
                 return Err(Refusal::Conflict(format!("job {raw} is not running")));
             }
-            if let Some(node) = job
-                .allocation
-                .as_ref()
-                .and_then(|a| a.nodes.first())
-                .map(|n| n.node)
-            {
+            if let Some(node) = self.first_node(id) {
                 self.send(
                     node,
                     api::agent_command::What::Signal(api::SignalJob {
@@ -468,13 +459,6 @@ impl Controller {
         }
         // Logged before any agent hears of it: a restart knows everything that was sent.
         self.log(now, &entries)?;
-        let first_node = |c: &Self, id: JobId| {
-            c.sched
-                .job(id)
-                .and_then(|j| j.allocation.as_ref())
-                .and_then(|a| a.nodes.first())
-                .map(|n| n.node)
-        };
         use api::agent_command::What;
         for &id in out.preempted.iter().chain(&out.requeued) {
             // Their allocation is gone from the kernel's view; the agent finds the job
@@ -482,12 +466,12 @@ impl Controller {
             self.broadcast_to_agents(What::Cancel(id.0));
         }
         for &id in &out.suspended {
-            if let Some(n) = first_node(self, id) {
+            if let Some(n) = self.first_node(id) {
                 self.send(n, What::Suspend(id.0));
             }
         }
         for &id in &out.resumed {
-            if let Some(n) = first_node(self, id) {
+            if let Some(n) = self.first_node(id) {
                 self.send(n, What::Resume(id.0));
             }
         }
@@ -553,6 +537,12 @@ impl Controller {
     }
 
     // ----- agents ---------------------------------------------------------------------------
+
+    /// The node a job's batch script runs on (the first of its allocation).
+    fn first_node(&self, id: JobId) -> Option<NodeId> {
+        let alloc = self.sched.job(id)?.allocation.as_ref()?;
+        alloc.nodes.first().map(|n| n.node)
+    }
 
     fn send(&mut self, node: NodeId, what: api::agent_command::What) {
         let cmd = api::AgentCommand { what: Some(what) };
@@ -691,9 +681,8 @@ impl Controller {
             let here = self
                 .sched
                 .job(job)
-                .filter(|x| matches!(x.state, JobState::Running | JobState::Suspended))
-                .and_then(|x| x.allocation.as_ref())
-                .is_some_and(|a| a.nodes.first().map(|n| n.node) == Some(id));
+                .is_some_and(|x| matches!(x.state, JobState::Running | JobState::Suspended))
+                && self.first_node(job) == Some(id);
             if !here {
                 // Cancelled or moved while the agent was away: stop it there.
                 self.send(id, api::agent_command::What::Cancel(job.0));
@@ -706,13 +695,7 @@ impl Controller {
             .iter()
             .copied()
             .filter(|j| !reported.contains(j))
-            .filter(|&j| {
-                self.sched
-                    .job(j)
-                    .and_then(|x| x.allocation.as_ref())
-                    .and_then(|a| a.nodes.first())
-                    .is_some_and(|n| n.node == id)
-            })
+            .filter(|&j| self.first_node(j) == Some(id))
             .collect();
         for j in missing {
             self.send_launch(j);

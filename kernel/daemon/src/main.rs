@@ -40,34 +40,17 @@ struct Args {
     config: PathBuf,
 }
 
-fn builtin(kind: PolicyKind) -> &'static str {
-    match kind {
-        PolicyKind::Priority => "multifactor",
-        PolicyKind::Fairshare => "fairtree",
-        PolicyKind::Preemption => "qos-preemption",
-        PolicyKind::Placement => "topology-placement",
-    }
-}
-
-/// The policy directory: configured, `$GANTRY_POLICY_DIR`, or `policies/` beside the
-/// binary's directory.
+/// The policy directory: configured, else where the built-ins are found.
 fn policy_dir(cfg: &DaemonConfig) -> Result<PathBuf> {
     if let Some(d) = &cfg.policy_dir {
         return Ok(d.clone());
     }
-    if let Some(d) = std::env::var_os("GANTRY_POLICY_DIR") {
-        return Ok(PathBuf::from(d));
-    }
-    let exe = std::env::current_exe().context("cannot locate the gantryd binary")?;
-    let bin = exe
-        .parent()
-        .context("the gantryd binary has no directory")?;
-    for d in [bin.join("../policies"), bin.join("../lib/gantry/policies")] {
-        if d.join("multifactor.wasm").is_file() {
-            return Ok(d);
-        }
-    }
-    bail!("the built-in policy components were not found beside {}; build them with scripts/build-policies.sh, set policy_dir, or set native_policies = true", bin.display())
+    gantry_wasm_host::builtin_dir().map_err(|looked| {
+        anyhow::anyhow!(
+            "the built-in policy components were not found (looked in {}); build them with scripts/build-policies.sh, set policy_dir, or set native_policies = true",
+            looked.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+        )
+    })
 }
 
 fn policies(cfg: &DaemonConfig) -> Result<(PolicySet, Option<WasmSlots>)> {
@@ -80,7 +63,7 @@ fn policies(cfg: &DaemonConfig) -> Result<(PolicySet, Option<WasmSlots>)> {
         let files = cfg.policies.get(k.name());
         let wasm = files
             .and_then(|f| f.component.clone())
-            .unwrap_or_else(|| dir.join(format!("{}.wasm", builtin(k))));
+            .unwrap_or_else(|| dir.join(format!("{}.wasm", k.builtin())));
         let bytes = std::fs::read(&wasm)
             .with_context(|| format!("cannot read the {} policy {}", k.name(), wasm.display()))?;
         let config = match files.and_then(|f| f.config.as_ref()) {
@@ -93,7 +76,7 @@ fn policies(cfg: &DaemonConfig) -> Result<(PolicySet, Option<WasmSlots>)> {
             })?,
             // A replaced component starts from its own defaults.
             None if files.is_some_and(|f| f.component.is_some()) => String::new(),
-            None => std::fs::read_to_string(dir.join(format!("{}.toml", builtin(k))))
+            None => std::fs::read_to_string(dir.join(format!("{}.toml", k.builtin())))
                 .unwrap_or_default(),
         };
         Ok(ComponentSource { bytes, config })

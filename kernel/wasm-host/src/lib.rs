@@ -204,6 +204,17 @@ impl PolicyKind {
         Self::Placement,
     ];
 
+    /// The built-in component that fills this slot by default (`<name>.wasm` and its
+    /// configuration `<name>.toml` in the [`builtin_dir`]).
+    pub fn builtin(self) -> &'static str {
+        match self {
+            Self::Priority => "multifactor",
+            Self::Fairshare => "fairtree",
+            Self::Preemption => "qos-preemption",
+            Self::Placement => "topology-placement",
+        }
+    }
+
     /// The world's name in the WIT package.
     pub fn name(self) -> &'static str {
         match self {
@@ -227,6 +238,28 @@ impl std::str::FromStr for PolicyKind {
                 )
             })
     }
+}
+
+/// Where the built-in components are: `$GANTRY_POLICY_DIR`, else `policies/` beside the
+/// running binary's directory (`target/policies` for a build tree), else
+/// `../lib/gantry/policies`. On failure, the places looked in.
+pub fn builtin_dir() -> Result<std::path::PathBuf, Vec<std::path::PathBuf>> {
+    if let Some(d) = std::env::var_os("GANTRY_POLICY_DIR") {
+        return Ok(d.into());
+    }
+    let bin = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|p| p.to_path_buf()))
+        .unwrap_or_default();
+    let candidates = [bin.join("../policies"), bin.join("../lib/gantry/policies")];
+    candidates
+        .iter()
+        .find(|d| {
+            d.join(format!("{}.wasm", PolicyKind::Priority.builtin()))
+                .is_file()
+        })
+        .cloned()
+        .ok_or_else(|| candidates.to_vec())
 }
 
 fn locked<W: Decision, R>(
