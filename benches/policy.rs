@@ -1,13 +1,14 @@
 //! Policy-plane benchmarks: the built-in multifactor priority over 100,000 waiting jobs as
 //! a Wasm component against the same source built natively, and hot-swap latency (load
-//! request to active) for each built-in. Needs `scripts/build-policies.sh` first.
+//! request to active) for each built-in, and the topology placement policy over one
+//! placement batch, Wasm against native. Needs `scripts/build-policies.sh` first.
 //! Run with `cargo bench --bench policy`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use gantry_abi::{Policy, Priority, PriorityBatch, PriorityInput};
+use gantry_abi::{Placement, PlacementQuery, Policy, Priority, PriorityBatch, PriorityInput};
 use gantry_wasm_host::{
     FairshareWorld, HostLimits, PlacementWorld, PolicyHost, PolicySlot, PreemptionWorld,
     PriorityWorld,
@@ -82,6 +83,65 @@ fn priority_100k(c: &mut Criterion) {
     g.finish();
 }
 
+/// A placement batch as the cycle builds one: 512 pending jobs of the synthetic mix with
+/// their candidate nodes on a half-busy 1,000-node GPU cluster.
+fn placement_batch() -> Vec<PlacementQuery> {
+    let state = gantry_sim::SyntheticSpec {
+        nodes: 1000,
+        pending: 4000,
+        ..Default::default()
+    }
+    .build(
+        gantry_kernel::policy::PolicySet::default(),
+        gantry_kernel::SchedulerConfig::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let s = &state.scheduler;
+    s.waiting()
+        .iter()
+        .filter_map(|&id| {
+            let j = s.job(id)?;
+            let candidates = s
+                .cluster()
+                .candidates(j.partition, &j.shape, &|_| true, 4)?;
+            Some(PlacementQuery {
+                job: id.0,
+                units_needed: j.shape.units_needed(),
+                gpus_per_node: j.shape.gpus_per_node,
+                candidates,
+            })
+        })
+        .take(512)
+        .collect()
+}
+
+fn placement_512(c: &mut Criterion) {
+    let batch = placement_batch();
+    assert_eq!(batch.len(), 512);
+    let mut native = gantry_policy_topology_placement::TopologyPlacement::default();
+    native.init(&config("topology-placement")).unwrap();
+    let host = PolicyHost::new(HostLimits::default()).unwrap();
+    let mut slot = PolicySlot::<PlacementWorld>::new(host).unwrap();
+    let id = slot
+        .load(
+            &component("topology-placement"),
+            &config("topology-placement"),
+        )
+        .unwrap();
+    slot.activate(id, "bench", 0).unwrap();
+    assert_eq!(
+        slot.decide(0, &batch).unwrap(),
+        native.rank(&batch),
+        "same answers"
+    );
+    let mut g = c.benchmark_group("topology placement, batch of 512 jobs with candidates");
+    g.sample_size(30);
+    g.bench_function("native", |b| b.iter(|| native.rank(&batch)));
+    g.bench_function("wasm", |b| b.iter(|| slot.decide(0, &batch).unwrap()));
+    g.finish();
+}
+
 fn hot_swap(c: &mut Criterion) {
     let host = PolicyHost::new(HostLimits::default()).unwrap();
     let mut g = c.benchmark_group("hot swap, load to active (compiled once per sha256)");
@@ -120,5 +180,5 @@ fn hot_swap(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, priority_100k, hot_swap);
+criterion_group!(benches, priority_100k, placement_512, hot_swap);
 criterion_main!(benches);

@@ -7,8 +7,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use gantry_kernel::policy::PolicySet;
 use gantry_kernel::{Backfill, ClusterDescription, SchedulerConfig};
-use gantry_sim::{cluster_from_header, read_swf, replay_with, ReplayOptions, Report};
+use gantry_sim::{
+    cluster_from_header, read_swf, replay_with, ReplayOptions, Report, SyntheticSpec,
+};
+use serde::Serialize;
 
 use crate::policies::{self, KindPath};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -25,12 +29,22 @@ enum BackfillArg {
 
 #[derive(Args)]
 #[command(
-    after_help = "EXAMPLES:\n  gantry sim --trace testdata/traces/lublin_256.swf\n  gantry sim --trace kth.swf.gz --backfill conservative --json out.json --plot out.svg\n  gantry sim --trace kth.swf.gz --cluster examples/cluster.toml --partition cpu"
+    after_help = "EXAMPLES:\n  gantry sim --trace testdata/traces/lublin_256.swf\n  gantry sim --synthetic --nodes 10000 --jobs 100000 --cycles 5\n  gantry sim --trace kth.swf.gz --backfill conservative --json out.json --plot out.svg\n  gantry sim --trace kth.swf.gz --cluster examples/cluster.toml --partition cpu"
 )]
 pub struct SimArgs {
     /// Workload in the Standard Workload Format, plain or gzip-compressed.
-    #[arg(long, value_name = "FILE.swf[.gz]")]
-    trace: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE.swf[.gz]",
+        required_unless_present = "synthetic"
+    )]
+    trace: Option<PathBuf>,
+    /// Scale mode: instead of replaying a trace, build a seeded synthetic cluster (half
+    /// busy) with a long queue and time scheduling cycles on it.
+    #[arg(long, conflicts_with_all = ["trace", "cluster", "plot", "swap_at", "skip", "take", "partition"])]
+    synthetic: bool,
+    #[command(flatten)]
+    scale: ScaleArgs,
     /// Cluster description (TOML). Without it, a homogeneous cluster sized by the trace
     /// header's MaxProcs (or MaxNodes) is used.
     #[arg(long, value_name = "FILE.toml")]
@@ -88,13 +102,52 @@ pub struct SimArgs {
     quiet: bool,
 }
 
+/// The synthetic scenario's knobs (`--synthetic`).
+#[derive(Args)]
+#[command(next_help_heading = "Synthetic scale mode (--synthetic)")]
+struct ScaleArgs {
+    /// Nodes, all of the same shape.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    nodes: u32,
+    /// Pending jobs in the queue when the first timed cycle starts.
+    #[arg(long, default_value_t = 10_000, value_name = "M")]
+    jobs: u32,
+    /// Sockets per node (one NUMA domain each).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    sockets: u32,
+    /// Cores per node.
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    cores: u32,
+    /// NVLink-connected GPUs per node (0 for CPU-only nodes).
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    gpus: u32,
+    /// Memory per node in GiB.
+    #[arg(long, default_value_t = 1024, value_name = "GIB")]
+    memory_gb: u64,
+    /// Fraction of the cores busy with running jobs before the first timed cycle.
+    #[arg(long, default_value_t = 0.5, value_name = "F")]
+    busy: f64,
+    /// Seed of the generator: the same seed gives the same cluster, running jobs and queue.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Timed cycles to run, one second apart (nothing ends in between).
+    #[arg(long, default_value_t = 5, value_name = "K")]
+    cycles: u32,
+}
+
 pub fn run(args: SimArgs) -> Result<()> {
     if args.reservation_depth == 0 {
         bail!("--reservation-depth must be at least 1 (use --backfill none for no reservations)");
     }
-    let file = File::open(&args.trace)
-        .with_context(|| format!("cannot open trace {}", args.trace.display()))?;
-    let mut trace = read_swf(file).with_context(|| format!("trace {}", args.trace.display()))?;
+    if args.synthetic {
+        return run_synthetic(args);
+    }
+    let Some(trace_path) = args.trace.clone() else {
+        bail!("give a trace (--trace FILE.swf) or --synthetic");
+    };
+    let file = File::open(&trace_path)
+        .with_context(|| format!("cannot open trace {}", trace_path.display()))?;
+    let mut trace = read_swf(file).with_context(|| format!("trace {}", trace_path.display()))?;
     if args.skip >= trace.jobs.len() {
         bail!(
             "--skip {} leaves nothing: the trace holds {} jobs",
@@ -119,18 +172,8 @@ pub fn run(args: SimArgs) -> Result<()> {
         }
         None => cluster_from_header(&trace, args.cores_per_node)?,
     };
-    let backfill = match args.backfill {
-        BackfillArg::None => Backfill::None,
-        BackfillArg::Easy => Backfill::Easy,
-        BackfillArg::Conservative => Backfill::Conservative {
-            depth: args.reservation_depth,
-        },
-    };
     let opts = ReplayOptions {
-        scheduler: SchedulerConfig {
-            backfill,
-            ..SchedulerConfig::default()
-        },
+        scheduler: scheduler_config(&args),
         partition: args.partition.clone(),
     };
 
@@ -146,24 +189,7 @@ pub fn run(args: SimArgs) -> Result<()> {
         .progress_chars("=> "),
     );
     let started = Instant::now();
-    policies::check_unique(&args.policy, "--policy")?;
-    policies::check_unique(&args.policy_config, "--policy-config")?;
-    let (set, loaded) = if args.safe_defaults {
-        (gantry_kernel::policy::PolicySet::default(), None)
-    } else if args.native_policies {
-        let dir = policies::builtin_dir(args.policy_dir.as_deref()).ok();
-        (policies::native(dir.as_deref(), &args.policy_config)?, None)
-    } else {
-        let dir = policies::builtin_dir(args.policy_dir.as_deref())?;
-        let mut loaded = policies::wasm(
-            &dir,
-            &args.policy,
-            &args.policy_config,
-            args.swap_at.is_some(),
-        )?;
-        let set = std::mem::take(&mut loaded.set);
-        (set, Some(loaded))
-    };
+    let (set, loaded) = policy_set(&args)?;
     let mut swap_error = None;
     let mut swapped = args.swap_at.is_none();
     let report = replay_with(
@@ -198,8 +224,7 @@ pub fn run(args: SimArgs) -> Result<()> {
     bar.finish_and_clear();
     let elapsed = started.elapsed();
 
-    let name = args
-        .trace
+    let name = trace_path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -212,13 +237,7 @@ pub fn run(args: SimArgs) -> Result<()> {
         std::fs::write(path, svg)
             .with_context(|| format!("cannot write plot {}", path.display()))?;
     }
-    let policy_summary = match &loaded {
-        Some(l) => policies::summary(&l.slots),
-        None if args.safe_defaults => serde_json::json!(
-            "native safe defaults (FIFO, classic fairshare, no preemption, first fit)"
-        ),
-        None => serde_json::json!("native built-ins"),
-    };
+    let policy_summary = summarize(&args, loaded.as_ref());
     let mut value = serde_json::to_value(&report)?;
     if let Some(obj) = value.as_object_mut() {
         obj.insert("policies".into(), policy_summary.clone());
@@ -237,6 +256,240 @@ pub fn run(args: SimArgs) -> Result<()> {
     }
     if report.unfinished > 0 {
         bail!("{} jobs never finished: the schedule is stuck (this is a bug; please report it with the trace)", report.unfinished);
+    }
+    Ok(())
+}
+
+fn scheduler_config(args: &SimArgs) -> SchedulerConfig {
+    let backfill = match args.backfill {
+        BackfillArg::None => Backfill::None,
+        BackfillArg::Easy => Backfill::Easy,
+        BackfillArg::Conservative => Backfill::Conservative {
+            depth: args.reservation_depth,
+        },
+    };
+    SchedulerConfig {
+        backfill,
+        ..SchedulerConfig::default()
+    }
+}
+
+/// The policies the flags ask for; the loaded slots when they are Wasm components.
+fn policy_set(args: &SimArgs) -> Result<(PolicySet, Option<policies::Loaded>)> {
+    policies::check_unique(&args.policy, "--policy")?;
+    policies::check_unique(&args.policy_config, "--policy-config")?;
+    Ok(if args.safe_defaults {
+        (PolicySet::default(), None)
+    } else if args.native_policies {
+        let dir = policies::builtin_dir(args.policy_dir.as_deref()).ok();
+        (policies::native(dir.as_deref(), &args.policy_config)?, None)
+    } else {
+        let dir = policies::builtin_dir(args.policy_dir.as_deref())?;
+        let mut loaded = policies::wasm(
+            &dir,
+            &args.policy,
+            &args.policy_config,
+            args.swap_at.is_some(),
+        )?;
+        let set = std::mem::take(&mut loaded.set);
+        (set, Some(loaded))
+    })
+}
+
+fn summarize(args: &SimArgs, loaded: Option<&policies::Loaded>) -> serde_json::Value {
+    match loaded {
+        Some(l) => policies::summary(&l.slots),
+        None if args.safe_defaults => serde_json::json!(
+            "native safe defaults (FIFO, classic fairshare, no preemption, first fit)"
+        ),
+        None => serde_json::json!("native built-ins"),
+    }
+}
+
+/// Resident memory of this process in bytes, where the system tells it.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[derive(Serialize)]
+struct TimedCycle {
+    at: i64,
+    ms: f64,
+    pending_before: usize,
+    started: usize,
+    reservations: usize,
+    placement_batches: u32,
+}
+
+#[derive(Serialize)]
+struct ScaleReport {
+    nodes: u32,
+    sockets: u32,
+    cores_per_node: u32,
+    gpus_per_node: u32,
+    seed: u64,
+    backfill: String,
+    policies: serde_json::Value,
+    running_before: usize,
+    busy_cores_before: u64,
+    cluster_cores: u64,
+    pending: u32,
+    setup_s: f64,
+    /// Growth of resident memory while the queue was submitted, per pending job.
+    kernel_bytes_per_pending_job: Option<f64>,
+    cycles: Vec<TimedCycle>,
+    first_cycle_ms: f64,
+    /// Median of the cycles after the first (the first when only one ran).
+    median_later_cycle_ms: f64,
+}
+
+fn run_synthetic(args: SimArgs) -> Result<()> {
+    let a = &args.scale;
+    if a.cycles == 0 {
+        bail!("--cycles must be at least 1");
+    }
+    let spec = SyntheticSpec {
+        nodes: a.nodes,
+        sockets: a.sockets,
+        cores: a.cores,
+        gpus: a.gpus,
+        memory_gb: a.memory_gb,
+        pending: a.jobs,
+        busy: a.busy,
+        seed: a.seed,
+    };
+    spec.validate()?;
+    let (set, loaded) = policy_set(&args)?;
+    let say = |m: &str| {
+        if !args.quiet {
+            eprintln!("{m}");
+        }
+    };
+    let setup = Instant::now();
+    let mut state = spec.start_running(set, scheduler_config(&args), &mut |m: &str| say(m))?;
+    say(&format!(
+        "{} running jobs on {} cores; queueing {} pending jobs",
+        state.running, state.busy_cores, spec.pending
+    ));
+    let before = resident_bytes();
+    spec.queue_pending(&mut state)?;
+    let per_job = match (before, resident_bytes()) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / spec.pending as f64),
+        _ => None,
+    };
+    let setup_s = setup.elapsed().as_secs_f64();
+    let mut cycles = Vec::new();
+    for k in 0..args.scale.cycles {
+        let at = state.now + k as i64;
+        let pending_before = state.scheduler.waiting().len();
+        let t = Instant::now();
+        let out = state.scheduler.cycle(at);
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        say(&format!(
+            "cycle {}: {ms:.1} ms, {} started, {} pending",
+            k + 1,
+            out.started.len(),
+            state.scheduler.waiting().len()
+        ));
+        cycles.push(TimedCycle {
+            at,
+            ms,
+            pending_before,
+            started: out.started.len(),
+            reservations: out.reservations.len(),
+            placement_batches: out.placement_batches,
+        });
+    }
+    let first_cycle_ms = cycles[0].ms;
+    let mut later: Vec<f64> = cycles.iter().skip(1).map(|c| c.ms).collect();
+    later.sort_by(f64::total_cmp);
+    let median_later_cycle_ms = later
+        .get(later.len() / 2)
+        .copied()
+        .unwrap_or(first_cycle_ms);
+    let report = ScaleReport {
+        nodes: spec.nodes,
+        sockets: spec.sockets,
+        cores_per_node: spec.cores,
+        gpus_per_node: spec.gpus,
+        seed: spec.seed,
+        backfill: format!("{:?}", state.scheduler.config().backfill).to_lowercase(),
+        policies: summarize(&args, loaded.as_ref()),
+        running_before: state.running,
+        busy_cores_before: state.busy_cores,
+        cluster_cores: state.scheduler.cluster().total_cores(),
+        pending: spec.pending,
+        setup_s,
+        kernel_bytes_per_pending_job: per_job,
+        cycles,
+        first_cycle_ms,
+        median_later_cycle_ms,
+    };
+    let json = serde_json::to_string_pretty(&report)?;
+    match args.json.as_deref() {
+        Some(p) if p.as_os_str() == "-" => println!("{json}"),
+        other => {
+            if let Some(path) = other {
+                std::fs::write(path, format!("{json}\n"))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            let mut rows: Vec<(String, String)> = vec![
+                (
+                    "cluster".into(),
+                    format!(
+                        "{} nodes × {} sockets, {} cores, {} GPUs ({} cores)",
+                        report.nodes,
+                        report.sockets,
+                        report.cores_per_node,
+                        report.gpus_per_node,
+                        report.cluster_cores
+                    ),
+                ),
+                (
+                    "before the first cycle".into(),
+                    format!(
+                        "{} running on {} cores, {} pending (seed {})",
+                        report.running_before,
+                        report.busy_cores_before,
+                        report.pending,
+                        report.seed
+                    ),
+                ),
+                ("backfill".into(), report.backfill.clone()),
+            ];
+            rows.extend(describe_policies(&report.policies));
+            rows.push(("setup".into(), format!("{:.2} s", report.setup_s)));
+            if let Some(b) = report.kernel_bytes_per_pending_job {
+                rows.push((
+                    "kernel memory per pending job".into(),
+                    format!("{b:.0} bytes"),
+                ));
+            }
+            for (i, c) in report.cycles.iter().enumerate() {
+                rows.push((
+                    format!("cycle {}", i + 1),
+                    format!(
+                        "{:.1} ms: {} pending, {} started, {} placement batches",
+                        c.ms, c.pending_before, c.started, c.placement_batches
+                    ),
+                ));
+            }
+            rows.push((
+                "first cycle".into(),
+                format!("{:.1} ms", report.first_cycle_ms),
+            ));
+            rows.push((
+                "median later cycle".into(),
+                format!("{:.1} ms", report.median_later_cycle_ms),
+            ));
+            let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+            for (k, v) in rows {
+                println!("{k:<width$}  {v}");
+            }
+        }
     }
     Ok(())
 }

@@ -10,11 +10,19 @@
 //!
 //! Invariant: a job started by backfill never overlaps, on any node, the time window of a
 //! reservation held by a job ahead of it.
+//!
+//! Within one walk, free resources only shrink (jobs start, reservations are added;
+//! nothing is released before the preemption step). So a request that found no nodes
+//! finds none later in the same walk: the walk remembers each failed (partition, shape,
+//! end) and answers the same request again without searching. This is what lets EASY
+//! backfill consider every pending job of a 100,000-job queue.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use rustc_hash::FxHashSet;
+
 use crate::alloc::{give_back, node_units, Candidate};
-use crate::cluster::{NodeFree, NodeId, PreemptMode, QosId, UserId};
+use crate::cluster::{NodeFree, NodeId, PartitionId, PreemptMode, QosId, UserId};
 use crate::job::{JobId, PendingReason};
 use crate::policy::{
     ClassicFairshare, FairsharePolicy, FifoPriority, PlacementQuery, PreemptionCandidate,
@@ -22,6 +30,22 @@ use crate::policy::{
 };
 use crate::scheduler::{CycleOutcome, Reservation, Scheduler};
 use crate::units::Time;
+
+/// What the walk reads of a pending job, gathered in job order while the priority batch
+/// is built. The walk visits jobs in priority order; reading these few fields from a
+/// compact list instead of the job table keeps a 100,000-job walk in cache.
+#[derive(Clone, Copy)]
+struct PendingJob {
+    id: JobId,
+    partition: PartitionId,
+    qos: QosId,
+    user: UserId,
+    /// Jobs with equal shapes share a class (see `Scheduler::shape_class`).
+    shape_class: u32,
+    time_limit: Option<Time>,
+    array_job: Option<JobId>,
+    has_dependencies: bool,
+}
 
 /// Reservations, tentative counts and scratch space of the walk in progress.
 #[derive(Default)]
@@ -38,9 +62,19 @@ struct Walk {
     releases: Option<Vec<(Time, JobId)>>,
     /// Jobs that can start, waiting for the placement batch: (position in order, id, candidates).
     batch: Vec<(usize, JobId, Vec<Candidate>)>,
+    /// Cores and GPUs the batch will take once committed.
+    batch_cores: u64,
+    batch_gpus: u64,
     batch_user_qos: HashMap<(UserId, QosId), u32>,
     batch_array: HashMap<JobId, u32>,
-    blocked: Vec<JobId>,
+    /// Blocked jobs with their positions in the order.
+    blocked: Vec<(usize, JobId)>,
+    /// Requests that found no nodes this walk: (partition, shape, end of its window).
+    no_room: FxHashSet<(PartitionId, u32, Time)>,
+    /// Per partition: no node of it is up (checked once per walk, not once per job).
+    partition_down: Vec<bool>,
+    /// Why each pending job waits, by its index in the pending list.
+    reasons: Vec<PendingReason>,
     /// Per node index: units for the job being reserved, and its free state in the future.
     scratch_units: Vec<u32>,
     scratch_free: Vec<Option<NodeFree>>,
@@ -48,8 +82,14 @@ struct Walk {
 
 impl Walk {
     fn new(s: &Scheduler) -> Self {
+        let cluster = s.cluster();
         Self {
-            reserved: vec![Vec::new(); s.cluster().nodes.len()],
+            reserved: vec![Vec::new(); cluster.nodes.len()],
+            partition_down: cluster
+                .partitions
+                .iter()
+                .map(|p| p.nodes.iter().all(|&n| !cluster.node(n).schedulable()))
+                .collect(),
             ..Self::default()
         }
     }
@@ -93,6 +133,9 @@ impl Walk {
     }
 }
 
+/// Most jobs in one placement batch: bounds how stale a batch's candidate lists get.
+const MAX_BATCH: usize = 512;
+
 fn end_of(limit: Option<Time>, now: Time) -> Time {
     limit.map_or(Time::MAX, |l| now.saturating_add(l))
 }
@@ -102,7 +145,7 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
     // Cancel what can never run; repeat, since one cancellation can doom a dependent job.
     loop {
         let doomed: Vec<JobId> = s
-            .waiting()
+            .waiting_with_dependencies()
             .iter()
             .copied()
             .filter(|&id| s.is_waiting_on_dependency(id).is_none())
@@ -132,48 +175,80 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
         }
     }
 
-    let order = prioritize(s, now);
+    let (pending, order) = prioritize(s, now);
+    // Gathered once into walk order: independent loads, where reading `pending` through
+    // `order` inside the walk would wait on each cache miss in turn.
+    let ordered: Vec<PendingJob> = order.iter().map(|&k| pending[k as usize]).collect();
     let depth = s.config().backfill.reservation_depth();
     let slack = s.config().placement_slack;
     let mut walk = Walk::new(s);
+    walk.reasons = vec![PendingReason::None; pending.len()];
     let mut stopped = false;
     let mut i = 0;
     'walk: loop {
         while i < order.len() {
-            let id = order[i];
+            let at = order[i] as usize;
+            let p = ordered[i];
+            let id = p.id;
             if stopped {
-                s.set_reason(id, PendingReason::Priority);
+                walk.reasons[at] = PendingReason::Priority;
                 i += 1;
                 continue;
             }
-            if let Err(reason) = eligible(s, id, &walk) {
-                s.set_reason(id, reason);
+            if let Err(reason) = eligible(s, &p, &walk) {
+                walk.reasons[at] = reason;
                 i += 1;
                 continue;
             }
-            let job = s.job(id).expect("ids in the order are known jobs");
-            let (part, limit, user, qos, array) =
-                (job.partition, job.time_limit, job.user, job.qos, job.array);
-            let end = end_of(limit, now);
-            let found = {
+            let end = end_of(p.time_limit, now);
+            let request = (p.partition, p.shape_class, end);
+            let found = if walk.no_room.contains(&request) {
+                None
+            } else {
+                let job = s.job(id).expect("ids in the order are known jobs");
+                // Candidates are found against committed state. Once the batch would
+                // take what is free in the partition, commit it first: later jobs would
+                // be judged on resources the batch is about to use.
+                let free = s.cluster().partition(p.partition);
+                if !walk.batch.is_empty()
+                    && (walk.batch_cores + job.shape.cores() > free.free_cores()
+                        || walk.batch_gpus + job.shape.gpus() > free.free_gpus()
+                        || walk.batch.len() >= MAX_BATCH)
+                {
+                    if let Some(resume) = flush(s, &mut walk, now, &mut out) {
+                        i = resume;
+                        walk.blocked.retain(|&(at, _)| at < resume);
+                    }
+                    continue;
+                }
                 let usable = |n: NodeId| walk.free_over(n, now, end, id);
-                s.cluster().candidates(part, &job.shape, &usable, slack)
+                s.cluster()
+                    .candidates(p.partition, &job.shape, &usable, slack)
+                    .map(|c| (c, job.shape.cores(), job.shape.gpus()))
             };
-            if let Some(c) = found {
+            if let Some((c, cores, gpus)) = found {
+                walk.batch_cores += cores;
+                walk.batch_gpus += gpus;
                 walk.batch.push((i, id, c));
-                *walk.batch_user_qos.entry((user, qos)).or_default() += 1;
-                if let Some(a) = array {
-                    *walk.batch_array.entry(a.array_job).or_default() += 1;
+                *walk.batch_user_qos.entry((p.user, p.qos)).or_default() += 1;
+                if let Some(a) = p.array_job {
+                    *walk.batch_array.entry(a).or_default() += 1;
                 }
                 i += 1;
                 continue;
             }
-            if let Some(resume) = flush(s, &mut walk, now, &mut out) {
-                i = resume;
-                continue;
+            walk.no_room.insert(request);
+            let reserving = walk.reservations.len() < depth;
+            // A reservation is computed against committed state, and strict order stops
+            // here: both need the batch committed first. A job that only waits does not.
+            if reserving || depth == 0 {
+                if let Some(resume) = flush(s, &mut walk, now, &mut out) {
+                    i = resume;
+                    continue;
+                }
             }
-            walk.blocked.push(id);
-            if walk.reservations.len() < depth {
+            walk.blocked.push((i, id));
+            if reserving {
                 match reserve(s, id, now, &mut walk) {
                     Some(r) => walk.reserve(r),
                     None => tracing::debug!(
@@ -181,19 +256,29 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
                         "no reservation possible (unlimited time or nodes down)"
                     ),
                 }
-                s.set_reason(id, PendingReason::Resources);
+                walk.reasons[at] = PendingReason::Resources;
             } else if depth == 0 {
-                s.set_reason(id, PendingReason::Resources);
+                walk.reasons[at] = PendingReason::Resources;
                 stopped = true;
             } else {
-                s.set_reason(id, PendingReason::Priority);
+                walk.reasons[at] = PendingReason::Priority;
             }
             i += 1;
         }
-        // The last batch; a conflict in it resumes the walk at that job.
+        // The last batch; a conflict in it resumes the walk at that job, and the jobs
+        // after it are looked at again.
         match flush(s, &mut walk, now, &mut out) {
-            Some(resume) => i = resume,
+            Some(resume) => {
+                i = resume;
+                walk.blocked.retain(|&(at, _)| at < resume);
+            }
             None => break 'walk,
+        }
+    }
+    // Reasons are written in job order, not priority order: one pass over the job table.
+    for (p, &r) in pending.iter().zip(&walk.reasons) {
+        if s.job(p.id).is_some_and(|j| j.state.is_waiting()) {
+            s.set_reason(p.id, r);
         }
     }
     preempt(s, &walk, now, &mut out);
@@ -202,48 +287,52 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
 }
 
 /// Why a waiting job may not start regardless of free resources, if anything.
-fn eligible(s: &Scheduler, id: JobId, walk: &Walk) -> Result<(), PendingReason> {
-    let job = s.job(id).ok_or(PendingReason::None)?;
-    if s.is_waiting_on_dependency(id) != Some(false) {
+fn eligible(s: &Scheduler, p: &PendingJob, walk: &Walk) -> Result<(), PendingReason> {
+    if p.has_dependencies && s.is_waiting_on_dependency(p.id) != Some(false) {
         return Err(PendingReason::Dependency);
     }
     let cluster = s.cluster();
-    let part = cluster.partition(job.partition);
+    let part = cluster.partition(p.partition);
     if let Some(max) = part.max_time {
-        if job.time_limit.is_none_or(|l| l > max) {
+        if p.time_limit.is_none_or(|l| l > max) {
             return Err(PendingReason::PartitionTimeLimit);
         }
     }
-    if let Some(max) = cluster.qos[job.qos.index()].max_running_per_user {
+    if let Some(max) = cluster.qos[p.qos.index()].max_running_per_user {
         let tentative = walk
             .batch_user_qos
-            .get(&(job.user, job.qos))
+            .get(&(p.user, p.qos))
             .copied()
             .unwrap_or(0);
-        if s.running_count(job.user, job.qos) + tentative >= max {
+        if s.running_count(p.user, p.qos) + tentative >= max {
             return Err(PendingReason::QosMaxJobsPerUser);
         }
     }
-    if let Some(a) = job.array {
-        if let Some(room) = s.array_room(a.array_job) {
-            if walk.batch_array.get(&a.array_job).copied().unwrap_or(0) >= room {
+    if let Some(a) = p.array_job {
+        if let Some(room) = s.array_room(a) {
+            if walk.batch_array.get(&a).copied().unwrap_or(0) >= room {
                 return Err(PendingReason::JobArrayTaskLimit);
             }
         }
     }
-    if part.free_index.is_empty() && part.nodes.iter().all(|&n| !cluster.node(n).schedulable()) {
+    if walk.partition_down[p.partition.index()] {
         return Err(PendingReason::PartitionNodesDown);
     }
     Ok(())
 }
 
 /// Ranks and commits the pending placement batch. Returns the order position to resume
-/// the walk at when a job of the batch could not be placed after all.
+/// the walk at when a job of the batch could not be placed after all and would have
+/// reserved (or, without backfill, stopped the walk): the jobs after it were judged
+/// without that reservation. A job that would only have waited waits, and the rest of
+/// the batch goes on in order.
 fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) -> Option<usize> {
     if walk.batch.is_empty() {
         return None;
     }
     let batch = std::mem::take(&mut walk.batch);
+    walk.batch_cores = 0;
+    walk.batch_gpus = 0;
     walk.batch_user_qos.clear();
     walk.batch_array.clear();
     let queries: Vec<PlacementQuery> = batch
@@ -308,15 +397,23 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
                 walk.started(s.job(id).and_then(|j| j.expected_end()), id);
                 out.started.push(id);
             }
-            None => return Some(pos),
+            None => {
+                let depth = s.config().backfill.reservation_depth();
+                if depth == 0 || walk.reservations.len() < depth {
+                    return Some(pos);
+                }
+                walk.no_room.insert((part, s.shape_class(id), end));
+                walk.blocked.push((pos, id));
+            }
         }
     }
     None
 }
 
-/// Fairshare then priority, each one batched call; returns waiting jobs in the order the
-/// walk considers them: partition tier, then priority, then submission.
-fn prioritize(s: &mut Scheduler, now: Time) -> Vec<JobId> {
+/// Fairshare then priority, each one batched call. Returns the waiting jobs in job order,
+/// and the order the walk considers them in (indices into the first): partition tier,
+/// then priority, then submission.
+fn prioritize(s: &mut Scheduler, now: Time) -> (Vec<PendingJob>, Vec<u32>) {
     let cluster = s.cluster();
     let n_accounts = cluster.accounts.len();
     let mut tree: Vec<ShareNode> = cluster
@@ -363,9 +460,20 @@ fn prioritize(s: &mut Scheduler, now: Time) -> Vec<JobId> {
     let mut batch = std::mem::take(&mut s.priority_batch);
     batch.reset(s.parts().policies.priority.fields() | KERNEL_PRIORITY_FIELDS);
     let cluster = s.cluster();
+    let mut pending = Vec::with_capacity(s.waiting().len());
     for &id in s.waiting() {
         let j = s.job(id).expect("waiting jobs exist");
         let part = cluster.partition(j.partition);
+        pending.push(PendingJob {
+            id,
+            partition: j.partition,
+            qos: j.qos,
+            user: j.user,
+            shape_class: s.shape_class(id),
+            time_limit: j.time_limit,
+            array_job: j.array.map(|a| a.array_job),
+            has_dependencies: !j.dependencies.is_empty(),
+        });
         batch.push(PriorityInput {
             job: id.0,
             submit_time: j.submit_time,
@@ -393,14 +501,15 @@ fn prioritize(s: &mut Scheduler, now: Time) -> Vec<JobId> {
             }
         }
     };
-    let mut keyed: Vec<(std::cmp::Reverse<u32>, std::cmp::Reverse<i64>, Time, JobId)> = (0..batch
+    // The index breaks ties as the job id would: both follow job order.
+    let mut keyed: Vec<(std::cmp::Reverse<u32>, std::cmp::Reverse<i64>, Time, u32)> = (0..batch
         .len())
         .map(|i| {
             (
                 std::cmp::Reverse(batch.partition_tier()[i]),
                 std::cmp::Reverse(prios[i]),
                 batch.submit_time()[i],
-                JobId(batch.job()[i]),
+                i as u32,
             )
         })
         .collect();
@@ -409,7 +518,7 @@ fn prioritize(s: &mut Scheduler, now: Time) -> Vec<JobId> {
     }
     s.priority_batch = batch;
     keyed.sort_unstable();
-    keyed.into_iter().map(|k| k.3).collect()
+    (pending, keyed.into_iter().map(|k| k.3).collect())
 }
 
 /// The earliest time the blocked job `id` can start without touching other reservations,
@@ -570,7 +679,7 @@ fn preempt(s: &mut Scheduler, walk: &Walk, now: Time, out: &mut CycleOutcome) {
     }
     let depth = s.config().preemption_depth;
     let mut batch = Vec::new();
-    for &b in walk.blocked.iter().take(depth) {
+    for &(_, b) in walk.blocked.iter().take(depth) {
         let Some(job) = s.job(b) else { continue };
         if !job.state.is_waiting() {
             continue;

@@ -19,7 +19,7 @@ impl std::fmt::Display for JobId {
 }
 
 /// Memory request, as `--mem` or `--mem-per-cpu`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub enum MemoryRequest {
     #[default]
     None,
@@ -346,7 +346,7 @@ impl PendingReason {
 /// A request normalised against the cluster: ids instead of names, per-node needs.
 /// Invariant (set by submission): `tasks >= nodes` when a node count is given, and a job
 /// with GPUs has a node count.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct JobShape {
     pub nodes: Option<u32>,
     pub tasks: u32,

@@ -121,6 +121,13 @@ pub struct Scheduler {
     fallbacks: PolicyFallbacks,
     jobs: Vec<Job>,
     waiting: BTreeSet<JobId>,
+    /// The waiting jobs that have dependencies: the only ones a cycle checks for
+    /// dependencies that can never be met.
+    waiting_with_dependencies: BTreeSet<JobId>,
+    /// Per job (by index): its shape's class. Equal shapes share a class, so a cycle can
+    /// remember which requests found no room without hashing whole shapes.
+    job_shape_class: Vec<u32>,
+    shape_classes: rustc_hash::FxHashMap<JobShape, u32>,
     running: BTreeSet<JobId>,
     /// Suspended by preemption, in no particular order (the cycle resumes the longest
     /// suspended first).
@@ -146,6 +153,9 @@ impl Scheduler {
             fallbacks: PolicyFallbacks::default(),
             jobs: Vec::new(),
             waiting: BTreeSet::new(),
+            waiting_with_dependencies: BTreeSet::new(),
+            job_shape_class: Vec::new(),
+            shape_classes: Default::default(),
             running: BTreeSet::new(),
             arrays: HashMap::new(),
             singletons: HashMap::new(),
@@ -251,9 +261,12 @@ impl Scheduler {
             None => vec![None],
         };
         let first = JobId(self.jobs.len() as u64 + 1);
+        let classes = self.shape_classes.len() as u32;
+        let class = *self.shape_classes.entry(shape.clone()).or_insert(classes);
         let mut ids = Vec::with_capacity(indices.len());
         for index in indices {
             let id = JobId(self.jobs.len() as u64 + 1);
+            self.job_shape_class.push(class);
             self.jobs.push(Job {
                 id,
                 name: spec.name.clone(),
@@ -283,7 +296,7 @@ impl Scheduler {
                 suspended_for: 0,
                 running_since: None,
             });
-            self.waiting.insert(id);
+            self.enqueue(id);
             self.singletons
                 .entry((user, spec.name.clone()))
                 .or_default()
@@ -483,7 +496,7 @@ impl Scheduler {
                 self.finish_running(id, now, JobState::Cancelled, None)
             }
             _ => {
-                self.waiting.remove(&id);
+                self.dequeue(id);
                 self.retire(id, now, JobState::Cancelled);
             }
         }
@@ -630,7 +643,7 @@ impl Scheduler {
         job.suspended_for = 0;
         job.running_since = None;
         job.requeue_count += 1;
-        self.waiting.insert(id);
+        self.enqueue(id);
     }
 
     fn start(&mut self, id: JobId, now: Time, alloc: Allocation) {
@@ -641,7 +654,7 @@ impl Scheduler {
         job.running_since = Some(now);
         job.allocation = Some(alloc);
         let (user, qos, array) = (job.user, job.qos, job.array);
-        self.waiting.remove(&id);
+        self.dequeue(id);
         self.running.insert(id);
         *self.running_per_user_qos.entry((user, qos)).or_default() += 1;
         if let Some(a) = array {
@@ -801,8 +814,24 @@ impl Scheduler {
             DependencyStatus::Never => None,
         }
     }
-    pub(crate) fn cancel_never_satisfied(&mut self, id: JobId, now: Time) {
+    fn enqueue(&mut self, id: JobId) {
+        self.waiting.insert(id);
+        if !self.job(id).is_some_and(|j| j.dependencies.is_empty()) {
+            self.waiting_with_dependencies.insert(id);
+        }
+    }
+    fn dequeue(&mut self, id: JobId) {
         self.waiting.remove(&id);
+        self.waiting_with_dependencies.remove(&id);
+    }
+    pub(crate) fn shape_class(&self, id: JobId) -> u32 {
+        self.job_shape_class[id.0 as usize - 1]
+    }
+    pub(crate) fn waiting_with_dependencies(&self) -> &BTreeSet<JobId> {
+        &self.waiting_with_dependencies
+    }
+    pub(crate) fn cancel_never_satisfied(&mut self, id: JobId, now: Time) {
+        self.dequeue(id);
         self.retire(id, now, JobState::Cancelled);
         self.job_mut(id).reason = PendingReason::DependencyNeverSatisfied;
     }

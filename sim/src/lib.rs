@@ -2,7 +2,9 @@
 //!
 //! Replays workload traces (SWF) through the kernel's [`gantry_kernel::Scheduler`] with a
 //! virtual clock, and measures the schedule: utilization, waits, bounded slowdown,
-//! makespan, plus an SVG of queue length and utilization over time.
+//! makespan, plus an SVG of queue length and utilization over time. It also builds
+//! seeded synthetic scenarios (a large cluster, half busy, a long queue) for measuring
+//! one scheduling cycle at scale.
 //!
 //! ## What it must not depend on
 //!
@@ -14,8 +16,10 @@
 pub mod plot;
 pub mod replay;
 pub mod swf;
+pub mod synthetic;
 
 pub use replay::{
     cluster_from_header, replay, replay_with, Progress, ReplayOptions, Report, SimError,
 };
 pub use swf::{parse_swf, read_swf, SwfError, SwfTrace};
+pub use synthetic::{SyntheticSpec, SyntheticState};

@@ -23,6 +23,8 @@ pub enum SimError {
     NoJobs,
     #[error("partition '{0}' does not exist in the cluster")]
     UnknownPartition(String),
+    #[error("synthetic scenario: {0}")]
+    Synthetic(String),
 }
 
 /// How a trace becomes a workload.

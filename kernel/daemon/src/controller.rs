@@ -21,7 +21,7 @@ use gantry_kernel::{JobId, ResourceRequest, Scheduler, Time};
 use gantry_wasm_host::{PolicyKind, WasmSlots};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::store::{Entry, Launch, Store, StoreError, Usage};
+use crate::store::{Entry, Journal, Launch, LogReader, Store, StoreError, Ticket, Usage};
 
 /// Who is calling, as authentication established it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,15 +74,42 @@ struct NodeLive {
 
 pub struct Controller {
     sched: Scheduler,
-    store: Store,
+    journal: Journal,
     settings: Settings,
-    launches: HashMap<JobId, Arc<Launch>>,
+    /// Per unfinished job: where its submission is in the log, and the few launch fields
+    /// views show. The script and environment stay on disk until the launch: a pending
+    /// job costs memory for what is scheduled, not for what it will run.
+    submissions: HashMap<JobId, Arc<Submission>>,
+    reader: LogReader,
     usage: HashMap<JobId, Usage>,
     nodes: Vec<NodeLive>,
     /// Launch commands sent and not yet confirmed by the agent (heartbeat or report).
     unconfirmed: HashSet<JobId>,
     events: broadcast::Sender<api::Event>,
     slots: Option<WasmSlots>,
+}
+
+/// What the controller keeps in memory of a submission (shared by an array's tasks).
+#[derive(Debug, Default)]
+struct Submission {
+    /// Sequence number of its `Submitted` log entry, which holds the whole [`Launch`].
+    seq: i64,
+    workdir: String,
+    output: String,
+    error: String,
+    dependency: String,
+}
+
+impl Submission {
+    fn new(seq: i64, l: &Launch) -> Arc<Self> {
+        Arc::new(Self {
+            seq,
+            workdir: l.workdir.clone(),
+            output: l.output.clone(),
+            error: l.error.clone(),
+            dependency: l.dependency.clone(),
+        })
+    }
 }
 
 fn invalid(e: impl std::fmt::Display) -> Refusal {
@@ -148,21 +175,33 @@ impl Controller {
             .map(|_| NodeLive::default())
             .collect();
         let (events, _) = broadcast::channel(1024);
+        let entries = store.entries()?;
+        // Components of logged policy loads, read before the writer takes the database.
+        let mut components = HashMap::new();
+        for (_, _, e) in &entries {
+            if let Entry::PolicyLoaded { sha256, .. } = e {
+                if let Some(bytes) = store.component(sha256)? {
+                    components.insert(sha256.clone(), bytes);
+                }
+            }
+        }
+        let reader = store.reader()?;
+        let journal = Journal::start(store)?;
         let mut c = Self {
             sched,
-            store,
+            journal,
             settings,
-            launches: HashMap::new(),
+            submissions: HashMap::new(),
+            reader,
             usage: HashMap::new(),
             nodes,
             unconfirmed: HashSet::new(),
             events,
             slots,
         };
-        let entries = c.store.entries()?;
         let restored = entries.len();
         for (seq, time, entry) in entries {
-            if let Err(e) = c.apply(time, &entry) {
+            if let Err(e) = c.apply(seq, time, &entry, &components) {
                 tracing::error!(seq, error = %e, "log entry could not be applied; continuing");
             }
         }
@@ -203,7 +242,13 @@ impl Controller {
     }
 
     /// Applies one logged entry (restore path; decisions go through `restore_*`).
-    fn apply(&mut self, time: Time, entry: &Entry) -> Result<(), anyhow::Error> {
+    fn apply(
+        &mut self,
+        seq: i64,
+        time: Time,
+        entry: &Entry,
+        components: &HashMap<String, Vec<u8>>,
+    ) -> Result<(), anyhow::Error> {
         match entry {
             Entry::Submitted {
                 first,
@@ -218,9 +263,9 @@ impl Controller {
                         "submission restored as jobs {ids:?}, logged as {count} from {first}"
                     );
                 }
-                let launch = Arc::new(launch.as_ref().clone());
+                let sub = Submission::new(seq, launch);
                 for id in ids {
-                    self.launches.insert(id, launch.clone());
+                    self.submissions.insert(id, sub.clone());
                 }
             }
             Entry::Started { job, allocation } => {
@@ -262,8 +307,7 @@ impl Controller {
                 config,
                 ..
             } => {
-                let (Some(slots), Some(bytes)) = (&self.slots, self.store.component(sha256)?)
-                else {
+                let (Some(slots), Some(bytes)) = (&self.slots, components.get(sha256)) else {
                     anyhow::bail!("policy component {sha256} is not available");
                 };
                 let kind: PolicyKind = kind.parse().map_err(anyhow::Error::msg)?;
@@ -304,19 +348,28 @@ impl Controller {
         }
     }
 
+    /// Logs entries and waits until they are on disk (with everything queued before).
     fn log(&mut self, time: Time, entries: &[Entry]) -> Result<(), Refusal> {
-        self.store.append(time, entries).map_err(Refusal::Storage)
+        let ticket = self.journal.queue(time, entries)?;
+        self.journal.wait(ticket).map_err(Refusal::Storage)
+    }
+
+    /// The log's writer, for waiting on a ticket without holding the controller.
+    pub fn journal(&self) -> Journal {
+        self.journal.clone()
     }
 
     // ----- users ------------------------------------------------------------------------
 
-    /// Validates, logs, and queues a submission; returns the job ids once on disk.
+    /// Validates and queues a submission and its log entry; returns the job ids and the
+    /// ticket to wait on before acknowledging. Until the ticket is durable nothing the
+    /// jobs cause reaches an agent: every later log write waits for it too.
     pub fn submit(
         &mut self,
         who: &Caller,
         sub: api::JobSubmission,
         now: Time,
-    ) -> Result<Vec<JobId>, Refusal> {
+    ) -> Result<(Vec<JobId>, Ticket), Refusal> {
         let (spec, launch) = spec_from(who, sub)?;
         self.associate_if_needed(&spec.user, spec.account.as_deref());
         let ids = self.sched.submit(spec.clone(), now).map_err(invalid)?;
@@ -326,14 +379,14 @@ impl Controller {
             spec: Box::new(spec),
             launch: Box::new(launch.clone()),
         };
-        self.log(now, &[entry])?;
-        let launch = Arc::new(launch);
+        let ticket = self.journal.queue(now, &[entry])?;
+        let sub = Submission::new(ticket as i64, &launch);
         for &id in &ids {
-            self.launches.insert(id, launch.clone());
+            self.submissions.insert(id, sub.clone());
             self.publish_job(id, now);
         }
-        tracing::info!(user = %who.user, first = ids[0].0, count = ids.len(), "submitted");
-        Ok(ids)
+        tracing::debug!(user = %who.user, first = ids[0].0, count = ids.len(), "submitted");
+        Ok((ids, ticket))
     }
 
     /// The job, if `who` may act on it (its owner or an admin).
@@ -564,6 +617,20 @@ impl Controller {
         }
     }
 
+    /// What job `id` runs, read back from its submission's log entry.
+    fn launch(&self, id: JobId) -> Result<Launch, String> {
+        let seq = self
+            .submissions
+            .get(&id)
+            .map(|s| s.seq)
+            .ok_or("the job has no logged submission")?;
+        match self.reader.entry(seq).map_err(|e| e.to_string())? {
+            Some(Entry::Submitted { launch, .. }) => Ok(*launch),
+            Some(_) => Err(format!("log entry {seq} is not a submission")),
+            None => Err(format!("log entry {seq} is missing")),
+        }
+    }
+
     fn send_launch(&mut self, id: JobId) {
         let Some(job) = self.sched.job(id) else {
             return;
@@ -575,7 +642,16 @@ impl Controller {
             return;
         };
         let node = here.node;
-        let launch = self.launches.get(&id).cloned().unwrap_or_default();
+        let launch = match self.launch(id) {
+            Ok(l) => l,
+            Err(e) => {
+                // Unconfirmed: the next heartbeat from the node finds it missing and the
+                // launch is tried again.
+                tracing::error!(job = id.0, error = %e, "cannot read the job's launch from the log");
+                self.unconfirmed.insert(id);
+                return;
+            }
+        };
         let info = self.job_info(job);
         let cmd = api::LaunchJob {
             here: Some(self.node_allocation(here)),
@@ -811,7 +887,7 @@ impl Controller {
         bytes: Option<(&str, &[u8])>,
     ) -> Result<(), Refusal> {
         if let Some((sha, b)) = bytes {
-            self.store.put_component(sha, b)?;
+            self.journal.queue_component(sha, b)?;
         }
         self.log(now, &[entry])
     }
@@ -860,7 +936,7 @@ impl Controller {
     pub fn job_info(&self, job: &Job) -> api::JobInfo {
         let cluster = self.sched.cluster();
         let user = cluster.users[job.user.index()].clone();
-        let launch = self.launches.get(&job.id);
+        let launch = self.submissions.get(&job.id);
         let nodes: Vec<String> = job
             .allocation
             .as_ref()

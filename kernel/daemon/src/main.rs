@@ -184,7 +184,12 @@ async fn main() -> Result<()> {
     let cycles = tokio::spawn(async move {
         loop {
             let _ = tokio::time::timeout(interval, looper.wake.notified()).await;
+            let started = std::time::Instant::now();
             let result = looper.lock().cycle(unix_now());
+            // Under a stream of wake-ups (a submission storm), leave the lock free at
+            // least as long as the cycle held it: acknowledgements keep flowing while the
+            // queue grows, and the next cycle sees everything that arrived meanwhile.
+            tokio::time::sleep(started.elapsed().min(interval)).await;
             if let Err(e) = result {
                 tracing::error!(error = %e, "scheduling cycle failed to record its decisions; stopping");
                 looper.fatal.notify_one();

@@ -182,11 +182,17 @@ impl ControllerApi for Service {
             .into_inner()
             .job
             .ok_or_else(|| Status::invalid_argument("the request carries no job"))?;
-        let ids = self
-            .0
-            .lock()
-            .submit(&who, job, now)
-            .map_err(|r| self.0.status(r))?;
+        let (ids, ticket, journal) = {
+            let mut c = self.0.lock();
+            let (ids, ticket) = c.submit(&who, job, now).map_err(|r| self.0.status(r))?;
+            (ids, ticket, c.journal())
+        };
+        // Acknowledged only once on disk; the lock is free meanwhile, so submissions
+        // arriving now join the same commit.
+        journal
+            .durable(ticket)
+            .await
+            .map_err(|e| self.0.status(Refusal::Storage(e)))?;
         self.0.wake.notify_one();
         Ok(Response::new(api::SubmitReply {
             job_id: ids[0].0,
