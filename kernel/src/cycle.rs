@@ -47,6 +47,16 @@ struct PendingJob {
     has_dependencies: bool,
 }
 
+/// A job in the placement batch.
+struct Batched {
+    /// Its position in the walk order (where a conflict resumes the walk).
+    pos: usize,
+    /// Its index in the pending list (where its reason goes).
+    at: usize,
+    id: JobId,
+    candidates: Vec<Candidate>,
+}
+
 /// Reservations, tentative counts and scratch space of the walk in progress.
 #[derive(Default)]
 struct Walk {
@@ -60,8 +70,8 @@ struct Walk {
     /// Built by the first reservation search of the cycle; cycles without a blocked job
     /// never sort the running jobs.
     releases: Option<Vec<(Time, JobId)>>,
-    /// Jobs that can start, waiting for the placement batch: (position in order, id, candidates).
-    batch: Vec<(usize, JobId, Vec<Candidate>)>,
+    /// Jobs that can start, waiting for the placement batch.
+    batch: Vec<Batched>,
     /// Cores and GPUs the batch will take once committed.
     batch_cores: u64,
     batch_gpus: u64,
@@ -81,9 +91,10 @@ struct Walk {
 }
 
 impl Walk {
-    fn new(s: &Scheduler) -> Self {
+    fn new(s: &Scheduler, pending: usize) -> Self {
         let cluster = s.cluster();
         Self {
+            reasons: vec![PendingReason::None; pending],
             reserved: vec![Vec::new(); cluster.nodes.len()],
             partition_down: cluster
                 .partitions
@@ -112,6 +123,13 @@ impl Walk {
         self.reserved[node.index()]
             .iter()
             .all(|&(s, e, j)| j == owner || to <= s || from >= e)
+    }
+
+    /// Where the walk goes on after a batch conflict at order position `pos`: there, and
+    /// the jobs after it are looked at again, so they are no longer counted as blocked.
+    fn resume_at(&mut self, pos: usize) -> usize {
+        self.blocked.retain(|&(at, _)| at < pos);
+        pos
     }
 
     fn reserve(&mut self, r: Reservation) {
@@ -181,8 +199,7 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
     let ordered: Vec<PendingJob> = order.iter().map(|&k| pending[k as usize]).collect();
     let depth = s.config().backfill.reservation_depth();
     let slack = s.config().placement_slack;
-    let mut walk = Walk::new(s);
-    walk.reasons = vec![PendingReason::None; pending.len()];
+    let mut walk = Walk::new(s, pending.len());
     let mut stopped = false;
     let mut i = 0;
     'walk: loop {
@@ -216,8 +233,7 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
                         || walk.batch.len() >= MAX_BATCH)
                 {
                     if let Some(resume) = flush(s, &mut walk, now, &mut out) {
-                        i = resume;
-                        walk.blocked.retain(|&(at, _)| at < resume);
+                        i = walk.resume_at(resume);
                     }
                     continue;
                 }
@@ -229,7 +245,12 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
             if let Some((c, cores, gpus)) = found {
                 walk.batch_cores += cores;
                 walk.batch_gpus += gpus;
-                walk.batch.push((i, id, c));
+                walk.batch.push(Batched {
+                    pos: i,
+                    at,
+                    id,
+                    candidates: c,
+                });
                 *walk.batch_user_qos.entry((p.user, p.qos)).or_default() += 1;
                 if let Some(a) = p.array_job {
                     *walk.batch_array.entry(a).or_default() += 1;
@@ -243,7 +264,7 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
             // here: both need the batch committed first. A job that only waits does not.
             if reserving || depth == 0 {
                 if let Some(resume) = flush(s, &mut walk, now, &mut out) {
-                    i = resume;
+                    i = walk.resume_at(resume);
                     continue;
                 }
             }
@@ -268,10 +289,7 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
         // The last batch; a conflict in it resumes the walk at that job, and the jobs
         // after it are looked at again.
         match flush(s, &mut walk, now, &mut out) {
-            Some(resume) => {
-                i = resume;
-                walk.blocked.retain(|&(at, _)| at < resume);
-            }
+            Some(resume) => i = walk.resume_at(resume),
             None => break 'walk,
         }
     }
@@ -330,20 +348,21 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
     if walk.batch.is_empty() {
         return None;
     }
-    let batch = std::mem::take(&mut walk.batch);
+    let mut batch = std::mem::take(&mut walk.batch);
     walk.batch_cores = 0;
     walk.batch_gpus = 0;
     walk.batch_user_qos.clear();
     walk.batch_array.clear();
+    // The candidate lists move into the queries; the commit below reads them there.
     let queries: Vec<PlacementQuery> = batch
-        .iter()
-        .map(|(_, id, c)| {
-            let job = s.job(*id).expect("batched jobs exist");
+        .iter_mut()
+        .map(|b| {
+            let job = s.job(b.id).expect("batched jobs exist");
             PlacementQuery {
-                job: id.0,
+                job: b.id.0,
                 units_needed: job.shape.units_needed(),
                 gpus_per_node: job.shape.gpus_per_node,
-                candidates: c.clone(),
+                candidates: std::mem::take(&mut b.candidates),
             }
         })
         .collect();
@@ -369,7 +388,8 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
             }
         }
     };
-    for ((pos, id, cands), rank) in batch.into_iter().zip(ranks) {
+    for ((b, q), rank) in batch.into_iter().zip(&queries).zip(ranks) {
+        let (id, cands) = (b.id, &q.candidates);
         let mut nodes: Vec<NodeId> = rank
             .iter()
             .map(|&i| NodeId(cands[i as usize].node))
@@ -400,10 +420,11 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
             None => {
                 let depth = s.config().backfill.reservation_depth();
                 if depth == 0 || walk.reservations.len() < depth {
-                    return Some(pos);
+                    return Some(b.pos);
                 }
                 walk.no_room.insert((part, s.shape_class(id), end));
-                walk.blocked.push((pos, id));
+                walk.blocked.push((b.pos, id));
+                walk.reasons[b.at] = PendingReason::Priority;
             }
         }
     }

@@ -61,6 +61,9 @@ proptest! {
                 run.insert(id, r);
             }
             let out = s.cycle(now);
+            for &w in s.waiting() {
+                prop_assert_ne!(s.job(w).unwrap().reason, PendingReason::None, "job {} waits without a reason", w);
+            }
             for r in &out.reservations {
                 first_reservation.entry(r.job).or_insert(r.start);
             }

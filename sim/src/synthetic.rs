@@ -174,7 +174,6 @@ impl SyntheticSpec {
             }
         }
         let mut spec = JobSpec::new(name, format!("u{}", d.below(400)), req);
-        spec.account = None;
         spec.time_limit = Some(d.pick(&[1, 2, 4, 8, 12, 24, 48]) * HOUR);
         spec
     }
@@ -302,6 +301,28 @@ mod tests {
         assert!((0.4..0.65).contains(&share), "busy share {share}");
         assert_eq!(s.scheduler.waiting().len(), 2000);
         assert!(s.running > 0);
+    }
+
+    #[test]
+    fn after_a_cycle_every_waiting_job_says_why_it_waits() {
+        // Ten thousand jobs against 1,000 nodes: batches fill the cluster and conflict.
+        let mut s = SyntheticSpec {
+            nodes: 1000,
+            pending: 10_000,
+            ..small()
+        }
+        .build(
+            PolicySet::default(),
+            SchedulerConfig::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+        let out = s.scheduler.cycle(s.now);
+        assert!(!out.started.is_empty());
+        for &w in s.scheduler.waiting() {
+            let reason = s.scheduler.job(w).unwrap().reason;
+            assert_ne!(reason, gantry_kernel::job::PendingReason::None, "job {w:?}");
+        }
     }
 
     #[test]
