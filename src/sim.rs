@@ -485,10 +485,7 @@ fn run_synthetic(args: SimArgs) -> Result<()> {
                 "median later cycle".into(),
                 format!("{:.1} ms", report.median_later_cycle_ms),
             ));
-            let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-            for (k, v) in rows {
-                println!("{k:<width$}  {v}");
-            }
+            print_rows(rows);
         }
     }
     Ok(())
@@ -581,6 +578,11 @@ fn print_table(name: &str, r: &Report, policies: &serde_json::Value, secs: f64) 
         ("replay time", format!("{secs:.2} s")),
     ];
     rows.extend(rest.into_iter().map(|(k, v)| (k.to_string(), v)));
+    print_rows(rows);
+}
+
+/// A two-column table: names aligned, then values.
+fn print_rows(rows: Vec<(String, String)>) {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in rows {
         println!("{k:<width$}  {v}");

@@ -816,7 +816,7 @@ impl Scheduler {
     }
     fn enqueue(&mut self, id: JobId) {
         self.waiting.insert(id);
-        if !self.job(id).is_some_and(|j| j.dependencies.is_empty()) {
+        if self.job(id).is_some_and(|j| !j.dependencies.is_empty()) {
             self.waiting_with_dependencies.insert(id);
         }
     }

@@ -1,6 +1,6 @@
 //! The controller's durable log: every accepted submission and every decision, in order,
-//! in an SQLite database in WAL mode with full synchronous commits. An entry is on disk
-//! when [`Store::append`] returns, and only then is it acknowledged or acted on.
+//! in an SQLite database in WAL mode with full synchronous commits. An entry is
+//! acknowledged or acted on only once its commit has returned.
 //!
 //! While the daemon runs, the log is written through a [`Journal`]: entries are queued in
 //! order under the controller's lock and one writer thread commits everything queued
@@ -182,21 +182,11 @@ impl Store {
         })
     }
 
-    /// Appends entries in one transaction; they are on disk when this returns.
+    /// Appends entries in one transaction; they are on disk when this returns. (A running
+    /// daemon writes through a [`Journal`] instead.)
     pub fn append(&mut self, time: Time, entries: &[Entry]) -> Result<(), StoreError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let tx = self.conn.transaction()?;
-        {
-            let mut insert = tx.prepare_cached("INSERT INTO log (time, entry) VALUES (?1, ?2)")?;
-            for e in entries {
-                let text = serde_json::to_string(e).map_err(StoreError::Encode)?;
-                insert.execute(params![time, text])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        let records = encode(time, entries)?;
+        self.commit_records(&records)
     }
 
     /// A read-only connection to the same database.
@@ -265,6 +255,17 @@ impl Store {
 /// A position in the log: the sequence number of an entry. Entries up to a ticket are
 /// durable once it is.
 pub type Ticket = u64;
+
+fn encode(time: Time, entries: &[Entry]) -> Result<Vec<Record>, StoreError> {
+    entries
+        .iter()
+        .map(|e| {
+            serde_json::to_string(e)
+                .map(|text| Record::Entry(time, text))
+                .map_err(StoreError::Encode)
+        })
+        .collect()
+}
 
 enum Record {
     Entry(Time, String),
@@ -341,15 +342,7 @@ impl Journal {
 
     /// Queues entries (in order, after everything queued before); returns their ticket.
     pub fn queue(&self, time: Time, entries: &[Entry]) -> Result<Ticket, StoreError> {
-        let records = entries
-            .iter()
-            .map(|e| {
-                serde_json::to_string(e)
-                    .map(|text| Record::Entry(time, text))
-                    .map_err(StoreError::Encode)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        self.push(records)
+        self.push(encode(time, entries)?)
     }
 
     /// Queues a component's bytes (kept once per sha256).
