@@ -311,7 +311,7 @@ impl Controller {
                     anyhow::bail!("policy component {sha256} is not available");
                 };
                 let kind: PolicyKind = kind.parse().map_err(anyhow::Error::msg)?;
-                slots.load(kind, &bytes, config)?;
+                slots.load(kind, bytes, config)?;
             }
             Entry::PolicyActivated { kind, version, who } => {
                 if let Some(slots) = &self.slots {
