@@ -63,6 +63,20 @@ fn config_for(
     }
 }
 
+/// Where compiled policy code is kept between runs when no directory is given:
+/// `$XDG_CACHE_HOME/gantry/policy-code`, else `~/.cache/gantry/policy-code`.
+pub fn default_code_cache() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|d| !d.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })?;
+    Some(base.join("gantry").join("policy-code"))
+}
+
 /// The built-ins' native builds, with the same configurations.
 pub fn native(dir: Option<&Path>, configs: &[KindPath]) -> Result<PolicySet> {
     let default = |k: Kind| -> Result<String> {
@@ -118,8 +132,17 @@ pub struct Loaded {
     pub deferred: Vec<(Kind, gantry_wasm_host::VersionId)>,
 }
 
-pub fn wasm(dir: &Path, replace: &[KindPath], configs: &[KindPath], defer: bool) -> Result<Loaded> {
-    let host = PolicyHost::new(HostLimits::default())?;
+pub fn wasm(
+    dir: &Path,
+    code_cache: Option<PathBuf>,
+    replace: &[KindPath],
+    configs: &[KindPath],
+    defer: bool,
+) -> Result<Loaded> {
+    let host = match code_cache {
+        Some(cache) => PolicyHost::with_code_cache(HostLimits::default(), cache)?,
+        None => PolicyHost::new(HostLimits::default())?,
+    };
     let builtin = |k: Kind| -> Result<ComponentSource> {
         let wasm = dir.join(format!("{}.wasm", k.builtin()));
         let bytes = read(&wasm, "built-in policy")?;

@@ -82,6 +82,14 @@ pub struct SimArgs {
     /// beside the binary's directory).
     #[arg(long, value_name = "DIR")]
     policy_dir: Option<PathBuf>,
+    /// Keep compiled policy code in this directory between runs, so a component seen
+    /// before loads without compiling (default: $XDG_CACHE_HOME/gantry/policy-code, else
+    /// ~/.cache/gantry/policy-code). Must be writable only by you.
+    #[arg(long, value_name = "DIR", env = "GANTRY_CODE_CACHE")]
+    code_cache: Option<PathBuf>,
+    /// Compile every policy component afresh and keep nothing on disk.
+    #[arg(long, conflicts_with = "code_cache")]
+    no_code_cache: bool,
     /// Run the built-in policies' native builds instead of their Wasm components.
     #[arg(long, conflicts_with_all = ["policy", "swap_at", "policy_config"])]
     native_policies: bool,
@@ -285,8 +293,16 @@ fn policy_set(args: &SimArgs) -> Result<(PolicySet, Option<policies::Loaded>)> {
         (policies::native(dir.as_deref(), &args.policy_config)?, None)
     } else {
         let dir = policies::builtin_dir(args.policy_dir.as_deref())?;
+        let code_cache = if args.no_code_cache {
+            None
+        } else {
+            args.code_cache
+                .clone()
+                .or_else(policies::default_code_cache)
+        };
         let mut loaded = policies::wasm(
             &dir,
+            code_cache,
             &args.policy,
             &args.policy_config,
             args.swap_at.is_some(),

@@ -193,6 +193,10 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
         }
     }
 
+    // Nothing waits: no priorities to compute and nothing to place or reserve for.
+    if s.waiting().is_empty() {
+        return out;
+    }
     let (pending, order) = prioritize(s, now);
     // Gathered once into walk order: independent loads, where reading `pending` through
     // `order` inside the walk would wait on each cache miss in turn.

@@ -41,6 +41,10 @@ pub struct DaemonConfig {
     /// Where the built-in policy components are (default: next to the binary).
     #[serde(default)]
     pub policy_dir: Option<PathBuf>,
+    /// Where compiled policy code is kept, so a restart or a re-load of a component seen
+    /// before skips the compile (default: `policy-code/` beside the state database).
+    #[serde(default)]
+    pub policy_code_cache: Option<PathBuf>,
     /// Run the kernel's native safe defaults instead of the Wasm built-ins.
     #[serde(default)]
     pub native_policies: bool,

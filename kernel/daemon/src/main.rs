@@ -81,7 +81,13 @@ fn policies(cfg: &DaemonConfig) -> Result<(PolicySet, Option<WasmSlots>)> {
         };
         Ok(ComponentSource { bytes, config })
     };
-    let host = PolicyHost::new(HostLimits::default())?;
+    let cache = cfg.policy_code_cache.clone().unwrap_or_else(|| {
+        cfg.state
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("policy-code")
+    });
+    let host = PolicyHost::with_code_cache(HostLimits::default(), cache)?;
     let components = PolicyComponents {
         priority: source(PolicyKind::Priority)?,
         fairshare: source(PolicyKind::Fairshare)?,

@@ -12,15 +12,21 @@
 //! between two cycles → [`PolicySlot::rollback`]. Every swap is recorded with time, who
 //! and sha256.
 //!
+//! Compiled code can be kept on disk ([`PolicyHost::with_code_cache`]): a component seen
+//! before loads in milliseconds instead of the hundreds a Cranelift compile takes.
+//!
 //! ## What it must not depend on
 //!
 //! The scheduling core's internals: it only implements `gantry_kernel::policy` traits.
-//! It owns one background thread (the epoch ticker) and no other I/O.
+//! It owns one background thread (the epoch ticker); its only other I/O is the optional
+//! code cache directory.
 
 mod slot;
 mod world;
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -81,12 +87,31 @@ pub struct PolicyHost {
     engine: Engine,
     limits: HostLimits,
     compiled: Mutex<HashMap<[u8; 32], Component>>,
+    /// Where compiled components are kept between runs, if anywhere.
+    code_cache: Option<PathBuf>,
     stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
 }
 
 impl PolicyHost {
     pub fn new(limits: HostLimits) -> Result<Arc<Self>, LoadError> {
+        Self::build(limits, None)
+    }
+
+    /// Like [`PolicyHost::new`], keeping compiled components in `dir` (created if
+    /// missing) so that the next process loads them without compiling.
+    ///
+    /// The files there are native code that is run as it is found: `dir` must be
+    /// writable only by the user that runs Gantry (it is created with mode 0700).
+    /// Each file is named by the component's sha256 and the engine's settings, written
+    /// whole before it is renamed into place, and one that does not load (another
+    /// wasmtime, a damaged file) is compiled again and replaced. A cache that cannot
+    /// be read or written only costs the compile.
+    pub fn with_code_cache(limits: HostLimits, dir: PathBuf) -> Result<Arc<Self>, LoadError> {
+        Self::build(limits, Some(dir))
+    }
+
+    fn build(limits: HostLimits, code_cache: Option<PathBuf>) -> Result<Arc<Self>, LoadError> {
         if limits.call_timeout < EPOCH_TICK * 2 {
             return Err(LoadError::Limits(format!(
                 "call_timeout must be at least {:?}",
@@ -118,6 +143,7 @@ impl PolicyHost {
             engine,
             limits,
             compiled: Mutex::new(HashMap::new()),
+            code_cache,
             stop,
             ticker: Some(ticker),
         }))
@@ -147,13 +173,80 @@ impl PolicyHost {
         {
             return Ok((c.clone(), sha));
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let cached = self
+            .code_cache
+            .as_deref()
+            .map(|dir| self.cache_file(dir, &sha));
+        let component = match cached.as_deref().and_then(|f| self.load_cached(f)) {
+            Some(c) => c,
+            None => {
+                let code = self
+                    .engine
+                    .precompile_component(bytes)
+                    .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+                if let Some(file) = &cached {
+                    store_cached(file, &code);
+                }
+                // SAFETY: `code` was produced just now by this engine.
+                unsafe { Component::deserialize(&self.engine, &code) }
+                    .map_err(|e| LoadError::Compile(format!("{e:#}")))?
+            }
+        };
         self.compiled
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(sha, component.clone());
         Ok((component, sha))
+    }
+}
+
+impl PolicyHost {
+    /// The cache file of a component: its sha256 and a hash of the engine's settings,
+    /// so that code compiled under other settings is never looked at.
+    fn cache_file(&self, dir: &Path, sha: &[u8; 32]) -> PathBuf {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        dir.join(format!("{}-{:016x}.cwasm", hex(sha), h.finish()))
+    }
+
+    fn load_cached(&self, file: &Path) -> Option<Component> {
+        if !file.exists() {
+            return None;
+        }
+        // SAFETY: the cache directory holds only what `store_cached` wrote there with
+        // code from `precompile_component` (see `with_code_cache` on who may write it);
+        // wasmtime checks the file's format and engine settings before using it.
+        match unsafe { Component::deserialize_file(&self.engine, file) } {
+            Ok(c) => {
+                tracing::debug!(file = %file.display(), "compiled policy loaded from the code cache");
+                Some(c)
+            }
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "cached policy code unusable; compiling again");
+                None
+            }
+        }
+    }
+}
+
+/// Writes compiled code into the cache: whole to a temporary name, then renamed, so a
+/// reader never sees half a file. Failures are logged and otherwise ignored.
+fn store_cached(file: &Path, code: &[u8]) {
+    let write = || -> std::io::Result<()> {
+        let dir = file.parent().unwrap_or(Path::new("."));
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir)?;
+        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, code)?;
+        std::fs::rename(&tmp, file).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+    };
+    if let Err(e) = write() {
+        tracing::warn!(file = %file.display(), error = %e, "cannot write the policy code cache");
     }
 }
 

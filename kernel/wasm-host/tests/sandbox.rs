@@ -8,7 +8,7 @@ use gantry_abi::{PriorityBatch, PriorityInput};
 use gantry_kernel::policy::{FifoPriority, PolicySet};
 use gantry_kernel::{Backfill, SchedulerConfig};
 use gantry_sim::{cluster_from_header, replay, ReplayOptions};
-use gantry_wasm_host::{LoadError, PolicySlot, PriorityWorld, SharedSlot};
+use gantry_wasm_host::{HostLimits, LoadError, PolicyHost, PolicySlot, PriorityWorld, SharedSlot};
 
 fn jobs(n: u64) -> PriorityBatch {
     (0..n)
@@ -173,4 +173,70 @@ fn a_replay_completes_with_every_job_scheduled_under_each_hostile_policy() {
             "{hostile}: the native default answered"
         );
     }
+}
+
+/// The code cache: the first host compiles and writes the file, the next loads it, and a
+/// damaged file is compiled again and replaced; every host answers the same.
+#[test]
+fn the_code_cache_is_written_reused_and_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("code");
+    let limits = HostLimits::default();
+    let answer = |host| {
+        let mut slot = PolicySlot::<PriorityWorld>::new(host).unwrap();
+        let v = slot
+            .load(&component("multifactor"), &default_config("multifactor"))
+            .unwrap();
+        slot.activate(v, "test", 0).unwrap();
+        slot.decide(200, &jobs(40)).unwrap()
+    };
+    let files = || -> Vec<_> {
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+
+    let first = answer(PolicyHost::with_code_cache(limits, cache.clone()).unwrap());
+    let written = files();
+    assert_eq!(written.len(), 1, "one compiled file: {written:?}");
+    assert!(written[0].extension().is_some_and(|e| e == "cwasm"));
+    let code = std::fs::read(&written[0]).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&cache).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "only the owner may use the cache: {mode:o}"
+        );
+    }
+
+    // Marked old: a rewrite would give it a new modification time.
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&written[0])
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    assert_eq!(
+        answer(PolicyHost::with_code_cache(limits, cache.clone()).unwrap()),
+        first
+    );
+    let modified = std::fs::metadata(&written[0]).unwrap().modified().unwrap();
+    assert_eq!(modified, old, "reused, not rewritten");
+
+    std::fs::write(&written[0], b"not compiled code").unwrap();
+    assert_eq!(
+        answer(PolicyHost::with_code_cache(limits, cache.clone()).unwrap()),
+        first
+    );
+    assert_eq!(files(), written, "no stray temporary files");
+    assert_eq!(
+        std::fs::read(&written[0]).unwrap(),
+        code,
+        "damaged file replaced"
+    );
 }
