@@ -1,6 +1,6 @@
 //! # gantry-abi
 //!
-//! The records of the policy ABI (`wit/policy.wit`, package `gantry:policy@0.1.0`) as plain
+//! The records of the policy ABI (`wit/policy.wit`, package `gantry:policy@0.2.0`) as plain
 //! Rust types, and the four policy traits a policy implements. The kernel uses these
 //! records for its decision points; the SDK maps them onto the generated Wasm bindings;
 //! a policy written against these traits builds both natively and as a component.

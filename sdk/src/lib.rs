@@ -110,7 +110,7 @@ macro_rules! export_fairshare {
                 }
                 fn factors(
                     now: i64,
-                    tree: $crate::wasm::Vec<__w::gantry::policy::types::ShareNode>,
+                    tree: __w::gantry::policy::types::ShareTree,
                 ) -> $crate::wasm::Vec<f64> {
                     __w::factors(&__STATE, now, tree)
                 }
@@ -170,8 +170,8 @@ macro_rules! export_placement {
                     __w::init(&__STATE, config)
                 }
                 fn rank(
-                    batch: $crate::wasm::Vec<__w::gantry::policy::types::PlacementQuery>,
-                ) -> $crate::wasm::Vec<$crate::wasm::Vec<u32>> {
+                    batch: __w::gantry::policy::types::PlacementBatch,
+                ) -> __w::gantry::policy::types::PlacementRanking {
                     __w::rank(&__STATE, batch)
                 }
             }

@@ -127,18 +127,22 @@ pub mod fairshare {
     pub fn factors<T: crate::Fairshare + Default>(
         s: &State<T>,
         now: i64,
-        tree: Vec<t::ShareNode>,
+        tree: t::ShareTree,
     ) -> Vec<f64> {
-        let tree: Vec<crate::ShareNode> = tree
-            .into_iter()
-            .map(|n| crate::ShareNode {
-                id: n.id,
-                parent: n.parent,
-                shares: n.shares,
-                usage: n.usage,
+        let n = tree.id.len();
+        if tree.parent.len() != n || tree.shares.len() != n || tree.usage.len() != n {
+            // A malformed tree: answering nothing makes the host fall back.
+            return Vec::new();
+        }
+        let nodes: Vec<crate::ShareNode> = (0..n)
+            .map(|i| crate::ShareNode {
+                id: tree.id[i],
+                parent: (tree.parent[i] as usize != i).then_some(tree.parent[i]),
+                shares: tree.shares[i],
+                usage: tree.usage[i],
             })
             .collect();
-        s.with(|p| p.factors(now, &tree))
+        s.with(|p| p.factors(now, &nodes))
     }
 }
 
@@ -224,29 +228,65 @@ pub mod placement {
 
     pub fn rank<T: crate::Placement + Default>(
         s: &State<T>,
-        batch: Vec<t::PlacementQuery>,
-    ) -> Vec<Vec<u32>> {
-        let batch: Vec<crate::PlacementQuery> = batch
-            .into_iter()
-            .map(|q| crate::PlacementQuery {
-                job: q.job,
-                units_needed: q.units_needed,
-                gpus_per_node: q.gpus_per_node,
-                candidates: q
-                    .candidates
-                    .into_iter()
+        b: t::PlacementBatch,
+    ) -> t::PlacementRanking {
+        let nothing = t::PlacementRanking {
+            ranked: Vec::new(),
+            first: Vec::new(),
+        };
+        let (jobs, cands) = (b.job.len(), b.node.len());
+        if b.units_needed.len() != jobs
+            || b.gpus_per_node.len() != jobs
+            || b.first_candidate.len() != jobs + 1
+            || [
+                b.units.len(),
+                b.gpu_links.len(),
+                b.numa_domains.len(),
+                b.free_cores_after.len(),
+                b.free_gpus_after.len(),
+            ]
+            .iter()
+            .any(|&l| l != cands)
+        {
+            // A malformed batch: answering nothing makes the host fall back.
+            return nothing;
+        }
+        let mut batch = Vec::with_capacity(jobs);
+        for q in 0..jobs {
+            let (from, to) = (
+                b.first_candidate[q] as usize,
+                b.first_candidate[q + 1] as usize,
+            );
+            if from > to || to > cands {
+                return nothing;
+            }
+            batch.push(crate::PlacementQuery {
+                job: b.job[q],
+                units_needed: b.units_needed[q],
+                gpus_per_node: b.gpus_per_node[q],
+                candidates: (from..to)
                     .map(|c| crate::Candidate {
-                        node: c.node,
-                        units: c.units,
-                        gpu_links: c.gpu_links,
-                        numa_domains: c.numa_domains,
-                        free_cores_after: c.free_cores_after,
-                        free_gpus_after: c.free_gpus_after,
+                        node: b.node[c],
+                        units: b.units[c],
+                        gpu_links: b.gpu_links[c],
+                        numa_domains: b.numa_domains[c],
+                        free_cores_after: b.free_cores_after[c],
+                        free_gpus_after: b.free_gpus_after[c],
                     })
                     .collect(),
-            })
-            .collect();
-        s.with(|p| p.rank(&batch))
+            });
+        }
+        let rankings = s.with(|p| p.rank(&batch));
+        let mut answer = t::PlacementRanking {
+            ranked: Vec::with_capacity(cands),
+            first: Vec::with_capacity(rankings.len() + 1),
+        };
+        answer.first.push(0);
+        for r in rankings {
+            answer.ranked.extend_from_slice(&r);
+            answer.first.push(answer.ranked.len() as u32);
+        }
+        answer
     }
 }
 

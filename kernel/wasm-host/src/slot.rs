@@ -555,7 +555,7 @@ impl Decision for FairshareWorld {
         batch: &Self::Batch,
         _: (),
     ) -> wasmtime::Result<Self::Answer> {
-        b.api.call_factors(store, now, &world::share_nodes(batch))
+        b.api.call_factors(store, now, &world::share_tree(batch))
     }
     fn check(batch: &Self::Batch, answer: &Self::Answer) -> Result<(), String> {
         same_length(answer.len(), "factors", batch.len(), "tree nodes")?;
@@ -653,7 +653,13 @@ impl Decision for PlacementWorld {
         batch: &Self::Batch,
         _: (),
     ) -> wasmtime::Result<Self::Answer> {
-        b.api.call_rank(store, &world::placement_queries(batch))
+        let answer = b.api.call_rank(store, &world::placement_batch(batch))?;
+        world::rankings(answer, batch.len()).ok_or_else(|| {
+            wasmtime::format_err!(
+                "the ranking's offsets do not split it into {} rankings",
+                batch.len()
+            )
+        })
     }
     fn check(batch: &Self::Batch, answer: &Self::Answer) -> Result<(), String> {
         same_length(answer.len(), "rankings", batch.len(), "jobs")?;

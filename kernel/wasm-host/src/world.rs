@@ -212,17 +212,18 @@ pub(crate) fn prioritize(
     Ok(answer)
 }
 
-pub(crate) fn share_nodes(
-    tree: &[abi::ShareNode],
-) -> Vec<fairshare::gantry::policy::types::ShareNode> {
-    tree.iter()
-        .map(|n| fairshare::gantry::policy::types::ShareNode {
-            id: n.id,
-            parent: n.parent,
-            shares: n.shares,
-            usage: n.usage,
-        })
-        .collect()
+/// The share tree as the world's columns; a root is its own parent.
+pub(crate) fn share_tree(tree: &[abi::ShareNode]) -> fairshare::gantry::policy::types::ShareTree {
+    fairshare::gantry::policy::types::ShareTree {
+        id: tree.iter().map(|n| n.id).collect(),
+        parent: tree
+            .iter()
+            .enumerate()
+            .map(|(i, n)| n.parent.unwrap_or(i as u32))
+            .collect(),
+        shares: tree.iter().map(|n| n.shares).collect(),
+        usage: tree.iter().map(|n| n.usage).collect(),
+    }
 }
 
 pub(crate) fn preemption_queries(
@@ -279,28 +280,98 @@ pub(crate) fn victims(
         .collect()
 }
 
-pub(crate) fn placement_queries(
+/// A placement batch as the world's columns.
+pub(crate) fn placement_batch(
     batch: &[abi::PlacementQuery],
-) -> Vec<placement::gantry::policy::types::PlacementQuery> {
-    use placement::gantry::policy::types as t;
-    batch
-        .iter()
-        .map(|q| t::PlacementQuery {
-            job: q.job,
-            units_needed: q.units_needed,
-            gpus_per_node: q.gpus_per_node,
-            candidates: q
-                .candidates
-                .iter()
-                .map(|c| t::Candidate {
-                    node: c.node,
-                    units: c.units,
-                    gpu_links: c.gpu_links,
-                    numa_domains: c.numa_domains,
-                    free_cores_after: c.free_cores_after,
-                    free_gpus_after: c.free_gpus_after,
-                })
-                .collect(),
+) -> placement::gantry::policy::types::PlacementBatch {
+    let jobs = batch.len();
+    let candidates: usize = batch.iter().map(|q| q.candidates.len()).sum();
+    let mut b = placement::gantry::policy::types::PlacementBatch {
+        job: Vec::with_capacity(jobs),
+        units_needed: Vec::with_capacity(jobs),
+        gpus_per_node: Vec::with_capacity(jobs),
+        first_candidate: Vec::with_capacity(jobs + 1),
+        node: Vec::with_capacity(candidates),
+        units: Vec::with_capacity(candidates),
+        gpu_links: Vec::with_capacity(candidates),
+        numa_domains: Vec::with_capacity(candidates),
+        free_cores_after: Vec::with_capacity(candidates),
+        free_gpus_after: Vec::with_capacity(candidates),
+    };
+    b.first_candidate.push(0);
+    for q in batch {
+        b.job.push(q.job);
+        b.units_needed.push(q.units_needed);
+        b.gpus_per_node.push(q.gpus_per_node);
+        for c in &q.candidates {
+            b.node.push(c.node);
+            b.units.push(c.units);
+            b.gpu_links.push(c.gpu_links);
+            b.numa_domains.push(c.numa_domains);
+            b.free_cores_after.push(c.free_cores_after);
+            b.free_gpus_after.push(c.free_gpus_after);
+        }
+        b.first_candidate.push(b.node.len() as u32);
+    }
+    b
+}
+
+/// Splits a placement answer into one ranking per job; `None` when its offsets do not
+/// describe `jobs` consecutive pieces of `ranked`.
+pub(crate) fn rankings(
+    answer: placement::gantry::policy::types::PlacementRanking,
+    jobs: usize,
+) -> Option<Vec<Vec<u32>>> {
+    let (ranked, first) = (answer.ranked, answer.first);
+    if first.len() != jobs + 1
+        || first.first() != Some(&0)
+        || first.last().map(|&l| l as usize) != Some(ranked.len())
+    {
+        return None;
+    }
+    first
+        .windows(2)
+        .map(|w| {
+            ranked
+                .get(w[0] as usize..w[1] as usize)
+                .map(<[u32]>::to_vec)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placement::gantry::policy::types::PlacementRanking;
+    use super::rankings;
+
+    fn answer(ranked: &[u32], first: &[u32]) -> PlacementRanking {
+        PlacementRanking {
+            ranked: ranked.to_vec(),
+            first: first.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_flat_ranking_splits_per_job() {
+        assert_eq!(
+            rankings(answer(&[1, 0, 2, 0], &[0, 3, 3, 4]), 3),
+            Some(vec![vec![1, 0, 2], vec![], vec![0]])
+        );
+        assert_eq!(rankings(answer(&[], &[0]), 0), Some(vec![]));
+    }
+
+    #[test]
+    fn offsets_that_do_not_split_the_ranking_are_refused() {
+        let ranked = [1, 0, 2, 0];
+        for first in [
+            &[0, 3, 4][..],    // one job too few
+            &[1, 3, 3, 4][..], // does not start at 0
+            &[0, 3, 2, 4][..], // goes backwards
+            &[0, 3, 3, 5][..], // runs past the end
+            &[0, 3, 3, 3][..], // leaves entries over
+            &[][..],           // nothing at all
+        ] {
+            assert_eq!(rankings(answer(&ranked, first), 3), None, "{first:?}");
+        }
+    }
 }
