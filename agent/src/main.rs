@@ -20,19 +20,68 @@ gantryd, heartbeats, and launches, watches, suspends and ends the jobs the contr
 places here."
 )]
 struct Args {
-    /// Configuration file (TOML).
-    #[arg(short, long, default_value = "/etc/gantry/agent.toml")]
-    config: PathBuf,
+    /// Configuration file (TOML) [default: /etc/gantry/agent.toml]. --discover and
+    /// --describe-node need none: without one they look at the hardware.
+    #[arg(short, long)]
+    config: Option<PathBuf>,
     /// The node name (overrides the configuration; default: the host name).
     #[arg(long)]
     node: Option<String>,
-    /// Print the topology found (or declared) as JSON and exit.
+    /// Print the topology found (or declared in the configuration) as JSON and exit.
     #[arg(long)]
     discover: bool,
     /// Print this node as a cluster description (a `[[node_type]]` and its `[[nodes]]`)
     /// and exit: a start for gantryd's cluster file.
     #[arg(long)]
     describe_node: bool,
+}
+
+const DEFAULT_CONFIG: &str = "/etc/gantry/agent.toml";
+
+/// The node's topology and the CPU of each core: declared in the configuration, else
+/// discovered.
+fn topology(cfg: Option<&AgentConfig>) -> Result<(gantry_api::NodeTopology, Vec<u32>)> {
+    Ok(match cfg.and_then(|c| c.topology.as_ref()) {
+        Some(t) => {
+            let t = gantry_agent::topology::declared(t);
+            // Declared cores are the machine's CPUs by number (those it has).
+            let cores = t.sockets * t.numa_per_socket * t.cores_per_numa;
+            (t, (0..cores).collect())
+        }
+        None => {
+            let found = gantry_agent::topology::discover()?;
+            (found.topology, found.core_cpus)
+        }
+    })
+}
+
+/// --discover and --describe-node: the configuration is read when one is given or the
+/// default file exists, for a declared topology and the node name; nothing else is
+/// needed (no key, no controller).
+fn inspect(args: &Args) -> Result<()> {
+    let cfg = match &args.config {
+        Some(path) => Some(AgentConfig::load(path)?),
+        None if std::path::Path::new(DEFAULT_CONFIG).exists() => {
+            Some(AgentConfig::load(DEFAULT_CONFIG.as_ref())?)
+        }
+        None => None,
+    };
+    let (topology, core_cpus) = topology(cfg.as_ref())?;
+    if args.describe_node {
+        let node = args
+            .node
+            .clone()
+            .or_else(|| cfg.as_ref().and_then(|c| c.node.clone()))
+            .or_else(hostname)
+            .context("no node name: pass --node")?;
+        println!("{}", gantry_agent::topology::node_toml(&node, &topology));
+    } else {
+        println!(
+            "{}",
+            gantry_agent::topology::describe(&topology, &core_cpus)
+        );
+    }
+    Ok(())
 }
 
 fn hostname() -> Option<String> {
@@ -52,9 +101,13 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let cfg = AgentConfig::load(&args.config)?;
+    if args.discover || args.describe_node {
+        return inspect(&args);
+    }
+    let cfg = AgentConfig::load(args.config.as_deref().unwrap_or(DEFAULT_CONFIG.as_ref()))?;
     let node = args
         .node
+        .clone()
         .or(cfg.node.clone())
         .or_else(hostname)
         .context("no node name: set `node` in the configuration or pass --node")?;
@@ -70,29 +123,7 @@ async fn main() -> Result<()> {
         },
     )
     .context("cannot sign the agent token")?;
-    let (topology, core_cpus) = match &cfg.topology {
-        Some(t) => {
-            let t = gantry_agent::topology::declared(t);
-            // Declared cores are the machine's CPUs by number (those it has).
-            let cores = t.sockets * t.numa_per_socket * t.cores_per_numa;
-            (t, (0..cores).collect())
-        }
-        None => {
-            let found = gantry_agent::topology::discover()?;
-            (found.topology, found.core_cpus)
-        }
-    };
-    if args.describe_node {
-        println!("{}", gantry_agent::topology::node_toml(&node, &topology));
-        return Ok(());
-    }
-    if args.discover {
-        println!(
-            "{}",
-            gantry_agent::topology::describe(&topology, &core_cpus)
-        );
-        return Ok(());
-    }
+    let (topology, core_cpus) = topology(Some(&cfg))?;
     std::fs::create_dir_all(&cfg.spool)
         .with_context(|| format!("cannot create the spool {}", cfg.spool.display()))?;
     let (jobs, ended) = Jobs::new(node.clone(), cfg.spool.clone(), core_cpus);

@@ -87,12 +87,14 @@ pub fn discover() -> Result<Found, DiscoveryError> {
             by_domain.iter().map(Vec::len).collect::<Vec<_>>()
         )));
     }
-    let memory_mb = numa.iter().map(|n| n.total_memory()).sum::<u64>() >> 20;
-    let memory_mb = if memory_mb > 0 {
-        memory_mb
-    } else {
-        topo.root_object().total_memory() >> 20
-    };
+    let memory_mb = node_memory_mb(
+        numa.iter().map(|n| n.total_memory()).sum::<u64>() >> 20,
+        topo.root_object().total_memory() >> 20,
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .as_deref()
+            .and_then(meminfo_total_mb),
+    );
     let cpu_domain = |cpu: usize| -> Option<u32> {
         numa.iter()
             .position(|n| n.cpuset().is_some_and(|c| c.is_set(cpu)))
@@ -117,6 +119,34 @@ pub fn discover() -> Result<Found, DiscoveryError> {
         },
         core_cpus: by_domain.into_iter().flatten().collect(),
     })
+}
+
+/// The node's memory: what hwloc's NUMA domains hold, or its machine total when they
+/// report none — but never less than the kernel's `MemTotal`. Some virtual machines
+/// (memory added after boot, e.g. by a balloon or virtio-mem) report a small fraction
+/// of their memory in the NUMA nodes' totals, and a node reporting less than it has
+/// would be drained as "less hardware than described".
+fn node_memory_mb(numa_mb: u64, machine_mb: u64, meminfo_mb: Option<u64>) -> u64 {
+    let hwloc = if numa_mb > 0 { numa_mb } else { machine_mb };
+    match meminfo_mb {
+        Some(total) if total > hwloc => {
+            tracing::info!(
+                hwloc_mb = hwloc,
+                meminfo_mb = total,
+                "hwloc reports less memory than /proc/meminfo; using MemTotal"
+            );
+            total
+        }
+        _ => hwloc,
+    }
+}
+
+/// `MemTotal` of `/proc/meminfo`, in MiB.
+fn meminfo_total_mb(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut words = line["MemTotal:".len()..].split_whitespace();
+    let kb: u64 = words.next()?.parse().ok()?;
+    (words.next() == Some("kB")).then_some(kb >> 10)
 }
 
 /// GPUs through NVML: the NUMA domain of each (from its CPU affinity), NVLink link
@@ -236,4 +266,29 @@ pub fn node_toml(node: &str, t: &api::NodeTopology) -> String {
         "\n[[nodes]]\nnames = \"{node}\"\ntype = \"{node}\"\n"
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{meminfo_total_mb, node_memory_mb};
+
+    #[test]
+    fn mem_total_is_read_in_mib() {
+        let meminfo = "MemTotal:       131890752 kB\nMemFree:        120000000 kB\n";
+        assert_eq!(meminfo_total_mb(meminfo), Some(128_799));
+        assert_eq!(meminfo_total_mb("MemFree: 5 kB\n"), None);
+        assert_eq!(meminfo_total_mb("MemTotal: lots\n"), None);
+        assert_eq!(meminfo_total_mb("MemTotal: 1024 pages\n"), None);
+    }
+
+    #[test]
+    fn memory_is_never_below_mem_total() {
+        // A machine whose NUMA totals match: hwloc's figure stands.
+        assert_eq!(node_memory_mb(257_000, 257_000, Some(256_500)), 257_000);
+        // A VM whose NUMA node reports a fraction of its memory: MemTotal wins.
+        assert_eq!(node_memory_mb(4_443, 4_443, Some(128_799)), 128_799);
+        // No NUMA totals: the machine total, then MemTotal if larger.
+        assert_eq!(node_memory_mb(0, 64_000, None), 64_000);
+        assert_eq!(node_memory_mb(0, 0, Some(2_048)), 2_048);
+    }
 }
