@@ -39,8 +39,32 @@ impl Default for Config {
 #[derive(Debug, Default, Clone)]
 pub struct FairTree {
     pub config: Config,
-    /// Per node id: (raw usage seen last, decayed usage, time of last update).
-    decayed: BTreeMap<u32, (f64, f64, Time)>,
+    /// Decay state per tree node, in the order of the last tree seen (the kernel keeps
+    /// the order between cycles, so a node is found by position, not searched for).
+    decayed: Vec<Decayed>,
+    /// Buffers reused from call to call: this runs every scheduling cycle.
+    scratch: Scratch,
+}
+
+/// One node's usage as last seen and after decay.
+#[derive(Debug, Clone, Copy)]
+struct Decayed {
+    id: u32,
+    /// Raw (undecayed) usage reported last time.
+    raw: f64,
+    /// Decayed usage at `at`.
+    usage: f64,
+    at: Time,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Scratch {
+    /// Children of node `p` are `children[first[p]..first[p + 1]]`; the roots are last.
+    first: Vec<usize>,
+    children: Vec<usize>,
+    level: Vec<f64>,
+    stack: Vec<usize>,
+    ranked: Vec<usize>,
 }
 
 impl Policy for FairTree {
@@ -61,36 +85,66 @@ impl Policy for FairTree {
     }
 }
 
+/// A node's parent index, when it has one that comes before it.
+fn parent_of(tree: &[ShareNode], i: usize) -> Option<usize> {
+    tree[i].parent.map(|p| p as usize).filter(|&p| p < i)
+}
+
 impl FairTree {
     /// Decayed usage of every node; only associations accrue, accounts are sums.
     fn decay(&mut self, now: Time, tree: &[ShareNode]) -> Vec<f64> {
+        let aligned = self.decayed.len() == tree.len()
+            && self.decayed.iter().zip(tree).all(|(d, n)| d.id == n.id);
+        if !aligned {
+            // Nodes came or went: carry each known node's state to its new position.
+            let known: BTreeMap<u32, Decayed> = self.decayed.drain(..).map(|d| (d.id, d)).collect();
+            self.decayed = tree
+                .iter()
+                .map(|n| {
+                    known.get(&n.id).copied().unwrap_or(Decayed {
+                        id: n.id,
+                        raw: 0.0,
+                        usage: 0.0,
+                        at: now,
+                    })
+                })
+                .collect();
+        }
+        // Nodes are updated together, so almost all share one elapsed time: one exp2.
+        let mut last: Option<(Time, f64)> = None;
         let mut out = vec![0f64; tree.len()];
         for (i, n) in tree.iter().enumerate() {
             if n.id < ASSOCIATION_IDS {
                 continue;
             }
-            let entry = self.decayed.entry(n.id).or_insert((0.0, 0.0, now));
-            let (raw, dec, at) = *entry;
-            let factor = if self.config.half_life_s > 0 && now > at {
-                libm::exp2(-((now - at) as f64) / self.config.half_life_s as f64)
+            let d = &mut self.decayed[i];
+            let factor = if self.config.half_life_s > 0 && now > d.at {
+                let dt = now - d.at;
+                match last {
+                    Some((t, f)) if t == dt => f,
+                    _ => {
+                        let f = libm::exp2(-(dt as f64) / self.config.half_life_s as f64);
+                        last = Some((dt, f));
+                        f
+                    }
+                }
             } else {
                 1.0
             };
             // Raw usage only grows; a drop means the controller restarted: start over.
-            let delta = if n.usage >= raw {
-                n.usage - raw
+            let delta = if n.usage >= d.raw {
+                n.usage - d.raw
             } else {
                 n.usage
             };
-            let d = dec * factor + delta;
-            *entry = (n.usage, d, now);
-            out[i] = d;
+            d.usage = d.usage * factor + delta;
+            d.raw = n.usage;
+            d.at = now;
+            out[i] = d.usage;
         }
         for i in (0..tree.len()).rev() {
-            if let Some(p) = tree[i].parent {
-                if (p as usize) < i {
-                    out[p as usize] += out[i];
-                }
+            if let Some(p) = parent_of(tree, i) {
+                out[p] += out[i];
             }
         }
         out
@@ -100,17 +154,32 @@ impl FairTree {
 impl Fairshare for FairTree {
     fn factors(&mut self, now: Time, tree: &[ShareNode]) -> Vec<f64> {
         let usage = self.decay(now, tree);
-        let mut children: Vec<Vec<usize>> = vec![Vec::new(); tree.len()];
-        let mut roots = Vec::new();
-        for (i, n) in tree.iter().enumerate() {
-            match n.parent {
-                Some(p) if (p as usize) < i => children[p as usize].push(i),
-                _ => roots.push(i),
-            }
+        let n = tree.len();
+        let sc = &mut self.scratch;
+        // Children lists, flat: counts, then offsets, then fill in index order. Slot `n`
+        // holds the roots.
+        let group = |i: usize| parent_of(tree, i).unwrap_or(n);
+        sc.first.clear();
+        sc.first.resize(n + 2, 0);
+        for i in 0..n {
+            sc.first[group(i) + 1] += 1;
+        }
+        for g in 0..=n {
+            sc.first[g + 1] += sc.first[g];
+        }
+        sc.children.clear();
+        sc.children.resize(n, 0);
+        let mut fill = sc.first.clone();
+        for i in 0..n {
+            let g = group(i);
+            sc.children[fill[g]] = i;
+            fill[g] += 1;
         }
         // Level Fairshare of each child among its siblings.
-        let mut level = vec![0f64; tree.len()];
-        for kids in children.iter().chain(core::iter::once(&roots)) {
+        sc.level.clear();
+        sc.level.resize(n, 0.0);
+        for g in 0..=n {
+            let kids = &sc.children[sc.first[g]..sc.first[g + 1]];
             let shares: f64 = kids.iter().map(|&k| tree[k].shares as f64).sum();
             let used: f64 = kids.iter().map(|&k| usage[k]).sum();
             for &k in kids {
@@ -120,7 +189,7 @@ impl Fairshare for FairTree {
                     0.0
                 };
                 let u = if used > 0.0 { usage[k] / used } else { 0.0 };
-                level[k] = if u > 0.0 {
+                sc.level[k] = if u > 0.0 {
                     s / u
                 } else if s > 0.0 {
                     f64::INFINITY
@@ -129,32 +198,37 @@ impl Fairshare for FairTree {
                 };
             }
         }
-        for kids in children.iter_mut().chain(core::iter::once(&mut roots)) {
-            kids.sort_by(|&a, &b| {
+        // Ids are unique, so the order is total and an unstable sort gives the one answer.
+        let level = &sc.level;
+        for g in 0..=n {
+            sc.children[sc.first[g]..sc.first[g + 1]].sort_unstable_by(|&a, &b| {
                 level[b]
                     .total_cmp(&level[a])
                     .then(tree[a].id.cmp(&tree[b].id))
             });
         }
         // Depth-first, best sibling first: the order users are served in.
-        let mut ranked = Vec::new();
-        let mut stack: Vec<usize> = roots.iter().rev().copied().collect();
-        while let Some(n) = stack.pop() {
-            if tree[n].id >= ASSOCIATION_IDS {
-                ranked.push(n);
+        sc.ranked.clear();
+        sc.stack.clear();
+        sc.stack
+            .extend(sc.children[sc.first[n]..sc.first[n + 1]].iter().rev());
+        while let Some(k) = sc.stack.pop() {
+            if tree[k].id >= ASSOCIATION_IDS {
+                sc.ranked.push(k);
             }
-            stack.extend(children[n].iter().rev().copied());
+            sc.stack
+                .extend(sc.children[sc.first[k]..sc.first[k + 1]].iter().rev());
         }
-        let total = ranked.len().max(1) as f64;
-        let mut factors = vec![0f64; tree.len()];
-        for (k, &n) in ranked.iter().enumerate() {
-            factors[n] = (total - k as f64) / total;
+        let total = sc.ranked.len().max(1) as f64;
+        let mut factors = vec![0f64; n];
+        for (k, &i) in sc.ranked.iter().enumerate() {
+            factors[i] = (total - k as f64) / total;
         }
         // An account reports its best user's factor.
-        for i in (0..tree.len()).rev() {
-            if let Some(p) = tree[i].parent {
-                if (p as usize) < i && factors[i] > factors[p as usize] {
-                    factors[p as usize] = factors[i];
+        for i in (0..n).rev() {
+            if let Some(p) = parent_of(tree, i) {
+                if factors[i] > factors[p] {
+                    factors[p] = factors[i];
                 }
             }
         }
