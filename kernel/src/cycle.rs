@@ -17,7 +17,7 @@
 //! end) and answers the same request again without searching. This is what lets EASY
 //! backfill consider every pending job of a 100,000-job queue.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use rustc_hash::FxHashSet;
 
@@ -63,9 +63,11 @@ struct Walk {
     reservations: Vec<Reservation>,
     /// Reserved windows per node index: (start, end, holder).
     reserved: Vec<Vec<(Time, Time, JobId)>>,
-    /// Reserved windows by start and by end, for the reservation search's event stream.
-    reserved_starts: BTreeSet<(Time, NodeId)>,
-    reserved_ends: BTreeSet<(Time, NodeId)>,
+    /// Reserved windows by start and by end, sorted, for the reservation search's event
+    /// stream. Sorted vectors: a reservation adds all its nodes at one start and one
+    /// end, and a cycle makes few reservations but may read them many times.
+    reserved_starts: Vec<(Time, NodeId)>,
+    reserved_ends: Vec<(Time, NodeId)>,
     /// Expected ends of running jobs (including those started by this walk), sorted.
     /// Built by the first reservation search of the cycle; cycles without a blocked job
     /// never sort the running jobs.
@@ -135,9 +137,14 @@ impl Walk {
     fn reserve(&mut self, r: Reservation) {
         for &n in &r.nodes {
             self.reserved[n.index()].push((r.start, r.end, r.job));
-            self.reserved_starts.insert((r.start, n));
-            self.reserved_ends.insert((r.end, n));
         }
+        fn add(sorted: &mut Vec<(Time, NodeId)>, at: Time, nodes: &[NodeId]) {
+            sorted.extend(nodes.iter().map(|&n| (at, n)));
+            sorted.sort_unstable();
+            sorted.dedup();
+        }
+        add(&mut self.reserved_starts, r.start, &r.nodes);
+        add(&mut self.reserved_ends, r.end, &r.nodes);
         self.reservations.push(r);
     }
 
