@@ -168,13 +168,23 @@ fn hot_swap(c: &mut Criterion) {
     let bytes = component("multifactor");
     let mut g = c.benchmark_group("first load of a new component (compile included)");
     g.sample_size(10);
+    let first_load = |host: std::sync::Arc<PolicyHost>| {
+        let mut slot = PolicySlot::<PriorityWorld>::new(host).unwrap();
+        let id = slot.load(&bytes, "").unwrap();
+        slot.activate(id, "bench", 0).unwrap();
+    };
+    // A fresh host has an empty in-memory cache: it compiles.
     g.bench_function("multifactor", |b| {
+        b.iter(|| first_load(PolicyHost::new(HostLimits::default()).unwrap()))
+    });
+    // A fresh host over a code cache that holds the component, as in a new process.
+    let cache = tempfile::tempdir().unwrap();
+    first_load(PolicyHost::with_code_cache(HostLimits::default(), cache.path().into()).unwrap());
+    g.bench_function("multifactor, from the code cache", |b| {
         b.iter(|| {
-            // A fresh host has an empty compile cache.
-            let host = PolicyHost::new(HostLimits::default()).unwrap();
-            let mut slot = PolicySlot::<PriorityWorld>::new(host).unwrap();
-            let id = slot.load(&bytes, "").unwrap();
-            slot.activate(id, "bench", 0).unwrap();
+            first_load(
+                PolicyHost::with_code_cache(HostLimits::default(), cache.path().into()).unwrap(),
+            )
         })
     });
     g.finish();
