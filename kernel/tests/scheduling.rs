@@ -132,6 +132,35 @@ fn easy_backfills_a_short_job_but_not_a_long_one() {
     );
 }
 
+/// Two jobs batched together fit the partition's free cores in sum but not node by
+/// node: once the first is placed, the second no longer fits. The single EASY
+/// reservation is already taken, so it waits, with a reason.
+#[test]
+fn a_batched_job_that_no_longer_fits_waits_with_a_reason() {
+    let mut s = scheduler(Cluster::homogeneous(3, 4, 1000), SchedulerConfig::default());
+    let running = s.submit(cpu_job("u", 4, 100), 0).unwrap()[0];
+    assert_eq!(s.cycle(0).started, vec![running]);
+    let nodes = |n: u32, tasks: u32, limit: Time| {
+        let mut spec = cpu_job("u", tasks, limit);
+        spec.request.nodes = Some(n);
+        spec
+    };
+    // Needs all three nodes: blocked until `running` ends, and it takes the reservation.
+    let wide = s.submit(nodes(3, 12, 100), 1).unwrap()[0];
+    // Both short enough to end before that reservation; 3 + 4 cores of the 8 free.
+    let three = s.submit(nodes(1, 3, 10), 2).unwrap()[0];
+    let pair = s.submit(nodes(2, 4, 10), 3).unwrap()[0];
+    let out = s.cycle(3);
+    assert_eq!(out.reservations.len(), 1);
+    assert_eq!(out.reservations[0].job, wide);
+    assert_eq!(out.placement_batches, 1, "both went into one batch");
+    assert_eq!(out.started, vec![three]);
+    let p = s.job(pair).unwrap();
+    assert_eq!(p.state, JobState::Pending);
+    assert_eq!(p.reason, PendingReason::Priority);
+    assert_eq!(s.job(wide).unwrap().reason, PendingReason::Resources);
+}
+
 #[test]
 fn conservative_protects_every_reserved_job() {
     // 4 one-core nodes; 2 busy until t=100. Job A needs 4 (reserved at 100), job B needs
