@@ -60,6 +60,9 @@ struct Batched {
 /// Reservations, tentative counts and scratch space of the walk in progress.
 #[derive(Default)]
 struct Walk {
+    /// Reservations the backfill mode allows per cycle (0: none, the walk stops at the
+    /// first blocked job).
+    depth: usize,
     reservations: Vec<Reservation>,
     /// Reserved windows per node index: (start, end, holder).
     reserved: Vec<Vec<(Time, Time, JobId)>>,
@@ -96,6 +99,7 @@ impl Walk {
     fn new(s: &Scheduler, pending: usize) -> Self {
         let cluster = s.cluster();
         Self {
+            depth: s.config().backfill.reservation_depth(),
             reasons: vec![PendingReason::None; pending],
             reserved: vec![Vec::new(); cluster.nodes.len()],
             partition_down: cluster
@@ -125,6 +129,13 @@ impl Walk {
         self.reserved[node.index()]
             .iter()
             .all(|&(s, e, j)| j == owner || to <= s || from >= e)
+    }
+
+    /// Whether a job blocked now would reserve or stop the walk. Both are decided
+    /// against committed state, so the placement batch must be committed first; a job
+    /// that would only wait needs nothing committed.
+    fn next_block_reserves_or_stops(&self) -> bool {
+        self.depth == 0 || self.reservations.len() < self.depth
     }
 
     /// Where the walk goes on after a batch conflict at order position `pos`: there, and
@@ -208,7 +219,6 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
     // Gathered once into walk order: independent loads, where reading `pending` through
     // `order` inside the walk would wait on each cache miss in turn.
     let ordered: Vec<PendingJob> = order.iter().map(|&k| pending[k as usize]).collect();
-    let depth = s.config().backfill.reservation_depth();
     let slack = s.config().placement_slack;
     let mut walk = Walk::new(s, pending.len());
     let mut stopped = false;
@@ -234,13 +244,14 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
                 None
             } else {
                 let job = s.job(id).expect("ids in the order are known jobs");
+                let (cores, gpus) = (job.shape.cores(), job.shape.gpus());
                 // Candidates are found against committed state. Once the batch would
                 // take what is free in the partition, commit it first: later jobs would
                 // be judged on resources the batch is about to use.
                 let free = s.cluster().partition(p.partition);
                 if !walk.batch.is_empty()
-                    && (walk.batch_cores + job.shape.cores() > free.free_cores()
-                        || walk.batch_gpus + job.shape.gpus() > free.free_gpus()
+                    && (walk.batch_cores + cores > free.free_cores()
+                        || walk.batch_gpus + gpus > free.free_gpus()
                         || walk.batch.len() >= MAX_BATCH)
                 {
                     if let Some(resume) = flush(s, &mut walk, now, &mut out) {
@@ -251,7 +262,7 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
                 let usable = |n: NodeId| walk.free_over(n, now, end, id);
                 s.cluster()
                     .candidates(p.partition, &job.shape, &usable, slack)
-                    .map(|c| (c, job.shape.cores(), job.shape.gpus()))
+                    .map(|c| (c, cores, gpus))
             };
             if let Some((c, cores, gpus)) = found {
                 walk.batch_cores += cores;
@@ -270,17 +281,14 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
                 continue;
             }
             walk.no_room.insert(request);
-            let reserving = walk.reservations.len() < depth;
-            // A reservation is computed against committed state, and strict order stops
-            // here: both need the batch committed first. A job that only waits does not.
-            if reserving || depth == 0 {
+            if walk.next_block_reserves_or_stops() {
                 if let Some(resume) = flush(s, &mut walk, now, &mut out) {
                     i = walk.resume_at(resume);
                     continue;
                 }
             }
             walk.blocked.push((i, id));
-            if reserving {
+            if walk.reservations.len() < walk.depth {
                 match reserve(s, id, now, &mut walk) {
                     Some(r) => walk.reserve(r),
                     None => tracing::debug!(
@@ -289,7 +297,7 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
                     ),
                 }
                 walk.reasons[at] = PendingReason::Resources;
-            } else if depth == 0 {
+            } else if walk.depth == 0 {
                 walk.reasons[at] = PendingReason::Resources;
                 stopped = true;
             } else {
@@ -429,8 +437,7 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
                 out.started.push(id);
             }
             None => {
-                let depth = s.config().backfill.reservation_depth();
-                if depth == 0 || walk.reservations.len() < depth {
+                if walk.next_block_reserves_or_stops() {
                     return Some(b.pos);
                 }
                 walk.no_room.insert((part, s.shape_class(id), end));

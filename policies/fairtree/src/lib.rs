@@ -62,6 +62,8 @@ struct Scratch {
     /// Children of node `p` are `children[first[p]..first[p + 1]]`; the roots are last.
     first: Vec<usize>,
     children: Vec<usize>,
+    /// Next free slot per group while `children` is filled.
+    fill: Vec<usize>,
     level: Vec<f64>,
     stack: Vec<usize>,
     ranked: Vec<usize>,
@@ -169,11 +171,12 @@ impl Fairshare for FairTree {
         }
         sc.children.clear();
         sc.children.resize(n, 0);
-        let mut fill = sc.first.clone();
+        sc.fill.clear();
+        sc.fill.extend_from_slice(&sc.first);
         for i in 0..n {
             let g = group(i);
-            sc.children[fill[g]] = i;
-            fill[g] += 1;
+            sc.children[sc.fill[g]] = i;
+            sc.fill[g] += 1;
         }
         // Level Fairshare of each child among its siblings.
         sc.level.clear();
