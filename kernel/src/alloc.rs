@@ -147,6 +147,12 @@ pub fn take(free: &NodeFree, a: &NodeAllocation) -> NodeFree {
 /// `free` after getting `a` back.
 pub fn give_back(free: &NodeFree, a: &NodeAllocation) -> NodeFree {
     let mut f = free.clone();
+    give_back_into(&mut f, a);
+    f
+}
+
+/// Gives `a` back to `f` in place.
+pub fn give_back_into(f: &mut NodeFree, a: &NodeAllocation) {
     f.cores.union_with(&a.cores);
     f.core_count = f.cores.count_ones(..) as u32;
     f.memory_mb += a.memory_mb;
@@ -154,7 +160,6 @@ pub fn give_back(free: &NodeFree, a: &NodeAllocation) -> NodeFree {
     for &(g, n) in &a.gres {
         f.gres[g.index()] += n;
     }
-    f
 }
 
 impl Cluster {

@@ -67,7 +67,7 @@ pub struct NodeType {
 }
 
 /// What is free on a node right now.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeFree {
     pub cores: FixedBitSet,
     pub core_count: u32,

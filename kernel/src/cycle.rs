@@ -17,11 +17,12 @@
 //! end) and answers the same request again without searching. This is what lets EASY
 //! backfill consider every pending job of a 100,000-job queue.
 
+use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 
 use rustc_hash::FxHashSet;
 
-use crate::alloc::{give_back, node_units, Candidate};
+use crate::alloc::{give_back_into, node_units, Candidate};
 use crate::cluster::{NodeFree, NodeId, PartitionId, PreemptMode, QosId, UserId};
 use crate::job::{JobId, PendingReason};
 use crate::policy::{
@@ -72,9 +73,10 @@ struct Walk {
     reserved_starts: Vec<(Time, NodeId)>,
     reserved_ends: Vec<(Time, NodeId)>,
     /// Expected ends of running jobs (including those started by this walk), sorted.
-    /// Built by the first reservation search of the cycle; cycles without a blocked job
-    /// never sort the running jobs.
-    releases: Option<Vec<(Time, JobId)>>,
+    /// Built by the first reservation search of the cycle (`releases_built`); cycles
+    /// without a blocked job never sort the running jobs.
+    releases: Vec<(Time, JobId)>,
+    releases_built: bool,
     /// Jobs that can start, waiting for the placement batch.
     batch: Vec<Batched>,
     /// Cores and GPUs the batch will take once committed.
@@ -90,38 +92,63 @@ struct Walk {
     partition_down: Vec<bool>,
     /// Why each pending job waits, by its index in the pending list.
     reasons: Vec<PendingReason>,
-    /// Per node index: units for the job being reserved, and its free state in the future.
+    /// Per node index: units for the job being reserved, and its free state in the
+    /// future (`scratch_free[n]` is meaningful only while `scratch_future[n]`; the
+    /// buffers keep their allocations from search to search).
     scratch_units: Vec<u32>,
-    scratch_free: Vec<Option<NodeFree>>,
+    scratch_free: Vec<NodeFree>,
+    scratch_future: Vec<bool>,
+    scratch_dirty: Vec<NodeId>,
+    scratch_touched: Vec<NodeId>,
 }
 
 impl Walk {
-    fn new(s: &Scheduler, pending: usize) -> Self {
+    /// Ready for a new walk over `pending` jobs. Buffers keep their capacity: a cycle
+    /// runs on every event, and allocating them afresh was a fifth of a trace replay.
+    fn reset(&mut self, s: &Scheduler, pending: usize) {
         let cluster = s.cluster();
-        Self {
-            depth: s.config().backfill.reservation_depth(),
-            reasons: vec![PendingReason::None; pending],
-            reserved: vec![Vec::new(); cluster.nodes.len()],
-            partition_down: cluster
+        self.depth = s.config().backfill.reservation_depth();
+        self.reasons.clear();
+        self.reasons.resize(pending, PendingReason::None);
+        // Only reserved nodes have windows to forget.
+        for &(_, n) in &self.reserved_starts {
+            if let Some(w) = self.reserved.get_mut(n.index()) {
+                w.clear();
+            }
+        }
+        self.reserved.resize_with(cluster.nodes.len(), Vec::new);
+        self.reserved_starts.clear();
+        self.reserved_ends.clear();
+        self.reservations.clear();
+        self.releases.clear();
+        self.releases_built = false;
+        self.batch.clear();
+        self.batch_cores = 0;
+        self.batch_gpus = 0;
+        self.batch_user_qos.clear();
+        self.batch_array.clear();
+        self.blocked.clear();
+        self.no_room.clear();
+        self.partition_down.clear();
+        self.partition_down.extend(
+            cluster
                 .partitions
                 .iter()
-                .map(|p| p.nodes.iter().all(|&n| !cluster.node(n).schedulable()))
-                .collect(),
-            ..Self::default()
-        }
+                .map(|p| p.nodes.iter().all(|&n| !cluster.node(n).schedulable())),
+        );
     }
 
     /// Expected ends of running jobs, sorted; built on first use, then kept up to date.
-    fn releases(&mut self, s: &Scheduler, now: Time) -> &[(Time, JobId)] {
-        self.releases.get_or_insert_with(|| {
-            let mut r: Vec<(Time, JobId)> = s
-                .running()
-                .iter()
-                .filter_map(|&r| Some((s.job(r)?.expected_end()?.max(now), r)))
-                .collect();
-            r.sort_unstable();
-            r
-        })
+    fn build_releases(&mut self, s: &Scheduler, now: Time) {
+        if !self.releases_built {
+            self.releases.extend(
+                s.running()
+                    .iter()
+                    .filter_map(|&r| Some((s.job(r)?.expected_end()?.max(now), r))),
+            );
+            self.releases.sort_unstable();
+            self.releases_built = true;
+        }
     }
 
     /// True when `node` is free of other jobs' reservations over `[from, to)`.
@@ -161,12 +188,24 @@ impl Walk {
 
     fn started(&mut self, end: Option<Time>, id: JobId) {
         if let Some(end) = end {
-            if let Some(releases) = &mut self.releases {
-                let at = releases.partition_point(|&x| x < (end, id));
-                releases.insert(at, (end, id));
+            if self.releases_built {
+                let at = self.releases.partition_point(|&x| x < (end, id));
+                self.releases.insert(at, (end, id));
             }
         }
     }
+}
+
+/// What one cycle leaves to the next: buffers only, never decisions (every cycle
+/// recomputes everything from the scheduler's state).
+#[derive(Default)]
+pub(crate) struct CycleBuffers {
+    walk: Walk,
+    tree: Vec<ShareNode>,
+    pending: Vec<PendingJob>,
+    ordered: Vec<PendingJob>,
+    keyed: Vec<(Reverse<u32>, Reverse<i64>, Time, u32)>,
+    order: Vec<u32>,
 }
 
 /// Most jobs in one placement batch: bounds how stale a batch's candidate lists get.
@@ -215,12 +254,21 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
     if s.waiting().is_empty() {
         return out;
     }
-    let (pending, order) = prioritize(s, now);
+    let mut buffers = std::mem::take(&mut s.cycle_buffers);
+    prioritize(s, now, &mut buffers);
+    let CycleBuffers {
+        walk,
+        pending,
+        ordered,
+        order,
+        ..
+    } = &mut buffers;
     // Gathered once into walk order: independent loads, where reading `pending` through
     // `order` inside the walk would wait on each cache miss in turn.
-    let ordered: Vec<PendingJob> = order.iter().map(|&k| pending[k as usize]).collect();
+    ordered.clear();
+    ordered.extend(order.iter().map(|&k| pending[k as usize]));
     let slack = s.config().placement_slack;
-    let mut walk = Walk::new(s, pending.len());
+    walk.reset(s, pending.len());
     let mut stopped = false;
     let mut i = 0;
     'walk: loop {
@@ -233,7 +281,7 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
                 i += 1;
                 continue;
             }
-            if let Err(reason) = eligible(s, &p, &walk) {
+            if let Err(reason) = eligible(s, &p, walk) {
                 walk.reasons[at] = reason;
                 i += 1;
                 continue;
@@ -254,7 +302,7 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
                         || walk.batch_gpus + gpus > free.free_gpus()
                         || walk.batch.len() >= MAX_BATCH)
                 {
-                    if let Some(resume) = flush(s, &mut walk, now, &mut out) {
+                    if let Some(resume) = flush(s, walk, now, &mut out) {
                         i = walk.resume_at(resume);
                     }
                     continue;
@@ -282,14 +330,14 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
             }
             walk.no_room.insert(request);
             if walk.next_block_reserves_or_stops() {
-                if let Some(resume) = flush(s, &mut walk, now, &mut out) {
+                if let Some(resume) = flush(s, walk, now, &mut out) {
                     i = walk.resume_at(resume);
                     continue;
                 }
             }
             walk.blocked.push((i, id));
             if walk.reservations.len() < walk.depth {
-                match reserve(s, id, now, &mut walk) {
+                match reserve(s, id, now, walk) {
                     Some(r) => walk.reserve(r),
                     None => tracing::debug!(
                         job = id.0,
@@ -307,7 +355,7 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
         }
         // The last batch; a conflict in it resumes the walk at that job, and the jobs
         // after it are looked at again.
-        match flush(s, &mut walk, now, &mut out) {
+        match flush(s, walk, now, &mut out) {
             Some(resume) => i = walk.resume_at(resume),
             None => break 'walk,
         }
@@ -318,8 +366,9 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
             s.set_reason(p.id, r);
         }
     }
-    preempt(s, &walk, now, &mut out);
-    out.reservations = walk.reservations;
+    preempt(s, walk, now, &mut out);
+    out.reservations = std::mem::take(&mut walk.reservations);
+    s.cycle_buffers = buffers;
     out
 }
 
@@ -449,22 +498,20 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
     None
 }
 
-/// Fairshare then priority, each one batched call. Returns the waiting jobs in job order,
-/// and the order the walk considers them in (indices into the first): partition tier,
-/// then priority, then submission.
-fn prioritize(s: &mut Scheduler, now: Time) -> (Vec<PendingJob>, Vec<u32>) {
+/// Fairshare then priority, each one batched call. Fills `b.pending` with the waiting
+/// jobs in job order, and `b.order` with the order the walk considers them in (indices
+/// into the first): partition tier, then priority, then submission.
+fn prioritize(s: &mut Scheduler, now: Time, b: &mut CycleBuffers) {
     let cluster = s.cluster();
     let n_accounts = cluster.accounts.len();
-    let mut tree: Vec<ShareNode> = cluster
-        .accounts
-        .iter()
-        .map(|a| ShareNode {
-            id: a.id.0,
-            parent: a.parent.map(|p| p.0),
-            shares: a.shares,
-            usage: 0.0,
-        })
-        .collect();
+    let tree = &mut b.tree;
+    tree.clear();
+    tree.extend(cluster.accounts.iter().map(|a| ShareNode {
+        id: a.id.0,
+        parent: a.parent.map(|p| p.0),
+        shares: a.shares,
+        usage: 0.0,
+    }));
     tree.extend(cluster.associations.iter().map(|a| ShareNode {
         id: gantry_abi::ASSOCIATION_IDS | a.id.0,
         parent: Some(a.account.0),
@@ -485,13 +532,13 @@ fn prioritize(s: &mut Scheduler, now: Time) -> (Vec<PendingJob>, Vec<u32>) {
     }
     let factors = {
         let p = s.parts();
-        match p.policies.fairshare.factors(now, &tree) {
+        match p.policies.fairshare.factors(now, tree) {
             Ok(f) if f.len() == tree.len() && f.iter().all(|x| x.is_finite()) => f,
             other => {
                 p.fallbacks.fairshare += 1;
                 tracing::warn!(policy = p.policies.fairshare.name(), answer = ?other.err(), "fairshare answer rejected; using classic");
                 ClassicFairshare
-                    .factors(now, &tree)
+                    .factors(now, tree)
                     .unwrap_or_else(|_| vec![1.0; tree.len()])
             }
         }
@@ -499,7 +546,8 @@ fn prioritize(s: &mut Scheduler, now: Time) -> (Vec<PendingJob>, Vec<u32>) {
     let mut batch = std::mem::take(&mut s.priority_batch);
     batch.reset(s.parts().policies.priority.fields() | KERNEL_PRIORITY_FIELDS);
     let cluster = s.cluster();
-    let mut pending = Vec::with_capacity(s.waiting().len());
+    let pending = &mut b.pending;
+    pending.clear();
     for &id in s.waiting() {
         let j = s.job(id).expect("waiting jobs exist");
         let part = cluster.partition(j.partition);
@@ -541,23 +589,23 @@ fn prioritize(s: &mut Scheduler, now: Time) -> (Vec<PendingJob>, Vec<u32>) {
         }
     };
     // The index breaks ties as the job id would: both follow job order.
-    let mut keyed: Vec<(std::cmp::Reverse<u32>, std::cmp::Reverse<i64>, Time, u32)> = (0..batch
-        .len())
-        .map(|i| {
-            (
-                std::cmp::Reverse(batch.partition_tier()[i]),
-                std::cmp::Reverse(prios[i]),
-                batch.submit_time()[i],
-                i as u32,
-            )
-        })
-        .collect();
+    let keyed = &mut b.keyed;
+    keyed.clear();
+    keyed.extend((0..batch.len()).map(|i| {
+        (
+            Reverse(batch.partition_tier()[i]),
+            Reverse(prios[i]),
+            batch.submit_time()[i],
+            i as u32,
+        )
+    }));
     for (&job, &p) in batch.job().iter().zip(&prios) {
         s.set_priority(JobId(job), p);
     }
     s.priority_batch = batch;
     keyed.sort_unstable();
-    (pending, keyed.into_iter().map(|k| k.3).collect())
+    b.order.clear();
+    b.order.extend(keyed.iter().map(|k| k.3));
 }
 
 /// The earliest time the blocked job `id` can start without touching other reservations,
@@ -572,20 +620,20 @@ fn reserve(s: &Scheduler, id: JobId, now: Time, walk: &mut Walk) -> Option<Reser
     let in_part = |n: NodeId| cluster.node(n).partitions.contains(&job.partition);
 
     let nodes = cluster.nodes.len();
-    walk.releases(s, now);
+    walk.build_releases(s, now);
     let mut units = std::mem::take(&mut walk.scratch_units);
     let mut future = std::mem::take(&mut walk.scratch_free);
+    let mut has_future = std::mem::take(&mut walk.scratch_future);
+    let mut dirty = std::mem::take(&mut walk.scratch_dirty);
+    let mut touched = std::mem::take(&mut walk.scratch_touched);
     units.resize(nodes, 0);
-    future.resize(nodes, None);
+    future.resize_with(nodes, NodeFree::default);
+    has_future.resize(nodes, false);
 
     // Events in time order, merged from three sorted streams: a running job releases its
     // nodes; a reserved node stops fitting a window of length `limit` before its
     // reservation (at `start - limit + 1`); a reservation ends.
-    let releases = walk
-        .releases
-        .iter()
-        .flatten()
-        .map(|&(t, j)| (t, Event::Release(j)));
+    let releases = walk.releases.iter().map(|&(t, j)| (t, Event::Release(j)));
     let stops = walk.reserved_starts.iter().map(|&(t, n)| {
         (
             t.saturating_sub(limit).saturating_add(1).max(now),
@@ -598,26 +646,25 @@ fn reserve(s: &Scheduler, id: JobId, now: Time, walk: &mut Walk) -> Option<Reser
         .map(|&(t, n)| (t, Event::Recheck(n)));
     let mut events = merge(merge(releases, stops), ends).peekable();
 
-    let mut dirty: Vec<NodeId> = Vec::new();
-    let units_at = |n: NodeId, t: Time, future: &[Option<NodeFree>]| -> u32 {
+    let units_at = |n: NodeId, t: Time, future: &[NodeFree], has_future: &[bool]| -> u32 {
         let node = cluster.node(n);
         if !node.schedulable() || !walk.free_over(n, t, t.saturating_add(limit), id) {
             return 0;
         }
-        node_units(
-            node,
-            future[n.index()].as_ref().unwrap_or(&node.free),
-            shape,
-        )
+        let free = if has_future[n.index()] {
+            &future[n.index()]
+        } else {
+            &node.free
+        };
+        node_units(node, free, shape)
     };
     let mut total = 0u64;
     for &n in &part.nodes {
-        let u = units_at(n, now, &future);
+        let u = units_at(n, now, &future, &has_future);
         units[n.index()] = u;
         total += u as u64;
     }
     let mut t = now;
-    let mut touched: Vec<NodeId> = Vec::new();
     let found = loop {
         if total >= needed {
             let mut nodes = Vec::new();
@@ -653,13 +700,14 @@ fn reserve(s: &Scheduler, id: JobId, now: Time, walk: &mut Walk) -> Option<Reser
                         .flat_map(|a| &a.nodes)
                     {
                         if in_part(a.node) {
-                            let slot = &mut future[a.node.index()];
-                            let freed =
-                                give_back(slot.as_ref().unwrap_or(&cluster.node(a.node).free), a);
-                            if slot.is_none() {
+                            let k = a.node.index();
+                            if !has_future[k] {
+                                // Reuses the slot's bitset allocation.
+                                future[k].clone_from(&cluster.node(a.node).free);
+                                has_future[k] = true;
                                 dirty.push(a.node);
                             }
-                            *slot = Some(freed);
+                            give_back_into(&mut future[k], a);
                             touched.push(a.node);
                         }
                     }
@@ -675,17 +723,20 @@ fn reserve(s: &Scheduler, id: JobId, now: Time, walk: &mut Walk) -> Option<Reser
         touched.dedup();
         for &n in &touched {
             let old = units[n.index()];
-            let new = units_at(n, t, &future);
+            let new = units_at(n, t, &future, &has_future);
             units[n.index()] = new;
             total = total - old as u64 + new as u64;
         }
     };
     drop(events);
-    for n in dirty {
-        future[n.index()] = None;
+    for n in dirty.drain(..) {
+        has_future[n.index()] = false;
     }
     walk.scratch_units = units;
     walk.scratch_free = future;
+    walk.scratch_future = has_future;
+    walk.scratch_dirty = dirty;
+    walk.scratch_touched = touched;
     found
 }
 

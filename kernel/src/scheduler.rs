@@ -139,6 +139,8 @@ pub struct Scheduler {
     /// The priority batch's column buffers, kept between cycles so building a
     /// 100,000-job batch allocates nothing.
     pub(crate) priority_batch: crate::policy::PriorityBatch,
+    /// The cycle's other buffers, kept for the same reason.
+    pub(crate) cycle_buffers: crate::cycle::CycleBuffers,
     /// Core-seconds of finished work per association.
     usage: Vec<f64>,
 }
@@ -162,6 +164,7 @@ impl Scheduler {
             running_per_user_qos: HashMap::new(),
             suspended: BTreeSet::new(),
             priority_batch: Default::default(),
+            cycle_buffers: Default::default(),
         }
     }
 
