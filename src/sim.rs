@@ -55,6 +55,11 @@ pub struct SimArgs {
     /// Blocked jobs that get a reservation under conservative backfill.
     #[arg(long, default_value_t = 16, value_name = "N")]
     reservation_depth: usize,
+    /// Seconds between two computations of the fairshare factors (Slurm's
+    /// PriorityCalcPeriod); 0 computes them every cycle. They are also computed at once
+    /// when a new account or user appears, and after a policy swap.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    fairshare_interval: u32,
     /// Cores per node of the homogeneous cluster built from the trace header.
     #[arg(long, default_value_t = 1, value_name = "N")]
     cores_per_node: u32,
@@ -216,8 +221,10 @@ pub fn run(args: SimArgs) -> Result<()> {
                     if let Err(e) = policies::swap(l, now) {
                         swap_error = Some(e);
                     }
+                    return true;
                 }
             }
+            false
         },
     )?;
     if let Some(e) = swap_error {
@@ -278,6 +285,7 @@ fn scheduler_config(args: &SimArgs) -> SchedulerConfig {
     };
     SchedulerConfig {
         backfill,
+        fairshare_interval: args.fairshare_interval.into(),
         ..SchedulerConfig::default()
     }
 }

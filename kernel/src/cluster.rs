@@ -67,13 +67,35 @@ pub struct NodeType {
 }
 
 /// What is free on a node right now.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Default, PartialEq)]
 pub struct NodeFree {
     pub cores: FixedBitSet,
     pub core_count: u32,
     pub memory_mb: u64,
     pub gpus: u64,
     pub gres: Vec<u64>,
+}
+
+impl Clone for NodeFree {
+    fn clone(&self) -> Self {
+        Self {
+            cores: self.cores.clone(),
+            core_count: self.core_count,
+            memory_mb: self.memory_mb,
+            gpus: self.gpus,
+            gres: self.gres.clone(),
+        }
+    }
+
+    /// Field by field, so that the bitset and the GRES counts keep their allocations
+    /// (the reservation search copies node states into reused slots every cycle).
+    fn clone_from(&mut self, source: &Self) {
+        self.cores.clone_from(&source.cores);
+        self.core_count = source.core_count;
+        self.memory_mb = source.memory_mb;
+        self.gpus = source.gpus;
+        self.gres.clone_from(&source.gres);
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -498,51 +498,24 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
     None
 }
 
-/// Fairshare then priority, each one batched call. Fills `b.pending` with the waiting
-/// jobs in job order, and `b.order` with the order the walk considers them in (indices
+/// Fairshare (when due, see `SchedulerConfig::fairshare_interval`) then priority, each
+/// one batched call. Fills `b.pending` with the waiting jobs in job order, and `b.order` with the order the walk considers them in (indices
 /// into the first): partition tier, then priority, then submission.
 fn prioritize(s: &mut Scheduler, now: Time, b: &mut CycleBuffers) {
-    let cluster = s.cluster();
-    let n_accounts = cluster.accounts.len();
-    let tree = &mut b.tree;
-    tree.clear();
-    tree.extend(cluster.accounts.iter().map(|a| ShareNode {
-        id: a.id.0,
-        parent: a.parent.map(|p| p.0),
-        shares: a.shares,
-        usage: 0.0,
-    }));
-    tree.extend(cluster.associations.iter().map(|a| ShareNode {
-        id: gantry_abi::ASSOCIATION_IDS | a.id.0,
-        parent: Some(a.account.0),
-        shares: a.shares,
-        usage: s.usage_of(a.id),
-    }));
-    for &r in s.running() {
-        let j = s.job(r).expect("running jobs exist");
-        let cores = j.allocation.as_ref().map_or(0, |a| a.core_count());
-        tree[n_accounts + j.assoc.index()].usage +=
-            cores as f64 * (now - j.running_since.unwrap_or(now)).max(0) as f64;
-    }
-    // Children always have higher indices than their parents: roll usage up.
-    for i in (1..tree.len()).rev() {
-        if let Some(p) = tree[i].parent {
-            tree[p as usize].usage += tree[i].usage;
+    let n_accounts = s.cluster().accounts.len();
+    let tree_len = n_accounts + s.cluster().associations.len();
+    let due = match s.fairshare_at {
+        Some(at) => {
+            s.fairshare_factors.len() != tree_len
+                || now < at
+                || now - at >= s.config().fairshare_interval
         }
-    }
-    let factors = {
-        let p = s.parts();
-        match p.policies.fairshare.factors(now, tree) {
-            Ok(f) if f.len() == tree.len() && f.iter().all(|x| x.is_finite()) => f,
-            other => {
-                p.fallbacks.fairshare += 1;
-                tracing::warn!(policy = p.policies.fairshare.name(), answer = ?other.err(), "fairshare answer rejected; using classic");
-                ClassicFairshare
-                    .factors(now, tree)
-                    .unwrap_or_else(|_| vec![1.0; tree.len()])
-            }
-        }
+        None => true,
     };
+    if due {
+        s.fairshare_factors = fairshare(s, now, &mut b.tree);
+        s.fairshare_at = Some(now);
+    }
     let mut batch = std::mem::take(&mut s.priority_batch);
     batch.reset(s.parts().policies.priority.fields() | KERNEL_PRIORITY_FIELDS);
     let cluster = s.cluster();
@@ -572,7 +545,7 @@ fn prioritize(s: &mut Scheduler, now: Time, b: &mut CycleBuffers) {
             partition_tier: part.priority_tier,
             qos: j.qos.0 as u32,
             qos_priority: cluster.qos[j.qos.index()].priority,
-            fairshare: factors[n_accounts + j.assoc.index()].clamp(0.0, 1.0),
+            fairshare: s.fairshare_factors[n_accounts + j.assoc.index()].clamp(0.0, 1.0),
             user: j.user.0,
             account: j.account.0,
         });
@@ -606,6 +579,50 @@ fn prioritize(s: &mut Scheduler, now: Time, b: &mut CycleBuffers) {
     keyed.sort_unstable();
     b.order.clear();
     b.order.extend(keyed.iter().map(|k| k.3));
+}
+
+/// The share tree at `now` (usage of finished work plus running jobs so far, rolled up to
+/// the accounts), built in `tree`, and the fairshare policy's factors for it: one batched
+/// call, or classic fairshare when the answer is refused.
+fn fairshare(s: &mut Scheduler, now: Time, tree: &mut Vec<ShareNode>) -> Vec<f64> {
+    let cluster = s.cluster();
+    let n_accounts = cluster.accounts.len();
+    tree.clear();
+    tree.extend(cluster.accounts.iter().map(|a| ShareNode {
+        id: a.id.0,
+        parent: a.parent.map(|p| p.0),
+        shares: a.shares,
+        usage: 0.0,
+    }));
+    tree.extend(cluster.associations.iter().map(|a| ShareNode {
+        id: gantry_abi::ASSOCIATION_IDS | a.id.0,
+        parent: Some(a.account.0),
+        shares: a.shares,
+        usage: s.usage_of(a.id),
+    }));
+    for &r in s.running() {
+        let j = s.job(r).expect("running jobs exist");
+        let cores = j.allocation.as_ref().map_or(0, |a| a.core_count());
+        tree[n_accounts + j.assoc.index()].usage +=
+            cores as f64 * (now - j.running_since.unwrap_or(now)).max(0) as f64;
+    }
+    // Children always have higher indices than their parents: roll usage up.
+    for i in (1..tree.len()).rev() {
+        if let Some(p) = tree[i].parent {
+            tree[p as usize].usage += tree[i].usage;
+        }
+    }
+    let p = s.parts();
+    match p.policies.fairshare.factors(now, tree) {
+        Ok(f) if f.len() == tree.len() && f.iter().all(|x| x.is_finite()) => f,
+        other => {
+            p.fallbacks.fairshare += 1;
+            tracing::warn!(policy = p.policies.fairshare.name(), answer = ?other.err(), "fairshare answer rejected; using classic");
+            ClassicFairshare
+                .factors(now, tree)
+                .unwrap_or_else(|_| vec![1.0; tree.len()])
+        }
+    }
 }
 
 /// The earliest time the blocked job `id` can start without touching other reservations,

@@ -50,6 +50,16 @@ pub struct SchedulerConfig {
     pub placement_slack: usize,
     /// How many of the top blocked jobs a cycle tries to start by preemption.
     pub preemption_depth: usize,
+    /// Seconds between two computations of the fairshare factors (Slurm's
+    /// `PriorityCalcPeriod`); cycles in between reuse the last factors. The factors are
+    /// computed at once when the share tree changes (an account or user appears) or after
+    /// [`Scheduler::refresh_fairshare`]. 0 computes them every cycle.
+    #[serde(default = "default_fairshare_interval")]
+    pub fairshare_interval: Time,
+}
+
+fn default_fairshare_interval() -> Time {
+    300
 }
 
 impl Default for SchedulerConfig {
@@ -58,6 +68,7 @@ impl Default for SchedulerConfig {
             backfill: Backfill::Easy,
             placement_slack: 4,
             preemption_depth: 4,
+            fairshare_interval: default_fairshare_interval(),
         }
     }
 }
@@ -141,6 +152,10 @@ pub struct Scheduler {
     pub(crate) priority_batch: crate::policy::PriorityBatch,
     /// The cycle's other buffers, kept for the same reason.
     pub(crate) cycle_buffers: crate::cycle::CycleBuffers,
+    /// The last fairshare factors, one per share-tree node (accounts, then associations),
+    /// and when they were computed (`None`: compute them next cycle).
+    pub(crate) fairshare_factors: Vec<f64>,
+    pub(crate) fairshare_at: Option<Time>,
     /// Core-seconds of finished work per association.
     usage: Vec<f64>,
 }
@@ -165,6 +180,8 @@ impl Scheduler {
             suspended: BTreeSet::new(),
             priority_batch: Default::default(),
             cycle_buffers: Default::default(),
+            fairshare_factors: Vec::new(),
+            fairshare_at: None,
         }
     }
 
@@ -790,6 +807,12 @@ impl Scheduler {
     /// are RUNNING with their allocations when it returns.
     pub fn cycle(&mut self, now: Time) -> CycleOutcome {
         crate::cycle::run(self, now)
+    }
+
+    /// Has the next cycle compute the fairshare factors, whatever the interval: call it
+    /// when the fairshare policy changed (a hot swap or a rollback).
+    pub fn refresh_fairshare(&mut self) {
+        self.fairshare_at = None;
     }
 
     // Narrow accessors for `cycle`, which lives in its own module.

@@ -11,8 +11,9 @@ use gantry_kernel::job::{
     parse_dependencies, ArraySpec, GpuRequest, JobState, MemoryRequest, PendingReason, SubmitError,
 };
 use gantry_kernel::policy::{
-    PlacementPolicy, PlacementQuery, PolicyError, PolicySet, PreemptionPolicy, PreemptionQuery,
-    PriorityBatch, PriorityFields, PriorityPolicy, Victim, KERNEL_PRIORITY_FIELDS,
+    FairsharePolicy, PlacementPolicy, PlacementQuery, PolicyError, PolicySet, PreemptionPolicy,
+    PreemptionQuery, PriorityBatch, PriorityFields, PriorityPolicy, ShareNode, Victim,
+    KERNEL_PRIORITY_FIELDS,
 };
 use gantry_kernel::{
     Backfill, Cluster, JobId, JobSpec, ResourceRequest, Scheduler, SchedulerConfig, Time,
@@ -689,4 +690,73 @@ fn suspended_jobs_keep_their_memory_and_resume_where_they_were() {
         JobState::NodeFail | JobState::Requeued
     ));
     assert!(s.suspended().is_empty());
+}
+
+/// Counts its calls and answers 1 for every node.
+struct CountingFairshare(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+impl FairsharePolicy for CountingFairshare {
+    fn name(&self) -> &str {
+        "counting"
+    }
+    fn factors(&mut self, _now: Time, tree: &[ShareNode]) -> Result<Vec<f64>, PolicyError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(vec![1.0; tree.len()])
+    }
+}
+
+#[test]
+fn fairshare_is_computed_once_per_interval_and_at_once_when_the_tree_changes() {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = || calls.load(std::sync::atomic::Ordering::Relaxed);
+    let policies = PolicySet {
+        fairshare: Box::new(CountingFairshare(calls.clone())),
+        ..PolicySet::default()
+    };
+    let config = SchedulerConfig {
+        fairshare_interval: 300,
+        ..SchedulerConfig::default()
+    };
+    let mut s = Scheduler::new(Cluster::homogeneous(1, 4, 1000), config, policies);
+    s.register_user("physics", "ann");
+    // Something must wait for a cycle to compute priorities at all.
+    s.submit(cpu_job("ann", 4, 3600), 0).unwrap();
+    s.submit(cpu_job("ann", 4, 3600), 0).unwrap();
+    s.cycle(0);
+    assert_eq!(count(), 1, "the first cycle computes the factors");
+    s.cycle(10);
+    s.cycle(299);
+    assert_eq!(count(), 1, "cycles within the interval reuse them");
+    s.cycle(300);
+    assert_eq!(count(), 2, "the interval has passed");
+    s.register_user("chemistry", "bob");
+    s.submit(cpu_job("bob", 4, 3600), 310).unwrap();
+    s.cycle(310);
+    assert_eq!(count(), 3, "a new account and user change the tree");
+    s.cycle(320);
+    assert_eq!(count(), 3);
+    s.refresh_fairshare();
+    s.cycle(330);
+    assert_eq!(count(), 4, "asked for after a policy change");
+    s.cycle(200);
+    assert_eq!(count(), 5, "a clock that went back computes them again");
+}
+
+#[test]
+fn a_zero_fairshare_interval_computes_the_factors_every_cycle() {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let policies = PolicySet {
+        fairshare: Box::new(CountingFairshare(calls.clone())),
+        ..PolicySet::default()
+    };
+    let config = SchedulerConfig {
+        fairshare_interval: 0,
+        ..SchedulerConfig::default()
+    };
+    let mut s = Scheduler::new(Cluster::homogeneous(1, 4, 1000), config, policies);
+    s.submit(cpu_job("ann", 4, 3600), 0).unwrap();
+    s.submit(cpu_job("ann", 4, 3600), 0).unwrap();
+    for t in 0..5 {
+        s.cycle(t);
+    }
+    assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 5);
 }

@@ -38,6 +38,10 @@ pub struct DaemonConfig {
     /// Longest wait between scheduling cycles (a submission or a job end runs one at once).
     #[serde(default = "defaults::cycle_interval_ms")]
     pub cycle_interval_ms: u64,
+    /// Seconds between two computations of the fairshare factors (Slurm's
+    /// `PriorityCalcPeriod`); 0 computes them every cycle.
+    #[serde(default = "defaults::fairshare_interval_s")]
+    pub fairshare_interval_s: u32,
     /// Where the built-in policy components are (default: next to the binary).
     #[serde(default)]
     pub policy_dir: Option<PathBuf>,
@@ -84,6 +88,9 @@ mod defaults {
     }
     pub fn cycle_interval_ms() -> u64 {
         1000
+    }
+    pub fn fairshare_interval_s() -> u32 {
+        gantry_kernel::SchedulerConfig::default().fairshare_interval as u32
     }
 }
 

@@ -124,7 +124,11 @@ async fn main() -> Result<()> {
         );
     }
     let (set, slots) = policies(&cfg)?;
-    let sched = Scheduler::new(cluster, SchedulerConfig::default(), set);
+    let config = SchedulerConfig {
+        fairshare_interval: cfg.fairshare_interval_s.into(),
+        ..SchedulerConfig::default()
+    };
+    let sched = Scheduler::new(cluster, config, set);
     if let Some(dir) = cfg.state.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }

@@ -188,7 +188,9 @@ fn a_swap_mid_replay_changes_decisions_only_after_the_swap_point() {
                     .activate(xfactor, "admin", now)
                     .unwrap();
                 swapped = true;
+                return true;
             }
+            false
         },
     )
     .unwrap();

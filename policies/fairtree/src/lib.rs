@@ -59,7 +59,12 @@ struct Decayed {
 
 #[derive(Debug, Default, Clone)]
 struct Scratch {
+    /// The parent of each node when the children lists were built: while the tree keeps
+    /// its shape, the lists are kept, in the order of the last ranking.
+    parents: Vec<Option<u32>>,
     /// Children of node `p` are `children[first[p]..first[p + 1]]`; the roots are last.
+    /// Each group stays sorted by the last ranking; usage moves little from one cycle to
+    /// the next (decay scales every node alike), so re-sorting is nearly linear.
     first: Vec<usize>,
     children: Vec<usize>,
     /// Next free slot per group while `children` is filled.
@@ -158,25 +163,31 @@ impl Fairshare for FairTree {
         let usage = self.decay(now, tree);
         let n = tree.len();
         let sc = &mut self.scratch;
-        // Children lists, flat: counts, then offsets, then fill in index order. Slot `n`
-        // holds the roots.
-        let group = |i: usize| parent_of(tree, i).unwrap_or(n);
-        sc.first.clear();
-        sc.first.resize(n + 2, 0);
-        for i in 0..n {
-            sc.first[group(i) + 1] += 1;
-        }
-        for g in 0..=n {
-            sc.first[g + 1] += sc.first[g];
-        }
-        sc.children.clear();
-        sc.children.resize(n, 0);
-        sc.fill.clear();
-        sc.fill.extend_from_slice(&sc.first);
-        for i in 0..n {
-            let g = group(i);
-            sc.children[sc.fill[g]] = i;
-            sc.fill[g] += 1;
+        let same_shape =
+            sc.parents.len() == n && sc.parents.iter().zip(tree).all(|(&p, t)| p == t.parent);
+        if !same_shape {
+            sc.parents.clear();
+            sc.parents.extend(tree.iter().map(|t| t.parent));
+            // Children lists, flat: counts, then offsets, then fill in index order. Slot
+            // `n` holds the roots.
+            let group = |i: usize| parent_of(tree, i).unwrap_or(n);
+            sc.first.clear();
+            sc.first.resize(n + 2, 0);
+            for i in 0..n {
+                sc.first[group(i) + 1] += 1;
+            }
+            for g in 0..=n {
+                sc.first[g + 1] += sc.first[g];
+            }
+            sc.children.clear();
+            sc.children.resize(n, 0);
+            sc.fill.clear();
+            sc.fill.extend_from_slice(&sc.first);
+            for i in 0..n {
+                let g = group(i);
+                sc.children[sc.fill[g]] = i;
+                sc.fill[g] += 1;
+            }
         }
         // Level Fairshare of each child among its siblings.
         sc.level.clear();
@@ -201,14 +212,15 @@ impl Fairshare for FairTree {
                 };
             }
         }
-        // Ids are unique, so the order is total and an unstable sort gives the one answer.
+        // Ids are unique, so the order is total: any sort gives the one answer.
         let level = &sc.level;
+        let before = |a: usize, b: usize| {
+            level[b]
+                .total_cmp(&level[a])
+                .then(tree[a].id.cmp(&tree[b].id))
+        };
         for g in 0..=n {
-            sc.children[sc.first[g]..sc.first[g + 1]].sort_unstable_by(|&a, &b| {
-                level[b]
-                    .total_cmp(&level[a])
-                    .then(tree[a].id.cmp(&tree[b].id))
-            });
+            sort_nearly_sorted(&mut sc.children[sc.first[g]..sc.first[g + 1]], before);
         }
         // Depth-first, best sibling first: the order users are served in.
         sc.ranked.clear();
@@ -236,6 +248,27 @@ impl Fairshare for FairTree {
             }
         }
         factors
+    }
+}
+
+/// Sorts `v` by `cmp`: insertion sort, linear when `v` is already nearly in order, with
+/// a general sort taking over once it has shifted more than a few times `v.len()`
+/// elements (so a reshuffled group costs O(n log n), not O(n²)).
+fn sort_nearly_sorted(v: &mut [usize], cmp: impl Fn(usize, usize) -> core::cmp::Ordering) {
+    let mut budget = 4 * v.len();
+    for i in 1..v.len() {
+        let x = v[i];
+        let mut j = i;
+        while j > 0 && cmp(x, v[j - 1]).is_lt() {
+            v[j] = v[j - 1];
+            j -= 1;
+        }
+        v[j] = x;
+        budget = budget.saturating_sub(i - j);
+        if budget == 0 {
+            v.sort_unstable_by(|&a, &b| cmp(a, b));
+            return;
+        }
     }
 }
 
@@ -292,6 +325,75 @@ mod tests {
         // b's user now uses 60: more than a's decayed 50, and b has fewer shares.
         let f = p.factors(100, &tree([100.0, 0.0, 60.0]));
         assert!(f[4] > f[5] && f[3] > f[5], "{f:?}");
+    }
+
+    #[test]
+    fn nearly_sorted_sort_agrees_with_a_general_sort() {
+        // A small deterministic generator: shuffles of every degree, from one swap to
+        // a full reversal, so both the insertion path and the fallback run.
+        let mut x = 0x9e37_79b9_u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for len in [0usize, 1, 2, 7, 64, 300] {
+            for swaps in [0usize, 1, 3, len, 10 * len] {
+                let mut v: Vec<usize> = (0..len).collect();
+                for _ in 0..swaps {
+                    let (a, b) = (next() as usize % len.max(1), next() as usize % len.max(1));
+                    if len > 0 {
+                        v.swap(a, b);
+                    }
+                }
+                let key = |i: usize| (i * 7919) % 101;
+                let cmp = |a: usize, b: usize| key(a).cmp(&key(b)).then(a.cmp(&b));
+                let mut expected = v.clone();
+                expected.sort_unstable_by(|&a, &b| cmp(a, b));
+                sort_nearly_sorted(&mut v, cmp);
+                assert_eq!(v, expected, "len {len}, swaps {swaps}");
+            }
+        }
+    }
+
+    #[test]
+    fn kept_children_lists_give_the_answers_of_a_fresh_policy() {
+        // Without decay the factors depend on the tree alone, so a policy that keeps its
+        // children lists from call to call must answer as a new one does, also when the
+        // tree changes shape.
+        let mut kept = FairTree::default();
+        kept.init("half_life_s = 0").unwrap();
+        // Raw usage only grows (the kernel reports totals), by varying steps so that the
+        // order of users changes.
+        let mut trees: Vec<Vec<ShareNode>> = Vec::new();
+        let mut used = [0f64; 4];
+        for step in 0..40u32 {
+            for (k, u) in used.iter_mut().enumerate() {
+                *u += ((step * 37 + k as u32 * 11) % 23) as f64 * 10.0;
+            }
+            let f = |k: usize| used[k];
+            let mut t = tree([f(0), f(1), f(2)]);
+            if step % 10 >= 5 {
+                // A fourth user joins account b for a while.
+                t.push(ShareNode {
+                    id: ASSOCIATION_IDS | 3,
+                    parent: Some(2),
+                    shares: 1,
+                    usage: f(3),
+                });
+            }
+            trees.push(t);
+        }
+        for (now, t) in trees.iter().enumerate() {
+            let mut fresh = FairTree::default();
+            fresh.init("half_life_s = 0").unwrap();
+            assert_eq!(
+                kept.factors(now as Time, t),
+                fresh.factors(now as Time, t),
+                "step {now}"
+            );
+        }
     }
 
     #[test]
