@@ -1,14 +1,18 @@
 //! Policy-plane benchmarks: the built-in multifactor priority over 100,000 waiting jobs as
 //! a Wasm component against the same source built natively, and hot-swap latency (load
 //! request to active) for each built-in, and the topology placement policy over one
-//! placement batch, Wasm against native. Needs `scripts/build-policies.sh` first.
+//! placement batch, and Fair Tree over a share tree the size of the KTH trace's (252
+//! accounts, 320 users), Wasm against native. Needs `scripts/build-policies.sh` first.
 //! Run with `cargo bench --bench policy`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use gantry_abi::{Placement, PlacementQuery, Policy, Priority, PriorityBatch, PriorityInput};
+use gantry_abi::{
+    Fairshare, Placement, PlacementQuery, Policy, Priority, PriorityBatch, PriorityInput,
+    ShareNode, ASSOCIATION_IDS,
+};
 use gantry_wasm_host::{
     FairshareWorld, HostLimits, PlacementWorld, PolicyHost, PolicySlot, PreemptionWorld,
     PriorityWorld,
@@ -80,6 +84,79 @@ fn priority_100k(c: &mut Criterion) {
     g.sample_size(30);
     g.bench_function("native", |b| b.iter(|| native.prioritize(now, &batch)));
     g.bench_function("wasm", |b| b.iter(|| slot.decide(now, &batch).unwrap()));
+    g.finish();
+
+    // The fixed cost of a call: a trace replay makes tens of thousands of small ones.
+    let one = jobs(1, now);
+    let mut g = c.benchmark_group("multifactor priority, 1 waiting job");
+    g.bench_function("native", |b| b.iter(|| native.prioritize(now, &one)));
+    g.bench_function("wasm", |b| b.iter(|| slot.decide(now, &one).unwrap()));
+    g.finish();
+}
+
+/// A share tree the shape of the KTH replay's: a root, 252 accounts under it, 320 users
+/// spread over them, with uneven usage (`seed` reorders it).
+fn share_tree(seed: u64) -> Vec<ShareNode> {
+    let mut tree = vec![ShareNode {
+        id: 0,
+        parent: None,
+        shares: 1,
+        usage: 0.0,
+    }];
+    tree.extend((1..=252).map(|a| ShareNode {
+        id: a,
+        parent: Some(0),
+        shares: 1,
+        usage: 0.0,
+    }));
+    tree.extend((0..320u32).map(|u| ShareNode {
+        id: ASSOCIATION_IDS | u,
+        parent: Some(1 + (u * 7) % 252),
+        shares: 1,
+        usage: ((u as u64 * 104_729 + seed * 7_919) % 1_000_003) as f64 * 1e3,
+    }));
+    for i in (1..tree.len()).rev() {
+        if let Some(p) = tree[i].parent {
+            tree[p as usize].usage += tree[i].usage;
+        }
+    }
+    tree
+}
+
+fn fairshare_kth(c: &mut Criterion) {
+    // Two usage patterns taken in turn, so that every call ranks the users anew (an
+    // unchanged ranking returns the last answer).
+    let trees = [share_tree(0), share_tree(1)];
+    let tree = &trees[0];
+    let now = 10_000_000;
+    let mut native = gantry_policy_fairtree::FairTree::default();
+    native.init(&config("fairtree")).unwrap();
+    let host = PolicyHost::new(HostLimits::default()).unwrap();
+    let mut slot = PolicySlot::<FairshareWorld>::new(host).unwrap();
+    let id = slot
+        .load(&component("fairtree"), &config("fairtree"))
+        .unwrap();
+    slot.activate(id, "bench", 0).unwrap();
+    assert_eq!(
+        slot.decide(now, tree).unwrap(),
+        native.factors(now, tree),
+        "same answers"
+    );
+    let mut g = c.benchmark_group("fair-tree fairshare, 573-node share tree");
+    g.sample_size(30);
+    let mut turn = 0;
+    g.bench_function("native", |b| {
+        b.iter(|| {
+            turn += 1;
+            native.factors(now, &trees[turn % 2])
+        })
+    });
+    g.bench_function("wasm", |b| {
+        b.iter(|| {
+            turn += 1;
+            slot.decide(now, &trees[turn % 2]).unwrap()
+        })
+    });
     g.finish();
 }
 
@@ -190,5 +267,5 @@ fn hot_swap(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, priority_100k, placement_512, hot_swap);
+criterion_group!(benches, priority_100k, fairshare_kth, placement_512, hot_swap);
 criterion_main!(benches);

@@ -69,6 +69,9 @@ struct Scratch {
     children: Vec<usize>,
     /// Next free slot per group while `children` is filled.
     fill: Vec<usize>,
+    usage: Vec<f64>,
+    /// The last answer, returned again while the ranking has not changed.
+    answer: Vec<f64>,
     level: Vec<f64>,
     stack: Vec<usize>,
     ranked: Vec<usize>,
@@ -88,6 +91,7 @@ impl Policy for FairTree {
         }
         self.config = c;
         self.decayed.clear();
+        self.scratch = Scratch::default();
         Ok(())
     }
 }
@@ -98,8 +102,10 @@ fn parent_of(tree: &[ShareNode], i: usize) -> Option<usize> {
 }
 
 impl FairTree {
-    /// Decayed usage of every node; only associations accrue, accounts are sums.
-    fn decay(&mut self, now: Time, tree: &[ShareNode]) -> Vec<f64> {
+    /// Decayed usage of every node, into `out`; only associations accrue, accounts are
+    /// sums.
+    /// Returns whether the tree has the same nodes, in the same order, as last time.
+    fn decay(&mut self, now: Time, tree: &[ShareNode], out: &mut Vec<f64>) -> bool {
         let aligned = self.decayed.len() == tree.len()
             && self.decayed.iter().zip(tree).all(|(d, n)| d.id == n.id);
         if !aligned {
@@ -119,7 +125,8 @@ impl FairTree {
         }
         // Nodes are updated together, so almost all share one elapsed time: one exp2.
         let mut last: Option<(Time, f64)> = None;
-        let mut out = vec![0f64; tree.len()];
+        out.clear();
+        out.resize(tree.len(), 0.0);
         for (i, n) in tree.iter().enumerate() {
             if n.id < ASSOCIATION_IDS {
                 continue;
@@ -154,17 +161,19 @@ impl FairTree {
                 out[p] += out[i];
             }
         }
-        out
+        aligned
     }
 }
 
 impl Fairshare for FairTree {
     fn factors(&mut self, now: Time, tree: &[ShareNode]) -> Vec<f64> {
-        let usage = self.decay(now, tree);
+        let mut usage = core::mem::take(&mut self.scratch.usage);
+        let same_nodes = self.decay(now, tree, &mut usage);
         let n = tree.len();
         let sc = &mut self.scratch;
-        let same_shape =
-            sc.parents.len() == n && sc.parents.iter().zip(tree).all(|(&p, t)| p == t.parent);
+        let same_shape = same_nodes
+            && sc.parents.len() == n
+            && sc.parents.iter().zip(tree).all(|(&p, t)| p == t.parent);
         if !same_shape {
             sc.parents.clear();
             sc.parents.extend(tree.iter().map(|t| t.parent));
@@ -189,29 +198,19 @@ impl Fairshare for FairTree {
                 sc.fill[g] += 1;
             }
         }
-        // Level Fairshare of each child among its siblings.
+        // Siblings are ordered by Level Fairshare, (S_k / ΣS) / (U_k / ΣU). The sums are
+        // the same for every sibling, so S_k / U_k gives the same order for one division.
         sc.level.clear();
-        sc.level.resize(n, 0.0);
-        for g in 0..=n {
-            let kids = &sc.children[sc.first[g]..sc.first[g + 1]];
-            let shares: f64 = kids.iter().map(|&k| tree[k].shares as f64).sum();
-            let used: f64 = kids.iter().map(|&k| usage[k]).sum();
-            for &k in kids {
-                let s = if shares > 0.0 {
-                    tree[k].shares as f64 / shares
-                } else {
-                    0.0
-                };
-                let u = if used > 0.0 { usage[k] / used } else { 0.0 };
-                sc.level[k] = if u > 0.0 {
-                    s / u
-                } else if s > 0.0 {
-                    f64::INFINITY
-                } else {
-                    0.0
-                };
+        sc.level.extend(tree.iter().zip(&usage).map(|(t, &u)| {
+            let s = t.shares as f64;
+            if u > 0.0 {
+                s / u
+            } else if s > 0.0 {
+                f64::INFINITY
+            } else {
+                0.0
             }
-        }
+        }));
         // Ids are unique, so the order is total: any sort gives the one answer.
         let level = &sc.level;
         let before = |a: usize, b: usize| {
@@ -219,8 +218,17 @@ impl Fairshare for FairTree {
                 .total_cmp(&level[a])
                 .then(tree[a].id.cmp(&tree[b].id))
         };
+        let mut reordered = !same_shape;
         for g in 0..=n {
-            sort_nearly_sorted(&mut sc.children[sc.first[g]..sc.first[g + 1]], before);
+            reordered |=
+                sort_nearly_sorted(&mut sc.children[sc.first[g]..sc.first[g + 1]], before);
+        }
+        // The factors follow from the shape and the order of siblings alone: when
+        // neither changed, the last answer stands.
+        if !reordered && sc.answer.len() == n {
+            let answer = sc.answer.clone();
+            self.scratch.usage = usage;
+            return answer;
         }
         // Depth-first, best sibling first: the order users are served in.
         sc.ranked.clear();
@@ -247,15 +255,23 @@ impl Fairshare for FairTree {
                 }
             }
         }
+        sc.answer.clear();
+        sc.answer.extend_from_slice(&factors);
+        self.scratch.usage = usage;
         factors
     }
 }
 
 /// Sorts `v` by `cmp`: insertion sort, linear when `v` is already nearly in order, with
 /// a general sort taking over once it has shifted more than a few times `v.len()`
-/// elements (so a reshuffled group costs O(n log n), not O(n²)).
-fn sort_nearly_sorted(v: &mut [usize], cmp: impl Fn(usize, usize) -> core::cmp::Ordering) {
+/// elements (so a reshuffled group costs O(n log n), not O(n²)). Returns whether any
+/// element moved.
+fn sort_nearly_sorted(
+    v: &mut [usize],
+    cmp: impl Fn(usize, usize) -> core::cmp::Ordering,
+) -> bool {
     let mut budget = 4 * v.len();
+    let mut moved = false;
     for i in 1..v.len() {
         let x = v[i];
         let mut j = i;
@@ -264,12 +280,14 @@ fn sort_nearly_sorted(v: &mut [usize], cmp: impl Fn(usize, usize) -> core::cmp::
             j -= 1;
         }
         v[j] = x;
+        moved |= j != i;
         budget = budget.saturating_sub(i - j);
         if budget == 0 {
             v.sort_unstable_by(|&a, &b| cmp(a, b));
-            return;
+            return true;
         }
     }
+    moved
 }
 
 gantry_sdk::export_fairshare!(FairTree);
@@ -320,7 +338,8 @@ mod tests {
         p.init("half_life_s = 100").unwrap();
         p.factors(0, &tree([100.0, 0.0, 0.0]));
         // 100 s later with no new usage, user 0's decayed usage is halved.
-        let d = p.decay(100, &tree([100.0, 0.0, 0.0]));
+        let mut d = Vec::new();
+        p.decay(100, &tree([100.0, 0.0, 0.0]), &mut d);
         assert!((d[3] - 50.0).abs() < 1e-9, "{}", d[3]);
         // b's user now uses 60: more than a's decayed 50, and b has fewer shares.
         let f = p.factors(100, &tree([100.0, 0.0, 60.0]));
