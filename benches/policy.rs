@@ -267,5 +267,11 @@ fn hot_swap(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, priority_100k, fairshare_kth, placement_512, hot_swap);
+criterion_group!(
+    benches,
+    priority_100k,
+    fairshare_kth,
+    placement_512,
+    hot_swap
+);
 criterion_main!(benches);

@@ -220,8 +220,7 @@ impl Fairshare for FairTree {
         };
         let mut reordered = !same_shape;
         for g in 0..=n {
-            reordered |=
-                sort_nearly_sorted(&mut sc.children[sc.first[g]..sc.first[g + 1]], before);
+            reordered |= sort_nearly_sorted(&mut sc.children[sc.first[g]..sc.first[g + 1]], before);
         }
         // The factors follow from the shape and the order of siblings alone: when
         // neither changed, the last answer stands.
@@ -266,10 +265,7 @@ impl Fairshare for FairTree {
 /// a general sort taking over once it has shifted more than a few times `v.len()`
 /// elements (so a reshuffled group costs O(n log n), not O(n²)). Returns whether any
 /// element moved.
-fn sort_nearly_sorted(
-    v: &mut [usize],
-    cmp: impl Fn(usize, usize) -> core::cmp::Ordering,
-) -> bool {
+fn sort_nearly_sorted(v: &mut [usize], cmp: impl Fn(usize, usize) -> core::cmp::Ordering) -> bool {
     let mut budget = 4 * v.len();
     let mut moved = false;
     for i in 1..v.len() {
