@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use gantry_abi::{
-    Fairshare, Placement, PlacementQuery, Policy, Priority, PriorityBatch, PriorityInput,
-    ShareNode, ASSOCIATION_IDS,
+    Fairshare, Placement, PlacementBatch, PlacementQuery, Policy, Priority, PriorityBatch,
+    PriorityInput, ShareNode, ASSOCIATION_IDS,
 };
 use gantry_wasm_host::{
     FairshareWorld, HostLimits, PlacementWorld, PolicyHost, PolicySlot, PreemptionWorld,
@@ -162,7 +162,7 @@ fn fairshare_kth(c: &mut Criterion) {
 
 /// A placement batch as the cycle builds one: 512 pending jobs of the synthetic mix with
 /// their candidate nodes on a half-busy 1,000-node GPU cluster.
-fn placement_batch() -> Vec<PlacementQuery> {
+fn placement_batch() -> PlacementBatch {
     let state = gantry_sim::SyntheticSpec {
         nodes: 1000,
         pending: 4000,

@@ -443,13 +443,303 @@ pub struct Candidate {
     pub free_gpus_after: u32,
 }
 
-/// A job about to start and its candidate nodes.
+/// A job about to start and its candidate nodes: one job of a [`PlacementBatch`], as a
+/// record (to build batches in tests and tools; `PlacementBatch` collects them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlacementQuery {
     pub job: JobId,
     pub units_needed: u32,
     pub gpus_per_node: u32,
     pub candidates: Vec<Candidate>,
+}
+
+/// One placement batch as columns (the WIT `placement-batch`): per job `job`,
+/// `units_needed` and `gpus_per_node`; per candidate node the [`Candidate`] fields; job
+/// `q`'s candidates are entries `first_candidate[q]..first_candidate[q + 1]` of the
+/// candidate columns.
+///
+/// Columns because the kernel builds a batch at every start and a component takes each
+/// column as one copy; a policy reads them in place (see [`Self::candidates`]).
+///
+/// Invariant: the three job columns have one length `n`; `first_candidate` has `n + 1`
+/// entries, starts at 0, never decreases and ends at the length shared by the six
+/// candidate columns. The fields are private so that only [`Self::push`] and
+/// [`Self::from_columns`] (which checks) can build one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlacementBatch {
+    job: Vec<JobId>,
+    units_needed: Vec<u32>,
+    gpus_per_node: Vec<u32>,
+    first_candidate: Vec<u32>,
+    node: Vec<u32>,
+    units: Vec<u32>,
+    gpu_links: Vec<u32>,
+    numa_domains: Vec<u32>,
+    free_cores_after: Vec<u32>,
+    free_gpus_after: Vec<u32>,
+}
+
+/// The columns of a [`PlacementBatch`], for moving them in and out without copying.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlacementColumns {
+    pub job: Vec<JobId>,
+    pub units_needed: Vec<u32>,
+    pub gpus_per_node: Vec<u32>,
+    pub first_candidate: Vec<u32>,
+    pub node: Vec<u32>,
+    pub units: Vec<u32>,
+    pub gpu_links: Vec<u32>,
+    pub numa_domains: Vec<u32>,
+    pub free_cores_after: Vec<u32>,
+    pub free_gpus_after: Vec<u32>,
+}
+
+impl Default for PlacementBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PlacementBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self {
+            job: Vec::new(),
+            units_needed: Vec::new(),
+            gpus_per_node: Vec::new(),
+            first_candidate: alloc::vec![0],
+            node: Vec::new(),
+            units: Vec::new(),
+            gpu_links: Vec::new(),
+            numa_domains: Vec::new(),
+            free_cores_after: Vec::new(),
+            free_gpus_after: Vec::new(),
+        }
+    }
+
+    /// Empties the batch, keeping its buffers.
+    pub fn clear(&mut self) {
+        let c = &mut self.first_candidate;
+        c.clear();
+        c.push(0);
+        for col in [
+            &mut self.units_needed,
+            &mut self.gpus_per_node,
+            &mut self.node,
+            &mut self.units,
+            &mut self.gpu_links,
+            &mut self.numa_domains,
+            &mut self.free_cores_after,
+            &mut self.free_gpus_after,
+        ] {
+            col.clear();
+        }
+        self.job.clear();
+    }
+
+    /// Adds a job and its candidates.
+    pub fn push(
+        &mut self,
+        job: JobId,
+        units_needed: u32,
+        gpus_per_node: u32,
+        candidates: impl IntoIterator<Item = Candidate>,
+    ) {
+        self.job.push(job);
+        self.units_needed.push(units_needed);
+        self.gpus_per_node.push(gpus_per_node);
+        for c in candidates {
+            self.node.push(c.node);
+            self.units.push(c.units);
+            self.gpu_links.push(c.gpu_links);
+            self.numa_domains.push(c.numa_domains);
+            self.free_cores_after.push(c.free_cores_after);
+            self.free_gpus_after.push(c.free_gpus_after);
+        }
+        self.first_candidate.push(self.node.len() as u32);
+    }
+
+    /// A batch from columns; `None` unless they keep the invariant (see the type).
+    pub fn from_columns(c: PlacementColumns) -> Option<Self> {
+        let (n, m) = (c.job.len(), c.node.len());
+        let per_job = [c.units_needed.len(), c.gpus_per_node.len()];
+        let per_candidate = [
+            c.units.len(),
+            c.gpu_links.len(),
+            c.numa_domains.len(),
+            c.free_cores_after.len(),
+            c.free_gpus_after.len(),
+        ];
+        if per_job.iter().any(|&l| l != n)
+            || per_candidate.iter().any(|&l| l != m)
+            || !offsets_split(&c.first_candidate, n, m)
+        {
+            return None;
+        }
+        Some(Self {
+            job: c.job,
+            units_needed: c.units_needed,
+            gpus_per_node: c.gpus_per_node,
+            first_candidate: c.first_candidate,
+            node: c.node,
+            units: c.units,
+            gpu_links: c.gpu_links,
+            numa_domains: c.numa_domains,
+            free_cores_after: c.free_cores_after,
+            free_gpus_after: c.free_gpus_after,
+        })
+    }
+
+    /// Gives the columns back (to reuse their buffers, or to lend them to a call).
+    pub fn into_columns(self) -> PlacementColumns {
+        PlacementColumns {
+            job: self.job,
+            units_needed: self.units_needed,
+            gpus_per_node: self.gpus_per_node,
+            first_candidate: self.first_candidate,
+            node: self.node,
+            units: self.units,
+            gpu_links: self.gpu_links,
+            numa_domains: self.numa_domains,
+            free_cores_after: self.free_cores_after,
+            free_gpus_after: self.free_gpus_after,
+        }
+    }
+
+    /// Jobs in the batch.
+    pub fn len(&self) -> usize {
+        self.job.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.job.is_empty()
+    }
+
+    /// Where job `q`'s candidates are in the candidate columns.
+    pub fn candidates(&self, q: usize) -> core::ops::Range<usize> {
+        self.first_candidate[q] as usize..self.first_candidate[q + 1] as usize
+    }
+
+    /// Candidate `i` of the candidate columns (not of one job: see [`Self::candidates`]).
+    pub fn candidate(&self, i: usize) -> Candidate {
+        Candidate {
+            node: self.node[i],
+            units: self.units[i],
+            gpu_links: self.gpu_links[i],
+            numa_domains: self.numa_domains[i],
+            free_cores_after: self.free_cores_after[i],
+            free_gpus_after: self.free_gpus_after[i],
+        }
+    }
+
+    column_accessors!(
+        job: JobId,
+        units_needed: u32,
+        gpus_per_node: u32,
+        first_candidate: u32,
+        node: u32,
+        units: u32,
+        gpu_links: u32,
+        numa_domains: u32,
+        free_cores_after: u32,
+        free_gpus_after: u32,
+    );
+}
+
+impl FromIterator<PlacementQuery> for PlacementBatch {
+    fn from_iter<I: IntoIterator<Item = PlacementQuery>>(queries: I) -> Self {
+        let mut b = Self::new();
+        for q in queries {
+            b.push(q.job, q.units_needed, q.gpus_per_node, q.candidates);
+        }
+        b
+    }
+}
+
+/// Placement's answer (the WIT `placement-ranking`): for each job of the batch, indices
+/// into its own candidates (0 is its first), best first; job `q`'s are entries
+/// `first[q]..first[q + 1]` of `ranked`.
+///
+/// Invariant: `first` starts at 0, never decreases and ends at `ranked.len()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementRanking {
+    ranked: Vec<u32>,
+    first: Vec<u32>,
+}
+
+impl Default for PlacementRanking {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PlacementRanking {
+    /// No rankings yet.
+    pub fn new() -> Self {
+        Self {
+            ranked: Vec::new(),
+            first: alloc::vec![0],
+        }
+    }
+
+    /// Room for `jobs` rankings of `indices` indices in all.
+    pub fn with_capacity(jobs: usize, indices: usize) -> Self {
+        let mut first = Vec::with_capacity(jobs + 1);
+        first.push(0);
+        Self {
+            ranked: Vec::with_capacity(indices),
+            first,
+        }
+    }
+
+    /// Adds the next job's ranking.
+    pub fn push(&mut self, ranking: impl IntoIterator<Item = u32>) {
+        self.ranked.extend(ranking);
+        self.first.push(self.ranked.len() as u32);
+    }
+
+    /// The last job's ranking, to reorder in place after [`Self::push`].
+    pub fn last_mut(&mut self) -> &mut [u32] {
+        let from = self.first[self.first.len().saturating_sub(2)] as usize;
+        &mut self.ranked[from..]
+    }
+
+    /// From its two lists; `None` unless they hold `jobs` rankings (see the type).
+    pub fn from_parts(ranked: Vec<u32>, first: Vec<u32>, jobs: usize) -> Option<Self> {
+        offsets_split(&first, jobs, ranked.len()).then_some(Self { ranked, first })
+    }
+
+    /// The two lists, `(ranked, first)`.
+    pub fn into_parts(self) -> (Vec<u32>, Vec<u32>) {
+        (self.ranked, self.first)
+    }
+
+    /// Jobs ranked.
+    pub fn len(&self) -> usize {
+        self.first.len() - 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Job `q`'s ranking.
+    pub fn get(&self, q: usize) -> &[u32] {
+        &self.ranked[self.first[q] as usize..self.first[q + 1] as usize]
+    }
+
+    /// Every job's ranking, in batch order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u32]> + '_ {
+        (0..self.len()).map(|q| self.get(q))
+    }
+}
+
+/// Whether `first` splits `total` entries into `parts` consecutive pieces.
+fn offsets_split(first: &[u32], parts: usize, total: usize) -> bool {
+    first.len() == parts + 1
+        && first.first() == Some(&0)
+        && first.last().map(|&l| l as usize) == Some(total)
+        && first.windows(2).all(|w| w[0] <= w[1])
 }
 
 /// Every policy: a name, and a configuration it may refuse.
@@ -479,9 +769,9 @@ pub trait Preemption: Policy {
     fn select(&mut self, now: Time, batch: &[PreemptionQuery]) -> Vec<Vec<Victim>>;
 }
 
-/// Candidate indices per query, best first.
+/// Candidate indices per job, best first.
 pub trait Placement: Policy {
-    fn rank(&mut self, batch: &[PlacementQuery]) -> Vec<Vec<u32>>;
+    fn rank(&mut self, batch: &PlacementBatch) -> PlacementRanking;
 }
 
 #[cfg(test)]
@@ -553,5 +843,138 @@ mod tests {
         assert!(PriorityFields::ALL.contains(f));
         assert_eq!(PriorityFields::from_bits(u16::MAX), PriorityFields::ALL);
         assert_eq!(PriorityFields::default(), PriorityFields::ALL);
+    }
+
+    fn cand(node: u32) -> Candidate {
+        Candidate {
+            node,
+            units: 1,
+            gpu_links: 0,
+            numa_domains: 1,
+            free_cores_after: 0,
+            free_gpus_after: 0,
+        }
+    }
+
+    #[test]
+    fn a_placement_batch_keeps_each_jobs_candidates_together() {
+        let b: PlacementBatch = [
+            PlacementQuery {
+                job: 7,
+                units_needed: 2,
+                gpus_per_node: 0,
+                candidates: vec![cand(3), cand(4)],
+            },
+            PlacementQuery {
+                job: 8,
+                units_needed: 1,
+                gpus_per_node: 1,
+                candidates: vec![],
+            },
+            PlacementQuery {
+                job: 9,
+                units_needed: 1,
+                gpus_per_node: 0,
+                candidates: vec![cand(5)],
+            },
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.first_candidate(), &[0, 2, 2, 3]);
+        assert_eq!(b.candidates(0), 0..2);
+        assert!(b.candidates(1).is_empty());
+        assert_eq!(b.candidate(b.candidates(2).start), cand(5));
+        let again = PlacementBatch::from_columns(b.clone().into_columns()).unwrap();
+        assert_eq!(again, b);
+        let mut cleared = b;
+        cleared.clear();
+        assert_eq!(cleared, PlacementBatch::new());
+    }
+
+    #[test]
+    fn malformed_placement_columns_are_refused() {
+        let good = PlacementColumns {
+            job: vec![1, 2],
+            units_needed: vec![1, 1],
+            gpus_per_node: vec![0, 0],
+            first_candidate: vec![0, 1, 2],
+            node: vec![5, 6],
+            units: vec![1, 1],
+            gpu_links: vec![0, 0],
+            numa_domains: vec![1, 1],
+            free_cores_after: vec![0, 0],
+            free_gpus_after: vec![0, 0],
+        };
+        assert!(PlacementBatch::from_columns(good.clone()).is_some());
+        let broken = [
+            PlacementColumns {
+                units_needed: vec![1],
+                ..good.clone()
+            },
+            PlacementColumns {
+                gpu_links: vec![0],
+                ..good.clone()
+            },
+            PlacementColumns {
+                first_candidate: vec![0, 2, 1],
+                ..good.clone()
+            },
+            PlacementColumns {
+                first_candidate: vec![0, 1],
+                ..good.clone()
+            },
+            PlacementColumns {
+                first_candidate: vec![1, 1, 2],
+                ..good.clone()
+            },
+            PlacementColumns {
+                first_candidate: vec![0, 1, 3],
+                ..good
+            },
+        ];
+        for c in broken {
+            assert_eq!(PlacementBatch::from_columns(c.clone()), None, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn a_flat_ranking_splits_per_job() {
+        let r = PlacementRanking::from_parts(vec![1, 0, 2, 0], vec![0, 3, 3, 4], 3).unwrap();
+        assert_eq!(
+            r.iter().collect::<Vec<_>>(),
+            vec![&[1, 0, 2][..], &[], &[0]]
+        );
+        let mut built = PlacementRanking::new();
+        built.push([2, 0, 1]);
+        built
+            .last_mut()
+            .sort_unstable_by_key(|&i| [1u32, 0, 2][i as usize]);
+        built.push([]);
+        built.push([0]);
+        assert_eq!(built, r);
+        assert_eq!(
+            PlacementRanking::from_parts(vec![], vec![0], 0),
+            Some(PlacementRanking::new())
+        );
+    }
+
+    #[test]
+    fn offsets_that_do_not_split_the_ranking_are_refused() {
+        let ranked = vec![1, 0, 2, 0];
+        for first in [
+            &[0, 3, 4][..], // one job too few
+            &[1, 3, 3, 4],  // does not start at 0
+            &[0, 3, 2, 4],  // goes backwards
+            &[0, 3, 3, 5],  // runs past the end
+            &[0, 3, 3, 3],  // leaves entries over
+            &[],            // nothing at all
+        ] {
+            assert_eq!(
+                PlacementRanking::from_parts(ranked.clone(), first.to_vec(), 3),
+                None,
+                "{first:?}"
+            );
+        }
     }
 }

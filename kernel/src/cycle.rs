@@ -22,12 +22,13 @@ use std::collections::{HashMap, HashSet};
 
 use rustc_hash::FxHashSet;
 
-use crate::alloc::{give_back_into, node_units, Candidate};
+use crate::alloc::{give_back_into, node_units};
 use crate::cluster::{NodeFree, NodeId, PartitionId, PreemptMode, QosId, UserId};
 use crate::job::{JobId, PendingReason};
 use crate::policy::{
-    ClassicFairshare, FairsharePolicy, FifoPriority, PlacementQuery, PreemptionCandidate,
-    PreemptionQuery, PriorityInput, PriorityPolicy, ShareNode, KERNEL_PRIORITY_FIELDS,
+    first_fit, ClassicFairshare, FairsharePolicy, FifoPriority, PlacementBatch,
+    PreemptionCandidate, PreemptionQuery, PriorityInput, PriorityPolicy, ShareNode,
+    KERNEL_PRIORITY_FIELDS,
 };
 use crate::scheduler::{CycleOutcome, Reservation, Scheduler};
 use crate::units::Time;
@@ -48,14 +49,14 @@ struct PendingJob {
     has_dependencies: bool,
 }
 
-/// A job in the placement batch.
+/// A job in the placement batch (its candidates are in `Walk::placement`, in the same
+/// order).
 struct Batched {
     /// Its position in the walk order (where a conflict resumes the walk).
     pos: usize,
     /// Its index in the pending list (where its reason goes).
     at: usize,
     id: JobId,
-    candidates: Vec<Candidate>,
 }
 
 /// Reservations, tentative counts and scratch space of the walk in progress.
@@ -77,8 +78,10 @@ struct Walk {
     /// without a blocked job never sort the running jobs.
     releases: Vec<(Time, JobId)>,
     releases_built: bool,
-    /// Jobs that can start, waiting for the placement batch.
+    /// Jobs that can start, waiting for the placement batch, and the batch itself (the
+    /// columns the placement policy reads).
     batch: Vec<Batched>,
+    placement: PlacementBatch,
     /// Cores and GPUs the batch will take once committed.
     batch_cores: u64,
     batch_gpus: u64,
@@ -123,6 +126,7 @@ impl Walk {
         self.releases.clear();
         self.releases_built = false;
         self.batch.clear();
+        self.placement.clear();
         self.batch_cores = 0;
         self.batch_gpus = 0;
         self.batch_user_qos.clear();
@@ -308,19 +312,16 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
                     continue;
                 }
                 let usable = |n: NodeId| walk.free_over(n, now, end, id);
+                let (units, gpus_per_node) = (job.shape.units_needed(), job.shape.gpus_per_node);
                 s.cluster()
                     .candidates(p.partition, &job.shape, &usable, slack)
-                    .map(|c| (c, cores, gpus))
+                    .map(|c| (c, cores, gpus, units, gpus_per_node))
             };
-            if let Some((c, cores, gpus)) = found {
+            if let Some((c, cores, gpus, units, gpus_per_node)) = found {
                 walk.batch_cores += cores;
                 walk.batch_gpus += gpus;
-                walk.batch.push(Batched {
-                    pos: i,
-                    at,
-                    id,
-                    candidates: c,
-                });
+                walk.batch.push(Batched { pos: i, at, id });
+                walk.placement.push(id.0, units, gpus_per_node, c);
                 *walk.batch_user_qos.entry((p.user, p.qos)).or_default() += 1;
                 if let Some(a) = p.array_job {
                     *walk.batch_array.entry(a).or_default() += 1;
@@ -417,52 +418,41 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
         return None;
     }
     let mut batch = std::mem::take(&mut walk.batch);
+    let mut placement = std::mem::take(&mut walk.placement);
     walk.batch_cores = 0;
     walk.batch_gpus = 0;
     walk.batch_user_qos.clear();
     walk.batch_array.clear();
-    // The candidate lists move into the queries; the commit below reads them there.
-    let queries: Vec<PlacementQuery> = batch
-        .iter_mut()
-        .map(|b| {
-            let job = s.job(b.id).expect("batched jobs exist");
-            PlacementQuery {
-                job: b.id.0,
-                units_needed: job.shape.units_needed(),
-                gpus_per_node: job.shape.gpus_per_node,
-                candidates: std::mem::take(&mut b.candidates),
-            }
-        })
-        .collect();
     out.placement_batches += 1;
-    let ranks = {
+    let ranking = {
         let p = s.parts();
-        match p.policies.placement.rank(&queries) {
+        match p.policies.placement.rank(&placement) {
             Ok(r)
-                if r.len() == queries.len()
-                    && r.iter()
-                        .zip(&queries)
-                        .all(|(r, q)| r.iter().all(|&i| (i as usize) < q.candidates.len())) =>
+                if r.len() == placement.len()
+                    && r.iter().enumerate().all(|(q, r)| {
+                        let n = placement.candidates(q).len();
+                        r.iter().all(|&i| (i as usize) < n)
+                    }) =>
             {
                 r
             }
             other => {
                 p.fallbacks.placement += 1;
                 tracing::warn!(policy = p.policies.placement.name(), answer = ?other.err(), "placement answer rejected; using first fit");
-                queries
-                    .iter()
-                    .map(|q| (0..q.candidates.len() as u32).collect())
-                    .collect()
+                first_fit(&placement)
             }
         }
     };
-    for ((b, q), rank) in batch.into_iter().zip(&queries).zip(ranks) {
-        let (id, cands) = (b.id, &q.candidates);
-        let mut nodes: Vec<NodeId> = rank
+    let mut resume = None;
+    for (q, b) in batch.iter().enumerate() {
+        let id = b.id;
+        let cands = &placement.node()[placement.candidates(q)];
+        let mut nodes: Vec<NodeId> = ranking
+            .get(q)
             .iter()
-            .map(|&i| NodeId(cands[i as usize].node))
+            .map(|&i| NodeId(cands[i as usize]))
             .collect();
-        nodes.extend(cands.iter().map(|c| NodeId(c.node)));
+        nodes.extend(cands.iter().map(|&n| NodeId(n)));
         let job = s.job(id).expect("batched jobs exist");
         let (part, shape, end) = (
             job.partition,
@@ -487,7 +477,8 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
             }
             None => {
                 if walk.next_block_reserves_or_stops() {
-                    return Some(b.pos);
+                    resume = Some(b.pos);
+                    break;
                 }
                 walk.no_room.insert((part, s.shape_class(id), end));
                 walk.blocked.push((b.pos, id));
@@ -495,7 +486,12 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
             }
         }
     }
-    None
+    // The buffers go back for the next batch.
+    batch.clear();
+    placement.clear();
+    walk.batch = batch;
+    walk.placement = placement;
+    resume
 }
 
 /// Fairshare (when due, see `SchedulerConfig::fairshare_interval`) then priority, each

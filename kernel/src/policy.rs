@@ -9,8 +9,9 @@
 use thiserror::Error;
 
 pub use gantry_abi::{
-    Candidate, PlacementQuery, PolicyInfo, PreemptMode, PreemptionCandidate, PreemptionQuery,
-    PriorityBatch, PriorityColumns, PriorityFields, PriorityInput, ShareNode, Victim,
+    Candidate, PlacementBatch, PlacementColumns, PlacementQuery, PlacementRanking, PolicyInfo,
+    PreemptMode, PreemptionCandidate, PreemptionQuery, PriorityBatch, PriorityColumns,
+    PriorityFields, PriorityInput, ShareNode, Victim,
 };
 
 use crate::units::Time;
@@ -53,11 +54,11 @@ pub trait PreemptionPolicy: Send {
     ) -> Result<Vec<Vec<Victim>>, PolicyError>;
 }
 
-/// Ranks candidates: for each query, candidate indices best first. Indices left out are
-/// tried after the ranked ones, in the kernel's order.
+/// Ranks candidates: for each job of the batch, indices into its own candidates, best
+/// first. Indices left out are tried after the ranked ones, in the kernel's order.
 pub trait PlacementPolicy: Send {
     fn name(&self) -> &str;
-    fn rank(&mut self, batch: &[PlacementQuery]) -> Result<Vec<Vec<u32>>, PolicyError>;
+    fn rank(&mut self, batch: &PlacementBatch) -> Result<PlacementRanking, PolicyError>;
 }
 
 /// Columns the cycle reads from every priority batch: it orders by partition tier, then
@@ -161,12 +162,18 @@ impl PlacementPolicy for FirstFitPlacement {
     fn name(&self) -> &str {
         "first-fit"
     }
-    fn rank(&mut self, batch: &[PlacementQuery]) -> Result<Vec<Vec<u32>>, PolicyError> {
-        Ok(batch
-            .iter()
-            .map(|q| (0..q.candidates.len() as u32).collect())
-            .collect())
+    fn rank(&mut self, batch: &PlacementBatch) -> Result<PlacementRanking, PolicyError> {
+        Ok(first_fit(batch))
     }
+}
+
+/// Every job's candidates in the kernel's order.
+pub fn first_fit(batch: &PlacementBatch) -> PlacementRanking {
+    let mut r = PlacementRanking::with_capacity(batch.len(), batch.node().len());
+    for q in 0..batch.len() {
+        r.push(0..batch.candidates(q).len() as u32);
+    }
+    r
 }
 
 /// Runs a policy written against the ABI traits (a built-in or a site policy compiled
@@ -227,7 +234,7 @@ impl<P: gantry_abi::Placement + Send> PlacementPolicy for Native<P> {
     fn name(&self) -> &str {
         &self.name
     }
-    fn rank(&mut self, batch: &[PlacementQuery]) -> Result<Vec<Vec<u32>>, PolicyError> {
+    fn rank(&mut self, batch: &PlacementBatch) -> Result<PlacementRanking, PolicyError> {
         Ok(self.policy.rank(batch))
     }
 }

@@ -11,9 +11,9 @@ use gantry_kernel::job::{
     parse_dependencies, ArraySpec, GpuRequest, JobState, MemoryRequest, PendingReason, SubmitError,
 };
 use gantry_kernel::policy::{
-    FairsharePolicy, PlacementPolicy, PlacementQuery, PolicyError, PolicySet, PreemptionPolicy,
-    PreemptionQuery, PriorityBatch, PriorityFields, PriorityPolicy, ShareNode, Victim,
-    KERNEL_PRIORITY_FIELDS,
+    FairsharePolicy, PlacementBatch, PlacementPolicy, PlacementRanking, PolicyError, PolicySet,
+    PreemptionPolicy, PreemptionQuery, PriorityBatch, PriorityFields, PriorityPolicy, ShareNode,
+    Victim, KERNEL_PRIORITY_FIELDS,
 };
 use gantry_kernel::{
     Backfill, Cluster, JobId, JobSpec, ResourceRequest, Scheduler, SchedulerConfig, Time,
@@ -518,8 +518,12 @@ impl PlacementPolicy for Broken {
     fn name(&self) -> &str {
         "broken"
     }
-    fn rank(&mut self, batch: &[PlacementQuery]) -> Result<Vec<Vec<u32>>, PolicyError> {
-        Ok(batch.iter().map(|_| vec![9999]).collect())
+    fn rank(&mut self, batch: &PlacementBatch) -> Result<PlacementRanking, PolicyError> {
+        let mut r = PlacementRanking::new();
+        for _ in 0..batch.len() {
+            r.push([9999]);
+        }
+        Ok(r)
     }
 }
 

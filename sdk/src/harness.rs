@@ -7,8 +7,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::{
-    Fairshare, Placement, PlacementQuery, Preemption, PreemptionQuery, Priority, PriorityBatch,
-    PriorityInput, ShareNode, Time, Victim,
+    Fairshare, Placement, PlacementBatch, PlacementRanking, Preemption, PreemptionQuery, Priority,
+    PriorityBatch, PriorityInput, ShareNode, Time, Victim,
 };
 
 /// A waiting job with plausible defaults; change fields with struct update syntax.
@@ -109,25 +109,25 @@ pub fn check_select<P: Preemption>(
     Ok(a)
 }
 
-/// Runs `rank` and checks one ranking per query with indices in range.
+/// Runs `rank` and checks one ranking per job with indices in range.
 pub fn check_rank<P: Placement>(
     p: &mut P,
-    batch: &[PlacementQuery],
-) -> Result<Vec<Vec<u32>>, String> {
+    batch: &PlacementBatch,
+) -> Result<PlacementRanking, String> {
     let r = p.rank(batch);
     if r.len() != batch.len() {
         return Err(format!(
-            "rank answered {} lists for {} queries",
+            "rank answered {} rankings for {} jobs",
             r.len(),
             batch.len()
         ));
     }
-    for (q, ranks) in batch.iter().zip(&r) {
-        if let Some(i) = ranks.iter().find(|&&i| i as usize >= q.candidates.len()) {
+    for (q, ranks) in r.iter().enumerate() {
+        let n = batch.candidates(q).len();
+        if let Some(i) = ranks.iter().find(|&&i| i as usize >= n) {
             return Err(format!(
-                "index {i} is out of range for job {} with {} candidates",
-                q.job,
-                q.candidates.len()
+                "index {i} is out of range for job {} with {n} candidates",
+                batch.job()[q]
             ));
         }
     }

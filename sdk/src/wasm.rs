@@ -230,63 +230,28 @@ pub mod placement {
         s: &State<T>,
         b: t::PlacementBatch,
     ) -> t::PlacementRanking {
-        let nothing = t::PlacementRanking {
-            ranked: Vec::new(),
-            first: Vec::new(),
-        };
-        let (jobs, cands) = (b.job.len(), b.node.len());
-        if b.units_needed.len() != jobs
-            || b.gpus_per_node.len() != jobs
-            || b.first_candidate.len() != jobs + 1
-            || [
-                b.units.len(),
-                b.gpu_links.len(),
-                b.numa_domains.len(),
-                b.free_cores_after.len(),
-                b.free_gpus_after.len(),
-            ]
-            .iter()
-            .any(|&l| l != cands)
-        {
+        // The lowered lists become the batch's columns as they are.
+        let batch = crate::PlacementBatch::from_columns(crate::PlacementColumns {
+            job: b.job,
+            units_needed: b.units_needed,
+            gpus_per_node: b.gpus_per_node,
+            first_candidate: b.first_candidate,
+            node: b.node,
+            units: b.units,
+            gpu_links: b.gpu_links,
+            numa_domains: b.numa_domains,
+            free_cores_after: b.free_cores_after,
+            free_gpus_after: b.free_gpus_after,
+        });
+        let Some(batch) = batch else {
             // A malformed batch: answering nothing makes the host fall back.
-            return nothing;
-        }
-        let mut batch = Vec::with_capacity(jobs);
-        for q in 0..jobs {
-            let (from, to) = (
-                b.first_candidate[q] as usize,
-                b.first_candidate[q + 1] as usize,
-            );
-            if from > to || to > cands {
-                return nothing;
-            }
-            batch.push(crate::PlacementQuery {
-                job: b.job[q],
-                units_needed: b.units_needed[q],
-                gpus_per_node: b.gpus_per_node[q],
-                candidates: (from..to)
-                    .map(|c| crate::Candidate {
-                        node: b.node[c],
-                        units: b.units[c],
-                        gpu_links: b.gpu_links[c],
-                        numa_domains: b.numa_domains[c],
-                        free_cores_after: b.free_cores_after[c],
-                        free_gpus_after: b.free_gpus_after[c],
-                    })
-                    .collect(),
-            });
-        }
-        let rankings = s.with(|p| p.rank(&batch));
-        let mut answer = t::PlacementRanking {
-            ranked: Vec::with_capacity(cands),
-            first: Vec::with_capacity(rankings.len() + 1),
+            return t::PlacementRanking {
+                ranked: Vec::new(),
+                first: Vec::new(),
+            };
         };
-        answer.first.push(0);
-        for r in rankings {
-            answer.ranked.extend_from_slice(&r);
-            answer.first.push(answer.ranked.len() as u32);
-        }
-        answer
+        let (ranked, first) = s.with(|p| p.rank(&batch)).into_parts();
+        t::PlacementRanking { ranked, first }
     }
 }
 

@@ -640,12 +640,12 @@ impl Decision for PreemptionWorld {
 }
 
 impl Decision for PlacementWorld {
-    type Batch = [abi::PlacementQuery];
+    type Batch = abi::PlacementBatch;
     type Needs = ();
     fn needs(_: &Self::Bindings, _: &mut Store<HostState>) -> wasmtime::Result<()> {
         Ok(())
     }
-    type Answer = Vec<Vec<u32>>;
+    type Answer = abi::PlacementRanking;
     fn call(
         b: &Self::Bindings,
         store: &mut Store<HostState>,
@@ -653,22 +653,16 @@ impl Decision for PlacementWorld {
         batch: &Self::Batch,
         _: (),
     ) -> wasmtime::Result<Self::Answer> {
-        let answer = b.api.call_rank(store, &world::placement_batch(batch))?;
-        world::rankings(answer, batch.len()).ok_or_else(|| {
-            wasmtime::format_err!(
-                "the ranking's offsets do not split it into {} rankings",
-                batch.len()
-            )
-        })
+        world::rank(b, store, batch)
     }
     fn check(batch: &Self::Batch, answer: &Self::Answer) -> Result<(), String> {
         same_length(answer.len(), "rankings", batch.len(), "jobs")?;
-        for (q, r) in batch.iter().zip(answer) {
-            if let Some(i) = r.iter().find(|&&i| i as usize >= q.candidates.len()) {
+        for (q, r) in answer.iter().enumerate() {
+            let n = batch.candidates(q).len();
+            if let Some(i) = r.iter().find(|&&i| i as usize >= n) {
                 return Err(format!(
-                    "candidate index {i} out of range for job {} ({} candidates)",
-                    q.job,
-                    q.candidates.len()
+                    "candidate index {i} out of range for job {} ({n} candidates)",
+                    batch.job()[q],
                 ));
             }
         }
@@ -679,22 +673,25 @@ impl Decision for PlacementWorld {
         current: &Self::Answer,
         candidate: &Self::Answer,
     ) -> ShadowReport {
-        let first = |q: &abi::PlacementQuery, r: &[u32]| {
+        let first = |q: usize, r: &[u32]| {
             r.first().map_or("none".to_string(), |&i| {
-                format!("node {}", q.candidates[i as usize].node)
+                format!(
+                    "node {}",
+                    batch.node()[batch.candidates(q).start + i as usize]
+                )
             })
         };
         let diffs: Vec<usize> = (0..batch.len())
-            .filter(|&i| current[i].first() != candidate[i].first())
+            .filter(|&q| current.get(q).first() != candidate.get(q).first())
             .collect();
         let examples = diffs
             .iter()
             .take(10)
-            .map(|&i| {
+            .map(|&q| {
                 (
-                    batch[i].job,
-                    first(&batch[i], &current[i]),
-                    first(&batch[i], &candidate[i]),
+                    batch.job()[q],
+                    first(q, current.get(q)),
+                    first(q, candidate.get(q)),
                 )
             })
             .collect();
@@ -775,7 +772,7 @@ impl<N: PlacementPolicy> PlacementPolicy for SharedSlot<PlacementWorld, N> {
     fn name(&self) -> &str {
         "placement"
     }
-    fn rank(&mut self, batch: &[abi::PlacementQuery]) -> Result<Vec<Vec<u32>>, PolicyError> {
+    fn rank(&mut self, batch: &abi::PlacementBatch) -> Result<abi::PlacementRanking, PolicyError> {
         match self.decide(0, batch) {
             Some(a) => Ok(a),
             None => self.native.rank(batch),

@@ -280,98 +280,59 @@ pub(crate) fn victims(
         .collect()
 }
 
-/// A placement batch as the world's columns.
-pub(crate) fn placement_batch(
-    batch: &[abi::PlacementQuery],
-) -> placement::gantry::policy::types::PlacementBatch {
-    let jobs = batch.len();
-    let candidates: usize = batch.iter().map(|q| q.candidates.len()).sum();
-    let mut b = placement::gantry::policy::types::PlacementBatch {
-        job: Vec::with_capacity(jobs),
-        units_needed: Vec::with_capacity(jobs),
-        gpus_per_node: Vec::with_capacity(jobs),
-        first_candidate: Vec::with_capacity(jobs + 1),
-        node: Vec::with_capacity(candidates),
-        units: Vec::with_capacity(candidates),
-        gpu_links: Vec::with_capacity(candidates),
-        numa_domains: Vec::with_capacity(candidates),
-        free_cores_after: Vec::with_capacity(candidates),
-        free_gpus_after: Vec::with_capacity(candidates),
+/// `placement-batch` lowered straight from the kernel's [`abi::PlacementBatch`]: as for
+/// priority, nothing is copied on the host side.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub(crate) struct PlacementBatchRef<'a> {
+    job: &'a [u64],
+    #[component(name = "units-needed")]
+    units_needed: &'a [u32],
+    #[component(name = "gpus-per-node")]
+    gpus_per_node: &'a [u32],
+    #[component(name = "first-candidate")]
+    first_candidate: &'a [u32],
+    node: &'a [u32],
+    units: &'a [u32],
+    #[component(name = "gpu-links")]
+    gpu_links: &'a [u32],
+    #[component(name = "numa-domains")]
+    numa_domains: &'a [u32],
+    #[component(name = "free-cores-after")]
+    free_cores_after: &'a [u32],
+    #[component(name = "free-gpus-after")]
+    free_gpus_after: &'a [u32],
+}
+
+/// Calls `rank` with the batch lowered from [`PlacementBatchRef`] (the export was
+/// type-checked against the world at load; this checks the hand-written record again).
+/// An answer whose offsets do not split it into one ranking per job is an error.
+pub(crate) fn rank(
+    b: &Bound<placement::Placement>,
+    store: &mut Store<HostState>,
+    batch: &abi::PlacementBatch,
+) -> wasmtime::Result<abi::PlacementRanking> {
+    use placement::gantry::policy::types::PlacementRanking;
+    let f = b
+        .instance
+        .get_typed_func::<(PlacementBatchRef<'_>,), (PlacementRanking,)>(&mut *store, "rank")?;
+    let lowered = PlacementBatchRef {
+        job: batch.job(),
+        units_needed: batch.units_needed(),
+        gpus_per_node: batch.gpus_per_node(),
+        first_candidate: batch.first_candidate(),
+        node: batch.node(),
+        units: batch.units(),
+        gpu_links: batch.gpu_links(),
+        numa_domains: batch.numa_domains(),
+        free_cores_after: batch.free_cores_after(),
+        free_gpus_after: batch.free_gpus_after(),
     };
-    b.first_candidate.push(0);
-    for q in batch {
-        b.job.push(q.job);
-        b.units_needed.push(q.units_needed);
-        b.gpus_per_node.push(q.gpus_per_node);
-        for c in &q.candidates {
-            b.node.push(c.node);
-            b.units.push(c.units);
-            b.gpu_links.push(c.gpu_links);
-            b.numa_domains.push(c.numa_domains);
-            b.free_cores_after.push(c.free_cores_after);
-            b.free_gpus_after.push(c.free_gpus_after);
-        }
-        b.first_candidate.push(b.node.len() as u32);
-    }
-    b
-}
-
-/// Splits a placement answer into one ranking per job; `None` when its offsets do not
-/// describe `jobs` consecutive pieces of `ranked`.
-pub(crate) fn rankings(
-    answer: placement::gantry::policy::types::PlacementRanking,
-    jobs: usize,
-) -> Option<Vec<Vec<u32>>> {
-    let (ranked, first) = (answer.ranked, answer.first);
-    if first.len() != jobs + 1
-        || first.first() != Some(&0)
-        || first.last().map(|&l| l as usize) != Some(ranked.len())
-    {
-        return None;
-    }
-    first
-        .windows(2)
-        .map(|w| {
-            ranked
-                .get(w[0] as usize..w[1] as usize)
-                .map(<[u32]>::to_vec)
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::placement::gantry::policy::types::PlacementRanking;
-    use super::rankings;
-
-    fn answer(ranked: &[u32], first: &[u32]) -> PlacementRanking {
-        PlacementRanking {
-            ranked: ranked.to_vec(),
-            first: first.to_vec(),
-        }
-    }
-
-    #[test]
-    fn a_flat_ranking_splits_per_job() {
-        assert_eq!(
-            rankings(answer(&[1, 0, 2, 0], &[0, 3, 3, 4]), 3),
-            Some(vec![vec![1, 0, 2], vec![], vec![0]])
-        );
-        assert_eq!(rankings(answer(&[], &[0]), 0), Some(vec![]));
-    }
-
-    #[test]
-    fn offsets_that_do_not_split_the_ranking_are_refused() {
-        let ranked = [1, 0, 2, 0];
-        for first in [
-            &[0, 3, 4][..],    // one job too few
-            &[1, 3, 3, 4][..], // does not start at 0
-            &[0, 3, 2, 4][..], // goes backwards
-            &[0, 3, 3, 5][..], // runs past the end
-            &[0, 3, 3, 3][..], // leaves entries over
-            &[][..],           // nothing at all
-        ] {
-            assert_eq!(rankings(answer(&ranked, first), 3), None, "{first:?}");
-        }
-    }
+    let (answer,) = f.call(&mut *store, (lowered,))?;
+    abi::PlacementRanking::from_parts(answer.ranked, answer.first, batch.len()).ok_or_else(|| {
+        wasmtime::format_err!(
+            "the ranking's offsets do not split it into {} rankings",
+            batch.len()
+        )
+    })
 }

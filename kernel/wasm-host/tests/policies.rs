@@ -5,9 +5,9 @@ mod common;
 
 use common::*;
 use gantry_abi::{
-    Candidate, Fairshare, Placement, PlacementQuery, Policy, PreemptMode, Preemption,
-    PreemptionCandidate, PreemptionQuery, Priority, PriorityBatch, PriorityInput, ShareNode,
-    ASSOCIATION_IDS,
+    Candidate, Fairshare, Placement, PlacementBatch, PlacementQuery, Policy, PreemptMode,
+    Preemption, PreemptionCandidate, PreemptionQuery, Priority, PriorityBatch, PriorityInput,
+    ShareNode, ASSOCIATION_IDS,
 };
 use gantry_kernel::policy::{Native, PolicySet};
 use gantry_kernel::{Backfill, SchedulerConfig, Time};
@@ -151,7 +151,12 @@ proptest! {
             let mut slot = PolicySlot::<PlacementWorld>::new(host()).unwrap();
             let v = slot.load(&component("topology-placement"), &config).unwrap();
             slot.activate(v, "t", 0).unwrap();
-            let batch = vec![q.clone()];
+            // Three jobs: the candidates, none, and the candidates in reverse.
+            let batch: PlacementBatch = [
+                q.clone(),
+                PlacementQuery { job: 8, candidates: vec![], ..q.clone() },
+                PlacementQuery { job: 9, candidates: q.candidates.iter().rev().copied().collect(), ..q.clone() },
+            ].into_iter().collect();
             prop_assert_eq!(slot.decide(now, &batch), Some(native.rank(&batch)));
         }
     }

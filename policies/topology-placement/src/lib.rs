@@ -10,9 +10,7 @@ extern crate alloc;
 
 use alloc::format;
 use alloc::string::{String, ToString};
-use alloc::vec::Vec;
-
-use gantry_sdk::{Placement, PlacementQuery, Policy, PolicyInfo};
+use gantry_sdk::{Placement, PlacementBatch, PlacementRanking, Policy, PolicyInfo};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Default)]
@@ -60,30 +58,34 @@ impl Policy for TopologyPlacement {
 }
 
 impl Placement for TopologyPlacement {
-    fn rank(&mut self, batch: &[PlacementQuery]) -> Vec<Vec<u32>> {
-        let c = self.config.clone();
-        batch
-            .iter()
-            .map(|q| {
-                let mut idx: Vec<u32> = (0..q.candidates.len() as u32).collect();
-                idx.sort_by_key(|&i| {
-                    let n = &q.candidates[i as usize];
-                    // Free capacity left, in "cores plus GPUs as 64 cores each".
-                    let left = n.free_cores_after as i64 + 64 * n.free_gpus_after as i64;
-                    let fit = match c.strategy {
-                        Strategy::Pack => left,
-                        Strategy::Spread => -left,
-                    };
-                    let quality = (-(n.gpu_links as i64), n.numa_domains as i64);
-                    if c.topology_first {
-                        (quality, fit, n.node)
-                    } else {
-                        ((fit, 0), quality.0, n.node)
-                    }
-                });
-                idx
-            })
-            .collect()
+    /// Reads the candidate columns in place and sorts each job's indices where they lie
+    /// in the answer: no per-job lists. Node ids make the order total, so an unstable
+    /// sort gives the one answer.
+    fn rank(&mut self, batch: &PlacementBatch) -> PlacementRanking {
+        let c = &self.config;
+        let (node, links, numa) = (batch.node(), batch.gpu_links(), batch.numa_domains());
+        let (cores_after, gpus_after) = (batch.free_cores_after(), batch.free_gpus_after());
+        let mut answer = PlacementRanking::with_capacity(batch.len(), node.len());
+        for q in 0..batch.len() {
+            let first = batch.candidates(q);
+            answer.push(0..first.len() as u32);
+            answer.last_mut().sort_unstable_by_key(|&i| {
+                let n = first.start + i as usize;
+                // Free capacity left, in "cores plus GPUs as 64 cores each".
+                let left = cores_after[n] as i64 + 64 * gpus_after[n] as i64;
+                let fit = match c.strategy {
+                    Strategy::Pack => left,
+                    Strategy::Spread => -left,
+                };
+                let quality = (-(links[n] as i64), numa[n] as i64);
+                if c.topology_first {
+                    (quality, fit, node[n])
+                } else {
+                    ((fit, 0), quality.0, node[n])
+                }
+            });
+        }
+        answer
     }
 }
 
@@ -93,7 +95,7 @@ gantry_sdk::export_placement!(TopologyPlacement);
 mod tests {
     use super::*;
     use gantry_sdk::harness::check_rank;
-    use gantry_sdk::Candidate;
+    use gantry_sdk::{Candidate, PlacementQuery};
 
     fn cand(node: u32, links: u32, numa: u32, cores_after: u32) -> Candidate {
         Candidate {
@@ -121,16 +123,11 @@ mod tests {
         };
         let mut p = TopologyPlacement::default();
         p.init("").unwrap();
-        assert_eq!(
-            check_rank(&mut p, std::slice::from_ref(&q)).unwrap()[0],
-            vec![2, 1, 3, 0]
-        );
+        let batch: PlacementBatch = [q].into_iter().collect();
+        assert_eq!(check_rank(&mut p, &batch).unwrap().get(0), [2, 1, 3, 0]);
         p.init("strategy = \"spread\"").unwrap();
-        assert_eq!(
-            check_rank(&mut p, std::slice::from_ref(&q)).unwrap()[0],
-            vec![1, 2, 3, 0]
-        );
+        assert_eq!(check_rank(&mut p, &batch).unwrap().get(0), [1, 2, 3, 0]);
         p.init("topology_first = false").unwrap();
-        assert_eq!(check_rank(&mut p, &[q]).unwrap()[0][0], 3);
+        assert_eq!(check_rank(&mut p, &batch).unwrap().get(0)[0], 3);
     }
 }
