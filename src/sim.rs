@@ -356,6 +356,7 @@ struct ScaleReport {
     gpus_per_node: u32,
     seed: u64,
     backfill: String,
+    fairshare_interval_s: i64,
     policies: serde_json::Value,
     running_before: usize,
     busy_cores_before: u64,
@@ -441,6 +442,7 @@ fn run_synthetic(args: SimArgs) -> Result<()> {
         gpus_per_node: spec.gpus,
         seed: spec.seed,
         backfill: format!("{:?}", state.scheduler.config().backfill).to_lowercase(),
+        fairshare_interval_s: state.scheduler.config().fairshare_interval,
         policies: summarize(&args, loaded.as_ref()),
         running_before: state.running,
         busy_cores_before: state.busy_cores,
@@ -483,6 +485,10 @@ fn run_synthetic(args: SimArgs) -> Result<()> {
                     ),
                 ),
                 ("backfill".into(), report.backfill.clone()),
+                (
+                    "fairshare computed".into(),
+                    every(report.fairshare_interval_s),
+                ),
             ];
             rows.extend(describe_policies(&report.policies));
             rows.push(("setup".into(), format!("{:.2} s", report.setup_s)));
@@ -565,10 +571,20 @@ fn describe_policies(p: &serde_json::Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// "every cycle", or "every N s".
+fn every(interval_s: i64) -> String {
+    if interval_s == 0 {
+        "every cycle".into()
+    } else {
+        format!("every {interval_s} s")
+    }
+}
+
 fn print_table(name: &str, r: &Report, policies: &serde_json::Value, secs: f64) {
     let mut rows: Vec<(String, String)> = vec![
         ("trace".into(), name.to_string()),
         ("backfill".into(), r.backfill.clone()),
+        ("fairshare computed".into(), every(r.fairshare_interval_s)),
     ];
     rows.extend(describe_policies(policies));
     let rest: Vec<(&str, String)> = vec![

@@ -174,6 +174,19 @@ fn wasm_builtins_run_by_default_and_match_their_native_builds() {
 }
 
 #[test]
+fn the_fairshare_interval_is_reported_and_either_way_wasm_matches_native() {
+    let default = json_of(&["sim", "--take", "2000"]);
+    assert_eq!(default["fairshare_interval_s"], 300);
+    let every = ["sim", "--take", "2000", "--fairshare-interval", "0"];
+    let wasm = json_of(&every);
+    let native = json_of(&[&every[..], &["--native-policies"]].concat());
+    assert_eq!(wasm["fairshare_interval_s"], 0);
+    for figure in ["mean_wait_s", "mean_bounded_slowdown", "makespan_s"] {
+        assert_eq!(wasm[figure], native[figure], "{figure}");
+    }
+}
+
+#[test]
 fn a_policy_swapped_mid_replay_is_recorded() {
     let xfactor = repo("target/policies/xfactor-priority.wasm");
     let arg = format!("priority={}", xfactor.display());

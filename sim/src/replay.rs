@@ -39,6 +39,8 @@ pub struct ReplayOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub backfill: String,
+    /// Seconds between two computations of the fairshare factors (0: every cycle).
+    pub fairshare_interval_s: Time,
     pub cluster_cores: u64,
     pub jobs_in_trace: usize,
     /// Jobs replayed (started and finished).
@@ -303,6 +305,7 @@ pub fn replay_with(
                 format!("conservative (depth {depth})")
             }
         },
+        fairshare_interval_s: opts.scheduler.fairshare_interval,
         cluster_cores,
         jobs_in_trace: trace.jobs.len(),
         jobs: done,
