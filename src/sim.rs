@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use gantry_kernel::policy::PolicySet;
-use gantry_kernel::{Backfill, ClusterDescription, SchedulerConfig};
+use gantry_kernel::{Backfill, ClusterDescription, SchedulerConfig, DEFAULT_FAIRSHARE_INTERVAL};
 use gantry_sim::{
     cluster_from_header, read_swf, replay_with, ReplayOptions, Report, SyntheticSpec,
 };
@@ -58,7 +58,7 @@ pub struct SimArgs {
     /// Seconds between two computations of the fairshare factors (Slurm's
     /// PriorityCalcPeriod); 0 computes them every cycle. They are also computed at once
     /// when a new account or user appears, and after a policy swap.
-    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    #[arg(long, default_value_t = DEFAULT_FAIRSHARE_INTERVAL as u32, value_name = "SECONDS")]
     fairshare_interval: u32,
     /// Cores per node of the homogeneous cluster built from the trace header.
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -221,10 +221,8 @@ pub fn run(args: SimArgs) -> Result<()> {
                     if let Err(e) = policies::swap(l, now) {
                         swap_error = Some(e);
                     }
-                    return true;
                 }
             }
-            false
         },
     )?;
     if let Some(e) = swap_error {

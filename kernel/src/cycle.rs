@@ -212,6 +212,25 @@ pub(crate) struct CycleBuffers {
     order: Vec<u32>,
 }
 
+/// Fairshare factors kept between cycles: one per share-tree node (accounts, then
+/// associations), computed at `at` by the policy revision `revision`.
+pub(crate) struct FairshareFactors {
+    factors: Vec<f64>,
+    at: Time,
+    revision: u64,
+}
+
+impl FairshareFactors {
+    /// Whether they must be computed again: the interval has passed (or the clock went
+    /// back), the tree changed shape, or another policy answers now.
+    fn stale(&self, now: Time, interval: Time, tree_len: usize, revision: u64) -> bool {
+        self.factors.len() != tree_len
+            || now < self.at
+            || now - self.at >= interval
+            || revision != self.revision
+    }
+}
+
 /// Most jobs in one placement batch: bounds how stale a batch's candidate lists get.
 const MAX_BATCH: usize = 512;
 
@@ -494,26 +513,28 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
     resume
 }
 
-/// Fairshare (when due, see `SchedulerConfig::fairshare_interval`) then priority, each
-/// one batched call. Fills `b.pending` with the waiting jobs in job order, and `b.order` with the order the walk considers them in (indices
-/// into the first): partition tier, then priority, then submission.
+/// Fairshare (when stale, see [`FairshareFactors::stale`]) then priority, each one
+/// batched call. Fills `b.pending` with the waiting jobs in job order, and `b.order` with
+/// the order the walk considers them in (indices into the first): partition tier, then
+/// priority, then submission.
 fn prioritize(s: &mut Scheduler, now: Time, b: &mut CycleBuffers) {
     let n_accounts = s.cluster().accounts.len();
     let tree_len = n_accounts + s.cluster().associations.len();
-    let due = match s.fairshare_at {
-        Some(at) => {
-            s.fairshare_factors.len() != tree_len
-                || now < at
-                || now - at >= s.config().fairshare_interval
-        }
-        None => true,
-    };
-    if due {
-        s.fairshare_factors = fairshare(s, now, &mut b.tree);
-        s.fairshare_at = Some(now);
+    let revision = s.parts().policies.fairshare.revision();
+    let interval = s.config().fairshare_interval;
+    if s.fairshare
+        .as_ref()
+        .is_none_or(|f| f.stale(now, interval, tree_len, revision))
+    {
+        s.fairshare = Some(FairshareFactors {
+            factors: fairshare(s, now, &mut b.tree),
+            at: now,
+            revision,
+        });
     }
     let mut batch = std::mem::take(&mut s.priority_batch);
     batch.reset(s.parts().policies.priority.fields() | KERNEL_PRIORITY_FIELDS);
+    let factors = &s.fairshare.as_ref().expect("computed above").factors;
     let cluster = s.cluster();
     let pending = &mut b.pending;
     pending.clear();
@@ -541,7 +562,7 @@ fn prioritize(s: &mut Scheduler, now: Time, b: &mut CycleBuffers) {
             partition_tier: part.priority_tier,
             qos: j.qos.0 as u32,
             qos_priority: cluster.qos[j.qos.index()].priority,
-            fairshare: s.fairshare_factors[n_accounts + j.assoc.index()].clamp(0.0, 1.0),
+            fairshare: factors[n_accounts + j.assoc.index()].clamp(0.0, 1.0),
             user: j.user.0,
             account: j.account.0,
         });

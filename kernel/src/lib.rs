@@ -35,5 +35,7 @@ pub mod units;
 pub use cluster::Cluster;
 pub use config::ClusterDescription;
 pub use job::{JobId, JobSpec, JobState, ResourceRequest};
-pub use scheduler::{Backfill, CycleOutcome, Scheduler, SchedulerConfig};
+pub use scheduler::{
+    Backfill, CycleOutcome, Scheduler, SchedulerConfig, DEFAULT_FAIRSHARE_INTERVAL,
+};
 pub use units::Time;

@@ -42,6 +42,13 @@ pub trait PriorityPolicy: Send {
 pub trait FairsharePolicy: Send {
     fn name(&self) -> &str;
     fn factors(&mut self, now: Time, tree: &[ShareNode]) -> Result<Vec<f64>, PolicyError>;
+    /// Changes whenever a different policy starts answering (a hot swap or a rollback).
+    /// The kernel keeps factors between computations (`SchedulerConfig::fairshare_interval`)
+    /// and computes them again at once when this changes. A policy that never changes
+    /// keeps the default.
+    fn revision(&self) -> u64 {
+        0
+    }
 }
 
 /// Chooses victims. An empty list for a query means "do not preempt for this job".

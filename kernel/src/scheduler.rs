@@ -52,14 +52,18 @@ pub struct SchedulerConfig {
     pub preemption_depth: usize,
     /// Seconds between two computations of the fairshare factors (Slurm's
     /// `PriorityCalcPeriod`); cycles in between reuse the last factors. The factors are
-    /// computed at once when the share tree changes (an account or user appears) or after
-    /// [`Scheduler::refresh_fairshare`]. 0 computes them every cycle.
+    /// computed at once when the share tree changes (an account or user appears) or the
+    /// fairshare policy is swapped (`FairsharePolicy::revision`). 0 computes them every
+    /// cycle.
     #[serde(default = "default_fairshare_interval")]
     pub fairshare_interval: Time,
 }
 
+/// The default [`SchedulerConfig::fairshare_interval`], Slurm's `PriorityCalcPeriod`.
+pub const DEFAULT_FAIRSHARE_INTERVAL: Time = 300;
+
 fn default_fairshare_interval() -> Time {
-    300
+    DEFAULT_FAIRSHARE_INTERVAL
 }
 
 impl Default for SchedulerConfig {
@@ -152,10 +156,8 @@ pub struct Scheduler {
     pub(crate) priority_batch: crate::policy::PriorityBatch,
     /// The cycle's other buffers, kept for the same reason.
     pub(crate) cycle_buffers: crate::cycle::CycleBuffers,
-    /// The last fairshare factors, one per share-tree node (accounts, then associations),
-    /// and when they were computed (`None`: compute them next cycle).
-    pub(crate) fairshare_factors: Vec<f64>,
-    pub(crate) fairshare_at: Option<Time>,
+    /// The last fairshare factors (`None` before the first cycle that computes them).
+    pub(crate) fairshare: Option<crate::cycle::FairshareFactors>,
     /// Core-seconds of finished work per association.
     usage: Vec<f64>,
 }
@@ -180,8 +182,7 @@ impl Scheduler {
             suspended: BTreeSet::new(),
             priority_batch: Default::default(),
             cycle_buffers: Default::default(),
-            fairshare_factors: Vec::new(),
-            fairshare_at: None,
+            fairshare: None,
         }
     }
 
@@ -807,12 +808,6 @@ impl Scheduler {
     /// are RUNNING with their allocations when it returns.
     pub fn cycle(&mut self, now: Time) -> CycleOutcome {
         crate::cycle::run(self, now)
-    }
-
-    /// Has the next cycle compute the fairshare factors, whatever the interval: call it
-    /// when the fairshare policy changed (a hot swap or a rollback).
-    pub fn refresh_fairshare(&mut self) {
-        self.fairshare_at = None;
     }
 
     // Narrow accessors for `cycle`, which lives in its own module.

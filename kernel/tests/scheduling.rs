@@ -4,6 +4,8 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use common::*;
 use gantry_kernel::cluster::NodeState;
@@ -696,35 +698,50 @@ fn suspended_jobs_keep_their_memory_and_resume_where_they_were() {
     assert!(s.suspended().is_empty());
 }
 
-/// Counts its calls and answers 1 for every node.
-struct CountingFairshare(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+/// Counts its calls and answers 1 for every node; its revision is set from outside, as
+/// a hot swap would change it.
+#[derive(Clone, Default)]
+struct CountingFairshare {
+    calls: Arc<AtomicU64>,
+    revision: Arc<AtomicU64>,
+}
 impl FairsharePolicy for CountingFairshare {
     fn name(&self) -> &str {
         "counting"
     }
     fn factors(&mut self, _now: Time, tree: &[ShareNode]) -> Result<Vec<f64>, PolicyError> {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.calls.fetch_add(1, Ordering::Relaxed);
         Ok(vec![1.0; tree.len()])
+    }
+    fn revision(&self) -> u64 {
+        self.revision.load(Ordering::Relaxed)
     }
 }
 
-#[test]
-fn fairshare_is_computed_once_per_interval_and_at_once_when_the_tree_changes() {
-    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = || calls.load(std::sync::atomic::Ordering::Relaxed);
+/// A one-node scheduler with two jobs of "ann" waiting (something must wait for a cycle
+/// to compute priorities at all), and the counting policy it asks for fairshare.
+fn counting_scheduler(fairshare_interval: Time) -> (Scheduler, CountingFairshare) {
+    let policy = CountingFairshare::default();
     let policies = PolicySet {
-        fairshare: Box::new(CountingFairshare(calls.clone())),
+        fairshare: Box::new(policy.clone()),
         ..PolicySet::default()
     };
     let config = SchedulerConfig {
-        fairshare_interval: 300,
+        fairshare_interval,
         ..SchedulerConfig::default()
     };
     let mut s = Scheduler::new(Cluster::homogeneous(1, 4, 1000), config, policies);
     s.register_user("physics", "ann");
-    // Something must wait for a cycle to compute priorities at all.
-    s.submit(cpu_job("ann", 4, 3600), 0).unwrap();
-    s.submit(cpu_job("ann", 4, 3600), 0).unwrap();
+    for _ in 0..2 {
+        s.submit(cpu_job("ann", 4, 3600), 0).unwrap();
+    }
+    (s, policy)
+}
+
+#[test]
+fn fairshare_is_computed_once_per_interval_and_at_once_when_the_tree_or_policy_changes() {
+    let (mut s, policy) = counting_scheduler(300);
+    let count = || policy.calls.load(Ordering::Relaxed);
     s.cycle(0);
     assert_eq!(count(), 1, "the first cycle computes the factors");
     s.cycle(10);
@@ -738,29 +755,18 @@ fn fairshare_is_computed_once_per_interval_and_at_once_when_the_tree_changes() {
     assert_eq!(count(), 3, "a new account and user change the tree");
     s.cycle(320);
     assert_eq!(count(), 3);
-    s.refresh_fairshare();
+    policy.revision.store(1, Ordering::Relaxed);
     s.cycle(330);
-    assert_eq!(count(), 4, "asked for after a policy change");
+    assert_eq!(count(), 4, "another policy answers now");
     s.cycle(200);
     assert_eq!(count(), 5, "a clock that went back computes them again");
 }
 
 #[test]
 fn a_zero_fairshare_interval_computes_the_factors_every_cycle() {
-    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let policies = PolicySet {
-        fairshare: Box::new(CountingFairshare(calls.clone())),
-        ..PolicySet::default()
-    };
-    let config = SchedulerConfig {
-        fairshare_interval: 0,
-        ..SchedulerConfig::default()
-    };
-    let mut s = Scheduler::new(Cluster::homogeneous(1, 4, 1000), config, policies);
-    s.submit(cpu_job("ann", 4, 3600), 0).unwrap();
-    s.submit(cpu_job("ann", 4, 3600), 0).unwrap();
+    let (mut s, policy) = counting_scheduler(0);
     for t in 0..5 {
         s.cycle(t);
     }
-    assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 5);
+    assert_eq!(policy.calls.load(Ordering::Relaxed), 5);
 }

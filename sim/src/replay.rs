@@ -111,19 +111,18 @@ pub fn replay(
     opts: &ReplayOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Report, SimError> {
-    replay_with(trace, cluster, policies, opts, progress, &mut |_| false)
+    replay_with(trace, cluster, policies, opts, progress, &mut |_| {})
 }
 
 /// [`replay`], calling `before_cycle(now)` before every cycle: the place to swap policies
-/// between two cycles, as the daemon does when an admin loads one. It returns whether it
-/// changed a policy (the next cycle then computes fairshare anew, as the daemon's does).
+/// between two cycles, as the daemon does when an admin loads one.
 pub fn replay_with(
     trace: &SwfTrace,
     cluster: Cluster,
     policies: PolicySet,
     opts: &ReplayOptions,
     progress: &mut dyn FnMut(Progress),
-    before_cycle: &mut dyn FnMut(Time) -> bool,
+    before_cycle: &mut dyn FnMut(Time),
 ) -> Result<Report, SimError> {
     if let Some(p) = &opts.partition {
         if cluster.partition_by_name(p).is_none() {
@@ -230,9 +229,7 @@ pub fn replay_with(
                 }
             }
         }
-        if before_cycle(now) {
-            sched.refresh_fairshare();
-        }
+        before_cycle(now);
         let out = sched.cycle(now);
         cycles += 1;
         for &id in out.resumed.iter().chain(&out.started) {

@@ -90,7 +90,7 @@ mod defaults {
         1000
     }
     pub fn fairshare_interval_s() -> u32 {
-        gantry_kernel::SchedulerConfig::default().fairshare_interval as u32
+        gantry_kernel::DEFAULT_FAIRSHARE_INTERVAL as u32
     }
 }
 

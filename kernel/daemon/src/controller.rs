@@ -889,13 +889,6 @@ impl Controller {
         if let Some((sha, b)) = bytes {
             self.journal.queue_component(sha, b)?;
         }
-        // A different fairshare policy answers for the next cycle, not after the
-        // fairshare interval.
-        if let Entry::PolicyActivated { kind, .. } | Entry::PolicyRolledBack { kind, .. } = &entry {
-            if kind == PolicyKind::Fairshare.name() {
-                self.sched.refresh_fairshare();
-            }
-        }
         self.log(now, &[entry])
     }
 

@@ -744,6 +744,11 @@ impl<N: FairsharePolicy> FairsharePolicy for SharedSlot<FairshareWorld, N> {
     fn name(&self) -> &str {
         "fairshare"
     }
+    /// Every activation and rollback is one entry of the slot's history.
+    fn revision(&self) -> u64 {
+        let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        slot.history().len() as u64
+    }
     fn factors(&mut self, now: Time, tree: &[abi::ShareNode]) -> Result<Vec<f64>, PolicyError> {
         match self.decide(now, tree) {
             Some(a) => Ok(a),

@@ -163,6 +163,38 @@ proptest! {
 }
 
 #[test]
+fn a_fairshare_swap_or_rollback_changes_the_revision_the_kernel_watches() {
+    let (set, slots) = policy_set(&host(), &builtins(), "test", 0).unwrap();
+    let start = set.fairshare.revision();
+    let faster = slots
+        .fairshare
+        .lock()
+        .unwrap()
+        .load(&component("fairtree"), "half_life_s = 3600")
+        .unwrap();
+    assert_eq!(
+        set.fairshare.revision(),
+        start,
+        "loading alone changes nothing"
+    );
+    slots
+        .fairshare
+        .lock()
+        .unwrap()
+        .activate(faster, "admin", 10)
+        .unwrap();
+    let swapped = set.fairshare.revision();
+    assert_ne!(swapped, start);
+    slots
+        .fairshare
+        .lock()
+        .unwrap()
+        .rollback(None, "admin", 20)
+        .unwrap();
+    assert_ne!(set.fairshare.revision(), swapped);
+}
+
+#[test]
 fn a_swap_mid_replay_changes_decisions_only_after_the_swap_point() {
     let mut t = trace("lublin_256.swf");
     t.jobs.truncate(1500);
@@ -193,9 +225,7 @@ fn a_swap_mid_replay_changes_decisions_only_after_the_swap_point() {
                     .activate(xfactor, "admin", now)
                     .unwrap();
                 swapped = true;
-                return true;
             }
-            false
         },
     )
     .unwrap();
