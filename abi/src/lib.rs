@@ -732,6 +732,28 @@ impl PlacementRanking {
     pub fn iter(&self) -> impl Iterator<Item = &[u32]> + '_ {
         (0..self.len()).map(|q| self.get(q))
     }
+
+    /// Whether this answers `batch`: one ranking per job, every index within that job's
+    /// candidates. The error says what is wrong, for logs and test failures.
+    pub fn check(&self, batch: &PlacementBatch) -> Result<(), String> {
+        if self.len() != batch.len() {
+            return Err(alloc::format!(
+                "{} rankings for {} jobs",
+                self.len(),
+                batch.len()
+            ));
+        }
+        for (q, ranking) in self.iter().enumerate() {
+            let n = batch.candidates(q).len();
+            if let Some(i) = ranking.iter().find(|&&i| i as usize >= n) {
+                return Err(alloc::format!(
+                    "candidate index {i} out of range for job {} ({n} candidates)",
+                    batch.job[q]
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Whether `first` splits `total` entries into `parts` consecutive pieces.
@@ -957,6 +979,39 @@ mod tests {
             PlacementRanking::from_parts(vec![], vec![0], 0),
             Some(PlacementRanking::new())
         );
+    }
+
+    #[test]
+    fn a_ranking_fits_its_batch_only_with_one_ranking_per_job_and_indices_in_range() {
+        let batch: PlacementBatch = [(7, 2), (8, 0)]
+            .into_iter()
+            .map(|(job, n)| PlacementQuery {
+                job,
+                units_needed: 1,
+                gpus_per_node: 0,
+                candidates: (0..n).map(cand).collect(),
+            })
+            .collect();
+        let ranking = |rs: &[&[u32]]| {
+            let mut r = PlacementRanking::new();
+            for x in rs {
+                r.push(x.iter().copied());
+            }
+            r
+        };
+        assert_eq!(ranking(&[&[1, 0], &[]]).check(&batch), Ok(()));
+        assert_eq!(
+            ranking(&[&[1]]).check(&batch).unwrap_err(),
+            "1 rankings for 2 jobs"
+        );
+        assert!(ranking(&[&[2], &[]])
+            .check(&batch)
+            .unwrap_err()
+            .contains("index 2 out of range for job 7"));
+        assert!(ranking(&[&[0], &[0]])
+            .check(&batch)
+            .unwrap_err()
+            .contains("job 8 (0 candidates)"));
     }
 
     #[test]

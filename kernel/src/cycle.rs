@@ -445,19 +445,15 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
     out.placement_batches += 1;
     let ranking = {
         let p = s.parts();
-        match p.policies.placement.rank(&placement) {
+        let answer = p.policies.placement.rank(&placement);
+        match answer.map_err(|e| e.to_string()).and_then(|r| {
+            r.check(&placement)?;
             Ok(r)
-                if r.len() == placement.len()
-                    && r.iter().enumerate().all(|(q, r)| {
-                        let n = placement.candidates(q).len();
-                        r.iter().all(|&i| (i as usize) < n)
-                    }) =>
-            {
-                r
-            }
-            other => {
+        }) {
+            Ok(r) => r,
+            Err(e) => {
                 p.fallbacks.placement += 1;
-                tracing::warn!(policy = p.policies.placement.name(), answer = ?other.err(), "placement answer rejected; using first fit");
+                tracing::warn!(policy = p.policies.placement.name(), answer = %e, "placement answer rejected; using first fit");
                 first_fit(&placement)
             }
         }

@@ -115,21 +115,7 @@ pub fn check_rank<P: Placement>(
     batch: &PlacementBatch,
 ) -> Result<PlacementRanking, String> {
     let r = p.rank(batch);
-    if r.len() != batch.len() {
-        return Err(format!(
-            "rank answered {} rankings for {} jobs",
-            r.len(),
-            batch.len()
-        ));
-    }
-    for (q, ranks) in r.iter().enumerate() {
-        let n = batch.candidates(q).len();
-        if let Some(i) = ranks.iter().find(|&&i| i as usize >= n) {
-            return Err(format!(
-                "index {i} is out of range for job {} with {n} candidates",
-                batch.job()[q]
-            ));
-        }
-    }
+    r.check(batch)
+        .map_err(|e| format!("rank's answer does not fit the batch: {e}"))?;
     Ok(r)
 }

@@ -656,17 +656,7 @@ impl Decision for PlacementWorld {
         world::rank(b, store, batch)
     }
     fn check(batch: &Self::Batch, answer: &Self::Answer) -> Result<(), String> {
-        same_length(answer.len(), "rankings", batch.len(), "jobs")?;
-        for (q, r) in answer.iter().enumerate() {
-            let n = batch.candidates(q).len();
-            if let Some(i) = r.iter().find(|&&i| i as usize >= n) {
-                return Err(format!(
-                    "candidate index {i} out of range for job {} ({n} candidates)",
-                    batch.job()[q],
-                ));
-            }
-        }
-        Ok(())
+        answer.check(batch)
     }
     fn compare(
         batch: &Self::Batch,
