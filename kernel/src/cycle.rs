@@ -24,7 +24,7 @@ use rustc_hash::FxHashSet;
 
 use crate::alloc::{give_back_into, node_units};
 use crate::cluster::{NodeFree, NodeId, PartitionId, PreemptMode, QosId, UserId};
-use crate::job::{JobId, PendingReason};
+use crate::job::{JobId, NodeAllocation, PendingReason};
 use crate::policy::{
     first_fit, ClassicFairshare, FairsharePolicy, FifoPriority, PlacementBatch,
     PreemptionCandidate, PreemptionQuery, PriorityInput, PriorityPolicy, ShareNode,
@@ -95,14 +95,63 @@ struct Walk {
     partition_down: Vec<bool>,
     /// Why each pending job waits, by its index in the pending list.
     reasons: Vec<PendingReason>,
-    /// Per node index: units for the job being reserved, and its free state in the
-    /// future (`scratch_free[n]` is meaningful only while `scratch_future[n]`; the
-    /// buffers keep their allocations from search to search).
-    scratch_units: Vec<u32>,
-    scratch_free: Vec<NodeFree>,
-    scratch_future: Vec<bool>,
-    scratch_dirty: Vec<NodeId>,
-    scratch_touched: Vec<NodeId>,
+    /// The reservation search's working memory, kept from search to search.
+    search: SearchScratch,
+}
+
+/// Working memory of one reservation search (see [`reserve`]).
+#[derive(Default)]
+struct SearchScratch {
+    /// Per node index: units the node could give the job being reserved.
+    units: Vec<u32>,
+    future: FutureNodes,
+    /// Nodes whose units change at the event time being applied.
+    touched: Vec<NodeId>,
+}
+
+/// Nodes' free states at a time in the future, as running jobs end: a node not yet
+/// touched reads as it is now. The slots keep their allocations between searches.
+#[derive(Default)]
+struct FutureNodes {
+    free: Vec<NodeFree>,
+    /// Per node index: whether `free` holds that node's future state.
+    known: Vec<bool>,
+    /// The nodes marked in `known`, to unmark when the search ends.
+    marked: Vec<NodeId>,
+}
+
+impl FutureNodes {
+    fn resize(&mut self, nodes: usize) {
+        self.free.resize_with(nodes, NodeFree::default);
+        self.known.resize(nodes, false);
+    }
+
+    /// Node `n`'s future state, or `now` when no release touched it yet.
+    fn get<'a>(&'a self, n: NodeId, now: &'a NodeFree) -> &'a NodeFree {
+        if self.known[n.index()] {
+            &self.free[n.index()]
+        } else {
+            now
+        }
+    }
+
+    /// Gives `a` back to node `a.node`, whose present state is `now`.
+    fn release(&mut self, a: &NodeAllocation, now: &NodeFree) {
+        let k = a.node.index();
+        if !self.known[k] {
+            self.free[k].clone_from(now);
+            self.known[k] = true;
+            self.marked.push(a.node);
+        }
+        give_back_into(&mut self.free[k], a);
+    }
+
+    /// Forgets every future state (for the next search).
+    fn forget(&mut self) {
+        for n in self.marked.drain(..) {
+            self.known[n.index()] = false;
+        }
+    }
 }
 
 impl Walk {
@@ -651,14 +700,15 @@ fn reserve(s: &Scheduler, id: JobId, now: Time, walk: &mut Walk) -> Option<Reser
 
     let nodes = cluster.nodes.len();
     walk.build_releases(s, now);
-    let mut units = std::mem::take(&mut walk.scratch_units);
-    let mut future = std::mem::take(&mut walk.scratch_free);
-    let mut has_future = std::mem::take(&mut walk.scratch_future);
-    let mut dirty = std::mem::take(&mut walk.scratch_dirty);
-    let mut touched = std::mem::take(&mut walk.scratch_touched);
+    // Taken out while `walk`'s reservations are read below.
+    let mut scratch = std::mem::take(&mut walk.search);
+    let SearchScratch {
+        units,
+        future,
+        touched,
+    } = &mut scratch;
     units.resize(nodes, 0);
-    future.resize_with(nodes, NodeFree::default);
-    has_future.resize(nodes, false);
+    future.resize(nodes);
 
     // Events in time order, merged from three sorted streams: a running job releases its
     // nodes; a reserved node stops fitting a window of length `limit` before its
@@ -676,21 +726,16 @@ fn reserve(s: &Scheduler, id: JobId, now: Time, walk: &mut Walk) -> Option<Reser
         .map(|&(t, n)| (t, Event::Recheck(n)));
     let mut events = merge(merge(releases, stops), ends).peekable();
 
-    let units_at = |n: NodeId, t: Time, future: &[NodeFree], has_future: &[bool]| -> u32 {
+    let units_at = |n: NodeId, t: Time, future: &FutureNodes| -> u32 {
         let node = cluster.node(n);
         if !node.schedulable() || !walk.free_over(n, t, t.saturating_add(limit), id) {
             return 0;
         }
-        let free = if has_future[n.index()] {
-            &future[n.index()]
-        } else {
-            &node.free
-        };
-        node_units(node, free, shape)
+        node_units(node, future.get(n, &node.free), shape)
     };
     let mut total = 0u64;
     for &n in &part.nodes {
-        let u = units_at(n, now, &future, &has_future);
+        let u = units_at(n, now, future);
         units[n.index()] = u;
         total += u as u64;
     }
@@ -730,14 +775,7 @@ fn reserve(s: &Scheduler, id: JobId, now: Time, walk: &mut Walk) -> Option<Reser
                         .flat_map(|a| &a.nodes)
                     {
                         if in_part(a.node) {
-                            let k = a.node.index();
-                            if !has_future[k] {
-                                // Reuses the slot's bitset allocation.
-                                future[k].clone_from(&cluster.node(a.node).free);
-                                has_future[k] = true;
-                                dirty.push(a.node);
-                            }
-                            give_back_into(&mut future[k], a);
+                            future.release(a, &cluster.node(a.node).free);
                             touched.push(a.node);
                         }
                     }
@@ -751,22 +789,16 @@ fn reserve(s: &Scheduler, id: JobId, now: Time, walk: &mut Walk) -> Option<Reser
         }
         touched.sort_unstable();
         touched.dedup();
-        for &n in &touched {
+        for &n in touched.iter() {
             let old = units[n.index()];
-            let new = units_at(n, t, &future, &has_future);
+            let new = units_at(n, t, future);
             units[n.index()] = new;
             total = total - old as u64 + new as u64;
         }
     };
     drop(events);
-    for n in dirty.drain(..) {
-        has_future[n.index()] = false;
-    }
-    walk.scratch_units = units;
-    walk.scratch_free = future;
-    walk.scratch_future = has_future;
-    walk.scratch_dirty = dirty;
-    walk.scratch_touched = touched;
+    future.forget();
+    walk.search = scratch;
     found
 }
 
