@@ -15,7 +15,6 @@ extern crate alloc;
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
-use alloc::vec;
 use alloc::vec::Vec;
 
 use gantry_sdk::{Fairshare, Policy, PolicyInfo, ShareNode, Time, ASSOCIATION_IDS};
@@ -50,6 +49,9 @@ pub struct FairTree {
 #[derive(Debug, Clone, Copy)]
 struct Decayed {
     id: u32,
+    /// The node's parent as last seen: while no node's id or parent changes, the tree
+    /// keeps its shape and `Scratch` keeps its children lists.
+    parent: Option<u32>,
     /// Raw (undecayed) usage reported last time.
     raw: f64,
     /// Decayed usage at `at`.
@@ -59,9 +61,6 @@ struct Decayed {
 
 #[derive(Debug, Default, Clone)]
 struct Scratch {
-    /// The parent of each node when the children lists were built: while the tree keeps
-    /// its shape, the lists are kept, in the order of the last ranking.
-    parents: Vec<Option<u32>>,
     /// Children of node `p` are `children[first[p]..first[p + 1]]`; the roots are last.
     /// Each group stays sorted by the last ranking; usage moves little from one cycle to
     /// the next (decay scales every node alike), so re-sorting is nearly linear.
@@ -69,6 +68,7 @@ struct Scratch {
     children: Vec<usize>,
     /// Next free slot per group while `children` is filled.
     fill: Vec<usize>,
+    /// Decayed usage per node, rolled up to the accounts.
     usage: Vec<f64>,
     /// The last answer, returned again while the ranking has not changed.
     answer: Vec<f64>,
@@ -102,20 +102,26 @@ fn parent_of(tree: &[ShareNode], i: usize) -> Option<usize> {
 }
 
 impl FairTree {
-    /// Decayed usage of every node, into `out`; only associations accrue, accounts are
-    /// sums.
-    /// Returns whether the tree has the same nodes, in the same order, as last time.
-    fn decay(&mut self, now: Time, tree: &[ShareNode], out: &mut Vec<f64>) -> bool {
-        let aligned = self.decayed.len() == tree.len()
-            && self.decayed.iter().zip(tree).all(|(d, n)| d.id == n.id);
-        if !aligned {
-            // Nodes came or went: carry each known node's state to its new position.
+    /// Decayed usage of every node, into `scratch.usage`; only associations accrue,
+    /// accounts are sums. Returns whether the tree has the shape it had last time (the
+    /// same nodes, in the same order, under the same parents).
+    fn decay(&mut self, now: Time, tree: &[ShareNode]) -> bool {
+        let same_shape = self.decayed.len() == tree.len()
+            && self
+                .decayed
+                .iter()
+                .zip(tree)
+                .all(|(d, n)| d.id == n.id && d.parent == n.parent);
+        if !same_shape {
+            // Nodes came, went or moved: carry each known node's state to its position.
             let known: BTreeMap<u32, Decayed> = self.decayed.drain(..).map(|d| (d.id, d)).collect();
             self.decayed = tree
                 .iter()
-                .map(|n| {
-                    known.get(&n.id).copied().unwrap_or(Decayed {
+                .map(|n| Decayed {
+                    parent: n.parent,
+                    ..known.get(&n.id).copied().unwrap_or(Decayed {
                         id: n.id,
+                        parent: n.parent,
                         raw: 0.0,
                         usage: 0.0,
                         at: now,
@@ -125,6 +131,7 @@ impl FairTree {
         }
         // Nodes are updated together, so almost all share one elapsed time: one exp2.
         let mut last: Option<(Time, f64)> = None;
+        let out = &mut self.scratch.usage;
         out.clear();
         out.resize(tree.len(), 0.0);
         for (i, n) in tree.iter().enumerate() {
@@ -161,47 +168,50 @@ impl FairTree {
                 out[p] += out[i];
             }
         }
-        aligned
+        same_shape
     }
 }
 
 impl Fairshare for FairTree {
     fn factors(&mut self, now: Time, tree: &[ShareNode]) -> Vec<f64> {
-        let mut usage = core::mem::take(&mut self.scratch.usage);
-        let same_nodes = self.decay(now, tree, &mut usage);
+        let same_shape = self.decay(now, tree);
         let n = tree.len();
-        let sc = &mut self.scratch;
-        let same_shape = same_nodes
-            && sc.parents.len() == n
-            && sc.parents.iter().zip(tree).all(|(&p, t)| p == t.parent);
+        let Scratch {
+            first,
+            children,
+            fill,
+            usage,
+            answer,
+            level,
+            stack,
+            ranked,
+        } = &mut self.scratch;
         if !same_shape {
-            sc.parents.clear();
-            sc.parents.extend(tree.iter().map(|t| t.parent));
             // Children lists, flat: counts, then offsets, then fill in index order. Slot
             // `n` holds the roots.
             let group = |i: usize| parent_of(tree, i).unwrap_or(n);
-            sc.first.clear();
-            sc.first.resize(n + 2, 0);
+            first.clear();
+            first.resize(n + 2, 0);
             for i in 0..n {
-                sc.first[group(i) + 1] += 1;
+                first[group(i) + 1] += 1;
             }
             for g in 0..=n {
-                sc.first[g + 1] += sc.first[g];
+                first[g + 1] += first[g];
             }
-            sc.children.clear();
-            sc.children.resize(n, 0);
-            sc.fill.clear();
-            sc.fill.extend_from_slice(&sc.first);
+            children.clear();
+            children.resize(n, 0);
+            fill.clear();
+            fill.extend_from_slice(first);
             for i in 0..n {
                 let g = group(i);
-                sc.children[sc.fill[g]] = i;
-                sc.fill[g] += 1;
+                children[fill[g]] = i;
+                fill[g] += 1;
             }
         }
         // Siblings are ordered by Level Fairshare, (S_k / ΣS) / (U_k / ΣU). The sums are
         // the same for every sibling, so S_k / U_k gives the same order for one division.
-        sc.level.clear();
-        sc.level.extend(tree.iter().zip(&usage).map(|(t, &u)| {
+        level.clear();
+        level.extend(tree.iter().zip(usage.iter()).map(|(t, &u)| {
             let s = t.shares as f64;
             if u > 0.0 {
                 s / u
@@ -212,7 +222,6 @@ impl Fairshare for FairTree {
             }
         }));
         // Ids are unique, so the order is total: any sort gives the one answer.
-        let level = &sc.level;
         let before = |a: usize, b: usize| {
             level[b]
                 .total_cmp(&level[a])
@@ -220,44 +229,37 @@ impl Fairshare for FairTree {
         };
         let mut reordered = !same_shape;
         for g in 0..=n {
-            reordered |= sort_nearly_sorted(&mut sc.children[sc.first[g]..sc.first[g + 1]], before);
+            reordered |= sort_nearly_sorted(&mut children[first[g]..first[g + 1]], before);
         }
         // The factors follow from the shape and the order of siblings alone: when
         // neither changed, the last answer stands.
-        if !reordered && sc.answer.len() == n {
-            let answer = sc.answer.clone();
-            self.scratch.usage = usage;
-            return answer;
-        }
-        // Depth-first, best sibling first: the order users are served in.
-        sc.ranked.clear();
-        sc.stack.clear();
-        sc.stack
-            .extend(sc.children[sc.first[n]..sc.first[n + 1]].iter().rev());
-        while let Some(k) = sc.stack.pop() {
-            if tree[k].id >= ASSOCIATION_IDS {
-                sc.ranked.push(k);
+        if reordered || answer.len() != n {
+            // Depth-first, best sibling first: the order users are served in.
+            ranked.clear();
+            stack.clear();
+            stack.extend(children[first[n]..first[n + 1]].iter().rev());
+            while let Some(k) = stack.pop() {
+                if tree[k].id >= ASSOCIATION_IDS {
+                    ranked.push(k);
+                }
+                stack.extend(children[first[k]..first[k + 1]].iter().rev());
             }
-            sc.stack
-                .extend(sc.children[sc.first[k]..sc.first[k + 1]].iter().rev());
-        }
-        let total = sc.ranked.len().max(1) as f64;
-        let mut factors = vec![0f64; n];
-        for (k, &i) in sc.ranked.iter().enumerate() {
-            factors[i] = (total - k as f64) / total;
-        }
-        // An account reports its best user's factor.
-        for i in (0..n).rev() {
-            if let Some(p) = parent_of(tree, i) {
-                if factors[i] > factors[p] {
-                    factors[p] = factors[i];
+            let total = ranked.len().max(1) as f64;
+            answer.clear();
+            answer.resize(n, 0.0);
+            for (k, &i) in ranked.iter().enumerate() {
+                answer[i] = (total - k as f64) / total;
+            }
+            // An account reports its best user's factor.
+            for i in (0..n).rev() {
+                if let Some(p) = parent_of(tree, i) {
+                    if answer[i] > answer[p] {
+                        answer[p] = answer[i];
+                    }
                 }
             }
         }
-        sc.answer.clear();
-        sc.answer.extend_from_slice(&factors);
-        self.scratch.usage = usage;
-        factors
+        answer.clone()
     }
 }
 
@@ -334,8 +336,8 @@ mod tests {
         p.init("half_life_s = 100").unwrap();
         p.factors(0, &tree([100.0, 0.0, 0.0]));
         // 100 s later with no new usage, user 0's decayed usage is halved.
-        let mut d = Vec::new();
-        p.decay(100, &tree([100.0, 0.0, 0.0]), &mut d);
+        p.decay(100, &tree([100.0, 0.0, 0.0]));
+        let d = &p.scratch.usage;
         assert!((d[3] - 50.0).abs() < 1e-9, "{}", d[3]);
         // b's user now uses 60: more than a's decayed 50, and b has fewer shares.
         let f = p.factors(100, &tree([100.0, 0.0, 60.0]));
