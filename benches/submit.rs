@@ -1,10 +1,12 @@
 //! Durable submissions to a real `gantryd` over gRPC on loopback TCP, from concurrent
 //! clients: each acknowledged job is committed to the state database (group commit).
-//! Also reports the controller's resident memory per pending job.
+//! Also reports the controller's resident memory per pending job, and the CPU time the
+//! controller and the clients spent per submission.
 //!
 //! Needs the daemon built with the same profile: `cargo build --release -p
-//! gantry-daemon`, then `cargo bench --bench submit`. No agents run, so every job stays
-//! pending and the controller's cycles walk a growing queue while it accepts more.
+//! gantry-daemon`, then `cargo bench --bench submit` (`GANTRYD=path` measures another
+//! build of the daemon). No agents run, so every job stays pending and the controller's
+//! cycles walk a growing queue while it accepts more.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,8 +33,13 @@ impl Drop for Daemon {
     }
 }
 
+/// The daemon built beside this bench, or the one `GANTRYD` names (to compare two builds
+/// with the same clients).
 fn gantryd() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_gantry")).with_file_name("gantryd");
+    let path = std::env::var_os("GANTRYD").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_gantry")).with_file_name("gantryd"),
+        PathBuf::from,
+    );
     assert!(
         path.is_file(),
         "{} is missing: cargo build --release -p gantry-daemon",
@@ -159,6 +166,22 @@ fn resident_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_s(pid: &str) -> f64 {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    ticks as f64 / hz as f64
+}
+
 fn submissions(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -178,15 +201,24 @@ fn submissions(c: &mut Criterion) {
     // Memory: resident growth over 100,000 more pending jobs.
     let pid = daemon.child.id();
     let before = resident_kib(pid);
+    let (daemon_cpu, client_cpu) = (cpu_s(&pid.to_string()), cpu_s("self"));
     let n = 100_000;
     let took = rt.block_on(submit_all(&cl, n));
     let after = resident_kib(pid);
+    let per_job_us = |cpu: f64| cpu * 1e6 / n as f64;
     println!(
         "controller memory: {:.0} bytes per pending job ({} KiB → {} KiB over {n} jobs, submitted at {:.0} jobs/s)",
         (after.saturating_sub(before) * 1024) as f64 / n as f64,
         before,
         after,
         n as f64 / took.as_secs_f64()
+    );
+    // CPU time per job does not depend on what else shares the machine the way
+    // throughput does: it says where the cores went.
+    println!(
+        "CPU per submission over those jobs: controller {:.0} µs, the {CLIENTS} clients {:.0} µs",
+        per_job_us(cpu_s(&pid.to_string()) - daemon_cpu),
+        per_job_us(cpu_s("self") - client_cpu),
     );
 }
 

@@ -4,6 +4,10 @@
 //! configuration names, and holders of admin tokens. Agents always present an agent
 //! token. Every refusal is logged.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use gantry_api::auth::{verify, Role};
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Status};
@@ -13,10 +17,52 @@ use crate::controller::Caller;
 pub struct Authenticator {
     key: Vec<u8>,
     admins: Vec<String>,
+    passwd: PasswdCache,
 }
 
-/// A passwd entry's name and primary group.
-pub fn passwd_by_uid(uid: u32) -> Option<(String, u32)> {
+/// How long a passwd lookup is trusted. Every call needs the caller's name or primary
+/// group, and asking NSS each time (files, LDAP, SSSD) cost more than the rest of a
+/// submission; a minute is what `nscd` keeps positive entries for by default.
+pub const PASSWD_TTL: Duration = Duration::from_secs(60);
+
+/// Passwd entries by uid, each kept for [`PASSWD_TTL`]; unknown uids are remembered as
+/// unknown for as long, so a flood of calls from one cannot flood the directory either.
+#[derive(Default)]
+pub struct PasswdCache {
+    entries: Mutex<HashMap<u32, (Instant, Option<PasswdEntry>)>>,
+}
+
+impl PasswdCache {
+    /// The passwd entry of `uid`, looked up again once [`PASSWD_TTL`] has passed.
+    pub fn get(&self, uid: u32) -> Option<PasswdEntry> {
+        self.get_with(uid, Instant::now(), passwd_by_uid)
+    }
+
+    fn get_with(
+        &self,
+        uid: u32,
+        now: Instant,
+        lookup: impl FnOnce(u32) -> Option<PasswdEntry>,
+    ) -> Option<PasswdEntry> {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, entry)) = entries.get(&uid) {
+            if now.saturating_duration_since(*at) < PASSWD_TTL {
+                return entry.clone();
+            }
+        }
+        // Looked up under the lock: concurrent callers with the same uid wait for one
+        // lookup instead of each making their own.
+        let entry = lookup(uid);
+        entries.insert(uid, (now, entry.clone()));
+        entry
+    }
+}
+
+/// A passwd entry's user name and primary group.
+pub type PasswdEntry = (String, u32);
+
+/// The passwd entry of `uid`, from NSS.
+pub fn passwd_by_uid(uid: u32) -> Option<PasswdEntry> {
     let mut buf = vec![0u8; 16 * 1024];
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut out: *mut libc::passwd = std::ptr::null_mut();
@@ -46,7 +92,11 @@ fn bearer<T>(req: &Request<T>) -> Option<Result<String, Status>> {
 
 impl Authenticator {
     pub fn new(key: Vec<u8>, admins: Vec<String>) -> Self {
-        Self { key, admins }
+        Self {
+            key,
+            admins,
+            passwd: PasswdCache::default(),
+        }
     }
 
     fn refuse(&self, why: String) -> Status {
@@ -62,7 +112,7 @@ impl Authenticator {
             if claims.role == Role::Agent {
                 return Err(self.refuse("an agent token cannot call the user API".into()));
             }
-            let gid = passwd_by_uid(claims.uid).map_or(claims.uid, |(_, g)| g);
+            let gid = self.passwd.get(claims.uid).map_or(claims.uid, |(_, g)| g);
             return Ok(Caller {
                 admin: claims.role == Role::Admin || self.admins.contains(&claims.user),
                 user: claims.user,
@@ -81,7 +131,10 @@ impl Authenticator {
                 )
             })?;
         let uid = cred.uid();
-        let (user, gid) = passwd_by_uid(uid).unwrap_or_else(|| (uid.to_string(), cred.gid()));
+        let (user, gid) = self
+            .passwd
+            .get(uid)
+            .unwrap_or_else(|| (uid.to_string(), cred.gid()));
         Ok(Caller {
             admin: uid == 0 || self.admins.contains(&user),
             user,
@@ -106,5 +159,44 @@ impl Authenticator {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn passwd_entries_are_looked_up_once_per_ttl_and_unknown_uids_too() {
+        let cache = PasswdCache::default();
+        let lookups = Cell::new(0);
+        let lookup = |uid: u32| {
+            lookups.set(lookups.get() + 1);
+            (uid == 1000).then(|| ("alice".to_string(), 100))
+        };
+        let t0 = Instant::now();
+        let alice = Some(("alice".to_string(), 100));
+        assert_eq!(cache.get_with(1000, t0, lookup), alice);
+        assert_eq!(cache.get_with(1000, t0 + PASSWD_TTL / 2, lookup), alice);
+        assert_eq!(lookups.get(), 1, "a fresh entry is answered from the cache");
+        assert_eq!(cache.get_with(4242, t0, lookup), None);
+        assert_eq!(
+            cache.get_with(4242, t0 + Duration::from_secs(1), lookup),
+            None
+        );
+        assert_eq!(lookups.get(), 2, "an unknown uid is remembered as unknown");
+        assert_eq!(cache.get_with(1000, t0 + PASSWD_TTL, lookup), alice);
+        assert_eq!(
+            lookups.get(),
+            3,
+            "an entry as old as the TTL is looked up again"
+        );
+    }
+
+    #[test]
+    fn the_cache_answers_what_the_system_answers() {
+        let uid = unsafe { libc::getuid() };
+        assert_eq!(PasswdCache::default().get(uid), passwd_by_uid(uid));
     }
 }

@@ -38,6 +38,11 @@ pub struct DaemonConfig {
     /// Longest wait between scheduling cycles (a submission or a job end runs one at once).
     #[serde(default = "defaults::cycle_interval_ms")]
     pub cycle_interval_ms: u64,
+    /// After a cycle that took t, the next waits at least this many times t (never
+    /// longer than `cycle_interval_ms`): under a stream of submissions the scheduler
+    /// holds the controller at most 1/(1 + factor) of the time, and the API the rest.
+    #[serde(default = "defaults::cycle_pause_factor")]
+    pub cycle_pause_factor: u32,
     /// Seconds between two computations of the fairshare factors (Slurm's
     /// `PriorityCalcPeriod`); 0 computes them every cycle.
     #[serde(default = "defaults::fairshare_interval_s")]
@@ -88,6 +93,9 @@ mod defaults {
     }
     pub fn cycle_interval_ms() -> u64 {
         1000
+    }
+    pub fn cycle_pause_factor() -> u32 {
+        7
     }
     pub fn fairshare_interval_s() -> u32 {
         gantry_kernel::DEFAULT_FAIRSHARE_INTERVAL as u32

@@ -190,16 +190,21 @@ async fn main() -> Result<()> {
 
     // The scheduling loop.
     let interval = Duration::from_millis(cfg.cycle_interval_ms.max(10));
+    let pause_factor = cfg.cycle_pause_factor;
     let looper = shared.clone();
     let cycles = tokio::spawn(async move {
         loop {
             let _ = tokio::time::timeout(interval, looper.wake.notified()).await;
             let started = std::time::Instant::now();
             let result = looper.lock().cycle(unix_now());
-            // Under a stream of wake-ups (a submission storm), leave the lock free at
-            // least as long as the cycle held it: acknowledgements keep flowing while the
-            // queue grows, and the next cycle sees everything that arrived meanwhile.
-            tokio::time::sleep(started.elapsed().min(interval)).await;
+            let took = started.elapsed();
+            tracing::debug!(took_us = took.as_micros() as u64, "scheduling cycle");
+            // Under a stream of wake-ups (a submission storm), leave the lock free
+            // `pause_factor` times as long as the cycle held it: acknowledgements keep
+            // flowing while the queue grows, and the next cycle sees everything that
+            // arrived meanwhile. A cycle over a short queue takes microseconds, so the
+            // pause is only felt when the queue is long, and never exceeds the interval.
+            tokio::time::sleep(took.saturating_mul(pause_factor).min(interval)).await;
             if let Err(e) = result {
                 tracing::error!(error = %e, "scheduling cycle failed to record its decisions; stopping");
                 looper.fatal.notify_one();
