@@ -821,11 +821,14 @@ impl Scheduler {
     pub(crate) fn usage_of(&self, assoc: AssocId) -> f64 {
         self.usage[assoc.index()]
     }
-    pub(crate) fn set_priority(&mut self, id: JobId, p: i64) {
-        self.job_mut(id).priority = p;
-    }
-    pub(crate) fn set_reason(&mut self, id: JobId, r: PendingReason) {
-        self.job_mut(id).reason = r;
+    /// What a cycle found for a job that was waiting at its start: its priority, and,
+    /// if it still waits (it was not started), why.
+    pub(crate) fn set_priority_and_reason(&mut self, id: JobId, p: i64, r: PendingReason) {
+        let job = self.job_mut(id);
+        job.priority = p;
+        if job.state.is_waiting() {
+            job.reason = r;
+        }
     }
     pub(crate) fn is_waiting_on_dependency(&self, id: JobId) -> Option<bool> {
         let job = self.job(id)?;
