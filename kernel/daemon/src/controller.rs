@@ -903,6 +903,11 @@ impl Controller {
     }
 
     fn publish_job(&self, id: JobId, now: Time) {
+        // Nobody watching: a send would drop the event, so do not build it (a
+        // submission storm publishes one per job).
+        if self.events.receiver_count() == 0 {
+            return;
+        }
         if let Some(job) = self.sched.job(id) {
             let _ = self.events.send(api::Event {
                 time: now,
@@ -912,6 +917,9 @@ impl Controller {
     }
 
     fn publish_node(&self, id: NodeId, now: Time) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
         let _ = self.events.send(api::Event {
             time: now,
             what: Some(api::event::What::Node(self.node_info(id, now))),
