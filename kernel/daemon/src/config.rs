@@ -3,6 +3,7 @@
 //! the kernel's format, in a file of its own or inline under `[cluster]`).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use gantry_kernel::ClusterDescription;
 use serde::Deserialize;
@@ -114,6 +115,18 @@ pub enum ConfigError {
 }
 
 impl DaemonConfig {
+    /// The longest wait between two cycles (at least 10 ms).
+    pub fn cycle_interval(&self) -> Duration {
+        Duration::from_millis(self.cycle_interval_ms.max(10))
+    }
+
+    /// How long the cycle loop leaves the controller to the API after a cycle that took
+    /// `took`: `cycle_pause_factor` times as long, never longer than the interval.
+    pub fn pause_after_cycle(&self, took: Duration) -> Duration {
+        took.saturating_mul(self.cycle_pause_factor)
+            .min(self.cycle_interval())
+    }
+
     /// Reads the file and resolves relative paths against its directory.
     pub fn load(path: &Path) -> Result<(Self, ClusterDescription), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -200,5 +213,40 @@ impl DaemonConfig {
             }
         };
         Ok((cfg, cluster))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> DaemonConfig {
+        toml::from_str(&format!(
+            "listen = \"127.0.0.1:0\"\nstate = \"s.db\"\nkey_file = \"k\"\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_cycle_is_followed_by_a_pause_of_factor_times_its_length_at_most_the_interval() {
+        let ms = Duration::from_millis;
+        let c = config("");
+        assert_eq!(c.cycle_pause_factor, 7, "the documented default");
+        assert_eq!(c.pause_after_cycle(ms(10)), ms(70));
+        assert_eq!(
+            c.pause_after_cycle(Duration::from_micros(30)),
+            Duration::from_micros(210)
+        );
+        assert_eq!(
+            c.pause_after_cycle(ms(400)),
+            ms(1000),
+            "capped at the interval"
+        );
+        let c = config("cycle_pause_factor = 0\ncycle_interval_ms = 200");
+        assert_eq!(c.pause_after_cycle(ms(50)), Duration::ZERO, "0: no pause");
+        let c = config("cycle_pause_factor = 3\ncycle_interval_ms = 200");
+        assert_eq!(c.pause_after_cycle(ms(50)), ms(150));
+        assert_eq!(c.pause_after_cycle(ms(100)), ms(200));
+        assert_eq!(c.pause_after_cycle(Duration::MAX), ms(200), "no overflow");
     }
 }

@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -189,9 +188,9 @@ async fn main() -> Result<()> {
     }
 
     // The scheduling loop.
-    let interval = Duration::from_millis(cfg.cycle_interval_ms.max(10));
-    let pause_factor = cfg.cycle_pause_factor;
+    let interval = cfg.cycle_interval();
     let looper = shared.clone();
+    let loop_cfg = cfg.clone();
     let cycles = tokio::spawn(async move {
         loop {
             let _ = tokio::time::timeout(interval, looper.wake.notified()).await;
@@ -200,11 +199,12 @@ async fn main() -> Result<()> {
             let took = started.elapsed();
             tracing::debug!(took_us = took.as_micros() as u64, "scheduling cycle");
             // Under a stream of wake-ups (a submission storm), leave the lock free
-            // `pause_factor` times as long as the cycle held it: acknowledgements keep
-            // flowing while the queue grows, and the next cycle sees everything that
-            // arrived meanwhile. A cycle over a short queue takes microseconds, so the
-            // pause is only felt when the queue is long, and never exceeds the interval.
-            tokio::time::sleep(took.saturating_mul(pause_factor).min(interval)).await;
+            // `cycle_pause_factor` times as long as the cycle held it: acknowledgements
+            // keep flowing while the queue grows, and the next cycle sees everything
+            // that arrived meanwhile. A cycle over a short queue takes microseconds, so
+            // the pause is only felt when the queue is long, and never exceeds the
+            // interval.
+            tokio::time::sleep(loop_cfg.pause_after_cycle(took)).await;
             if let Err(e) = result {
                 tracing::error!(error = %e, "scheduling cycle failed to record its decisions; stopping");
                 looper.fatal.notify_one();
