@@ -49,14 +49,13 @@ struct PendingJob {
     has_dependencies: bool,
 }
 
-/// A job in the placement batch (its candidates are in `Walk::placement`, in the same
-/// order).
+/// Where a job of the placement batch stands in the walk; the job itself (its id and
+/// candidates) is the same entry of `Walk::placement`.
 struct Batched {
     /// Its position in the walk order (where a conflict resumes the walk).
     pos: usize,
     /// Its index in the pending list (where its reason goes).
     at: usize,
-    id: JobId,
 }
 
 /// Reservations, tentative counts and scratch space of the walk in progress.
@@ -392,7 +391,7 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
             if let Some((c, cores, gpus, units, gpus_per_node)) = found {
                 walk.batch_cores += cores;
                 walk.batch_gpus += gpus;
-                walk.batch.push(Batched { pos: i, at, id });
+                walk.batch.push(Batched { pos: i, at });
                 walk.placement.push(id.0, units, gpus_per_node, c);
                 *walk.batch_user_qos.entry((p.user, p.qos)).or_default() += 1;
                 if let Some(a) = p.array_job {
@@ -512,7 +511,7 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
     };
     let mut resume = None;
     for (q, b) in batch.iter().enumerate() {
-        let id = b.id;
+        let id = JobId(placement.job()[q]);
         let cands = &placement.node()[placement.candidates(q)];
         let mut nodes: Vec<NodeId> = ranking
             .get(q)
