@@ -902,27 +902,30 @@ impl Controller {
         self.events.subscribe()
     }
 
-    fn publish_job(&self, id: JobId, now: Time) {
-        // Nobody watching: a send would drop the event, so do not build it (a
-        // submission storm publishes one per job).
+    /// Sends an event to every watcher. Built only when someone watches: a send to no
+    /// one drops it, and a submission storm publishes one per job.
+    fn publish(&self, now: Time, what: impl FnOnce() -> Option<api::event::What>) {
         if self.events.receiver_count() == 0 {
             return;
         }
-        if let Some(job) = self.sched.job(id) {
+        if let Some(what) = what() {
             let _ = self.events.send(api::Event {
                 time: now,
-                what: Some(api::event::What::Job(self.job_info(job))),
+                what: Some(what),
             });
         }
     }
 
+    fn publish_job(&self, id: JobId, now: Time) {
+        self.publish(now, || {
+            let job = self.sched.job(id)?;
+            Some(api::event::What::Job(self.job_info(job)))
+        });
+    }
+
     fn publish_node(&self, id: NodeId, now: Time) {
-        if self.events.receiver_count() == 0 {
-            return;
-        }
-        let _ = self.events.send(api::Event {
-            time: now,
-            what: Some(api::event::What::Node(self.node_info(id, now))),
+        self.publish(now, || {
+            Some(api::event::What::Node(self.node_info(id, now)))
         });
     }
 
