@@ -35,7 +35,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use wasmtime::component::Component;
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, ProfilingStrategy};
 
 pub use slot::{
     CallFailure, Decision, LoadedVersion, PolicySlot, ShadowReport, SharedSlot, SlotError,
@@ -59,6 +59,26 @@ impl Default for HostLimits {
         Self {
             call_timeout: Duration::from_millis(500),
             memory_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Names the profiler that the engine tells about compiled policy code, so that `perf`
+/// can name a policy's functions: `perfmap` (function names, for `perf report`) or
+/// `jitdump` (also the code, for `perf annotate`). Unset: none.
+pub const PROFILER_ENV: &str = "GANTRY_WASM_PROFILER";
+
+fn profiler_from_env() -> ProfilingStrategy {
+    match std::env::var(PROFILER_ENV).as_deref() {
+        Err(_) | Ok("") | Ok("none") => ProfilingStrategy::None,
+        Ok("perfmap") => ProfilingStrategy::PerfMap,
+        Ok("jitdump") => ProfilingStrategy::JitDump,
+        Ok(other) => {
+            // A typo must not stop a controller from starting: say so and run without.
+            tracing::warn!(
+                "{PROFILER_ENV}={other:?} is not one of perfmap, jitdump, none; no profiler"
+            );
+            ProfilingStrategy::None
         }
     }
 }
@@ -124,7 +144,10 @@ impl PolicyHost {
             ));
         }
         let mut config = Config::new();
-        config.wasm_component_model(true).epoch_interruption(true);
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .profiler(profiler_from_env());
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = {
