@@ -11,7 +11,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use gantry_abi::{
     Fairshare, Placement, PlacementBatch, PlacementQuery, Policy, Priority, PriorityBatch,
-    PriorityInput, ShareNode, ASSOCIATION_IDS,
+    PriorityInput, ShareNode, ShareTree, ASSOCIATION_IDS,
 };
 use gantry_wasm_host::{
     FairshareWorld, HostLimits, PlacementWorld, PolicyHost, PolicySlot, PreemptionWorld,
@@ -96,7 +96,7 @@ fn priority_100k(c: &mut Criterion) {
 
 /// A share tree the shape of the KTH replay's: a root, 252 accounts under it, 320 users
 /// spread over them, with uneven usage (`seed` reorders it).
-fn share_tree(seed: u64) -> Vec<ShareNode> {
+fn share_tree(seed: u64) -> ShareTree {
     let mut tree = vec![ShareNode {
         id: 0,
         parent: None,
@@ -120,7 +120,7 @@ fn share_tree(seed: u64) -> Vec<ShareNode> {
             tree[p as usize].usage += tree[i].usage;
         }
     }
-    tree
+    tree.into_iter().collect()
 }
 
 fn fairshare_kth(c: &mut Criterion) {

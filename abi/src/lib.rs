@@ -386,6 +386,129 @@ pub struct ShareNode {
 /// First [`ShareNode::id`] of user associations.
 pub const ASSOCIATION_IDS: u32 = 1 << 31;
 
+/// The share tree, column by column: entry `i` of every column is node `i`, in the
+/// order of [`ShareNode`]. Columns because that is how the tree crosses into a
+/// component: the kernel builds it this way, and neither side of a Wasm call transposes.
+///
+/// Invariant: the four columns have one entry per node. A root is its own parent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShareTree {
+    id: Vec<u32>,
+    parent: Vec<u32>,
+    shares: Vec<u32>,
+    usage: Vec<f64>,
+}
+
+impl ShareTree {
+    /// An empty tree.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Empties the tree, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.id.clear();
+        self.parent.clear();
+        self.shares.clear();
+        self.usage.clear();
+    }
+
+    /// Appends a node; a node without a parent is a root.
+    pub fn push(&mut self, node: ShareNode) {
+        let i = self.id.len() as u32;
+        self.id.push(node.id);
+        self.parent.push(node.parent.unwrap_or(i));
+        self.shares.push(node.shares);
+        self.usage.push(node.usage);
+    }
+
+    /// The tree from its columns (`parent` with roots as their own parents); `None`
+    /// unless all four have the same length.
+    pub fn from_columns(
+        id: Vec<u32>,
+        parent: Vec<u32>,
+        shares: Vec<u32>,
+        usage: Vec<f64>,
+    ) -> Option<Self> {
+        let n = id.len();
+        (parent.len() == n && shares.len() == n && usage.len() == n).then_some(Self {
+            id,
+            parent,
+            shares,
+            usage,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.id.is_empty()
+    }
+
+    /// [`ShareNode::id`] of every node.
+    pub fn id(&self) -> &[u32] {
+        &self.id
+    }
+
+    /// The parent's index of every node; a root is its own parent.
+    pub fn parent(&self) -> &[u32] {
+        &self.parent
+    }
+
+    pub fn shares(&self) -> &[u32] {
+        &self.shares
+    }
+
+    /// Undecayed core-seconds of every node and everything below it.
+    pub fn usage(&self) -> &[f64] {
+        &self.usage
+    }
+
+    /// Usage to fill in after the nodes are pushed (the kernel adds running work and
+    /// rolls it up to the accounts).
+    pub fn usage_mut(&mut self) -> &mut [f64] {
+        &mut self.usage
+    }
+
+    /// Node `i`'s parent, if it has one that comes before it (as the tree's order
+    /// promises); `None` for a root.
+    pub fn parent_of(&self, i: usize) -> Option<usize> {
+        let p = self.parent[i] as usize;
+        (p < i).then_some(p)
+    }
+
+    /// Node `i` as a record.
+    pub fn node(&self, i: usize) -> ShareNode {
+        ShareNode {
+            id: self.id[i],
+            parent: (self.parent[i] as usize != i).then_some(self.parent[i]),
+            shares: self.shares[i],
+            usage: self.usage[i],
+        }
+    }
+
+    /// Every node as a record, in order.
+    pub fn nodes(&self) -> impl Iterator<Item = ShareNode> + '_ {
+        (0..self.len()).map(|i| self.node(i))
+    }
+}
+
+impl FromIterator<ShareNode> for ShareTree {
+    fn from_iter<I: IntoIterator<Item = ShareNode>>(nodes: I) -> Self {
+        let mut t = Self::new();
+        nodes.into_iter().for_each(|n| t.push(n));
+        t
+    }
+}
+
+impl From<&[ShareNode]> for ShareTree {
+    fn from(nodes: &[ShareNode]) -> Self {
+        nodes.iter().copied().collect()
+    }
+}
+
 /// What happens to a preempted job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -783,7 +906,7 @@ pub trait Priority: Policy {
 
 /// One factor in `[0, 1]` per share-tree node.
 pub trait Fairshare: Policy {
-    fn factors(&mut self, now: Time, tree: &[ShareNode]) -> Vec<f64>;
+    fn factors(&mut self, now: Time, tree: &ShareTree) -> Vec<f64>;
 }
 
 /// Victims per query; empty means "do not preempt for this job".
@@ -817,6 +940,48 @@ mod tests {
             user: 7,
             account: 8,
         }
+    }
+
+    #[test]
+    fn share_tree_columns_keep_the_nodes() {
+        let nodes = [
+            ShareNode {
+                id: 0,
+                parent: None,
+                shares: 1,
+                usage: 5.0,
+            },
+            ShareNode {
+                id: 7,
+                parent: Some(0),
+                shares: 3,
+                usage: 5.0,
+            },
+            ShareNode {
+                id: ASSOCIATION_IDS,
+                parent: Some(1),
+                shares: 1,
+                usage: 5.0,
+            },
+        ];
+        let tree = ShareTree::from(&nodes[..]);
+        assert_eq!(tree.parent(), &[0, 0, 1], "a root is its own parent");
+        assert_eq!(tree.nodes().collect::<Vec<_>>(), nodes);
+        assert_eq!(
+            (0..3).map(|i| tree.parent_of(i)).collect::<Vec<_>>(),
+            vec![None, Some(0), Some(1)]
+        );
+        let same = ShareTree::from_columns(
+            tree.id().to_vec(),
+            tree.parent().to_vec(),
+            tree.shares().to_vec(),
+            tree.usage().to_vec(),
+        );
+        assert_eq!(same.as_ref(), Some(&tree));
+        assert!(ShareTree::from_columns(vec![0], vec![], vec![1], vec![0.0]).is_none());
+        // A parent that does not come before its child is no parent.
+        let odd = ShareTree::from_columns(vec![0, 1], vec![1, 1], vec![1, 1], vec![0.0; 2]);
+        assert_eq!(odd.map(|t| t.parent_of(0)), Some(None));
     }
 
     #[test]

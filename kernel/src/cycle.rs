@@ -27,7 +27,7 @@ use crate::cluster::{NodeFree, NodeId, PartitionId, PreemptMode, QosId, UserId};
 use crate::job::{JobId, NodeAllocation, PendingReason};
 use crate::policy::{
     first_fit, ClassicFairshare, FairsharePolicy, FifoPriority, PlacementBatch,
-    PreemptionCandidate, PreemptionQuery, PriorityInput, PriorityPolicy, ShareNode,
+    PreemptionCandidate, PreemptionQuery, PriorityInput, PriorityPolicy, ShareNode, ShareTree,
     KERNEL_PRIORITY_FIELDS,
 };
 use crate::scheduler::{CycleOutcome, Reservation, Scheduler};
@@ -253,7 +253,7 @@ impl Walk {
 #[derive(Default)]
 pub(crate) struct CycleBuffers {
     walk: Walk,
-    tree: Vec<ShareNode>,
+    tree: ShareTree,
     pending: Vec<PendingJob>,
     /// The policy's answer, by index into `pending`; written into the jobs at the end of
     /// the cycle with their pending reasons, in one pass over the job table.
@@ -646,32 +646,38 @@ fn prioritize(s: &mut Scheduler, now: Time, b: &mut CycleBuffers) {
 /// The share tree at `now` (usage of finished work plus running jobs so far, rolled up to
 /// the accounts), built in `tree`, and the fairshare policy's factors for it: one batched
 /// call, or classic fairshare when the answer is refused.
-fn fairshare(s: &mut Scheduler, now: Time, tree: &mut Vec<ShareNode>) -> Vec<f64> {
+fn fairshare(s: &mut Scheduler, now: Time, tree: &mut ShareTree) -> Vec<f64> {
     let cluster = s.cluster();
     let n_accounts = cluster.accounts.len();
     tree.clear();
-    tree.extend(cluster.accounts.iter().map(|a| ShareNode {
-        id: a.id.0,
-        parent: a.parent.map(|p| p.0),
-        shares: a.shares,
-        usage: 0.0,
-    }));
-    tree.extend(cluster.associations.iter().map(|a| ShareNode {
-        id: gantry_abi::ASSOCIATION_IDS | a.id.0,
-        parent: Some(a.account.0),
-        shares: a.shares,
-        usage: s.usage_of(a.id),
-    }));
+    for a in &cluster.accounts {
+        tree.push(ShareNode {
+            id: a.id.0,
+            parent: a.parent.map(|p| p.0),
+            shares: a.shares,
+            usage: 0.0,
+        });
+    }
+    for a in &cluster.associations {
+        tree.push(ShareNode {
+            id: gantry_abi::ASSOCIATION_IDS | a.id.0,
+            parent: Some(a.account.0),
+            shares: a.shares,
+            usage: s.usage_of(a.id),
+        });
+    }
+    let usage = tree.usage_mut();
     for &r in s.running() {
         let j = s.job(r).expect("running jobs exist");
         let cores = j.allocation.as_ref().map_or(0, |a| a.core_count());
-        tree[n_accounts + j.assoc.index()].usage +=
+        usage[n_accounts + j.assoc.index()] +=
             cores as f64 * (now - j.running_since.unwrap_or(now)).max(0) as f64;
     }
     // Children always have higher indices than their parents: roll usage up.
     for i in (1..tree.len()).rev() {
-        if let Some(p) = tree[i].parent {
-            tree[p as usize].usage += tree[i].usage;
+        if let Some(p) = tree.parent_of(i) {
+            let used = tree.usage()[i];
+            tree.usage_mut()[p] += used;
         }
     }
     let p = s.parts();

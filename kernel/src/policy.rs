@@ -11,7 +11,7 @@ use thiserror::Error;
 pub use gantry_abi::{
     Candidate, PlacementBatch, PlacementColumns, PlacementQuery, PlacementRanking, PolicyInfo,
     PreemptMode, PreemptionCandidate, PreemptionQuery, PriorityBatch, PriorityColumns,
-    PriorityFields, PriorityInput, ShareNode, Victim,
+    PriorityFields, PriorityInput, ShareNode, ShareTree, Victim,
 };
 
 use crate::units::Time;
@@ -41,7 +41,7 @@ pub trait PriorityPolicy: Send {
 /// Turns shares and usage into a factor per tree node (1 = under-served, 0 = over-served).
 pub trait FairsharePolicy: Send {
     fn name(&self) -> &str;
-    fn factors(&mut self, now: Time, tree: &[ShareNode]) -> Result<Vec<f64>, PolicyError>;
+    fn factors(&mut self, now: Time, tree: &ShareTree) -> Result<Vec<f64>, PolicyError>;
     /// Changes whenever a different policy starts answering (a hot swap or a rollback).
     /// The kernel keeps factors between computations (`SchedulerConfig::fairshare_interval`)
     /// and computes them again at once when this changes. A policy that never changes
@@ -98,39 +98,40 @@ impl FairsharePolicy for ClassicFairshare {
     fn name(&self) -> &str {
         "classic"
     }
-    fn factors(&mut self, _now: Time, tree: &[ShareNode]) -> Result<Vec<f64>, PolicyError> {
-        let mut sibling_shares = vec![0f64; tree.len()];
-        for n in tree {
-            if let Some(p) = n.parent {
-                let p = p as usize;
-                if p >= tree.len() {
+    fn factors(&mut self, _now: Time, tree: &ShareTree) -> Result<Vec<f64>, PolicyError> {
+        let n = tree.len();
+        let (parents, shares, usage) = (tree.parent(), tree.shares(), tree.usage());
+        // A root is its own parent.
+        let parent = |i: usize| Some(parents[i] as usize).filter(|&p| p != i);
+        let mut sibling_shares = vec![0f64; n];
+        for (i, &share) in shares.iter().enumerate() {
+            if let Some(p) = parent(i) {
+                if p >= n {
                     return Err(PolicyError::Invalid(format!(
                         "parent index {p} out of range"
                     )));
                 }
-                sibling_shares[p] += n.shares as f64;
+                sibling_shares[p] += share as f64;
             }
         }
-        let total_usage = tree
-            .iter()
-            .filter(|n| n.parent.is_none())
-            .map(|n| n.usage)
+        let total_usage = (0..n)
+            .filter(|&i| parent(i).is_none())
+            .map(|i| usage[i])
             .sum::<f64>();
         // Parents come before children (accounts are built top-down, associations last).
-        let mut norm = vec![1f64; tree.len()];
-        for (i, n) in tree.iter().enumerate() {
-            if let Some(p) = n.parent {
-                let p = p as usize;
+        let mut norm = vec![1f64; n];
+        for (i, &share) in shares.iter().enumerate() {
+            if let Some(p) = parent(i) {
                 let denom = sibling_shares[p].max(1.0);
-                norm[i] = norm[p] * n.shares as f64 / denom;
+                norm[i] = norm[p] * share as f64 / denom;
             }
         }
-        Ok(tree
+        Ok(usage
             .iter()
             .zip(&norm)
-            .map(|(n, &s)| {
+            .map(|(&used, &s)| {
                 let u = if total_usage > 0.0 {
-                    n.usage / total_usage
+                    used / total_usage
                 } else {
                     0.0
                 };
@@ -219,7 +220,7 @@ impl<P: gantry_abi::Fairshare + Send> FairsharePolicy for Native<P> {
     fn name(&self) -> &str {
         &self.name
     }
-    fn factors(&mut self, now: Time, tree: &[ShareNode]) -> Result<Vec<f64>, PolicyError> {
+    fn factors(&mut self, now: Time, tree: &ShareTree) -> Result<Vec<f64>, PolicyError> {
         Ok(self.policy.factors(now, tree))
     }
 }

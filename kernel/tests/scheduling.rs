@@ -14,7 +14,7 @@ use gantry_kernel::job::{
 };
 use gantry_kernel::policy::{
     FairsharePolicy, PlacementBatch, PlacementPolicy, PlacementRanking, PolicyError, PolicySet,
-    PreemptionPolicy, PreemptionQuery, PriorityBatch, PriorityFields, PriorityPolicy, ShareNode,
+    PreemptionPolicy, PreemptionQuery, PriorityBatch, PriorityFields, PriorityPolicy, ShareTree,
     Victim, KERNEL_PRIORITY_FIELDS,
 };
 use gantry_kernel::{
@@ -709,7 +709,7 @@ impl FairsharePolicy for CountingFairshare {
     fn name(&self) -> &str {
         "counting"
     }
-    fn factors(&mut self, _now: Time, tree: &[ShareNode]) -> Result<Vec<f64>, PolicyError> {
+    fn factors(&mut self, _now: Time, tree: &ShareTree) -> Result<Vec<f64>, PolicyError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         Ok(vec![1.0; tree.len()])
     }

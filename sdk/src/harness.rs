@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 
 use crate::{
     Fairshare, Placement, PlacementBatch, PlacementRanking, Preemption, PreemptionQuery, Priority,
-    PriorityBatch, PriorityInput, ShareNode, Time, Victim,
+    PriorityBatch, PriorityInput, ShareTree, Time, Victim,
 };
 
 /// A waiting job with plausible defaults; change fields with struct update syntax.
@@ -61,7 +61,7 @@ pub fn queue_order<P: Priority>(
 pub fn check_factors<P: Fairshare>(
     p: &mut P,
     now: Time,
-    tree: &[ShareNode],
+    tree: &ShareTree,
 ) -> Result<Vec<f64>, String> {
     let f = p.factors(now, tree);
     if f.len() != tree.len() {

@@ -129,20 +129,12 @@ pub mod fairshare {
         now: i64,
         tree: t::ShareTree,
     ) -> Vec<f64> {
-        let n = tree.id.len();
-        if tree.parent.len() != n || tree.shares.len() != n || tree.usage.len() != n {
+        // The lowered lists become the tree's columns as they are.
+        match crate::ShareTree::from_columns(tree.id, tree.parent, tree.shares, tree.usage) {
+            Some(tree) => s.with(|p| p.factors(now, &tree)),
             // A malformed tree: answering nothing makes the host fall back.
-            return Vec::new();
+            None => Vec::new(),
         }
-        let nodes: Vec<crate::ShareNode> = (0..n)
-            .map(|i| crate::ShareNode {
-                id: tree.id[i],
-                parent: (tree.parent[i] as usize != i).then_some(tree.parent[i]),
-                shares: tree.shares[i],
-                usage: tree.usage[i],
-            })
-            .collect();
-        s.with(|p| p.factors(now, &nodes))
     }
 }
 

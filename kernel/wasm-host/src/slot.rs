@@ -542,7 +542,7 @@ impl Decision for PriorityWorld {
 }
 
 impl Decision for FairshareWorld {
-    type Batch = [abi::ShareNode];
+    type Batch = abi::ShareTree;
     type Needs = ();
     fn needs(_: &Self::Bindings, _: &mut Store<HostState>) -> wasmtime::Result<()> {
         Ok(())
@@ -555,7 +555,7 @@ impl Decision for FairshareWorld {
         batch: &Self::Batch,
         _: (),
     ) -> wasmtime::Result<Self::Answer> {
-        b.api.call_factors(store, now, &world::share_tree(batch))
+        world::factors(b, store, now, batch)
     }
     fn check(batch: &Self::Batch, answer: &Self::Answer) -> Result<(), String> {
         same_length(answer.len(), "factors", batch.len(), "tree nodes")?;
@@ -580,7 +580,7 @@ impl Decision for FairshareWorld {
             .take(10)
             .map(|&i| {
                 (
-                    batch[i].id as u64,
+                    batch.id()[i] as u64,
                     format!("{:.4}", current[i]),
                     format!("{:.4}", candidate[i]),
                 )
@@ -739,7 +739,7 @@ impl<N: FairsharePolicy> FairsharePolicy for SharedSlot<FairshareWorld, N> {
         let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
         slot.history().len() as u64
     }
-    fn factors(&mut self, now: Time, tree: &[abi::ShareNode]) -> Result<Vec<f64>, PolicyError> {
+    fn factors(&mut self, now: Time, tree: &abi::ShareTree) -> Result<Vec<f64>, PolicyError> {
         match self.decide(now, tree) {
             Some(a) => Ok(a),
             None => self.native.factors(now, tree),

@@ -212,18 +212,36 @@ pub(crate) fn prioritize(
     Ok(answer)
 }
 
-/// The share tree as the world's columns; a root is its own parent.
-pub(crate) fn share_tree(tree: &[abi::ShareNode]) -> fairshare::gantry::policy::types::ShareTree {
-    fairshare::gantry::policy::types::ShareTree {
-        id: tree.iter().map(|n| n.id).collect(),
-        parent: tree
-            .iter()
-            .enumerate()
-            .map(|(i, n)| n.parent.unwrap_or(i as u32))
-            .collect(),
-        shares: tree.iter().map(|n| n.shares).collect(),
-        usage: tree.iter().map(|n| n.usage).collect(),
-    }
+/// `share-tree` lowered straight from the kernel's [`abi::ShareTree`]: as for priority,
+/// nothing is copied on the host side.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct ShareTreeRef<'a> {
+    id: &'a [u32],
+    parent: &'a [u32],
+    shares: &'a [u32],
+    usage: &'a [f64],
+}
+
+/// Calls `factors` with the tree lowered from [`ShareTreeRef`] (the export was
+/// type-checked against the world at load; this checks the hand-written record again).
+pub(crate) fn factors(
+    b: &Bound<fairshare::Fairshare>,
+    store: &mut Store<HostState>,
+    now: abi::Time,
+    tree: &abi::ShareTree,
+) -> wasmtime::Result<Vec<f64>> {
+    let f = b
+        .instance
+        .get_typed_func::<(i64, ShareTreeRef<'_>), (Vec<f64>,)>(&mut *store, "factors")?;
+    let lowered = ShareTreeRef {
+        id: tree.id(),
+        parent: tree.parent(),
+        shares: tree.shares(),
+        usage: tree.usage(),
+    };
+    let (answer,) = f.call(&mut *store, (now, lowered))?;
+    Ok(answer)
 }
 
 pub(crate) fn preemption_queries(

@@ -7,7 +7,7 @@ use common::*;
 use gantry_abi::{
     Candidate, Fairshare, Placement, PlacementBatch, PlacementQuery, Policy, PreemptMode,
     Preemption, PreemptionCandidate, PreemptionQuery, Priority, PriorityBatch, PriorityInput,
-    ShareNode, ASSOCIATION_IDS,
+    ShareNode, ShareTree, ASSOCIATION_IDS,
 };
 use gantry_kernel::policy::{Native, PolicySet};
 use gantry_kernel::{Backfill, SchedulerConfig, Time};
@@ -128,6 +128,7 @@ proptest! {
         slot.activate(v, "t", 0).unwrap();
         for (k, t) in [0i64, 3_600, 86_400].into_iter().enumerate() {
             for n in tree.iter_mut().skip(3) { n.usage *= 1.0 + k as f64; }
+            let tree = ShareTree::from(&tree[..]);
             prop_assert_eq!(slot.decide(t, &tree), Some(native.factors(t, &tree)));
         }
 

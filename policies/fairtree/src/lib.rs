@@ -17,7 +17,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use gantry_sdk::{Fairshare, Policy, PolicyInfo, ShareNode, Time, ASSOCIATION_IDS};
+use gantry_sdk::{Fairshare, Policy, PolicyInfo, ShareTree, Time, ASSOCIATION_IDS};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -51,7 +51,7 @@ struct Decayed {
     id: u32,
     /// The node's parent as last seen: while no node's id or parent changes, the tree
     /// keeps its shape and `Scratch` keeps its children lists.
-    parent: Option<u32>,
+    parent: u32,
     /// Raw (undecayed) usage reported last time.
     raw: f64,
     /// Decayed usage at `at`.
@@ -96,32 +96,29 @@ impl Policy for FairTree {
     }
 }
 
-/// A node's parent index, when it has one that comes before it.
-fn parent_of(tree: &[ShareNode], i: usize) -> Option<usize> {
-    tree[i].parent.map(|p| p as usize).filter(|&p| p < i)
-}
-
 impl FairTree {
     /// Decayed usage of every node, into `scratch.usage`; only associations accrue,
     /// accounts are sums. Returns whether the tree has the shape it had last time (the
     /// same nodes, in the same order, under the same parents).
-    fn decay(&mut self, now: Time, tree: &[ShareNode]) -> bool {
+    fn decay(&mut self, now: Time, tree: &ShareTree) -> bool {
+        let (ids, parents, raw_usage) = (tree.id(), tree.parent(), tree.usage());
         let same_shape = self.decayed.len() == tree.len()
             && self
                 .decayed
                 .iter()
-                .zip(tree)
-                .all(|(d, n)| d.id == n.id && d.parent == n.parent);
+                .zip(ids.iter().zip(parents))
+                .all(|(d, (&id, &parent))| d.id == id && d.parent == parent);
         if !same_shape {
             // Nodes came, went or moved: carry each known node's state to its position.
             let known: BTreeMap<u32, Decayed> = self.decayed.drain(..).map(|d| (d.id, d)).collect();
-            self.decayed = tree
+            self.decayed = ids
                 .iter()
-                .map(|n| Decayed {
-                    parent: n.parent,
-                    ..known.get(&n.id).copied().unwrap_or(Decayed {
-                        id: n.id,
-                        parent: n.parent,
+                .zip(parents)
+                .map(|(&id, &parent)| Decayed {
+                    parent,
+                    ..known.get(&id).copied().unwrap_or(Decayed {
+                        id,
+                        parent,
                         raw: 0.0,
                         usage: 0.0,
                         at: now,
@@ -134,8 +131,8 @@ impl FairTree {
         let out = &mut self.scratch.usage;
         out.clear();
         out.resize(tree.len(), 0.0);
-        for (i, n) in tree.iter().enumerate() {
-            if n.id < ASSOCIATION_IDS {
+        for (i, (&id, &raw)) in ids.iter().zip(raw_usage).enumerate() {
+            if id < ASSOCIATION_IDS {
                 continue;
             }
             let d = &mut self.decayed[i];
@@ -153,18 +150,14 @@ impl FairTree {
                 1.0
             };
             // Raw usage only grows; a drop means the controller restarted: start over.
-            let delta = if n.usage >= d.raw {
-                n.usage - d.raw
-            } else {
-                n.usage
-            };
+            let delta = if raw >= d.raw { raw - d.raw } else { raw };
             d.usage = d.usage * factor + delta;
-            d.raw = n.usage;
+            d.raw = raw;
             d.at = now;
             out[i] = d.usage;
         }
         for i in (0..tree.len()).rev() {
-            if let Some(p) = parent_of(tree, i) {
+            if let Some(p) = tree.parent_of(i) {
                 out[p] += out[i];
             }
         }
@@ -173,7 +166,7 @@ impl FairTree {
 }
 
 impl Fairshare for FairTree {
-    fn factors(&mut self, now: Time, tree: &[ShareNode]) -> Vec<f64> {
+    fn factors(&mut self, now: Time, tree: &ShareTree) -> Vec<f64> {
         let same_shape = self.decay(now, tree);
         let n = tree.len();
         let Scratch {
@@ -189,7 +182,7 @@ impl Fairshare for FairTree {
         if !same_shape {
             // Children lists, flat: counts, then offsets, then fill in index order. Slot
             // `n` holds the roots.
-            let group = |i: usize| parent_of(tree, i).unwrap_or(n);
+            let group = |i: usize| tree.parent_of(i).unwrap_or(n);
             first.clear();
             first.resize(n + 2, 0);
             for i in 0..n {
@@ -211,8 +204,8 @@ impl Fairshare for FairTree {
         // Siblings are ordered by Level Fairshare, (S_k / ΣS) / (U_k / ΣU). The sums are
         // the same for every sibling, so S_k / U_k gives the same order for one division.
         level.clear();
-        level.extend(tree.iter().zip(usage.iter()).map(|(t, &u)| {
-            let s = t.shares as f64;
+        level.extend(tree.shares().iter().zip(usage.iter()).map(|(&s, &u)| {
+            let s = s as f64;
             if u > 0.0 {
                 s / u
             } else if s > 0.0 {
@@ -222,11 +215,8 @@ impl Fairshare for FairTree {
             }
         }));
         // Ids are unique, so the order is total: any sort gives the one answer.
-        let before = |a: usize, b: usize| {
-            level[b]
-                .total_cmp(&level[a])
-                .then(tree[a].id.cmp(&tree[b].id))
-        };
+        let ids = tree.id();
+        let before = |a: usize, b: usize| level[b].total_cmp(&level[a]).then(ids[a].cmp(&ids[b]));
         let mut reordered = !same_shape;
         for g in 0..=n {
             reordered |= sort_nearly_sorted(&mut children[first[g]..first[g + 1]], before);
@@ -239,7 +229,7 @@ impl Fairshare for FairTree {
             stack.clear();
             stack.extend(children[first[n]..first[n + 1]].iter().rev());
             while let Some(k) = stack.pop() {
-                if tree[k].id >= ASSOCIATION_IDS {
+                if ids[k] >= ASSOCIATION_IDS {
                     ranked.push(k);
                 }
                 stack.extend(children[first[k]..first[k + 1]].iter().rev());
@@ -252,7 +242,7 @@ impl Fairshare for FairTree {
             }
             // An account reports its best user's factor.
             for i in (0..n).rev() {
-                if let Some(p) = parent_of(tree, i) {
+                if let Some(p) = tree.parent_of(i) {
                     if answer[i] > answer[p] {
                         answer[p] = answer[i];
                     }
@@ -294,9 +284,10 @@ gantry_sdk::export_fairshare!(FairTree);
 mod tests {
     use super::*;
     use gantry_sdk::harness::check_factors;
+    use gantry_sdk::ShareNode;
 
     /// root(0) → a(1, 60 shares), b(2, 40 shares); users: a/u1, a/u2, b/u3.
-    fn tree(usage: [f64; 3]) -> Vec<ShareNode> {
+    fn tree(usage: [f64; 3]) -> ShareTree {
         let acct = |id, parent, shares| ShareNode {
             id,
             parent,
@@ -309,7 +300,7 @@ mod tests {
             shares: 1,
             usage,
         };
-        vec![
+        [
             acct(0, None, 1),
             acct(1, Some(0), 60),
             acct(2, Some(0), 40),
@@ -317,6 +308,8 @@ mod tests {
             user(1, 1, usage[1]),
             user(2, 2, usage[2]),
         ]
+        .into_iter()
+        .collect()
     }
 
     #[test]
@@ -383,7 +376,7 @@ mod tests {
         kept.init("half_life_s = 0").unwrap();
         // Raw usage only grows (the kernel reports totals), by varying steps so that the
         // order of users changes.
-        let mut trees: Vec<Vec<ShareNode>> = Vec::new();
+        let mut trees: Vec<ShareTree> = Vec::new();
         let mut used = [0f64; 4];
         for step in 0..40u32 {
             for (k, u) in used.iter_mut().enumerate() {
