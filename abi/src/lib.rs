@@ -414,6 +414,7 @@ impl ShareTree {
     }
 
     /// Appends a node; a node without a parent is a root.
+    #[inline]
     pub fn push(&mut self, node: ShareNode) {
         let i = self.id.len() as u32;
         self.id.push(node.id);
