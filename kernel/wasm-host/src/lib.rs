@@ -69,17 +69,23 @@ impl Default for HostLimits {
 pub const PROFILER_ENV: &str = "GANTRY_WASM_PROFILER";
 
 fn profiler_from_env() -> ProfilingStrategy {
-    match std::env::var(PROFILER_ENV).as_deref() {
-        Err(_) | Ok("") | Ok("none") => ProfilingStrategy::None,
-        Ok("perfmap") => ProfilingStrategy::PerfMap,
-        Ok("jitdump") => ProfilingStrategy::JitDump,
-        Ok(other) => {
-            // A typo must not stop a controller from starting: say so and run without.
-            tracing::warn!(
-                "{PROFILER_ENV}={other:?} is not one of perfmap, jitdump, none; no profiler"
-            );
-            ProfilingStrategy::None
-        }
+    let value = std::env::var(PROFILER_ENV).ok();
+    profiler(value.as_deref()).unwrap_or_else(|other| {
+        // A typo must not stop a controller from starting: say so and run without.
+        tracing::warn!(
+            "{PROFILER_ENV}={other:?} is not one of perfmap, jitdump, none; no profiler"
+        );
+        ProfilingStrategy::None
+    })
+}
+
+/// The profiler a value of [`PROFILER_ENV`] names; the value back when it names none.
+fn profiler(value: Option<&str>) -> Result<ProfilingStrategy, &str> {
+    match value {
+        None | Some("") | Some("none") => Ok(ProfilingStrategy::None),
+        Some("perfmap") => Ok(ProfilingStrategy::PerfMap),
+        Some("jitdump") => Ok(ProfilingStrategy::JitDump),
+        Some(other) => Err(other),
     }
 }
 
@@ -508,4 +514,24 @@ pub fn policy_set(
             placement: l,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiler_names_are_read_and_a_typo_is_handed_back() {
+        let named = |v| matches!(profiler(v), Ok(ProfilingStrategy::None));
+        assert!(named(None) && named(Some("")) && named(Some("none")));
+        assert!(matches!(
+            profiler(Some("perfmap")),
+            Ok(ProfilingStrategy::PerfMap)
+        ));
+        assert!(matches!(
+            profiler(Some("jitdump")),
+            Ok(ProfilingStrategy::JitDump)
+        ));
+        assert_eq!(profiler(Some("perf-map")).err(), Some("perf-map"));
+    }
 }
