@@ -467,10 +467,23 @@ impl ShareTree {
         &self.usage
     }
 
-    /// Usage to fill in after the nodes are pushed (the kernel adds running work and
-    /// rolls it up to the accounts).
+    /// Usage to fill in after the nodes are pushed (the kernel adds running work, then
+    /// [`ShareTree::roll_usage_up`]).
     pub fn usage_mut(&mut self) -> &mut [f64] {
         &mut self.usage
+    }
+
+    /// Adds every node's usage into its parent's, children first, so that a node's
+    /// usage covers everything below it.
+    pub fn roll_usage_up(&mut self) {
+        roll_up(&self.parent, &mut self.usage);
+    }
+
+    /// Adds every node's entry of `values` (one per node) into its parent's, children
+    /// first: what [`ShareTree::roll_usage_up`] does to usage, for a policy's own
+    /// per-node figures (decayed usage, say).
+    pub fn roll_up(&self, values: &mut [f64]) {
+        roll_up(&self.parent, values);
     }
 
     /// Node `i`'s parent, if it has one that comes before it (as the tree's order
@@ -493,6 +506,17 @@ impl ShareTree {
     /// Every node as a record, in order.
     pub fn nodes(&self) -> impl Iterator<Item = ShareNode> + '_ {
         (0..self.len()).map(|i| self.node(i))
+    }
+}
+
+/// Children come after their parents, so one backward pass carries every value to the
+/// root. A parent that does not come before its child is no parent ([`ShareTree::parent_of`]).
+fn roll_up(parent: &[u32], values: &mut [f64]) {
+    for i in (0..parent.len().min(values.len())).rev() {
+        let p = parent[i] as usize;
+        if p < i {
+            values[p] += values[i];
+        }
     }
 }
 
@@ -979,6 +1003,13 @@ mod tests {
             tree.usage().to_vec(),
         );
         assert_eq!(same.as_ref(), Some(&tree));
+        let mut rolled = tree.clone();
+        rolled.roll_usage_up();
+        assert_eq!(
+            rolled.usage(),
+            &[15.0, 10.0, 5.0],
+            "each node covers its subtree"
+        );
         assert!(ShareTree::from_columns(vec![0], vec![], vec![1], vec![0.0]).is_none());
         // A parent that does not come before its child is no parent.
         let odd = ShareTree::from_columns(vec![0, 1], vec![1, 1], vec![1, 1], vec![0.0; 2]);

@@ -673,13 +673,7 @@ fn fairshare(s: &mut Scheduler, now: Time, tree: &mut ShareTree) -> Vec<f64> {
         usage[n_accounts + j.assoc.index()] +=
             cores as f64 * (now - j.running_since.unwrap_or(now)).max(0) as f64;
     }
-    // Children always have higher indices than their parents: roll usage up.
-    for i in (1..tree.len()).rev() {
-        if let Some(p) = tree.parent_of(i) {
-            let used = tree.usage()[i];
-            tree.usage_mut()[p] += used;
-        }
-    }
+    tree.roll_usage_up();
     let p = s.parts();
     match p.policies.fairshare.factors(now, tree) {
         Ok(f) if f.len() == tree.len() && f.iter().all(|x| x.is_finite()) => f,

@@ -100,28 +100,21 @@ impl FairsharePolicy for ClassicFairshare {
     }
     fn factors(&mut self, _now: Time, tree: &ShareTree) -> Result<Vec<f64>, PolicyError> {
         let n = tree.len();
-        let (parents, shares, usage) = (tree.parent(), tree.shares(), tree.usage());
-        // A root is its own parent.
-        let parent = |i: usize| Some(parents[i] as usize).filter(|&p| p != i);
+        let (shares, usage) = (tree.shares(), tree.usage());
         let mut sibling_shares = vec![0f64; n];
         for (i, &share) in shares.iter().enumerate() {
-            if let Some(p) = parent(i) {
-                if p >= n {
-                    return Err(PolicyError::Invalid(format!(
-                        "parent index {p} out of range"
-                    )));
-                }
+            if let Some(p) = tree.parent_of(i) {
                 sibling_shares[p] += share as f64;
             }
         }
         let total_usage = (0..n)
-            .filter(|&i| parent(i).is_none())
+            .filter(|&i| tree.parent_of(i).is_none())
             .map(|i| usage[i])
             .sum::<f64>();
         // Parents come before children (accounts are built top-down, associations last).
         let mut norm = vec![1f64; n];
         for (i, &share) in shares.iter().enumerate() {
-            if let Some(p) = parent(i) {
+            if let Some(p) = tree.parent_of(i) {
                 let denom = sibling_shares[p].max(1.0);
                 norm[i] = norm[p] * share as f64 / denom;
             }

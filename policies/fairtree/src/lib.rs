@@ -156,11 +156,7 @@ impl FairTree {
             d.at = now;
             out[i] = d.usage;
         }
-        for i in (0..tree.len()).rev() {
-            if let Some(p) = tree.parent_of(i) {
-                out[p] += out[i];
-            }
-        }
+        tree.roll_up(out);
         same_shape
     }
 }
