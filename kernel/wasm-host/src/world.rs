@@ -2,7 +2,9 @@
 //! conversions between generated records and the ABI's.
 
 use gantry_abi as abi;
-use wasmtime::component::{ComponentType, HasSelf, Instance, InstancePre, Linker, Lower};
+use wasmtime::component::{
+    ComponentNamedList, ComponentType, HasSelf, Instance, InstancePre, Lift, Linker, Lower,
+};
 use wasmtime::{Store, StoreLimits};
 
 /// Per-instance host state: its memory limiter and the name logs are tagged with.
@@ -119,6 +121,25 @@ world!(
     PlacementPre
 );
 
+/// Calls export `name` with `params`: records written by hand that borrow the kernel's
+/// own columns, so that each crosses into the guest as one copy and nothing is copied on
+/// the host side. The export was type-checked against the world when the component was
+/// loaded; `get_typed_func` checks the hand-written types against it again (cheap, and
+/// it keeps a WIT change honest).
+fn call_lowered<B, P, R>(
+    b: &Bound<B>,
+    store: &mut Store<HostState>,
+    name: &str,
+    params: P,
+) -> wasmtime::Result<R>
+where
+    P: ComponentNamedList + Lower,
+    R: ComponentNamedList + Lift,
+{
+    let f = b.instance.get_typed_func::<P, R>(&mut *store, name)?;
+    f.call(&mut *store, params)
+}
+
 /// `priority-batch` lowered straight from the kernel's columns: nothing is copied on
 /// the host side, and each column crosses into the guest as one memory copy.
 #[derive(ComponentType, Lower)]
@@ -185,9 +206,7 @@ pub(crate) fn fields(
     ))
 }
 
-/// Calls `prioritize` with the batch lowered from [`PriorityBatchRef`]. The export was
-/// type-checked against the world when the component was loaded; this checks again
-/// that the hand-written record matches it (cheap, and it keeps a WIT change honest).
+/// Calls `prioritize` with the batch lowered from [`PriorityBatchRef`].
 ///
 /// A batch lacking a column the version reads is refused before the call: the slot
 /// then falls back as for any other failure.
@@ -205,10 +224,8 @@ pub(crate) fn prioritize(
             fields.bits()
         );
     }
-    let f = b
-        .instance
-        .get_typed_func::<(i64, PriorityBatchRef<'_>), (Vec<i64>,)>(&mut *store, "prioritize")?;
-    let (answer,) = f.call(&mut *store, (now, PriorityBatchRef::masked(batch, fields)))?;
+    let params = (now, PriorityBatchRef::masked(batch, fields));
+    let (answer,): (Vec<i64>,) = call_lowered(b, store, "prioritize", params)?;
     Ok(answer)
 }
 
@@ -223,24 +240,20 @@ struct ShareTreeRef<'a> {
     usage: &'a [f64],
 }
 
-/// Calls `factors` with the tree lowered from [`ShareTreeRef`] (the export was
-/// type-checked against the world at load; this checks the hand-written record again).
+/// Calls `factors` with the tree lowered from [`ShareTreeRef`].
 pub(crate) fn factors(
     b: &Bound<fairshare::Fairshare>,
     store: &mut Store<HostState>,
     now: abi::Time,
     tree: &abi::ShareTree,
 ) -> wasmtime::Result<Vec<f64>> {
-    let f = b
-        .instance
-        .get_typed_func::<(i64, ShareTreeRef<'_>), (Vec<f64>,)>(&mut *store, "factors")?;
     let lowered = ShareTreeRef {
         id: tree.id(),
         parent: tree.parent(),
         shares: tree.shares(),
         usage: tree.usage(),
     };
-    let (answer,) = f.call(&mut *store, (now, lowered))?;
+    let (answer,): (Vec<f64>,) = call_lowered(b, store, "factors", (now, lowered))?;
     Ok(answer)
 }
 
@@ -322,18 +335,13 @@ pub(crate) struct PlacementBatchRef<'a> {
     free_gpus_after: &'a [u32],
 }
 
-/// Calls `rank` with the batch lowered from [`PlacementBatchRef`] (the export was
-/// type-checked against the world at load; this checks the hand-written record again).
-/// An answer whose offsets do not split it into one ranking per job is an error.
+/// Calls `rank` with the batch lowered from [`PlacementBatchRef`]. An answer whose offsets do not split it into one ranking per job is an error.
 pub(crate) fn rank(
     b: &Bound<placement::Placement>,
     store: &mut Store<HostState>,
     batch: &abi::PlacementBatch,
 ) -> wasmtime::Result<abi::PlacementRanking> {
     use placement::gantry::policy::types::PlacementRanking;
-    let f = b
-        .instance
-        .get_typed_func::<(PlacementBatchRef<'_>,), (PlacementRanking,)>(&mut *store, "rank")?;
     let lowered = PlacementBatchRef {
         job: batch.job(),
         units_needed: batch.units_needed(),
@@ -346,7 +354,7 @@ pub(crate) fn rank(
         free_cores_after: batch.free_cores_after(),
         free_gpus_after: batch.free_gpus_after(),
     };
-    let (answer,) = f.call(&mut *store, (lowered,))?;
+    let (answer,): (PlacementRanking,) = call_lowered(b, store, "rank", (lowered,))?;
     abi::PlacementRanking::from_parts(answer.ranked, answer.first, batch.len()).ok_or_else(|| {
         wasmtime::format_err!(
             "the ranking's offsets do not split it into {} rankings",
