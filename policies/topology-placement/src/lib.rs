@@ -44,11 +44,20 @@ pub struct TopologyPlacement {
     pub config: Config,
     /// One job's candidates with their sort keys, kept between jobs and calls so that
     /// ranking allocates nothing once it has seen the largest candidate list.
-    keyed: Vec<(Key, u32)>,
+    keyed: Vec<Key>,
 }
 
-/// What a candidate is ranked by, smallest first. Node ids make every key unique.
-type Key = (i64, i64, i64, u32);
+/// What a candidate is ranked by, smallest first, packed into three words that compare
+/// in the same order as the criteria they hold (see [`TopologyPlacement::rank`]). The
+/// last word is the node id above the candidate's position in the job's list: node ids
+/// make every key unique, and the position is what the answer is made of.
+type Key = (u64, u64, u64);
+
+/// `x` as a word that orders like `x` does: the sign bit flipped.
+#[inline]
+fn ordered(x: i64) -> u64 {
+    (x as u64) ^ (1 << 63)
+}
 
 impl Policy for TopologyPlacement {
     fn info(&self) -> PolicyInfo {
@@ -66,38 +75,87 @@ impl Policy for TopologyPlacement {
 
 impl Placement for TopologyPlacement {
     /// Reads the candidate columns in place. Each candidate's key is computed once and
-    /// the keys are sorted, rather than recomputed at every comparison: a key is five
-    /// loads and some arithmetic, a comparison is a few integer compares. Node ids make
-    /// the order total, so an unstable sort gives the one answer.
+    /// the keys are sorted, rather than recomputed at every comparison. The criteria are
+    /// packed, losslessly, into three words: links and NUMA domains are `u32`s and share
+    /// one (fewer links is worse, so links count down from `u32::MAX`), the free
+    /// capacity left takes the second, and the third holds the node id above the
+    /// candidate's position. A comparison is then three word compares, and a swap moves
+    /// 24 bytes instead of four mixed fields and an index in 40. Node ids make the order
+    /// total, so an unstable sort gives the one answer.
     fn rank(&mut self, batch: &PlacementBatch) -> PlacementRanking {
         let c = &self.config;
+        let shape = KeyShape {
+            fit_sign: match c.strategy {
+                Strategy::Pack => 1,
+                Strategy::Spread => -1,
+            },
+            numa_mask: if c.topology_first {
+                u64::from(u32::MAX)
+            } else {
+                0
+            },
+            topology_first: c.topology_first,
+        };
         let (node, links, numa) = (batch.node(), batch.gpu_links(), batch.numa_domains());
         let (cores_after, gpus_after) = (batch.free_cores_after(), batch.free_gpus_after());
-        let key = |n: usize| -> Key {
-            // Free capacity left, in "cores plus GPUs as 64 cores each".
-            let left = cores_after[n] as i64 + 64 * gpus_after[n] as i64;
-            let fit = match c.strategy {
-                Strategy::Pack => left,
-                Strategy::Spread => -left,
-            };
-            let (links, numa) = (-(links[n] as i64), numa[n] as i64);
-            if c.topology_first {
-                (links, numa, fit, node[n])
-            } else {
-                (fit, links, 0, node[n])
-            }
-        };
         let mut answer = PlacementRanking::with_capacity(batch.len(), node.len());
         for q in 0..batch.len() {
-            let first = batch.candidates(q);
+            let r = batch.candidates(q);
+            let columns = (
+                &node[r.clone()],
+                &links[r.clone()],
+                &numa[r.clone()],
+                &cores_after[r.clone()],
+                &gpus_after[r],
+            );
             self.keyed.clear();
-            self.keyed
-                .extend(first.clone().zip(0..).map(|(n, i)| (key(n), i)));
+            push_keys(&mut self.keyed, &shape, columns);
             self.keyed.sort_unstable();
-            answer.push(self.keyed.iter().map(|&(_, i)| i));
+            answer.push(self.keyed.iter().map(|&(_, _, last)| last as u32));
         }
         answer
     }
+}
+
+/// The configuration, as what [`key`] needs per candidate.
+struct KeyShape {
+    /// 1 for `pack` (least left first), -1 for `spread`.
+    fit_sign: i64,
+    /// Keeps the NUMA domains in the key only when topology comes first.
+    numa_mask: u64,
+    topology_first: bool,
+}
+
+/// One candidate's [`Key`].
+#[inline]
+fn key(
+    s: &KeyShape,
+    position: u32,
+    node: u32,
+    links: u32,
+    numa: u32,
+    cores: u32,
+    gpus: u32,
+) -> Key {
+    // Free capacity left, in "cores plus GPUs as 64 cores each".
+    let fit = ordered(s.fit_sign * (i64::from(cores) + 64 * i64::from(gpus)));
+    let links = u64::from(u32::MAX - links) << 32 | (u64::from(numa) & s.numa_mask);
+    let last = u64::from(node) << 32 | u64::from(position);
+    if s.topology_first {
+        (links, fit, last)
+    } else {
+        (fit, links, last)
+    }
+}
+
+type Columns<'a> = (&'a [u32], &'a [u32], &'a [u32], &'a [u32], &'a [u32]);
+
+/// Appends the key of every candidate in `columns` (one job's) to `keyed`. The columns
+/// are cut to one length first, so the loop indexes them without bounds checks.
+fn push_keys(keyed: &mut Vec<Key>, s: &KeyShape, (node, links, numa, cores, gpus): Columns) {
+    let n = node.len();
+    let (links, numa, cores, gpus) = (&links[..n], &numa[..n], &cores[..n], &gpus[..n]);
+    keyed.extend((0..n).map(|j| key(s, j as u32, node[j], links[j], numa[j], cores[j], gpus[j])));
 }
 
 gantry_sdk::export_placement!(TopologyPlacement);
@@ -140,5 +198,78 @@ mod tests {
         assert_eq!(check_rank(&mut p, &batch).unwrap().get(0), [1, 2, 3, 0]);
         p.init("topology_first = false").unwrap();
         assert_eq!(check_rank(&mut p, &batch).unwrap().get(0)[0], 3);
+    }
+
+    /// The packed keys order candidates exactly as the criteria do, over the whole
+    /// range of every column.
+    mod packed_keys {
+        use super::*;
+        use crate::Strategy as Fit;
+        use proptest::prelude::{any, prop_assert_eq, prop_oneof, proptest, Just, Strategy};
+
+        fn reference(c: &Config, cands: &[Candidate]) -> Vec<u32> {
+            let mut order: Vec<u32> = (0..cands.len() as u32).collect();
+            order.sort_by_key(|&i| {
+                let k = &cands[i as usize];
+                let left = k.free_cores_after as i64 + 64 * k.free_gpus_after as i64;
+                let fit = match c.strategy {
+                    Fit::Pack => left,
+                    Fit::Spread => -left,
+                };
+                let links = -(k.gpu_links as i64);
+                if c.topology_first {
+                    (links, k.numa_domains as i64, fit, k.node)
+                } else {
+                    (fit, links, 0, k.node)
+                }
+            });
+            order
+        }
+
+        fn word() -> impl Strategy<Value = u32> {
+            prop_oneof![0u32..4, Just(u32::MAX), Just(u32::MAX - 1), any::<u32>()]
+        }
+
+        proptest! {
+            #[test]
+            fn rank_as_the_criteria_do(
+                jobs in proptest::collection::vec(
+                    proptest::collection::vec((word(), word(), word(), word()), 1..12), 1..6),
+                spread: bool,
+                topology_first: bool,
+            ) {
+                let config = Config {
+                    strategy: if spread { Fit::Spread } else { Fit::Pack },
+                    topology_first,
+                };
+                let queries: Vec<PlacementQuery> = jobs
+                    .iter()
+                    .enumerate()
+                    .map(|(j, cands)| PlacementQuery {
+                        job: j as u64,
+                        units_needed: 1,
+                        gpus_per_node: 0,
+                        candidates: cands
+                            .iter()
+                            .enumerate()
+                            .map(|(n, &(links, numa, cores, gpus))| Candidate {
+                                node: n as u32 * 7 + 3,
+                                units: 1,
+                                gpu_links: links,
+                                numa_domains: numa,
+                                free_cores_after: cores,
+                                free_gpus_after: gpus,
+                            })
+                            .collect(),
+                    })
+                    .collect();
+                let batch: PlacementBatch = queries.iter().cloned().collect();
+                let mut p = TopologyPlacement { config: config.clone(), ..Default::default() };
+                let ranking = check_rank(&mut p, &batch).unwrap();
+                for (q, query) in queries.iter().enumerate() {
+                    prop_assert_eq!(ranking.get(q), &reference(&config, &query.candidates)[..]);
+                }
+            }
+        }
     }
 }
