@@ -100,6 +100,7 @@ impl FairTree {
     /// Decayed usage of every node, into `scratch.usage`; only associations accrue,
     /// accounts are sums. Returns whether the tree has the shape it had last time (the
     /// same nodes, in the same order, under the same parents).
+    #[inline(never)]
     fn decay(&mut self, now: Time, tree: &ShareTree) -> bool {
         let (ids, parents, raw_usage) = (tree.id(), tree.parent(), tree.usage());
         let same_shape = self.decayed.len() == tree.len()
@@ -176,26 +177,7 @@ impl Fairshare for FairTree {
             ranked,
         } = &mut self.scratch;
         if !same_shape {
-            // Children lists, flat: counts, then offsets, then fill in index order. Slot
-            // `n` holds the roots.
-            let group = |i: usize| tree.parent_of(i).unwrap_or(n);
-            first.clear();
-            first.resize(n + 2, 0);
-            for i in 0..n {
-                first[group(i) + 1] += 1;
-            }
-            for g in 0..=n {
-                first[g + 1] += first[g];
-            }
-            children.clear();
-            children.resize(n, 0);
-            fill.clear();
-            fill.extend_from_slice(first);
-            for i in 0..n {
-                let g = group(i);
-                children[fill[g]] = i;
-                fill[g] += 1;
-            }
+            link_children(tree, first, children, fill);
         }
         // Siblings are ordered by Level Fairshare, (S_k / ΣS) / (U_k / ΣU). The sums are
         // the same for every sibling, so S_k / U_k gives the same order for one division.
@@ -210,42 +192,96 @@ impl Fairshare for FairTree {
                 0.0
             }
         }));
-        // Ids are unique, so the order is total: any sort gives the one answer.
-        let ids = tree.id();
-        let before = |a: usize, b: usize| level[b].total_cmp(&level[a]).then(ids[a].cmp(&ids[b]));
-        let mut reordered = !same_shape;
-        for g in 0..=n {
-            reordered |= sort_nearly_sorted(&mut children[first[g]..first[g + 1]], before);
-        }
+        let reordered = sort_siblings(first, children, level, tree.id()) || !same_shape;
         // The factors follow from the shape and the order of siblings alone: when
         // neither changed, the last answer stands.
         if reordered || answer.len() != n {
-            // Depth-first, best sibling first: the order users are served in.
-            ranked.clear();
-            stack.clear();
-            stack.extend(children[first[n]..first[n + 1]].iter().rev());
-            while let Some(k) = stack.pop() {
-                if ids[k] >= ASSOCIATION_IDS {
-                    ranked.push(k);
-                }
-                stack.extend(children[first[k]..first[k + 1]].iter().rev());
-            }
-            let total = ranked.len().max(1) as f64;
-            answer.clear();
-            answer.resize(n, 0.0);
-            for (k, &i) in ranked.iter().enumerate() {
-                answer[i] = (total - k as f64) / total;
-            }
-            // An account reports its best user's factor.
-            for i in (0..n).rev() {
-                if let Some(p) = tree.parent_of(i) {
-                    if answer[i] > answer[p] {
-                        answer[p] = answer[i];
-                    }
-                }
-            }
+            rank_depth_first(tree, first, children, stack, ranked, answer);
         }
         answer.clone()
+    }
+}
+
+// The stages of `factors` are functions of their own, kept out of line: inlined into one
+// large function, the compiled Wasm kept even the linear memory's base in a stack slot
+// and reloaded it at every access (docs/POLICIES.md, "Hot loops"). Split, each loop has
+// few values live across it.
+
+/// Children lists, flat: counts, then offsets, then fill in index order. Slot `n`
+/// (`tree.len()`) holds the roots.
+#[inline(never)]
+fn link_children(
+    tree: &ShareTree,
+    first: &mut Vec<usize>,
+    children: &mut Vec<usize>,
+    fill: &mut Vec<usize>,
+) {
+    let n = tree.len();
+    let group = |i: usize| tree.parent_of(i).unwrap_or(n);
+    first.clear();
+    first.resize(n + 2, 0);
+    for i in 0..n {
+        first[group(i) + 1] += 1;
+    }
+    for g in 0..=n {
+        first[g + 1] += first[g];
+    }
+    children.clear();
+    children.resize(n, 0);
+    fill.clear();
+    fill.extend_from_slice(first);
+    for i in 0..n {
+        let g = group(i);
+        children[fill[g]] = i;
+        fill[g] += 1;
+    }
+}
+
+/// Sorts every group of siblings by Level Fairshare, highest first (ids break ties, so
+/// the order is total and any sort gives the one answer). Returns whether any moved.
+#[inline(never)]
+fn sort_siblings(first: &[usize], children: &mut [usize], level: &[f64], ids: &[u32]) -> bool {
+    let before = |a: usize, b: usize| level[b].total_cmp(&level[a]).then(ids[a].cmp(&ids[b]));
+    let mut reordered = false;
+    for group in first.windows(2) {
+        reordered |= sort_nearly_sorted(&mut children[group[0]..group[1]], before);
+    }
+    reordered
+}
+
+/// Depth-first, best sibling first: the order users are served in. A user's factor is
+/// its place in that order, from 1 (first) down; an account reports its best user's.
+#[inline(never)]
+fn rank_depth_first(
+    tree: &ShareTree,
+    first: &[usize],
+    children: &[usize],
+    stack: &mut Vec<usize>,
+    ranked: &mut Vec<usize>,
+    answer: &mut Vec<f64>,
+) {
+    let (n, ids) = (tree.len(), tree.id());
+    ranked.clear();
+    stack.clear();
+    stack.extend(children[first[n]..first[n + 1]].iter().rev());
+    while let Some(k) = stack.pop() {
+        if ids[k] >= ASSOCIATION_IDS {
+            ranked.push(k);
+        }
+        stack.extend(children[first[k]..first[k + 1]].iter().rev());
+    }
+    let total = ranked.len().max(1) as f64;
+    answer.clear();
+    answer.resize(n, 0.0);
+    for (k, &i) in ranked.iter().enumerate() {
+        answer[i] = (total - k as f64) / total;
+    }
+    for i in (0..n).rev() {
+        if let Some(p) = tree.parent_of(i) {
+            if answer[i] > answer[p] {
+                answer[p] = answer[i];
+            }
+        }
     }
 }
 
