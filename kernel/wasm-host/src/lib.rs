@@ -228,6 +228,16 @@ impl PolicyHost {
 }
 
 impl PolicyHost {
+    /// The machine code this host would run for a component: the ELF object wasmtime
+    /// compiles it to (what the code cache holds), with one symbol per function. For
+    /// reading with `objdump -d`, to see how a policy's hot loop came out of Cranelift
+    /// (`examples/policy-code.rs`). Compiles anew and keeps nothing.
+    pub fn compiled_object(&self, bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
+        self.engine
+            .precompile_component(bytes)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))
+    }
+
     /// The cache file of a component: its sha256 and a hash of the engine's settings,
     /// so that code compiled under other settings is never looked at.
     fn cache_file(&self, dir: &Path, sha: &[u8; 32]) -> PathBuf {

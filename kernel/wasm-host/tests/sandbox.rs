@@ -240,3 +240,12 @@ fn the_code_cache_is_written_reused_and_repaired() {
         "damaged file replaced"
     );
 }
+
+#[test]
+fn the_compiled_code_of_a_component_can_be_read_and_garbage_is_refused() {
+    let host = host();
+    let object = host.compiled_object(&component("multifactor")).unwrap();
+    assert_eq!(&object[..4], b"\x7fELF", "an ELF object, for objdump");
+    let err = host.compiled_object(b"not a component").unwrap_err();
+    assert!(matches!(err, LoadError::Compile(_)), "{err}");
+}
