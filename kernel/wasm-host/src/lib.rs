@@ -207,10 +207,7 @@ impl PolicyHost {
         let component = match cached.as_deref().and_then(|f| self.load_cached(f)) {
             Some(c) => c,
             None => {
-                let code = self
-                    .engine
-                    .precompile_component(bytes)
-                    .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+                let code = self.compiled_object(bytes)?;
                 if let Some(file) = &cached {
                     store_cached(file, &code);
                 }
