@@ -32,7 +32,11 @@ fn jobs(n: u64) -> PriorityBatch {
 
 /// A priority slot with the good multifactor policy active and `hostile` activated on top.
 fn slot_with(hostile: &str) -> PolicySlot<PriorityWorld> {
-    let mut slot = PolicySlot::<PriorityWorld>::new(host()).unwrap();
+    slot_on(host(), hostile)
+}
+
+fn slot_on(host: std::sync::Arc<PolicyHost>, hostile: &str) -> PolicySlot<PriorityWorld> {
+    let mut slot = PolicySlot::<PriorityWorld>::new(host).unwrap();
     let good = slot.load(&component("multifactor"), "").unwrap();
     slot.activate(good, "admin", 0).unwrap();
     let bad = slot.load(&component(hostile), "").unwrap();
@@ -41,7 +45,10 @@ fn slot_with(hostile: &str) -> PolicySlot<PriorityWorld> {
 }
 
 fn contained(hostile: &str, reason: &str) {
-    let mut slot = slot_with(hostile);
+    contained_in(slot_with(hostile), hostile, reason);
+}
+
+fn contained_in(mut slot: PolicySlot<PriorityWorld>, hostile: &str, reason: &str) {
     let batch = jobs(50);
     let answer = slot
         .decide(20, &batch)
@@ -69,7 +76,16 @@ fn an_infinite_loop_is_stopped_by_the_deadline() {
 
 #[test]
 fn a_memory_bomb_hits_the_cap() {
-    contained("hostile-memory-bomb", "memory");
+    // The bomb writes every megabyte it gets. On a loaded machine that can take longer
+    // than the shared host's 300 ms deadline, which would then stop it first: this host
+    // gives it time to reach the cap.
+    let host = PolicyHost::new(HostLimits {
+        call_timeout: std::time::Duration::from_secs(60),
+        memory_bytes: 64 << 20,
+    })
+    .unwrap();
+    let slot = slot_on(host, "hostile-memory-bomb");
+    contained_in(slot, "hostile-memory-bomb", "memory");
 }
 
 #[test]
