@@ -84,18 +84,6 @@ impl Placement for TopologyPlacement {
     /// total, so an unstable sort gives the one answer.
     fn rank(&mut self, batch: &PlacementBatch) -> PlacementRanking {
         let c = &self.config;
-        let shape = KeyShape {
-            fit_sign: match c.strategy {
-                Strategy::Pack => 1,
-                Strategy::Spread => -1,
-            },
-            numa_mask: if c.topology_first {
-                u64::from(u32::MAX)
-            } else {
-                0
-            },
-            topology_first: c.topology_first,
-        };
         let (node, links, numa) = (batch.node(), batch.gpu_links(), batch.numa_domains());
         let (cores_after, gpus_after) = (batch.free_cores_after(), batch.free_gpus_after());
         let mut answer = PlacementRanking::with_capacity(batch.len(), node.len());
@@ -109,7 +97,7 @@ impl Placement for TopologyPlacement {
                 &gpus_after[r],
             );
             self.keyed.clear();
-            push_keys(&mut self.keyed, &shape, columns);
+            push_keys(&mut self.keyed, c, columns);
             self.keyed.sort_unstable();
             answer.push(self.keyed.iter().map(|&(_, _, last)| last as u32));
         }
@@ -117,32 +105,19 @@ impl Placement for TopologyPlacement {
     }
 }
 
-/// The configuration, as what [`key`] needs per candidate.
-struct KeyShape {
-    /// 1 for `pack` (least left first), -1 for `spread`.
-    fit_sign: i64,
-    /// Keeps the NUMA domains in the key only when topology comes first.
-    numa_mask: u64,
-    topology_first: bool,
-}
-
 /// One candidate's [`Key`].
 #[inline]
-fn key(
-    s: &KeyShape,
-    position: u32,
-    node: u32,
-    links: u32,
-    numa: u32,
-    cores: u32,
-    gpus: u32,
-) -> Key {
+fn key(c: &Config, position: u32, node: u32, links: u32, numa: u32, cores: u32, gpus: u32) -> Key {
     // Free capacity left, in "cores plus GPUs as 64 cores each".
-    let fit = ordered(s.fit_sign * (i64::from(cores) + 64 * i64::from(gpus)));
-    let links = u64::from(u32::MAX - links) << 32 | (u64::from(numa) & s.numa_mask);
+    let left = i64::from(cores) + 64 * i64::from(gpus);
+    let fit = ordered(match c.strategy {
+        Strategy::Pack => left,
+        Strategy::Spread => -left,
+    });
+    let links = u64::from(u32::MAX - links) << 32;
     let last = u64::from(node) << 32 | u64::from(position);
-    if s.topology_first {
-        (links, fit, last)
+    if c.topology_first {
+        (links | u64::from(numa), fit, last)
     } else {
         (fit, links, last)
     }
@@ -152,10 +127,10 @@ type Columns<'a> = (&'a [u32], &'a [u32], &'a [u32], &'a [u32], &'a [u32]);
 
 /// Appends the key of every candidate in `columns` (one job's) to `keyed`. The columns
 /// are cut to one length first, so the loop indexes them without bounds checks.
-fn push_keys(keyed: &mut Vec<Key>, s: &KeyShape, (node, links, numa, cores, gpus): Columns) {
+fn push_keys(keyed: &mut Vec<Key>, c: &Config, (node, links, numa, cores, gpus): Columns) {
     let n = node.len();
     let (links, numa, cores, gpus) = (&links[..n], &numa[..n], &cores[..n], &gpus[..n]);
-    keyed.extend((0..n).map(|j| key(s, j as u32, node[j], links[j], numa[j], cores[j], gpus[j])));
+    keyed.extend((0..n).map(|j| key(c, j as u32, node[j], links[j], numa[j], cores[j], gpus[j])));
 }
 
 gantry_sdk::export_placement!(TopologyPlacement);
