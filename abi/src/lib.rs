@@ -493,11 +493,11 @@ impl ShareTree {
         (p < i).then_some(p)
     }
 
-    /// Node `i` as a record.
+    /// Node `i` as a record, its parent as [`ShareTree::parent_of`] reads it.
     pub fn node(&self, i: usize) -> ShareNode {
         ShareNode {
             id: self.id[i],
-            parent: (self.parent[i] as usize != i).then_some(self.parent[i]),
+            parent: self.parent_of(i).map(|p| p as u32),
             shares: self.shares[i],
             usage: self.usage[i],
         }
@@ -1011,9 +1011,12 @@ mod tests {
             "each node covers its subtree"
         );
         assert!(ShareTree::from_columns(vec![0], vec![], vec![1], vec![0.0]).is_none());
-        // A parent that does not come before its child is no parent.
-        let odd = ShareTree::from_columns(vec![0, 1], vec![1, 1], vec![1, 1], vec![0.0; 2]);
-        assert_eq!(odd.map(|t| t.parent_of(0)), Some(None));
+        // A parent that does not come before its child is no parent, whether asked for
+        // the parent or for the node.
+        let odd =
+            ShareTree::from_columns(vec![0, 1], vec![1, 1], vec![1, 1], vec![0.0; 2]).unwrap();
+        assert_eq!(odd.parent_of(0), None);
+        assert_eq!(odd.node(0).parent, None);
     }
 
     #[test]

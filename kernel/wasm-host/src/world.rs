@@ -335,7 +335,8 @@ pub(crate) struct PlacementBatchRef<'a> {
     free_gpus_after: &'a [u32],
 }
 
-/// Calls `rank` with the batch lowered from [`PlacementBatchRef`]. An answer whose offsets do not split it into one ranking per job is an error.
+/// Calls `rank` with the batch lowered from [`PlacementBatchRef`]. An answer whose
+/// offsets do not split it into one ranking per job is an error.
 pub(crate) fn rank(
     b: &Bound<placement::Placement>,
     store: &mut Store<HostState>,
