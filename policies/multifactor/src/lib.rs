@@ -111,10 +111,10 @@ impl Priority for Multifactor {
         let max_tier = tier.iter().copied().max().unwrap_or(0).max(1) as f64;
         let max_qos = qos.iter().copied().max().unwrap_or(0).max(1) as f64;
         let scale = Scale {
-            max_cores,
-            max_tier,
-            max_qos,
-            max_age: c.max_age_s as f64,
+            per_core: 1.0 / max_cores,
+            per_tier: 1.0 / max_tier,
+            per_qos: 1.0 / max_qos,
+            per_second: 1.0 / c.max_age_s as f64,
         };
         let n = age.len();
         let (cores, tier, qos, fairshare) = (&cores[..n], &tier[..n], &qos[..n], &fairshare[..n]);
@@ -160,27 +160,60 @@ impl Priority for Multifactor {
 /// same either way.
 const JOBS_PER_ITERATION: usize = if cfg!(target_arch = "wasm32") { 4 } else { 2 };
 
-/// The largest value of each factor in this batch, which scales it to `[0, 1]`.
+/// What one unit of each factor is worth: 1 / its largest value in this batch (the
+/// configured maximum, for age), which scales the factor to `[0, 1]`.
+///
+/// Scores multiply by these rather than divide by the maximum. Four divisions per job
+/// were the scoring loop's largest cost in Wasm, where each is a scalar division of its
+/// own (the native build divides two jobs' at once). `x * (1 / m)` can differ from
+/// `x / m` in the last bit, which can move a priority by 1 where it falls on an integer;
+/// both builds compute the same.
 struct Scale {
-    max_cores: f64,
-    max_tier: f64,
-    max_qos: f64,
-    max_age: f64,
+    per_core: f64,
+    per_tier: f64,
+    per_qos: f64,
+    per_second: f64,
 }
 
 /// One job's priority: the weighted sum of its factors, each in `[0, 1]`. Always inlined,
 /// so that the loop in `prioritize` holds four copies rather than four calls.
 #[inline(always)]
 fn score(c: &Config, s: &Scale, age: i64, cores: u64, tier: u32, qos: u32, fairshare: f64) -> i64 {
-    let age = at_most_one(age.max(0) as f64 / s.max_age);
-    let size = at_most_one(cores as f64 / s.max_cores);
+    let age = at_most_one(not_below_zero(age as f64 * s.per_second));
+    let size = at_most_one(from_unsigned(cores) * s.per_core);
     let size = if c.favor_small { 1.0 - size } else { size };
     let sum = c.weight_age * age
         + c.weight_fairshare * fairshare.clamp(0.0, 1.0)
         + c.weight_job_size * size
-        + c.weight_partition * (tier as f64 / s.max_tier)
-        + c.weight_qos * (qos as f64 / s.max_qos);
+        + c.weight_partition * (tier as f64 * s.per_tier)
+        + c.weight_qos * (qos as f64 * s.per_qos);
     sum as i64
+}
+
+/// `x.max(0.0)` for the non-NaN `x` used here, written as a comparison (see
+/// [`at_most_one`]). Age is clamped after it is scaled, not as an integer: of an integer
+/// known not to be negative, LLVM emits Wasm's unsigned conversion, which Cranelift
+/// compiles to a test and two paths (and a clamp right after the conversion, LLVM turns
+/// back into one before it).
+#[inline]
+fn not_below_zero(x: f64) -> f64 {
+    if x > 0.0 {
+        x
+    } else {
+        0.0
+    }
+}
+
+/// `x as f64`, through a signed conversion and a correction for `x >= 2^63` (for the
+/// reason in [`not_below_zero`]).
+#[inline]
+fn from_unsigned(x: u64) -> f64 {
+    let f = x as i64 as f64;
+    if f < 0.0 {
+        f + 18_446_744_073_709_551_616.0
+    } else {
+        f
+    }
 }
 
 /// `x.min(1.0)` for the non-NaN `x` used here, written as a comparison: in Wasm,
@@ -272,6 +305,68 @@ mod tests {
                     expected,
                     "{n} jobs, shift {shift}"
                 );
+            }
+        }
+    }
+
+    /// The factors' edges: a negative age counts as 0, an age past `max_age_s` as the
+    /// maximum, the largest job as the whole machine, whatever the scale's rounding.
+    #[test]
+    fn factors_stay_within_their_bounds() {
+        let mut p = Multifactor::default();
+        p.init("weight_age = 1000\nweight_fairshare = 0\nweight_job_size = 0\nweight_partition = 0\nweight_qos = 0\nmax_age_s = 49")
+            .unwrap();
+        let ages = [-5, 0, 49, 50, i64::MAX];
+        let batch: PriorityBatch = (0..ages.len())
+            .map(|i| PriorityInput {
+                age: ages[i],
+                ..job(i as u64 + 1, 0, 0)
+            })
+            .collect();
+        let got = p.prioritize(0, &batch);
+        assert_eq!(got[0], 0, "negative age");
+        assert_eq!(got[1], 0, "no age");
+        // 49 * (1 / 49) rounds to just below 1: the sum is truncated, as Slurm does.
+        assert!(
+            (999..=1000).contains(&got[2]),
+            "age at the maximum: {}",
+            got[2]
+        );
+        assert_eq!(got[3], 1000, "past the maximum");
+        assert_eq!(got[4], 1000, "far past the maximum");
+
+        p.init("weight_age = 0\nweight_fairshare = 0\nweight_job_size = 100\nfavor_small = false")
+            .unwrap();
+        let cores = [1, 64, u64::MAX];
+        let batch: PriorityBatch = (0..cores.len())
+            .map(|i| PriorityInput {
+                cores: cores[i],
+                ..job(i as u64 + 1, 0, 0)
+            })
+            .collect();
+        let got = p.prioritize(0, &batch);
+        assert_eq!(got[2], 100, "the largest job is the whole machine");
+        assert!(got[0] <= got[1] && got[1] <= got[2], "{got:?}");
+    }
+
+    #[test]
+    fn unsigned_conversion_agrees_with_as() {
+        for x in [
+            0,
+            1,
+            (1 << 53) + 1,
+            i64::MAX as u64,
+            1 << 63,
+            (1 << 63) + 1025,
+            u64::MAX,
+        ] {
+            let (ours, direct) = (from_unsigned(x), x as f64);
+            assert!(
+                (ours - direct).abs() <= direct * f64::EPSILON,
+                "{x}: {ours} against {direct}"
+            );
+            if x <= i64::MAX as u64 {
+                assert_eq!(ours, direct, "{x}");
             }
         }
     }
