@@ -316,14 +316,17 @@ mod tests {
         let mut p = Multifactor::default();
         p.init("weight_age = 1000\nweight_fairshare = 0\nweight_job_size = 0\nweight_partition = 0\nweight_qos = 0\nmax_age_s = 49")
             .unwrap();
-        let ages = [-5, 0, 49, 50, i64::MAX];
-        let batch: PriorityBatch = (0..ages.len())
-            .map(|i| PriorityInput {
-                age: ages[i],
-                ..job(i as u64 + 1, 0, 0)
-            })
-            .collect();
-        let got = p.prioritize(0, &batch);
+        // One job per value, each a default job but for what `set` changes.
+        fn batch<T: Copy>(values: &[T], set: fn(&mut PriorityInput, T)) -> PriorityBatch {
+            (0..values.len())
+                .map(|i| {
+                    let mut j = job(i as u64 + 1, 0, 0);
+                    set(&mut j, values[i]);
+                    j
+                })
+                .collect()
+        }
+        let got = p.prioritize(0, &batch(&[-5, 0, 49, 50, i64::MAX], |j, a| j.age = a));
         assert_eq!(got[0], 0, "negative age");
         assert_eq!(got[1], 0, "no age");
         // 49 * (1 / 49) rounds to just below 1: the sum is truncated, as Slurm does.
@@ -337,14 +340,7 @@ mod tests {
 
         p.init("weight_age = 0\nweight_fairshare = 0\nweight_job_size = 100\nfavor_small = false")
             .unwrap();
-        let cores = [1, 64, u64::MAX];
-        let batch: PriorityBatch = (0..cores.len())
-            .map(|i| PriorityInput {
-                cores: cores[i],
-                ..job(i as u64 + 1, 0, 0)
-            })
-            .collect();
-        let got = p.prioritize(0, &batch);
+        let got = p.prioritize(0, &batch(&[1, 64, u64::MAX], |j, c| j.cores = c));
         assert_eq!(got[2], 100, "the largest job is the whole machine");
         assert!(got[0] <= got[1] && got[1] <= got[2], "{got:?}");
     }
