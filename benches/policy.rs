@@ -10,69 +10,45 @@ mod common;
 
 use std::sync::Arc;
 
+use common::Pairing;
 use criterion::{criterion_group, criterion_main, Criterion};
-use gantry_abi::{Fairshare, Placement, Priority};
+use gantry_abi::Priority;
 use gantry_wasm_host::{
     FairshareWorld, HostLimits, PlacementWorld, PolicyHost, PolicySlot, PreemptionWorld,
     PriorityWorld,
 };
 
 fn priority_100k(c: &mut Criterion) {
-    let common::PrioritySetup {
-        now,
-        batch,
-        mut native,
-        mut slot,
-    } = common::priority(100_000);
+    let mut s = common::priority(100_000);
     let mut g = c.benchmark_group("multifactor priority, 100k waiting jobs");
     g.sample_size(30);
-    g.bench_function("native", |b| b.iter(|| native.prioritize(now, &batch)));
-    g.bench_function("wasm", |b| b.iter(|| slot.decide(now, &batch).unwrap()));
+    g.bench_function("native", |b| b.iter(|| s.call_native()));
+    g.bench_function("wasm", |b| b.iter(|| s.call_wasm()));
     g.finish();
 
     // The fixed cost of a call: a trace replay makes tens of thousands of small ones.
-    let one = common::jobs(1, now);
+    let one = common::jobs(1, s.now);
     let mut g = c.benchmark_group("multifactor priority, 1 waiting job");
-    g.bench_function("native", |b| b.iter(|| native.prioritize(now, &one)));
-    g.bench_function("wasm", |b| b.iter(|| slot.decide(now, &one).unwrap()));
+    g.bench_function("native", |b| b.iter(|| s.native.prioritize(s.now, &one)));
+    g.bench_function("wasm", |b| b.iter(|| s.slot.decide(s.now, &one).unwrap()));
     g.finish();
 }
 
 fn fairshare_kth(c: &mut Criterion) {
-    let common::FairshareSetup {
-        now,
-        trees,
-        mut native,
-        mut slot,
-    } = common::fairshare();
+    let mut s = common::fairshare();
     let mut g = c.benchmark_group("fair-tree fairshare, 573-node share tree");
     g.sample_size(30);
-    let mut turn = 0;
-    g.bench_function("native", |b| {
-        b.iter(|| {
-            turn += 1;
-            native.factors(now, &trees[turn % 2])
-        })
-    });
-    g.bench_function("wasm", |b| {
-        b.iter(|| {
-            turn += 1;
-            slot.decide(now, &trees[turn % 2]).unwrap()
-        })
-    });
+    g.bench_function("native", |b| b.iter(|| s.call_native()));
+    g.bench_function("wasm", |b| b.iter(|| s.call_wasm()));
     g.finish();
 }
 
 fn placement_512(c: &mut Criterion) {
-    let common::PlacementSetup {
-        batch,
-        mut native,
-        mut slot,
-    } = common::placement();
+    let mut s = common::placement();
     let mut g = c.benchmark_group("topology placement, batch of 512 jobs with candidates");
     g.sample_size(30);
-    g.bench_function("native", |b| b.iter(|| native.rank(&batch)));
-    g.bench_function("wasm", |b| b.iter(|| slot.decide(0, &batch).unwrap()));
+    g.bench_function("native", |b| b.iter(|| s.call_native()));
+    g.bench_function("wasm", |b| b.iter(|| s.call_wasm()));
     g.finish();
 }
 

@@ -14,53 +14,69 @@
 
 mod common;
 
-use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use gantry_abi::{Fairshare, Placement, Priority};
+use common::Pairing;
+
+/// The fastest and the median of a build's calls, in µs.
+#[derive(Clone, Copy)]
+struct Calls {
+    fastest: f64,
+    median: f64,
+}
+
+impl Calls {
+    fn of(mut times: Vec<Duration>) -> Self {
+        times.sort_unstable();
+        Self {
+            fastest: micros(times[0]),
+            median: micros(times[times.len() / 2]),
+        }
+    }
+}
 
 /// One pair's timings.
 struct Pair {
     name: &'static str,
-    native: Vec<Duration>,
-    wasm: Vec<Duration>,
+    calls: usize,
+    native: Calls,
+    wasm: Calls,
 }
 
 impl Pair {
-    /// Times `native` then `wasm`, `rounds` times; one untimed call of each first.
-    fn measure<A, B>(
-        name: &'static str,
-        rounds: usize,
-        mut native: impl FnMut() -> A,
-        mut wasm: impl FnMut() -> B,
-    ) -> Self {
-        black_box(native());
-        black_box(wasm());
-        let (mut n, mut w) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    /// Times a native call then a Wasm call of `setup`, `rounds` times; one untimed call
+    /// of each first.
+    fn measure(name: &'static str, rounds: usize, setup: &mut impl Pairing) -> Self {
+        setup.call_native();
+        setup.call_wasm();
+        let (mut native, mut wasm) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
         for _ in 0..rounds {
             let t = Instant::now();
-            black_box(native());
-            n.push(t.elapsed());
+            setup.call_native();
+            native.push(t.elapsed());
             let t = Instant::now();
-            black_box(wasm());
-            w.push(t.elapsed());
+            setup.call_wasm();
+            wasm.push(t.elapsed());
         }
-        n.sort_unstable();
-        w.sort_unstable();
         Self {
             name,
-            native: n,
-            wasm: w,
+            calls: rounds,
+            native: Calls::of(native),
+            wasm: Calls::of(wasm),
         }
+    }
+
+    fn ratio_of_fastest(&self) -> f64 {
+        self.wasm.fastest / self.native.fastest
+    }
+
+    fn ratio_of_medians(&self) -> f64 {
+        self.wasm.median / self.native.median
     }
 }
 
 fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
-}
-
-fn median(v: &[Duration]) -> Duration {
-    v[v.len() / 2]
 }
 
 const USAGE: &str = "\
@@ -98,68 +114,36 @@ fn options() -> (usize, bool) {
 
 fn main() {
     let (rounds, json) = options();
-    let mut pairs = Vec::new();
-
-    let common::PrioritySetup {
-        now,
-        batch,
-        mut native,
-        mut slot,
-    } = common::priority(100_000);
-    pairs.push(Pair::measure(
-        "multifactor priority, 100k waiting jobs",
-        rounds,
-        || native.prioritize(now, &batch),
-        || slot.decide(now, &batch).unwrap(),
-    ));
-
-    let common::FairshareSetup {
-        now,
-        trees,
-        mut native,
-        mut slot,
-    } = common::fairshare();
-    // Each build alternates between the two trees on its own, so that every call of
-    // either ranks anew.
-    let (mut turn_native, mut turn_wasm) = (0, 0);
-    pairs.push(Pair::measure(
-        "fair-tree fairshare, 573-node share tree",
-        rounds * 10,
-        || {
-            turn_native += 1;
-            native.factors(now, &trees[turn_native % 2])
-        },
-        || {
-            turn_wasm += 1;
-            slot.decide(now, &trees[turn_wasm % 2]).unwrap()
-        },
-    ));
-
-    let common::PlacementSetup {
-        batch,
-        mut native,
-        mut slot,
-    } = common::placement();
-    pairs.push(Pair::measure(
-        "topology placement, batch of 512 jobs",
-        rounds * 10,
-        || native.rank(&batch),
-        || slot.decide(0, &batch).unwrap(),
-    ));
-
+    let pairs = [
+        Pair::measure(
+            "multifactor priority, 100k waiting jobs",
+            rounds,
+            &mut common::priority(100_000),
+        ),
+        Pair::measure(
+            "fair-tree fairshare, 573-node share tree",
+            rounds * 10,
+            &mut common::fairshare(),
+        ),
+        Pair::measure(
+            "topology placement, batch of 512 jobs",
+            rounds * 10,
+            &mut common::placement(),
+        ),
+    ];
     if json {
         let rows: Vec<_> = pairs
             .iter()
             .map(|p| {
                 serde_json::json!({
                     "name": p.name,
-                    "calls": p.native.len(),
-                    "native_min_us": micros(p.native[0]),
-                    "wasm_min_us": micros(p.wasm[0]),
-                    "native_median_us": micros(median(&p.native)),
-                    "wasm_median_us": micros(median(&p.wasm)),
-                    "ratio_of_minima": micros(p.wasm[0]) / micros(p.native[0]),
-                    "ratio_of_medians": micros(median(&p.wasm)) / micros(median(&p.native)),
+                    "calls": p.calls,
+                    "native_min_us": p.native.fastest,
+                    "wasm_min_us": p.wasm.fastest,
+                    "native_median_us": p.native.median,
+                    "wasm_median_us": p.wasm.median,
+                    "ratio_of_minima": p.ratio_of_fastest(),
+                    "ratio_of_medians": p.ratio_of_medians(),
                 })
             })
             .collect();
@@ -176,18 +160,16 @@ fn main() {
         "median"
     );
     for p in &pairs {
-        let (nmin, nmed) = (micros(p.native[0]), micros(median(&p.native)));
-        let (wmin, wmed) = (micros(p.wasm[0]), micros(median(&p.wasm)));
         println!(
             "{:<42} {:>6} {:>10.1} /{:>9.1} {:>10.1} /{:>9.1} {:>6.2}× {:>6.2}×",
             p.name,
-            p.native.len(),
-            nmin,
-            nmed,
-            wmin,
-            wmed,
-            wmin / nmin,
-            wmed / nmed
+            p.calls,
+            p.native.fastest,
+            p.native.median,
+            p.wasm.fastest,
+            p.wasm.median,
+            p.ratio_of_fastest(),
+            p.ratio_of_medians()
         );
     }
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each benchmark uses part of it
 
+use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -125,6 +126,13 @@ pub fn placement_batch() -> PlacementBatch {
         .collect()
 }
 
+/// A policy set up twice, natively and as a component: one call of either, on the
+/// setup's input. The answer goes through `black_box`, so the call is never elided.
+pub trait Pairing {
+    fn call_native(&mut self);
+    fn call_wasm(&mut self);
+}
+
 /// `name`'s component loaded into a fresh slot and made active.
 fn active_slot<W: gantry_wasm_host::Decision>(
     host: std::sync::Arc<PolicyHost>,
@@ -168,13 +176,25 @@ pub fn priority(n: u64) -> PrioritySetup {
     }
 }
 
-/// Fair Tree over two share trees of the KTH shape, taken in turn so that every call
-/// ranks the users anew (an unchanged ranking returns the last answer).
+impl Pairing for PrioritySetup {
+    fn call_native(&mut self) {
+        black_box(self.native.prioritize(self.now, &self.batch));
+    }
+    fn call_wasm(&mut self) {
+        black_box(self.slot.decide(self.now, &self.batch).unwrap());
+    }
+}
+
+/// Fair Tree over two share trees of the KTH shape, which each build takes in turn so
+/// that every call ranks the users anew (an unchanged ranking returns the last answer).
 pub struct FairshareSetup {
     pub now: i64,
     pub trees: [ShareTree; 2],
     pub native: FairTree,
     pub slot: PolicySlot<FairshareWorld>,
+    /// Calls made by each build, which pick the tree.
+    native_calls: usize,
+    wasm_calls: usize,
 }
 
 pub fn fairshare() -> FairshareSetup {
@@ -194,6 +214,21 @@ pub fn fairshare() -> FairshareSetup {
         trees,
         native,
         slot,
+        native_calls: 0,
+        wasm_calls: 0,
+    }
+}
+
+impl Pairing for FairshareSetup {
+    fn call_native(&mut self) {
+        self.native_calls += 1;
+        let tree = &self.trees[self.native_calls % 2];
+        black_box(self.native.factors(self.now, tree));
+    }
+    fn call_wasm(&mut self) {
+        self.wasm_calls += 1;
+        let tree = &self.trees[self.wasm_calls % 2];
+        black_box(self.slot.decide(self.now, tree).unwrap());
     }
 }
 
@@ -220,5 +255,14 @@ pub fn placement() -> PlacementSetup {
         batch,
         native,
         slot,
+    }
+}
+
+impl Pairing for PlacementSetup {
+    fn call_native(&mut self) {
+        black_box(self.native.rank(&self.batch));
+    }
+    fn call_wasm(&mut self) {
+        black_box(self.slot.decide(0, &self.batch).unwrap());
     }
 }
