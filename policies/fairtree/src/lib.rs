@@ -70,11 +70,11 @@ impl Decayed {
     /// order, under the same parents. A loop of its own: in Wasm, slice equality would
     /// be `memcmp`, which the runtime library compares byte by byte.
     fn same_shape(&self, tree: &ShareTree) -> bool {
-        let (ids, parents) = (tree.id(), tree.parent());
-        let n = self.id.len();
-        if ids.len() != n || parents.len() != n || self.parent.len() != n {
+        let n = tree.len();
+        if self.id.len() != n {
             return false;
         }
+        let (ids, parents) = (&tree.id()[..n], &tree.parent()[..n]);
         let (known_ids, known_parents) = (&self.id[..n], &self.parent[..n]);
         let mut differ = 0;
         for i in 0..n {
