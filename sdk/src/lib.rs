@@ -15,7 +15,8 @@
 //!
 //! Build with `cargo build --target wasm32-unknown-unknown` and the SDK feature of the
 //! world you export (`priority`, `fairshare`, `preemption` or `placement`); the crate must
-//! be a `cdylib`. See `examples/xfactor-priority` for a complete policy.
+//! be a `cdylib`. See `examples/xfactor-priority` for a complete policy, and its README
+//! for the build command (with `-C llvm-args=-disable-lsr`: docs/POLICIES.md says why).
 //!
 //! ## What it must not depend on
 //!
