@@ -102,22 +102,20 @@ impl Priority for Multifactor {
             jobs.qos_priority(),
             jobs.fairshare(),
         );
+        let n = age.len();
+        let (cores, tier, qos, fairshare) = (&cores[..n], &tier[..n], &qos[..n], &fairshare[..n]);
+        let (largest_cores, max_tier, max_qos) = largest(cores, tier, qos);
         let max_cores = if c.cluster_cores > 0 {
             c.cluster_cores
         } else {
-            cores.iter().copied().max().unwrap_or(1)
-        }
-        .max(1) as f64;
-        let max_tier = tier.iter().copied().max().unwrap_or(0).max(1) as f64;
-        let max_qos = qos.iter().copied().max().unwrap_or(0).max(1) as f64;
+            largest_cores
+        };
         let scale = Scale {
-            per_core: 1.0 / max_cores,
-            per_tier: 1.0 / max_tier,
-            per_qos: 1.0 / max_qos,
+            per_core: 1.0 / max_cores.max(1) as f64,
+            per_tier: 1.0 / max_tier.max(1) as f64,
+            per_qos: 1.0 / max_qos.max(1) as f64,
             per_second: 1.0 / c.max_age_s as f64,
         };
-        let n = age.len();
-        let (cores, tier, qos, fairshare) = (&cores[..n], &tier[..n], &qos[..n], &fairshare[..n]);
         // `JOBS_PER_ITERATION` jobs per loop iteration, written into spare capacity, as
         // `push` would check the capacity for each.
         let per = JOBS_PER_ITERATION;
@@ -159,6 +157,22 @@ impl Priority for Multifactor {
 /// loop in pairs, and four per iteration made it 10–15 % slower. The answers are the
 /// same either way.
 const JOBS_PER_ITERATION: usize = if cfg!(target_arch = "wasm32") { 4 } else { 2 };
+
+/// The largest entry of each column (0 for none), in one pass. Three maxima kept side
+/// by side are three independent chains of compares: one pass per column would make
+/// each compare wait for the one before it, and in Wasm, where these loops are not
+/// vectorized, that wait was a large part of the call.
+fn largest(cores: &[u64], tier: &[u32], qos: &[u32]) -> (u64, u32, u32) {
+    let n = cores.len();
+    let (tier, qos) = (&tier[..n], &qos[..n]);
+    let (mut c, mut t, mut q) = (0, 0, 0);
+    for j in 0..n {
+        c = c.max(cores[j]);
+        t = t.max(tier[j]);
+        q = q.max(qos[j]);
+    }
+    (c, t, q)
+}
 
 /// What one unit of each factor is worth: 1 / its largest value in this batch (the
 /// configured maximum, for age), which scales the factor to `[0, 1]`.
