@@ -891,18 +891,15 @@ impl PlacementRanking {
                 batch.len()
             ));
         }
-        // Both offset lists are walked in step, and each ranking is tested without an
-        // early exit: this runs on every placement answer, a few indices per job.
-        let bounds = self.first.windows(2).zip(batch.first_candidate.windows(2));
-        for (q, (r, c)) in bounds.enumerate() {
-            let n = c[1].saturating_sub(c[0]);
-            let ranking = &self.ranked[r[0] as usize..r[1] as usize];
-            if ranking.iter().fold(false, |out, &i| out | (i >= n)) {
-                let i = ranking
-                    .iter()
-                    .find(|&&i| i >= n)
-                    .copied()
-                    .unwrap_or_default();
+        for (q, ranking) in self.iter().enumerate() {
+            let n = batch.candidates(q).len();
+            // Tested without an early exit (this runs on every placement answer, a few
+            // indices per job); the offending index is looked for only on failure.
+            if ranking
+                .iter()
+                .fold(false, |out, &i| out | (i as usize >= n))
+            {
+                let i = ranking.iter().find(|&&i| i as usize >= n).map_or(0, |&i| i);
                 return Err(alloc::format!(
                     "candidate index {i} out of range for job {} ({n} candidates)",
                     batch.job[q]
