@@ -1,6 +1,6 @@
 //! # gantry-abi
 //!
-//! The records of the policy ABI (`wit/policy.wit`, package `gantry:policy@0.2.0`) as plain
+//! The records of the policy ABI (`wit/policy.wit`, package `gantry:policy@0.3.0`) as plain
 //! Rust types, and the four policy traits a policy implements. The kernel uses these
 //! records for its decision points; the SDK maps them onto the generated Wasm bindings;
 //! a policy written against these traits builds both natively and as a component.
@@ -48,8 +48,8 @@ pub struct PriorityInput {
     pub account: u32,
 }
 
-/// A set of [`PriorityBatch`] columns (see `priority-fields` in the WIT). The job id
-/// column is always present and has no flag.
+/// A set of [`PriorityBatch`] columns (see `priority-fields` in the WIT). The job ids
+/// are a column like the others: most policies score jobs without them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PriorityFields(u16);
 
@@ -67,7 +67,8 @@ impl PriorityFields {
     pub const FAIRSHARE: Self = Self(1 << 9);
     pub const USER: Self = Self(1 << 10);
     pub const ACCOUNT: Self = Self(1 << 11);
-    pub const ALL: Self = Self((1 << 12) - 1);
+    pub const JOB: Self = Self(1 << 12);
+    pub const ALL: Self = Self((1 << 13) - 1);
 
     /// The set with these bits (bit `k` is the `k`-th flag of the WIT); unknown bits are
     /// dropped.
@@ -107,12 +108,13 @@ impl core::ops::BitOr for PriorityFields {
 /// policy declared ([`Priority::fields`]); the others are empty, so a policy that reads
 /// five of the thirteen columns has only those five built and copied.
 ///
-/// Invariant: the job column and every column in [`Self::fields`] have the same length;
-/// every other column is empty. The fields are private so that only [`Self::push`] and
+/// Invariant: every column in [`Self::fields`] has [`Self::len`] entries; every other
+/// column is empty. The fields are private so that only [`Self::push`] and
 /// [`Self::from_columns`] (which checks) can build one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PriorityBatch {
     fields: PriorityFields,
+    len: usize,
     job: Vec<JobId>,
     submit_time: Vec<Time>,
     age: Vec<Time>,
@@ -138,6 +140,8 @@ impl Default for PriorityBatch {
 /// `time_limit` is 0 for an unlimited job, as in the WIT.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PriorityColumns {
+    /// Jobs in the batch: each column holds this many entries, or none.
+    pub len: usize,
     pub job: Vec<JobId>,
     pub submit_time: Vec<Time>,
     pub age: Vec<Time>,
@@ -156,6 +160,7 @@ pub struct PriorityColumns {
 /// Runs `$do!(field, FLAG)` for every flagged column.
 macro_rules! each_column {
     ($do:ident) => {
+        $do!(job, JOB);
         $do!(submit_time, SUBMIT_TIME);
         $do!(age, AGE);
         $do!(cores, CORES);
@@ -189,10 +194,11 @@ impl PriorityBatch {
         Self::with_fields(PriorityFields::ALL)
     }
 
-    /// An empty batch holding the job column and `fields`.
+    /// An empty batch holding `fields`.
     pub fn with_fields(fields: PriorityFields) -> Self {
         Self {
             fields,
+            len: 0,
             job: Vec::new(),
             submit_time: Vec::new(),
             age: Vec::new(),
@@ -209,10 +215,10 @@ impl PriorityBatch {
         }
     }
 
-    /// A batch from columns: the job column sets the length, and every other column
-    /// must be that long (it is held) or empty (it is not). `None` otherwise.
+    /// A batch from columns: each must have `len` entries (it is held) or none (it is
+    /// not). `None` otherwise.
     pub fn from_columns(c: PriorityColumns) -> Option<Self> {
-        let n = c.job.len();
+        let n = c.len;
         let mut fields = PriorityFields::NONE;
         macro_rules! check {
             ($col:ident, $flag:ident) => {
@@ -226,6 +232,7 @@ impl PriorityBatch {
         each_column!(check);
         Some(Self {
             fields,
+            len: n,
             job: c.job,
             submit_time: c.submit_time,
             age: c.age,
@@ -245,6 +252,7 @@ impl PriorityBatch {
     /// Gives the columns back (to reuse their buffers, or to lend them to a call).
     pub fn into_columns(self) -> PriorityColumns {
         PriorityColumns {
+            len: self.len,
             job: self.job,
             submit_time: self.submit_time,
             age: self.age,
@@ -261,26 +269,27 @@ impl PriorityBatch {
         }
     }
 
-    /// The columns this batch holds besides the job ids.
+    /// The columns this batch holds.
     #[inline]
     pub fn fields(&self) -> PriorityFields {
         self.fields
     }
 
+    /// Jobs in the batch, whichever columns it holds.
     #[inline]
     pub fn len(&self) -> usize {
-        self.job.len()
+        self.len
     }
 
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.job.is_empty()
+        self.len == 0
     }
 
     /// Empties the batch, keeps the buffers, and from now on holds only `fields`.
     pub fn reset(&mut self, fields: PriorityFields) {
         self.fields = fields;
-        self.job.clear();
+        self.len = 0;
         macro_rules! clear {
             ($col:ident, $flag:ident) => {
                 self.$col.clear();
@@ -292,7 +301,7 @@ impl PriorityBatch {
     /// Appends a job; only the columns the batch holds take its values.
     pub fn push(&mut self, j: PriorityInput) {
         let time_limit = j.time_limit.unwrap_or(0).max(0);
-        self.job.push(j.job);
+        self.len += 1;
         macro_rules! push {
             ($col:ident, $flag:ident) => {
                 if self.fields.contains(PriorityFields::$flag) {
@@ -316,8 +325,9 @@ impl PriorityBatch {
             col.get(i).copied().unwrap_or_default()
         }
         let t = at(&self.time_limit, i);
+        assert!(i < self.len, "job {i} of a batch of {}", self.len);
         PriorityInput {
-            job: self.job[i],
+            job: at(&self.job, i),
             submit_time: at(&self.submit_time, i),
             age: at(&self.age, i),
             cores: at(&self.cores, i),
@@ -1030,14 +1040,15 @@ mod tests {
         let mut b = PriorityBatch::with_fields(PriorityFields::AGE | PriorityFields::GPUS);
         b.push(job(1));
         b.push(job(2));
-        assert_eq!(b.job(), &[1, 2]);
+        assert_eq!(b.len(), 2, "the length does not depend on the job column");
+        assert!(b.job().is_empty(), "job ids are a column like the others");
         assert_eq!(b.age(), &[5, 5]);
         assert_eq!(b.gpus(), &[2, 2]);
         assert!(b.submit_time().is_empty() && b.fairshare().is_empty());
         let j = b.get(1);
         assert_eq!(
             (j.job, j.age, j.gpus, j.cores, j.fairshare),
-            (2, 5, 2, 0, 0.0)
+            (0, 5, 2, 0, 0.0)
         );
 
         b.reset(PriorityFields::ALL);
@@ -1050,12 +1061,16 @@ mod tests {
     #[test]
     fn columns_must_be_full_or_empty() {
         let mut c = PriorityColumns {
-            job: vec![1, 2],
+            len: 2,
             age: vec![1, 2],
             ..Default::default()
         };
         let b = PriorityBatch::from_columns(c.clone()).unwrap();
-        assert_eq!(b.fields(), PriorityFields::AGE);
+        assert_eq!((b.len(), b.fields()), (2, PriorityFields::AGE));
+        c.job = vec![7, 8];
+        let b = PriorityBatch::from_columns(c.clone()).unwrap();
+        assert_eq!(b.fields(), PriorityFields::AGE | PriorityFields::JOB);
+        assert_eq!(b.get(1).job, 8);
         c.cores = vec![4];
         assert_eq!(PriorityBatch::from_columns(c), None);
         // With no jobs every column is complete.

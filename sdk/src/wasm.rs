@@ -89,6 +89,7 @@ pub mod priority {
     ) -> Vec<i64> {
         // The lists arrive as vectors the guest already owns: moving them is free.
         let columns = crate::PriorityColumns {
+            len: b.len as usize,
             job: b.job,
             submit_time: b.submit_time,
             age: b.age,

@@ -96,7 +96,7 @@ pub enum LoadError {
     Limits(String),
     #[error("not a valid policy component: {0}")]
     Compile(String),
-    #[error("component does not implement the '{world}' world of gantry:policy@0.2.0: {detail}")]
+    #[error("component does not implement the '{world}' world of gantry:policy@0.3.0: {detail}")]
     WrongWorld { world: &'static str, detail: String },
     #[error("policy refused its configuration: {0}")]
     Config(String),

@@ -145,6 +145,7 @@ where
 #[derive(ComponentType, Lower)]
 #[component(record)]
 pub(crate) struct PriorityBatchRef<'a> {
+    len: u32,
     job: &'a [u64],
     #[component(name = "submit-time")]
     submit_time: &'a [i64],
@@ -165,10 +166,10 @@ pub(crate) struct PriorityBatchRef<'a> {
 }
 
 impl<'a> PriorityBatchRef<'a> {
-    /// The job ids and the columns in `fields`; the others go as empty lists, so a
-    /// version pays only for what it reads even when the kernel built more (for the
-    /// kernel's own ordering, or for a fallback version that reads other columns).
-    fn masked(b: &'a abi::PriorityBatch, fields: abi::PriorityFields) -> Self {
+    /// The columns in `fields`; the others go as empty lists, so a version pays only
+    /// for what it reads even when the kernel built more (for the kernel's own
+    /// ordering, or for a fallback version that reads other columns).
+    fn masked(b: &'a abi::PriorityBatch, fields: abi::PriorityFields, len: u32) -> Self {
         use abi::PriorityFields as F;
         fn pick<T>(col: &[T], fields: F, flag: F) -> &[T] {
             if fields.contains(flag) {
@@ -178,7 +179,8 @@ impl<'a> PriorityBatchRef<'a> {
             }
         }
         Self {
-            job: b.job(),
+            len,
+            job: pick(b.job(), fields, F::JOB),
             submit_time: pick(b.submit_time(), fields, F::SUBMIT_TIME),
             age: pick(b.age(), fields, F::AGE),
             cores: pick(b.cores(), fields, F::CORES),
@@ -224,7 +226,9 @@ pub(crate) fn prioritize(
             fields.bits()
         );
     }
-    let params = (now, PriorityBatchRef::masked(batch, fields));
+    let len = u32::try_from(batch.len())
+        .map_err(|_| wasmtime::format_err!("{} jobs is more than a batch can hold", batch.len()))?;
+    let params = (now, PriorityBatchRef::masked(batch, fields, len));
     let (answer,): (Vec<i64>,) = call_lowered(b, store, "prioritize", params)?;
     Ok(answer)
 }
