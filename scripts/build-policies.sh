@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds every policy component: the four built-ins, the example site policy, and the
-# hostile components the sandbox tests load. Output: target/policies/<name>.wasm
+# test components (hostile ones for the sandbox tests, and one that reads only the job
+# ids). Output: target/policies/<name>.wasm
 #
 # Route A (first choice): rustup's wasm32-unknown-unknown target, linked by the
 # toolchain's wasm-component-ld. Route B (fallback, when the target cannot be fetched):
@@ -69,4 +70,5 @@ component xfactor-priority gantry-example-xfactor-priority
 for f in infinite-loop memory-bomb panic wrong-length; do
     component "hostile-$f" gantry-test-hostile-policy "$f"
 done
+component fifo-by-job-id gantry-test-hostile-policy job-ids
 say "components in $out"

@@ -29,7 +29,7 @@ pub struct PolicyInfo {
     pub version: String,
 }
 
-/// One waiting job, as the priority policy sees it (see `priority-input` in the WIT).
+/// One waiting job, as the priority policy sees it: one row of `priority-batch` in the WIT.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PriorityInput {
     pub job: JobId,

@@ -403,3 +403,49 @@ fn a_priority_version_gets_only_the_columns_it_reads() {
     assert_eq!(failure.version, v2);
     assert!(failure.reason.contains("lacks columns"), "{failure:?}");
 }
+
+/// The job ids are a column like the others: a version that names them gets them, and
+/// only them; a batch built without them is refused before the call.
+#[test]
+fn the_job_ids_cross_only_when_asked_for() {
+    use gantry_abi::PriorityFields as F;
+    let jobs: Vec<PriorityInput> = (0..5u64)
+        .map(|i| PriorityInput {
+            job: 100 + 7 * i,
+            submit_time: 50 - i as i64,
+            age: i as i64,
+            cores: 1,
+            nodes: 1,
+            gpus: 0,
+            time_limit: None,
+            partition_tier: 0,
+            qos: 0,
+            qos_priority: 0,
+            fairshare: 0.5,
+            user: 0,
+            account: 0,
+        })
+        .collect();
+    let mut slot = PolicySlot::<PriorityWorld>::new(host()).unwrap();
+    let v = slot.load(&component("fifo-by-job-id"), "").unwrap();
+    slot.activate(v, "t", 0).unwrap();
+    assert_eq!(slot.fields(), F::JOB);
+
+    let mut ids_only = PriorityBatch::with_fields(F::JOB);
+    jobs.iter().for_each(|&j| ids_only.push(j));
+    assert_eq!(ids_only.len(), 5);
+    assert_eq!(
+        slot.decide(0, &ids_only),
+        Some(vec![-100, -107, -114, -121, -128])
+    );
+
+    let mut without = PriorityBatch::with_fields(F::SUBMIT_TIME);
+    jobs.iter().for_each(|&j| without.push(j));
+    assert!(without.job().is_empty() && without.len() == 5);
+    assert_eq!(
+        slot.decide(0, &without),
+        None,
+        "no good version to fall back to"
+    );
+    assert!(slot.failures()[0].reason.contains("lacks columns"));
+}

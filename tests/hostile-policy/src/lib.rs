@@ -1,7 +1,8 @@
 //! A priority policy that misbehaves in one of four ways, chosen by a cargo feature, so
 //! the sandbox tests load real hostile components: it loops forever, allocates without
 //! bound, panics (a trap), or answers a list of the wrong length.
-//! Without a feature it is a well-behaved FIFO policy.
+//! Without a feature it is a well-behaved FIFO policy by submission time; with `job-ids`,
+//! FIFO by job id, reading no column but the ids.
 
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
@@ -31,7 +32,11 @@ impl Policy for Hostile {
 
 impl Priority for Hostile {
     fn fields(&self) -> PriorityFields {
-        PriorityFields::SUBMIT_TIME
+        if cfg!(feature = "job-ids") {
+            PriorityFields::JOB
+        } else {
+            PriorityFields::SUBMIT_TIME
+        }
     }
 
     #[allow(unreachable_code, unused_variables, clippy::empty_loop)]
@@ -53,6 +58,8 @@ impl Priority for Hostile {
         panic!("hostile policy panics");
         #[cfg(feature = "wrong-length")]
         return jobs.submit_time().iter().skip(1).map(|t| -t).collect();
+        #[cfg(feature = "job-ids")]
+        return jobs.job().iter().map(|&id| -(id as i64)).collect();
         let _ = (now, &self.hoard);
         jobs.submit_time().iter().map(|t| -t).collect()
     }
