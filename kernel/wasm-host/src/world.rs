@@ -3,7 +3,7 @@
 
 use gantry_abi as abi;
 use wasmtime::component::{
-    ComponentNamedList, ComponentType, HasSelf, Instance, InstancePre, Lift, Linker, Lower,
+    ComponentType, HasSelf, Instance, InstancePre, Linker, Lower, TypedFunc,
 };
 use wasmtime::{Store, StoreLimits};
 
@@ -22,12 +22,64 @@ fn log(policy: &str, level: u8, message: &str) {
     }
 }
 
-/// An instance's generated bindings and the instance itself (for calls that lower the
-/// kernel's own data directly instead of going through generated types).
-pub struct Bound<B> {
+/// An instance's generated bindings, and its decision export typed for the records the
+/// host writes by hand ([`Hot`]).
+pub struct Bound<B, H> {
     pub(crate) api: B,
-    pub(crate) instance: Instance,
+    pub(crate) hot: H,
 }
+
+/// A world's decision export, called with records written by hand that borrow the
+/// kernel's own columns, so that each crosses into the guest as one copy and nothing is
+/// copied on the host side. Looked up and type-checked once per instance: a call that
+/// looked it up by name would hash the name and check the types every time, on a path
+/// the scheduler takes every cycle. The check also keeps a WIT change honest, since
+/// the hand-written records must match the world for an instance to start.
+///
+/// Typed for borrows that live forever (`'static`); wasmtime's `TypedFunc` is
+/// covariant in its parameters, so the same function takes any shorter borrow.
+pub(crate) trait Hot: Sized + Send {
+    fn find(store: &mut Store<HostState>, instance: &Instance) -> wasmtime::Result<Self>;
+}
+
+/// The preemption world goes through its generated bindings: its queries are rare and
+/// short.
+impl Hot for () {
+    fn find(_: &mut Store<HostState>, _: &Instance) -> wasmtime::Result<Self> {
+        Ok(())
+    }
+}
+
+macro_rules! hot {
+    ($name:ident, $export:literal, $params:ty, $ret:ty) => {
+        #[doc = concat!("`", $export, "`, typed for [`Hot`].")]
+        pub struct $name(TypedFunc<$params, $ret>);
+        impl Hot for $name {
+            fn find(store: &mut Store<HostState>, instance: &Instance) -> wasmtime::Result<Self> {
+                instance.get_typed_func(store, $export).map(Self)
+            }
+        }
+    };
+}
+
+hot!(
+    Prioritize,
+    "prioritize",
+    (abi::Time, PriorityBatchRef<'static>),
+    (Vec<i64>,)
+);
+hot!(
+    Factors,
+    "factors",
+    (abi::Time, ShareTreeRef<'static>),
+    (Vec<f64>,)
+);
+hot!(
+    Rank,
+    "rank",
+    (PlacementBatchRef<'static>,),
+    (placement::gantry::policy::types::PlacementRanking,)
+);
 
 /// A world of `gantry:policy`: how to link, instantiate and identify a component of it.
 pub trait PolicyWorld: Send + 'static {
@@ -50,7 +102,7 @@ pub trait PolicyWorld: Send + 'static {
 }
 
 macro_rules! world {
-    ($marker:ident, $module:ident, $name:literal, $world:ident, $pre:ident) => {
+    ($marker:ident, $module:ident, $name:literal, $world:ident, $pre:ident, $hot:ty) => {
         pub(crate) mod $module {
             wasmtime::component::bindgen!({ world: $name, path: "../../wit" });
         }
@@ -74,7 +126,7 @@ macro_rules! world {
 
         impl PolicyWorld for $marker {
             const NAME: &'static str = $name;
-            type Bindings = Bound<$module::$world>;
+            type Bindings = Bound<$module::$world, $hot>;
             type Pre = $module::$pre<HostState>;
             fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 $module::$world::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
@@ -85,7 +137,8 @@ macro_rules! world {
             fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings> {
                 let instance = pre.instance_pre().instantiate(&mut *store)?;
                 let api = $module::$world::new(&mut *store, &instance)?;
-                Ok(Bound { api, instance })
+                let hot = <$hot as Hot>::find(&mut *store, &instance)?;
+                Ok(Bound { api, hot })
             }
             fn info(b: &Self::Bindings, store: &mut Store<HostState>) -> wasmtime::Result<abi::PolicyInfo> {
                 let i = b.api.call_info(store)?;
@@ -98,47 +151,38 @@ macro_rules! world {
     };
 }
 
-world!(PriorityWorld, priority, "priority", Priority, PriorityPre);
+world!(
+    PriorityWorld,
+    priority,
+    "priority",
+    Priority,
+    PriorityPre,
+    Prioritize
+);
 world!(
     FairshareWorld,
     fairshare,
     "fairshare",
     Fairshare,
-    FairsharePre
+    FairsharePre,
+    Factors
 );
 world!(
     PreemptionWorld,
     preemption,
     "preemption",
     Preemption,
-    PreemptionPre
+    PreemptionPre,
+    ()
 );
 world!(
     PlacementWorld,
     placement,
     "placement",
     Placement,
-    PlacementPre
+    PlacementPre,
+    Rank
 );
-
-/// Calls export `name` with `params`: records written by hand that borrow the kernel's
-/// own columns, so that each crosses into the guest as one copy and nothing is copied on
-/// the host side. The export was type-checked against the world when the component was
-/// loaded; `get_typed_func` checks the hand-written types against it again (cheap, and
-/// it keeps a WIT change honest).
-fn call_lowered<B, P, R>(
-    b: &Bound<B>,
-    store: &mut Store<HostState>,
-    name: &str,
-    params: P,
-) -> wasmtime::Result<R>
-where
-    P: ComponentNamedList + Lower,
-    R: ComponentNamedList + Lift,
-{
-    let f = b.instance.get_typed_func::<P, R>(&mut *store, name)?;
-    f.call(&mut *store, params)
-}
 
 /// `priority-batch` lowered straight from the kernel's columns: nothing is copied on
 /// the host side, and each column crosses into the guest as one memory copy.
@@ -199,7 +243,7 @@ impl<'a> PriorityBatchRef<'a> {
 
 /// The columns a priority version reads.
 pub(crate) fn fields(
-    b: &Bound<priority::Priority>,
+    b: &Bound<priority::Priority, Prioritize>,
     store: &mut Store<HostState>,
 ) -> wasmtime::Result<abi::PriorityFields> {
     Ok(abi::PriorityFields::from_bits(
@@ -213,7 +257,7 @@ pub(crate) fn fields(
 /// A batch lacking a column the version reads is refused before the call: the slot
 /// then falls back as for any other failure.
 pub(crate) fn prioritize(
-    b: &Bound<priority::Priority>,
+    b: &Bound<priority::Priority, Prioritize>,
     store: &mut Store<HostState>,
     now: abi::Time,
     batch: &abi::PriorityBatch,
@@ -229,7 +273,7 @@ pub(crate) fn prioritize(
     let len = u32::try_from(batch.len())
         .map_err(|_| wasmtime::format_err!("{} jobs is more than a batch can hold", batch.len()))?;
     let params = (now, PriorityBatchRef::masked(batch, fields, len));
-    let (answer,): (Vec<i64>,) = call_lowered(b, store, "prioritize", params)?;
+    let (answer,) = b.hot.0.call(&mut *store, params)?;
     Ok(answer)
 }
 
@@ -246,7 +290,7 @@ struct ShareTreeRef<'a> {
 
 /// Calls `factors` with the tree lowered from [`ShareTreeRef`].
 pub(crate) fn factors(
-    b: &Bound<fairshare::Fairshare>,
+    b: &Bound<fairshare::Fairshare, Factors>,
     store: &mut Store<HostState>,
     now: abi::Time,
     tree: &abi::ShareTree,
@@ -257,7 +301,7 @@ pub(crate) fn factors(
         shares: tree.shares(),
         usage: tree.usage(),
     };
-    let (answer,): (Vec<f64>,) = call_lowered(b, store, "factors", (now, lowered))?;
+    let (answer,) = b.hot.0.call(&mut *store, (now, lowered))?;
     Ok(answer)
 }
 
@@ -342,11 +386,10 @@ pub(crate) struct PlacementBatchRef<'a> {
 /// Calls `rank` with the batch lowered from [`PlacementBatchRef`]. An answer whose
 /// offsets do not split it into one ranking per job is an error.
 pub(crate) fn rank(
-    b: &Bound<placement::Placement>,
+    b: &Bound<placement::Placement, Rank>,
     store: &mut Store<HostState>,
     batch: &abi::PlacementBatch,
 ) -> wasmtime::Result<abi::PlacementRanking> {
-    use placement::gantry::policy::types::PlacementRanking;
     let lowered = PlacementBatchRef {
         job: batch.job(),
         units_needed: batch.units_needed(),
@@ -359,7 +402,7 @@ pub(crate) fn rank(
         free_cores_after: batch.free_cores_after(),
         free_gpus_after: batch.free_gpus_after(),
     };
-    let (answer,): (PlacementRanking,) = call_lowered(b, store, "rank", (lowered,))?;
+    let (answer,) = b.hot.0.call(&mut *store, (lowered,))?;
     abi::PlacementRanking::from_parts(answer.ranked, answer.first, batch.len()).ok_or_else(|| {
         wasmtime::format_err!(
             "the ranking's offsets do not split it into {} rankings",
