@@ -87,22 +87,23 @@ pub mod priority {
         now: i64,
         b: t::PriorityBatch,
     ) -> Vec<i64> {
-        // The lists arrive as vectors the guest already owns: moving them is free.
+        // The lists arrive as vectors the guest already owns: moving them is free. A
+        // column the policy did not ask for arrives as `none`, and is empty here.
         let columns = crate::PriorityColumns {
             len: b.len as usize,
-            job: b.job,
-            submit_time: b.submit_time,
-            age: b.age,
-            cores: b.cores,
-            nodes: b.nodes,
-            gpus: b.gpus,
-            time_limit: b.time_limit,
-            partition_tier: b.partition_tier,
-            qos: b.qos,
-            qos_priority: b.qos_priority,
-            fairshare: b.fairshare,
-            user: b.user,
-            account: b.account,
+            job: b.job.unwrap_or_default(),
+            submit_time: b.submit_time.unwrap_or_default(),
+            age: b.age.unwrap_or_default(),
+            cores: b.cores.unwrap_or_default(),
+            nodes: b.nodes.unwrap_or_default(),
+            gpus: b.gpus.unwrap_or_default(),
+            time_limit: b.time_limit.unwrap_or_default(),
+            partition_tier: b.partition_tier.unwrap_or_default(),
+            qos: b.qos.unwrap_or_default(),
+            qos_priority: b.qos_priority.unwrap_or_default(),
+            fairshare: b.fairshare.unwrap_or_default(),
+            user: b.user.unwrap_or_default(),
+            account: b.account.unwrap_or_default(),
         };
         s.with(|p| match crate::PriorityBatch::from_columns(columns) {
             Some(jobs) if jobs.fields().contains(p.fields()) => p.prioritize(now, &jobs),

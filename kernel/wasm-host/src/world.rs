@@ -190,37 +190,33 @@ world!(
 #[component(record)]
 pub(crate) struct PriorityBatchRef<'a> {
     len: u32,
-    job: &'a [u64],
+    job: Option<&'a [u64]>,
     #[component(name = "submit-time")]
-    submit_time: &'a [i64],
-    age: &'a [i64],
-    cores: &'a [u64],
-    nodes: &'a [u32],
-    gpus: &'a [u64],
+    submit_time: Option<&'a [i64]>,
+    age: Option<&'a [i64]>,
+    cores: Option<&'a [u64]>,
+    nodes: Option<&'a [u32]>,
+    gpus: Option<&'a [u64]>,
     #[component(name = "time-limit")]
-    time_limit: &'a [i64],
+    time_limit: Option<&'a [i64]>,
     #[component(name = "partition-tier")]
-    partition_tier: &'a [u32],
-    qos: &'a [u32],
+    partition_tier: Option<&'a [u32]>,
+    qos: Option<&'a [u32]>,
     #[component(name = "qos-priority")]
-    qos_priority: &'a [u32],
-    fairshare: &'a [f64],
-    user: &'a [u32],
-    account: &'a [u32],
+    qos_priority: Option<&'a [u32]>,
+    fairshare: Option<&'a [f64]>,
+    user: Option<&'a [u32]>,
+    account: Option<&'a [u32]>,
 }
 
 impl<'a> PriorityBatchRef<'a> {
-    /// The columns in `fields`; the others go as empty lists, so a version pays only
-    /// for what it reads even when the kernel built more (for the kernel's own
-    /// ordering, or for a fallback version that reads other columns).
+    /// The columns in `fields`; the others go as `none`, so a version pays only for
+    /// what it reads even when the kernel built more (for the kernel's own ordering, or
+    /// for a fallback version that reads other columns).
     fn masked(b: &'a abi::PriorityBatch, fields: abi::PriorityFields, len: u32) -> Self {
         use abi::PriorityFields as F;
-        fn pick<T>(col: &[T], fields: F, flag: F) -> &[T] {
-            if fields.contains(flag) {
-                col
-            } else {
-                &[]
-            }
+        fn pick<T>(col: &[T], fields: F, flag: F) -> Option<&[T]> {
+            fields.contains(flag).then_some(col)
         }
         Self {
             len,
