@@ -330,8 +330,9 @@ fn shadow_reports_what_would_change_and_rollback_restores() {
     );
 }
 
-/// A version receives only the columns it declares; the slot asks for the union of its
-/// active and fallback versions' columns; a batch without them is refused and counted.
+/// A version receives only the columns it declares (the job ids are one); the slot asks
+/// for the union of its active and fallback versions' columns; a batch without them is
+/// refused and counted.
 #[test]
 fn a_priority_version_gets_only_the_columns_it_reads() {
     use gantry_abi::PriorityFields as F;
@@ -402,48 +403,20 @@ fn a_priority_version_gets_only_the_columns_it_reads() {
     let failure = &slot.failures()[0];
     assert_eq!(failure.version, v2);
     assert!(failure.reason.contains("lacks columns"), "{failure:?}");
-}
 
-/// The job ids are a column like the others: a version that names them gets them, and
-/// only them; a batch built without them is refused before the call.
-#[test]
-fn the_job_ids_cross_only_when_asked_for() {
-    use gantry_abi::PriorityFields as F;
-    let jobs: Vec<PriorityInput> = (0..5u64)
-        .map(|i| PriorityInput {
-            job: 100 + 7 * i,
-            submit_time: 50 - i as i64,
-            age: i as i64,
-            cores: 1,
-            nodes: 1,
-            gpus: 0,
-            time_limit: None,
-            partition_tier: 0,
-            qos: 0,
-            qos_priority: 0,
-            fairshare: 0.5,
-            user: 0,
-            account: 0,
-        })
-        .collect();
+    // The job ids are such a column: a version that names them gets them, and a batch
+    // built without them is refused.
     let mut slot = PolicySlot::<PriorityWorld>::new(host()).unwrap();
-    let v = slot.load(&component("fifo-by-job-id"), "").unwrap();
-    slot.activate(v, "t", 0).unwrap();
+    let by_id = slot.load(&component("fifo-by-job-id"), "").unwrap();
+    slot.activate(by_id, "t", 0).unwrap();
     assert_eq!(slot.fields(), F::JOB);
-
     let mut ids_only = PriorityBatch::with_fields(F::JOB);
     jobs.iter().for_each(|&j| ids_only.push(j));
-    assert_eq!(ids_only.len(), 5);
+    let oldest_first: Vec<i64> = jobs.iter().map(|j| -(j.job as i64)).collect();
+    assert_eq!(slot.decide(now, &ids_only), Some(oldest_first));
+    assert!(narrow.job().is_empty() && narrow.len() == jobs.len());
     assert_eq!(
-        slot.decide(0, &ids_only),
-        Some(vec![-100, -107, -114, -121, -128])
-    );
-
-    let mut without = PriorityBatch::with_fields(F::SUBMIT_TIME);
-    jobs.iter().for_each(|&j| without.push(j));
-    assert!(without.job().is_empty() && without.len() == 5);
-    assert_eq!(
-        slot.decide(0, &without),
+        slot.decide(now, &narrow),
         None,
         "no good version to fall back to"
     );
