@@ -321,11 +321,11 @@ impl PriorityBatch {
     /// When `i >= self.len()`.
     #[inline]
     pub fn get(&self, i: usize) -> PriorityInput {
+        assert!(i < self.len, "job {i} of a batch of {}", self.len);
         fn at<T: Copy + Default>(col: &[T], i: usize) -> T {
             col.get(i).copied().unwrap_or_default()
         }
         let t = at(&self.time_limit, i);
-        assert!(i < self.len, "job {i} of a batch of {}", self.len);
         PriorityInput {
             job: at(&self.job, i),
             submit_time: at(&self.submit_time, i),
