@@ -2,7 +2,8 @@
 //! node, and takes or returns resources all-or-nothing.
 //!
 //! Invariants (property-tested): a node never gives out more than it has; `release`
-//! returns exactly what `allocate` took; a failed `allocate` changes nothing.
+//! returns exactly what `allocate` took; a failed `allocate` changes nothing; a
+//! candidate describes exactly what `plan_node` would give on that node.
 //! Candidate search walks a partition's free index (ordered by free cores) from the
 //! smallest node that could fit, so full nodes are never looked at.
 
@@ -112,28 +113,62 @@ pub fn plan_node(
     }
     let gpus = topo.choose_gpus(free.gpus, shape.gpus_per_node)?;
     let cores = topo.choose_cores(&free.cores, tasks * shape.cpus_per_task, gpus.numa_mask)?;
-    let memory_mb = shape.memory_for(tasks);
-    if memory_mb > free.memory_mb
-        || shape
-            .gres
-            .iter()
-            .any(|&(g, n)| free.gres.get(g.index()).copied().unwrap_or(0) < n)
-    {
+    if !memory_and_gres_fit(free, shape, tasks) {
         return None;
     }
     Some(NodeAllocation {
         node: node.id,
         tasks,
         cores,
-        memory_mb,
+        memory_mb: shape.memory_for(tasks),
         gpus: gpus.gpus,
         gres: shape.gres.clone(),
     })
 }
 
-/// `free` after giving away `a`.
-pub fn take(free: &NodeFree, a: &NodeAllocation) -> NodeFree {
-    let mut f = free.clone();
+/// What [`plan_node`] would give, as placement ranks it: the GPUs, how many cores, and
+/// the NUMA domains both span. Builds no core set: it is asked for every candidate node
+/// of every job considered, and only the allocation finally made needs one.
+struct PlanSummary {
+    gpus: u64,
+    cores: u32,
+    numa_mask: u64,
+}
+
+/// [`plan_node`]'s choice, summed up; `None` exactly when `plan_node` answers `None`.
+fn plan_summary(node: &Node, free: &NodeFree, shape: &JobShape, tasks: u32) -> Option<PlanSummary> {
+    let topo = &node.topology;
+    if shape.exclusive {
+        if node_units(node, free, shape) == 0 {
+            return None;
+        }
+        return Some(PlanSummary {
+            gpus: free.gpus,
+            cores: free.cores.count_ones(..) as u32,
+            numa_mask: topo.core_numa_mask(&free.cores) | topo.gpu_numa_mask(free.gpus),
+        });
+    }
+    let gpus = topo.choose_gpus(free.gpus, shape.gpus_per_node)?;
+    let cores = tasks * shape.cpus_per_task;
+    let core_numa = topo.chosen_cores_numa_mask(&free.cores, cores, gpus.numa_mask)?;
+    memory_and_gres_fit(free, shape, tasks).then_some(PlanSummary {
+        gpus: gpus.gpus,
+        cores,
+        numa_mask: core_numa | topo.gpu_numa_mask(gpus.gpus),
+    })
+}
+
+/// Whether `free` has the memory and generic resources `tasks` tasks of `shape` need.
+fn memory_and_gres_fit(free: &NodeFree, shape: &JobShape, tasks: u32) -> bool {
+    shape.memory_for(tasks) <= free.memory_mb
+        && shape
+            .gres
+            .iter()
+            .all(|&(g, n)| free.gres.get(g.index()).copied().unwrap_or(0) >= n)
+}
+
+/// Takes `a` out of `f` in place.
+pub fn take_into(f: &mut NodeFree, a: &NodeAllocation) {
     f.cores.difference_with(&a.cores);
     f.core_count = f.cores.count_ones(..) as u32;
     f.memory_mb -= a.memory_mb;
@@ -141,14 +176,6 @@ pub fn take(free: &NodeFree, a: &NodeAllocation) -> NodeFree {
     for &(g, n) in &a.gres {
         f.gres[g.index()] -= n;
     }
-    f
-}
-
-/// `free` after getting `a` back.
-pub fn give_back(free: &NodeFree, a: &NodeAllocation) -> NodeFree {
-    let mut f = free.clone();
-    give_back_into(&mut f, a);
-    f
 }
 
 /// Gives `a` back to `f` in place.
@@ -238,15 +265,13 @@ impl Cluster {
             Some(_) => shape.tasks_per_node(),
             None => units,
         };
-        let plan = plan_node(node, &node.free, shape, tasks)?;
+        let plan = plan_summary(node, &node.free, shape, tasks)?;
         Some(Candidate {
             node: id.0,
             units,
             gpu_links: node.topology.set_links(plan.gpus),
-            numa_domains: (node.topology.core_numa_mask(&plan.cores)
-                | node.topology.gpu_numa_mask(plan.gpus))
-            .count_ones(),
-            free_cores_after: node.free.core_count - plan.cores.count_ones(..) as u32,
+            numa_domains: plan.numa_mask.count_ones(),
+            free_cores_after: node.free.core_count - plan.cores,
             free_gpus_after: (node.free.gpus & !plan.gpus).count_ones(),
         })
     }
@@ -291,8 +316,7 @@ impl Cluster {
             return None;
         }
         for a in &nodes {
-            let free = take(&self.node(a.node).free, a);
-            self.set_free(a.node, free);
+            self.update_free(a.node, |free| take_into(free, a));
         }
         Some(Allocation { nodes })
     }
@@ -312,8 +336,7 @@ impl Cluster {
         });
         if fits {
             for a in &alloc.nodes {
-                let free = take(&self.node(a.node).free, a);
-                self.set_free(a.node, free);
+                self.update_free(a.node, |free| take_into(free, a));
             }
         }
         fits
@@ -321,8 +344,7 @@ impl Cluster {
 
     pub fn release(&mut self, alloc: &Allocation) {
         for a in &alloc.nodes {
-            let free = give_back(&self.node(a.node).free, a);
-            self.set_free(a.node, free);
+            self.update_free(a.node, |free| give_back_into(free, a));
         }
     }
 }

@@ -473,10 +473,11 @@ impl Cluster {
             .sum()
     }
 
-    /// Replaces a node's free state and keeps every partition index true.
-    pub(crate) fn set_free(&mut self, id: NodeId, free: NodeFree) {
+    /// Changes a node's free resources in place (no copy of its core set) and keeps
+    /// every partition index true.
+    pub(crate) fn update_free(&mut self, id: NodeId, change: impl FnOnce(&mut NodeFree)) {
         self.unindex(id);
-        self.nodes[id.index()].free = free;
+        change(&mut self.nodes[id.index()].free);
         self.index(id);
     }
 

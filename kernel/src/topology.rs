@@ -245,49 +245,88 @@ impl NodeTopology {
     /// otherwise the domains with the most free cores.
     pub fn choose_cores(&self, free: &FixedBitSet, n: u32, near: u64) -> Option<FixedBitSet> {
         let mut picked = FixedBitSet::with_capacity(self.core_width());
+        self.pick_cores(free, n, near, |c| picked.insert(c))
+            .then_some(picked)
+    }
+
+    /// The NUMA domains of the cores [`Self::choose_cores`] would choose, as a mask,
+    /// without building the set; `None` exactly when it answers `None`.
+    pub fn chosen_cores_numa_mask(&self, free: &FixedBitSet, n: u32, near: u64) -> Option<u64> {
+        let mut mask = 0u64;
+        self.pick_cores(free, n, near, |c| mask |= 1u64 << self.core_numa[c])
+            .then_some(mask)
+    }
+
+    /// Makes [`Self::choose_cores`]'s choice, handing each chosen core to `take`. Whether
+    /// `n` cores were found: when not, some may have been handed over already.
+    fn pick_cores(
+        &self,
+        free: &FixedBitSet,
+        n: u32,
+        near: u64,
+        mut take: impl FnMut(usize),
+    ) -> bool {
         if n == 0 {
-            return Some(picked);
+            return true;
         }
         if (free.count_ones(..) as u32) < n {
-            return None;
+            return false;
         }
         let free_in = |d: &NumaDomain| free.intersection_count(&d.cores) as u32;
-        let mut order: Vec<usize> = (0..self.numa.len()).collect();
-        if near != 0 {
-            let near_sockets: Vec<u16> = ones(near)
-                .filter_map(|d| self.numa.get(d).map(|x| x.socket))
-                .collect();
-            order.sort_by_key(|&d| {
-                let rank = if near & (1u64 << d) != 0 {
+        // The domains in the order cores are taken from them. This runs for every
+        // candidate node of every job considered, so the order lives on the stack unless
+        // the node has more than 64 domains.
+        let domains = self.numa.len();
+        let (mut on_stack, mut on_heap) = ([0usize; 64], Vec::new());
+        let order: &mut [usize] = if domains <= on_stack.len() {
+            &mut on_stack[..domains]
+        } else {
+            on_heap.resize(domains, 0);
+            &mut on_heap
+        };
+        for (d, slot) in order.iter_mut().enumerate() {
+            *slot = d;
+        }
+        let order: &[usize] = if near != 0 {
+            let near_socket = |d: usize| {
+                let socket = self.numa[d].socket;
+                ones(near).any(|g| self.numa.get(g).is_some_and(|x| x.socket == socket))
+            };
+            // (rank, d) is unique, so an unstable sort gives the one order.
+            order.sort_unstable_by_key(|&d| {
+                let rank = if d < 64 && near & (1u64 << d) != 0 {
                     0
-                } else if near_sockets.contains(&self.numa[d].socket) {
+                } else if near_socket(d) {
                     1
                 } else {
                     2
                 };
                 (rank, d)
             });
-        } else if let Some(tight) = (0..self.numa.len())
+            order
+        } else if let Some(tight) = (0..domains)
             .filter(|&d| free_in(&self.numa[d]) >= n)
             .min_by_key(|&d| (free_in(&self.numa[d]), d))
         {
-            order = vec![tight];
+            order[0] = tight;
+            &order[..1]
         } else {
-            order.sort_by_key(|&d| (std::cmp::Reverse(free_in(&self.numa[d])), d));
-        }
+            order.sort_unstable_by_key(|&d| (std::cmp::Reverse(free_in(&self.numa[d])), d));
+            order
+        };
         let mut left = n;
-        for d in order {
+        for &d in order {
             for c in self.numa[d].cores.ones() {
                 if left == 0 {
                     break;
                 }
                 if free.contains(c) {
-                    picked.insert(c);
+                    take(c);
                     left -= 1;
                 }
             }
         }
-        (left == 0).then_some(picked)
+        left == 0
     }
 
     /// NUMA domains touched by a core set, as a mask.
@@ -366,6 +405,23 @@ mod tests {
         let wide = t.choose_cores(&free, 10, 0).unwrap();
         assert_eq!(wide.count_ones(..), 10);
         assert!(t.choose_cores(&free, 12, 0).is_none());
+    }
+
+    /// Past 64 NUMA domains the domain order no longer fits on the stack; the choice
+    /// must be the same.
+    #[test]
+    fn more_than_64_domains() {
+        // 2 sockets of 35 domains with 2 cores each; domain 40 (socket 1) is near.
+        let t = NodeTopology::uniform(2, 35, 2, 1000);
+        let mut free = FixedBitSet::with_capacity(140);
+        free.insert_range(..);
+        free.set_range(0..3, false); // domain 0 empty, domain 1 has one core free
+        let wide = t.choose_cores(&free, 5, 0).unwrap();
+        assert_eq!(wide.ones().collect::<Vec<_>>(), vec![4, 5, 6, 7, 8]);
+        let tight = t.choose_cores(&free, 1, 0).unwrap();
+        assert_eq!(tight.ones().collect::<Vec<_>>(), vec![3]);
+        let near = t.choose_cores(&free, 5, 1 << 40).unwrap();
+        assert_eq!(near.ones().collect::<Vec<_>>(), vec![70, 71, 72, 80, 81]);
     }
 
     #[test]

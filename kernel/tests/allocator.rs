@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use gantry_kernel::alloc::node_units;
+use gantry_kernel::alloc::{node_units, plan_node};
 use gantry_kernel::cluster::NodeId;
 use gantry_kernel::job::{Allocation, GpuRequest, JobShape, MemoryRequest, ResourceRequest};
 use gantry_kernel::topology::ones;
@@ -111,6 +111,28 @@ proptest! {
             let part = parts[part % parts.len()];
             let before: Vec<_> = c.nodes.iter().map(|n| n.free.clone()).collect();
             let cands = c.candidates(part, &shape, &|_| true, 2);
+            // A candidate describes exactly what planning the node would give.
+            for cand in cands.iter().flatten() {
+                let node = c.node(NodeId(cand.node));
+                let tasks = match shape.nodes {
+                    Some(n) => shape.tasks.div_ceil(n),
+                    None => cand.units,
+                };
+                let plan = plan_node(node, &node.free, &shape, tasks);
+                prop_assert!(plan.is_some(), "candidate {} cannot be planned", node.name);
+                let plan = plan.unwrap();
+                let t = &node.topology;
+                prop_assert_eq!(cand.gpu_links, t.set_links(plan.gpus));
+                prop_assert_eq!(
+                    cand.numa_domains,
+                    (t.core_numa_mask(&plan.cores) | t.gpu_numa_mask(plan.gpus)).count_ones()
+                );
+                prop_assert_eq!(
+                    cand.free_cores_after,
+                    node.free.core_count - plan.cores.count_ones(..) as u32
+                );
+                prop_assert_eq!(cand.free_gpus_after, (node.free.gpus & !plan.gpus).count_ones());
+            }
             let order: Vec<NodeId> = cands.iter().flatten().map(|c| NodeId(c.node)).collect();
             match c.allocate(&shape, &order, &|_| true) {
                 Some(a) => {
