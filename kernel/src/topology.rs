@@ -169,16 +169,28 @@ impl NodeTopology {
                 numa_mask: 0,
             });
         }
-        let avail: Vec<usize> = ones(free).collect();
-        if avail.len() < k as usize {
+        let n = free.count_ones();
+        if n < k {
             return None;
         }
-        let best = if binomial(avail.len() as u64, k as u64) <= EXHAUSTIVE_GPU_SUBSETS {
+        let best = if binomial(n as u64, k as u64) <= EXHAUSTIVE_GPU_SUBSETS {
+            // Asked for every candidate node of every job considered: the free GPUs
+            // live on the stack, and each subset's links and domains are summed as it
+            // grows rather than recounted at its end.
+            let mut avail = [0u8; MAX_GPUS_PER_NODE];
+            for (slot, g) in avail.iter_mut().zip(ones(free)) {
+                *slot = g as u8;
+            }
             let mut best: Option<(u32, u32, u64)> = None;
-            let mut pick = Vec::with_capacity(k as usize);
-            self.search_gpu_sets(&avail, 0, k as usize, &mut pick, &mut best);
+            let empty = GpuChoice {
+                gpus: 0,
+                links: 0,
+                numa_mask: 0,
+            };
+            self.search_gpu_sets(&avail[..n as usize], k as usize, empty, &mut best);
             best.map(|(_, _, set)| set)
         } else {
+            let avail: Vec<usize> = ones(free).collect();
             Some(self.greedy_gpu_set(&avail, k as usize))
         }?;
         Some(GpuChoice {
@@ -188,18 +200,18 @@ impl NodeTopology {
         })
     }
 
+    /// Every way of adding `k` GPUs of `avail` (ascending, all above those in `chosen`)
+    /// to `chosen`; keeps in `best` the (links, domains, set) of the best set seen.
     fn search_gpu_sets(
         &self,
-        avail: &[usize],
-        from: usize,
+        avail: &[u8],
         k: usize,
-        pick: &mut Vec<usize>,
+        chosen: GpuChoice,
         best: &mut Option<(u32, u32, u64)>,
     ) {
-        if pick.len() == k {
-            let set = pick.iter().fold(0u64, |m, &g| m | 1u64 << g);
-            let links = self.set_links(set);
-            let numa = self.gpu_numa_mask(set).count_ones();
+        if k == 0 {
+            let (set, links) = (chosen.gpus, chosen.links);
+            let numa = chosen.numa_mask.count_ones();
             let better = match *best {
                 None => true,
                 Some((bl, bn, bs)) => {
@@ -212,11 +224,16 @@ impl NodeTopology {
             }
             return;
         }
-        let needed = k - pick.len();
-        for i in from..=avail.len() - needed {
-            pick.push(avail[i]);
-            self.search_gpu_sets(avail, i + 1, k, pick, best);
-            pick.pop();
+        for i in 0..=avail.len() - k {
+            let g = avail[i] as usize;
+            // As `set_links` counts them: each pair once, lower GPU first.
+            let added: u32 = ones(chosen.gpus).map(|m| self.links(m, g) as u32).sum();
+            let grown = GpuChoice {
+                gpus: chosen.gpus | 1u64 << g,
+                links: chosen.links + added,
+                numa_mask: chosen.numa_mask | 1u64 << self.gpus[g].numa,
+            };
+            self.search_gpu_sets(&avail[i + 1..], k - 1, grown, best);
         }
     }
 
@@ -405,6 +422,39 @@ mod tests {
         let wide = t.choose_cores(&free, 10, 0).unwrap();
         assert_eq!(wide.count_ones(..), 10);
         assert!(t.choose_cores(&free, 12, 0).is_none());
+    }
+
+    /// The search picks what trying every subset picks, for every free set and size, on
+    /// an eight-GPU node with uneven (even one-way) links over four NUMA domains.
+    #[test]
+    fn gpu_search_matches_every_subset() {
+        let mut t = NodeTopology::uniform(2, 2, 4, 1000);
+        t.gpus = (0..8)
+            .map(|g| Gpu {
+                numa: (g % 4) as u16,
+                model: String::new(),
+            })
+            .collect();
+        t.nvlink = (0..64).map(|i| ((i * 7 + i / 8 * 3) % 5) as u8).collect();
+        for free in 0u64..256 {
+            for k in 1..=free.count_ones() {
+                let reference = (0u64..256)
+                    .filter(|s| s & !free == 0 && s.count_ones() == k)
+                    .max_by_key(|&s| {
+                        let numa = t.gpu_numa_mask(s).count_ones();
+                        (
+                            t.set_links(s),
+                            std::cmp::Reverse(numa),
+                            std::cmp::Reverse(s),
+                        )
+                    })
+                    .unwrap();
+                let c = t.choose_gpus(free, k).unwrap();
+                assert_eq!(c.gpus, reference, "free {free:#010b}, k {k}");
+                assert_eq!(c.links, t.set_links(reference));
+            }
+            assert!(t.choose_gpus(free, free.count_ones() + 1).is_none());
+        }
     }
 
     /// Past 64 NUMA domains the domain order no longer fits on the stack; the choice
