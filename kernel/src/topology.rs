@@ -262,26 +262,37 @@ impl NodeTopology {
     /// otherwise the domains with the most free cores.
     pub fn choose_cores(&self, free: &FixedBitSet, n: u32, near: u64) -> Option<FixedBitSet> {
         let mut picked = FixedBitSet::with_capacity(self.core_width());
-        self.pick_cores(free, n, near, |c| picked.insert(c))
-            .then_some(picked)
+        let found = self.pick_cores(free, n, near, |d, mut count| {
+            for c in self.numa[d].cores.ones() {
+                if count == 0 {
+                    break;
+                }
+                if free.contains(c) {
+                    picked.insert(c);
+                    count -= 1;
+                }
+            }
+        });
+        found.then_some(picked)
     }
 
     /// The NUMA domains of the cores [`Self::choose_cores`] would choose, as a mask,
     /// without building the set; `None` exactly when it answers `None`.
     pub fn chosen_cores_numa_mask(&self, free: &FixedBitSet, n: u32, near: u64) -> Option<u64> {
         let mut mask = 0u64;
-        self.pick_cores(free, n, near, |c| mask |= 1u64 << self.core_numa[c])
+        self.pick_cores(free, n, near, |d, _| mask |= 1u64 << d)
             .then_some(mask)
     }
 
-    /// Makes [`Self::choose_cores`]'s choice, handing each chosen core to `take`. Whether
-    /// `n` cores were found: when not, some may have been handed over already.
+    /// Makes [`Self::choose_cores`]'s choice domain by domain: `take(d, count)` means
+    /// "the lowest `count` free cores of domain `d`". Whether `n` cores were found; when
+    /// not, some domains may have been handed over already.
     fn pick_cores(
         &self,
         free: &FixedBitSet,
         n: u32,
         near: u64,
-        mut take: impl FnMut(usize),
+        mut take: impl FnMut(usize, u32),
     ) -> bool {
         if n == 0 {
             return true;
@@ -333,14 +344,13 @@ impl NodeTopology {
         };
         let mut left = n;
         for &d in order {
-            for c in self.numa[d].cores.ones() {
-                if left == 0 {
-                    break;
-                }
-                if free.contains(c) {
-                    take(c);
-                    left -= 1;
-                }
+            if left == 0 {
+                break;
+            }
+            let count = free_in(&self.numa[d]).min(left);
+            if count > 0 {
+                take(d, count);
+                left -= count;
             }
         }
         left == 0
