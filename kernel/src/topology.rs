@@ -8,6 +8,8 @@ use fixedbitset::FixedBitSet;
 
 /// Most GPUs one node may have: GPU sets are `u64` masks.
 pub const MAX_GPUS_PER_NODE: usize = 64;
+/// Most NUMA domains one node may have: sets of domains are `u64` masks.
+pub const MAX_NUMA_DOMAINS_PER_NODE: usize = 64;
 
 /// Above this many candidate subsets the GPU choice switches from exhaustive search to a
 /// greedy one, so the allocator's cost stays bounded on very wide nodes.
@@ -58,8 +60,14 @@ pub struct GpuChoice {
 }
 
 impl NodeTopology {
-    /// Builds a topology; `nvlink` must be `gpus.len()²` long (checked by the config loader).
+    /// Builds a topology; `nvlink` must be `gpus.len()²` long and there may be at most
+    /// [`MAX_NUMA_DOMAINS_PER_NODE`] domains (both checked by the config loader).
     pub fn new(sockets: u16, numa: Vec<NumaDomain>, gpus: Vec<Gpu>, nvlink: Vec<u8>) -> Self {
+        assert!(
+            numa.len() <= MAX_NUMA_DOMAINS_PER_NODE,
+            "{} NUMA domains; at most {MAX_NUMA_DOMAINS_PER_NODE}",
+            numa.len()
+        );
         let core_count = numa.iter().map(|d| d.cores.count_ones(..) as u32).sum();
         let width = numa.iter().map(|d| d.cores.len()).max().unwrap_or(0);
         let mut core_numa = vec![0u16; width];
@@ -173,7 +181,7 @@ impl NodeTopology {
         if n < k {
             return None;
         }
-        let best = if binomial(n as u64, k as u64) <= EXHAUSTIVE_GPU_SUBSETS {
+        if binomial(n as u64, k as u64) <= EXHAUSTIVE_GPU_SUBSETS {
             // Asked for every candidate node of every job considered: the free GPUs
             // live on the stack, and each subset's links and domains are summed as it
             // grows rather than recounted at its end.
@@ -181,46 +189,45 @@ impl NodeTopology {
             for (slot, g) in avail.iter_mut().zip(ones(free)) {
                 *slot = g as u8;
             }
-            let mut best: Option<(u32, u32, u64)> = None;
+            let mut best = None;
             let empty = GpuChoice {
                 gpus: 0,
                 links: 0,
                 numa_mask: 0,
             };
             self.search_gpu_sets(&avail[..n as usize], k as usize, empty, &mut best);
-            best.map(|(_, _, set)| set)
+            best
         } else {
             let avail: Vec<usize> = ones(free).collect();
-            Some(self.greedy_gpu_set(&avail, k as usize))
-        }?;
-        Some(GpuChoice {
-            gpus: best,
-            links: self.set_links(best),
-            numa_mask: self.gpu_numa_mask(best),
-        })
+            let set = self.greedy_gpu_set(&avail, k as usize);
+            Some(GpuChoice {
+                gpus: set,
+                links: self.set_links(set),
+                numa_mask: self.gpu_numa_mask(set),
+            })
+        }
     }
 
     /// Every way of adding `k` GPUs of `avail` (ascending, all above those in `chosen`)
-    /// to `chosen`; keeps in `best` the (links, domains, set) of the best set seen.
+    /// to `chosen`; keeps the best set seen in `best`.
     fn search_gpu_sets(
         &self,
         avail: &[u8],
         k: usize,
         chosen: GpuChoice,
-        best: &mut Option<(u32, u32, u64)>,
+        best: &mut Option<GpuChoice>,
     ) {
         if k == 0 {
-            let (set, links) = (chosen.gpus, chosen.links);
-            let numa = chosen.numa_mask.count_ones();
-            let better = match *best {
-                None => true,
-                Some((bl, bn, bs)) => {
-                    (links, std::cmp::Reverse(numa), std::cmp::Reverse(set))
-                        > (bl, std::cmp::Reverse(bn), std::cmp::Reverse(bs))
-                }
+            // Most links, then fewest domains, then lowest indices.
+            let order = |c: &GpuChoice| {
+                (
+                    c.links,
+                    std::cmp::Reverse(c.numa_mask.count_ones()),
+                    std::cmp::Reverse(c.gpus),
+                )
             };
-            if better {
-                *best = Some((links, numa, set));
+            if best.as_ref().is_none_or(|b| order(&chosen) > order(b)) {
+                *best = Some(chosen);
             }
             return;
         }
@@ -302,16 +309,10 @@ impl NodeTopology {
         }
         let free_in = |d: &NumaDomain| free.intersection_count(&d.cores) as u32;
         // The domains in the order cores are taken from them. This runs for every
-        // candidate node of every job considered, so the order lives on the stack unless
-        // the node has more than 64 domains.
+        // candidate node of every job considered, so the order lives on the stack.
         let domains = self.numa.len();
-        let (mut on_stack, mut on_heap) = ([0usize; 64], Vec::new());
-        let order: &mut [usize] = if domains <= on_stack.len() {
-            &mut on_stack[..domains]
-        } else {
-            on_heap.resize(domains, 0);
-            &mut on_heap
-        };
+        let mut on_stack = [0usize; MAX_NUMA_DOMAINS_PER_NODE];
+        let order = &mut on_stack[..domains];
         for (d, slot) in order.iter_mut().enumerate() {
             *slot = d;
         }
@@ -322,7 +323,7 @@ impl NodeTopology {
             };
             // (rank, d) is unique, so an unstable sort gives the one order.
             order.sort_unstable_by_key(|&d| {
-                let rank = if d < 64 && near & (1u64 << d) != 0 {
+                let rank = if near & (1u64 << d) != 0 {
                     0
                 } else if near_socket(d) {
                     1
@@ -467,13 +468,12 @@ mod tests {
         }
     }
 
-    /// Past 64 NUMA domains the domain order no longer fits on the stack; the choice
-    /// must be the same.
+    /// With as many NUMA domains as a node may have, every domain can be chosen.
     #[test]
-    fn more_than_64_domains() {
-        // 2 sockets of 35 domains with 2 cores each; domain 40 (socket 1) is near.
-        let t = NodeTopology::uniform(2, 35, 2, 1000);
-        let mut free = FixedBitSet::with_capacity(140);
+    fn sixty_four_domains() {
+        // 2 sockets of 32 domains with 2 cores each; domain 40 (socket 1) is near.
+        let t = NodeTopology::uniform(2, 32, 2, 1000);
+        let mut free = FixedBitSet::with_capacity(128);
         free.insert_range(..);
         free.set_range(0..3, false); // domain 0 empty, domain 1 has one core free
         let wide = t.choose_cores(&free, 5, 0).unwrap();
@@ -481,7 +481,7 @@ mod tests {
         let tight = t.choose_cores(&free, 1, 0).unwrap();
         assert_eq!(tight.ones().collect::<Vec<_>>(), vec![3]);
         let near = t.choose_cores(&free, 5, 1 << 40).unwrap();
-        assert_eq!(near.ones().collect::<Vec<_>>(), vec![70, 71, 72, 80, 81]);
+        assert_eq!(near.ones().collect::<Vec<_>>(), vec![64, 65, 66, 80, 81]);
     }
 
     #[test]
