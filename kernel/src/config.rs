@@ -385,7 +385,7 @@ fn build_topology(t: &NodeTypeDesc) -> Result<NodeTopology, String> {
         ));
     }
     let memory_mb = parse_memory_mb(&t.memory).map_err(|e| e.to_string())?;
-    let mut topo = NodeTopology::uniform(t.sockets, t.numa_per_socket, t.cores_per_numa, memory_mb);
+    let topo = NodeTopology::uniform(t.sockets, t.numa_per_socket, t.cores_per_numa, memory_mb);
     let Some(g) = &t.gpus else { return Ok(topo) };
     let n = g.numa.len();
     if n > MAX_GPUS_PER_NODE {
@@ -440,7 +440,7 @@ fn build_topology(t: &NodeTypeDesc) -> Result<NodeTopology, String> {
             }
         }
     }
-    topo.gpus = g
+    let gpus = g
         .numa
         .iter()
         .map(|&d| Gpu {
@@ -448,13 +448,7 @@ fn build_topology(t: &NodeTypeDesc) -> Result<NodeTopology, String> {
             model: g.model.clone(),
         })
         .collect();
-    topo.nvlink = m;
-    Ok(NodeTopology::new(
-        topo.sockets,
-        topo.numa.clone(),
-        topo.gpus.clone(),
-        topo.nvlink.clone(),
-    ))
+    Ok(topo.with_gpus(gpus, m))
 }
 
 #[cfg(test)]

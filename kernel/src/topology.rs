@@ -3,6 +3,8 @@
 //!
 //! Invariant: a topology is immutable once built; nodes of the same type share one
 //! `Arc<NodeTopology>`. Free/used state lives in [`crate::cluster::NodeFree`], never here.
+//! What is derived from the hardware (core counts, the GPU choice table) is computed by
+//! [`NodeTopology::new`], so the GPUs and their links are set only through it.
 
 use fixedbitset::FixedBitSet;
 
@@ -10,6 +12,14 @@ use fixedbitset::FixedBitSet;
 pub const MAX_GPUS_PER_NODE: usize = 64;
 /// Most NUMA domains one node may have: sets of domains are `u64` masks.
 pub const MAX_NUMA_DOMAINS_PER_NODE: usize = 64;
+
+/// Topologies with at most this many GPUs answer [`NodeTopology::choose_gpus`] from a
+/// table of every answer, built once with the topology: the GPU search was a quarter of
+/// the largest scheduling cycle, asked again for every candidate node of every job,
+/// while a node type has only `2^n × (n + 1)` distinct questions. Eight covers the
+/// common 4- and 8-GPU boards at 2,304 entries (74 KiB per node type); wider nodes
+/// search each time.
+const GPU_TABLE_MAX_GPUS: usize = 8;
 
 /// Above this many candidate subsets the GPU choice switches from exhaustive search to a
 /// greedy one, so the allocator's cost stays bounded on very wide nodes.
@@ -40,13 +50,26 @@ pub struct Gpu {
 pub struct NodeTopology {
     pub sockets: u16,
     pub numa: Vec<NumaDomain>,
-    pub gpus: Vec<Gpu>,
+    gpus: Vec<Gpu>,
     /// NVLink link count between GPU `i` and GPU `j`, row-major `gpus.len()²`, symmetric,
     /// zero on the diagonal and between GPUs that only share PCIe.
-    pub nvlink: Vec<u8>,
+    nvlink: Vec<u8>,
     core_count: u32,
     core_numa: Vec<u16>,
     memory_mb: u64,
+    /// Every answer of the GPU search, for nodes of at most [`GPU_TABLE_MAX_GPUS`] GPUs.
+    gpu_choices: Option<GpuChoiceTable>,
+}
+
+/// [`NodeTopology::choose_gpus`]'s answer for every free set and count: entry
+/// `free × (n + 1) + k` for a node of `n` GPUs.
+#[derive(Clone, PartialEq)]
+struct GpuChoiceTable(Box<[Option<GpuChoice>]>);
+
+impl std::fmt::Debug for GpuChoiceTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuChoiceTable({} entries)", self.0.len())
+    }
 }
 
 /// What [`NodeTopology::choose_gpus`] found: the set and the figures placement uses.
@@ -77,7 +100,7 @@ impl NodeTopology {
             }
         }
         let memory_mb = numa.iter().map(|d| d.memory_mb).sum();
-        Self {
+        let mut topology = Self {
             sockets,
             numa,
             gpus,
@@ -85,7 +108,27 @@ impl NodeTopology {
             core_count,
             core_numa,
             memory_mb,
+            gpu_choices: None,
+        };
+        let n = topology.gpus.len();
+        if (1..=GPU_TABLE_MAX_GPUS).contains(&n) {
+            let table = (0..1u64 << n)
+                .flat_map(|free| (0..=n as u32).map(move |k| (free, k)))
+                .map(|(free, k)| topology.search_gpus(free, k))
+                .collect();
+            topology.gpu_choices = Some(GpuChoiceTable(table));
         }
+        topology
+    }
+
+    /// This topology with `gpus` attached and `nvlink` between them (see [`Self::new`]).
+    pub fn with_gpus(self, gpus: Vec<Gpu>, nvlink: Vec<u8>) -> Self {
+        Self::new(self.sockets, self.numa, gpus, nvlink)
+    }
+
+    /// The GPUs, by index.
+    pub fn gpus(&self) -> &[Gpu] {
+        &self.gpus
     }
 
     /// A regular node: `sockets × numa_per_socket` domains of `cores_per_numa` cores each,
@@ -170,6 +213,19 @@ impl NodeTopology {
     /// Chooses `k` GPUs among `free`: the set with the most NVLink links among its members;
     /// ties go to the set spanning the fewest NUMA domains, then to the lowest GPU indices.
     pub fn choose_gpus(&self, free: u64, k: u32) -> Option<GpuChoice> {
+        let n = self.gpus.len();
+        match &self.gpu_choices {
+            // `n` is at most GPU_TABLE_MAX_GPUS here, so the shift cannot overflow.
+            Some(table) if free >> n == 0 && k as usize <= n => {
+                table.0[free as usize * (n + 1) + k as usize]
+            }
+            _ => self.search_gpus(free, k),
+        }
+    }
+
+    /// [`Self::choose_gpus`] worked out: exhaustive while the subsets are few, greedy
+    /// beyond.
+    fn search_gpus(&self, free: u64, k: u32) -> Option<GpuChoice> {
         if k == 0 {
             return Some(GpuChoice {
                 gpus: 0,
@@ -389,8 +445,7 @@ mod tests {
     /// Two sockets, one NUMA domain each with 8 cores, four GPUs: 0,1 on domain 0 and
     /// 2,3 on domain 1, NVLink bridges pairing (0,1) and (2,3).
     fn bridged() -> NodeTopology {
-        let mut t = NodeTopology::uniform(2, 1, 8, 64_000);
-        t.gpus = (0..4)
+        let gpus = (0..4)
             .map(|g| Gpu {
                 numa: (g / 2) as u16,
                 model: "A6000".into(),
@@ -401,8 +456,7 @@ mod tests {
             m[a * 4 + b] = 4;
             m[b * 4 + a] = 4;
         }
-        t.nvlink = m;
-        t
+        NodeTopology::uniform(2, 1, 8, 64_000).with_gpus(gpus, m)
     }
 
     #[test]
@@ -435,36 +489,67 @@ mod tests {
         assert!(t.choose_cores(&free, 12, 0).is_none());
     }
 
-    /// The search picks what trying every subset picks, for every free set and size, on
-    /// an eight-GPU node with uneven (even one-way) links over four NUMA domains.
-    #[test]
-    fn gpu_search_matches_every_subset() {
-        let mut t = NodeTopology::uniform(2, 2, 4, 1000);
-        t.gpus = (0..8)
+    /// `n` GPUs over four NUMA domains with uneven (even one-way) links.
+    fn uneven(n: usize) -> NodeTopology {
+        let gpus = (0..n)
             .map(|g| Gpu {
                 numa: (g % 4) as u16,
                 model: String::new(),
             })
             .collect();
-        t.nvlink = (0..64).map(|i| ((i * 7 + i / 8 * 3) % 5) as u8).collect();
+        let links = (0..n * n)
+            .map(|i| ((i * 7 + i / n * 3) % 5) as u8)
+            .collect();
+        NodeTopology::uniform(2, 2, 4, 1000).with_gpus(gpus, links)
+    }
+
+    /// What trying every subset of `free` of size `k` picks.
+    fn reference_choice(t: &NodeTopology, free: u64, k: u32) -> u64 {
+        (0u64..1 << t.gpu_count())
+            .filter(|s| s & !free == 0 && s.count_ones() == k)
+            .max_by_key(|&s| {
+                let numa = t.gpu_numa_mask(s).count_ones();
+                (
+                    t.set_links(s),
+                    std::cmp::Reverse(numa),
+                    std::cmp::Reverse(s),
+                )
+            })
+            .unwrap()
+    }
+
+    /// The choice is what trying every subset picks, for every free set and size: on an
+    /// eight-GPU node (answered from the table), both from the table and by the search
+    /// the table was built with.
+    #[test]
+    fn gpu_choice_matches_every_subset() {
+        let t = uneven(8);
+        assert!(t.gpu_choices.is_some());
         for free in 0u64..256 {
             for k in 1..=free.count_ones() {
-                let reference = (0u64..256)
-                    .filter(|s| s & !free == 0 && s.count_ones() == k)
-                    .max_by_key(|&s| {
-                        let numa = t.gpu_numa_mask(s).count_ones();
-                        (
-                            t.set_links(s),
-                            std::cmp::Reverse(numa),
-                            std::cmp::Reverse(s),
-                        )
-                    })
-                    .unwrap();
+                let reference = reference_choice(&t, free, k);
                 let c = t.choose_gpus(free, k).unwrap();
                 assert_eq!(c.gpus, reference, "free {free:#010b}, k {k}");
                 assert_eq!(c.links, t.set_links(reference));
+                assert_eq!(c.numa_mask, t.gpu_numa_mask(reference));
+                assert_eq!(t.search_gpus(free, k), Some(c));
             }
             assert!(t.choose_gpus(free, free.count_ones() + 1).is_none());
+        }
+    }
+
+    /// A node wider than the table searches each time, with the same answers.
+    #[test]
+    fn gpu_search_beyond_the_table_matches_every_subset() {
+        let t = uneven(GPU_TABLE_MAX_GPUS + 2);
+        assert!(t.gpu_choices.is_none());
+        for free in (0u64..1 << t.gpu_count()).step_by(37) {
+            for k in 1..=free.count_ones() {
+                let reference = reference_choice(&t, free, k);
+                let c = t.choose_gpus(free, k).unwrap();
+                assert_eq!(c.gpus, reference, "free {free:#012b}, k {k}");
+                assert_eq!(c.links, t.set_links(reference));
+            }
         }
     }
 
@@ -487,16 +572,16 @@ mod tests {
     #[test]
     fn greedy_choice_matches_links_on_wide_node() {
         // 40 GPUs all-to-all: exhaustive search would be C(40,20); greedy must still pick 20.
-        let mut t = NodeTopology::uniform(2, 1, 4, 1000);
-        t.gpus = (0..40)
+        let gpus = (0..40)
             .map(|g| Gpu {
                 numa: (g / 20) as u16,
                 model: String::new(),
             })
             .collect();
-        t.nvlink = (0..1600)
+        let links = (0..1600)
             .map(|i| if i / 40 == i % 40 { 0 } else { 2 })
             .collect();
+        let t = NodeTopology::uniform(2, 1, 4, 1000).with_gpus(gpus, links);
         let c = t.choose_gpus(t.all_gpus(), 20).unwrap();
         assert_eq!(c.gpus.count_ones(), 20);
         assert_eq!(
