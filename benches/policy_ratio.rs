@@ -14,70 +14,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::Pairing;
-
-/// The fastest and the median of a build's calls, in µs.
-#[derive(Clone, Copy)]
-struct Calls {
-    fastest: f64,
-    median: f64,
-}
-
-impl Calls {
-    fn of(mut times: Vec<Duration>) -> Self {
-        times.sort_unstable();
-        Self {
-            fastest: micros(times[0]),
-            median: micros(times[times.len() / 2]),
-        }
-    }
-}
-
-/// One pair's timings.
-struct Pair {
-    name: &'static str,
-    calls: usize,
-    native: Calls,
-    wasm: Calls,
-}
-
-impl Pair {
-    /// Times a native call then a Wasm call of `setup`, `rounds` times; one untimed call
-    /// of each first.
-    fn measure(name: &'static str, rounds: usize, setup: &mut impl Pairing) -> Self {
-        setup.call_native();
-        setup.call_wasm();
-        let (mut native, mut wasm) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
-        for _ in 0..rounds {
-            let t = Instant::now();
-            setup.call_native();
-            native.push(t.elapsed());
-            let t = Instant::now();
-            setup.call_wasm();
-            wasm.push(t.elapsed());
-        }
-        Self {
-            name,
-            calls: rounds,
-            native: Calls::of(native),
-            wasm: Calls::of(wasm),
-        }
-    }
-
-    fn ratio_of_fastest(&self) -> f64 {
-        self.wasm.fastest / self.native.fastest
-    }
-
-    fn ratio_of_medians(&self) -> f64 {
-        self.wasm.median / self.native.median
-    }
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
+use common::ratio::Pair;
 
 const USAGE: &str = "\
 Times three built-in policies natively and as Wasm components, one call of each in turn,

@@ -4,62 +4,15 @@
 //! one job on 10,000 nodes with the allocator alone. Needs `scripts/build-policies.sh`.
 //! Run with `cargo bench --bench scale`; figures go to docs/PERFORMANCE.md.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+mod common;
 
+use common::scale::{scenario, Builtins};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use gantry_kernel::cluster::NodeId;
 use gantry_kernel::job::{JobShape, MemoryRequest};
 use gantry_kernel::policy::PolicySet;
 use gantry_kernel::SchedulerConfig;
-use gantry_sim::{SyntheticSpec, SyntheticState};
-use gantry_wasm_host::{ComponentSource, HostLimits, PolicyComponents, PolicyHost, PolicyKind};
-
-fn source(kind: PolicyKind) -> ComponentSource {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/policies");
-    let name = kind.builtin();
-    let wasm = dir.join(format!("{name}.wasm"));
-    let bytes = std::fs::read(&wasm)
-        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/build-policies.sh", wasm.display()));
-    let config = std::fs::read_to_string(dir.join(format!("{name}.toml"))).unwrap_or_default();
-    ComponentSource { bytes, config }
-}
-
-/// The Wasm built-ins. The host compiles each component once (its cache is keyed by
-/// sha256), so building a fresh set per iteration costs microseconds.
-struct Builtins {
-    host: Arc<PolicyHost>,
-    components: PolicyComponents,
-}
-
-impl Builtins {
-    fn new() -> Self {
-        Self {
-            host: PolicyHost::new(HostLimits::default()).unwrap(),
-            components: PolicyComponents {
-                priority: source(PolicyKind::Priority),
-                fairshare: source(PolicyKind::Fairshare),
-                preemption: source(PolicyKind::Preemption),
-                placement: source(PolicyKind::Placement),
-            },
-        }
-    }
-    fn set(&self) -> PolicySet {
-        gantry_wasm_host::policy_set(&self.host, &self.components, "bench", 0)
-            .unwrap()
-            .0
-    }
-}
-
-fn scenario(nodes: u32, pending: u32, policies: PolicySet) -> SyntheticState {
-    SyntheticSpec {
-        nodes,
-        pending,
-        ..SyntheticSpec::default()
-    }
-    .build(policies, SchedulerConfig::default(), &mut |_| {})
-    .unwrap()
-}
+use gantry_sim::SyntheticSpec;
 
 fn full_cycle(c: &mut Criterion) {
     let builtins = Builtins::new();

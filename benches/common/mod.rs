@@ -4,6 +4,10 @@
 
 #![allow(dead_code)] // each benchmark uses part of it
 
+pub mod ratio;
+pub mod scale;
+pub mod submit;
+
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,0 +1,181 @@
+//! A real `gantryd` on loopback TCP and concurrent gRPC clients submitting to it: each
+//! acknowledged job is committed to the state database (group commit). No agents run,
+//! so every job stays pending.
+//!
+//! Needs the daemon built with the same profile (`cargo build --release -p
+//! gantry-daemon`); `GANTRYD=path` measures another build.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gantry_api::auth::{mint, Claims, Role};
+use gantry_api::client::{connect, WithToken};
+use gantry_api::controller_client::ControllerClient;
+use gantry_api::{JobSubmission, SubmitRequest};
+
+pub const CLIENTS: usize = 32;
+
+pub struct Daemon {
+    pub child: Child,
+    addr: String,
+    token: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The daemon built beside this bench, or the one `GANTRYD` names (to compare two builds
+/// with the same clients).
+fn gantryd() -> PathBuf {
+    let path = std::env::var_os("GANTRYD").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_gantry")).with_file_name("gantryd"),
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "{} is missing: cargo build --release -p gantry-daemon",
+        path.display()
+    );
+    path
+}
+
+/// A `gantryd` on a loopback port with its state in `dir`, listening when this returns.
+pub fn start(dir: &Path) -> Daemon {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let key = [7u8; 32];
+    std::fs::write(dir.join("key"), key).unwrap();
+    std::fs::write(
+        dir.join("cluster.toml"),
+        "[[node_type]]\nname='g'\nsockets=2\nnuma_per_socket=1\ncores_per_numa=64\nmemory='1T'\n\
+         [[nodes]]\nnames='n[1-64]'\ntype='g'\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("gantryd.toml"),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nstate = \"state.db\"\nkey_file = \"key\"\n\
+             cluster_file = \"cluster.toml\"\nnative_policies = true\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(gantryd())
+        .args(["--config", "gantryd.toml"])
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let addr = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "gantryd did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let token = mint(
+        &key,
+        &Claims {
+            user: "bench".into(),
+            uid: unsafe { libc::getuid() },
+            role: Role::User,
+            expires: i64::MAX / 2,
+        },
+    )
+    .unwrap();
+    Daemon { child, addr, token }
+}
+
+/// A job as `sbatch` sends one: a short script and a modest exported environment.
+fn job(i: usize) -> JobSubmission {
+    let env = (0..20)
+        .map(|k| (format!("VAR_{k}"), format!("/opt/site/software/pkg{k}/bin")))
+        .collect();
+    JobSubmission {
+        name: format!("train-{i}"),
+        script: "#!/bin/bash\n#SBATCH --gpus-per-node=1\nsrun python train.py --epochs 10\n".into(),
+        workdir: "/home/bench".into(),
+        env,
+        tasks: 1,
+        cpus_per_task: 4,
+        time_limit_s: 3600,
+        ..Default::default()
+    }
+}
+
+pub type Client = ControllerClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, WithToken>,
+>;
+
+pub async fn clients(d: &Daemon) -> Vec<Client> {
+    let mut out = Vec::new();
+    for _ in 0..CLIENTS {
+        let ch = connect(&d.addr).await.unwrap();
+        out.push(ControllerClient::with_interceptor(
+            ch,
+            WithToken::new(Some(&d.token)).unwrap(),
+        ));
+    }
+    out
+}
+
+/// Submits `n` jobs spread over the clients, all at once; returns the elapsed time.
+pub async fn submit_all(clients: &[Client], n: u64) -> Duration {
+    let per = n.div_ceil(clients.len() as u64);
+    let t = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (c, client) in clients.iter().enumerate() {
+        let mut client = client.clone();
+        let count = per.min(n.saturating_sub(per * c as u64));
+        tasks.spawn(async move {
+            for i in 0..count {
+                client
+                    .submit(SubmitRequest {
+                        job: Some(job(i as usize)),
+                    })
+                    .await
+                    .expect("submission acknowledged");
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    t.elapsed()
+}
+
+/// Resident memory of process `pid`, in KiB.
+pub fn resident_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// CPU seconds (user + system) a process has used so far.
+pub fn cpu_s(pid: &str) -> f64 {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    ticks as f64 / hz as f64
+}

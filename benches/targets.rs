@@ -1,0 +1,369 @@
+//! Gantry's speed targets, measured in one run on this machine and printed beside them:
+//! one full scheduling cycle at 10,000 nodes × 100,000 pending jobs, the Wasm policies
+//! against the same policies built natively, the KTH-SP2 replay, durable submissions to
+//! `gantryd` over gRPC, the controller's memory per pending job, and hot swap.
+//!
+//! `cargo build --release -p gantry-daemon && cargo bench --bench targets [-- --json]`
+//! (a few minutes). Under `cargo test` it runs a smoke pass at small sizes, which checks
+//! that every measure runs and says nothing about the targets. Needs
+//! `scripts/build-policies.sh` first; `GANTRY_POLICY_DIR` points it at another build of
+//! the components, `GANTRYD` at another build of the daemon. docs/PERFORMANCE.md has the
+//! separate benchmarks each measure comes from, and how to read them.
+//!
+//! These are measurements, never assertions: a shared machine can miss a target that a
+//! quiet one meets, so "met" only reports what this run saw.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::ratio::Pair;
+use common::scale::{scenario, Builtins};
+use common::submit::{clients, resident_kib, start, submit_all, CLIENTS};
+use gantry_wasm_host::{
+    Decision, FairshareWorld, HostLimits, PlacementWorld, PolicyHost, PolicySlot, PreemptionWorld,
+    PriorityWorld,
+};
+
+const USAGE: &str = "\
+Measures Gantry's speed targets in one run and prints each beside its target.
+
+usage: cargo bench --bench targets [-- --json]
+  --json  a JSON array, one object per measure, instead of the table
+environment: GANTRY_POLICY_DIR  the components to load (default target/policies)
+             GANTRYD            the daemon to submit to (default: beside this build's gantry)
+Build the daemon first: cargo build --release -p gantry-daemon";
+
+/// How much of each measure to run: the targets' scale under `cargo bench`, a smoke pass
+/// under `cargo test`.
+struct Sizes {
+    full: bool,
+    cycle_nodes: u32,
+    cycle_pending: u32,
+    cycles: usize,
+    ratio_rounds: usize,
+    replays: usize,
+    submissions: u64,
+    swaps: usize,
+}
+
+impl Sizes {
+    fn full() -> Self {
+        Self {
+            full: true,
+            cycle_nodes: 10_000,
+            cycle_pending: 100_000,
+            cycles: 5,
+            ratio_rounds: 200,
+            replays: 3,
+            submissions: 50_000,
+            swaps: 20,
+        }
+    }
+
+    fn smoke() -> Self {
+        Self {
+            full: false,
+            cycle_nodes: 100,
+            cycle_pending: 1_000,
+            cycles: 2,
+            ratio_rounds: 3,
+            replays: 1,
+            submissions: 500,
+            swaps: 2,
+        }
+    }
+}
+
+/// One measure against its target.
+struct Row {
+    measure: String,
+    target: &'static str,
+    value: f64,
+    unit: &'static str,
+    /// How the value was taken, and what else the run saw.
+    detail: String,
+    /// `None` in a smoke pass, or when the measure could not run.
+    met: Option<bool>,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return;
+    }
+    let json = args.iter().any(|a| a == "--json");
+    // `cargo bench` passes --bench; `cargo test` does not.
+    let sizes = if args.iter().any(|a| a == "--bench") {
+        Sizes::full()
+    } else {
+        Sizes::smoke()
+    };
+    let mut rows = Vec::new();
+    rows.push(full_cycle(&sizes));
+    rows.extend(policy_ratios(&sizes));
+    rows.push(kth_replay(&sizes));
+    rows.extend(submissions(&sizes));
+    rows.push(hot_swap(&sizes));
+    if json {
+        let out: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "measure": r.measure,
+                    "target": r.target,
+                    "value": r.value,
+                    "unit": r.unit,
+                    "detail": r.detail,
+                    "met": r.met,
+                    "smoke_pass": !sizes.full,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(out));
+        return;
+    }
+    if !sizes.full {
+        println!("smoke pass (small sizes): the figures below say nothing about the targets");
+    }
+    println!("{:<66} {:>11} {:>14}  met", "measure", "target", "measured");
+    for r in &rows {
+        let met = match r.met {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "—",
+        };
+        let value = match r.unit {
+            "jobs/s" | "bytes" => format!("{:.0} {}", r.value, r.unit),
+            "ms" => format!("{:.1} {}", r.value, r.unit),
+            _ => format!("{:.2} {}", r.value, r.unit),
+        };
+        println!("{:<66} {:>11} {:>14}  {met}", r.measure, r.target, value);
+        println!("    {}", r.detail);
+    }
+}
+
+fn progress(what: &str) {
+    eprintln!("targets: measuring {what}");
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// One full cycle (priority via Wasm, main pass, EASY backfill over every pending job),
+/// each on a freshly built half-busy scenario.
+fn full_cycle(s: &Sizes) -> Row {
+    let (nodes, pending) = (s.cycle_nodes, s.cycle_pending);
+    progress(&format!(
+        "the full cycle, {} scenarios of {nodes} nodes × {pending} pending",
+        s.cycles
+    ));
+    let builtins = Builtins::new();
+    let mut times = Vec::new();
+    let mut started = 0;
+    for _ in 0..s.cycles {
+        let mut state = scenario(nodes, pending, builtins.set());
+        let t = Instant::now();
+        let out = state.scheduler.cycle(state.now);
+        times.push(ms(t.elapsed()));
+        started = out.started.len();
+    }
+    let fastest = times.iter().copied().fold(f64::INFINITY, f64::min);
+    let value = median(times);
+    Row {
+        measure: format!("full cycle, {nodes} nodes × {pending} pending (Wasm, EASY over all)"),
+        target: "≤ 100 ms",
+        value,
+        unit: "ms",
+        detail: format!(
+            "median of {} cycles (fastest {fastest:.1} ms), {started} jobs started in each",
+            s.cycles
+        ),
+        met: s.full.then_some(value <= 100.0),
+    }
+}
+
+/// The Wasm built-ins against the same policies built natively, calls in turn.
+fn policy_ratios(s: &Sizes) -> Vec<Row> {
+    let jobs = if s.full { 100_000 } else { 1_000 };
+    progress("the Wasm policies against native builds, calls in turn");
+    let pairs = [
+        Pair::measure(
+            "multifactor priority",
+            s.ratio_rounds,
+            &mut common::priority(jobs),
+        ),
+        Pair::measure(
+            "topology placement",
+            s.ratio_rounds * 10,
+            &mut common::placement(),
+        ),
+        Pair::measure(
+            "fair-tree fairshare",
+            s.ratio_rounds * 10,
+            &mut common::fairshare(),
+        ),
+    ];
+    let sizes = [
+        format!("{jobs} waiting jobs"),
+        "batch of 512 jobs".to_string(),
+        "573-node share tree".to_string(),
+    ];
+    pairs
+        .iter()
+        .zip(sizes)
+        .map(|(p, size)| {
+            let value = p.ratio_of_fastest();
+            Row {
+                measure: format!("Wasm / native, {}, {size}", p.name),
+                target: "≤ 1.5×",
+                value,
+                unit: "×",
+                detail: format!(
+                    "fastest of {} calls each: {:.1} µs Wasm, {:.1} µs native (medians {:.1} / {:.1} µs, {:.2}×)",
+                    p.calls,
+                    p.wasm.fastest,
+                    p.native.fastest,
+                    p.wasm.median,
+                    p.native.median,
+                    p.ratio_of_medians()
+                ),
+                met: s.full.then_some(value <= 1.5),
+            }
+        })
+        .collect()
+}
+
+/// The KTH-SP2 trace (28,476 jobs) replayed by this build's `gantry sim`, as a user runs
+/// it, with the compiled components already in the code cache.
+fn kth_replay(s: &Sizes) -> Row {
+    progress(&format!("the KTH-SP2 replay (runs: {})", s.replays));
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let policies = std::env::var_os("GANTRY_POLICY_DIR")
+        .map_or_else(|| root.join("target/policies"), PathBuf::from);
+    let replay = || {
+        let t = Instant::now();
+        let status = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["sim", "-q", "--trace"])
+            .arg(root.join("testdata/traces/KTH-SP2-1996-2.1-cln.swf.gz"))
+            .args(["--json", "/dev/null"])
+            .env("GANTRY_POLICY_DIR", &policies)
+            .stdout(Stdio::null())
+            .status()
+            .expect("gantry sim runs");
+        assert!(status.success(), "gantry sim failed: {status}");
+        t.elapsed().as_secs_f64()
+    };
+    if s.full {
+        replay(); // fills the code cache, as any earlier run would have
+    }
+    let times: Vec<f64> = (0..s.replays).map(|_| replay()).collect();
+    let fastest = times.iter().copied().fold(f64::INFINITY, f64::min);
+    let slowest = times.iter().copied().fold(0.0, f64::max);
+    let value = median(times);
+    Row {
+        measure: "KTH-SP2 full replay (28,476 jobs), Wasm built-ins".into(),
+        target: "≤ 1 s",
+        value,
+        unit: "s",
+        detail: format!(
+            "median of {} run(s) of this build's `gantry sim --trace` (release under `cargo bench`), wall time with process start ({fastest:.2}–{slowest:.2} s)",
+            s.replays
+        ),
+        met: s.full.then_some(value <= 1.0),
+    }
+}
+
+/// Durable submissions from concurrent clients to a real `gantryd`, and what the
+/// controller's memory grew by per pending job over them.
+fn submissions(s: &Sizes) -> Vec<Row> {
+    let n = s.submissions;
+    progress(&format!(
+        "{n} durable submissions over gRPC from {CLIENTS} clients"
+    ));
+    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let daemon = start(dir.path());
+    let cl = rt.block_on(clients(&daemon));
+    // Connections warm, tables and caches touched once.
+    rt.block_on(submit_all(&cl, (n / 10).max(CLIENTS as u64)));
+    let pid = daemon.child.id();
+    let before = resident_kib(pid);
+    let took = rt.block_on(submit_all(&cl, n));
+    let after = resident_kib(pid);
+    let rate = n as f64 / took.as_secs_f64();
+    let per_job = (after.saturating_sub(before) * 1024) as f64 / n as f64;
+    vec![
+        Row {
+            measure: format!("durable submissions over gRPC, loopback, {CLIENTS} clients"),
+            target: "≥ 10,000/s",
+            value: rate,
+            unit: "jobs/s",
+            detail: format!(
+                "{n} jobs, each acknowledged once committed; clients and gantryd share this machine's cores"
+            ),
+            met: s.full.then_some(rate >= 10_000.0),
+        },
+        Row {
+            measure: "controller memory per pending job".into(),
+            target: "≤ 2 KiB",
+            value: per_job,
+            unit: "bytes",
+            detail: format!("gantryd's resident memory, {before} → {after} KiB over those {n} jobs"),
+            met: s.full.then_some(per_job <= 2048.0),
+        },
+    ]
+}
+
+/// Load request → active, for each built-in (compiled once per sha256, as on a live
+/// controller that has seen the component before); the slowest built-in's median.
+fn hot_swap(s: &Sizes) -> Row {
+    progress("hot swap of each built-in policy");
+    let host = PolicyHost::new(HostLimits::default()).expect("a policy host");
+    let medians = [
+        swap_median::<PriorityWorld>(&host, "multifactor", s.swaps),
+        swap_median::<FairshareWorld>(&host, "fairtree", s.swaps),
+        swap_median::<PreemptionWorld>(&host, "qos-preemption", s.swaps),
+        swap_median::<PlacementWorld>(&host, "topology-placement", s.swaps),
+    ];
+    let value = medians.iter().map(|&(_, m)| m).fold(0.0, f64::max);
+    let each: Vec<String> = medians
+        .iter()
+        .map(|(name, m)| format!("{name} {m:.2} ms"))
+        .collect();
+    Row {
+        measure: "hot swap, load → active, slowest built-in".into(),
+        target: "≤ 100 ms",
+        value,
+        unit: "ms",
+        detail: format!("median of {} swaps each: {}", s.swaps, each.join(", ")),
+        met: s.full.then_some(value <= 100.0),
+    }
+}
+
+fn swap_median<W: Decision>(
+    host: &std::sync::Arc<PolicyHost>,
+    name: &'static str,
+    swaps: usize,
+) -> (&'static str, f64) {
+    let (bytes, config) = (common::component(name), common::config(name));
+    let mut slot = PolicySlot::<W>::new(host.clone()).expect("a policy slot");
+    let mut swap = || {
+        let t = Instant::now();
+        let id = slot.load(&bytes, &config).expect("the built-in loads");
+        slot.activate(id, "targets", 0)
+            .expect("the built-in activates");
+        ms(t.elapsed())
+    };
+    swap(); // the first load compiles
+    (name, median((0..swaps).map(|_| swap()).collect()))
+}
