@@ -360,25 +360,32 @@ impl NodeTopology {
         if n == 0 {
             return true;
         }
-        if (free.count_ones(..) as u32) < n {
+        // This runs for every candidate node of every job considered, so what it keeps
+        // per domain (free cores, the order cores are taken in) lives on the stack, and
+        // each domain's free cores are counted once.
+        let domains = self.numa.len();
+        let mut free_count = [0u32; MAX_NUMA_DOMAINS_PER_NODE];
+        let free_in = &mut free_count[..domains];
+        for (count, d) in free_in.iter_mut().zip(&self.numa) {
+            *count = free.intersection_count(&d.cores) as u32;
+        }
+        // Every core belongs to one domain, so this is the node's free core count.
+        if free_in.iter().sum::<u32>() < n {
             return false;
         }
-        let free_in = |d: &NumaDomain| free.intersection_count(&d.cores) as u32;
-        // The domains in the order cores are taken from them. This runs for every
-        // candidate node of every job considered, so the order lives on the stack.
-        let domains = self.numa.len();
-        let mut on_stack = [0usize; MAX_NUMA_DOMAINS_PER_NODE];
+        let mut on_stack = [0u8; MAX_NUMA_DOMAINS_PER_NODE];
         let order = &mut on_stack[..domains];
         for (d, slot) in order.iter_mut().enumerate() {
-            *slot = d;
+            *slot = d as u8;
         }
-        let order: &[usize] = if near != 0 {
+        let order: &[u8] = if near != 0 {
             let near_socket = |d: usize| {
                 let socket = self.numa[d].socket;
                 ones(near).any(|g| self.numa.get(g).is_some_and(|x| x.socket == socket))
             };
             // (rank, d) is unique, so an unstable sort gives the one order.
             order.sort_unstable_by_key(|&d| {
+                let d = usize::from(d);
                 let rank = if near & (1u64 << d) != 0 {
                     0
                 } else if near_socket(d) {
@@ -390,13 +397,13 @@ impl NodeTopology {
             });
             order
         } else if let Some(tight) = (0..domains)
-            .filter(|&d| free_in(&self.numa[d]) >= n)
-            .min_by_key(|&d| (free_in(&self.numa[d]), d))
+            .filter(|&d| free_in[d] >= n)
+            .min_by_key(|&d| (free_in[d], d))
         {
-            order[0] = tight;
+            order[0] = tight as u8;
             &order[..1]
         } else {
-            order.sort_unstable_by_key(|&d| (std::cmp::Reverse(free_in(&self.numa[d])), d));
+            order.sort_unstable_by_key(|&d| (std::cmp::Reverse(free_in[usize::from(d)]), d));
             order
         };
         let mut left = n;
@@ -404,7 +411,8 @@ impl NodeTopology {
             if left == 0 {
                 break;
             }
-            let count = free_in(&self.numa[d]).min(left);
+            let d = usize::from(d);
+            let count = free_in[d].min(left);
             if count > 0 {
                 take(d, count);
                 left -= count;
