@@ -85,7 +85,7 @@ struct Row {
     unit: &'static str,
     /// How the value was taken, and what else the run saw.
     detail: String,
-    /// `None` in a smoke pass, or when the measure could not run.
+    /// `None` in a smoke pass, whose sizes are not the targets'.
     met: Option<bool>,
 }
 
