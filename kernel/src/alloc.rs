@@ -126,11 +126,13 @@ pub fn plan_node(
     })
 }
 
-/// What [`plan_node`] would give, as placement ranks it: the GPUs, how many cores, and
-/// the NUMA domains both span. Builds no core set: it is asked for every candidate node
-/// of every job considered, and only the allocation finally made needs one.
+/// What [`plan_node`] would give, as placement ranks it: the GPUs and the NVLink links
+/// among them, how many cores, and the NUMA domains both span. Builds no core set: it is
+/// asked for every candidate node of every job considered, and only the allocation
+/// finally made needs one.
 struct PlanSummary {
     gpus: u64,
+    gpu_links: u32,
     cores: u32,
     numa_mask: u64,
 }
@@ -144,17 +146,20 @@ fn plan_summary(node: &Node, free: &NodeFree, shape: &JobShape, tasks: u32) -> O
         }
         return Some(PlanSummary {
             gpus: free.gpus,
-            cores: free.cores.count_ones(..) as u32,
+            gpu_links: topo.set_links(free.gpus),
+            cores: free.core_count,
             numa_mask: topo.core_numa_mask(&free.cores) | topo.gpu_numa_mask(free.gpus),
         });
     }
+    // The GPU choice already carries its links and domains: not counted again here.
     let gpus = topo.choose_gpus(free.gpus, shape.gpus_per_node)?;
     let cores = tasks * shape.cpus_per_task;
     let core_numa = topo.chosen_cores_numa_mask(&free.cores, cores, gpus.numa_mask)?;
     memory_and_gres_fit(free, shape, tasks).then_some(PlanSummary {
         gpus: gpus.gpus,
+        gpu_links: gpus.links,
         cores,
-        numa_mask: core_numa | topo.gpu_numa_mask(gpus.gpus),
+        numa_mask: core_numa | gpus.numa_mask,
     })
 }
 
@@ -269,7 +274,7 @@ impl Cluster {
         Some(Candidate {
             node: id.0,
             units,
-            gpu_links: node.topology.set_links(plan.gpus),
+            gpu_links: plan.gpu_links,
             numa_domains: plan.numa_mask.count_ones(),
             free_cores_after: node.free.core_count - plan.cores,
             free_gpus_after: (node.free.gpus & !plan.gpus).count_ones(),
