@@ -126,11 +126,6 @@ impl NodeTopology {
         Self::new(self.sockets, self.numa, gpus, nvlink)
     }
 
-    /// The GPUs, by index.
-    pub fn gpus(&self) -> &[Gpu] {
-        &self.gpus
-    }
-
     /// A regular node: `sockets × numa_per_socket` domains of `cores_per_numa` cores each,
     /// memory split evenly, and no GPUs.
     pub fn uniform(
