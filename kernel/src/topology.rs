@@ -84,12 +84,18 @@ pub struct GpuChoice {
 
 impl NodeTopology {
     /// Builds a topology; `nvlink` must be `gpus.len()²` long and there may be at most
-    /// [`MAX_NUMA_DOMAINS_PER_NODE`] domains (both checked by the config loader).
+    /// [`MAX_NUMA_DOMAINS_PER_NODE`] domains, numbered sockets below that too (sets of
+    /// sockets are `u64` masks as well; the config loader builds them so).
     pub fn new(sockets: u16, numa: Vec<NumaDomain>, gpus: Vec<Gpu>, nvlink: Vec<u8>) -> Self {
         assert!(
             numa.len() <= MAX_NUMA_DOMAINS_PER_NODE,
             "{} NUMA domains; at most {MAX_NUMA_DOMAINS_PER_NODE}",
             numa.len()
+        );
+        assert!(
+            numa.iter()
+                .all(|d| usize::from(d.socket) < MAX_NUMA_DOMAINS_PER_NODE),
+            "a socket numbered {MAX_NUMA_DOMAINS_PER_NODE} or more"
         );
         let core_count = numa.iter().map(|d| d.cores.count_ones(..) as u32).sum();
         let width = numa.iter().map(|d| d.cores.len()).max().unwrap_or(0);
@@ -374,16 +380,17 @@ impl NodeTopology {
             *slot = d as u8;
         }
         let order: &[u8] = if near != 0 {
-            let near_socket = |d: usize| {
-                let socket = self.numa[d].socket;
-                ones(near).any(|g| self.numa.get(g).is_some_and(|x| x.socket == socket))
-            };
+            // The sockets of the near domains, once, as a mask: a socket index is below
+            // the domain count, so below 64.
+            let near_sockets = ones(near)
+                .filter_map(|g| self.numa.get(g))
+                .fold(0u64, |m, x| m | 1u64 << x.socket);
             // (rank, d) is unique, so an unstable sort gives the one order.
             order.sort_unstable_by_key(|&d| {
                 let d = usize::from(d);
                 let rank = if near & (1u64 << d) != 0 {
                     0
-                } else if near_socket(d) {
+                } else if near_sockets & (1u64 << self.numa[d].socket) != 0 {
                     1
                 } else {
                     2
