@@ -210,31 +210,35 @@ fn full_cycle(s: &Sizes) -> Row {
 fn policy_ratios(s: &Sizes) -> Vec<Row> {
     let jobs = if s.full { 100_000 } else { 1_000 };
     progress("the Wasm policies against native builds, calls in turn");
+    // Each pair with what it runs on.
     let pairs = [
-        Pair::measure(
-            "multifactor priority",
-            s.ratio_rounds,
-            &mut common::priority(jobs),
+        (
+            Pair::measure(
+                "multifactor priority",
+                s.ratio_rounds,
+                &mut common::priority(jobs),
+            ),
+            format!("{jobs} waiting jobs"),
         ),
-        Pair::measure(
-            "topology placement",
-            s.ratio_rounds * 10,
-            &mut common::placement(),
+        (
+            Pair::measure(
+                "topology placement",
+                s.ratio_rounds * 10,
+                &mut common::placement(),
+            ),
+            "batch of 512 jobs".to_string(),
         ),
-        Pair::measure(
-            "fair-tree fairshare",
-            s.ratio_rounds * 10,
-            &mut common::fairshare(),
+        (
+            Pair::measure(
+                "fair-tree fairshare",
+                s.ratio_rounds * 10,
+                &mut common::fairshare(),
+            ),
+            "573-node share tree".to_string(),
         ),
-    ];
-    let sizes = [
-        format!("{jobs} waiting jobs"),
-        "batch of 512 jobs".to_string(),
-        "573-node share tree".to_string(),
     ];
     pairs
-        .iter()
-        .zip(sizes)
+        .into_iter()
         .map(|(p, size)| {
             let value = p.ratio_of_fastest();
             Row {
