@@ -818,6 +818,11 @@ impl FromIterator<PlacementQuery> for PlacementBatch {
 /// into its own candidates (0 is its first), best first; job `q`'s are entries
 /// `first[q]..first[q + 1]` of `ranked`.
 ///
+/// A ranking may stop early: the candidates it leaves out are tried after it in the
+/// kernel's order (ascending index). So an empty ranking means "the kernel's order", and
+/// a policy need only answer the part of its order that differs from the kernel's
+/// ([`Self::order`] gives the whole order either way).
+///
 /// Invariant: `first` starts at 0, never decreases and ends at `ranked.len()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlacementRanking {
@@ -889,6 +894,26 @@ impl PlacementRanking {
     /// Every job's ranking, in batch order.
     pub fn iter(&self) -> impl Iterator<Item = &[u32]> + '_ {
         (0..self.len()).map(|q| self.get(q))
+    }
+
+    /// The order in which job `q`'s `candidates` candidates are tried: its ranking, then
+    /// the indices it leaves out in the kernel's order. Indices repeated or out of range
+    /// in the ranking (which [`Self::check`] would refuse) are kept as they are.
+    pub fn order(&self, q: usize, candidates: usize) -> Vec<u32> {
+        let ranked = self.get(q);
+        let mut order = Vec::with_capacity(candidates.max(ranked.len()));
+        order.extend_from_slice(ranked);
+        order.extend((0..candidates as u32).filter(|i| !ranked.contains(i)));
+        order
+    }
+
+    /// The candidate job `q` tries first: the first it ranks, or the kernel's first (0)
+    /// when its ranking is empty; `None` when it has no candidates.
+    pub fn first_choice(&self, q: usize, candidates: usize) -> Option<u32> {
+        self.get(q)
+            .first()
+            .copied()
+            .or((candidates > 0).then_some(0))
     }
 
     /// Whether this answers `batch`: one ranking per job, every index within that job's
@@ -1199,6 +1224,22 @@ mod tests {
         assert_eq!(
             PlacementRanking::from_parts(vec![], vec![0], 0),
             Some(PlacementRanking::new())
+        );
+    }
+
+    #[test]
+    fn a_short_ranking_is_followed_by_the_rest_in_the_kernels_order() {
+        let r = PlacementRanking::from_parts(vec![3, 1, 2], vec![0, 2, 2, 3], 3).unwrap();
+        assert_eq!(r.order(0, 5), [3, 1, 0, 2, 4]);
+        assert_eq!(r.order(1, 3), [0, 1, 2], "empty: the kernel's order");
+        assert_eq!(r.order(2, 3), [2, 0, 1]);
+        assert_eq!(
+            (
+                r.first_choice(0, 5),
+                r.first_choice(1, 3),
+                r.first_choice(1, 0)
+            ),
+            (Some(3), Some(0), None)
         );
     }
 

@@ -663,8 +663,12 @@ impl Decision for PlacementWorld {
         current: &Self::Answer,
         candidate: &Self::Answer,
     ) -> ShadowReport {
-        let first = |q: usize, r: &[u32]| {
-            r.first().map_or("none".to_string(), |&i| {
+        // An empty or short ranking leaves the rest in the kernel's order, so two
+        // answers are compared by the node each job would try first.
+        let first =
+            |q: usize, r: &abi::PlacementRanking| r.first_choice(q, batch.candidates(q).len());
+        let node = |q: usize, i: Option<u32>| {
+            i.map_or("none".to_string(), |i| {
                 format!(
                     "node {}",
                     batch.node()[batch.candidates(q).start + i as usize]
@@ -672,7 +676,7 @@ impl Decision for PlacementWorld {
             })
         };
         let diffs: Vec<usize> = (0..batch.len())
-            .filter(|&q| current.get(q).first() != candidate.get(q).first())
+            .filter(|&q| first(q, current) != first(q, candidate))
             .collect();
         let examples = diffs
             .iter()
@@ -680,8 +684,8 @@ impl Decision for PlacementWorld {
             .map(|&q| {
                 (
                     batch.job()[q],
-                    first(q, current.get(q)),
-                    first(q, candidate.get(q)),
+                    node(q, first(q, current)),
+                    node(q, first(q, candidate)),
                 )
             })
             .collect();

@@ -330,6 +330,60 @@ fn shadow_reports_what_would_change_and_rollback_restores() {
     );
 }
 
+/// A placement answer may leave the kernel's order unsaid (topology-placement answers
+/// nothing for a job whose candidates already come in its order), so a shadow run
+/// compares the node each job would try first, not the answers' first entries.
+#[test]
+fn a_placement_shadow_compares_first_choices_not_answers() {
+    let cand = |node, free_cores_after| Candidate {
+        node,
+        units: 1,
+        gpu_links: 0,
+        numa_domains: 1,
+        free_cores_after,
+        free_gpus_after: 0,
+    };
+    let query = |job, candidates| PlacementQuery {
+        job,
+        units_needed: 1,
+        gpus_per_node: 0,
+        candidates,
+    };
+    // Job 1's candidates come tightest first (pack's order); job 2's do not.
+    let batch: PlacementBatch = [
+        query(1, vec![cand(10, 1), cand(11, 5), cand(12, 9)]),
+        query(2, vec![cand(20, 9), cand(21, 1)]),
+    ]
+    .into_iter()
+    .collect();
+    let mut slot = PolicySlot::<PlacementWorld>::new(host()).unwrap();
+    let pack = slot.load(&component("topology-placement"), "").unwrap();
+    let spread = slot
+        .load(&component("topology-placement"), "strategy = \"spread\"")
+        .unwrap();
+    // Nothing active: against a native answer that spells out every index.
+    let spelled_out = |_: Time, b: &PlacementBatch| {
+        let mut r = gantry_abi::PlacementRanking::new();
+        for q in 0..b.len() {
+            r.push(0..b.candidates(q).len() as u32);
+        }
+        r
+    };
+    let report = slot.shadow_on(pack, 0, &batch, spelled_out).unwrap();
+    assert_eq!((report.batch, report.changed), (2, 1), "{report:?}");
+    assert_eq!(
+        report.examples,
+        [(2, "node 20".to_string(), "node 21".to_string())]
+    );
+    slot.activate(pack, "admin", 0).unwrap();
+    let report = slot.shadow_on(spread, 0, &batch, spelled_out).unwrap();
+    assert_eq!(report.changed, 2, "{report:?}");
+    assert_eq!(
+        report.examples[0],
+        (1, "node 10".to_string(), "node 12".to_string())
+    );
+}
+
 /// A version receives only the columns it declares (the job ids are one); the slot asks
 /// for the union of its active and fallback versions' columns; a batch without them is
 /// refused and counted.

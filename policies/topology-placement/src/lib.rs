@@ -82,6 +82,14 @@ impl Placement for TopologyPlacement {
     /// candidate's position. A comparison is then three word compares, and a swap moves
     /// 24 bytes instead of four mixed fields and an index in 40. Node ids make the order
     /// total, so an unstable sort gives the one answer.
+    ///
+    /// Each job's answer holds only the part of its order that differs from the
+    /// kernel's (see [`PlacementRanking`]): the kernel lists candidates tightest fit
+    /// first, which is `pack`'s order too, so most jobs' keys already come sorted. Those
+    /// are neither sorted nor answered (nearly three quarters of the jobs of a batch of
+    /// the synthetic mix), and the others answer up to where the rest is in the kernel's
+    /// order. Less to sort, copy out of the sandbox and check: 32.7 → 28.3–28.8 µs a
+    /// batch in Wasm, 13.8 → 12.2 µs natively.
     fn rank(&mut self, batch: &PlacementBatch) -> PlacementRanking {
         let c = &self.config;
         let (node, links, numa) = (batch.node(), batch.gpu_links(), batch.numa_domains());
@@ -105,11 +113,27 @@ impl Placement for TopologyPlacement {
             }
             let keyed = &mut self.keyed[..n];
             write_keys(keyed, c, columns);
+            if keyed.is_sorted() {
+                answer.push([]);
+                continue;
+            }
             keyed.sort_unstable();
-            answer.push(keyed.iter().map(|&(_, _, last)| last as u32));
+            let keep = ranked_prefix(keyed);
+            answer.push(keyed[..keep].iter().map(|&(_, _, last)| last as u32));
         }
         answer
     }
+}
+
+/// How many of the sorted keys the answer must hold: those after them are in ascending
+/// position, the order the kernel tries what a ranking leaves out.
+fn ranked_prefix(keyed: &[Key]) -> usize {
+    let position = |i: usize| keyed[i].2 as u32;
+    let mut from = keyed.len().saturating_sub(1);
+    while from > 0 && position(from - 1) < position(from) {
+        from -= 1;
+    }
+    from
 }
 
 /// One candidate's [`Key`].
@@ -179,11 +203,47 @@ mod tests {
         let mut p = TopologyPlacement::default();
         p.init("").unwrap();
         let batch: PlacementBatch = [q].into_iter().collect();
-        assert_eq!(check_rank(&mut p, &batch).unwrap().get(0), [2, 1, 3, 0]);
+        let ranking = check_rank(&mut p, &batch).unwrap();
+        assert_eq!(ranking.order(0, 4), [2, 1, 3, 0]);
+        assert_eq!(
+            ranking.get(0),
+            [2, 1, 3],
+            "the last one goes without saying"
+        );
         p.init("strategy = \"spread\"").unwrap();
-        assert_eq!(check_rank(&mut p, &batch).unwrap().get(0), [1, 2, 3, 0]);
+        let ranking = check_rank(&mut p, &batch).unwrap();
+        assert_eq!(ranking.order(0, 4), [1, 2, 3, 0]);
         p.init("topology_first = false").unwrap();
-        assert_eq!(check_rank(&mut p, &batch).unwrap().get(0)[0], 3);
+        assert_eq!(
+            check_rank(&mut p, &batch).unwrap().first_choice(0, 4),
+            Some(3)
+        );
+    }
+
+    /// Candidates the kernel already lists in this policy's order get an empty answer;
+    /// otherwise the answer stops where the rest follows in the kernel's order.
+    #[test]
+    fn answers_only_where_it_differs_from_the_kernels_order() {
+        let query = |cands: Vec<Candidate>| PlacementQuery {
+            job: 1,
+            units_needed: 1,
+            gpus_per_node: 0,
+            candidates: cands,
+        };
+        let batch: PlacementBatch = [
+            query(vec![cand(0, 0, 1, 1), cand(1, 0, 1, 2), cand(2, 0, 1, 3)]),
+            query(vec![cand(0, 0, 1, 2), cand(1, 0, 1, 1), cand(2, 0, 1, 3)]),
+            query(vec![cand(0, 0, 1, 3), cand(1, 0, 1, 1), cand(2, 0, 1, 2)]),
+            query(vec![]),
+        ]
+        .into_iter()
+        .collect();
+        let mut p = TopologyPlacement::default();
+        let ranking = check_rank(&mut p, &batch).unwrap();
+        let answers: Vec<&[u32]> = ranking.iter().collect();
+        assert_eq!(answers, [&[][..], &[1], &[1, 2], &[]]);
+        assert_eq!(ranking.order(1, 3), [1, 0, 2]);
+        assert_eq!(ranking.order(2, 3), [1, 2, 0]);
     }
 
     /// The packed keys order candidates exactly as the criteria do, over the whole
@@ -191,7 +251,9 @@ mod tests {
     mod packed_keys {
         use super::*;
         use crate::Strategy as Fit;
-        use proptest::prelude::{any, prop_assert_eq, prop_oneof, proptest, Just, Strategy};
+        use proptest::prelude::{
+            any, prop_assert, prop_assert_eq, prop_oneof, proptest, Just, Strategy,
+        };
 
         fn reference(c: &Config, cands: &[Candidate]) -> Vec<u32> {
             let mut order: Vec<u32> = (0..cands.len() as u32).collect();
@@ -253,7 +315,12 @@ mod tests {
                 let mut p = TopologyPlacement { config: config.clone(), ..Default::default() };
                 let ranking = check_rank(&mut p, &batch).unwrap();
                 for (q, query) in queries.iter().enumerate() {
-                    prop_assert_eq!(ranking.get(q), &reference(&config, &query.candidates)[..]);
+                    let (n, k) = (query.candidates.len(), ranking.get(q).len());
+                    let order = ranking.order(q, n);
+                    prop_assert_eq!(&order, &reference(&config, &query.candidates));
+                    // The answer is as short as it can be: its last index comes after
+                    // the next one in the kernel's order, or it would have been left out.
+                    prop_assert!(k == 0 || (k < n && order[k - 1] > order[k]));
                 }
             }
         }
