@@ -88,8 +88,8 @@ impl Placement for TopologyPlacement {
     /// first, which is `pack`'s order too, so most jobs' keys already come sorted. Those
     /// are neither sorted nor answered (nearly three quarters of the jobs of a batch of
     /// the synthetic mix), and the others answer up to where the rest is in the kernel's
-    /// order. Less to sort, copy out of the sandbox and check: 32.7 → 28.3–28.8 µs a
-    /// batch in Wasm, 13.8 → 12.2 µs natively.
+    /// order. Less to sort, copy out of the sandbox and check: 32.7 → 28.4–28.8 µs a
+    /// batch in Wasm, 13.8 → 12.2–12.3 µs natively.
     fn rank(&mut self, batch: &PlacementBatch) -> PlacementRanking {
         let c = &self.config;
         let (node, links, numa) = (batch.node(), batch.gpu_links(), batch.numa_domains());
