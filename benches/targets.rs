@@ -31,7 +31,8 @@ const USAGE: &str = "\
 Measures Gantry's speed targets in one run and prints each beside its target.
 
 usage: cargo bench --bench targets [-- --json]
-  --json  a JSON array, one object per measure, instead of the table
+  --json  a JSON object instead of the table: `machine` (cores, CPU, load average at
+          the start and the end) and `measures`, one object per measure
 environment: GANTRY_POLICY_DIR  the components to load (default target/policies)
              GANTRYD            the daemon to submit to (default: beside this build's gantry)
 Build the daemon first: cargo build --release -p gantry-daemon";
@@ -102,14 +103,16 @@ fn main() {
     } else {
         Sizes::smoke()
     };
+    let start = Machine::now();
     let mut rows = Vec::new();
     rows.push(full_cycle(&sizes));
     rows.extend(policy_ratios(&sizes));
     rows.push(kth_replay(&sizes));
     rows.extend(submissions(&sizes));
     rows.push(hot_swap(&sizes));
+    let load_at_end = Machine::now().load;
     if json {
-        let out: Vec<_> = rows
+        let measures: Vec<_> = rows
             .iter()
             .map(|r| {
                 serde_json::json!({
@@ -123,12 +126,29 @@ fn main() {
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(out));
+        let out = serde_json::json!({
+            "machine": {
+                "cores": start.cores,
+                "cpu": start.cpu,
+                "load_at_start": start.load,
+                "load_at_end": load_at_end,
+            },
+            "measures": measures,
+        });
+        println!("{out}");
         return;
     }
     if !sizes.full {
         println!("smoke pass (small sizes): the figures below say nothing about the targets");
     }
+    let load = |l: Option<f64>| l.map_or("unknown".to_string(), |l| format!("{l:.2}"));
+    println!(
+        "machine: {} cores, {}; load average {} at the start, {} at the end",
+        start.cores,
+        start.cpu.as_deref().unwrap_or("CPU unknown"),
+        load(start.load),
+        load(load_at_end)
+    );
     println!("{:<66} {:>11} {:>14}  met", "measure", "target", "measured");
     for r in &rows {
         let met = match r.met {
@@ -143,6 +163,33 @@ fn main() {
         };
         println!("{:<66} {:>11} {:>14}  {met}", r.measure, r.target, value);
         println!("    {}", r.detail);
+    }
+}
+
+/// What the figures depend on besides the code: a shared machine's load moves them.
+struct Machine {
+    cores: usize,
+    /// The CPU's model name (`/proc/cpuinfo`), where the system says.
+    cpu: Option<String>,
+    /// The one-minute load average (`/proc/loadavg`), where the system says.
+    load: Option<f64>,
+}
+
+impl Machine {
+    fn now() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
+            .map(|(_, name)| name.trim().to_string());
+        let load = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next()?.parse().ok());
+        Self {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu,
+            load,
+        }
     }
 }
 
