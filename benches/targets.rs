@@ -103,6 +103,10 @@ fn main() {
     } else {
         Sizes::smoke()
     };
+    if let Err(missing) = preflight() {
+        eprintln!("targets: {missing}");
+        std::process::exit(2);
+    }
     let start = Machine::now();
     let mut rows = Vec::new();
     rows.push(full_cycle(&sizes));
@@ -164,6 +168,28 @@ fn main() {
         println!("{:<66} {:>11} {:>14}  {met}", r.measure, r.target, value);
         println!("    {}", r.detail);
     }
+}
+
+/// What the run needs before it starts, so that a missing piece is said at once rather
+/// than minutes in: the four built-in components and the daemon.
+fn preflight() -> Result<(), String> {
+    for name in common::BUILTINS {
+        let path = common::policy_dir().join(format!("{name}.wasm"));
+        if !path.is_file() {
+            return Err(format!(
+                "{} is missing: run scripts/build-policies.sh, or point GANTRY_POLICY_DIR at the components",
+                path.display()
+            ));
+        }
+    }
+    let daemon = common::submit::gantryd_path();
+    if !daemon.is_file() {
+        return Err(format!(
+            "{} is missing: run cargo build --release -p gantry-daemon, or point GANTRYD at a daemon",
+            daemon.display()
+        ));
+    }
+    Ok(())
 }
 
 /// What the figures depend on besides the code: a shared machine's load moves them.
@@ -313,8 +339,7 @@ fn policy_ratios(s: &Sizes) -> Vec<Row> {
 fn kth_replay(s: &Sizes) -> Row {
     progress(&format!("the KTH-SP2 replay (runs: {})", s.replays));
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let policies = std::env::var_os("GANTRY_POLICY_DIR")
-        .map_or_else(|| root.join("target/policies"), PathBuf::from);
+    let policies = common::policy_dir();
     let replay = || {
         let t = Instant::now();
         let status = Command::new(env!("CARGO_BIN_EXE_gantry"))

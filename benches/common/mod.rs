@@ -23,14 +23,26 @@ use gantry_wasm_host::{
     FairshareWorld, HostLimits, PlacementWorld, PolicyHost, PolicySlot, PriorityWorld,
 };
 
-/// A built-in component, from `GANTRY_POLICY_DIR` when set (to compare two builds of the
-/// policies), else from where scripts/build-policies.sh puts them.
-pub fn component(name: &str) -> Vec<u8> {
-    let dir = std::env::var_os("GANTRY_POLICY_DIR").map_or_else(
+/// Where the built-in components are: `GANTRY_POLICY_DIR` when set (to compare two
+/// builds of the policies), else where scripts/build-policies.sh puts them.
+pub fn policy_dir() -> PathBuf {
+    std::env::var_os("GANTRY_POLICY_DIR").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/policies"),
         PathBuf::from,
-    );
-    let path = dir.join(format!("{name}.wasm"));
+    )
+}
+
+/// The built-in policies, by the names of their components.
+pub const BUILTINS: [&str; 4] = [
+    "multifactor",
+    "fairtree",
+    "qos-preemption",
+    "topology-placement",
+];
+
+/// A built-in component, from [`policy_dir`].
+pub fn component(name: &str) -> Vec<u8> {
+    let path = policy_dir().join(format!("{name}.wasm"));
     std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e}; run scripts/build-policies.sh", path.display()))
 }

@@ -31,11 +31,15 @@ impl Drop for Daemon {
 
 /// The daemon built beside this bench, or the one `GANTRYD` names (to compare two builds
 /// with the same clients).
-fn gantryd() -> PathBuf {
-    let path = std::env::var_os("GANTRYD").map_or_else(
+pub fn gantryd_path() -> PathBuf {
+    std::env::var_os("GANTRYD").map_or_else(
         || PathBuf::from(env!("CARGO_BIN_EXE_gantry")).with_file_name("gantryd"),
         PathBuf::from,
-    );
+    )
+}
+
+fn gantryd() -> PathBuf {
+    let path = gantryd_path();
     assert!(
         path.is_file(),
         "{} is missing: cargo build --release -p gantry-daemon",
