@@ -897,23 +897,22 @@ impl PlacementRanking {
     }
 
     /// The order in which job `q`'s `candidates` candidates are tried: its ranking, then
-    /// the indices it leaves out in the kernel's order. Indices repeated or out of range
-    /// in the ranking (which [`Self::check`] would refuse) are kept as they are.
-    pub fn order(&self, q: usize, candidates: usize) -> Vec<u32> {
+    /// the indices it leaves out in the kernel's order. This is the one place that says
+    /// what a short ranking means; the kernel commits in this order. Indices repeated or
+    /// out of range in the ranking (which [`Self::check`] would refuse) are kept as they
+    /// are. A ranking is short (a few indices), so what it holds is looked up in it.
+    pub fn order(&self, q: usize, candidates: usize) -> impl Iterator<Item = u32> + '_ {
         let ranked = self.get(q);
-        let mut order = Vec::with_capacity(candidates.max(ranked.len()));
-        order.extend_from_slice(ranked);
-        order.extend((0..candidates as u32).filter(|i| !ranked.contains(i)));
-        order
+        ranked
+            .iter()
+            .copied()
+            .chain((0..candidates as u32).filter(move |i| !ranked.contains(i)))
     }
 
     /// The candidate job `q` tries first: the first it ranks, or the kernel's first (0)
     /// when its ranking is empty; `None` when it has no candidates.
     pub fn first_choice(&self, q: usize, candidates: usize) -> Option<u32> {
-        self.get(q)
-            .first()
-            .copied()
-            .or((candidates > 0).then_some(0))
+        self.order(q, candidates).next()
     }
 
     /// Whether this answers `batch`: one ranking per job, every index within that job's
@@ -1230,9 +1229,10 @@ mod tests {
     #[test]
     fn a_short_ranking_is_followed_by_the_rest_in_the_kernels_order() {
         let r = PlacementRanking::from_parts(vec![3, 1, 2], vec![0, 2, 2, 3], 3).unwrap();
-        assert_eq!(r.order(0, 5), [3, 1, 0, 2, 4]);
-        assert_eq!(r.order(1, 3), [0, 1, 2], "empty: the kernel's order");
-        assert_eq!(r.order(2, 3), [2, 0, 1]);
+        let order = |q, n| r.order(q, n).collect::<Vec<_>>();
+        assert_eq!(order(0, 5), [3, 1, 0, 2, 4]);
+        assert_eq!(order(1, 3), [0, 1, 2], "empty: the kernel's order");
+        assert_eq!(order(2, 3), [2, 0, 1]);
         assert_eq!(
             (
                 r.first_choice(0, 5),

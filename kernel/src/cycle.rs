@@ -513,12 +513,14 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
     for (q, b) in batch.iter().enumerate() {
         let id = JobId(placement.job()[q]);
         let cands = &placement.node()[placement.candidates(q)];
-        let mut nodes: Vec<NodeId> = ranking
-            .get(q)
-            .iter()
-            .map(|&i| NodeId(cands[i as usize]))
-            .collect();
-        nodes.extend(cands.iter().map(|&n| NodeId(n)));
+        // The ranked candidates, then the rest in the kernel's order, each once (the
+        // order's length is unknown to `collect`, so the room is made first).
+        let mut nodes = Vec::with_capacity(cands.len());
+        nodes.extend(
+            ranking
+                .order(q, cands.len())
+                .map(|i| NodeId(cands[i as usize])),
+        );
         let job = s.job(id).expect("batched jobs exist");
         let (part, shape, end) = (
             job.partition,
