@@ -40,9 +40,14 @@ pub const BUILTINS: [&str; 4] = [
     "topology-placement",
 ];
 
-/// A built-in component, from [`policy_dir`].
+/// Where the built-in component `name` is, in [`policy_dir`].
+pub fn component_path(name: &str) -> PathBuf {
+    policy_dir().join(format!("{name}.wasm"))
+}
+
+/// A built-in component, from [`component_path`].
 pub fn component(name: &str) -> Vec<u8> {
-    let path = policy_dir().join(format!("{name}.wasm"));
+    let path = component_path(name);
     std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e}; run scripts/build-policies.sh", path.display()))
 }
