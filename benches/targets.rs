@@ -23,8 +23,8 @@ use common::ratio::Pair;
 use common::scale::{scenario, Builtins};
 use common::submit::{clients, resident_kib, start, submit_all, CLIENTS};
 use gantry_wasm_host::{
-    Decision, FairshareWorld, HostLimits, PlacementWorld, PolicyHost, PolicySlot, PreemptionWorld,
-    PriorityWorld,
+    Decision, FairshareWorld, HostLimits, PlacementWorld, PolicyHost, PolicyKind, PolicySlot,
+    PreemptionWorld, PriorityWorld,
 };
 
 const USAGE: &str = "\
@@ -218,8 +218,8 @@ fn main() {
 /// What the run needs before it starts, so that a missing piece is said at once rather
 /// than minutes in: the four built-in components and the daemon.
 fn preflight() -> Result<(), String> {
-    for name in common::BUILTINS {
-        let path = common::component_path(name);
+    for kind in PolicyKind::ALL {
+        let path = common::component_path(kind.builtin());
         if !path.is_file() {
             return Err(format!(
                 "{} is missing: run scripts/build-policies.sh, or point GANTRY_POLICY_DIR at the components",
@@ -462,10 +462,10 @@ fn hot_swap(s: &Sizes) -> Row {
     progress("hot swap of each built-in policy");
     let host = PolicyHost::new(HostLimits::default()).expect("a policy host");
     let medians = [
-        swap_median::<PriorityWorld>(&host, "multifactor", s.swaps),
-        swap_median::<FairshareWorld>(&host, "fairtree", s.swaps),
-        swap_median::<PreemptionWorld>(&host, "qos-preemption", s.swaps),
-        swap_median::<PlacementWorld>(&host, "topology-placement", s.swaps),
+        swap_median::<PriorityWorld>(&host, PolicyKind::Priority.builtin(), s.swaps),
+        swap_median::<FairshareWorld>(&host, PolicyKind::Fairshare.builtin(), s.swaps),
+        swap_median::<PreemptionWorld>(&host, PolicyKind::Preemption.builtin(), s.swaps),
+        swap_median::<PlacementWorld>(&host, PolicyKind::Placement.builtin(), s.swaps),
     ];
     let value = medians.iter().map(|&(_, m)| m).fold(0.0, f64::max);
     let each: Vec<String> = medians

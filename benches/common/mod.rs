@@ -32,14 +32,6 @@ pub fn policy_dir() -> PathBuf {
     )
 }
 
-/// The built-in policies, by the names of their components.
-pub const BUILTINS: [&str; 4] = [
-    "multifactor",
-    "fairtree",
-    "qos-preemption",
-    "topology-placement",
-];
-
 /// Where the built-in component `name` is, in [`policy_dir`].
 pub fn component_path(name: &str) -> PathBuf {
     policy_dir().join(format!("{name}.wasm"))
