@@ -27,10 +27,12 @@ export GANTRY_CONTROLLER="unix:$dir/gantryd.sock"
 export GANTRY_POLICY_DIR="$root/target/policies"
 
 node=$(hostname -s 2>/dev/null || cat /proc/sys/kernel/hostname)
+# The agent holds its node's own credential, never the cluster key.
+"$bin/gantry" credential "$node" --key key --output credential > /dev/null
 cat > agent.toml <<CONF
 controller = "unix:$dir/gantryd.sock"
 node = "$node"
-key_file = "key"
+credential_file = "credential"
 spool = "spool"
 CONF
 echo "quickstart: discovering this machine (hwloc, NVML)"

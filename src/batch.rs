@@ -187,6 +187,20 @@ impl JobOptions {
                 }
             }
         };
+        // Slurm refuses a zero count of tasks, CPUs or nodes rather than rounding it up.
+        let positive = |what: &str, v: Option<u32>| -> Result<u32> {
+            match v {
+                Some(0) => bail!("--{what}: invalid numeric value \"0\" (at least 1)"),
+                Some(n) => Ok(n),
+                None => Ok(1),
+            }
+        };
+        let tasks = positive("ntasks", self.ntasks)?;
+        let cpus_per_task = positive("cpus-per-task", self.cpus_per_task)?;
+        let nodes = count("nodes", &self.nodes)?;
+        if self.nodes.is_some() && nodes == 0 {
+            bail!("--nodes: invalid node count \"0\" (at least 1)");
+        }
         let mem = |what: &str, v: &Option<String>| -> Result<u64> {
             v.as_deref()
                 .map(parse_memory_mb)
@@ -221,9 +235,11 @@ impl JobOptions {
         }
         let time_limit_s = match &self.time {
             None => 0,
-            Some(t) => parse_duration(t)
-                .map_err(|e| anyhow!("--time: {e}"))?
-                .unwrap_or(0),
+            Some(t) => match parse_duration(t).map_err(|e| anyhow!("--time: {e}"))? {
+                Some(0) => bail!("--time: a time limit of 0 is not allowed"),
+                Some(s) => s,
+                None => api::TIME_UNLIMITED,
+            },
         };
         let env = export_env(self.export.as_deref())?;
         Ok(api::JobSubmission {
@@ -238,9 +254,9 @@ impl JobOptions {
             account: self.account.clone().unwrap_or_default(),
             partition: self.partition.clone().unwrap_or_default(),
             qos: self.qos.clone().unwrap_or_default(),
-            tasks: self.ntasks.unwrap_or(1),
-            cpus_per_task: self.cpus_per_task.unwrap_or(1),
-            nodes: count("nodes", &self.nodes)?,
+            tasks,
+            cpus_per_task,
+            nodes,
             mem_per_node_mb: mem("mem", &self.mem)?,
             mem_per_cpu_mb: mem("mem-per-cpu", &self.mem_per_cpu)?,
             gpus_per_node,
@@ -270,6 +286,7 @@ impl JobOptions {
             },
             output: self.output.clone().unwrap_or_default(),
             error: self.error.clone().unwrap_or_default(),
+            umask: own_umask(),
         })
     }
 }
@@ -285,7 +302,11 @@ fn export_env(export: Option<&str>) -> Result<HashMap<String, String>> {
     match items.peek() {
         Some(&"ALL") => {
             items.next();
-            env.extend(std::env::vars());
+            // A variable whose name or value is not UTF-8 cannot cross the wire: left out.
+            env.extend(
+                std::env::vars_os()
+                    .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+            );
         }
         Some(&"NONE") => {
             items.next();
@@ -305,6 +326,14 @@ fn export_env(export: Option<&str>) -> Result<HashMap<String, String>> {
         }
     }
     Ok(env)
+}
+
+/// This process's umask, from `/proc/self/status` (reading it with umask(2) would
+/// change it for a moment).
+fn own_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+    u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
 }
 
 /// Splits a directive's text like a shell would for simple quoting.

@@ -254,22 +254,85 @@ pub struct QueueArgs {
     pub json: bool,
 }
 
-fn ids(list: &Option<String>) -> Result<Vec<u64>> {
-    list.as_deref()
-        .map(|l| {
-            l.split(',')
-                .filter(|s| !s.is_empty())
-                .map(|s| {
-                    // 12_3 names an array task; its own id is what the controller knows,
-                    // so accept the array id part for whole arrays.
-                    let id = s.split('_').next().unwrap_or(s);
-                    id.trim()
-                        .parse()
-                        .map_err(|_| anyhow!("'{s}' is not a job id"))
-                })
-                .collect()
-        })
-        .unwrap_or(Ok(Vec::new()))
+/// Jobs named on a command line: plain ids (an array's id stands for the whole array)
+/// and array tasks (`12_3`, `12_[1-3,7]`).
+#[derive(Debug, Default, PartialEq)]
+struct JobRefs {
+    ids: Vec<u64>,
+    /// (array job id, task indices in `--array` syntax).
+    tasks: Vec<(u64, String)>,
+}
+
+impl JobRefs {
+    fn parse(list: &Option<String>) -> Result<Self> {
+        let mut refs = Self::default();
+        let Some(list) = list else {
+            return Ok(refs);
+        };
+        // Commas separate jobs, except inside a task list's brackets.
+        let mut items = Vec::new();
+        let (mut depth, mut start) = (0, 0);
+        for (i, c) in list.char_indices() {
+            match c {
+                '[' => depth += 1,
+                ']' => depth -= 1,
+                ',' if depth == 0 => {
+                    items.push(&list[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        items.push(&list[start..]);
+        for item in items.into_iter().map(str::trim).filter(|s| !s.is_empty()) {
+            let bad = || anyhow!("'{item}' is not a job id (use 12, 12_3 or 12_[1-3])");
+            match item.split_once('_') {
+                None => refs.ids.push(item.parse().map_err(|_| bad())?),
+                Some((array, tasks)) => {
+                    let array: u64 = array.parse().map_err(|_| bad())?;
+                    let tasks = tasks
+                        .strip_prefix('[')
+                        .and_then(|t| t.strip_suffix(']'))
+                        .unwrap_or(tasks);
+                    gantry_kernel::job::ArraySpec::parse(tasks)
+                        .map_err(|e| anyhow!("'{item}': {e}"))?;
+                    refs.tasks.push((array, tasks.to_string()));
+                }
+            }
+        }
+        Ok(refs)
+    }
+
+    /// The ids to ask the controller for: plain ids and the arrays of named tasks.
+    fn wanted(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .ids
+            .iter()
+            .copied()
+            .chain(self.tasks.iter().map(|t| t.0))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Whether a listed job is one of those named (the controller answered whole arrays).
+    fn matches(&self, j: &api::JobInfo) -> bool {
+        if self.ids.is_empty() && self.tasks.is_empty() {
+            return true;
+        }
+        if self.ids.contains(&j.job_id)
+            || (j.array_job_id != 0 && self.ids.contains(&j.array_job_id))
+        {
+            return true;
+        }
+        j.array_job_id != 0
+            && self.tasks.iter().any(|(a, t)| {
+                *a == j.array_job_id
+                    && gantry_kernel::job::ArraySpec::parse(t)
+                        .is_ok_and(|s| s.indices.binary_search(&j.array_task_id).is_ok())
+            })
+    }
 }
 
 fn long_state(s: &str) -> String {
@@ -303,19 +366,22 @@ pub async fn queue(conn: &Conn, a: QueueArgs) -> Result<()> {
         .as_deref()
         .map(|s| s.split(',').map(long_state).collect())
         .unwrap_or_default();
+    let refs = JobRefs::parse(&a.jobs)?;
     let mut jobs = Vec::new();
     for u in user.split(',') {
-        let reply = c
+        let mut pages = c
             .queue(api::QueueRequest {
                 user: u.to_string(),
-                job_ids: ids(&a.jobs)?,
+                job_ids: refs.wanted(),
                 states: states.clone(),
                 partition: a.partition.clone().unwrap_or_default(),
             })
             .await
             .map_err(refused)?
             .into_inner();
-        jobs.extend(reply.jobs);
+        while let Some(page) = pages.message().await.map_err(refused)? {
+            jobs.extend(page.jobs.into_iter().filter(|j| refs.matches(j)));
+        }
     }
     if a.json {
         return print_json(
@@ -327,8 +393,11 @@ pub async fn queue(conn: &Conn, a: QueueArgs) -> Result<()> {
         println!("{}", format::squeue_header(fmt)?);
     }
     let t = now();
-    for j in &jobs {
-        println!("{}", format::squeue_line(fmt, j, t)?);
+    for j in jobs {
+        println!(
+            "{}",
+            format::squeue_line(fmt, &format::printable_job(j), t)?
+        );
     }
     Ok(())
 }
@@ -401,7 +470,7 @@ fn signal_number(s: &str) -> Result<i32> {
 }
 
 pub async fn cancel(conn: &Conn, a: CancelArgs) -> Result<()> {
-    let job_ids = ids(&Some(a.jobs.join(",")))?;
+    let refs = JobRefs::parse(&Some(a.jobs.join(",")))?;
     let signal = a
         .signal
         .as_deref()
@@ -411,14 +480,34 @@ pub async fn cancel(conn: &Conn, a: CancelArgs) -> Result<()> {
     let mut c = client(conn).await?;
     let mut failed = None;
     // One call per job, so one bad id does not stop the others (as scancel does).
-    for id in job_ids {
-        if let Err(s) = c
-            .cancel(api::CancelRequest {
-                job_ids: vec![id],
-                signal,
-            })
-            .await
-        {
+    let requests = refs
+        .ids
+        .iter()
+        .map(|&id| {
+            (
+                id.to_string(),
+                api::CancelRequest {
+                    job_ids: vec![id],
+                    signal,
+                    array_tasks: Vec::new(),
+                },
+            )
+        })
+        .chain(refs.tasks.iter().map(|(array, tasks)| {
+            (
+                format!("{array}_{tasks}"),
+                api::CancelRequest {
+                    job_ids: Vec::new(),
+                    signal,
+                    array_tasks: vec![api::ArrayTasks {
+                        array_job_id: *array,
+                        tasks: tasks.clone(),
+                    }],
+                },
+            )
+        }));
+    for (id, request) in requests {
+        if let Err(s) = c.cancel(request).await {
             let msg = match s.code() {
                 Code::NotFound => format!(
                     "scancel: error: Kill job error on job id {id}: Invalid job id specified"
@@ -460,9 +549,9 @@ pub async fn show(conn: &Conn, a: ShowArgs) -> Result<()> {
     let mut c = client(conn).await?;
     match a.what {
         ShowWhat::Job { id } => {
-            let raw = ids(&Some(id.clone()))?;
-            let Some(&job_id) = raw.first() else {
-                bail!("no job id given");
+            let raw = JobRefs::parse(&Some(id.clone()))?;
+            let Some(&job_id) = raw.ids.first() else {
+                bail!("scontrol show job takes one job's own id ('{id}')");
             };
             let j = match c.show_job(api::ShowJobRequest { job_id }).await {
                 Ok(r) => r.into_inner(),
@@ -477,6 +566,7 @@ pub async fn show(conn: &Conn, a: ShowArgs) -> Result<()> {
             if a.json {
                 return print_json(&job_json(&j));
             }
+            let j = format::printable_job(j);
             let t = now();
             println!("JobId={} JobName={}", format::job_id(&j), j.name);
             println!("   UserId={} Account={} QOS={}", j.user, j.account, j.qos);
@@ -693,17 +783,25 @@ pub struct AcctArgs {
 }
 
 pub async fn acct(conn: &Conn, a: AcctArgs) -> Result<()> {
-    let records = client(conn)
+    let refs = JobRefs::parse(&a.jobs)?;
+    let mut pages = client(conn)
         .await?
         .accounting(api::AccountingRequest {
             user: a.user.clone().unwrap_or_default(),
-            job_ids: ids(&a.jobs)?,
+            job_ids: refs.wanted(),
             since: 0,
         })
         .await
         .map_err(refused)?
-        .into_inner()
-        .records;
+        .into_inner();
+    let mut records = Vec::new();
+    while let Some(page) = pages.message().await.map_err(refused)? {
+        records.extend(
+            page.records
+                .into_iter()
+                .filter(|r| r.job.as_ref().is_some_and(|j| refs.matches(j))),
+        );
+    }
     if a.json {
         let v: Vec<_> = records
             .iter()
@@ -726,11 +824,12 @@ pub async fn acct(conn: &Conn, a: AcctArgs) -> Result<()> {
         .collect();
     let t = now();
     let rows: Vec<Vec<String>> = records
-        .iter()
-        .map(|r| {
+        .into_iter()
+        .map(|mut r| {
+            r.job = r.job.map(format::printable_job);
             fields
                 .iter()
-                .map(|f| format::sacct_field(f, r, t))
+                .map(|f| format::sacct_field(f, &r, t))
                 .collect()
         })
         .collect::<Result<_>>()?;
@@ -921,7 +1020,11 @@ pub struct WatchArgs {
 
 /// Prints job and node events as they happen.
 pub async fn watch(conn: &Conn, a: WatchArgs) -> Result<()> {
-    let job_ids = ids(&a.jobs)?;
+    let refs = JobRefs::parse(&a.jobs)?;
+    if !refs.tasks.is_empty() {
+        bail!("watch --jobs takes job ids (an array's id for the whole array), not array tasks");
+    }
+    let job_ids = refs.ids;
     let mut c = client(conn).await?;
     let mut stream = c
         .watch(api::WatchRequest {
@@ -959,7 +1062,7 @@ pub async fn watch(conn: &Conn, a: WatchArgs) -> Result<()> {
                         "{} job {} {} {}{}",
                         format::timestamp(e.time),
                         format::job_id(j),
-                        j.name,
+                        format::printable(&j.name),
                         j.state,
                         if j.node_list.is_empty() {
                             String::new()
@@ -972,7 +1075,7 @@ pub async fn watch(conn: &Conn, a: WatchArgs) -> Result<()> {
                     open.remove(&j.job_id);
                     if j.array_job_id != 0 && job_ids.contains(&j.array_job_id) {
                         // An array is done when the controller says each task is.
-                        let q = c
+                        let mut pages = c
                             .queue(api::QueueRequest {
                                 job_ids: vec![j.array_job_id],
                                 ..Default::default()
@@ -980,7 +1083,11 @@ pub async fn watch(conn: &Conn, a: WatchArgs) -> Result<()> {
                             .await
                             .map_err(refused)?
                             .into_inner();
-                        if q.jobs.is_empty() {
+                        let mut unfinished = 0;
+                        while let Some(page) = pages.message().await.map_err(refused)? {
+                            unfinished += page.jobs.len();
+                        }
+                        if unfinished == 0 {
                             open.remove(&j.array_job_id);
                         }
                     }
@@ -1022,30 +1129,74 @@ pub struct TokenArgs {
     /// The cluster key file.
     #[arg(long)]
     pub key: PathBuf,
-    /// Lifetime, e.g. 30d, 12:00:00; default: never expires.
+    /// Lifetime: days (30d) or a Slurm duration (12:00:00, 2-00:00:00); UNLIMITED for a
+    /// token that never expires. Default: 7 days.
     #[arg(long)]
     pub expires_in: Option<String>,
+}
+
+/// Parses `--expires-in`: the token's expiry time (0: never).
+fn expiry(text: Option<&str>, now: i64) -> Result<i64> {
+    let Some(t) = text.map(str::trim) else {
+        return Ok(now + gantry_api::auth::DEFAULT_TOKEN_TTL);
+    };
+    let secs = match t.strip_suffix('d') {
+        Some(d) => d
+            .parse::<i64>()
+            .ok()
+            .filter(|&d| d > 0)
+            .and_then(|d| d.checked_mul(86_400))
+            .filter(|&s| s <= gantry_kernel::units::MAX_DURATION)
+            .ok_or_else(|| anyhow!("--expires-in: '{t}' is not a number of days"))?,
+        None => match gantry_kernel::units::parse_duration(t)
+            .map_err(|e| anyhow!("--expires-in: {e}"))?
+        {
+            None => return Ok(0),
+            Some(0) => bail!("--expires-in: a token must live longer than 0 seconds"),
+            Some(s) => s,
+        },
+    };
+    Ok(now + secs)
+}
+
+#[derive(Args, Debug)]
+pub struct CredentialArgs {
+    /// The node, as named in the cluster description.
+    pub node: String,
+    /// The cluster key file.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Where to write the credential (created with mode 0600; it must not exist yet).
+    #[arg(long, short)]
+    pub output: PathBuf,
+}
+
+/// `gantry credential NODE`: the node's own key, for its agent's `credential_file`.
+pub fn credential(a: CredentialArgs) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let key = std::fs::read(&a.key).with_context(|| format!("cannot read {}", a.key.display()))?;
+    let node_key = gantry_api::auth::node_key(&key, &a.node)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&a.output)
+        .with_context(|| format!("cannot create {}", a.output.display()))?;
+    f.write_all(&node_key)
+        .with_context(|| format!("cannot write {}", a.output.display()))?;
+    println!(
+        "wrote the credential of node {} to {}",
+        a.node,
+        a.output.display()
+    );
+    Ok(())
 }
 
 pub fn token(a: TokenArgs) -> Result<()> {
     use gantry_api::auth::{mint, Claims, Role};
     let key = std::fs::read(&a.key).with_context(|| format!("cannot read {}", a.key.display()))?;
-    let expires = match &a.expires_in {
-        None => 0,
-        Some(t) => {
-            let t = t.trim();
-            let secs = match t.strip_suffix('d') {
-                Some(d) => d
-                    .parse::<i64>()
-                    .map(|d| d * 86_400)
-                    .map_err(|_| anyhow!("--expires-in: '{t}'"))?,
-                None => gantry_kernel::units::parse_duration(t)
-                    .map_err(|e| anyhow!("--expires-in: {e}"))?
-                    .unwrap_or(0),
-            };
-            now() + secs
-        }
-    };
+    let expires = expiry(a.expires_in.as_deref(), now())?;
     let t = mint(
         &key,
         &Claims {

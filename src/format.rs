@@ -152,6 +152,53 @@ fn squeue_field(c: char, j: &api::JobInfo, now: i64) -> Result<String> {
     })
 }
 
+/// `text` with every control character (newline, escape, the C1 controls ...) written as
+/// an escape (`\n`, `\x1b`), so that a job name cannot move the cursor, clear the
+/// screen or forge lines on the terminal of whoever lists it.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() && (c as u32) < 0x100 => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => out.push_str(&c.escape_unicode().to_string()),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A job with every user-supplied text made [`printable`], for tables (JSON escapes
+/// control characters itself).
+pub fn printable_job(mut j: api::JobInfo) -> api::JobInfo {
+    for field in [
+        &mut j.name,
+        &mut j.user,
+        &mut j.account,
+        &mut j.partition,
+        &mut j.qos,
+        &mut j.reason,
+        &mut j.workdir,
+        &mut j.stdout_path,
+        &mut j.stderr_path,
+        &mut j.dependency,
+        &mut j.node_list,
+        &mut j.state,
+    ] {
+        if let std::borrow::Cow::Owned(clean) = printable(field) {
+            *field = clean;
+        }
+    }
+    j
+}
+
 /// squeue's default format.
 pub const SQUEUE_DEFAULT: &str = "%.18i %.9P %.8j %.8u %.2t %.10M %.6D %R";
 
@@ -293,6 +340,25 @@ mod tests {
             time_limit_s: 3600,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn control_characters_are_shown_as_escapes() {
+        assert_eq!(printable("plain name"), "plain name");
+        assert_eq!(printable("a\nb"), "a\\nb");
+        assert_eq!(
+            printable("\x1b[2J\x1b]0;pwned\x07"),
+            "\\x1b[2J\\x1b]0;pwned\\x07"
+        );
+        assert_eq!(printable("\u{9b}31m"), "\\x9b31m");
+        assert_eq!(printable("naïve"), "naïve");
+        let j = printable_job(api::JobInfo {
+            name: "x\x1b[31m".into(),
+            stdout_path: "/tmp/a\nb".into(),
+            ..job()
+        });
+        assert_eq!(j.name, "x\\x1b[31m");
+        assert_eq!(j.stdout_path, "/tmp/a\\nb");
     }
 
     #[test]

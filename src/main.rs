@@ -54,6 +54,9 @@ enum Command {
     Policy(client::PolicyAction),
     /// Mint an identity token with the cluster key (for admins).
     Token(client::TokenArgs),
+    /// Write a node's agent credential, derived from the cluster key (for admins): it
+    /// proves that node only, so the agent never needs the cluster key.
+    Credential(client::CredentialArgs),
     /// Make sbatch, squeue, scancel, sinfo, sacct, srun and scontrol links to this binary.
     InstallLinks {
         /// Directory for the links (e.g. /usr/local/bin).
@@ -103,7 +106,23 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let argv = slurm_argv(std::env::args().collect());
+    // As Slurm's tools (C programs): a closed pipe (`sacct | head -1`) ends the process
+    // quietly by SIGPIPE instead of an error on every write after it.
+    // SAFETY: restores the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let args: Result<Vec<String>, _> = std::env::args_os().map(|a| a.into_string()).collect();
+    let argv = match args {
+        Ok(args) => slurm_argv(args),
+        Err(bad) => {
+            eprintln!(
+                "gantry: error: the argument {} is not valid UTF-8; Gantry takes job names, paths and options as UTF-8 text",
+                bad.to_string_lossy().escape_debug()
+            );
+            return std::process::ExitCode::from(1);
+        }
+    };
     let cli = Cli::parse_from(argv);
     let conn = cli.conn;
     let runtime = || {
@@ -116,6 +135,7 @@ fn main() -> std::process::ExitCode {
         Ok(match cli.command {
             Command::Sim(args) => sim::run(args).map(|()| 0)?,
             Command::Token(a) => client::token(a).map(|()| 0)?,
+            Command::Credential(a) => client::credential(a).map(|()| 0)?,
             Command::InstallLinks { dir } => client::install_links(&dir).map(|()| 0)?,
             Command::Submit(a) => rt.block_on(client::submit(&conn, a)).map(|()| 0)?,
             Command::Run(a) => rt.block_on(client::run(&conn, a))?,

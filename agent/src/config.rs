@@ -1,6 +1,7 @@
-//! The agent's configuration (TOML): the controller to talk to, the node it is, the key
-//! its token is derived from, its spool directory, and — for test clusters on one
-//! machine, or hardware it cannot see — a declared topology instead of discovery.
+//! The agent's configuration (TOML): the controller to talk to, the node it is, the
+//! node's credential (its own key, which proves this node and nothing else), its spool
+//! directory, and — for test clusters on one machine, or hardware it cannot see — a
+//! declared topology instead of discovery.
 
 use std::path::{Path, PathBuf};
 
@@ -14,8 +15,13 @@ pub struct AgentConfig {
     /// This node's name in the cluster description (default: the host name).
     #[serde(default)]
     pub node: Option<String>,
-    /// The cluster key file; the agent signs its own agent token with it.
-    pub key_file: PathBuf,
+    /// This node's credential (`gantry credential NODE`): the key the agent signs its own
+    /// short-lived tokens with. It proves this node only.
+    #[serde(default)]
+    pub credential_file: Option<PathBuf>,
+    /// No longer taken: an agent never holds the cluster key.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
     /// Where job scripts are written.
     pub spool: PathBuf,
     /// Declared hardware; without it the agent discovers the machine.
@@ -72,7 +78,23 @@ impl AgentConfig {
         // Absolute, so paths stay right whatever directory jobs and children run in.
         let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
         let base = base.as_path();
-        for p in [&mut cfg.key_file, &mut cfg.spool] {
+        if cfg.key_file.is_some() {
+            return Err(invalid(
+                "key_file: an agent no longer holds the cluster key, which would let anyone \
+                 with root on this node act as any user. Make this node's credential with \
+                 `gantry credential NODE --key CLUSTER_KEY --output FILE` and set \
+                 credential_file = \"FILE\""
+                    .into(),
+            ));
+        }
+        let Some(credential) = &mut cfg.credential_file else {
+            return Err(invalid(
+                "credential_file is missing: make this node's credential with \
+                 `gantry credential NODE --key CLUSTER_KEY --output FILE`"
+                    .into(),
+            ));
+        };
+        for p in [credential, &mut cfg.spool] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

@@ -3,20 +3,27 @@
 //! `CUDA_VISIBLE_DEVICES`, Slurm's environment variables, output files, a time limit
 //! (SIGTERM, grace, SIGKILL → TIMEOUT), cancellation, suspension, and the exit status
 //! and resource use when it ends.
+//!
+//! Everything is kept per run (job id and requeue count, [`RunKey`]): a command about
+//! one run never touches another run of the same job.
 
 use std::collections::HashMap;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gantry_api as api;
 use tokio::sync::mpsc;
 
+use crate::launch::{self, groups_of, ChildSetup, Identity};
+pub use crate::spool::RunKey;
+use crate::spool::Spool;
+
 /// How a job ended, for the controller.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ended {
     pub job_id: u64,
+    /// The run that ended.
+    pub run: u32,
     /// EXITED, TIMEOUT, CANCELLED or LAUNCH_FAILED.
     pub state: &'static str,
     pub exit_code: Option<i32>,
@@ -44,7 +51,7 @@ pub struct Jobs {
     inner: Arc<Mutex<Inner>>,
     ended_tx: mpsc::UnboundedSender<Ended>,
     node: String,
-    spool: PathBuf,
+    spool: Spool,
     /// CPUs this machine has online: binding is limited to them (a declared topology
     /// may describe more cores than the machine has).
     online_cpus: Vec<usize>,
@@ -54,9 +61,9 @@ pub struct Jobs {
 
 #[derive(Default)]
 struct Inner {
-    running: HashMap<u64, Running>,
+    running: HashMap<RunKey, Running>,
     /// Ended, not yet acknowledged by the controller.
-    unsettled: HashMap<u64, Ended>,
+    unsettled: HashMap<RunKey, Ended>,
 }
 
 fn online_cpus() -> Vec<usize> {
@@ -82,7 +89,7 @@ fn signal_group(pgid: i32, sig: i32) {
 impl Jobs {
     pub fn new(
         node: String,
-        spool: PathBuf,
+        spool: Spool,
         core_cpus: Vec<u32>,
     ) -> (Self, mpsc::UnboundedReceiver<Ended>) {
         let (ended_tx, rx) = mpsc::unbounded_channel();
@@ -109,11 +116,14 @@ impl Jobs {
         let mut out: Vec<api::RunningJob> = inner
             .running
             .keys()
-            .map(|&job_id| api::RunningJob {
+            .map(|&(job_id, run)| api::RunningJob {
                 job_id,
                 alive: true,
                 exit_code: None,
                 timed_out: false,
+                run,
+                message: String::new(),
+                launch_failed: false,
             })
             .collect();
         out.extend(inner.unsettled.values().map(|e| api::RunningJob {
@@ -121,16 +131,19 @@ impl Jobs {
             alive: false,
             exit_code: e.exit_code,
             timed_out: e.state == "TIMEOUT",
+            run: e.run,
+            message: e.message.clone(),
+            launch_failed: e.state == "LAUNCH_FAILED",
         }));
-        out.sort_by_key(|j| j.job_id);
+        out.sort_by_key(|j| (j.job_id, j.run));
         out
     }
 
     /// The controller has these ends (reported, or seen in a heartbeat).
-    pub fn settled(&self, ids: &[u64]) {
+    pub fn settled(&self, runs: &[RunKey]) {
         let mut inner = self.lock();
-        for id in ids {
-            inner.unsettled.remove(id);
+        for run in runs {
+            inner.unsettled.remove(run);
         }
     }
 
@@ -138,35 +151,27 @@ impl Jobs {
         self.lock().unsettled.values().cloned().collect()
     }
 
-    fn pgid_file(&self, job_id: u64) -> PathBuf {
-        self.spool.join(format!("job{job_id}.pgid"))
-    }
-
-    /// After a restart: jobs the previous agent started are out of reach (their exit
-    /// status went with it). Kills what is left of them and reports them lost.
+    /// After a restart: runs the previous agent started are out of reach (their exit
+    /// status went with it). Kills what is left of each — only a process group the
+    /// record still describes (see `GroupRecord::still_ours`) — and reports them lost.
     pub fn recover(&self) {
-        let Ok(dir) = std::fs::read_dir(&self.spool) else {
-            return;
-        };
-        for entry in dir.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(id) = name
-                .strip_prefix("job")
-                .and_then(|n| n.strip_suffix(".pgid"))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            if let Some(pgid) = std::fs::read_to_string(entry.path())
-                .ok()
-                .and_then(|t| t.trim().parse::<i32>().ok())
-                .filter(|&p| p > 1)
-            {
-                signal_group(pgid, libc::SIGKILL);
+        for ((job_id, run), record) in self.spool.recorded() {
+            match record {
+                Some(g) if g.still_ours() => signal_group(g.pgid, libc::SIGKILL),
+                Some(g) => {
+                    tracing::warn!(
+                        job = job_id,
+                        run,
+                        pgid = g.pgid,
+                        "recorded process group is no longer the job's; not signalled"
+                    )
+                }
+                None => tracing::warn!(job = job_id, run, "unreadable process group record"),
             }
-            tracing::warn!(job = id, "job lost in an agent restart");
+            tracing::warn!(job = job_id, run, "job lost in an agent restart");
             self.finish(Ended {
-                job_id: id,
+                job_id,
+                run,
                 state: "LOST",
                 exit_code: None,
                 message: "the node's agent restarted while the job ran".into(),
@@ -178,11 +183,11 @@ impl Jobs {
     }
 
     fn finish(&self, e: Ended) {
-        let _ = std::fs::remove_file(self.pgid_file(e.job_id));
-        let _ = std::fs::remove_file(self.spool.join(format!("job{}.sh", e.job_id)));
+        let key = (e.job_id, e.run);
+        self.spool.forget(key);
         let mut inner = self.lock();
-        inner.running.remove(&e.job_id);
-        inner.unsettled.insert(e.job_id, e.clone());
+        inner.running.remove(&key);
+        inner.unsettled.insert(key, e.clone());
         drop(inner);
         let _ = self.ended_tx.send(e);
     }
@@ -190,10 +195,10 @@ impl Jobs {
     /// Starts a job, unless this agent already has it (a repeated launch).
     pub fn launch(&self, l: api::LaunchJob) {
         let Some(job) = l.job.clone() else { return };
+        let key = (job.job_id, l.run);
         {
             let inner = self.lock();
-            if inner.running.contains_key(&job.job_id) || inner.unsettled.contains_key(&job.job_id)
-            {
+            if inner.running.contains_key(&key) || inner.unsettled.contains_key(&key) {
                 tracing::debug!(job = job.job_id, "launch repeated; already have it");
                 return;
             }
@@ -204,6 +209,7 @@ impl Jobs {
                 tracing::warn!(job = job.job_id, %message, "launch failed");
                 self.finish(Ended {
                     job_id: job.job_id,
+                    run: l.run,
                     state: "LAUNCH_FAILED",
                     exit_code: Some(1),
                     message,
@@ -251,6 +257,7 @@ impl Jobs {
         set("SLURMD_NODENAME", self.node.clone());
         set("GANTRY_NODE", self.node.clone());
         set("GANTRY_JOB_CPUS", cpus.join(","));
+        set("SLURM_UMASK", format!("{:04o}", l.umask & 0o777));
         if job.time_limit_s > 0 {
             set("SLURM_JOB_TIME_LIMIT", job.time_limit_s.to_string());
         }
@@ -267,62 +274,33 @@ impl Jobs {
     }
 
     fn spawn(&self, l: &api::LaunchJob, job: &api::JobInfo) -> Result<(), String> {
-        let workdir = Path::new(&job.workdir);
-        if !workdir.is_dir() {
-            return Err(format!(
-                "working directory {} does not exist here",
-                job.workdir
-            ));
-        }
+        let key = (job.job_id, l.run);
         let (uid, gid) = (l.uid, l.gid);
         // SAFETY: geteuid has no preconditions.
         let as_root = unsafe { libc::geteuid() } == 0;
-        let switch_user = as_root && uid != 0;
-        let open = |path: &str| -> Result<std::fs::File, String> {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .open(path)
-                .map_err(|e| format!("cannot open output file {path}: {e}"))?;
-            if switch_user {
-                std::os::unix::fs::chown(path, Some(uid), Some(gid))
-                    .map_err(|e| format!("cannot give {path} to uid {uid}: {e}"))?;
-            }
-            Ok(f)
-        };
-        let stdout = open(&job.stdout_path)?;
-        let stderr = if job.stderr_path == job.stdout_path {
-            stdout
-                .try_clone()
-                .map_err(|e| format!("cannot share the output file: {e}"))?
-        } else {
-            open(&job.stderr_path)?
-        };
+        let identity = (as_root && uid != 0).then(|| Identity {
+            uid,
+            gid,
+            groups: groups_of(uid, gid),
+        });
         let mut cmd = if !l.script.is_empty() {
-            std::fs::create_dir_all(&self.spool)
-                .map_err(|e| format!("cannot create spool {}: {e}", self.spool.display()))?;
-            let path = self.spool.join(format!("job{}.sh", job.job_id));
-            std::fs::write(&path, &l.script)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            if switch_user {
-                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
-                    .map_err(|e| format!("cannot give the script to uid {uid}: {e}"))?;
-            }
+            let owner = identity.as_ref().map(|i| (i.uid, i.gid));
+            let path = self
+                .spool
+                .write_script(key, &l.script, owner)
+                .map_err(|e| e.to_string())?;
             let mut c = std::process::Command::new("/bin/bash");
             c.arg(path);
             c
         } else {
-            let mut c = std::process::Command::new(&l.argv[0]);
-            c.args(&l.argv[1..]);
+            let Some((program, args)) = l.argv.split_first() else {
+                return Err("the launch carries neither a script nor a command".into());
+            };
+            let mut c = std::process::Command::new(program);
+            c.args(args);
             c
         };
-        cmd.current_dir(workdir)
-            .env_clear()
-            .envs(self.environment(l, job))
-            .stdin(std::process::Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
+        cmd.env_clear().envs(self.environment(l, job));
         let cpus: Vec<usize> = l
             .here
             .as_ref()
@@ -331,55 +309,29 @@ impl Jobs {
                     .iter()
                     .filter_map(|&c| self.core_cpus.get(c as usize))
                     .map(|&c| c as usize)
+                    .filter(|c| self.online_cpus.contains(c))
                     .collect()
             })
             .unwrap_or_default();
-        let bind: Vec<usize> = cpus
-            .into_iter()
-            .filter(|c| self.online_cpus.contains(c))
-            .collect();
-        // SAFETY: the closure runs in the child between fork and exec and calls only
-        // async-signal-safe functions (setsid, sched_setaffinity, setgroups, setgid,
-        // setuid) on data prepared before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if !bind.is_empty() {
-                    let mut set: libc::cpu_set_t = std::mem::zeroed();
-                    for &c in &bind {
-                        libc::CPU_SET(c, &mut set);
-                    }
-                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                if switch_user {
-                    let groups = [gid];
-                    if libc::setgroups(1, groups.as_ptr()) != 0
-                        || libc::setgid(gid) != 0
-                        || libc::setuid(uid) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start the job: {e}"))?;
+        let setup = ChildSetup {
+            cpus,
+            identity,
+            umask: l.umask & 0o777,
+            workdir: job.workdir.clone(),
+            stdout: job.stdout_path.clone(),
+            stderr: (job.stderr_path != job.stdout_path).then(|| job.stderr_path.clone()),
+            append: false,
+        };
+        let child = launch::spawn(cmd, &setup)?;
         let pid = child.id() as i32;
         // So a restarted agent can end what this one started.
-        if let Err(e) = std::fs::write(self.pgid_file(job.job_id), pid.to_string()) {
+        if let Err(e) = self.spool.record_group(key, pid) {
             tracing::warn!(job = job.job_id, error = %e, "cannot record the job's process group");
         }
         let deadline = (job.time_limit_s > 0)
             .then(|| Instant::now() + Duration::from_secs(job.time_limit_s as u64));
         self.lock().running.insert(
-            job.job_id,
+            key,
             Running {
                 pgid: pid,
                 deadline,
@@ -388,17 +340,16 @@ impl Jobs {
                 grace: Duration::from_secs(l.kill_grace_s as u64),
             },
         );
-        tracing::info!(job = job.job_id, pid, cpus = ?l.here.as_ref().map(|h| &h.cores), "job started");
+        tracing::info!(job = job.job_id, run = l.run, pid, cpus = ?setup.cpus, "job started");
         // The child is waited for on a thread of its own: wait4 gives its resource use.
         let jobs = self.clone();
-        let job_id = job.job_id;
         std::thread::spawn(move || {
             drop(child);
             let mut status = 0;
             // SAFETY: rusage is plain data; wait4 fills it for our own child `pid`.
             let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
             let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-            let ending = jobs.lock().running.get(&job_id).and_then(|r| r.ending);
+            let ending = jobs.lock().running.get(&key).and_then(|r| r.ending);
             let exit_code = if rc < 0 {
                 None
             } else if libc::WIFEXITED(status) {
@@ -410,7 +361,8 @@ impl Jobs {
             };
             let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
             let ended = Ended {
-                job_id,
+                job_id: key.0,
+                run: key.1,
                 state: ending.unwrap_or("EXITED"),
                 exit_code,
                 message: String::new(),
@@ -418,7 +370,7 @@ impl Jobs {
                 system_cpu_s: tv(usage.ru_stime),
                 max_rss_mb: (usage.ru_maxrss as u64) / 1024,
             };
-            tracing::info!(job = job_id, state = ended.state, exit_code = ?ended.exit_code, "job ended");
+            tracing::info!(job = key.0, run = key.1, state = ended.state, exit_code = ?ended.exit_code, "job ended");
             // Whatever the script left behind in its group goes too.
             signal_group(pid, libc::SIGKILL);
             jobs.finish(ended);
@@ -426,11 +378,11 @@ impl Jobs {
         Ok(())
     }
 
-    /// Ends a job: SIGTERM to its group, then SIGKILL after the grace period.
-    pub fn end(&self, job_id: u64, why: &'static str) {
+    /// Ends a run: SIGTERM to its group, then SIGKILL after the grace period.
+    pub fn end(&self, key: RunKey, why: &'static str) {
         let (pgid, grace, was_stopped) = {
             let mut inner = self.lock();
-            let Some(r) = inner.running.get_mut(&job_id) else {
+            let Some(r) = inner.running.get_mut(&key) else {
                 return;
             };
             if r.ending.is_some() {
@@ -439,7 +391,7 @@ impl Jobs {
             r.ending = Some(why);
             (r.pgid, r.grace, r.suspended_at.is_some())
         };
-        tracing::info!(job = job_id, why, "ending job");
+        tracing::info!(job = key.0, run = key.1, why, "ending job");
         signal_group(pgid, libc::SIGTERM);
         if was_stopped {
             signal_group(pgid, libc::SIGCONT);
@@ -447,22 +399,22 @@ impl Jobs {
         let jobs = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
-            if jobs.lock().running.contains_key(&job_id) {
+            if jobs.lock().running.contains_key(&key) {
                 signal_group(pgid, libc::SIGKILL);
             }
         });
     }
 
-    pub fn signal(&self, job_id: u64, sig: i32) {
-        if let Some(r) = self.lock().running.get(&job_id) {
+    pub fn signal(&self, key: RunKey, sig: i32) {
+        if let Some(r) = self.lock().running.get(&key) {
             signal_group(r.pgid, sig);
         }
     }
 
-    /// Stops the job's processes; its time limit pauses.
-    pub fn suspend(&self, job_id: u64) {
+    /// Stops the run's processes; its time limit pauses.
+    pub fn suspend(&self, key: RunKey) {
         let mut inner = self.lock();
-        if let Some(r) = inner.running.get_mut(&job_id) {
+        if let Some(r) = inner.running.get_mut(&key) {
             if r.suspended_at.is_none() {
                 signal_group(r.pgid, libc::SIGSTOP);
                 r.suspended_at = Some(Instant::now());
@@ -470,9 +422,9 @@ impl Jobs {
         }
     }
 
-    pub fn resume(&self, job_id: u64) {
+    pub fn resume(&self, key: RunKey) {
         let mut inner = self.lock();
-        if let Some(r) = inner.running.get_mut(&job_id) {
+        if let Some(r) = inner.running.get_mut(&key) {
             if let Some(at) = r.suspended_at.take() {
                 if let Some(d) = &mut r.deadline {
                     *d += at.elapsed();
@@ -482,19 +434,19 @@ impl Jobs {
         }
     }
 
-    /// Ends jobs past their time limit; called every second.
+    /// Ends runs past their time limit; called every second.
     pub fn enforce_limits(&self) {
         let now = Instant::now();
-        let late: Vec<u64> = self
+        let late: Vec<RunKey> = self
             .lock()
             .running
             .iter()
             .filter(|(_, r)| r.ending.is_none() && r.suspended_at.is_none())
             .filter(|(_, r)| r.deadline.is_some_and(|d| d <= now))
-            .map(|(&id, _)| id)
+            .map(|(&key, _)| key)
             .collect();
-        for id in late {
-            self.end(id, "TIMEOUT");
+        for key in late {
+            self.end(key, "TIMEOUT");
         }
     }
 }

@@ -12,5 +12,7 @@
 
 pub mod config;
 pub mod jobs;
+pub mod launch;
 pub mod link;
+pub mod spool;
 pub mod topology;

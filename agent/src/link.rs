@@ -7,20 +7,67 @@ use std::time::Duration;
 
 use gantry_api as api;
 use gantry_api::agent_link_client::AgentLinkClient;
-use gantry_api::client::{connect, WithToken};
+use gantry_api::auth::{mint, Claims, Role, AGENT_TOKEN_TTL};
+use gantry_api::client::connect;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
+use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
 use tonic::transport::Channel;
+use tonic::{Request, Status};
 
 use crate::jobs::{Ended, Jobs};
 
-type Client = AgentLinkClient<InterceptedService<Channel, WithToken>>;
+type Client = AgentLinkClient<InterceptedService<Channel, NodeCredential>>;
+
+/// This node's key; signs a fresh, short-lived agent token for every call, so no token
+/// the agent sends outlives [`AGENT_TOKEN_TTL`].
+#[derive(Clone)]
+pub struct NodeCredential {
+    node: String,
+    key: std::sync::Arc<Vec<u8>>,
+}
+
+impl NodeCredential {
+    pub fn new(node: String, key: Vec<u8>) -> Self {
+        Self {
+            node,
+            key: std::sync::Arc::new(key),
+        }
+    }
+
+    fn token(&self) -> Result<String, Status> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        mint(
+            &self.key,
+            &Claims {
+                user: self.node.clone(),
+                uid: 0,
+                role: Role::Agent,
+                expires: now + AGENT_TOKEN_TTL,
+            },
+        )
+        .map_err(|e| Status::unauthenticated(format!("cannot sign the agent token: {e}")))
+    }
+}
+
+impl Interceptor for NodeCredential {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        let value: MetadataValue<_> = format!("Bearer {}", self.token()?)
+            .parse()
+            .map_err(|_| Status::unauthenticated("the agent token is not valid header text"))?;
+        req.metadata_mut().insert(gantry_api::AUTHORIZATION, value);
+        Ok(req)
+    }
+}
 
 pub struct Link {
     pub controller: String,
     pub node: String,
-    pub token: String,
+    pub credential: NodeCredential,
     pub topology: api::NodeTopology,
     pub jobs: Jobs,
 }
@@ -29,6 +76,7 @@ fn report(node: &str, e: &Ended) -> api::JobReport {
     api::JobReport {
         node: node.to_string(),
         job_id: e.job_id,
+        run: e.run,
         state: e.state.to_string(),
         exit_code: e.exit_code,
         message: e.message.clone(),
@@ -44,7 +92,7 @@ impl Link {
         let channel = connect(&self.controller).await?;
         Ok(AgentLinkClient::with_interceptor(
             channel,
-            WithToken::new(Some(&self.token))?,
+            self.credential.clone(),
         ))
     }
 
@@ -95,7 +143,7 @@ impl Link {
                 },
                 Some(e) = ended.recv() => {
                     client.report_job(report(&self.node, &e)).await?;
-                    self.jobs.settled(&[e.job_id]);
+                    self.jobs.settled(&[(e.job_id, e.run)]);
                 }
                 _ = beat.tick() => self.heartbeat(&mut client).await?,
                 _ = limits.tick() => self.jobs.enforce_limits(),
@@ -105,7 +153,11 @@ impl Link {
 
     async fn heartbeat(&self, client: &mut Client) -> anyhow::Result<()> {
         let jobs = self.jobs.snapshot();
-        let dead: Vec<u64> = jobs.iter().filter(|j| !j.alive).map(|j| j.job_id).collect();
+        let dead: Vec<_> = jobs
+            .iter()
+            .filter(|j| !j.alive)
+            .map(|j| (j.job_id, j.run))
+            .collect();
         client
             .heartbeat(api::HeartbeatRequest {
                 node: self.node.clone(),
@@ -121,10 +173,10 @@ impl Link {
         use api::agent_command::What;
         match cmd.what {
             Some(What::Launch(l)) => self.jobs.launch(l),
-            Some(What::Cancel(id)) => self.jobs.end(id, "CANCELLED"),
-            Some(What::Signal(s)) => self.jobs.signal(s.job_id, s.signal),
-            Some(What::Suspend(id)) => self.jobs.suspend(id),
-            Some(What::Resume(id)) => self.jobs.resume(id),
+            Some(What::Cancel(r)) => self.jobs.end((r.job_id, r.run), "CANCELLED"),
+            Some(What::Signal(s)) => self.jobs.signal((s.job_id, s.run), s.signal),
+            Some(What::Suspend(r)) => self.jobs.suspend((r.job_id, r.run)),
+            Some(What::Resume(r)) => self.jobs.resume((r.job_id, r.run)),
             None => {}
         }
     }

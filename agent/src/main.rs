@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use gantry_agent::config::AgentConfig;
 use gantry_agent::jobs::Jobs;
-use gantry_agent::link::Link;
-use gantry_api::auth::{mint, Claims, Role};
+use gantry_agent::link::{Link, NodeCredential};
+use gantry_agent::spool::Spool;
 
 /// Gantry's node agent.
 #[derive(Parser)]
@@ -111,28 +111,32 @@ async fn main() -> Result<()> {
         .or(cfg.node.clone())
         .or_else(hostname)
         .context("no node name: set `node` in the configuration or pass --node")?;
-    let key = std::fs::read(&cfg.key_file)
-        .with_context(|| format!("cannot read the cluster key {}", cfg.key_file.display()))?;
-    let token = mint(
-        &key,
-        &Claims {
-            user: node.clone(),
-            uid: 0,
-            role: Role::Agent,
-            expires: 0,
-        },
-    )
-    .context("cannot sign the agent token")?;
+    let credential_file = cfg
+        .credential_file
+        .clone()
+        .context("the configuration names no credential_file")?;
+    let key = std::fs::read(&credential_file).with_context(|| {
+        format!(
+            "cannot read this node's credential {}",
+            credential_file.display()
+        )
+    })?;
+    if key.len() < gantry_api::auth::MIN_KEY_BYTES {
+        anyhow::bail!(
+            "the credential {} is shorter than {} bytes; make it with `gantry credential {node}`",
+            credential_file.display(),
+            gantry_api::auth::MIN_KEY_BYTES
+        );
+    }
     let (topology, core_cpus) = topology(Some(&cfg))?;
-    std::fs::create_dir_all(&cfg.spool)
-        .with_context(|| format!("cannot create the spool {}", cfg.spool.display()))?;
-    let (jobs, ended) = Jobs::new(node.clone(), cfg.spool.clone(), core_cpus);
+    let spool = Spool::open(&cfg.spool)?;
+    let (jobs, ended) = Jobs::new(node.clone(), spool, core_cpus);
     jobs.recover();
     tracing::info!(%node, controller = %cfg.controller, sources = ?topology.sources, "agent starting");
     let link = Link {
         controller: cfg.controller.clone(),
+        credential: NodeCredential::new(node.clone(), key),
         node,
-        token,
         topology,
         jobs,
     };

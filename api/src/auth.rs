@@ -1,8 +1,17 @@
 //! Identity tokens: `v1.<user>.<uid>.<role>.<expires>.<mac>`, where `mac` is the
-//! HMAC-SHA256 (hex) of everything before it under the cluster key. The controller holds
-//! the key and checks every call; an admin mints tokens for users, and agents derive
-//! theirs from the same key (role `agent`). Local callers on the controller's Unix
-//! socket need no token: the socket's peer credentials say who they are.
+//! HMAC-SHA256 (hex) of everything before it.
+//!
+//! Two kinds of key sign them, so that a node's secret is never the cluster's:
+//! - **User and admin tokens** are signed with the cluster key, which only the
+//!   controller (and the admins who mint tokens) hold.
+//! - **Agent tokens** (role `agent`, user = the node's name) are signed with that node's
+//!   own key, [`node_key`]`(cluster key, node)`: an HMAC of the node's name under the
+//!   cluster key. The controller derives it to check a node's token; the node holds only
+//!   its own, cannot work back to the cluster key, and cannot derive another node's.
+//!   An agent mints itself short-lived tokens ([`AGENT_TOKEN_TTL`]).
+//!
+//! Local callers on the controller's Unix socket need no token: the socket's peer
+//! credentials say who they are.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -62,6 +71,34 @@ pub enum TokenError {
 
 /// The least key length accepted, in bytes.
 pub const MIN_KEY_BYTES: usize = 32;
+
+/// How long an agent's own tokens are valid, in seconds; it mints a fresh one for
+/// every connection and call.
+pub const AGENT_TOKEN_TTL: i64 = 300;
+
+/// How long a user or admin token lives when its minter names no lifetime, in seconds.
+pub const DEFAULT_TOKEN_TTL: i64 = 7 * 86_400;
+
+/// The key that signs `node`'s agent tokens: HMAC-SHA256 of a fixed label and the node's
+/// name under the cluster key (32 bytes). Knowing it reveals neither the cluster key nor
+/// any other node's key.
+pub fn node_key(cluster_key: &[u8], node: &str) -> Result<Vec<u8>, TokenError> {
+    if cluster_key.len() < MIN_KEY_BYTES {
+        return Err(TokenError::ShortKey);
+    }
+    let mut m = Hmac::<Sha256>::new_from_slice(cluster_key).map_err(|_| TokenError::ShortKey)?;
+    m.update(b"gantry node credential v1\0");
+    m.update(node.as_bytes());
+    Ok(m.finalize().into_bytes().to_vec())
+}
+
+/// The user a token claims to speak for, read without checking anything: only to pick
+/// the key to check it with (an agent token's node). Never trust it before [`verify`].
+pub fn claimed_user(token: &str) -> Option<&str> {
+    let mut parts = token.trim().split('.');
+    (parts.next()? == "v1").then_some(())?;
+    parts.next()
+}
 
 fn mac(key: &[u8], body: &str) -> Result<String, TokenError> {
     if key.len() < MIN_KEY_BYTES {
@@ -152,6 +189,40 @@ mod tests {
         };
         let t = mint(KEY, &forever).unwrap();
         assert!(verify(KEY, &t, i64::MAX).is_ok());
+    }
+
+    #[test]
+    fn a_node_key_signs_for_its_node_and_is_no_cluster_key() {
+        let a = node_key(KEY, "cpu01").unwrap();
+        let b = node_key(KEY, "cpu02").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(
+            a,
+            node_key(KEY, "cpu01").unwrap(),
+            "derived the same each time"
+        );
+        assert_ne!(a.as_slice(), KEY);
+        let agent = Claims {
+            user: "cpu01".into(),
+            uid: 0,
+            role: Role::Agent,
+            expires: 2_000,
+        };
+        let t = mint(&a, &agent).unwrap();
+        assert_eq!(claimed_user(&t), Some("cpu01"));
+        assert_eq!(verify(&a, &t, 1_000), Ok(agent.clone()));
+        assert_eq!(verify(&b, &t, 1_000), Err(TokenError::BadSignature));
+        // What a node signs with its key is nothing under the cluster key.
+        let admin = mint(
+            &a,
+            &Claims {
+                role: Role::Admin,
+                ..agent
+            },
+        )
+        .unwrap();
+        assert_eq!(verify(KEY, &admin, 1_000), Err(TokenError::BadSignature));
+        assert_eq!(node_key(b"short", "x"), Err(TokenError::ShortKey));
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub mod v1 {
 
 pub use v1::*;
 
+/// `JobSubmission::time_limit_s` for `--time=UNLIMITED`: the partition's maximum (no
+/// limit if it has none).
+pub const TIME_UNLIMITED: i64 = -1;
+
 /// Metadata key carrying the caller's token (`authorization: Bearer <token>`).
 pub const AUTHORIZATION: &str = "authorization";
 

@@ -93,7 +93,12 @@ impl ArraySpec {
             ),
             None => (text, None),
         };
+        if text.len() > MAX_ARRAY_TEXT {
+            return Err(bad(&format!("longer than {MAX_ARRAY_TEXT} characters")));
+        }
+        // Counted before anything is built: `0-4294967295` is refused, not allocated.
         let mut indices = Vec::new();
+        let mut total: u64 = 0;
         for part in list.split(',') {
             let (range, step) = match part.split_once(':') {
                 Some((r, s)) => (
@@ -117,19 +122,23 @@ impl ArraySpec {
             if hi < lo {
                 return Err(bad("a range runs backwards"));
             }
+            total += u64::from((hi - lo) / step) + 1;
+            if total > MAX_ARRAY_SIZE as u64 {
+                return Err(bad(&format!("more than {MAX_ARRAY_SIZE} tasks")));
+            }
             indices.extend((lo..=hi).step_by(step as usize));
         }
         indices.sort_unstable();
         indices.dedup();
-        if indices.len() > MAX_ARRAY_SIZE {
-            return Err(bad(&format!("more than {MAX_ARRAY_SIZE} tasks")));
-        }
         Ok(Self { indices, throttle })
     }
 }
 
 /// Largest array one submission may create.
 pub const MAX_ARRAY_SIZE: usize = 100_000;
+
+/// Longest `--array` text accepted.
+pub const MAX_ARRAY_TEXT: usize = 4096;
 
 /// Kinds of dependency, as in Slurm's `--dependency`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,6 +213,10 @@ pub struct JobSpec {
     pub request: ResourceRequest,
     /// Seconds; `None` takes the partition's default.
     pub time_limit: Option<Time>,
+    /// `--time=UNLIMITED`: the partition's maximum, or no limit if it has none
+    /// (`time_limit` is then `None`).
+    #[serde(default)]
+    pub time_unlimited: bool,
     pub array: Option<ArraySpec>,
     pub dependencies: Vec<Dependency>,
     /// Requeue (instead of NODE_FAIL) when a node fails; `None` follows the partition.
@@ -220,6 +233,7 @@ impl JobSpec {
             qos: None,
             request,
             time_limit: None,
+            time_unlimited: false,
             array: None,
             dependencies: Vec::new(),
             requeue: None,
@@ -539,6 +553,15 @@ mod tests {
         assert!(ArraySpec::parse("0-3%0").is_err());
         assert!(ArraySpec::parse("a-b").is_err());
         assert!(ArraySpec::parse("0-200000").is_err());
+        // Counted before anything is built: this would be 4 billion indices.
+        let err = ArraySpec::parse("0-4294967295").unwrap_err().to_string();
+        assert!(err.contains("more than 100000 tasks"), "{err}");
+        assert!(ArraySpec::parse("0-60000,60001-120000").is_err());
+        assert_eq!(
+            ArraySpec::parse("0-199996:2").unwrap().indices.len(),
+            99_999,
+            "a step counts what it takes"
+        );
     }
 
     #[test]

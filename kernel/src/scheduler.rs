@@ -258,6 +258,7 @@ impl Scheduler {
                 return Err(SubmitError::Invalid("time limit must be positive".into()))
             }
             Some(t) => Some(t),
+            None if spec.time_unlimited => part.max_time,
             None => part.default_time.or(part.max_time),
         };
         for dep in &spec.dependencies {

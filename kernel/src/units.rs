@@ -20,6 +20,9 @@ pub enum UnitError {
     Hostlist(String, String),
 }
 
+/// The longest duration accepted: 100 years, in seconds (anything longer is a typo).
+pub const MAX_DURATION: Time = 100 * 365 * 86_400;
+
 /// Parses a Slurm time limit into seconds. `None` means unlimited.
 ///
 /// Accepted: `M`, `M:S`, `H:M:S`, `D-H`, `D-H:M`, `D-H:M:S`, `UNLIMITED`, `infinite`.
@@ -40,15 +43,23 @@ pub fn parse_duration(text: &str) -> Result<Option<Time>, UnitError> {
         None => (None, t),
     };
     let parts: Vec<&str> = rest.split(':').collect();
-    let secs = match (days, parts.as_slice()) {
-        (None, [m]) => num(m)? * 60,
-        (None, [m, s]) => num(m)? * 60 + num(s)?,
-        (None, [h, m, s]) => num(h)? * 3600 + num(m)? * 60 + num(s)?,
-        (Some(d), [h]) => d * 86_400 + num(h)? * 3600,
-        (Some(d), [h, m]) => d * 86_400 + num(h)? * 3600 + num(m)? * 60,
-        (Some(d), [h, m, s]) => d * 86_400 + num(h)? * 3600 + num(m)? * 60 + num(s)?,
+    // (days, hours, minutes, seconds); each part may be as large as the user writes it.
+    let (d, h, m, sec) = match (days, parts.as_slice()) {
+        (None, [m]) => (0, 0, num(m)?, 0),
+        (None, [m, s]) => (0, 0, num(m)?, num(s)?),
+        (None, [h, m, s]) => (0, num(h)?, num(m)?, num(s)?),
+        (Some(d), [h]) => (d, num(h)?, 0, 0),
+        (Some(d), [h, m]) => (d, num(h)?, num(m)?, 0),
+        (Some(d), [h, m, s]) => (d, num(h)?, num(m)?, num(s)?),
         _ => return Err(bad()),
     };
+    let secs = d
+        .checked_mul(86_400)
+        .and_then(|x| x.checked_add(h.checked_mul(3600)?))
+        .and_then(|x| x.checked_add(m.checked_mul(60)?))
+        .and_then(|x| x.checked_add(sec))
+        .filter(|&x| x <= MAX_DURATION)
+        .ok_or_else(bad)?;
     Ok(Some(secs))
 }
 
@@ -205,6 +216,16 @@ fn expand_one(item: &str, out: &mut Vec<String>) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn durations_too_long_to_hold_are_errors_not_overflows() {
+        use super::{parse_duration, MAX_DURATION};
+        assert!(parse_duration("9223372036854775807-0").is_err());
+        assert!(parse_duration("99999999999999999:00:00").is_err());
+        assert!(parse_duration("153722867280912930").is_err());
+        assert_eq!(parse_duration("36500-0").unwrap(), Some(MAX_DURATION));
+        assert!(parse_duration("36500-0:0:1").is_err());
+    }
 
     #[test]
     fn hostlists_compress_back_to_what_expands() {

@@ -130,6 +130,12 @@ impl Cluster {
     pub fn start(opts: Options) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let root = dir.path();
+        // Local users other than the test's reach the socket and their own directories
+        // in here (nothing in it is theirs to write but those).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         let key: Vec<u8> = (0..48u8)
             .map(|i| i.wrapping_mul(37).wrapping_add(11))
             .collect();
@@ -156,10 +162,23 @@ impl Cluster {
         )
         .unwrap();
         for node in NODES {
+            let credential = root.join(format!("credential-{node}"));
+            let made = Command::new(env!("CARGO_BIN_EXE_gantry"))
+                .args(["credential", node, "--key"])
+                .arg(root.join("key"))
+                .arg("--output")
+                .arg(&credential)
+                .output()
+                .expect("gantry credential runs");
+            assert!(
+                made.status.success(),
+                "{}",
+                String::from_utf8_lossy(&made.stderr)
+            );
             std::fs::write(
                 root.join(format!("agent-{node}.toml")),
                 format!(
-                    "controller = \"http://127.0.0.1:{port}\"\nnode = \"{node}\"\nkey_file = \"key\"\nspool = \"spool/{node}\"\n{}",
+                    "controller = \"http://127.0.0.1:{port}\"\nnode = \"{node}\"\ncredential_file = \"credential-{node}\"\nspool = \"spool/{node}\"\n{}",
                     agent_topology(node)
                 ),
             )
@@ -181,11 +200,26 @@ impl Cluster {
         c
     }
 
+    /// The cluster's directory (configurations, key, spools, logs).
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The TCP address of the controller.
+    pub fn tcp(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The controller's log so far.
+    pub fn controller_log(&self) -> String {
+        self.read_log("gantryd.log")
+    }
+
     pub fn work(&self) -> PathBuf {
         self.dir.path().join("work")
     }
 
-    fn socket(&self) -> String {
+    pub fn socket(&self) -> String {
         format!("unix:{}", self.dir.path().join("gantryd.sock").display())
     }
 
@@ -277,23 +311,7 @@ impl Cluster {
     }
 
     fn cli_env(&self, args: &[&str], token: Option<&str>) -> (i32, String, String) {
-        let gantry = PathBuf::from(env!("CARGO_BIN_EXE_gantry"));
-        let (program, rest): (PathBuf, &[&str]) = match args.first() {
-            Some(&name)
-                if [
-                    "sbatch", "squeue", "scancel", "sinfo", "sacct", "srun", "scontrol",
-                ]
-                .contains(&name) =>
-            {
-                let link = self.dir.path().join("bin").join(name);
-                if !link.exists() {
-                    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
-                    let _ = std::os::unix::fs::symlink(&gantry, &link);
-                }
-                (link, &args[1..])
-            }
-            _ => (gantry, args),
-        };
+        let (program, rest) = self.program(args);
         let mut cmd = Command::new(program);
         cmd.args(rest)
             .current_dir(self.work())
@@ -315,6 +333,28 @@ impl Cluster {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// The program to run for `args`: the Slurm entry point's link when the first word
+    /// names one (made on first use), else `gantry`; and the remaining arguments.
+    pub fn program<'a>(&self, args: &'a [&'a str]) -> (PathBuf, &'a [&'a str]) {
+        let gantry = PathBuf::from(env!("CARGO_BIN_EXE_gantry"));
+        match args.first() {
+            Some(&name)
+                if [
+                    "sbatch", "squeue", "scancel", "sinfo", "sacct", "srun", "scontrol",
+                ]
+                .contains(&name) =>
+            {
+                let link = self.dir.path().join("bin").join(name);
+                if !link.exists() {
+                    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+                    let _ = std::os::unix::fs::symlink(&gantry, &link);
+                }
+                (link, &args[1..])
+            }
+            _ => (gantry, args),
+        }
     }
 
     pub fn cli_ok(&self, args: &[&str]) -> String {

@@ -5,6 +5,7 @@
 //! Needs the binaries built (`cargo build --workspace --bins`; `scripts/test.sh` does).
 
 mod harness;
+mod hostile;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -583,10 +584,14 @@ fn jobs_run_as_the_submitting_user_when_the_agent_is_root() {
     }
     let c = Cluster::start(Options::default());
     let nobody = c.token_for("nobody", 65534);
-    let s = c.write("id.sh", "#!/bin/bash\n#SBATCH -o id-%j.out\nid -u\n");
+    // The job writes its output as its user: into a directory that user may write.
+    let out = c.work().join("nobody");
+    std::fs::create_dir(&out).unwrap();
+    std::os::unix::fs::chown(&out, Some(65534), Some(65534)).unwrap();
+    let s = c.write("id.sh", "#!/bin/bash\n#SBATCH -o nobody/id-%j.out\nid -u\n");
     let (code, out, err) = c.cli_as(&nobody, &["sbatch", "--parsable", s.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let id: u64 = out.trim().parse().unwrap();
     assert_eq!(c.wait_done(id)["state"], "COMPLETED");
-    assert_eq!(c.read(&format!("id-{id}.out")).trim(), "65534");
+    assert_eq!(c.read(&format!("nobody/id-{id}.out")).trim(), "65534");
 }

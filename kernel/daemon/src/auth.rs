@@ -2,13 +2,14 @@
 //! transport; see `gantry_api::auth`), or, on the controller's Unix socket without a
 //! token, the peer's uid from the kernel (`SO_PEERCRED`). Admins are root, the users the
 //! configuration names, and holders of admin tokens. Agents always present an agent
-//! token. Every refusal is logged.
+//! token signed with their own node's key (`gantry_api::auth::node_key`), which speaks
+//! for that node alone. Every refusal is logged.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use gantry_api::auth::{verify, Role};
+use gantry_api::auth::{claimed_user, node_key, verify, Role};
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Status};
 
@@ -143,19 +144,31 @@ impl Authenticator {
         })
     }
 
-    /// An agent: it must present an agent token; the token's user is the node name.
+    /// An agent: it must present an agent token for `node`, signed with that node's own
+    /// key and with an expiry. There is no wildcard: a token speaks for one node.
     pub fn agent<T>(&self, req: &Request<T>, now: i64, node: &str) -> Result<(), Status> {
         let token = bearer(req)
             .ok_or_else(|| self.refuse("agents must present an agent token".into()))??;
-        let claims = verify(&self.key, &token, now)
+        let claimed = claimed_user(&token).unwrap_or_default();
+        if claimed != node {
+            return Err(self.refuse(format!(
+                "this agent token is for node {:?}, not {node:?}",
+                claimed
+            )));
+        }
+        if node.is_empty() || node.contains(['*', '?', '[', ',']) {
+            return Err(self.refuse(format!("{node:?} is not one node's name")));
+        }
+        let key = node_key(&self.key, node)
             .map_err(|e| self.refuse(format!("agent token refused: {e}")))?;
+        let claims = verify(&key, &token, now)
+            .map_err(|e| self.refuse(format!("agent token for {node} refused: {e}")))?;
         if claims.role != Role::Agent {
             return Err(self.refuse(format!("{} is not an agent token", claims.user)));
         }
-        if claims.user != node && claims.user != "*" {
+        if claims.expires == 0 {
             return Err(self.refuse(format!(
-                "this agent token is for node {}, not {node}",
-                claims.user
+                "the agent token for {node} never expires; agents mint short-lived tokens"
             )));
         }
         Ok(())

@@ -55,6 +55,16 @@ pub struct DaemonConfig {
     /// before skips the compile (default: `policy-code/` beside the state database).
     #[serde(default)]
     pub policy_code_cache: Option<PathBuf>,
+    /// The largest batch script accepted, in bytes (as Slurm's `max_script_size`); also
+    /// the bound on a submission's environment and command line together.
+    #[serde(default = "defaults::max_script_bytes")]
+    pub max_script_bytes: usize,
+    /// The largest policy component `gantry policy load` accepts, in bytes.
+    #[serde(default = "defaults::max_component_bytes")]
+    pub max_component_bytes: usize,
+    /// The most job ids one job's `--dependency` may name.
+    #[serde(default = "defaults::max_dependencies")]
+    pub max_dependencies: usize,
     /// Run the kernel's native safe defaults instead of the Wasm built-ins.
     #[serde(default)]
     pub native_policies: bool,
@@ -98,6 +108,15 @@ mod defaults {
     pub fn cycle_pause_factor() -> u32 {
         7
     }
+    pub fn max_script_bytes() -> usize {
+        4 << 20
+    }
+    pub fn max_component_bytes() -> usize {
+        32 << 20
+    }
+    pub fn max_dependencies() -> usize {
+        1000
+    }
     pub fn fairshare_interval_s() -> u32 {
         gantry_kernel::DEFAULT_FAIRSHARE_INTERVAL as u32
     }
@@ -115,6 +134,15 @@ pub enum ConfigError {
 }
 
 impl DaemonConfig {
+    /// The largest request the API decodes: a component or a script at its limit, and
+    /// room for the rest of the message.
+    pub fn max_request_bytes(&self) -> usize {
+        self.max_script_bytes
+            .saturating_mul(2)
+            .max(self.max_component_bytes)
+            .saturating_add(1 << 20)
+    }
+
     /// The longest wait between two cycles (at least 10 ms).
     pub fn cycle_interval(&self) -> Duration {
         Duration::from_millis(self.cycle_interval_ms.max(10))

@@ -56,7 +56,33 @@ pub struct Settings {
     pub heartbeat_s: u32,
     pub node_timeout_s: u32,
     pub kill_grace_s: u32,
+    pub limits: Limits,
 }
+
+/// Bounds on what one request may carry, checked before anything is built or stored.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A batch script, and separately a submission's environment and command line.
+    pub max_script_bytes: usize,
+    /// Job ids named in one job's dependencies.
+    pub max_dependencies: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_script_bytes: 4 << 20,
+            max_dependencies: 1000,
+        }
+    }
+}
+
+/// The longest name (job, account, partition, QOS, feature, GRES) a submission may use.
+pub const MAX_NAME_BYTES: usize = 1024;
+/// The longest path or file pattern a submission may use (Linux's PATH_MAX).
+pub const MAX_PATH_BYTES: usize = 4096;
+/// The most features or generic resources one submission may ask for.
+pub const MAX_LIST_ITEMS: usize = 64;
 
 /// What the controller knows about a node besides the kernel's resource view.
 #[derive(Debug, Default)]
@@ -82,6 +108,8 @@ pub struct Controller {
     submissions: HashMap<JobId, Arc<Submission>>,
     reader: LogReader,
     usage: HashMap<JobId, Usage>,
+    /// Why finished jobs ended, where their agent said (a failed launch).
+    end_messages: HashMap<JobId, String>,
     nodes: Vec<NodeLive>,
     /// Launch commands sent and not yet confirmed by the agent (heartbeat or report).
     unconfirmed: HashSet<JobId>,
@@ -109,6 +137,29 @@ impl Submission {
             error: l.error.clone(),
             dependency: l.dependency.clone(),
         })
+    }
+}
+
+/// The umask of a job whose submission carried none.
+pub const DEFAULT_UMASK: u32 = 0o022;
+
+/// The longest reason an agent may give for a job's end, in bytes.
+const MAX_END_MESSAGE: usize = 1024;
+
+/// `text` cut to at most `max` bytes (at a character boundary).
+fn bounded(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+/// The run of `job` that is (or was last) sent to an agent.
+fn job_run(job: &Job) -> api::JobRun {
+    api::JobRun {
+        job_id: job.id.0,
+        run: job.requeue_count,
     }
 }
 
@@ -194,6 +245,7 @@ impl Controller {
             submissions: HashMap::new(),
             reader,
             usage: HashMap::new(),
+            end_messages: HashMap::new(),
             nodes,
             unconfirmed: HashSet::new(),
             events,
@@ -275,8 +327,12 @@ impl Controller {
                 job,
                 outcome,
                 usage,
+                message,
             } => {
                 self.usage.insert(*job, *usage);
+                if !message.is_empty() {
+                    self.end_messages.insert(*job, message.clone());
+                }
                 self.sched.job_ended(*job, time, *outcome)?;
             }
             Entry::Cancelled { job } => {
@@ -370,7 +426,7 @@ impl Controller {
         sub: api::JobSubmission,
         now: Time,
     ) -> Result<(Vec<JobId>, Ticket), Refusal> {
-        let (spec, launch) = spec_from(who, sub)?;
+        let (spec, launch) = spec_from(who, sub, &self.settings.limits)?;
         self.associate_if_needed(&spec.user, spec.account.as_deref());
         let ids = self.sched.submit(spec.clone(), now).map_err(invalid)?;
         let entry = Entry::Submitted {
@@ -406,8 +462,16 @@ impl Controller {
         Ok(job)
     }
 
-    /// Cancels jobs (every task of an array given by its array id). Returns those ended.
-    pub fn cancel(&mut self, who: &Caller, ids: &[u64], now: Time) -> Result<Vec<JobId>, Refusal> {
+    /// Cancels jobs (every task of an array given by its array id, or the tasks named in
+    /// `tasks`). Returns those ended. Every cancellation is written to the log in one
+    /// commit, so cancelling a large array costs one wait for the disk, not one per task.
+    pub fn cancel(
+        &mut self,
+        who: &Caller,
+        ids: &[u64],
+        tasks: &[api::ArrayTasks],
+        now: Time,
+    ) -> Result<Vec<JobId>, Refusal> {
         let mut targets = Vec::new();
         for &raw in ids {
             let id = JobId(raw);
@@ -417,32 +481,73 @@ impl Controller {
                 None => targets.push(id),
             }
         }
-        let mut done = Vec::new();
-        for id in targets {
-            let Some(job) = self.sched.job(id) else {
+        for t in tasks {
+            targets.extend(self.array_members(who, t)?);
+        }
+        targets.retain(|&id| self.sched.job(id).is_some_and(|j| !j.state.is_terminal()));
+        targets.sort_unstable();
+        targets.dedup();
+        let named = ids.len() + tasks.len();
+        if named == 1 && targets.is_empty() {
+            let what = match (ids.first(), tasks.first()) {
+                (Some(id), _) => id.to_string(),
+                (None, Some(t)) => format!("{}_{}", t.array_job_id, t.tasks),
+                (None, None) => String::new(),
+            };
+            return Err(Refusal::Conflict(format!(
+                "Job/step already completing or completed: {what}"
+            )));
+        }
+        let entries: Vec<Entry> = targets
+            .iter()
+            .map(|&job| Entry::Cancelled { job })
+            .collect();
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.log(now, &entries)?;
+        for &id in &targets {
+            let first_node = self.first_node(id);
+            let Some(run) = self.sched.job(id).map(job_run) else {
                 continue;
             };
-            if job.state.is_terminal() {
-                continue;
-            }
-            let first_node = self.first_node(id);
-            self.log(now, &[Entry::Cancelled { job: id }])?;
             let was = self.sched.cancel(id, now).map_err(invalid)?;
             if matches!(was, JobState::Running | JobState::Suspended) {
                 if let Some(node) = first_node {
-                    self.send(node, api::agent_command::What::Cancel(id.0));
+                    self.send(node, api::agent_command::What::Cancel(run));
                 }
             }
             self.publish_job(id, now);
-            done.push(id);
         }
-        if ids.len() == 1 && done.is_empty() {
-            return Err(Refusal::Conflict(format!(
-                "Job/step already completing or completed: {}",
-                ids[0]
-            )));
+        Ok(targets)
+    }
+
+    /// The tasks of an array that `t` names (`12_3`, `12_[1-3]`), if `who` owns it.
+    fn array_members(&self, who: &Caller, t: &api::ArrayTasks) -> Result<Vec<JobId>, Refusal> {
+        let array = JobId(t.array_job_id);
+        let spec = ArraySpec::parse(&t.tasks).map_err(invalid)?;
+        let not_found = || {
+            Refusal::NotFound(format!(
+                "Invalid job id specified: {}_{}",
+                t.array_job_id, t.tasks
+            ))
+        };
+        let members = self.sched.array_tasks(array).ok_or_else(not_found)?;
+        self.owned(who, array)?;
+        let hit: Vec<JobId> = members
+            .iter()
+            .copied()
+            .filter(|&m| {
+                self.sched
+                    .job(m)
+                    .and_then(|j| j.array)
+                    .is_some_and(|a| spec.indices.binary_search(&a.index).is_ok())
+            })
+            .collect();
+        if hit.is_empty() {
+            return Err(not_found());
         }
-        Ok(done)
+        Ok(hit)
     }
 
     /// Sends `signal` to running jobs' processes (e.g. SIGUSR1 for a checkpoint); their
@@ -459,7 +564,7 @@ impl Controller {
         let mut done = Vec::new();
         for &raw in ids {
             let id = JobId(raw);
-            let job = self.owned(who, id)?;
+            let job = self.owned(who, id)?.clone();
             if job.state != JobState::Running {
                 return Err(Refusal::Conflict(format!("job {raw} is not running")));
             }
@@ -469,6 +574,7 @@ impl Controller {
                     api::agent_command::What::Signal(api::SignalJob {
                         job_id: raw,
                         signal,
+                        run: job.requeue_count,
                     }),
                 );
                 done.push(id);
@@ -513,19 +619,33 @@ impl Controller {
         // Logged before any agent hears of it: a restart knows everything that was sent.
         self.log(now, &entries)?;
         use api::agent_command::What;
-        for &id in out.preempted.iter().chain(&out.requeued) {
-            // Their allocation is gone from the kernel's view; the agent finds the job
-            // by id on whichever node ran it.
-            self.broadcast_to_agents(What::Cancel(id.0));
+        // A requeued job's allocation is gone from the kernel's view, and its count has
+        // moved on to the next run: the run to end is the one before. The agent that
+        // has it, wherever it is, ends it.
+        let ended_runs: Vec<api::JobRun> = out
+            .preempted
+            .iter()
+            .filter_map(|&id| self.sched.job(id).map(job_run))
+            .chain(out.requeued.iter().filter_map(|&id| {
+                self.sched.job(id).map(|j| api::JobRun {
+                    job_id: id.0,
+                    run: j.requeue_count.saturating_sub(1),
+                })
+            }))
+            .collect();
+        for run in ended_runs {
+            self.broadcast_to_agents(What::Cancel(run));
         }
         for &id in &out.suspended {
-            if let Some(n) = self.first_node(id) {
-                self.send(n, What::Suspend(id.0));
+            if let (Some(n), Some(j)) = (self.first_node(id), self.sched.job(id)) {
+                let run = job_run(j);
+                self.send(n, What::Suspend(run));
             }
         }
         for &id in &out.resumed {
-            if let Some(n) = self.first_node(id) {
-                self.send(n, What::Resume(id.0));
+            if let (Some(n), Some(j)) = (self.first_node(id), self.sched.job(id)) {
+                let run = job_run(j);
+                self.send(n, What::Resume(run));
             }
         }
         for &id in &out.started {
@@ -597,6 +717,14 @@ impl Controller {
         alloc.nodes.first().map(|n| n.node)
     }
 
+    /// Whether `run` of job `id` is the job's current run, running (or suspended) with
+    /// its batch script on `node`: the only run that node may speak about.
+    fn is_current_run(&self, id: JobId, run: u32, node: NodeId) -> bool {
+        self.sched.job(id).is_some_and(|j| {
+            j.requeue_count == run && matches!(j.state, JobState::Running | JobState::Suspended)
+        }) && self.first_node(id) == Some(node)
+    }
+
     fn send(&mut self, node: NodeId, what: api::agent_command::What) {
         let cmd = api::AgentCommand { what: Some(what) };
         let live = &mut self.nodes[node.index()];
@@ -653,6 +781,7 @@ impl Controller {
             }
         };
         let info = self.job_info(job);
+        let run = job.requeue_count;
         let cmd = api::LaunchJob {
             here: Some(self.node_allocation(here)),
             job: Some(info),
@@ -662,6 +791,8 @@ impl Controller {
             uid: launch.uid,
             gid: launch.gid,
             kill_grace_s: self.settings.kill_grace_s,
+            run,
+            umask: launch.umask.unwrap_or(DEFAULT_UMASK),
         };
         self.unconfirmed.insert(id);
         self.send(node, api::agent_command::What::Launch(cmd));
@@ -734,34 +865,45 @@ impl Controller {
         let mut reported = HashSet::new();
         for j in &req.jobs {
             let job = JobId(j.job_id);
+            if !self.is_current_run(job, j.run, id) {
+                if j.alive {
+                    // Cancelled, requeued or moved while the agent was away (or never
+                    // sent here): stop that run there. Another run of the job, here or
+                    // elsewhere, is not touched.
+                    tracing::info!(job = job.0, run = j.run, node = %req.node, "ending a run that is not the job's current run here");
+                    self.send(
+                        id,
+                        api::agent_command::What::Cancel(api::JobRun {
+                            job_id: job.0,
+                            run: j.run,
+                        }),
+                    );
+                } else {
+                    tracing::debug!(job = job.0, run = j.run, node = %req.node, "end of a past run; nothing to settle");
+                }
+                continue;
+            }
             reported.insert(job);
             self.unconfirmed.remove(&job);
             if !j.alive {
                 // Ended while nobody listened: settle it now.
-                let state = match (j.timed_out, j.exit_code) {
-                    (true, _) => "TIMEOUT",
-                    (false, Some(_)) => "EXITED",
+                let state = match (j.launch_failed, j.timed_out, j.exit_code) {
+                    (true, _, _) => "LAUNCH_FAILED",
+                    (false, true, _) => "TIMEOUT",
+                    (false, false, Some(_)) => "EXITED",
                     // No exit status: the agent lost the job (it restarted).
-                    (false, None) => "LOST",
+                    (false, false, None) => "LOST",
                 };
                 let report = api::JobReport {
                     node: req.node.clone(),
                     job_id: j.job_id,
+                    run: j.run,
                     state: state.into(),
                     exit_code: j.exit_code,
+                    message: j.message.clone(),
                     ..Default::default()
                 };
                 self.report(&report, now)?;
-                continue;
-            }
-            let here = self
-                .sched
-                .job(job)
-                .is_some_and(|x| matches!(x.state, JobState::Running | JobState::Suspended))
-                && self.first_node(job) == Some(id);
-            if !here {
-                // Cancelled or moved while the agent was away: stop it there.
-                self.send(id, api::agent_command::What::Cancel(job.0));
             }
         }
         // Running here per the kernel, but the agent never got it: launch it again (the
@@ -779,13 +921,45 @@ impl Controller {
         Ok(())
     }
 
-    /// A job changed state on its node.
+    /// A job's run changed state on its node. Only the node running the job's current
+    /// run may report it; a report about any other run (a node that was declared down
+    /// and came back, a requeued job's earlier run, another node's job) is logged and
+    /// ignored, so it can never end the run that is alive now.
     pub fn report(&mut self, r: &api::JobReport, now: Time) -> Result<(), Refusal> {
         let id = JobId(r.job_id);
-        self.unconfirmed.remove(&id);
+        let node = self.node_id(&r.node)?;
         let Some(job) = self.sched.job(id) else {
-            return Err(Refusal::NotFound(format!("no job {}", r.job_id)));
+            tracing::warn!(job = r.job_id, node = %r.node, "report about an unknown job ignored");
+            return Ok(());
         };
+        let usage = Usage {
+            user_cpu_s: r.user_cpu_s,
+            system_cpu_s: r.system_cpu_s,
+            max_rss_mb: r.max_rss_mb,
+        };
+        if !self.is_current_run(id, r.run, node) {
+            let ran_here = job.requeue_count == r.run
+                && job
+                    .allocation
+                    .as_ref()
+                    .and_then(|a| a.nodes.first())
+                    .is_some_and(|n| n.node == node);
+            if job.state.is_terminal() && ran_here {
+                // Already ended here (cancelled, node failed): keep what it used.
+                self.usage.entry(id).or_insert(usage);
+            } else {
+                tracing::warn!(
+                    job = id.0,
+                    run = r.run,
+                    current_run = job.requeue_count,
+                    node = %r.node,
+                    state = %r.state,
+                    "report about a run that is not the job's current run on this node; ignored"
+                );
+            }
+            return Ok(());
+        }
+        self.unconfirmed.remove(&id);
         let outcome = match r.state.as_str() {
             "RUNNING" => return Ok(()),
             "TIMEOUT" => JobOutcome::Timeout,
@@ -799,27 +973,20 @@ impl Controller {
             }
             _ => JobOutcome::Exited(r.exit_code.unwrap_or(0)),
         };
-        let usage = Usage {
-            user_cpu_s: r.user_cpu_s,
-            system_cpu_s: r.system_cpu_s,
-            max_rss_mb: r.max_rss_mb,
-        };
-        if !matches!(job.state, JobState::Running | JobState::Suspended) {
-            // Already ended here (cancelled, node failed): keep what it used.
-            if job.state.is_terminal() {
-                self.usage.entry(id).or_insert(usage);
-            }
-            return Ok(());
-        }
+        let message = bounded(&r.message, MAX_END_MESSAGE);
         self.log(
             now,
             &[Entry::Ended {
                 job: id,
                 outcome,
                 usage,
+                message: message.clone(),
             }],
         )?;
         self.usage.insert(id, usage);
+        if !message.is_empty() {
+            self.end_messages.insert(id, message);
+        }
         self.sched.job_ended(id, now, outcome).map_err(invalid)?;
         self.publish_job(id, now);
         Ok(())
@@ -944,6 +1111,24 @@ impl Controller {
         who.admin || self.sched.cluster().users[job.user.index()] == who.user
     }
 
+    /// The job as `who` may see it: in full for its owner and admins; for anyone else
+    /// what `squeue` shows of other users' jobs — no paths, no dependencies, no
+    /// allocation details, no reason beyond the scheduler's own words.
+    pub fn job_view(&self, who: &Caller, job: &Job) -> api::JobInfo {
+        let mut info = self.job_info(job);
+        if !self.may_see(who, job) {
+            info.workdir.clear();
+            info.stdout_path.clear();
+            info.stderr_path.clear();
+            info.dependency.clear();
+            info.allocation.clear();
+            if self.end_messages.contains_key(&job.id) {
+                info.reason = reason_text(job);
+            }
+        }
+        info
+    }
+
     pub fn job_info(&self, job: &Job) -> api::JobInfo {
         let cluster = self.sched.cluster();
         let user = cluster.users[job.user.index()].clone();
@@ -979,7 +1164,10 @@ impl Controller {
             partition: cluster.partition(job.partition).name.clone(),
             qos: cluster.qos[job.qos.index()].name.clone(),
             state: job.state.slurm_name().to_string(),
-            reason: reason_text(job),
+            reason: match self.end_messages.get(&job.id) {
+                Some(m) if job.state.is_terminal() => m.clone(),
+                _ => reason_text(job),
+            },
             priority: job.priority,
             submit_time: job.submit_time,
             start_time: job.start_time.unwrap_or(0),
@@ -1075,11 +1263,101 @@ fn reason_text(job: &Job) -> String {
     .into()
 }
 
+/// Refuses a submission larger than the limits, before anything is parsed or built.
+fn check_bounds(sub: &api::JobSubmission, limits: &Limits) -> Result<(), Refusal> {
+    if sub.script.len() > limits.max_script_bytes {
+        return Err(invalid(format!(
+            "the batch script is {} bytes; this cluster takes scripts of at most {} bytes (max_script_bytes)",
+            sub.script.len(),
+            limits.max_script_bytes
+        )));
+    }
+    let env_bytes: usize = sub
+        .env
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 2)
+        .sum::<usize>()
+        + sub.argv.iter().map(|a| a.len() + 1).sum::<usize>();
+    if env_bytes > limits.max_script_bytes {
+        return Err(invalid(format!(
+            "the job's environment and command line are {env_bytes} bytes; this cluster takes at most {} bytes (max_script_bytes); submit with --export=NONE or fewer variables",
+            limits.max_script_bytes
+        )));
+    }
+    let names = [
+        ("job name", &sub.name),
+        ("account", &sub.account),
+        ("partition", &sub.partition),
+        ("qos", &sub.qos),
+    ];
+    for (what, text) in names {
+        if text.len() > MAX_NAME_BYTES {
+            return Err(invalid(format!(
+                "the {what} is {} bytes long; at most {MAX_NAME_BYTES} are taken",
+                text.len()
+            )));
+        }
+    }
+    let paths = [
+        ("working directory", &sub.workdir),
+        ("output pattern", &sub.output),
+        ("error pattern", &sub.error),
+    ];
+    for (what, text) in paths {
+        if text.len() > MAX_PATH_BYTES {
+            return Err(invalid(format!(
+                "the {what} is {} bytes long; at most {MAX_PATH_BYTES} are taken",
+                text.len()
+            )));
+        }
+        if text.contains('\0') {
+            return Err(invalid(format!("the {what} holds a NUL byte")));
+        }
+    }
+    if sub.features.len() > MAX_LIST_ITEMS || sub.gres.len() > MAX_LIST_ITEMS {
+        return Err(invalid(format!(
+            "at most {MAX_LIST_ITEMS} features and {MAX_LIST_ITEMS} generic resources may be asked for"
+        )));
+    }
+    if sub.features.iter().any(|f| f.len() > MAX_NAME_BYTES)
+        || sub.gres.iter().any(|g| g.name.len() > MAX_NAME_BYTES)
+    {
+        return Err(invalid(format!(
+            "a feature or resource name is longer than {MAX_NAME_BYTES} bytes"
+        )));
+    }
+    if sub.array.len() > gantry_kernel::job::MAX_ARRAY_TEXT {
+        return Err(invalid(format!(
+            "the --array text is longer than {} characters",
+            gantry_kernel::job::MAX_ARRAY_TEXT
+        )));
+    }
+    // Count the job ids before parsing them: `afterok:1:2:...` with a million ids is
+    // refused without building a million-entry list.
+    let named = sub
+        .dependency
+        .split([',', ':', '?'])
+        .filter(|p| p.trim().parse::<u64>().is_ok())
+        .count();
+    if named > limits.max_dependencies {
+        return Err(invalid(format!(
+            "the job depends on {named} jobs; at most {} are taken (max_dependencies): depend on an array by its id instead of each task",
+            limits.max_dependencies
+        )));
+    }
+    Ok(())
+}
+
 /// The kernel's job and the launch details from a submission, checked.
-fn spec_from(who: &Caller, sub: api::JobSubmission) -> Result<(JobSpec, Launch), Refusal> {
+fn spec_from(
+    who: &Caller,
+    sub: api::JobSubmission,
+    limits: &Limits,
+) -> Result<(JobSpec, Launch), Refusal> {
     if sub.script.is_empty() && sub.argv.is_empty() {
         return Err(invalid("a job needs a batch script or a command"));
     }
+    check_bounds(&sub, limits)?;
     if !sub.workdir.starts_with('/') {
         return Err(invalid(format!(
             "the working directory must be an absolute path, not '{}'",
@@ -1119,10 +1397,11 @@ fn spec_from(who: &Caller, sub: api::JobSubmission) -> Result<(JobSpec, Launch),
     spec.account = some(sub.account);
     spec.partition = some(sub.partition);
     spec.qos = some(sub.qos);
-    if sub.time_limit_s < 0 {
+    if sub.time_limit_s < 0 && sub.time_limit_s != api::TIME_UNLIMITED {
         return Err(invalid("the time limit must be positive"));
     }
     spec.time_limit = (sub.time_limit_s > 0).then_some(sub.time_limit_s);
+    spec.time_unlimited = sub.time_limit_s == api::TIME_UNLIMITED;
     if let Some(a) = some(sub.array) {
         spec.array = Some(ArraySpec::parse(&a).map_err(invalid)?);
     }
@@ -1142,6 +1421,7 @@ fn spec_from(who: &Caller, sub: api::JobSubmission) -> Result<(JobSpec, Launch),
         uid: who.uid,
         gid: who.gid,
         dependency: sub.dependency,
+        umask: sub.umask.map(|m| m & 0o777),
     };
     Ok((spec, launch))
 }

@@ -11,7 +11,7 @@ use gantry_api::agent_link_server::AgentLinkServer;
 use gantry_api::controller_server::ControllerServer;
 use gantry_daemon::auth::Authenticator;
 use gantry_daemon::config::DaemonConfig;
-use gantry_daemon::controller::{Controller, Settings};
+use gantry_daemon::controller::{Controller, Limits, Settings};
 use gantry_daemon::service::{unix_now, Service, Shared};
 use gantry_daemon::store::Store;
 use gantry_kernel::policy::PolicySet;
@@ -138,6 +138,10 @@ async fn main() -> Result<()> {
         heartbeat_s: cfg.heartbeat_s,
         node_timeout_s: cfg.node_timeout_s,
         kill_grace_s: cfg.kill_grace_s,
+        limits: Limits {
+            max_script_bytes: cfg.max_script_bytes,
+            max_dependencies: cfg.max_dependencies,
+        },
     };
     let controller = Controller::open(sched, store, settings, slots, unix_now())?;
     let shared = Arc::new(Shared {
@@ -145,7 +149,9 @@ async fn main() -> Result<()> {
         auth: Authenticator::new(key, cfg.admins.clone()),
         wake: tokio::sync::Notify::new(),
         fatal: tokio::sync::Notify::new(),
+        max_component_bytes: cfg.max_component_bytes,
     });
+    let max_request = cfg.max_request_bytes();
     let service = Service(shared.clone());
 
     let mut servers = tokio::task::JoinSet::new();
@@ -157,8 +163,10 @@ async fn main() -> Result<()> {
         let s = service.clone();
         servers.spawn(async move {
             Server::builder()
-                .add_service(ControllerServer::new(s.clone()))
-                .add_service(AgentLinkServer::new(s))
+                .add_service(
+                    ControllerServer::new(s.clone()).max_decoding_message_size(max_request),
+                )
+                .add_service(AgentLinkServer::new(s).max_decoding_message_size(max_request))
                 .serve_with_incoming(TcpListenerStream::new(listener))
                 .await
         });
@@ -180,8 +188,10 @@ async fn main() -> Result<()> {
         let s = service.clone();
         servers.spawn(async move {
             Server::builder()
-                .add_service(ControllerServer::new(s.clone()))
-                .add_service(AgentLinkServer::new(s))
+                .add_service(
+                    ControllerServer::new(s.clone()).max_decoding_message_size(max_request),
+                )
+                .add_service(AgentLinkServer::new(s).max_decoding_message_size(max_request))
                 .serve_with_incoming(UnixListenerStream::new(listener))
                 .await
         });

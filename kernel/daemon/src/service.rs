@@ -1,6 +1,11 @@
 //! The gRPC services: `Controller` for users and admins, `AgentLink` for agents. Each
 //! call authenticates, takes the controller's lock for as long as the change takes
 //! (including the write to the log), and turns refusals into status codes.
+//!
+//! What may take long runs outside the lock: a submission waits for the disk without
+//! it; a policy component is compiled before the lock is taken (only the swap holds
+//! it); listings are built a page at a time, each page under a short hold of the lock,
+//! and streamed, so neither their size nor a slow reader holds up anyone else.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,7 +45,16 @@ pub struct Shared {
     pub wake: Notify,
     /// Set when the state database failed: the daemon stops.
     pub fatal: Notify,
+    /// The largest component `PolicyLoad` accepts, in bytes.
+    pub max_component_bytes: usize,
 }
+
+/// At most this many jobs in one page of a listing.
+const PAGE_JOBS: usize = 500;
+/// A page stops growing past this many bytes (well under gRPC's 4 MiB default).
+const PAGE_BYTES: usize = 1 << 20;
+/// Pages built ahead of a slow reader.
+const PAGES_AHEAD: usize = 2;
 
 impl Shared {
     pub fn lock(&self) -> MutexGuard<'_, Controller> {
@@ -70,6 +84,42 @@ impl Shared {
 pub struct Service(pub Arc<Shared>);
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<api::Event, Status>> + Send>>;
+type PageStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Streams a listing a page at a time: `fill` is called under the controller's lock
+/// with the position reached and adds what it finds from there to the page, returning
+/// the next position (or `None` at the end); the lock is released between pages.
+fn paged<T, P>(
+    shared: Arc<Shared>,
+    mut fill: impl FnMut(&Controller, usize, &mut Vec<T>, &mut usize) -> Option<usize> + Send + 'static,
+    wrap: impl Fn(Vec<T>) -> P + Send + 'static,
+) -> PageStream<P>
+where
+    T: Send + 'static,
+    P: Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(PAGES_AHEAD);
+    tokio::spawn(async move {
+        let mut at = Some(0);
+        while let Some(from) = at {
+            let mut page = Vec::new();
+            let mut bytes = 0;
+            at = fill(&shared.lock(), from, &mut page, &mut bytes);
+            if page.is_empty() && at.is_some() {
+                continue;
+            }
+            if tx.send(Ok(wrap(page))).await.is_err() {
+                return; // the reader went away
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// Whether a page is full.
+fn page_full<T>(page: &[T], bytes: usize) -> bool {
+    page.len() >= PAGE_JOBS || bytes >= PAGE_BYTES
+}
 type CommandStream = Pin<Box<dyn Stream<Item = Result<api::AgentCommand, Status>> + Send>>;
 
 fn kind(s: &str) -> Result<PolicyKind, Status> {
@@ -211,7 +261,7 @@ impl ControllerApi for Service {
         let done = if r.signal != 0 {
             c.signal(&who, &r.job_ids, r.signal)
         } else {
-            c.cancel(&who, &r.job_ids, now)
+            c.cancel(&who, &r.job_ids, &r.array_tasks, now)
         }
         .map_err(|e| self.0.status(e))?;
         drop(c);
@@ -221,46 +271,65 @@ impl ControllerApi for Service {
         }))
     }
 
+    type QueueStream = PageStream<api::QueueReply>;
+
     async fn queue(
         &self,
         req: Request<api::QueueRequest>,
-    ) -> Result<Response<api::QueueReply>, Status> {
+    ) -> Result<Response<Self::QueueStream>, Status> {
         let now = unix_now();
-        self.0.auth.caller(&req, now)?;
+        let who = self.0.auth.caller(&req, now)?;
         let r = req.into_inner();
-        let c = self.0.lock();
-        let s = c.scheduler();
-        // Running and suspended jobs first (by id), then waiting jobs in walk order.
-        let mut ids: Vec<JobId> = s.running().iter().chain(s.suspended()).copied().collect();
-        ids.sort_unstable();
-        let mut waiting: Vec<JobId> = s.waiting().iter().copied().collect();
-        waiting.sort_by_key(|&id| {
-            let j = s.job(id).expect("waiting jobs exist");
-            let tier = s.cluster().partition(j.partition).priority_tier;
-            (
-                std::cmp::Reverse(tier),
-                std::cmp::Reverse(j.priority),
-                j.submit_time,
-                id,
-            )
-        });
-        ids.extend(waiting);
-        let jobs = ids
-            .into_iter()
-            .filter_map(|id| s.job(id))
-            .map(|j| c.job_info(j))
-            .filter(|j| r.user.is_empty() || j.user == r.user)
-            .filter(|j| {
-                r.job_ids.is_empty()
+        // The order is taken once, under one hold of the lock; the pages follow it.
+        let ids = {
+            let c = self.0.lock();
+            let s = c.scheduler();
+            // Running and suspended jobs first (by id), then waiting jobs in walk order.
+            let mut ids: Vec<JobId> = s.running().iter().chain(s.suspended()).copied().collect();
+            ids.sort_unstable();
+            let mut waiting: Vec<(i64, i64, i64, JobId)> = s
+                .waiting()
+                .iter()
+                .filter_map(|&id| {
+                    let j = s.job(id)?;
+                    let tier = s.cluster().partition(j.partition).priority_tier;
+                    Some((-(tier as i64), -j.priority, j.submit_time, id))
+                })
+                .collect();
+            waiting.sort_unstable();
+            ids.extend(waiting.into_iter().map(|w| w.3));
+            ids
+        };
+        let keep = move |j: &api::JobInfo| {
+            (r.user.is_empty() || j.user == r.user)
+                && (r.job_ids.is_empty()
                     || r.job_ids.contains(&j.job_id)
-                    || (j.array_job_id != 0 && r.job_ids.contains(&j.array_job_id))
-            })
-            .filter(|j| {
-                r.states.is_empty() || r.states.iter().any(|s| s.eq_ignore_ascii_case(&j.state))
-            })
-            .filter(|j| r.partition.is_empty() || j.partition == r.partition)
-            .collect();
-        Ok(Response::new(api::QueueReply { jobs }))
+                    || (j.array_job_id != 0 && r.job_ids.contains(&j.array_job_id)))
+                && (r.states.is_empty()
+                    || r.states.iter().any(|s| s.eq_ignore_ascii_case(&j.state)))
+                && (r.partition.is_empty() || j.partition == r.partition)
+        };
+        let stream = paged(
+            self.0.clone(),
+            move |c, from, page, bytes| {
+                for (i, &id) in ids.iter().enumerate().skip(from) {
+                    if page_full(page, *bytes) {
+                        return Some(i);
+                    }
+                    let Some(job) = c.scheduler().job(id) else {
+                        continue;
+                    };
+                    let info = c.job_view(&who, job);
+                    if keep(&info) {
+                        *bytes += prost::Message::encoded_len(&info);
+                        page.push(info);
+                    }
+                }
+                None
+            },
+            |jobs| api::QueueReply { jobs },
+        );
+        Ok(Response::new(stream))
     }
 
     async fn show_job(
@@ -297,41 +366,57 @@ impl ControllerApi for Service {
         Ok(Response::new(api::NodesReply { nodes }))
     }
 
+    type AccountingStream = PageStream<api::AccountingReply>;
+
     async fn accounting(
         &self,
         req: Request<api::AccountingRequest>,
-    ) -> Result<Response<api::AccountingReply>, Status> {
+    ) -> Result<Response<Self::AccountingStream>, Status> {
         let now = unix_now();
         let who = self.0.auth.caller(&req, now)?;
         let r = req.into_inner();
-        let c = self.0.lock();
-        let records = c
-            .scheduler()
-            .jobs()
-            .iter()
-            .filter(|j| c.may_see(&who, j))
-            .filter(|j| j.submit_time >= r.since)
-            .filter(|j| r.job_ids.is_empty() || r.job_ids.contains(&j.id.0))
-            .map(|j| {
-                let info = c.job_info(j);
-                let usage = c.usage(j.id);
-                let ran = match (j.start_time, j.end_time) {
-                    (Some(s), Some(e)) => (e - s - j.suspended_for).max(0),
-                    (Some(s), None) => (now - s - j.suspended_for).max(0),
-                    _ => 0,
-                };
-                let cores = j.allocation.as_ref().map_or(0, |a| a.core_count());
-                api::AccountingRecord {
-                    job: Some(info),
-                    cpu_core_seconds: (cores as i64 * ran) as f64,
-                    max_rss_mb: usage.max_rss_mb,
-                    user_cpu_s: usage.user_cpu_s,
-                    system_cpu_s: usage.system_cpu_s,
+        let stream = paged(
+            self.0.clone(),
+            move |c, from, page, bytes| {
+                let jobs = c.scheduler().jobs();
+                for (i, j) in jobs.iter().enumerate().skip(from) {
+                    if page_full(page, *bytes) {
+                        return Some(i);
+                    }
+                    if !c.may_see(&who, j)
+                        || j.submit_time < r.since
+                        || !(r.job_ids.is_empty()
+                            || r.job_ids.contains(&j.id.0)
+                            || j.array.is_some_and(|a| r.job_ids.contains(&a.array_job.0)))
+                    {
+                        continue;
+                    }
+                    let info = c.job_info(j);
+                    if !r.user.is_empty() && info.user != r.user {
+                        continue;
+                    }
+                    let usage = c.usage(j.id);
+                    let ran = match (j.start_time, j.end_time) {
+                        (Some(s), Some(e)) => (e - s - j.suspended_for).max(0),
+                        (Some(s), None) => (now - s - j.suspended_for).max(0),
+                        _ => 0,
+                    };
+                    let cores = j.allocation.as_ref().map_or(0, |a| a.core_count());
+                    let record = api::AccountingRecord {
+                        job: Some(info),
+                        cpu_core_seconds: (cores as i64 * ran) as f64,
+                        max_rss_mb: usage.max_rss_mb,
+                        user_cpu_s: usage.user_cpu_s,
+                        system_cpu_s: usage.system_cpu_s,
+                    };
+                    *bytes += prost::Message::encoded_len(&record);
+                    page.push(record);
                 }
-            })
-            .filter(|rec| r.user.is_empty() || rec.job.as_ref().is_some_and(|j| j.user == r.user))
-            .collect();
-        Ok(Response::new(api::AccountingReply { records }))
+                None
+            },
+            |records| api::AccountingReply { records },
+        );
+        Ok(Response::new(stream))
     }
 
     async fn set_node_state(
@@ -375,13 +460,27 @@ impl ControllerApi for Service {
         admin_only(&who, "load policies")?;
         let r = req.into_inner();
         let k = kind(&r.kind)?;
+        if r.component.len() > self.0.max_component_bytes {
+            return Err(Status::invalid_argument(format!(
+                "the component is {} bytes; this controller takes components of at most {} bytes (max_component_bytes)",
+                r.component.len(),
+                self.0.max_component_bytes
+            )));
+        }
         let sha: String = Sha256::digest(&r.component)
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
+        // Compiling takes seconds for a large component: done first, without the
+        // controller's lock, into the host's cache, which the load below then hits.
+        let slots = slots(&self.0.lock())?;
+        let compiling = slots.clone();
+        let r = tokio::task::spawn_blocking(move || compiling.compile(&r.component).map(|()| r))
+            .await
+            .map_err(|e| Status::internal(format!("the compile stopped: {e}")))?
+            .map_err(|e| Status::invalid_argument(format!("{} policy refused: {e}", k.name())))?;
         // The lock is held from load to activation: the swap lands between two cycles.
         let mut c = self.0.lock();
-        let slots = slots(&c)?;
         let version = slots
             .load(k, &r.component, &r.config)
             .map_err(|e| Status::invalid_argument(format!("{} policy refused: {e}", k.name())))?;

@@ -31,6 +31,9 @@ pub struct Launch {
     pub gid: u32,
     /// The dependency text as given, for display.
     pub dependency: String,
+    /// The submitter's umask (`None` in entries written before it was carried: 022).
+    #[serde(default)]
+    pub umask: Option<u32>,
 }
 
 /// Resource use of a finished job, as its agent measured it.
@@ -60,6 +63,10 @@ pub enum Entry {
         job: JobId,
         outcome: JobOutcome,
         usage: Usage,
+        /// Why it ended, when the agent said (a launch that failed: which file, which
+        /// directory), shown as the job's reason.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        message: String,
     },
     Cancelled {
         job: JobId,
@@ -476,6 +483,7 @@ mod tests {
                         job: JobId(1),
                         outcome: JobOutcome::Exited(3),
                         usage: Usage::default(),
+                        message: String::new(),
                     },
                 ],
             )

@@ -308,6 +308,8 @@ pub struct ComponentSource {
 /// Handles to the slots of a Wasm [`gantry_kernel::policy::PolicySet`], for swaps.
 #[derive(Clone)]
 pub struct WasmSlots {
+    /// The host the slots compile with (its compile cache is theirs).
+    pub host: Arc<PolicyHost>,
     pub priority: Arc<Mutex<PolicySlot<PriorityWorld>>>,
     pub fairshare: Arc<Mutex<PolicySlot<FairshareWorld>>>,
     pub preemption: Arc<Mutex<PolicySlot<PreemptionWorld>>>,
@@ -430,6 +432,14 @@ impl WasmSlots {
 }
 
 impl WasmSlots {
+    /// Compiles a component into the host's cache without taking any slot's lock, so
+    /// that a later [`WasmSlots::load`] of the same bytes only instantiates it. The slow
+    /// part of a load (Cranelift) thus never holds up a scheduling cycle, nor whoever
+    /// holds the caller's own locks.
+    pub fn compile(&self, bytes: &[u8]) -> Result<(), LoadError> {
+        self.host.compile(bytes).map(|_| ())
+    }
+
     /// [`PolicySlot::record_batches`] on every slot.
     pub fn record_batches(&self, on: bool) {
         locked(&self.priority, |s| s.record_batches(on));
@@ -513,6 +523,7 @@ pub fn policy_set(
     Ok((
         set,
         WasmSlots {
+            host: host.clone(),
             priority: p,
             fairshare: f,
             preemption: x,

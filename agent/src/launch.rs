@@ -1,0 +1,297 @@
+//! Starting a job's process as its user. Between fork and exec the child, in this order:
+//! becomes a session and process-group leader, binds itself to its CPUs, drops to the
+//! job's uid, gid and groups (when the agent is root), takes the submitter's umask,
+//! enters the working directory, and opens its output and error files — so every path a
+//! user named is reached with that user's rights only, never the agent's. Output files
+//! are opened with `O_NOFOLLOW` and are never chowned.
+//!
+//! A step that fails is told back through a pipe, so the job's failure says which.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// Who the child becomes.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (the user's, from the node's group database).
+    pub groups: Vec<libc::gid_t>,
+}
+
+/// Everything the child does before exec, prepared before the fork (the child may only
+/// call async-signal-safe functions, so no allocation happens there).
+#[derive(Debug)]
+pub struct ChildSetup {
+    /// CPUs to bind to (empty: no binding).
+    pub cpus: Vec<usize>,
+    /// `None`: stay who the agent is (an agent not running as root).
+    pub identity: Option<Identity>,
+    pub umask: u32,
+    pub workdir: String,
+    pub stdout: String,
+    /// `None`: the same file as stdout.
+    pub stderr: Option<String>,
+    /// Append to the output files instead of truncating them.
+    pub append: bool,
+}
+
+/// The step between fork and exec that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Stage {
+    Session = 1,
+    Binding = 2,
+    Identity = 3,
+    Workdir = 4,
+    Stdout = 5,
+    Stderr = 6,
+}
+
+impl Stage {
+    fn from_byte(b: u8) -> Option<Self> {
+        [
+            Self::Session,
+            Self::Binding,
+            Self::Identity,
+            Self::Workdir,
+            Self::Stdout,
+            Self::Stderr,
+        ]
+        .into_iter()
+        .find(|s| *s as u8 == b)
+    }
+}
+
+fn cstring(what: &str, s: &str) -> Result<CString, String> {
+    CString::new(s).map_err(|_| format!("the {what} '{}' holds a NUL byte", s.escape_debug()))
+}
+
+/// The user's supplementary groups by the node's group database, looked up by the name
+/// that `uid` has on this node; just `gid` if the node does not know the uid.
+pub fn groups_of(uid: u32, gid: u32) -> Vec<libc::gid_t> {
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: passwd is plain data filled by getpwuid_r.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwuid_r writes into `pwd` and `buf`, both live and sized as passed.
+    let rc =
+        unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
+    if rc != 0 || out.is_null() {
+        return vec![gid];
+    }
+    let mut n: libc::c_int = 64;
+    loop {
+        let mut groups = vec![0 as libc::gid_t; n as usize];
+        let mut count = n;
+        // SAFETY: pw_name points into `buf`; `groups` has room for `count` entries.
+        let rc = unsafe { libc::getgrouplist(pwd.pw_name, gid, groups.as_mut_ptr(), &mut count) };
+        if rc >= 0 {
+            groups.truncate(count.max(0) as usize);
+            return groups;
+        }
+        // Too small: `count` now says how many there are.
+        if count <= n || count > 65_536 {
+            return vec![gid];
+        }
+        n = count;
+    }
+}
+
+/// Writes `stage` to the report pipe and returns the error that made the step fail.
+///
+/// # Safety
+/// Called in the child between fork and exec: only reads errno and calls write(2).
+unsafe fn failed(report: libc::c_int, stage: Stage) -> std::io::Error {
+    let e = std::io::Error::last_os_error();
+    let b = stage as u8;
+    libc::write(report, (&b as *const u8).cast(), 1);
+    e
+}
+
+/// Opens an output file as the process already is, and puts it on `target`.
+///
+/// # Safety
+/// Called in the child between fork and exec: open(2), dup2(2), close(2) only.
+unsafe fn open_onto(path: &CString, append: bool, target: libc::c_int) -> Result<(), ()> {
+    let flags = libc::O_WRONLY
+        | libc::O_CREAT
+        | libc::O_NOFOLLOW
+        | libc::O_CLOEXEC
+        | libc::O_NOCTTY
+        | if append {
+            libc::O_APPEND
+        } else {
+            libc::O_TRUNC
+        };
+    let fd = libc::open(path.as_ptr(), flags, 0o666 as libc::c_uint);
+    if fd < 0 {
+        return Err(());
+    }
+    // dup2 leaves the new descriptor without O_CLOEXEC: it survives the exec.
+    let rc = libc::dup2(fd, target);
+    libc::close(fd);
+    if rc < 0 {
+        Err(())
+    } else {
+        Ok(())
+    }
+}
+
+/// Spawns `cmd` with `setup` applied in the child. `cmd` must not set a working
+/// directory, stdout or stderr of its own.
+pub fn spawn(mut cmd: Command, setup: &ChildSetup) -> Result<std::process::Child, String> {
+    let workdir = cstring("working directory", &setup.workdir)?;
+    let stdout = cstring("output file", &setup.stdout)?;
+    let stderr = setup
+        .stderr
+        .as_deref()
+        .map(|p| cstring("error file", p))
+        .transpose()?;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two descriptors on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!(
+            "cannot make a pipe: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: both descriptors were just opened and are owned here alone.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let report = write_end.as_raw_fd();
+    let cpus = setup.cpus.clone();
+    let identity = setup.identity.clone();
+    let umask = setup.umask as libc::mode_t;
+    let append = setup.append;
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: the closure runs in the child between fork and exec and calls only
+    // async-signal-safe functions (setsid, sched_setaffinity, setgroups, setgid,
+    // setuid, umask, chdir, open, dup2, close, write) on data prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(failed(report, Stage::Session));
+            }
+            if !cpus.is_empty() {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                for &c in &cpus {
+                    libc::CPU_SET(c, &mut set);
+                }
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(failed(report, Stage::Binding));
+                }
+            }
+            if let Some(id) = &identity {
+                if libc::setgroups(id.groups.len(), id.groups.as_ptr()) != 0
+                    || libc::setgid(id.gid) != 0
+                    || libc::setuid(id.uid) != 0
+                {
+                    return Err(failed(report, Stage::Identity));
+                }
+                // Never back: a job that could regain root would be root.
+                if id.uid != 0 && libc::setuid(0) == 0 {
+                    return Err(failed(report, Stage::Identity));
+                }
+            }
+            libc::umask(umask);
+            if libc::chdir(workdir.as_ptr()) != 0 {
+                return Err(failed(report, Stage::Workdir));
+            }
+            if open_onto(&stdout, append, libc::STDOUT_FILENO).is_err() {
+                return Err(failed(report, Stage::Stdout));
+            }
+            let err = match &stderr {
+                Some(path) => open_onto(path, append, libc::STDERR_FILENO),
+                None if libc::dup2(libc::STDOUT_FILENO, libc::STDERR_FILENO) < 0 => Err(()),
+                None => Ok(()),
+            };
+            if err.is_err() {
+                return Err(failed(report, Stage::Stderr));
+            }
+            Ok(())
+        });
+    }
+    let result = cmd.spawn();
+    // The child's copy closed at exec or exit; close ours, so the read below ends.
+    drop(write_end);
+    let e = match result {
+        Ok(child) => return Ok(child),
+        Err(e) => e,
+    };
+    let mut b = 0u8;
+    // SAFETY: reads at most one byte into `b` from our own pipe.
+    let n = unsafe { libc::read(read_end.as_raw_fd(), (&mut b as *mut u8).cast(), 1) };
+    let who = match &setup.identity {
+        Some(id) => format!(" as uid {}", id.uid),
+        None => String::new(),
+    };
+    Err(match (n == 1).then(|| Stage::from_byte(b)).flatten() {
+        Some(Stage::Workdir) => format!(
+            "cannot enter the working directory {}{who}: {e}",
+            setup.workdir
+        ),
+        Some(Stage::Stdout) => format!("cannot open the output file {}{who}: {e}", setup.stdout),
+        Some(Stage::Stderr) => format!(
+            "cannot open the error file {}{who}: {e}",
+            setup.stderr.as_deref().unwrap_or(&setup.stdout)
+        ),
+        Some(Stage::Identity) => format!("cannot switch to the job's user{who}: {e}"),
+        Some(Stage::Binding) => format!("cannot bind the job to its CPUs: {e}"),
+        Some(Stage::Session) => format!("cannot start the job's session: {e}"),
+        None => format!("cannot start the job: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(dir: &std::path::Path, out: &str) -> ChildSetup {
+        ChildSetup {
+            cpus: Vec::new(),
+            identity: None,
+            umask: 0o077,
+            workdir: dir.display().to_string(),
+            stdout: dir.join(out).display().to_string(),
+            stderr: None,
+            append: false,
+        }
+    }
+
+    #[test]
+    fn output_goes_where_asked_with_the_umask_and_never_through_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", "pwd; echo err >&2"]);
+        let mut child = spawn(cmd, &setup(dir.path(), "out")).unwrap();
+        assert!(child.wait().unwrap().success());
+        let text = std::fs::read_to_string(dir.path().join("out")).unwrap();
+        assert_eq!(text, format!("{}\nerr\n", dir.path().display()));
+        let mode = std::fs::metadata(dir.path().join("out"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "created under the submitter's umask");
+
+        let target = dir.path().join("target");
+        std::fs::write(&target, "keep").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("link")).unwrap();
+        let err = spawn(Command::new("/bin/true"), &setup(dir.path(), "link")).unwrap_err();
+        assert!(err.starts_with("cannot open the output file"), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+
+        let mut s = setup(dir.path(), "out");
+        s.workdir = dir.path().join("nowhere").display().to_string();
+        let err = spawn(Command::new("/bin/true"), &s).unwrap_err();
+        assert!(
+            err.starts_with("cannot enter the working directory"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,651 @@
+//! A hostile user and a compromised node against a live cluster. The agents run as
+//! root (as on a real cluster); the attacker is a throwaway unprivileged local user who
+//! reaches the controller through its Unix socket, where the kernel says who they are.
+//! Each test attacks through the CLI or the wire, then checks that nothing it aimed at
+//! changed. They need root (to be the agents and to create the users); elsewhere they
+//! say so and pass nothing off as checked.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use gantry_api as api;
+use gantry_api::auth::{mint, node_key, Claims, Role};
+use serde_json::Value;
+
+use crate::harness::{Cluster, Options};
+
+/// A local account of this machine, made for these tests.
+#[derive(Clone, Debug)]
+struct LocalUser {
+    name: &'static str,
+    uid: u32,
+    gid: u32,
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The user `name`, created (without a home, without a login shell) if missing.
+fn local_user(name: &'static str) -> LocalUser {
+    let lookup = || {
+        let out = Command::new("getent")
+            .args(["passwd", name])
+            .output()
+            .ok()?;
+        let line = String::from_utf8(out.stdout).ok()?;
+        let f: Vec<&str> = line.trim().split(':').collect();
+        Some(LocalUser {
+            name,
+            uid: f.get(2)?.parse().ok()?,
+            gid: f.get(3)?.parse().ok()?,
+        })
+    };
+    if let Some(u) = lookup() {
+        return u;
+    }
+    let made = Command::new("useradd")
+        .args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--user-group",
+            name,
+        ])
+        .status()
+        .expect("useradd runs");
+    // Another test binary may have made it meanwhile.
+    lookup().unwrap_or_else(|| panic!("cannot create the local user {name}: {made}"))
+}
+
+/// The attacker and a victim, made once per test binary.
+fn users() -> &'static (LocalUser, LocalUser) {
+    static USERS: OnceLock<(LocalUser, LocalUser)> = OnceLock::new();
+    USERS.get_or_init(|| (local_user("gantry-mallory"), local_user("gantry-victim")))
+}
+
+/// Skips (saying so) where the agents cannot be root.
+macro_rules! needs_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root (agents as root, throwaway local users)");
+            return;
+        }
+    };
+}
+
+impl LocalUser {
+    /// The user's own directory inside the cluster's, mode 0700.
+    fn home(&self, c: &Cluster) -> PathBuf {
+        let home = c.root().join(format!("home-{}", self.name));
+        if !home.exists() {
+            std::fs::create_dir(&home).unwrap();
+            std::os::unix::fs::chown(&home, Some(self.uid), Some(self.gid)).unwrap();
+            std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        home
+    }
+
+    /// Runs the CLI as this user, in their directory, with `umask`.
+    fn cli_umask(&self, c: &Cluster, umask: u32, args: &[&str]) -> (i32, String, String) {
+        let (program, rest) = c.program(args);
+        let mut cmd = Command::new(program);
+        cmd.args(rest)
+            .current_dir(self.home(c))
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("GANTRY_CONTROLLER", c.socket())
+            .stdin(Stdio::null())
+            .uid(self.uid)
+            .gid(self.gid);
+        // SAFETY: umask(2) is async-signal-safe and touches no memory.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::umask(umask as libc::mode_t);
+                Ok(())
+            });
+        }
+        let out = cmd.output().expect("the CLI runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn cli(&self, c: &Cluster, args: &[&str]) -> (i32, String, String) {
+        self.cli_umask(c, 0o022, args)
+    }
+
+    fn submit(&self, c: &Cluster, args: &[&str]) -> u64 {
+        let mut all = vec!["sbatch", "--parsable"];
+        all.extend_from_slice(args);
+        let (code, out, err) = self.cli(c, &all);
+        assert_eq!(code, 0, "sbatch {args:?} as {}: {err}", self.name);
+        out.trim().parse().expect("a job id")
+    }
+}
+
+/// A root-owned file in a root-owned directory, with its content and mode.
+fn root_file(c: &Cluster, name: &str) -> PathBuf {
+    let dir = c.root().join("root-only");
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join(name);
+    std::fs::write(&f, "root's own\n").unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    f
+}
+
+fn untouched(f: &Path) {
+    let m = std::fs::symlink_metadata(f).unwrap();
+    assert_eq!((m.uid(), m.gid()), (0, 0), "{} changed owner", f.display());
+    assert_eq!(
+        std::fs::read_to_string(f).unwrap(),
+        "root's own\n",
+        "{} was written",
+        f.display()
+    );
+}
+
+#[test]
+fn a_user_cannot_make_the_agent_write_or_enter_what_is_not_theirs() {
+    needs_root!();
+    let (mallory, _) = users();
+    let c = Cluster::start(Options::default());
+    let target = root_file(&c, "passwd");
+    let t = target.to_str().unwrap();
+    // Straight at a root-owned file, as -o and as -e.
+    let o = mallory.submit(&c, &["-o", t, "--wrap=true"]);
+    let e = mallory.submit(&c, &["-o", "/dev/null", "-e", t, "--wrap=true"]);
+    // Through a symlink the user planted in their own directory.
+    let link = mallory.home(&c).join("innocent.out");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let l = mallory.submit(&c, &["-o", link.to_str().unwrap(), "--wrap=true"]);
+    // A relative path that climbs out of the working directory.
+    let depth = mallory.home(&c).components().count();
+    let climb = format!("{}{}", "../".repeat(depth), t.trim_start_matches('/'));
+    let r = mallory.submit(&c, &["-o", &climb, "--wrap=true"]);
+    // A working directory the user may not enter, with a relative output path.
+    let closed = c.root().join("root-only/closed");
+    std::fs::create_dir_all(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let d = mallory.submit(
+        &c,
+        &[
+            "--chdir",
+            closed.to_str().unwrap(),
+            "-o",
+            "out",
+            "--wrap=true",
+        ],
+    );
+    for (id, why) in [
+        (o, "cannot open the output file"),
+        (e, "cannot open the error file"),
+        (l, "cannot open the output file"),
+        (r, "cannot open the output file"),
+        (d, "cannot enter the working directory"),
+    ] {
+        let j = c.wait_done(id);
+        assert_eq!(j["state"], "FAILED", "job {id}: {j}");
+        let reason = j["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(why), "job {id}: the reason says why: {j}");
+        // sacct shows it too, to the user.
+        let (_, out, _) = mallory.cli(&c, &["sacct", "-j", &id.to_string(), "--json"]);
+        assert!(out.contains(why), "sacct of {id}: {out}");
+    }
+    untouched(&target);
+    assert!(!closed.join("out").exists());
+    // Nothing of the attempts ran as root: the file the relative path named is still
+    // root's, and no file appeared in the closed directory.
+}
+
+#[test]
+fn a_users_script_and_output_are_theirs_alone() {
+    needs_root!();
+    let (mallory, victim) = users();
+    let c = Cluster::start(Options::default());
+    let home = victim.home(&c);
+    // Readable by the victim's group and others only if the victim's umask says so.
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, out, err) = victim.cli_umask(
+        &c,
+        0o077,
+        &[
+            "sbatch",
+            "--parsable",
+            "-o",
+            "secret-%j.out",
+            "--wrap=echo the secret; sleep 300",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let id: u64 = out.trim().parse().unwrap();
+    let j = c.wait_state(id, "RUNNING");
+    let output = PathBuf::from(j["stdout"].as_str().unwrap());
+    let since = Instant::now();
+    while std::fs::read_to_string(&output).map_or(true, |t| t.is_empty()) {
+        assert!(since.elapsed() < Duration::from_secs(60), "no output");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let m = std::fs::metadata(&output).unwrap();
+    assert_eq!(
+        m.uid(),
+        victim.uid,
+        "created by the victim, not chowned by root"
+    );
+    assert_eq!(
+        m.mode() & 0o777,
+        0o600,
+        "created under the submitter's umask"
+    );
+    // Another user can read neither the output nor the spooled script.
+    let node = j["node_list"].as_str().unwrap();
+    let spool = c.root().join("spool").join(node);
+    let script = spool.join(format!("job{id}.0.sh"));
+    assert!(
+        script.exists(),
+        "{} is the spooled script",
+        script.display()
+    );
+    assert_eq!(std::fs::metadata(&script).unwrap().mode() & 0o777, 0o600);
+    for path in [&output, &script] {
+        let read = Command::new("cat")
+            .arg(path)
+            .uid(mallory.uid)
+            .gid(mallory.gid)
+            .output()
+            .unwrap();
+        assert!(
+            !read.status.success(),
+            "{} readable by another user",
+            path.display()
+        );
+    }
+    // Nor list the spool, nor plant anything in it.
+    let list = Command::new("ls")
+        .arg(&spool)
+        .uid(mallory.uid)
+        .gid(mallory.gid)
+        .output()
+        .unwrap();
+    assert!(!list.status.success(), "the spool can be listed");
+    let plant = Command::new("sh")
+        .args([
+            "-c",
+            &format!("echo 1 0 > {}/job{id}.5.pgid", spool.display()),
+        ])
+        .uid(mallory.uid)
+        .gid(mallory.gid)
+        .output()
+        .unwrap();
+    assert!(
+        !plant.status.success(),
+        "a file could be planted in the spool"
+    );
+    // squeue shows another user's job without its paths or allocation, as scontrol.
+    let (code, out, err) = mallory.cli(&c, &["squeue", "--json", "-j", &id.to_string()]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let seen = &v["jobs"][0];
+    assert_eq!(seen["job_id"], id, "{out}");
+    for field in ["workdir", "stdout", "stderr", "dependency"] {
+        assert_eq!(seen[field], "", "{field} of another user's job: {out}");
+    }
+    assert_eq!(seen["allocation"], serde_json::json!([]), "{out}");
+    let (code, _, err) = mallory.cli(&c, &["scontrol", "show", "job", &id.to_string()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("permission denied"), "{err}");
+    c.cli_ok(&["scancel", &id.to_string()]);
+}
+
+/// Calls the agent link as a node would, with `token`.
+fn agent_register(c: &Cluster, node: &str, token: &str) -> Result<(), tonic::Status> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = gantry_api::client::connect(&c.tcp()).await.unwrap();
+        let with = gantry_api::client::WithToken::new(Some(token)).unwrap();
+        let mut client = api::agent_link_client::AgentLinkClient::with_interceptor(channel, with);
+        client
+            .register(api::RegisterRequest {
+                node: node.into(),
+                topology: None,
+                agent_version: "attacker".into(),
+            })
+            .await
+            .map(|_| ())
+    })
+}
+
+fn agent_token(key: &[u8], node: &str, expires: i64) -> String {
+    mint(
+        key,
+        &Claims {
+            user: node.into(),
+            uid: 0,
+            role: Role::Agent,
+            expires,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_nodes_credential_speaks_for_that_node_alone() {
+    // Runs without root too: no job or local user is involved.
+    let c = Cluster::start(Options::default());
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + 300;
+    let cpu01 = std::fs::read(c.root().join("credential-cpu01")).unwrap();
+    let cluster_key = std::fs::read(c.root().join("key")).unwrap();
+    assert_ne!(
+        cpu01, cluster_key,
+        "the agent does not hold the cluster key"
+    );
+    // Its own node: accepted.
+    agent_register(&c, "cpu01", &agent_token(&cpu01, "cpu01", later)).expect("own node");
+    // Another node, with this node's key: refused.
+    let err = agent_register(&c, "cpu02", &agent_token(&cpu01, "cpu02", later)).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    // A wildcard node, signed with this node's key or even the cluster key: refused.
+    for key in [&cpu01, &cluster_key] {
+        let err = agent_register(&c, "*", &agent_token(key, "*", later)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    }
+    // A forged key, and a token that never expires: refused.
+    let forged = vec![7u8; 32];
+    let err = agent_register(&c, "cpu01", &agent_token(&forged, "cpu01", later)).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    let err = agent_register(&c, "cpu01", &agent_token(&cpu01, "cpu01", 0)).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    // Root on cpu01 mints an admin token with what the node holds: it opens nothing.
+    let admin = mint(
+        &cpu01,
+        &Claims {
+            user: "root".into(),
+            uid: 0,
+            role: Role::Admin,
+            expires: later,
+        },
+    )
+    .unwrap();
+    let (code, _, err) = c.cli_as(&admin, &["squeue"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not authenticated"), "{err}");
+    let component = crate::harness::policy_component("xfactor-priority");
+    let (code, _, err) = c.cli_as(
+        &admin,
+        &["policy", "load", "priority", component.to_str().unwrap()],
+    );
+    assert_ne!(code, 0, "{err}");
+    // The node's key is not a key the controller signs user tokens with.
+    assert_ne!(node_key(&cluster_key, "cpu01").unwrap(), cluster_key);
+}
+
+/// The pid a job wrote to `pid-<job>-<node>` in the work directory.
+fn job_pid(c: &Cluster, id: u64) -> (String, i32) {
+    let since = Instant::now();
+    loop {
+        let found = std::fs::read_dir(c.work())
+            .unwrap()
+            .flatten()
+            .find_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let node = name.strip_prefix(&format!("pid-{id}-"))?.to_string();
+                let pid = std::fs::read_to_string(e.path())
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some((node, pid))
+            });
+        if let Some(f) = found {
+            return f;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "job {id} never wrote its pid"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[test]
+fn a_returning_nodes_stale_run_never_ends_the_requeued_one() {
+    let mut c = Cluster::start(Options::default());
+    let s = c.write(
+        "sit.sh",
+        "#!/bin/bash\n#SBATCH -N 1 -c 4 -o /dev/null --requeue\necho $$ > pid-$SLURM_JOB_ID-$SLURMD_NODENAME.tmp\nmv pid-$SLURM_JOB_ID-$SLURMD_NODENAME.tmp pid-$SLURM_JOB_ID-$SLURMD_NODENAME\nsleep 300\n",
+    );
+    let id: u64 = c
+        .cli_ok(&["sbatch", "--parsable", s.to_str().unwrap()])
+        .trim()
+        .parse()
+        .unwrap();
+    c.wait_state(id, "RUNNING");
+    let (first, old_pid) = job_pid(&c, id);
+    // The node goes silent (its agent dies; the job's processes live on) and is
+    // declared DOWN: the job is requeued and runs again on the other CPU node.
+    c.kill_agent(&first);
+    c.wait_until(id, |j| j["requeue_count"] == 1 && j["state"] == "RUNNING");
+    let (second, new_pid) = {
+        let since = Instant::now();
+        loop {
+            let (node, pid) = job_pid(&c, id);
+            if node != first {
+                break (node, pid);
+            }
+            let _ = std::fs::remove_file(c.work().join(format!("pid-{id}-{first}")));
+            assert!(since.elapsed() < Duration::from_secs(60), "never ran again");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    assert_ne!(first, second);
+    // The old node comes back: its agent reports the old run lost, and it is told to
+    // end what it still has. The new run goes on untouched.
+    c.start_agent(&first);
+    c.wait_node_state(&first, "IDLE");
+    std::thread::sleep(Duration::from_secs(3));
+    let j = c.job(id);
+    assert_eq!(j["state"], "RUNNING", "{j}\n{}", c.controller_log());
+    assert_eq!(j["node_list"], second.as_str(), "{j}");
+    assert!(
+        alive(new_pid),
+        "the requeued run's process (pid {new_pid}) was killed"
+    );
+    assert!(
+        !alive(old_pid),
+        "the stale run (pid {old_pid}) still runs beside it"
+    );
+    assert!(
+        c.controller_log().contains("not the job's current run"),
+        "the stale report was noticed"
+    );
+    c.cli_ok(&["scancel", &id.to_string()]);
+}
+
+#[test]
+fn requests_too_large_to_build_are_refused_at_once_and_the_controller_goes_on() {
+    let c = Cluster::start(Options::default());
+    let started = Instant::now();
+    let (code, _, err) = c.cli(&["sbatch", "--array=0-4294967295", "--wrap=true"]);
+    let took = started.elapsed();
+    assert_ne!(code, 0);
+    assert!(err.contains("more than 100000 tasks"), "{err}");
+    eprintln!("4-billion-task array refused in {took:?}");
+    let deps: Vec<String> = (1..=10_000).map(|i| i.to_string()).collect();
+    let dep = format!("--dependency=afterok:{}", deps.join(":"));
+    let (code, _, err) = c.cli(&["sbatch", &dep, "--wrap=true"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("max_dependencies"), "{err}");
+    let big = "x".repeat(5 << 20);
+    let script = c.write("big.sh", &format!("#!/bin/bash\n# {big}\ntrue\n"));
+    let (code, _, err) = c.cli(&["sbatch", script.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("max_script_bytes"), "{err}");
+    // Still answering.
+    c.cli_ok(&["squeue"]);
+}
+
+#[test]
+fn a_hundred_thousand_jobs_list_and_cancel_and_one_array_task_is_one_task() {
+    let c = Cluster::start(Options::default());
+    let blocker: u64 = c
+        .cli_ok(&[
+            "sbatch",
+            "--parsable",
+            "-o",
+            "/dev/null",
+            "--wrap=sleep 300",
+        ])
+        .trim()
+        .parse()
+        .unwrap();
+    // 100,000 tasks that wait for the blocker: more than fits one message.
+    let array: u64 = c
+        .cli_ok(&[
+            "sbatch",
+            "--parsable",
+            "--array=0-99999",
+            &format!("--dependency=afterok:{blocker}"),
+            "-o",
+            "/dev/null",
+            "--wrap=true",
+        ])
+        .trim()
+        .parse()
+        .unwrap();
+    let listed = c.cli_ok(&["squeue", "-h", "-o", "%i"]);
+    assert_eq!(listed.lines().count(), 100_001, "every job, in pages");
+    // scancel ARRAY_TASK cancels that task only, a range that range.
+    c.cli_ok(&["scancel", &format!("{array}_3")]);
+    c.cli_ok(&["scancel", &format!("{array}_[10-12]")]);
+    let left = c.cli_ok(&["squeue", "-h", "-j", &array.to_string(), "-o", "%i"]);
+    assert_eq!(left.lines().count(), 99_996, "four tasks cancelled");
+    let t3 = c.cli_ok(&[
+        "sacct",
+        "-j",
+        &format!("{array}_3"),
+        "-P",
+        "--noheader",
+        "-o",
+        "JobID,State",
+    ]);
+    assert_eq!(t3.trim(), format!("{array}_3|CANCELLED|"), "{t3}");
+    // The whole array, then sacct over all of it.
+    c.cli_ok(&["scancel", &array.to_string()]);
+    c.cli_ok(&["scancel", &blocker.to_string()]);
+    let acct = c.cli_ok(&["sacct", "-P", "--noheader", "-o", "JobID,State"]);
+    let cancelled = acct.lines().filter(|l| l.contains("|CANCELLED")).count();
+    assert_eq!(cancelled, 100_001, "every finished job is listed");
+}
+
+#[test]
+fn what_users_name_reaches_terminals_escaped_and_the_cli_never_panics() {
+    let c = Cluster::start(Options::default());
+    let id: u64 = c
+        .cli_ok(&[
+            "sbatch",
+            "--parsable",
+            "-J",
+            "x\u{1b}[2J\u{1b}]0;pwned\u{7}\ny",
+            "-o",
+            "/dev/null",
+            "--wrap=sleep 300",
+        ])
+        .trim()
+        .parse()
+        .unwrap();
+    for args in [
+        vec!["squeue", "-o", "%i %j"],
+        vec!["sacct", "-o", "JobID,JobName"],
+        vec!["scontrol", "show", "job"],
+    ] {
+        let mut args = args.clone();
+        let id = id.to_string();
+        if args[0] == "scontrol" {
+            args.push(&id);
+        }
+        let out = c.cli_ok(&args);
+        assert!(
+            !out.contains('\u{1b}') && !out.contains('\u{7}'),
+            "{args:?}: {out:?}"
+        );
+        assert!(out.contains("x\\x1b[2J"), "{args:?}: {out:?}");
+    }
+    // A closed pipe ends the CLI quietly (SIGPIPE, as Slurm's tools), with no panic.
+    let (program, rest) = c.program(&["sacct"]);
+    let piped = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "\"{}\" {} | head -c 1 > /dev/null; true",
+            program.display(),
+            rest.join(" ")
+        ))
+        .env("GANTRY_CONTROLLER", c.socket())
+        .current_dir(c.work())
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&piped.stderr).contains("panicked"),
+        "{piped:?}"
+    );
+    // Arguments that are not UTF-8: an error, not a panic.
+    use std::os::unix::ffi::OsStrExt;
+    let (program, _) = c.program(&["sbatch"]);
+    let out = Command::new(program)
+        .arg(std::ffi::OsStr::from_bytes(b"-J\xff\xfe"))
+        .arg("--wrap=true")
+        .env("GANTRY_CONTROLLER", c.socket())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not valid UTF-8") && !err.contains("panicked"),
+        "{err}"
+    );
+    // Zero tasks, CPUs or nodes are refused, as Slurm does; UNLIMITED is the maximum.
+    for flag in ["-n0", "-c0", "-N0"] {
+        let (code, _, err) = c.cli(&["sbatch", flag, "--wrap=true"]);
+        assert_ne!(code, 0, "{flag} accepted");
+        assert!(err.contains("\"0\""), "{flag}: {err}");
+    }
+    let unlimited: u64 = c
+        .cli_ok(&[
+            "sbatch",
+            "--parsable",
+            "--time=UNLIMITED",
+            "-o",
+            "/dev/null",
+            "--wrap=true",
+        ])
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        c.job(unlimited)["time_limit_s"],
+        3600,
+        "the partition's max_time"
+    );
+    c.cli_ok(&["scancel", &id.to_string()]);
+}
