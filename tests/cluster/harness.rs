@@ -357,6 +357,16 @@ impl Cluster {
         }
     }
 
+    /// `sbatch --parsable ARGS` as the test's user; the job id.
+    pub fn sbatch(&self, args: &[&str]) -> u64 {
+        let mut all = vec!["sbatch", "--parsable"];
+        all.extend_from_slice(args);
+        let out = self.cli_ok(&all);
+        out.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("sbatch {args:?} printed no job id: {out}"))
+    }
+
     pub fn cli_ok(&self, args: &[&str]) -> String {
         let (code, out, err) = self.cli(args);
         assert_eq!(

@@ -436,11 +436,7 @@ fn a_returning_nodes_stale_run_never_ends_the_requeued_one() {
         "sit.sh",
         "#!/bin/bash\n#SBATCH -N 1 -c 4 -o /dev/null --requeue\necho $$ > pid-$SLURM_JOB_ID-$SLURMD_NODENAME.tmp\nmv pid-$SLURM_JOB_ID-$SLURMD_NODENAME.tmp pid-$SLURM_JOB_ID-$SLURMD_NODENAME\nsleep 300\n",
     );
-    let id: u64 = c
-        .cli_ok(&["sbatch", "--parsable", s.to_str().unwrap()])
-        .trim()
-        .parse()
-        .unwrap();
+    let id: u64 = c.sbatch(&[s.to_str().unwrap()]);
     c.wait_state(id, "RUNNING");
     let (first, old_pid) = job_pid(&c, id);
     // The node goes silent (its agent dies; the job's processes live on) and is
@@ -509,31 +505,15 @@ fn requests_too_large_to_build_are_refused_at_once_and_the_controller_goes_on() 
 #[test]
 fn a_hundred_thousand_jobs_list_and_cancel_and_one_array_task_is_one_task() {
     let c = Cluster::start(Options::default());
-    let blocker: u64 = c
-        .cli_ok(&[
-            "sbatch",
-            "--parsable",
-            "-o",
-            "/dev/null",
-            "--wrap=sleep 300",
-        ])
-        .trim()
-        .parse()
-        .unwrap();
+    let blocker: u64 = c.sbatch(&["-o", "/dev/null", "--wrap=sleep 300"]);
     // 100,000 tasks that wait for the blocker: more than fits one message.
-    let array: u64 = c
-        .cli_ok(&[
-            "sbatch",
-            "--parsable",
-            "--array=0-99999",
-            &format!("--dependency=afterok:{blocker}"),
-            "-o",
-            "/dev/null",
-            "--wrap=true",
-        ])
-        .trim()
-        .parse()
-        .unwrap();
+    let array: u64 = c.sbatch(&[
+        "--array=0-99999",
+        &format!("--dependency=afterok:{blocker}"),
+        "-o",
+        "/dev/null",
+        "--wrap=true",
+    ]);
     let listed = c.cli_ok(&["squeue", "-h", "-o", "%i"]);
     assert_eq!(listed.lines().count(), 100_001, "every job, in pages");
     // scancel ARRAY_TASK cancels that task only, a range that range.
@@ -562,19 +542,13 @@ fn a_hundred_thousand_jobs_list_and_cancel_and_one_array_task_is_one_task() {
 #[test]
 fn what_users_name_reaches_terminals_escaped_and_the_cli_never_panics() {
     let c = Cluster::start(Options::default());
-    let id: u64 = c
-        .cli_ok(&[
-            "sbatch",
-            "--parsable",
-            "-J",
-            "x\u{1b}[2J\u{1b}]0;pwned\u{7}\ny",
-            "-o",
-            "/dev/null",
-            "--wrap=sleep 300",
-        ])
-        .trim()
-        .parse()
-        .unwrap();
+    let id: u64 = c.sbatch(&[
+        "-J",
+        "x\u{1b}[2J\u{1b}]0;pwned\u{7}\ny",
+        "-o",
+        "/dev/null",
+        "--wrap=sleep 300",
+    ]);
     for args in [
         vec!["squeue", "-o", "%i %j"],
         vec!["sacct", "-o", "JobID,JobName"],
@@ -630,18 +604,7 @@ fn what_users_name_reaches_terminals_escaped_and_the_cli_never_panics() {
         assert_ne!(code, 0, "{flag} accepted");
         assert!(err.contains("\"0\""), "{flag}: {err}");
     }
-    let unlimited: u64 = c
-        .cli_ok(&[
-            "sbatch",
-            "--parsable",
-            "--time=UNLIMITED",
-            "-o",
-            "/dev/null",
-            "--wrap=true",
-        ])
-        .trim()
-        .parse()
-        .unwrap();
+    let unlimited: u64 = c.sbatch(&["--time=UNLIMITED", "-o", "/dev/null", "--wrap=true"]);
     assert_eq!(
         c.job(unlimited)["time_limit_s"],
         3600,
