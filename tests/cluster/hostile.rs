@@ -94,7 +94,7 @@ impl LocalUser {
 
     /// Runs the CLI as this user, in their directory, with `umask`.
     fn cli_umask(&self, c: &Cluster, umask: u32, args: &[&str]) -> (i32, String, String) {
-        let (program, rest) = c.program(args);
+        let (program, rest) = users_program(c, args);
         let mut cmd = Command::new(program);
         cmd.args(rest)
             .current_dir(self.home(c))
@@ -130,6 +130,30 @@ impl LocalUser {
         assert_eq!(code, 0, "sbatch {args:?} as {}: {err}", self.name);
         out.trim().parse().expect("a job id")
     }
+}
+
+/// The CLI for other local users: a copy of the `gantry` binary (and its Slurm names)
+/// in the cluster's directory, which they can reach wherever the build directory is.
+fn users_program<'a>(c: &Cluster, args: &'a [&'a str]) -> (PathBuf, &'a [&'a str]) {
+    let dir = c.root().join("users-bin");
+    let gantry = dir.join("gantry");
+    if !gantry.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let partial = dir.join(".gantry");
+        std::fs::copy(env!("CARGO_BIN_EXE_gantry"), &partial).expect("copy the CLI");
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&partial, &gantry).unwrap();
+    }
+    let (linked, rest) = c.program(args);
+    let name = linked.file_name().unwrap();
+    if name == "gantry" || linked == Path::new(env!("CARGO_BIN_EXE_gantry")) {
+        return (gantry, rest);
+    }
+    let link = dir.join(name);
+    if !link.exists() {
+        let _ = std::os::unix::fs::symlink("gantry", &link);
+    }
+    (link, rest)
 }
 
 /// A root-owned file in a root-owned directory, with its content and mode.
