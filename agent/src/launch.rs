@@ -70,34 +70,20 @@ fn cstring(what: &str, s: &str) -> Result<CString, String> {
 }
 
 /// The user's supplementary groups by the node's group database, looked up by the name
-/// that `uid` has on this node; just `gid` if the node does not know the uid.
+/// that `uid` has on this node (never by the name a submission claims); just `gid` if the
+/// node does not know the uid.
 pub fn groups_of(uid: u32, gid: u32) -> Vec<libc::gid_t> {
-    let mut buf = vec![0u8; 16 * 1024];
-    // SAFETY: passwd is plain data filled by getpwuid_r.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut out: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: getpwuid_r writes into `pwd` and `buf`, both live and sized as passed.
-    let rc =
-        unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
-    if rc != 0 || out.is_null() {
-        return vec![gid];
-    }
-    let mut n: libc::c_int = 64;
-    loop {
-        let mut groups = vec![0 as libc::gid_t; n as usize];
-        let mut count = n;
-        // SAFETY: pw_name points into `buf`; `groups` has room for `count` entries.
-        let rc = unsafe { libc::getgrouplist(pwd.pw_name, gid, groups.as_mut_ptr(), &mut count) };
-        if rc >= 0 {
-            groups.truncate(count.max(0) as usize);
-            return groups;
-        }
-        // Too small: `count` now says how many there are.
-        if count <= n || count > 65_536 {
-            return vec![gid];
-        }
-        n = count;
-    }
+    use nix::unistd::{getgrouplist, Gid, Uid, User};
+    let only_primary = || vec![gid];
+    let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid)) else {
+        return only_primary();
+    };
+    let Ok(name) = CString::new(user.name) else {
+        return only_primary();
+    };
+    getgrouplist(&name, Gid::from_raw(gid))
+        .map(|groups| groups.into_iter().map(Gid::as_raw).collect())
+        .unwrap_or_else(|_| only_primary())
 }
 
 /// Writes `stage` to the report pipe and returns the error that made the step fail.
@@ -261,6 +247,15 @@ mod tests {
             stderr: None,
             append: false,
         }
+    }
+
+    #[test]
+    fn groups_come_from_the_uid_on_this_node_and_always_hold_the_primary_group() {
+        // SAFETY: getuid and getgid have no preconditions.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        assert!(groups_of(uid, gid).contains(&gid));
+        // No such user here: the primary group alone, nothing borrowed from a name.
+        assert_eq!(groups_of(4_000_000_000, 4242), vec![4242]);
     }
 
     #[test]

@@ -64,20 +64,8 @@ pub type PasswdEntry = (String, u32);
 
 /// The passwd entry of `uid`, from NSS.
 pub fn passwd_by_uid(uid: u32) -> Option<PasswdEntry> {
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut out: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: getpwuid_r writes into `pwd` and `buf`, both live and sized as passed.
-    let rc =
-        unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
-    if rc != 0 || out.is_null() {
-        return None;
-    }
-    // SAFETY: on success pw_name points to a NUL-terminated string inside `buf`.
-    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }
-        .to_string_lossy()
-        .into_owned();
-    Some((name, pwd.pw_gid))
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok()??;
+    Some((user.name, user.gid.as_raw()))
 }
 
 fn bearer<T>(req: &Request<T>) -> Option<Result<String, Status>> {
