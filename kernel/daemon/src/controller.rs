@@ -68,15 +68,6 @@ pub struct Limits {
     pub max_dependencies: usize,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_script_bytes: 4 << 20,
-            max_dependencies: 1000,
-        }
-    }
-}
-
 /// The longest name (job, account, partition, QOS, feature, GRES) a submission may use.
 pub const MAX_NAME_BYTES: usize = 1024;
 /// The longest path or file pattern a submission may use (Linux's PATH_MAX).
@@ -564,17 +555,18 @@ impl Controller {
         let mut done = Vec::new();
         for &raw in ids {
             let id = JobId(raw);
-            let job = self.owned(who, id)?.clone();
+            let job = self.owned(who, id)?;
             if job.state != JobState::Running {
                 return Err(Refusal::Conflict(format!("job {raw} is not running")));
             }
+            let run = job.requeue_count;
             if let Some(node) = self.first_node(id) {
                 self.send(
                     node,
                     api::agent_command::What::Signal(api::SignalJob {
                         job_id: raw,
                         signal,
-                        run: job.requeue_count,
+                        run,
                     }),
                 );
                 done.push(id);
@@ -938,12 +930,7 @@ impl Controller {
             max_rss_mb: r.max_rss_mb,
         };
         if !self.is_current_run(id, r.run, node) {
-            let ran_here = job.requeue_count == r.run
-                && job
-                    .allocation
-                    .as_ref()
-                    .and_then(|a| a.nodes.first())
-                    .is_some_and(|n| n.node == node);
+            let ran_here = job.requeue_count == r.run && self.first_node(id) == Some(node);
             if job.state.is_terminal() && ran_here {
                 // Already ended here (cancelled, node failed): keep what it used.
                 self.usage.entry(id).or_insert(usage);
@@ -1284,29 +1271,20 @@ fn check_bounds(sub: &api::JobSubmission, limits: &Limits) -> Result<(), Refusal
             limits.max_script_bytes
         )));
     }
-    let names = [
-        ("job name", &sub.name),
-        ("account", &sub.account),
-        ("partition", &sub.partition),
-        ("qos", &sub.qos),
+    // Each reaches the job's environment or a system call, where a NUL cannot go.
+    let texts = [
+        ("job name", &sub.name, MAX_NAME_BYTES),
+        ("account", &sub.account, MAX_NAME_BYTES),
+        ("partition", &sub.partition, MAX_NAME_BYTES),
+        ("qos", &sub.qos, MAX_NAME_BYTES),
+        ("working directory", &sub.workdir, MAX_PATH_BYTES),
+        ("output pattern", &sub.output, MAX_PATH_BYTES),
+        ("error pattern", &sub.error, MAX_PATH_BYTES),
     ];
-    for (what, text) in names {
-        if text.len() > MAX_NAME_BYTES {
+    for (what, text, max) in texts {
+        if text.len() > max {
             return Err(invalid(format!(
-                "the {what} is {} bytes long; at most {MAX_NAME_BYTES} are taken",
-                text.len()
-            )));
-        }
-    }
-    let paths = [
-        ("working directory", &sub.workdir),
-        ("output pattern", &sub.output),
-        ("error pattern", &sub.error),
-    ];
-    for (what, text) in paths {
-        if text.len() > MAX_PATH_BYTES {
-            return Err(invalid(format!(
-                "the {what} is {} bytes long; at most {MAX_PATH_BYTES} are taken",
+                "the {what} is {} bytes long; at most {max} are taken",
                 text.len()
             )));
         }

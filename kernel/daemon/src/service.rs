@@ -7,6 +7,7 @@
 //! it); listings are built a page at a time, each page under a short hold of the lock,
 //! and streamed, so neither their size nor a slow reader holds up anyone else.
 
+use std::cmp::Reverse;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -14,6 +15,7 @@ use gantry_api as api;
 use gantry_api::agent_link_server::AgentLink;
 use gantry_api::controller_server::Controller as ControllerApi;
 use gantry_kernel::cluster::NodeId;
+use gantry_kernel::job::Job;
 use gantry_kernel::policy::{
     ClassicFairshare, FairsharePolicy, FifoPriority, FirstFitPlacement, NoPreemption,
     PlacementPolicy, PreemptionPolicy, PriorityPolicy,
@@ -105,9 +107,6 @@ where
             let mut page = Vec::new();
             let mut bytes = 0;
             at = fill(&shared.lock(), from, &mut page, &mut bytes);
-            if page.is_empty() && at.is_some() {
-                continue;
-            }
             if tx.send(Ok(wrap(page))).await.is_err() {
                 return; // the reader went away
             }
@@ -119,6 +118,13 @@ where
 /// Whether a page is full.
 fn page_full<T>(page: &[T], bytes: usize) -> bool {
     page.len() >= PAGE_JOBS || bytes >= PAGE_BYTES
+}
+
+/// Whether `job` is one of `ids` (none: every job); an array's id names its tasks.
+fn named(ids: &[u64], job: &Job) -> bool {
+    ids.is_empty()
+        || ids.contains(&job.id.0)
+        || job.array.is_some_and(|a| ids.contains(&a.array_job.0))
 }
 type CommandStream = Pin<Box<dyn Stream<Item = Result<api::AgentCommand, Status>> + Send>>;
 
@@ -287,27 +293,29 @@ impl ControllerApi for Service {
             // Running and suspended jobs first (by id), then waiting jobs in walk order.
             let mut ids: Vec<JobId> = s.running().iter().chain(s.suspended()).copied().collect();
             ids.sort_unstable();
-            let mut waiting: Vec<(i64, i64, i64, JobId)> = s
+            let mut waiting: Vec<_> = s
                 .waiting()
                 .iter()
                 .filter_map(|&id| {
                     let j = s.job(id)?;
                     let tier = s.cluster().partition(j.partition).priority_tier;
-                    Some((-(tier as i64), -j.priority, j.submit_time, id))
+                    Some((Reverse(tier), Reverse(j.priority), j.submit_time, id))
                 })
                 .collect();
             waiting.sort_unstable();
             ids.extend(waiting.into_iter().map(|w| w.3));
             ids
         };
-        let keep = move |j: &api::JobInfo| {
-            (r.user.is_empty() || j.user == r.user)
-                && (r.job_ids.is_empty()
-                    || r.job_ids.contains(&j.job_id)
-                    || (j.array_job_id != 0 && r.job_ids.contains(&j.array_job_id)))
+        // Chosen on the kernel's job, so only the jobs listed are built for the wire.
+        let keep = move |c: &Controller, j: &Job| {
+            let cluster = c.scheduler().cluster();
+            (r.user.is_empty() || cluster.users[j.user.index()] == r.user)
+                && named(&r.job_ids, j)
                 && (r.states.is_empty()
-                    || r.states.iter().any(|s| s.eq_ignore_ascii_case(&j.state)))
-                && (r.partition.is_empty() || j.partition == r.partition)
+                    || r.states
+                        .iter()
+                        .any(|s| s.eq_ignore_ascii_case(j.state.slurm_name())))
+                && (r.partition.is_empty() || cluster.partition(j.partition).name == r.partition)
         };
         let stream = paged(
             self.0.clone(),
@@ -316,14 +324,12 @@ impl ControllerApi for Service {
                     if page_full(page, *bytes) {
                         return Some(i);
                     }
-                    let Some(job) = c.scheduler().job(id) else {
+                    let Some(job) = c.scheduler().job(id).filter(|j| keep(c, j)) else {
                         continue;
                     };
                     let info = c.job_view(&who, job);
-                    if keep(&info) {
-                        *bytes += prost::Message::encoded_len(&info);
-                        page.push(info);
-                    }
+                    *bytes += prost::Message::encoded_len(&info);
+                    page.push(info);
                 }
                 None
             },
@@ -383,18 +389,15 @@ impl ControllerApi for Service {
                     if page_full(page, *bytes) {
                         return Some(i);
                     }
+                    let owner = &c.scheduler().cluster().users[j.user.index()];
                     if !c.may_see(&who, j)
                         || j.submit_time < r.since
-                        || !(r.job_ids.is_empty()
-                            || r.job_ids.contains(&j.id.0)
-                            || j.array.is_some_and(|a| r.job_ids.contains(&a.array_job.0)))
+                        || !named(&r.job_ids, j)
+                        || (!r.user.is_empty() && *owner != r.user)
                     {
                         continue;
                     }
                     let info = c.job_info(j);
-                    if !r.user.is_empty() && info.user != r.user {
-                        continue;
-                    }
                     let usage = c.usage(j.id);
                     let ran = match (j.start_time, j.end_time) {
                         (Some(s), Some(e)) => (e - s - j.suspended_for).max(0),
