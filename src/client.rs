@@ -259,8 +259,17 @@ pub struct QueueArgs {
 #[derive(Debug, Default, PartialEq)]
 struct JobRefs {
     ids: Vec<u64>,
-    /// (array job id, task indices in `--array` syntax).
-    tasks: Vec<(u64, String)>,
+    tasks: Vec<ArrayTasks>,
+}
+
+/// Some tasks of one array, as named and as indices.
+#[derive(Debug, PartialEq)]
+struct ArrayTasks {
+    array: u64,
+    /// The indices in `--array` syntax, as the controller takes them.
+    text: String,
+    /// The same, expanded and sorted.
+    indices: Vec<u32>,
 }
 
 impl JobRefs {
@@ -294,9 +303,13 @@ impl JobRefs {
                         .strip_prefix('[')
                         .and_then(|t| t.strip_suffix(']'))
                         .unwrap_or(tasks);
-                    gantry_kernel::job::ArraySpec::parse(tasks)
+                    let spec = gantry_kernel::job::ArraySpec::parse(tasks)
                         .map_err(|e| anyhow!("'{item}': {e}"))?;
-                    refs.tasks.push((array, tasks.to_string()));
+                    refs.tasks.push(ArrayTasks {
+                        array,
+                        text: tasks.to_string(),
+                        indices: spec.indices,
+                    });
                 }
             }
         }
@@ -309,7 +322,7 @@ impl JobRefs {
             .ids
             .iter()
             .copied()
-            .chain(self.tasks.iter().map(|t| t.0))
+            .chain(self.tasks.iter().map(|t| t.array))
             .collect();
         v.sort_unstable();
         v.dedup();
@@ -327,10 +340,8 @@ impl JobRefs {
             return true;
         }
         j.array_job_id != 0
-            && self.tasks.iter().any(|(a, t)| {
-                *a == j.array_job_id
-                    && gantry_kernel::job::ArraySpec::parse(t)
-                        .is_ok_and(|s| s.indices.binary_search(&j.array_task_id).is_ok())
+            && self.tasks.iter().any(|t| {
+                t.array == j.array_job_id && t.indices.binary_search(&j.array_task_id).is_ok()
             })
     }
 }
@@ -493,15 +504,15 @@ pub async fn cancel(conn: &Conn, a: CancelArgs) -> Result<()> {
                 },
             )
         })
-        .chain(refs.tasks.iter().map(|(array, tasks)| {
+        .chain(refs.tasks.iter().map(|t| {
             (
-                format!("{array}_{tasks}"),
+                format!("{}_{}", t.array, t.text),
                 api::CancelRequest {
                     job_ids: Vec::new(),
                     signal,
                     array_tasks: vec![api::ArrayTasks {
-                        array_job_id: *array,
-                        tasks: tasks.clone(),
+                        array_job_id: t.array,
+                        tasks: t.text.clone(),
                     }],
                 },
             )
@@ -1225,4 +1236,36 @@ pub fn install_links(dir: &std::path::Path) -> Result<()> {
         println!("{} -> {}", link.display(), exe.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_lists_name_jobs_and_array_tasks_and_commas_inside_brackets_stay() {
+        let refs = JobRefs::parse(&Some("12, 13_[1-3,7],14_2".into())).unwrap();
+        assert_eq!(refs.ids, vec![12]);
+        let named: Vec<(u64, &str, &[u32])> = refs
+            .tasks
+            .iter()
+            .map(|t| (t.array, t.text.as_str(), t.indices.as_slice()))
+            .collect();
+        assert_eq!(
+            named,
+            vec![(13, "1-3,7", &[1, 2, 3, 7][..]), (14, "2", &[2][..])]
+        );
+        assert_eq!(refs.wanted(), vec![12, 13, 14]);
+        let task = |array_job_id, array_task_id| api::JobInfo {
+            job_id: 100 + array_task_id as u64,
+            array_job_id,
+            array_task_id,
+            ..Default::default()
+        };
+        assert!(refs.matches(&task(13, 7)));
+        assert!(!refs.matches(&task(13, 4)));
+        assert!(refs.matches(&task(12, 9)), "an array's id names every task");
+        assert!(JobRefs::parse(&Some("12_x".into())).is_err());
+        assert!(JobRefs::parse(&Some("twelve".into())).is_err());
+    }
 }
