@@ -16,9 +16,10 @@ pub struct AgentConfig {
     #[serde(default)]
     pub node: Option<String>,
     /// This node's credential (`gantry credential NODE`): the key the agent signs its own
-    /// short-lived tokens with. It proves this node only.
+    /// short-lived tokens with. It proves this node only. Required; empty here only while
+    /// the file is read, so that a missing one gets the message below.
     #[serde(default)]
-    pub credential_file: Option<PathBuf>,
+    pub credential_file: PathBuf,
     /// No longer taken: an agent never holds the cluster key.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
@@ -87,14 +88,14 @@ impl AgentConfig {
                     .into(),
             ));
         }
-        let Some(credential) = &mut cfg.credential_file else {
+        if cfg.credential_file.as_os_str().is_empty() {
             return Err(invalid(
                 "credential_file is missing: make this node's credential with \
                  `gantry credential NODE --key CLUSTER_KEY --output FILE`"
                     .into(),
             ));
-        };
-        for p in [credential, &mut cfg.spool] {
+        }
+        for p in [&mut cfg.credential_file, &mut cfg.spool] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

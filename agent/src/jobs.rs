@@ -320,7 +320,6 @@ impl Jobs {
             workdir: job.workdir.clone(),
             stdout: job.stdout_path.clone(),
             stderr: (job.stderr_path != job.stdout_path).then(|| job.stderr_path.clone()),
-            append: false,
         };
         let child = launch::spawn(cmd, &setup)?;
         let pid = child.id() as i32;

@@ -34,8 +34,6 @@ pub struct ChildSetup {
     pub stdout: String,
     /// `None`: the same file as stdout.
     pub stderr: Option<String>,
-    /// Append to the output files instead of truncating them.
-    pub append: bool,
 }
 
 /// The step between fork and exec that failed.
@@ -101,17 +99,13 @@ unsafe fn failed(report: libc::c_int, stage: Stage) -> std::io::Error {
 ///
 /// # Safety
 /// Called in the child between fork and exec: open(2), dup2(2), close(2) only.
-unsafe fn open_onto(path: &CString, append: bool, target: libc::c_int) -> Result<(), ()> {
+unsafe fn open_onto(path: &CString, target: libc::c_int) -> Result<(), ()> {
     let flags = libc::O_WRONLY
         | libc::O_CREAT
+        | libc::O_TRUNC
         | libc::O_NOFOLLOW
         | libc::O_CLOEXEC
-        | libc::O_NOCTTY
-        | if append {
-            libc::O_APPEND
-        } else {
-            libc::O_TRUNC
-        };
+        | libc::O_NOCTTY;
     let fd = libc::open(path.as_ptr(), flags, 0o666 as libc::c_uint);
     if fd < 0 {
         return Err(());
@@ -151,7 +145,6 @@ pub fn spawn(mut cmd: Command, setup: &ChildSetup) -> Result<std::process::Child
     let cpus = setup.cpus.clone();
     let identity = setup.identity.clone();
     let umask = setup.umask as libc::mode_t;
-    let append = setup.append;
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
@@ -188,11 +181,11 @@ pub fn spawn(mut cmd: Command, setup: &ChildSetup) -> Result<std::process::Child
             if libc::chdir(workdir.as_ptr()) != 0 {
                 return Err(failed(report, Stage::Workdir));
             }
-            if open_onto(&stdout, append, libc::STDOUT_FILENO).is_err() {
+            if open_onto(&stdout, libc::STDOUT_FILENO).is_err() {
                 return Err(failed(report, Stage::Stdout));
             }
             let err = match &stderr {
-                Some(path) => open_onto(path, append, libc::STDERR_FILENO),
+                Some(path) => open_onto(path, libc::STDERR_FILENO),
                 None if libc::dup2(libc::STDOUT_FILENO, libc::STDERR_FILENO) < 0 => Err(()),
                 None => Ok(()),
             };
@@ -245,7 +238,6 @@ mod tests {
             workdir: dir.display().to_string(),
             stdout: dir.join(out).display().to_string(),
             stderr: None,
-            append: false,
         }
     }
 

@@ -111,11 +111,8 @@ async fn main() -> Result<()> {
         .or(cfg.node.clone())
         .or_else(hostname)
         .context("no node name: set `node` in the configuration or pass --node")?;
-    let credential_file = cfg
-        .credential_file
-        .clone()
-        .context("the configuration names no credential_file")?;
-    let key = std::fs::read(&credential_file).with_context(|| {
+    let credential_file = &cfg.credential_file;
+    let key = std::fs::read(credential_file).with_context(|| {
         format!(
             "cannot read this node's credential {}",
             credential_file.display()
