@@ -10,7 +10,9 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::cluster::{Cluster, NodeId, NodeType, PreemptMode, Qos, QosId, ROOT_ACCOUNT};
-use crate::topology::{Gpu, NodeTopology, MAX_GPUS_PER_NODE, MAX_NUMA_DOMAINS_PER_NODE};
+use crate::topology::{
+    Gpu, NodeTopology, MAX_CORES_PER_NODE, MAX_GPUS_PER_NODE, MAX_NUMA_DOMAINS_PER_NODE,
+};
 use crate::units::{expand_hostlist, parse_duration, parse_memory_mb, UnitError};
 
 #[derive(Debug, Error)]
@@ -384,6 +386,12 @@ fn build_topology(t: &NodeTypeDesc) -> Result<NodeTopology, String> {
             "{domains} NUMA domains (sockets × numa_per_socket); at most {MAX_NUMA_DOMAINS_PER_NODE} per node are supported"
         ));
     }
+    let cores = u64::from(domains) * u64::from(t.cores_per_numa);
+    if cores > MAX_CORES_PER_NODE as u64 {
+        return Err(format!(
+            "{cores} cores (NUMA domains × cores_per_numa); at most {MAX_CORES_PER_NODE} per node are supported"
+        ));
+    }
     let memory_mb = parse_memory_mb(&t.memory).map_err(|e| e.to_string())?;
     let topo = NodeTopology::uniform(t.sockets, t.numa_per_socket, t.cores_per_numa, memory_mb);
     let Some(g) = &t.gpus else { return Ok(topo) };
@@ -500,6 +508,7 @@ mod tests {
         assert!(err("[[node_type]]\nname='g'\ncores_per_numa=4\nmemory='8G'\ngpus={numa=[0,3]}\n[[nodes]]\nnames='a'\ntype='g'\n").contains("NUMA domain 3"));
         assert!(err("[[node_type]]\nname='g'\ncores_per_numa=4\nmemory='8G'\ngpus={numa=[0,0],nvlink={matrix=[[0,1],[2,0]]}}\n[[nodes]]\nnames='a'\ntype='g'\n").contains("symmetric"));
         assert!(err("[[node_type]]\nname='w'\nsockets=5\nnuma_per_socket=13\ncores_per_numa=1\nmemory='8G'\n[[nodes]]\nnames='a'\ntype='w'\n").contains("65 NUMA domains"));
+        assert!(err("[[node_type]]\nname='w'\nsockets=2\ncores_per_numa=4294967295\nmemory='8G'\n[[nodes]]\nnames='a'\ntype='w'\n").contains("at most 65536 per node"));
         assert!(err("nodez = 1").contains("not valid TOML"));
         assert!(err("").contains("no nodes"));
     }

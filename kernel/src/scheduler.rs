@@ -257,6 +257,12 @@ impl Scheduler {
             Some(t) if t <= 0 => {
                 return Err(SubmitError::Invalid("time limit must be positive".into()))
             }
+            Some(t) if t > crate::units::MAX_DURATION => {
+                return Err(SubmitError::Invalid(format!(
+                    "time limit of {t} s is more than {} s (a century)",
+                    crate::units::MAX_DURATION
+                )))
+            }
             Some(t) => Some(t),
             None if spec.time_unlimited => part.max_time,
             None => part.default_time.or(part.max_time),

@@ -12,6 +12,9 @@ use fixedbitset::FixedBitSet;
 pub const MAX_GPUS_PER_NODE: usize = 64;
 /// Most NUMA domains one node may have: sets of domains are `u64` masks.
 pub const MAX_NUMA_DOMAINS_PER_NODE: usize = 64;
+/// Most cores one node may have (Slurm's limit on CPUs per node is the same order):
+/// core indices are `u32`, and every core set is a bitset this wide.
+pub const MAX_CORES_PER_NODE: usize = 65_536;
 
 /// Topologies with at most this many GPUs answer [`NodeTopology::choose_gpus`] from a
 /// table of every answer, built once with the topology: the GPU search was a quarter of

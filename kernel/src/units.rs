@@ -98,8 +98,12 @@ pub fn parse_memory_mb(text: &str) -> Result<u64, UnitError> {
     })
 }
 
+/// The most names one host list may expand to.
+pub const MAX_HOSTLIST_NAMES: usize = 1_000_000;
+
 /// Expands a host list such as `gpu[01-04,07],login1` into names, in order.
-/// Several bracket groups in one name (`r[1-2]n[1-3]`) expand as a product.
+/// Several bracket groups in one name (`r[1-2]n[1-3]`) expand as a product; the whole
+/// list may hold at most [`MAX_HOSTLIST_NAMES`] names.
 pub fn expand_hostlist(list: &str) -> Result<Vec<String>, UnitError> {
     let err = |why: &str| UnitError::Hostlist(list.to_string(), why.to_string());
     let mut out = Vec::new();
@@ -184,6 +188,9 @@ pub fn compress_hostlist<S: AsRef<str>>(names: &[S]) -> String {
 
 fn expand_one(item: &str, out: &mut Vec<String>) -> Result<(), String> {
     let Some(open) = item.find('[') else {
+        if out.len() >= MAX_HOSTLIST_NAMES {
+            return Err(format!("more than {MAX_HOSTLIST_NAMES} names"));
+        }
         out.push(item.to_string());
         return Ok(());
     };

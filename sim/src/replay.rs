@@ -25,7 +25,12 @@ pub enum SimError {
     UnknownPartition(String),
     #[error("synthetic scenario: {0}")]
     Synthetic(String),
+    #[error("{0}")]
+    TooLarge(String),
 }
+
+/// The most nodes a trace's header may size a cluster to.
+pub const MAX_HEADER_NODES: u64 = 1_000_000;
 
 /// How a trace becomes a workload.
 #[derive(Debug, Clone)]
@@ -99,8 +104,13 @@ pub fn cluster_from_header(trace: &SwfTrace, cores_per_node: u32) -> Result<Clus
         .or(trace.header.max_nodes)
         .ok_or(SimError::NoClusterSize)?;
     let cpn = cores_per_node.max(1) as u64;
-    let nodes = procs.div_ceil(cpn) as u32;
-    Ok(Cluster::homogeneous(nodes, cpn as u32, cpn * 4096))
+    let nodes = procs.div_ceil(cpn);
+    if nodes > MAX_HEADER_NODES {
+        return Err(SimError::TooLarge(format!(
+            "the header asks for {nodes} nodes; at most {MAX_HEADER_NODES} are built from a header (pass a cluster file, --cluster, for more)"
+        )));
+    }
+    Ok(Cluster::homogeneous(nodes as u32, cpn as u32, cpn * 4096))
 }
 
 /// Replays `trace` on `cluster`. `progress` is called now and then.

@@ -139,6 +139,8 @@ fn read_header_line(h: &str, header: &mut SwfHeader) {
     }
 }
 
+use gantry_kernel::units::MAX_DURATION;
+
 fn parse_record(text: &str) -> Result<SwfJob, String> {
     let fields: Vec<&str> = text.split_whitespace().collect();
     if fields.len() != 18 {
@@ -173,6 +175,18 @@ fn parse_record(text: &str) -> Result<SwfJob, String> {
             "field 2 (submit time) must be known and non-negative, found {}",
             v[1]
         ));
+    }
+    // Times beyond a century are typos or corruption, and would overflow the clock
+    // arithmetic of a replay (start = submit + wait, end = start + run).
+    for k in [1, 2, 3, 8] {
+        if v[k] > MAX_DURATION {
+            return Err(format!(
+                "field {} ({}) is {}: more than a century of seconds",
+                k + 1,
+                FIELD_NAMES[k],
+                v[k]
+            ));
+        }
     }
     Ok(SwfJob {
         id: v[0] as u64,
@@ -229,6 +243,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("submit time"), "{e}");
+        let e = parse_swf(
+            "1 9223372036854775807 -1 5 4 -1 -1 -1 -1 -1 1 3 -1 -1 -1 -1 -1 -1\n".as_bytes(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("field 2 (submit time)") && e.contains("century"),
+            "{e}"
+        );
     }
 
     #[test]
