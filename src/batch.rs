@@ -412,6 +412,27 @@ mod tests {
         assert!(format!("{e:#}").contains("four"), "{e:#}");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            std::env::var("GANTRY_FUZZ_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2_000)
+        ))]
+
+        /// Fuzzing the #SBATCH reader and the option conversion: any directive text is
+        /// a submission or an error, never a panic.
+        #[test]
+        fn any_directive_is_read_or_refused(
+            line in proptest::prop_oneof![
+                proptest::prelude::any::<String>(),
+                "(-[a-zA-Z]|--[a-z\\-]{1,16})(=| )?[0-9a-zA-Z:%,\\-\\[\\]'\" ]{0,24}",
+            ],
+        ) {
+            let script = format!("#!/bin/bash\n#SBATCH {line}\necho\n");
+            if let Ok(opts) = JobOptions::default().with_directives(&script, "fuzz.sh") {
+                let _ = opts.submission("fuzz", script.clone(), Vec::new());
+            }
+        }
+    }
+
     #[test]
     fn gres_gpu_is_gpus_per_node() {
         let o = JobOptions {

@@ -361,6 +361,14 @@ mod tests {
         assert_eq!(j.stdout_path, "/tmp/a\\nb");
     }
 
+    proptest::proptest! {
+        /// Whatever a user names, what reaches a terminal holds no control character.
+        #[test]
+        fn printable_text_holds_no_control_character(text in proptest::prelude::any::<String>()) {
+            proptest::prop_assert!(!printable(&text).chars().any(char::is_control));
+        }
+    }
+
     #[test]
     fn squeue_formats_like_slurm() {
         let j = job();

@@ -225,6 +225,40 @@ mod tests {
         assert_eq!(node_key(b"short", "x"), Err(TokenError::ShortKey));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(fuzz_cases()))]
+
+        /// Fuzzing: any text is refused (or, for a real token, verified) without a panic,
+        /// and no single changed byte of a real token passes.
+        #[test]
+        fn any_text_or_altered_token_is_refused(
+            text in proptest::prelude::any::<String>(),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let _ = claimed_user(&text);
+            proptest::prop_assert!(verify(KEY, &text, 0).is_err());
+            let token = mint(KEY, &alice()).unwrap();
+            let mut bytes = token.clone().into_bytes();
+            let i = at.index(bytes.len());
+            proptest::prop_assume!(bytes[i] != byte);
+            bytes[i] = byte;
+            let altered = String::from_utf8_lossy(&bytes);
+            // Whitespace around a token is trimmed; anything else changed is refused.
+            if altered.trim() != token {
+                proptest::prop_assert!(verify(KEY, &altered, 0).is_err(), "{altered}");
+            }
+        }
+    }
+
+    /// `GANTRY_FUZZ_CASES`, as the other fuzz targets read it.
+    fn fuzz_cases() -> u32 {
+        std::env::var("GANTRY_FUZZ_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(2_000)
+    }
+
     #[test]
     fn tampering_or_another_key_is_refused() {
         let t = mint(KEY, &alice()).unwrap();
