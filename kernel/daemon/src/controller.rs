@@ -1232,22 +1232,11 @@ impl Controller {
 }
 
 fn reason_text(job: &Job) -> String {
-    use gantry_kernel::job::PendingReason as R;
-    if !job.state.is_waiting() {
-        return "None".into();
+    if job.state.is_waiting() {
+        job.reason.slurm_name().into()
+    } else {
+        "None".into()
     }
-    match job.reason {
-        R::None => "None",
-        R::Priority => "Priority",
-        R::Resources => "Resources",
-        R::Dependency => "Dependency",
-        R::DependencyNeverSatisfied => "DependencyNeverSatisfied",
-        R::QosMaxJobsPerUser => "QOSMaxJobsPerUserLimit",
-        R::PartitionTimeLimit => "PartitionTimeLimit",
-        R::JobArrayTaskLimit => "JobArrayTaskLimit",
-        R::PartitionNodesDown => "PartitionNodesDown",
-    }
-    .into()
 }
 
 /// Refuses a submission larger than the limits, before anything is parsed or built.
