@@ -5,7 +5,9 @@
 //! Invariant: every partition's free index holds exactly the nodes of that partition that
 //! are up and not drained, keyed by their current free core count.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use fixedbitset::FixedBitSet;
@@ -251,13 +253,13 @@ impl Cluster {
             feature_names: Vec::new(),
             gres_names: Vec::new(),
             open_accounts: true,
-            node_by_name: HashMap::new(),
-            partition_by_name: HashMap::new(),
-            qos_by_name: HashMap::new(),
-            account_by_name: HashMap::from([("root".to_string(), ROOT_ACCOUNT)]),
-            user_by_name: HashMap::new(),
-            assoc_by_pair: HashMap::new(),
-            default_account: HashMap::new(),
+            node_by_name: HashMap::default(),
+            partition_by_name: HashMap::default(),
+            qos_by_name: HashMap::default(),
+            account_by_name: HashMap::from_iter([("root".to_string(), ROOT_ACCOUNT)]),
+            user_by_name: HashMap::default(),
+            assoc_by_pair: HashMap::default(),
+            default_account: HashMap::default(),
         }
     }
 

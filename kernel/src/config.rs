@@ -3,7 +3,9 @@
 //! Parsing and validation only: the caller reads the file, so this module does no I/O.
 //! Every error names the entry it is about, so an admin can find and fix it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashSet as HashSet;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -278,7 +280,7 @@ impl ClusterDescription {
                 return Err(err("defined twice".into()));
             }
             let mut nodes = Vec::new();
-            let mut seen = HashSet::new();
+            let mut seen = HashSet::default();
             for list in &p.nodes {
                 let names = if list == "ALL" {
                     c.nodes.iter().map(|n| n.name.clone()).collect()

@@ -17,8 +17,8 @@
 //! end) and answers the same request again without searching. This is what lets EASY
 //! backfill consider every pending job of a 100,000-job queue.
 
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::cmp::Reverse;
-use std::collections::{HashMap, HashSet};
 
 use rustc_hash::FxHashSet;
 
@@ -886,7 +886,7 @@ fn preempt(s: &mut Scheduler, walk: &Walk, now: Time, out: &mut CycleOutcome) {
             }
         }
     };
-    let mut gone: HashSet<JobId> = HashSet::new();
+    let mut gone: HashSet<JobId> = HashSet::default();
     for (q, answer) in batch.iter().zip(answer) {
         if answer.is_empty() {
             continue;

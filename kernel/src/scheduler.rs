@@ -4,7 +4,9 @@
 //! Invariant: deterministic and free of I/O. The same sequence of calls with the same
 //! `now` values gives the same decisions, in the daemon and in the simulator alike.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -176,9 +178,9 @@ impl Scheduler {
             job_shape_class: Vec::new(),
             shape_classes: Default::default(),
             running: BTreeSet::new(),
-            arrays: HashMap::new(),
-            singletons: HashMap::new(),
-            running_per_user_qos: HashMap::new(),
+            arrays: HashMap::default(),
+            singletons: HashMap::default(),
+            running_per_user_qos: HashMap::default(),
             suspended: BTreeSet::new(),
             priority_batch: Default::default(),
             cycle_buffers: Default::default(),

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -44,7 +44,7 @@ proptest! {
     #[test]
     fn backfill_never_delays_the_reservation(jobs in proptest::collection::vec((1u32..17, 1i64..500, 0i64..400, 0i64..50), 2..40)) {
         let mut s = scheduler(Cluster::homogeneous(4, 4, 16_000), SchedulerConfig { backfill: Backfill::Easy, ..SchedulerConfig::default() });
-        let mut run = HashMap::new();
+        let mut run = HashMap::default();
         let mut t = 0;
         let mut arrivals = Vec::new();
         for (tasks, limit, run_part, gap) in jobs {
@@ -52,7 +52,7 @@ proptest! {
             arrivals.push((t, tasks, limit, (run_part % limit).max(1)));
         }
         // Submit everything at its arrival, cycling at every arrival and end.
-        let mut first_reservation: HashMap<JobId, Time> = HashMap::new();
+        let mut first_reservation: HashMap<JobId, Time> = HashMap::default();
         let mut now = 0;
         let mut pending_arrivals = arrivals.into_iter().peekable();
         let mut ends: Vec<(Time, JobId)> = Vec::new();
@@ -203,19 +203,25 @@ fn array_throttle_limits_concurrency_and_all_tasks_finish() {
         assert_eq!((t.array_job, t.index), (first, k as u32));
     }
     let mut peak = 0;
-    drive(&mut s, 0, &HashMap::new(), &HashMap::new(), |s, _, _| {
-        let running = ids
-            .iter()
-            .filter(|id| s.job(**id).unwrap().state == JobState::Running)
-            .count();
-        peak = peak.max(running);
-        for id in &ids {
-            let j = s.job(*id).unwrap();
-            if j.state == JobState::Pending {
-                assert_eq!(j.reason, PendingReason::JobArrayTaskLimit);
+    drive(
+        &mut s,
+        0,
+        &HashMap::default(),
+        &HashMap::default(),
+        |s, _, _| {
+            let running = ids
+                .iter()
+                .filter(|id| s.job(**id).unwrap().state == JobState::Running)
+                .count();
+            peak = peak.max(running);
+            for id in &ids {
+                let j = s.job(*id).unwrap();
+                if j.state == JobState::Pending {
+                    assert_eq!(j.reason, PendingReason::JobArrayTaskLimit);
+                }
             }
-        }
-    });
+        },
+    );
     assert_eq!(peak, 2);
     assert!(ids
         .iter()
@@ -274,14 +280,20 @@ fn singleton_runs_one_job_of_a_name_at_a_time() {
         spec.dependencies = parse_dependencies("singleton").unwrap();
         ids.push(s.submit(spec, 0).unwrap()[0]);
     }
-    drive(&mut s, 0, &HashMap::new(), &HashMap::new(), |s, _, _| {
-        assert!(
-            ids.iter()
-                .filter(|id| s.job(**id).unwrap().state == JobState::Running)
-                .count()
-                <= 1
-        );
-    });
+    drive(
+        &mut s,
+        0,
+        &HashMap::default(),
+        &HashMap::default(),
+        |s, _, _| {
+            assert!(
+                ids.iter()
+                    .filter(|id| s.job(**id).unwrap().state == JobState::Running)
+                    .count()
+                    <= 1
+            );
+        },
+    );
     let starts: Vec<Time> = ids
         .iter()
         .map(|id| s.job(*id).unwrap().start_time.unwrap())

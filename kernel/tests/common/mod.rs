@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use gantry_kernel::job::JobOutcome;
 use gantry_kernel::policy::PolicySet;
