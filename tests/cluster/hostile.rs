@@ -418,7 +418,8 @@ fn a_nodes_credential_speaks_for_that_node_alone() {
     assert_ne!(node_key(&cluster_key, "cpu01").unwrap(), cluster_key);
 }
 
-/// The pid a job wrote to `pid-<job>-<node>` in the work directory.
+/// The pid a job wrote to `pid-<job>-<node>` in the work directory (written whole under
+/// another name and renamed, so a name that matches is never half-written).
 fn job_pid(c: &Cluster, id: u64) -> (String, i32) {
     let since = Instant::now();
     loop {
@@ -458,7 +459,7 @@ fn a_returning_nodes_stale_run_never_ends_the_requeued_one() {
     let mut c = Cluster::start(Options::default());
     let s = c.write(
         "sit.sh",
-        "#!/bin/bash\n#SBATCH -N 1 -c 4 -o /dev/null --requeue\necho $$ > pid-$SLURM_JOB_ID-$SLURMD_NODENAME.tmp\nmv pid-$SLURM_JOB_ID-$SLURMD_NODENAME.tmp pid-$SLURM_JOB_ID-$SLURMD_NODENAME\nsleep 300\n",
+        "#!/bin/bash\n#SBATCH -N 1 -c 4 -o /dev/null --requeue\necho $$ > partial-$SLURM_JOB_ID-$SLURMD_NODENAME\nmv partial-$SLURM_JOB_ID-$SLURMD_NODENAME pid-$SLURM_JOB_ID-$SLURMD_NODENAME\nsleep 300\n",
     );
     let id: u64 = c.sbatch(&[s.to_str().unwrap()]);
     c.wait_state(id, "RUNNING");
