@@ -296,7 +296,12 @@ pub fn replay_with(
         last_end = last_end.max(end);
     }
     waits.sort_unstable();
-    let makespan = (last_end - first_submit).max(0);
+    // No job ended (a trace none of whose jobs could start): no span to measure.
+    let makespan = if done == 0 {
+        0
+    } else {
+        (last_end - first_submit).max(0)
+    };
     let mean = |v: &[i64]| {
         if v.is_empty() {
             0.0

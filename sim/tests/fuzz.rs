@@ -68,3 +68,19 @@ proptest! {
         let _ = replay(&trace, cluster, PolicySet::default(), &opts, &mut |_| {});
     }
 }
+
+/// Found at 20,000 cases: a trace none of whose jobs could be submitted left the
+/// makespan as `Time::MIN - Time::MAX`.
+#[test]
+fn a_trace_whose_every_job_is_refused_replays_to_an_empty_report() {
+    let text = "; MaxProcs: 0\n0 0 -9223372036854775808 0 9 9223372036854775807 -1 4354 -9223372036854775808 0 4294967295 9223372036854775807 4294967295 0 -9223372036854775808 4294967295 1e300 4294967295\n";
+    let trace = read_swf(text.as_bytes()).expect("the record parses");
+    let cluster = cluster_from_header(&trace, 1).expect("a cluster of no node");
+    let opts = ReplayOptions {
+        scheduler: SchedulerConfig::default(),
+        partition: None,
+    };
+    if let Ok(report) = replay(&trace, cluster, PolicySet::default(), &opts, &mut |_| {}) {
+        assert_eq!(report.makespan_s, 0);
+    }
+}
