@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use gantry_api as api;
-use gantry_api::client::{connect, WithToken};
+use gantry_api::client::{connect, Trust, WithToken};
 use gantry_api::controller_client::ControllerClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -22,7 +22,8 @@ type Client = ControllerClient<InterceptedService<Channel, WithToken>>;
 /// Where the controller is and who we are.
 #[derive(Args, Debug, Clone)]
 pub struct Conn {
-    /// Controller address: unix:/path/to/gantryd.sock or http://host:port.
+    /// Controller address: unix:/path/to/gantryd.sock, https://host:port (TLS) or
+    /// http://host:port (a plain loopback listener).
     #[arg(
         long,
         env = "GANTRY_CONTROLLER",
@@ -33,6 +34,10 @@ pub struct Conn {
     /// Identity token (needed over TCP; on the Unix socket your uid identifies you).
     #[arg(long, env = "GANTRY_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// PEM file of the authority that signed the controller's TLS certificate (for
+    /// https://; default: the system's authorities).
+    #[arg(long, env = "GANTRY_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A failed call, with the exit code Slurm's tools use for it.
@@ -59,7 +64,7 @@ fn refused(s: tonic::Status) -> anyhow::Error {
 }
 
 async fn client(c: &Conn) -> Result<Client> {
-    let channel = connect(&c.controller).await?;
+    let channel = connect(&c.controller, &Trust::ca_file(c.ca_file.as_deref())).await?;
     Ok(ControllerClient::with_interceptor(
         channel,
         WithToken::new(c.token.as_deref())?,

@@ -10,8 +10,12 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
-    /// `http://host:port` of gantryd.
+    /// `https://host:port` of gantryd (or `http://` for a plain loopback listener).
     pub controller: String,
+    /// PEM file of the authority that signed gantryd's TLS certificate (default: the
+    /// system's authorities).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// This node's name in the cluster description (default: the host name).
     #[serde(default)]
     pub node: Option<String>,
@@ -95,7 +99,10 @@ impl AgentConfig {
                     .into(),
             ));
         }
-        for p in [&mut cfg.credential_file, &mut cfg.spool] {
+        for p in [&mut cfg.credential_file, &mut cfg.spool]
+            .into_iter()
+            .chain(cfg.ca_file.as_mut())
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

@@ -66,6 +66,8 @@ impl Interceptor for NodeCredential {
 
 pub struct Link {
     pub controller: String,
+    /// Which authority vouches for an `https://` controller.
+    pub trust: gantry_api::client::Trust,
     pub node: String,
     pub credential: NodeCredential,
     pub topology: api::NodeTopology,
@@ -89,7 +91,7 @@ fn report(node: &str, e: &Ended) -> api::JobReport {
 
 impl Link {
     async fn client(&self) -> anyhow::Result<Client> {
-        let channel = connect(&self.controller).await?;
+        let channel = connect(&self.controller, &self.trust).await?;
         Ok(AgentLinkClient::with_interceptor(
             channel,
             self.credential.clone(),

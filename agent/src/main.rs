@@ -132,6 +132,7 @@ async fn main() -> Result<()> {
     tracing::info!(%node, controller = %cfg.controller, sources = ?topology.sources, "agent starting");
     let link = Link {
         controller: cfg.controller.clone(),
+        trust: gantry_api::client::Trust::ca_file(cfg.ca_file.as_deref()),
         credential: NodeCredential::new(node.clone(), key),
         node,
         topology,

@@ -1,11 +1,17 @@
 //! How a client reaches the controller: `unix:/path/to/gantryd.sock` (local, identified
-//! by peer credentials) or `http://host:port` (with a token). Every request carries the
-//! token when one is given.
+//! by peer credentials), `https://host:port` (TLS, with a token) or `http://host:port`
+//! (plain, for a loopback listener). Every request carries the token when one is given.
+
+use std::path::{Path, PathBuf};
 
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri};
 use tonic::{Request, Status};
+
+/// Where the system's trusted certificate authorities are on Debian and its kin; used
+/// for `https://` when no CA file is named.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -15,11 +21,49 @@ pub enum ConnectError {
         source: tonic::transport::Error,
     },
     #[error(
-        "'{0}' is not a controller address (use unix:/path/to/gantryd.sock or http://host:port)"
+        "'{0}' is not a controller address (use unix:/path/to/gantryd.sock, https://host:port or http://host:port)"
     )]
     BadAddress(String),
     #[error("the token is not valid header text")]
     BadToken,
+    #[error(
+        "cannot read the certificate authority file {path}: {error} (name the authority that \
+         signed the controller's certificate with --ca-file or GANTRY_CA_FILE)"
+    )]
+    CaFile { path: String, error: std::io::Error },
+    #[error("TLS settings for {target}: {source}")]
+    Tls {
+        target: String,
+        source: tonic::transport::Error,
+    },
+}
+
+/// How a client trusts the controller's certificate on `https://` addresses.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    /// PEM file of the certificate authority (or the certificate itself) to trust;
+    /// `None` trusts the system's authorities ([`SYSTEM_CA_BUNDLE`]).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Trust {
+    pub fn ca_file(path: Option<&Path>) -> Self {
+        Self {
+            ca_file: path.map(Path::to_path_buf),
+        }
+    }
+
+    fn tls(&self) -> Result<ClientTlsConfig, ConnectError> {
+        let path = self
+            .ca_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(SYSTEM_CA_BUNDLE));
+        let pem = std::fs::read(&path).map_err(|error| ConnectError::CaFile {
+            path: path.display().to_string(),
+            error,
+        })?;
+        Ok(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+    }
 }
 
 /// Adds `authorization: Bearer <token>` to every call.
@@ -48,8 +92,9 @@ impl Interceptor for WithToken {
     }
 }
 
-/// Opens a channel to `target`.
-pub async fn connect(target: &str) -> Result<Channel, ConnectError> {
+/// Opens a channel to `target`; `trust` says which authorities vouch for an `https://`
+/// controller.
+pub async fn connect(target: &str, trust: &Trust) -> Result<Channel, ConnectError> {
     let transport = |source| ConnectError::Transport {
         target: target.to_string(),
         source,
@@ -70,8 +115,16 @@ pub async fn connect(target: &str) -> Result<Channel, ConnectError> {
             .map_err(transport);
     }
     if target.starts_with("http://") || target.starts_with("https://") {
-        let ep = Endpoint::from_shared(target.to_string())
+        let mut ep = Endpoint::from_shared(target.to_string())
             .map_err(|_| ConnectError::BadAddress(target.to_string()))?;
+        if target.starts_with("https://") {
+            ep = ep
+                .tls_config(trust.tls()?)
+                .map_err(|source| ConnectError::Tls {
+                    target: target.to_string(),
+                    source,
+                })?;
+        }
         return ep.connect().await.map_err(transport);
     }
     Err(ConnectError::BadAddress(target.to_string()))

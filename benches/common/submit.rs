@@ -122,7 +122,7 @@ pub type Client = ControllerClient<
 pub async fn clients(d: &Daemon) -> Vec<Client> {
     let mut out = Vec::new();
     for _ in 0..CLIENTS {
-        let ch = connect(&d.addr).await.unwrap();
+        let ch = connect(&d.addr, &Default::default()).await.unwrap();
         out.push(ControllerClient::with_interceptor(
             ch,
             WithToken::new(Some(&d.token)).unwrap(),

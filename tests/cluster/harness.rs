@@ -119,6 +119,23 @@ pub fn try_submit(cli: &CliLine, script: &str) -> Option<u64> {
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
+/// A throwaway certificate authority (`ca.pem`) and the controller's certificate for
+/// 127.0.0.1 and localhost signed by it (`tls.crt`, `tls.key`).
+fn write_throwaway_tls(root: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    std::fs::write(root.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(root.join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(root.join("tls.key"), key.serialize_pem()).unwrap();
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -140,6 +157,7 @@ impl Cluster {
             .map(|i| i.wrapping_mul(37).wrapping_add(11))
             .collect();
         std::fs::write(root.join("key"), key).unwrap();
+        write_throwaway_tls(root);
         std::fs::write(root.join("cluster.toml"), CLUSTER).unwrap();
         std::fs::create_dir_all(root.join("work")).unwrap();
         let port = free_port();
@@ -157,7 +175,7 @@ impl Cluster {
         std::fs::write(
             root.join("gantryd.toml"),
             format!(
-                "listen = \"127.0.0.1:{port}\"\nsocket = \"gantryd.sock\"\nstate = \"state.db\"\nkey_file = \"key\"\nheartbeat_s = 1\nnode_timeout_s = 3\nkill_grace_s = 1\ncycle_interval_ms = 200\ncluster_file = \"cluster.toml\"\n{policies}"
+                "listen = \"127.0.0.1:{port}\"\ntls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\nsocket = \"gantryd.sock\"\nstate = \"state.db\"\nkey_file = \"key\"\nheartbeat_s = 1\nnode_timeout_s = 3\nkill_grace_s = 1\ncycle_interval_ms = 200\ncluster_file = \"cluster.toml\"\n{policies}"
             ),
         )
         .unwrap();
@@ -178,7 +196,7 @@ impl Cluster {
             std::fs::write(
                 root.join(format!("agent-{node}.toml")),
                 format!(
-                    "controller = \"http://127.0.0.1:{port}\"\nnode = \"{node}\"\ncredential_file = \"credential-{node}\"\nspool = \"spool/{node}\"\n{}",
+                    "controller = \"https://127.0.0.1:{port}\"\nca_file = \"ca.pem\"\nnode = \"{node}\"\ncredential_file = \"credential-{node}\"\nspool = \"spool/{node}\"\n{}",
                     agent_topology(node)
                 ),
             )
@@ -205,9 +223,18 @@ impl Cluster {
         self.dir.path()
     }
 
-    /// The TCP address of the controller.
+    /// The TCP address of the controller (TLS).
     pub fn tcp(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// The authority that signed the controller's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    pub fn trust(&self) -> gantry_api::client::Trust {
+        gantry_api::client::Trust::ca_file(Some(&self.ca_file()))
     }
 
     /// The controller's log so far.
@@ -320,10 +347,8 @@ impl Cluster {
         match token {
             // Over TCP, as a remote user would.
             Some(t) => cmd
-                .env(
-                    "GANTRY_CONTROLLER",
-                    format!("http://127.0.0.1:{}", self.port),
-                )
+                .env("GANTRY_CONTROLLER", self.tcp())
+                .env("GANTRY_CA_FILE", self.ca_file())
                 .env("GANTRY_TOKEN", t),
             None => cmd.env("GANTRY_CONTROLLER", self.socket()),
         };

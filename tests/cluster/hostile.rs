@@ -336,7 +336,9 @@ fn agent_register(c: &Cluster, node: &str, token: &str) -> Result<(), tonic::Sta
         .build()
         .unwrap();
     rt.block_on(async {
-        let channel = gantry_api::client::connect(&c.tcp()).await.unwrap();
+        let channel = gantry_api::client::connect(&c.tcp(), &c.trust())
+            .await
+            .unwrap();
         let with = gantry_api::client::WithToken::new(Some(token)).unwrap();
         let mut client = api::agent_link_client::AgentLinkClient::with_interceptor(channel, with);
         client
@@ -416,6 +418,103 @@ fn a_nodes_credential_speaks_for_that_node_alone() {
     assert_ne!(code, 0, "{err}");
     // The node's key is not a key the controller signs user tokens with.
     assert_ne!(node_key(&cluster_key, "cpu01").unwrap(), cluster_key);
+}
+
+/// Forwards one loopback port to `to` and keeps every byte that crosses it, both ways:
+/// what someone watching the network would see.
+fn eavesdropper(to: u16) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
+                continue;
+            };
+            for (mut from, mut into) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                let kept = kept.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 || into.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        kept.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                    let _ = into.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn the_tcp_listener_speaks_tls_and_clients_check_whom_they_talk_to() {
+    // Runs without root too: no job or local user is involved.
+    let c = Cluster::start(Options::default());
+    let token = c.token("alice", false);
+    let port = c.tcp().rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let run = |controller: &str, ca: Option<&Path>| {
+        let (program, args) = c.program(&["squeue", "--json"]);
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .env("GANTRY_CONTROLLER", controller)
+            .env("GANTRY_TOKEN", &token)
+            .env_remove("GANTRY_CA_FILE")
+            .stdin(Stdio::null());
+        if let Some(ca) = ca {
+            cmd.env("GANTRY_CA_FILE", ca);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Through a listener on the wire: the call works and nothing readable crosses.
+    let (relay, seen) = eavesdropper(port);
+    let (ok, out, err) = run(&format!("https://127.0.0.1:{relay}"), Some(&c.ca_file()));
+    assert!(ok, "{err}");
+    assert!(out.contains("\"jobs\""), "{out}");
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.len() > 500,
+        "the call crossed the relay ({} bytes)",
+        seen.len()
+    );
+    assert_eq!(seen[0], 0x16, "a TLS handshake record opens the connection");
+    let find = |needle: &[u8]| seen.windows(needle.len()).any(|w| w == needle);
+    assert!(!find(token.as_bytes()), "the token crossed in clear");
+    assert!(!find(b"authorization"), "headers crossed in clear");
+    assert!(!find(b"gantry.v1"), "the method name crossed in clear");
+    // Plain HTTP/2 to the TLS port: no answer.
+    let (ok, _, err) = run(&format!("http://127.0.0.1:{port}"), None);
+    assert!(!ok, "plain HTTP was answered");
+    assert!(err.contains("error"), "{err}");
+    // A client that does not trust the controller's authority refuses it: the system's
+    // authorities, or another throwaway authority.
+    let (ok, _, err) = run(&c.tcp(), None);
+    assert!(!ok, "an unknown certificate was trusted: {err}");
+    let other = tempfile::tempdir().unwrap();
+    {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(other.path().join("ca.pem"), ca.pem()).unwrap();
+    }
+    let (ok, _, err) = run(&c.tcp(), Some(&other.path().join("ca.pem")));
+    assert!(
+        !ok,
+        "a certificate from another authority was trusted: {err}"
+    );
 }
 
 /// The pid a job wrote to `pid-<job>-<node>` in the work directory (written whole under

@@ -11,9 +11,21 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonConfig {
-    /// TCP address of the API, e.g. `127.0.0.1:6817`. Callers present a token.
+    /// TCP address of the API, e.g. `0.0.0.0:6817`. Callers present a token. Off
+    /// loopback it needs `tls_cert` and `tls_key` (or `allow_plaintext_tcp`).
     #[serde(default)]
     pub listen: Option<String>,
+    /// PEM certificate chain the TCP listener presents (TLS 1.2/1.3 through rustls).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP/2 on a non-loopback `listen` address: tokens and job scripts
+    /// cross the network readable by anyone on it. Only for networks that are already
+    /// encrypted (a VPN, WireGuard).
+    #[serde(default)]
+    pub allow_plaintext_tcp: bool,
     /// Unix socket of the API for local callers (identified by their uid, no token).
     #[serde(default)]
     pub socket: Option<PathBuf>,
@@ -183,8 +195,11 @@ impl DaemonConfig {
         if let Some(s) = &mut cfg.socket {
             resolve(s);
         }
-        if let Some(d) = &mut cfg.policy_dir {
-            resolve(d);
+        for p in [&mut cfg.policy_dir, &mut cfg.tls_cert, &mut cfg.tls_key]
+            .into_iter()
+            .flatten()
+        {
+            resolve(p);
         }
         if cfg.native_policies && !cfg.policies.is_empty() {
             return Err(invalid(
@@ -209,6 +224,31 @@ impl DaemonConfig {
             return Err(invalid(
                 "set `listen` (TCP), `socket` (Unix), or both".into(),
             ));
+        }
+        match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(invalid(
+                    "set both tls_cert and tls_key (PEM files), or neither".into(),
+                ))
+            }
+            (Some(_), Some(_)) if cfg.listen.is_none() => {
+                return Err(invalid(
+                    "tls_cert and tls_key are for the TCP listener: set `listen` too".into(),
+                ))
+            }
+            (None, None) if !cfg.allow_plaintext_tcp => {
+                if let Some(addr) = &cfg.listen {
+                    if !is_loopback(addr) {
+                        return Err(invalid(format!(
+                            "listen = \"{addr}\" is reachable from other machines, and without \
+                             TLS tokens and job scripts would cross the network in clear: set \
+                             tls_cert and tls_key (PEM files), listen on 127.0.0.1, or, on an \
+                             already encrypted network only, allow_plaintext_tcp = true"
+                        )));
+                    }
+                }
+            }
+            _ => {}
         }
         if cfg.node_timeout_s <= cfg.heartbeat_s {
             return Err(invalid(format!(
@@ -244,6 +284,19 @@ impl DaemonConfig {
     }
 }
 
+/// Whether every address `listen` names is a loopback one (an address that does not
+/// resolve is not).
+fn is_loopback(listen: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match listen.to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,5 +329,46 @@ mod tests {
         assert_eq!(c.pause_after_cycle(ms(50)), ms(150));
         assert_eq!(c.pause_after_cycle(ms(100)), ms(200));
         assert_eq!(c.pause_after_cycle(Duration::MAX), ms(200), "no overflow");
+    }
+
+    fn load(text: &str) -> Result<DaemonConfig, String> {
+        let dir = std::env::temp_dir().join(format!("gantry-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("g{}.toml", text.len()));
+        std::fs::write(
+            &path,
+            format!(
+                "state = \"s.db\"\nkey_file = \"k\"\n{text}\n[cluster]\n\
+                 [[cluster.node_type]]\nname = \"t\"\nsockets = 1\nnuma_per_socket = 1\n\
+                 cores_per_numa = 2\nmemory = \"1G\"\n\
+                 [[cluster.nodes]]\nnames = \"n1\"\ntype = \"t\"\n\
+                 [[cluster.partition]]\nname = \"p\"\nnodes = [\"n1\"]\n"
+            ),
+        )
+        .unwrap();
+        let got = DaemonConfig::load(&path)
+            .map(|(c, _)| c)
+            .map_err(|e| e.to_string());
+        let _ = std::fs::remove_file(&path);
+        got
+    }
+
+    #[test]
+    fn plain_tcp_off_loopback_is_refused_unless_tls_or_explicitly_allowed() {
+        let e = load("listen = \"0.0.0.0:6817\"").unwrap_err();
+        assert!(e.contains("tls_cert and tls_key"), "{e}");
+        load("listen = \"127.0.0.1:6817\"").unwrap();
+        load("listen = \"[::1]:6817\"").unwrap();
+        load("listen = \"0.0.0.0:6817\"\nallow_plaintext_tcp = true").unwrap();
+        let c =
+            load("listen = \"0.0.0.0:6817\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"").unwrap();
+        assert!(
+            c.tls_cert.unwrap().is_absolute(),
+            "resolved against the file"
+        );
+        let e = load("listen = \"0.0.0.0:6817\"\ntls_cert = \"c.pem\"").unwrap_err();
+        assert!(e.contains("both"), "{e}");
+        let e = load("socket = \"g.sock\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"").unwrap_err();
+        assert!(e.contains("set `listen`"), "{e}");
     }
 }

@@ -159,10 +159,35 @@ async fn main() -> Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        tracing::info!(addr = %listener.local_addr()?, "listening (TCP, tokens)");
+        let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(cert), Some(key)) => {
+                use std::os::unix::fs::MetadataExt;
+                if std::fs::metadata(key).is_ok_and(|m| m.mode() & 0o077 != 0) {
+                    tracing::warn!(key = %key.display(), "the TLS private key is readable by other users: chmod 600 it");
+                }
+                let read = |p: &std::path::PathBuf| {
+                    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+                };
+                Some(tonic::transport::ServerTlsConfig::new().identity(
+                    tonic::transport::Identity::from_pem(read(cert)?, read(key)?),
+                ))
+            }
+            _ => None,
+        };
+        if tls.is_some() {
+            tracing::info!(addr = %listener.local_addr()?, "listening (TCP with TLS, tokens)");
+        } else {
+            tracing::warn!(addr = %listener.local_addr()?, "listening (plain TCP, tokens): anyone who can watch this network reads them");
+        }
+        let mut builder = Server::builder();
+        if let Some(tls) = tls {
+            builder = builder
+                .tls_config(tls)
+                .context("the TLS certificate or key is not usable")?;
+        }
         let s = service.clone();
         servers.spawn(async move {
-            Server::builder()
+            builder
                 .add_service(
                     ControllerServer::new(s.clone()).max_decoding_message_size(max_request),
                 )
