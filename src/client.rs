@@ -362,6 +362,7 @@ fn long_state(s: &str) -> String {
         "TO" => "TIMEOUT".into(),
         "NF" => "NODE_FAIL".into(),
         "PR" => "PREEMPTED".into(),
+        "CG" => "COMPLETING".into(),
         other => other.to_string(),
     }
 }

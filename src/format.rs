@@ -18,6 +18,7 @@ pub fn state_code(state: &str) -> &'static str {
         "NODE_FAIL" => "NF",
         "PREEMPTED" => "PR",
         "REQUEUED" => "PD",
+        "COMPLETING" => "CG",
         _ => "?",
     }
 }

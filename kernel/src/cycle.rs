@@ -324,6 +324,28 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
         }
     }
 
+    // Jobs that stopped others by preemption come next, once their victims' processes
+    // are gone: what the victims held is theirs before anything they outrank takes it
+    // (the requeued victims themselves among them).
+    for id in s.take_ready_preemptors() {
+        let Some(job) = s.job(id).filter(|j| j.state.is_waiting()) else {
+            continue;
+        };
+        let (part, shape) = (job.partition, job.shape.clone());
+        let anywhere = |_: NodeId| true;
+        let cluster = &mut *s.parts().cluster;
+        let alloc = cluster
+            .candidates(part, &shape, &anywhere, 0)
+            .and_then(|c| {
+                let nodes: Vec<NodeId> = c.iter().map(|c| NodeId(c.node)).collect();
+                cluster.allocate(&shape, &nodes, &anywhere)
+            });
+        if let Some(a) = alloc {
+            s.start_job(id, now, a);
+            out.started.push(id);
+        }
+    }
+
     // Nothing waits: no priorities to compute and nothing to place or reserve for.
     if s.waiting().is_empty() {
         return out;
@@ -824,8 +846,30 @@ enum Event {
     Recheck(NodeId),
 }
 
+/// Whether blocked job `id` would start if every completing run's resources were back.
+fn starts_once_completing_runs_end(s: &Scheduler, id: JobId, walk: &Walk, now: Time) -> bool {
+    if s.completing().is_empty() {
+        return false;
+    }
+    let Some(job) = s.job(id) else { return false };
+    let end = end_of(job.time_limit, now);
+    let usable = |n: NodeId| walk.free_over(n, now, end, id);
+    let mut trial = s.cluster().clone();
+    for c in s.completing().values() {
+        trial.release(&c.held);
+    }
+    trial
+        .candidates(job.partition, &job.shape, &usable, 0)
+        .and_then(|c| {
+            let nodes: Vec<NodeId> = c.iter().map(|c| NodeId(c.node)).collect();
+            trial.allocate(&job.shape, &nodes, &usable)
+        })
+        .is_some()
+}
+
 /// Asks the preemption policy, in one call, which running jobs to stop for the top
-/// blocked jobs, and applies each answer that really lets its job start now.
+/// blocked jobs, and applies each answer that really lets its job start now (or, when
+/// stopped runs hold their resources until their processes are gone, once they are).
 fn preempt(s: &mut Scheduler, walk: &Walk, now: Time, out: &mut CycleOutcome) {
     let cluster = s.cluster();
     if walk.blocked.is_empty() || cluster.qos.iter().all(|q| q.preemptable_by.is_empty()) {
@@ -836,6 +880,11 @@ fn preempt(s: &mut Scheduler, walk: &Walk, now: Time, out: &mut CycleOutcome) {
     for &(_, b) in walk.blocked.iter().take(depth) {
         let Some(job) = s.job(b) else { continue };
         if !job.state.is_waiting() {
+            continue;
+        }
+        if starts_once_completing_runs_end(s, b, walk, now) {
+            // Earlier victims (or cancelled jobs) are still ending: wait for them rather
+            // than stop more.
             continue;
         }
         let candidates: Vec<PreemptionCandidate> = s
@@ -931,6 +980,11 @@ fn preempt(s: &mut Scheduler, walk: &Walk, now: Time, out: &mut CycleOutcome) {
         }) else {
             continue;
         };
+        let runs: Vec<(JobId, u32)> = victims
+            .iter()
+            .filter(|&&(_, m)| m != PreemptMode::Suspend)
+            .filter_map(|&(v, _)| Some((v, s.job(v)?.requeue_count)))
+            .collect();
         for &(v, mode) in &victims {
             s.preempt_job(v, now, mode);
             gone.insert(v);
@@ -939,6 +993,14 @@ fn preempt(s: &mut Scheduler, walk: &Walk, now: Time, out: &mut CycleOutcome) {
                 PreemptMode::Requeue => out.requeued.push(v),
                 PreemptMode::Suspend => out.suspended.push(v),
             }
+        }
+        if s.config().hold_until_processes_end
+            && victims.iter().any(|&(_, m)| m != PreemptMode::Suspend)
+        {
+            // The victims hold their resources until their processes are gone; the job
+            // starts in the first cycle after that, ahead of the queue.
+            s.await_victims(id, runs);
+            continue;
         }
         let nodes: Vec<NodeId> = plan.nodes.iter().map(|n| n.node).collect();
         match s.parts().cluster.allocate(&shape, &nodes, &usable) {

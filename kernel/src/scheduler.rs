@@ -59,6 +59,13 @@ pub struct SchedulerConfig {
     /// cycle.
     #[serde(default = "default_fairshare_interval")]
     pub fairshare_interval: Time,
+    /// A run told to stop (cancelled, preempted to cancel or requeue) keeps what it held
+    /// until the driver calls [`Scheduler::processes_gone`] (or its node fails), and its
+    /// job shows COMPLETING meanwhile, as Slurm's does: processes in their grace period
+    /// never share cores with the next job. Off (the simulator, which has no
+    /// processes), a stopped run's resources return at once.
+    #[serde(default)]
+    pub hold_until_processes_end: bool,
 }
 
 /// The default [`SchedulerConfig::fairshare_interval`], Slurm's `PriorityCalcPeriod`.
@@ -75,6 +82,7 @@ impl Default for SchedulerConfig {
             placement_slack: 4,
             preemption_depth: 4,
             fairshare_interval: default_fairshare_interval(),
+            hold_until_processes_end: false,
         }
     }
 }
@@ -149,6 +157,12 @@ pub struct Scheduler {
     /// Suspended by preemption, in no particular order (the cycle resumes the longest
     /// suspended first).
     suspended: BTreeSet<JobId>,
+    /// Runs told to stop whose processes may still be alive, with what they still hold
+    /// (only with [`SchedulerConfig::hold_until_processes_end`]).
+    completing: std::collections::BTreeMap<(JobId, u32), Completing>,
+    /// Jobs that stopped others by preemption, with the victims' runs: each starts
+    /// first, ahead of the queue, once those runs' processes are gone.
+    preemptors: std::collections::BTreeMap<JobId, Vec<(JobId, u32)>>,
     arrays: HashMap<JobId, ArrayGroup>,
     /// Unfinished jobs per (user, name), for `singleton`.
     singletons: HashMap<(UserId, String), BTreeSet<JobId>>,
@@ -182,6 +196,8 @@ impl Scheduler {
             singletons: HashMap::default(),
             running_per_user_qos: HashMap::default(),
             suspended: BTreeSet::new(),
+            completing: Default::default(),
+            preemptors: Default::default(),
             priority_batch: Default::default(),
             cycle_buffers: Default::default(),
             fairshare: None,
@@ -210,6 +226,18 @@ impl Scheduler {
         &self.running
     }
     /// Jobs suspended by preemption.
+    /// Runs told to stop whose processes may still run, by (job, run), with what they
+    /// hold.
+    pub fn completing(&self) -> &std::collections::BTreeMap<(JobId, u32), Completing> {
+        &self.completing
+    }
+    /// Whether a run of `id` is still ending (its resources not yet back).
+    pub fn is_completing(&self, id: JobId) -> bool {
+        self.completing
+            .range((id, 0)..=(id, u32::MAX))
+            .next()
+            .is_some()
+    }
     pub fn suspended(&self) -> &BTreeSet<JobId> {
         &self.suspended
     }
@@ -523,7 +551,8 @@ impl Scheduler {
         match state {
             s if s.is_terminal() => return Err(JobError::AlreadyFinished(id)),
             JobState::Running | JobState::Suspended => {
-                self.finish_running(id, now, JobState::Cancelled, None)
+                self.stop_running(id, now, Stop::ProcessesMayLinger);
+                self.retire(id, now, JobState::Cancelled);
             }
             _ => {
                 self.dequeue(id);
@@ -550,9 +579,31 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Marks a node down; its jobs are requeued or end as NODE_FAIL, as each job says.
+    /// The processes of `run` of job `id` are gone (its node said so): what the run
+    /// still held goes back. False when that run was not completing.
+    pub fn processes_gone(&mut self, id: JobId, run: u32) -> bool {
+        match self.completing.remove(&(id, run)) {
+            Some(c) => {
+                self.cluster.release(&c.held);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Marks a node down; its jobs are requeued or end as NODE_FAIL, as each job says,
+    /// and runs completing on it give back what they held.
     pub fn node_failed(&mut self, node: NodeId, now: Time) -> Vec<JobId> {
         self.cluster.set_state(node, NodeState::Down);
+        let ended: Vec<(JobId, u32)> = self
+            .completing
+            .iter()
+            .filter(|(_, c)| c.held.nodes.iter().any(|n| n.node == node))
+            .map(|(&k, _)| k)
+            .collect();
+        for (id, run) in ended {
+            self.processes_gone(id, run);
+        }
         let hit: Vec<JobId> = self
             .running
             .iter()
@@ -566,7 +617,7 @@ impl Scheduler {
             .collect();
         for &id in &hit {
             if self.job(id).is_some_and(|j| j.requeue_on_node_fail) {
-                self.requeue(id, now);
+                self.requeue(id, now, Stop::ProcessesGone);
             } else {
                 self.finish_running(id, now, JobState::NodeFail, None);
             }
@@ -579,26 +630,35 @@ impl Scheduler {
         self.cluster.set_state(node, state);
     }
 
-    /// Gives back what a running or suspended job holds and stops counting it.
-    fn stop_running(&mut self, id: JobId, now: Time) {
+    /// Gives back what a running or suspended job holds (or, when its processes may
+    /// linger and the configuration says so, keeps it held by the completing run) and
+    /// stops counting it.
+    fn stop_running(&mut self, id: JobId, now: Time, stop: Stop) {
         let job = &self.jobs[id.0 as usize - 1];
         let alloc = job.allocation.clone().unwrap_or_default();
-        let (user, qos, assoc, array, since, suspended) = (
+        let (user, qos, assoc, array, since, suspended, run) = (
             job.user,
             job.qos,
             job.assoc,
             job.array,
             job.running_since.unwrap_or(now),
             job.state == JobState::Suspended,
+            job.requeue_count,
         );
+        // Its cores and GPUs went back when it was suspended.
+        let cores = alloc.core_count() as f64;
+        let held = if suspended { alloc.memory() } else { alloc };
+        if stop == Stop::ProcessesMayLinger && self.config.hold_until_processes_end {
+            self.completing
+                .insert((id, run), Completing { held, since: now });
+        } else {
+            self.cluster.release(&held);
+        }
         if suspended {
-            // Its cores and GPUs went back when it was suspended.
-            self.cluster.release(&alloc.memory());
             self.suspended.remove(&id);
         } else {
-            self.cluster.release(&alloc);
             self.running.remove(&id);
-            self.usage[assoc.index()] += alloc.core_count() as f64 * (now - since).max(0) as f64;
+            self.usage[assoc.index()] += cores * (now - since).max(0) as f64;
         }
         if let Some(c) = self.running_per_user_qos.get_mut(&(user, qos)) {
             *c = c.saturating_sub(1);
@@ -644,7 +704,7 @@ impl Scheduler {
     }
 
     fn finish_running(&mut self, id: JobId, now: Time, state: JobState, exit_code: Option<i32>) {
-        self.stop_running(id, now);
+        self.stop_running(id, now, Stop::ProcessesGone);
         self.job_mut(id).exit_code = exit_code;
         self.retire(id, now, state);
     }
@@ -662,8 +722,8 @@ impl Scheduler {
         }
     }
 
-    fn requeue(&mut self, id: JobId, now: Time) {
-        self.stop_running(id, now);
+    fn requeue(&mut self, id: JobId, now: Time, stop: Stop) {
+        self.stop_running(id, now, stop);
         let job = self.job_mut(id);
         job.state = JobState::Requeued;
         job.reason = PendingReason::None;
@@ -765,7 +825,25 @@ impl Scheduler {
             return Err(JobError::NotRestorable(id, "it is not waiting"));
         }
         if !self.cluster.take_exact(&alloc) {
-            return Err(JobError::NotRestorable(id, "its allocation is not free"));
+            // A log written before the ends of completing runs were logged: that this
+            // start happened proves the runs on its nodes had ended.
+            let ended: Vec<(JobId, u32)> = self
+                .completing
+                .iter()
+                .filter(|(_, c)| {
+                    c.held
+                        .nodes
+                        .iter()
+                        .any(|h| alloc.nodes.iter().any(|n| n.node == h.node))
+                })
+                .map(|(&k, _)| k)
+                .collect();
+            for (job, run) in ended {
+                self.processes_gone(job, run);
+            }
+            if !self.cluster.take_exact(&alloc) {
+                return Err(JobError::NotRestorable(id, "its allocation is not free"));
+            }
         }
         self.start(id, now, alloc);
         Ok(())
@@ -881,13 +959,50 @@ impl Scheduler {
     pub(crate) fn start_job(&mut self, id: JobId, now: Time, alloc: Allocation) {
         self.start(id, now, alloc);
     }
+    /// `preemptor` waits for these runs' processes to end, then starts first.
+    pub(crate) fn await_victims(&mut self, preemptor: JobId, runs: Vec<(JobId, u32)>) {
+        self.preemptors.insert(preemptor, runs);
+    }
+    /// Preemptors whose victims' processes are all gone (their claims are dropped: each
+    /// gets one try ahead of the queue).
+    pub(crate) fn take_ready_preemptors(&mut self) -> Vec<JobId> {
+        let ready: Vec<JobId> = self
+            .preemptors
+            .iter()
+            .filter(|(_, runs)| runs.iter().all(|r| !self.completing.contains_key(r)))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in &ready {
+            self.preemptors.remove(id);
+        }
+        ready
+    }
     pub(crate) fn preempt_job(&mut self, id: JobId, now: Time, mode: PreemptMode) {
         match mode {
-            PreemptMode::Cancel => self.finish_running(id, now, JobState::Preempted, None),
-            PreemptMode::Requeue => self.requeue(id, now),
+            PreemptMode::Cancel => {
+                self.stop_running(id, now, Stop::ProcessesMayLinger);
+                self.retire(id, now, JobState::Preempted);
+            }
+            PreemptMode::Requeue => self.requeue(id, now, Stop::ProcessesMayLinger),
             PreemptMode::Suspend => self.suspend(id, now),
         }
     }
+}
+
+/// Whether a stopped run's processes are known to be gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// They ended (an agent reported the exit) or their node is down.
+    ProcessesGone,
+    /// They were told to stop and may still be in their grace period.
+    ProcessesMayLinger,
+}
+
+/// What a run told to stop still holds, and since when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completing {
+    pub held: Allocation,
+    pub since: Time,
 }
 
 pub(crate) struct SchedulerParts<'a> {

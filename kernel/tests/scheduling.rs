@@ -470,6 +470,126 @@ fn preemption_requeues_scavenger_jobs_but_never_protected_ones() {
         .all(|p| s.job(*p).unwrap().state == JobState::Running));
 }
 
+fn holding() -> SchedulerConfig {
+    SchedulerConfig {
+        hold_until_processes_end: true,
+        ..SchedulerConfig::default()
+    }
+}
+
+#[test]
+fn a_cancelled_runs_resources_wait_for_its_processes_to_end() {
+    let mut s = scheduler(Cluster::homogeneous(1, 4, 16_000), holding());
+    let a = s.submit(cpu_job("u", 4, 600), 0).unwrap()[0];
+    let b = s.submit(cpu_job("u", 4, 600), 0).unwrap()[0];
+    assert_eq!(s.cycle(0).started, vec![a]);
+    assert_eq!(s.cancel(a, 5).unwrap(), JobState::Running);
+    assert_eq!(s.job(a).unwrap().state, JobState::Cancelled);
+    assert!(s.is_completing(a), "still ending");
+    assert!(
+        s.cycle(6).started.is_empty(),
+        "b waits while a's processes end"
+    );
+    assert!(
+        !s.processes_gone(a, 1),
+        "another run of a is not completing"
+    );
+    assert!(s.processes_gone(a, 0));
+    assert!(!s.is_completing(a));
+    assert_eq!(s.cycle(7).started, vec![b]);
+    // Without the setting (the simulator), the resources come back at once.
+    let mut s = scheduler(
+        Cluster::homogeneous(1, 4, 16_000),
+        SchedulerConfig::default(),
+    );
+    let a = s.submit(cpu_job("u", 4, 600), 0).unwrap()[0];
+    let b = s.submit(cpu_job("u", 4, 600), 0).unwrap()[0];
+    s.cycle(0);
+    s.cancel(a, 5).unwrap();
+    assert!(!s.is_completing(a));
+    assert_eq!(s.cycle(6).started, vec![b]);
+}
+
+#[test]
+fn a_preemptor_waits_for_its_victims_processes_and_takes_no_more_victims_meanwhile() {
+    let policies = PolicySet {
+        preemption: Box::new(Greedy),
+        ..PolicySet::default()
+    };
+    let mut s = Scheduler::new(example_cluster(), holding(), policies);
+    let mut scav = Vec::new();
+    for _ in 0..8 {
+        let mut spec = cpu_job("carol", 64, 3600);
+        spec.request.nodes = Some(1);
+        spec.partition = Some("scavenger".into());
+        spec.request.features = vec!["avx512".into()];
+        scav.extend(s.submit(spec, 0).unwrap());
+    }
+    let started = s.cycle(0).started.len();
+    let mut urgent = cpu_job("alice", 128, 600);
+    urgent.partition = Some("cpu".into());
+    urgent.request.nodes = Some(2);
+    let u = s.submit(urgent, 10).unwrap()[0];
+    let out = s.cycle(10);
+    assert!(
+        !out.started.contains(&u),
+        "the victims still hold their nodes"
+    );
+    assert_eq!(out.requeued.len(), 2, "{out:?}");
+    let victims = out.requeued.clone();
+    for v in &victims {
+        assert_eq!(s.job(*v).unwrap().state, JobState::Requeued);
+        assert!(s.is_completing(*v), "the requeued run is still ending");
+    }
+    let out = s.cycle(11);
+    assert!(
+        out.requeued.is_empty() && out.preempted.is_empty() && out.started.is_empty(),
+        "nothing more is stopped while the victims end: {out:?}"
+    );
+    for v in &victims {
+        assert!(s.processes_gone(*v, 0));
+    }
+    let out = s.cycle(12);
+    assert!(out.started.contains(&u), "{out:?}");
+    assert_eq!(
+        s.running().len(),
+        started - 2 + 1,
+        "the victims wait in the queue"
+    );
+}
+
+#[test]
+fn a_failed_node_releases_what_its_completing_runs_held() {
+    let mut s = scheduler(Cluster::homogeneous(2, 4, 16_000), holding());
+    let a = s.submit(cpu_job("u", 4, 600), 0).unwrap()[0];
+    s.cycle(0);
+    let node = s.job(a).unwrap().allocation.as_ref().unwrap().nodes[0].node;
+    s.cancel(a, 1).unwrap();
+    assert!(s.is_completing(a));
+    s.node_failed(node, 2);
+    assert!(
+        !s.is_completing(a),
+        "a down node's processes are gone with it"
+    );
+    assert!(s.completing().is_empty());
+}
+
+#[test]
+fn a_restored_start_on_a_completing_runs_nodes_proves_that_run_ended() {
+    // A log from before ends of completing runs were logged: job a was cancelled, then
+    // b started on its cores. Replaying it must not find those cores still held.
+    let mut s = scheduler(Cluster::homogeneous(1, 4, 16_000), holding());
+    let a = s.submit(cpu_job("u", 4, 600), 0).unwrap()[0];
+    let b = s.submit(cpu_job("u", 4, 600), 0).unwrap()[0];
+    s.cycle(0);
+    let alloc = s.job(a).unwrap().allocation.clone().unwrap();
+    s.cancel(a, 5).unwrap();
+    assert!(s.is_completing(a));
+    s.restore_start(b, 9, alloc).unwrap();
+    assert!(!s.is_completing(a));
+    assert_eq!(s.job(b).unwrap().state, JobState::Running);
+}
+
 #[test]
 fn node_failure_requeues_or_fails_jobs_as_configured() {
     let mut s = scheduler(example_cluster(), SchedulerConfig::default());

@@ -480,7 +480,7 @@ impl Cluster {
     fn finished(j: &Value) -> bool {
         !matches!(
             j["state"].as_str(),
-            Some("PENDING" | "RUNNING" | "SUSPENDED" | "REQUEUED")
+            Some("PENDING" | "RUNNING" | "SUSPENDED" | "REQUEUED" | "COMPLETING")
         )
     }
 

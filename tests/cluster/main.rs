@@ -8,7 +8,7 @@ mod harness;
 mod hostile;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use harness::{Cluster, Options};
 
@@ -217,6 +217,44 @@ fn scancel_and_time_limits_end_jobs_as_cancelled_and_timeout() {
         .unwrap();
     let job = c.wait_done(b);
     assert_eq!(job["state"], "TIMEOUT", "{job}");
+    // A job that ignores SIGTERM holds its nodes, COMPLETING, until SIGKILL ends its
+    // processes; only then does the next job start there.
+    let stubborn = c.write(
+        "stubborn.sh",
+        "#!/bin/bash\ntrap '' TERM\necho $$ > stubborn.pid\nsleep 300\n",
+    );
+    let whole = ["-p", "cpu", "-N", "2", "-n", "8"];
+    let s = c.sbatch(&[&whole[..], &[stubborn.to_str().unwrap()]].concat());
+    c.wait_state(s, "RUNNING");
+    let after = c.write(
+        "after.sh",
+        "#!/bin/bash\nif kill -0 $(cat stubborn.pid) 2>/dev/null; then echo overlap; else echo clean; fi > after.out\n",
+    );
+    let n = c.sbatch(&[&whole[..], &[after.to_str().unwrap()]].concat());
+    let since = Instant::now();
+    while !c.work().join("stubborn.pid").exists() {
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "the job never wrote its pid"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.cli_ok(&["scancel", &s.to_string()]);
+    let shown = c.cli_ok(&["squeue", "-h", "-o", "%i %t"]);
+    assert!(shown.contains(&format!("{s} CG")), "{shown}");
+    assert!(shown.contains(&format!("{n} PD")), "{shown}");
+    assert!(
+        c.cli_ok(&["squeue", "-h", "-t", "CG", "-o", "%i"])
+            .contains(&s.to_string()),
+        "squeue -t CG lists it"
+    );
+    assert_eq!(c.wait_done(s)["state"], "CANCELLED");
+    assert_eq!(c.wait_done(n)["state"], "COMPLETED");
+    assert_eq!(
+        c.read("after.out").trim(),
+        "clean",
+        "the next job started beside the old one's processes"
+    );
     // An unknown id: Slurm's message and a failing exit code.
     let (code, _, err) = c.cli(&["scancel", "999999"]);
     assert_ne!(code, 0);

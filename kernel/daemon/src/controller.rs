@@ -329,6 +329,9 @@ impl Controller {
             Entry::Cancelled { job } => {
                 self.sched.cancel(*job, time)?;
             }
+            Entry::ProcessesGone { job, run } => {
+                self.sched.processes_gone(*job, *run);
+            }
             Entry::DependencyNeverSatisfied { job } => {
                 self.sched.restore_dependency_cancel(*job, time)?
             }
@@ -845,7 +848,9 @@ impl Controller {
     }
 
     /// A heartbeat: the node is alive; its list of jobs is reconciled with the kernel's.
-    pub fn heartbeat(&mut self, req: &api::HeartbeatRequest, now: Time) -> Result<(), Refusal> {
+    /// Returns whether resources came back (runs that were completing ended), so a
+    /// cycle may start something on them.
+    pub fn heartbeat(&mut self, req: &api::HeartbeatRequest, now: Time) -> Result<bool, Refusal> {
         let id = self.node_id(&req.node)?;
         if self.nodes[id.index()].last_seen.is_none() {
             return Err(Refusal::Conflict(format!(
@@ -855,6 +860,7 @@ impl Controller {
         }
         self.nodes[id.index()].last_seen = Some(now);
         let mut reported = HashSet::new();
+        let mut freed = false;
         for j in &req.jobs {
             let job = JobId(j.job_id);
             if !self.is_current_run(job, j.run, id) {
@@ -870,6 +876,8 @@ impl Controller {
                             run: j.run,
                         }),
                     );
+                } else if self.end_completing(job, j.run, id, now)? {
+                    freed = true;
                 } else {
                     tracing::debug!(job = job.0, run = j.run, node = %req.node, "end of a past run; nothing to settle");
                 }
@@ -910,7 +918,49 @@ impl Controller {
         for j in missing {
             self.send_launch(j);
         }
-        Ok(())
+        // Completing runs this node no longer has at all (it never got the launch, or
+        // settled the end already): their processes are gone. A run told to stop less
+        // than two heartbeats ago may be in a command the node has not read yet.
+        let settle = Time::from(self.settings.heartbeat_s).saturating_mul(2);
+        let listed: HashSet<(u64, u32)> = req.jobs.iter().map(|j| (j.job_id, j.run)).collect();
+        let absent: Vec<(JobId, u32)> = self
+            .sched
+            .completing()
+            .iter()
+            .filter(|(_, c)| c.held.nodes.first().map(|n| n.node) == Some(id))
+            .filter(|(_, c)| now - c.since >= settle)
+            .map(|(&k, _)| k)
+            .filter(|&(job, run)| !listed.contains(&(job.0, run)))
+            .collect();
+        for (job, run) in absent {
+            freed |= self.end_completing(job, run, id, now)?;
+        }
+        Ok(freed)
+    }
+
+    /// Ends `run` of job `id` if it is completing with its processes on `node`: logs it,
+    /// gives its resources back. Returns whether it did.
+    fn end_completing(
+        &mut self,
+        id: JobId,
+        run: u32,
+        node: NodeId,
+        now: Time,
+    ) -> Result<bool, Refusal> {
+        let here = self
+            .sched
+            .completing()
+            .get(&(id, run))
+            .and_then(|c| c.held.nodes.first())
+            .is_some_and(|n| n.node == node);
+        if !here {
+            return Ok(false);
+        }
+        self.log(now, &[Entry::ProcessesGone { job: id, run }])?;
+        self.sched.processes_gone(id, run);
+        tracing::info!(job = id.0, run, "processes gone; resources released");
+        self.publish_job(id, now);
+        Ok(true)
     }
 
     /// A job's run changed state on its node. Only the node running the job's current
@@ -930,15 +980,18 @@ impl Controller {
             max_rss_mb: r.max_rss_mb,
         };
         if !self.is_current_run(id, r.run, node) {
-            let ran_here = job.requeue_count == r.run && self.first_node(id) == Some(node);
-            if job.state.is_terminal() && ran_here {
+            let (requeue_count, state) = (job.requeue_count, job.state);
+            let ran_here = requeue_count == r.run && self.first_node(id) == Some(node);
+            let terminal = state.is_terminal();
+            let gone = r.state != "RUNNING" && self.end_completing(id, r.run, node, now)?;
+            if terminal && ran_here {
                 // Already ended here (cancelled, node failed): keep what it used.
                 self.usage.entry(id).or_insert(usage);
-            } else {
+            } else if !gone {
                 tracing::warn!(
                     job = id.0,
                     run = r.run,
-                    current_run = job.requeue_count,
+                    current_run = requeue_count,
                     node = %r.node,
                     state = %r.state,
                     "report about a run that is not the job's current run on this node; ignored"
@@ -1116,6 +1169,16 @@ impl Controller {
         info
     }
 
+    /// The state users see: Slurm's COMPLETING for an ended job whose processes are not
+    /// yet gone.
+    pub fn shown_state(&self, job: &Job) -> &'static str {
+        if job.state.is_terminal() && self.sched.is_completing(job.id) {
+            "COMPLETING"
+        } else {
+            job.state.slurm_name()
+        }
+    }
+
     pub fn job_info(&self, job: &Job) -> api::JobInfo {
         let cluster = self.sched.cluster();
         let user = cluster.users[job.user.index()].clone();
@@ -1150,7 +1213,7 @@ impl Controller {
             account: cluster.accounts[job.account.index()].name.clone(),
             partition: cluster.partition(job.partition).name.clone(),
             qos: cluster.qos[job.qos.index()].name.clone(),
-            state: job.state.slurm_name().to_string(),
+            state: self.shown_state(job).to_string(),
             reason: match self.end_messages.get(&job.id) {
                 Some(m) if job.state.is_terminal() => m.clone(),
                 _ => reason_text(job),

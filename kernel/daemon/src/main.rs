@@ -125,6 +125,8 @@ async fn main() -> Result<()> {
     let (set, slots) = policies(&cfg)?;
     let config = SchedulerConfig {
         fairshare_interval: cfg.fairshare_interval_s.into(),
+        // Live jobs have processes: what a stopped run held waits for them to go.
+        hold_until_processes_end: true,
         ..SchedulerConfig::default()
     };
     let sched = Scheduler::new(cluster, config, set);

@@ -291,8 +291,22 @@ impl ControllerApi for Service {
             let c = self.0.lock();
             let s = c.scheduler();
             // Running and suspended jobs first (by id), then waiting jobs in walk order.
-            let mut ids: Vec<JobId> = s.running().iter().chain(s.suspended()).copied().collect();
+            // Ended jobs whose processes are still going (COMPLETING) are listed with
+            // the running ones, as squeue does.
+            let completing = s
+                .completing()
+                .keys()
+                .map(|&(id, _)| id)
+                .filter(|&id| s.job(id).is_some_and(|j| j.state.is_terminal()));
+            let mut ids: Vec<JobId> = s
+                .running()
+                .iter()
+                .chain(s.suspended())
+                .copied()
+                .chain(completing)
+                .collect();
             ids.sort_unstable();
+            ids.dedup();
             let mut waiting: Vec<_> = s
                 .waiting()
                 .iter()
@@ -314,7 +328,7 @@ impl ControllerApi for Service {
                 && (r.states.is_empty()
                     || r.states
                         .iter()
-                        .any(|s| s.eq_ignore_ascii_case(j.state.slurm_name())))
+                        .any(|s| s.eq_ignore_ascii_case(c.shown_state(j))))
                 && (r.partition.is_empty() || cluster.partition(j.partition).name == r.partition)
         };
         let stream = paged(
@@ -633,10 +647,14 @@ impl AgentLink for Service {
     ) -> Result<Response<api::HeartbeatReply>, Status> {
         let now = unix_now();
         self.0.auth.agent(&req, now, &req.get_ref().node)?;
-        self.0
+        let freed = self
+            .0
             .lock()
             .heartbeat(req.get_ref(), now)
             .map_err(|e| self.0.status(e))?;
+        if freed {
+            self.0.wake.notify_one();
+        }
         Ok(Response::new(api::HeartbeatReply {}))
     }
 

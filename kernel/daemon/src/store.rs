@@ -71,6 +71,11 @@ pub enum Entry {
     Cancelled {
         job: JobId,
     },
+    /// The processes of a run told to stop are gone: what it held goes back.
+    ProcessesGone {
+        job: JobId,
+        run: u32,
+    },
     DependencyNeverSatisfied {
         job: JobId,
     },
