@@ -71,4 +71,8 @@ for f in infinite-loop memory-bomb panic wrong-length; do
     component "hostile-$f" gantry-test-hostile-policy "$f"
 done
 component fifo-by-job-id gantry-test-hostile-policy job-ids
+# About 4 MB of code, for benches/policy_load_stall.rs only (half a minute to build).
+if [ "${GANTRY_LARGE_POLICY:-0}" = 1 ]; then
+    component large-priority gantry-test-large-policy large
+fi
 say "components in $out"

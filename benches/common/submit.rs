@@ -20,6 +20,7 @@ pub struct Daemon {
     pub child: Child,
     addr: String,
     token: String,
+    admin_token: String,
 }
 
 impl Drop for Daemon {
@@ -38,7 +39,8 @@ pub fn gantryd_path() -> PathBuf {
     )
 }
 
-fn gantryd() -> PathBuf {
+/// [`gantryd_path`], which must exist.
+pub fn gantryd() -> PathBuf {
     let path = gantryd_path();
     assert!(
         path.is_file(),
@@ -48,8 +50,15 @@ fn gantryd() -> PathBuf {
     path
 }
 
-/// A `gantryd` on a loopback port with its state in `dir`, listening when this returns.
+/// A `gantryd` with the kernel's native policies on a loopback port with its state in
+/// `dir`, listening when this returns.
 pub fn start(dir: &Path) -> Daemon {
+    start_with(&gantryd(), dir, "native_policies = true\n")
+}
+
+/// The `gantryd` at `daemon`, started as [`start`] does, with `policies`
+/// (configuration lines) saying which policies it runs.
+pub fn start_with(daemon: &Path, dir: &Path, policies: &str) -> Daemon {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -67,11 +76,11 @@ pub fn start(dir: &Path) -> Daemon {
         dir.join("gantryd.toml"),
         format!(
             "listen = \"127.0.0.1:{port}\"\nstate = \"state.db\"\nkey_file = \"key\"\n\
-             cluster_file = \"cluster.toml\"\nnative_policies = true\n"
+             cluster_file = \"cluster.toml\"\n{policies}"
         ),
     )
     .unwrap();
-    let child = Command::new(gantryd())
+    let child = Command::new(daemon)
         .args(["--config", "gantryd.toml"])
         .current_dir(dir)
         .env("RUST_LOG", "warn")
@@ -85,21 +94,35 @@ pub fn start(dir: &Path) -> Daemon {
         assert!(Instant::now() < deadline, "gantryd did not start listening");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let token = mint(
-        &key,
-        &Claims {
-            user: "bench".into(),
-            uid: unsafe { libc::getuid() },
-            role: Role::User,
-            expires: i64::MAX / 2,
-        },
-    )
-    .unwrap();
-    Daemon { child, addr, token }
+    let token_as = |role| {
+        mint(
+            &key,
+            &Claims {
+                user: "bench".into(),
+                // SAFETY: getuid has no preconditions.
+                uid: unsafe { libc::getuid() },
+                role,
+                expires: i64::MAX / 2,
+            },
+        )
+        .unwrap()
+    };
+    Daemon {
+        child,
+        addr,
+        token: token_as(Role::User),
+        admin_token: token_as(Role::Admin),
+    }
+}
+
+/// One client connected as an admin (for `policy load`).
+pub async fn admin_client(d: &Daemon) -> Client {
+    let ch = connect(&d.addr, &Default::default()).await.unwrap();
+    ControllerClient::with_interceptor(ch, WithToken::new(Some(&d.admin_token)).unwrap())
 }
 
 /// A job as `sbatch` sends one: a short script and a modest exported environment.
-fn job(i: usize) -> JobSubmission {
+pub fn job(i: usize) -> JobSubmission {
     let env = (0..20)
         .map(|k| (format!("VAR_{k}"), format!("/opt/site/software/pkg{k}/bin")))
         .collect();

@@ -655,12 +655,96 @@ fn a_hundred_thousand_jobs_list_and_cancel_and_one_array_task_is_one_task() {
         "JobID,State",
     ]);
     assert_eq!(t3.trim(), format!("{array}_3|CANCELLED|"), "{t3}");
+    // A watcher that reads nothing while the whole array ends: it falls behind the
+    // bounded event ring and is told so, instead of holding memory or missing events
+    // in silence.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_keep, mut stalled) = rt.block_on(open_watches(&c, &c.token("root", true), 1));
     // The whole array, then sacct over all of it.
     c.cli_ok(&["scancel", &array.to_string()]);
     c.cli_ok(&["scancel", &blocker.to_string()]);
     let acct = c.cli_ok(&["sacct", "-P", "--noheader", "-o", "JobID,State"]);
     let cancelled = acct.lines().filter(|l| l.contains("|CANCELLED")).count();
     assert_eq!(cancelled, 100_001, "every finished job is listed");
+    let ended = rt.block_on(async {
+        let stream = stalled.pop().unwrap();
+        let mut stream = std::pin::pin!(stream);
+        let mut events = 0;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), stream.message()).await {
+                Ok(Ok(Some(_))) => events += 1,
+                Ok(Ok(None)) => break format!("ended quietly after {events} events"),
+                Ok(Err(status)) => break format!("{:?}: {}", status.code(), status.message()),
+                Err(_) => break format!("still open after {events} events"),
+            }
+        }
+    });
+    eprintln!("the stalled watch: {ended}");
+    assert!(
+        ended.starts_with("ResourceExhausted") && ended.contains("events behind"),
+        "{ended}"
+    );
+}
+
+/// `n` open `Watch` streams as the holder of `token`, over TCP: the channel and the
+/// streams.
+async fn open_watches(
+    c: &Cluster,
+    token: &str,
+    n: usize,
+) -> (tonic::transport::Channel, Vec<tonic::Streaming<api::Event>>) {
+    let channel = gantry_api::client::connect(&c.tcp(), &c.trust())
+        .await
+        .unwrap();
+    let with = gantry_api::client::WithToken::new(Some(token)).unwrap();
+    let mut client =
+        api::controller_client::ControllerClient::with_interceptor(channel.clone(), with);
+    let mut streams = Vec::new();
+    for _ in 0..n {
+        streams.push(
+            client
+                .watch(api::WatchRequest::default())
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+    }
+    (channel, streams)
+}
+
+#[test]
+fn one_user_cannot_hold_watches_without_bound() {
+    // Runs without root too: no job or local user is involved.
+    let c = Cluster::start(Options::default());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let token = c.token("alice", false);
+        let (channel, mut open) = open_watches(&c, &token, 64).await;
+        let with = gantry_api::client::WithToken::new(Some(&token)).unwrap();
+        let mut client = api::controller_client::ControllerClient::with_interceptor(channel, with);
+        let refused = client
+            .watch(api::WatchRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            tonic::Code::ResourceExhausted,
+            "{refused:?}"
+        );
+        assert!(refused.message().contains("64 watches"), "{refused:?}");
+        // Another user is not affected; one closed watch frees a place.
+        let (_, bob) = open_watches(&c, &c.token("bob", false), 1).await;
+        assert_eq!(bob.len(), 1);
+        open.pop();
+        let since = Instant::now();
+        while client.watch(api::WatchRequest::default()).await.is_err() {
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "the closed watch was never counted out"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
 }
 
 #[test]

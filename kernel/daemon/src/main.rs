@@ -152,6 +152,7 @@ async fn main() -> Result<()> {
         wake: tokio::sync::Notify::new(),
         fatal: tokio::sync::Notify::new(),
         max_component_bytes: cfg.max_component_bytes,
+        watches: Default::default(),
     });
     let max_request = cfg.max_request_bytes();
     let service = Service(shared.clone());

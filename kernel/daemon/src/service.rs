@@ -49,6 +49,50 @@ pub struct Shared {
     pub fatal: Notify,
     /// The largest component `PolicyLoad` accepts, in bytes.
     pub max_component_bytes: usize,
+    /// Open `Watch` streams per user.
+    pub watches: Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// The most `Watch` streams one user may hold open at once.
+pub const MAX_WATCHES_PER_USER: usize = 64;
+
+/// One open `Watch` stream, counted against its user while it lives.
+struct WatchSlot {
+    shared: Arc<Shared>,
+    user: String,
+}
+
+impl WatchSlot {
+    fn take(shared: &Arc<Shared>, user: &str) -> Result<Self, Status> {
+        let mut open = shared.watches.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(user.to_string()).or_default();
+        if *n >= MAX_WATCHES_PER_USER {
+            return Err(Status::resource_exhausted(format!(
+                "you have {MAX_WATCHES_PER_USER} watches open already; end one first"
+            )));
+        }
+        *n += 1;
+        Ok(Self {
+            shared: shared.clone(),
+            user: user.to_string(),
+        })
+    }
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .shared
+            .watches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
 }
 
 /// At most this many jobs in one page of a listing.
@@ -593,9 +637,21 @@ impl ControllerApi for Service {
         let now = unix_now();
         let who = self.0.auth.caller(&req, now)?;
         let only = req.into_inner().job_ids;
+        let slot = WatchSlot::take(&self.0, &who.user)?;
         let rx = self.0.lock().subscribe();
+        // Events wait for a slow watcher in the broadcast's bounded ring; one that falls
+        // a ring behind is ended with the count it missed, never fed a silent gap.
         let stream = BroadcastStream::new(rx).filter_map(move |e| {
-            let e = e.ok()?;
+            let _held = &slot;
+            let e = match e {
+                Ok(e) => e,
+                Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                    return Some(Err(Status::resource_exhausted(format!(
+                        "this watch fell {n} events behind and was ended; start it again \
+                         (squeue shows where things stand now)"
+                    ))))
+                }
+            };
             let keep = match &e.what {
                 Some(api::event::What::Job(j)) => {
                     (who.admin || j.user == who.user)
