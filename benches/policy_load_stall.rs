@@ -194,7 +194,7 @@ fn main() {
         return;
     }
     println!(
-        "sbatch latency while a {mb:.1} MB priority component loads ({} rounds per build)",
+        "sbatch latency while a {mb:.2} MB priority component loads ({} rounds per build)",
         o.rounds
     );
     println!(

@@ -552,6 +552,42 @@ pub enum ShowWhat {
     Job { id: String },
     /// One node, or all.
     Node { name: Option<String> },
+    /// A host list (default: $SLURM_JOB_NODELIST) as one name per line, as Slurm's
+    /// `scontrol show hostnames` (how job scripts find MASTER_ADDR).
+    Hostnames { list: Option<String> },
+    /// Names (a host list, or names separated by commas or spaces) compressed into one
+    /// host list, as Slurm's `scontrol show hostlist`.
+    Hostlist { names: Vec<String> },
+}
+
+/// `scontrol show hostnames|hostlist`: text only, no controller needed. `Ok(None)` for
+/// any other `show`.
+fn show_hosts(what: &ShowWhat) -> Result<Option<Vec<String>>> {
+    use gantry_kernel::units::{compress_hostlist, expand_hostlist};
+    match what {
+        ShowWhat::Hostnames { list } => {
+            let list = match list {
+                Some(l) => l.clone(),
+                None => std::env::var("SLURM_JOB_NODELIST").map_err(|_| {
+                    anyhow!("give a host list, or run inside a job (SLURM_JOB_NODELIST is not set)")
+                })?,
+            };
+            Ok(Some(expand_hostlist(&list)?))
+        }
+        ShowWhat::Hostlist { names } => {
+            let mut all = Vec::new();
+            for part in names.iter().flat_map(|n| n.split([',', ' ', '\n'])) {
+                if !part.trim().is_empty() {
+                    all.extend(expand_hostlist(part.trim())?);
+                }
+            }
+            if all.is_empty() {
+                bail!("give the host names to compress");
+            }
+            Ok(Some(vec![compress_hostlist(&all)]))
+        }
+        _ => Ok(None),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -563,6 +599,15 @@ pub struct ShowArgs {
 }
 
 pub async fn show(conn: &Conn, a: ShowArgs) -> Result<()> {
+    if let Some(lines) = show_hosts(&a.what)? {
+        if a.json {
+            return print_json(&lines);
+        }
+        for l in lines {
+            println!("{}", format::printable(&l));
+        }
+        return Ok(());
+    }
     let mut c = client(conn).await?;
     match a.what {
         ShowWhat::Job { id } => {
@@ -632,6 +677,8 @@ pub async fn show(conn: &Conn, a: ShowArgs) -> Result<()> {
             println!("   StdErr={}", j.stderr_path);
             Ok(())
         }
+        // Answered without the controller, above.
+        ShowWhat::Hostnames { .. } | ShowWhat::Hostlist { .. } => Ok(()),
         ShowWhat::Node { name } => {
             let nodes = c
                 .nodes(api::NodesRequest {})

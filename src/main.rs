@@ -89,7 +89,7 @@ fn slurm_argv(mut args: Vec<String>) -> Vec<String> {
         if rest.first().map(String::as_str) == Some("show") {
             rest.remove(0);
         } else {
-            eprintln!("scontrol: only 'scontrol show job|node' is supported");
+            eprintln!("scontrol: only 'scontrol show job|node|hostnames|hostlist' is supported");
             std::process::exit(1);
         }
     }
@@ -107,11 +107,27 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     // As Slurm's tools (C programs): a closed pipe (`sacct | head -1`) ends the process
-    // quietly by SIGPIPE instead of an error on every write after it.
-    // SAFETY: restores the default disposition of one signal before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // quietly by SIGPIPE. Only for standard output: SIGPIPE stays ignored, so a
+    // controller that closes the connection mid-write is an error the CLI reports, not a
+    // silent death; printing to a closed stdout panics in std, and that panic raises it.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            // SAFETY: restores the default disposition of SIGPIPE and raises it, ending
+            // the process as a C tool's write to a closed pipe would.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                libc::raise(libc::SIGPIPE);
+            }
+        }
+        default_hook(info);
+    }));
     let args: Result<Vec<String>, _> = std::env::args_os().map(|a| a.into_string()).collect();
     let argv = match args {
         Ok(args) => slurm_argv(args),

@@ -24,7 +24,8 @@ pub struct Ended {
     pub job_id: u64,
     /// The run that ended.
     pub run: u32,
-    /// EXITED, TIMEOUT, CANCELLED or LAUNCH_FAILED.
+    /// EXITED, TIMEOUT, CANCELLED or LAUNCH_FAILED; or [`ENDING_AT_TIME_LIMIT`], which
+    /// is not an end but the notice that the run passed its limit and is being ended.
     pub state: &'static str,
     pub exit_code: Option<i32>,
     pub message: String,
@@ -32,6 +33,10 @@ pub struct Ended {
     pub system_cpu_s: f64,
     pub max_rss_mb: u64,
 }
+
+/// The state of the notice sent when a run passes its time limit and its processes are
+/// told to stop: the controller shows the job COMPLETING until the run's end follows.
+pub const ENDING_AT_TIME_LIMIT: &str = "TIMEOUT_ENDING";
 
 #[derive(Debug)]
 struct Running {
@@ -115,12 +120,13 @@ impl Jobs {
         let inner = self.lock();
         let mut out: Vec<api::RunningJob> = inner
             .running
-            .keys()
-            .map(|&(job_id, run)| api::RunningJob {
+            .iter()
+            .map(|(&(job_id, run), r)| api::RunningJob {
                 job_id,
                 alive: true,
                 exit_code: None,
-                timed_out: false,
+                // Alive past its limit: being ended.
+                timed_out: r.ending == Some("TIMEOUT"),
                 run,
                 message: String::new(),
                 launch_failed: false,
@@ -252,7 +258,26 @@ impl Jobs {
         set("SLURM_NNODES", job.nodes.to_string());
         set("SLURM_SUBMIT_DIR", job.workdir.clone());
         set("SLURM_CPUS_ON_NODE", here.cores.len().to_string());
-        set("SLURM_TASKS_PER_NODE", here.tasks.to_string());
+        // Job-wide, node by node, in Slurm's `N(xM),K` form.
+        let per_node = |f: fn(&api::NodeAllocation) -> u64| {
+            let values: Vec<u64> = job.allocation.iter().map(f).collect();
+            if values.is_empty() {
+                // A view without the allocation: this node's part.
+                f(&here).to_string()
+            } else {
+                slurm_counts(&values)
+            }
+        };
+        set("SLURM_TASKS_PER_NODE", per_node(|n| n.tasks as u64));
+        set(
+            "SLURM_JOB_CPUS_PER_NODE",
+            per_node(|n| n.cores.len() as u64),
+        );
+        // The batch script is the job's `batch` step: task 0 on the first node.
+        set("SLURM_PROCID", "0".into());
+        set("SLURM_LOCALID", "0".into());
+        set("SLURM_NODEID", "0".into());
+        set("SLURM_GTIDS", "0".into());
         set("SLURM_MEM_PER_NODE", here.memory_mb.to_string());
         set("SLURMD_NODENAME", self.node.clone());
         set("GANTRY_NODE", self.node.clone());
@@ -391,6 +416,18 @@ impl Jobs {
             (r.pgid, r.grace, r.suspended_at.is_some())
         };
         tracing::info!(job = key.0, run = key.1, why, "ending job");
+        if why == "TIMEOUT" {
+            let _ = self.ended_tx.send(Ended {
+                job_id: key.0,
+                run: key.1,
+                state: ENDING_AT_TIME_LIMIT,
+                exit_code: None,
+                message: String::new(),
+                user_cpu_s: 0.0,
+                system_cpu_s: 0.0,
+                max_rss_mb: 0,
+            });
+        }
         signal_group(pgid, libc::SIGTERM);
         if was_stopped {
             signal_group(pgid, libc::SIGCONT);
@@ -447,5 +484,37 @@ impl Jobs {
         for key in late {
             self.end(key, "TIMEOUT");
         }
+    }
+}
+
+/// Per-node counts in Slurm's compressed form: runs of equal values as `N(xM)`, joined
+/// by commas (`[2, 2, 1]` → `2(x2),1`), as in `SLURM_TASKS_PER_NODE`.
+fn slurm_counts(values: &[u64]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < values.len() {
+        let run = values[i..].iter().take_while(|&&v| v == values[i]).count();
+        parts.push(if run > 1 {
+            format!("{}(x{run})", values[i])
+        } else {
+            values[i].to_string()
+        });
+        i += run;
+    }
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slurm_counts;
+
+    #[test]
+    fn per_node_counts_are_written_as_slurm_writes_them() {
+        assert_eq!(slurm_counts(&[2, 2]), "2(x2)");
+        assert_eq!(slurm_counts(&[8; 8]), "8(x8)");
+        assert_eq!(slurm_counts(&[2, 2, 1]), "2(x2),1");
+        assert_eq!(slurm_counts(&[1, 2, 1]), "1,2,1");
+        assert_eq!(slurm_counts(&[4]), "4");
+        assert_eq!(slurm_counts(&[]), "");
     }
 }

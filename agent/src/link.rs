@@ -145,7 +145,10 @@ impl Link {
                 },
                 Some(e) = ended.recv() => {
                     client.report_job(report(&self.node, &e)).await?;
-                    self.jobs.settled(&[(e.job_id, e.run)]);
+                    // A notice settles nothing: the run's end is still to come.
+                    if e.state != crate::jobs::ENDING_AT_TIME_LIMIT {
+                        self.jobs.settled(&[(e.job_id, e.run)]);
+                    }
                 }
                 _ = beat.tick() => self.heartbeat(&mut client).await?,
                 _ = limits.tick() => self.jobs.enforce_limits(),

@@ -579,6 +579,20 @@ impl Scheduler {
         Ok(())
     }
 
+    /// A running (or suspended) job passed its time limit and its processes were told
+    /// to stop: it ends as TIMEOUT, and what it holds waits for them as a cancelled
+    /// job's does (with [`SchedulerConfig::hold_until_processes_end`]).
+    pub fn time_limit_reached(&mut self, id: JobId, now: Time) -> Result<(), JobError> {
+        let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
+        if !matches!(job.state, JobState::Running | JobState::Suspended) {
+            return Err(JobError::NotRunning(id));
+        }
+        self.stop_running(id, now, Stop::ProcessesMayLinger);
+        self.job_mut(id).exit_code = None;
+        self.retire(id, now, JobState::Timeout);
+        Ok(())
+    }
+
     /// The processes of `run` of job `id` are gone (its node said so): what the run
     /// still held goes back. False when that run was not completing.
     pub fn processes_gone(&mut self, id: JobId, run: u32) -> bool {

@@ -511,6 +511,24 @@ fn a_cancelled_runs_resources_wait_for_its_processes_to_end() {
 }
 
 #[test]
+fn a_timed_out_run_holds_its_resources_until_its_processes_end() {
+    let mut s = scheduler(Cluster::homogeneous(1, 4, 16_000), holding());
+    let a = s.submit(cpu_job("u", 4, 10), 0).unwrap()[0];
+    let b = s.submit(cpu_job("u", 4, 10), 0).unwrap()[0];
+    s.cycle(0);
+    s.time_limit_reached(a, 10).unwrap();
+    assert_eq!(s.job(a).unwrap().state, JobState::Timeout);
+    assert!(s.is_completing(a));
+    assert!(s.cycle(11).started.is_empty());
+    assert!(
+        s.time_limit_reached(a, 11).is_err(),
+        "it is no longer running"
+    );
+    s.processes_gone(a, 0);
+    assert_eq!(s.cycle(12).started, vec![b]);
+}
+
+#[test]
 fn a_preemptor_waits_for_its_victims_processes_and_takes_no_more_victims_meanwhile() {
     let policies = PolicySet {
         preemption: Box::new(Greedy),

@@ -475,7 +475,7 @@ fn the_tcp_listener_speaks_tls_and_clients_check_whom_they_talk_to() {
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+            format!("{} ({})", String::from_utf8_lossy(&out.stderr), out.status),
         )
     };
     // Through a listener on the wire: the call works and nothing readable crosses.
@@ -498,6 +498,10 @@ fn the_tcp_listener_speaks_tls_and_clients_check_whom_they_talk_to() {
     let (ok, _, err) = run(&format!("http://127.0.0.1:{port}"), None);
     assert!(!ok, "plain HTTP was answered");
     assert!(err.contains("error"), "{err}");
+    assert!(
+        !err.contains("signal"),
+        "the CLI died instead of saying why: {err}"
+    );
     // A client that does not trust the controller's authority refuses it: the system's
     // authorities, or another throwaway authority.
     let (ok, _, err) = run(&c.tcp(), None);

@@ -66,6 +66,39 @@ fn an_sbatch_script_runs_with_slurm_variables_and_its_output_pattern() {
 }
 
 #[test]
+fn a_multi_node_job_sees_its_layout_as_slurm_writes_it_and_lists_its_hosts() {
+    let c = Cluster::start(Options::default());
+    let (scontrol, _) = c.program(&["scontrol"]);
+    let script = c.write(
+        "layout.sh",
+        &format!(
+            "#!/bin/bash\n#SBATCH -p cpu -N 2 -n 8 -o layout.out\n\
+             for v in SLURM_TASKS_PER_NODE SLURM_JOB_CPUS_PER_NODE SLURM_PROCID SLURM_LOCALID SLURM_NODEID SLURM_GTIDS SLURM_NNODES; do echo \"$v=${{!v}}\"; done\n\
+             echo \"MASTER_ADDR=$({} show hostnames | head -n 1)\"\n\
+             echo \"HOSTS=$({} show hostnames | paste -sd ' ')\"\n",
+            scontrol.display(),
+            scontrol.display()
+        ),
+    );
+    let id = c.sbatch(&[script.to_str().unwrap()]);
+    assert_eq!(c.wait_done(id)["state"], "COMPLETED");
+    let v = vars(&c.read("layout.out"));
+    assert_eq!(v["SLURM_TASKS_PER_NODE"], "4(x2)");
+    assert_eq!(v["SLURM_JOB_CPUS_PER_NODE"], "4(x2)");
+    for k in [
+        "SLURM_PROCID",
+        "SLURM_LOCALID",
+        "SLURM_NODEID",
+        "SLURM_GTIDS",
+    ] {
+        assert_eq!(v[k], "0", "{k}: the batch step is task 0 on the first node");
+    }
+    assert_eq!(v["SLURM_NNODES"], "2");
+    assert_eq!(v["MASTER_ADDR"], "cpu01");
+    assert_eq!(v["HOSTS"], "cpu01 cpu02");
+}
+
+#[test]
 fn an_array_throttled_to_two_never_runs_more_than_two() {
     let c = Cluster::start(Options::default());
     let script = c.write(
@@ -255,6 +288,25 @@ fn scancel_and_time_limits_end_jobs_as_cancelled_and_timeout() {
         "clean",
         "the next job started beside the old one's processes"
     );
+    // At its time limit, the same job shows COMPLETING until SIGKILL ends it, then
+    // TIMEOUT.
+    std::fs::remove_file(c.work().join("stubborn.pid")).unwrap();
+    let t = c.sbatch(&["--time=0:02", stubborn.to_str().unwrap()]);
+    c.wait_state(t, "RUNNING");
+    let mut seen = Vec::new();
+    let since = Instant::now();
+    loop {
+        let state = c.job(t)["state"].as_str().unwrap_or_default().to_string();
+        if seen.last() != Some(&state) {
+            seen.push(state.clone());
+        }
+        if !matches!(state.as_str(), "RUNNING" | "COMPLETING") {
+            break;
+        }
+        assert!(since.elapsed() < Duration::from_secs(60), "{seen:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(seen, ["RUNNING", "COMPLETING", "TIMEOUT"]);
     // An unknown id: Slurm's message and a failing exit code.
     let (code, _, err) = c.cli(&["scancel", "999999"]);
     assert_ne!(code, 0);

@@ -329,6 +329,7 @@ impl Controller {
             Entry::Cancelled { job } => {
                 self.sched.cancel(*job, time)?;
             }
+            Entry::TimedOut { job } => self.sched.time_limit_reached(*job, time)?,
             Entry::ProcessesGone { job, run } => {
                 self.sched.processes_gone(*job, *run);
             }
@@ -885,7 +886,10 @@ impl Controller {
             }
             reported.insert(job);
             self.unconfirmed.remove(&job);
-            if !j.alive {
+            if j.alive && j.timed_out {
+                // Past its limit and being ended; the notice may have been lost.
+                self.time_limit_reached(job, now)?;
+            } else if !j.alive {
                 // Ended while nobody listened: settle it now.
                 let state = match (j.launch_failed, j.timed_out, j.exit_code) {
                     (true, _, _) => "LAUNCH_FAILED",
@@ -936,6 +940,15 @@ impl Controller {
             freed |= self.end_completing(job, run, id, now)?;
         }
         Ok(freed)
+    }
+
+    /// The current run of job `id` passed its time limit; its agent is ending it.
+    fn time_limit_reached(&mut self, id: JobId, now: Time) -> Result<(), Refusal> {
+        self.log(now, &[Entry::TimedOut { job: id }])?;
+        self.sched.time_limit_reached(id, now).map_err(invalid)?;
+        tracing::info!(job = id.0, "time limit reached; ending");
+        self.publish_job(id, now);
+        Ok(())
     }
 
     /// Ends `run` of job `id` if it is completing with its processes on `node`: logs it,
@@ -1002,6 +1015,7 @@ impl Controller {
         self.unconfirmed.remove(&id);
         let outcome = match r.state.as_str() {
             "RUNNING" => return Ok(()),
+            "TIMEOUT_ENDING" => return self.time_limit_reached(id, now),
             "TIMEOUT" => JobOutcome::Timeout,
             "LOST" => {
                 tracing::warn!(job = id.0, node = %r.node, "job lost by its agent");

@@ -71,6 +71,11 @@ pub enum Entry {
     Cancelled {
         job: JobId,
     },
+    /// The job's run passed its time limit and is being ended (TIMEOUT, COMPLETING
+    /// until its processes are gone).
+    TimedOut {
+        job: JobId,
+    },
     /// The processes of a run told to stop are gone: what it held goes back.
     ProcessesGone {
         job: JobId,
