@@ -25,6 +25,10 @@ pub struct JobOptions {
     /// Number of nodes.
     #[arg(short = 'N', long)]
     pub nodes: Option<String>,
+    /// Tasks on each node: with -N, N times this many tasks; with -n, as many nodes as
+    /// it takes; alone, one node.
+    #[arg(long = "ntasks-per-node")]
+    pub ntasks_per_node: Option<u32>,
     /// Memory per node (e.g. 4G, 500M).
     #[arg(long)]
     pub mem: Option<String>,
@@ -137,6 +141,7 @@ impl JobOptions {
             ntasks,
             cpus_per_task,
             nodes,
+            ntasks_per_node,
             mem,
             mem_per_cpu,
             gpus,
@@ -201,6 +206,28 @@ impl JobOptions {
         if self.nodes.is_some() && nodes == 0 {
             bail!("--nodes: invalid node count \"0\" (at least 1)");
         }
+        let (tasks, nodes) = match self.ntasks_per_node {
+            None => (tasks, nodes),
+            Some(0) => bail!("--ntasks-per-node: invalid numeric value \"0\" (at least 1)"),
+            // As Slurm: the count per node and the node count make the task count, or
+            // the task count and the count per node make the node count.
+            Some(k) => match (self.ntasks, nodes) {
+                (None, 0) => (k, 1),
+                (None, n) => (
+                    n.checked_mul(k).ok_or_else(|| {
+                        anyhow!("--nodes={n} × --ntasks-per-node={k} is too many tasks")
+                    })?,
+                    n,
+                ),
+                (Some(_), 0) => (tasks, tasks.div_ceil(k)),
+                (Some(_), n) if u64::from(tasks) > u64::from(n) * u64::from(k) => bail!(
+                    "--ntasks={tasks} does not fit --nodes={n} with --ntasks-per-node={k} \
+                     (at most {})",
+                    u64::from(n) * u64::from(k)
+                ),
+                (Some(_), n) => (tasks, n),
+            },
+        };
         let mem = |what: &str, v: &Option<String>| -> Result<u64> {
             v.as_deref()
                 .map(parse_memory_mb)
@@ -241,7 +268,11 @@ impl JobOptions {
                 None => api::TIME_UNLIMITED,
             },
         };
-        let env = export_env(self.export.as_deref())?;
+        let mut env = export_env(self.export.as_deref())?;
+        if let Some(k) = self.ntasks_per_node {
+            // sbatch's output variable, set only when the option was given.
+            env.insert("SLURM_NTASKS_PER_NODE".into(), k.to_string());
+        }
         Ok(api::JobSubmission {
             name: self
                 .job_name
@@ -394,6 +425,43 @@ mod tests {
             (s.tasks, s.cpus_per_task, s.mem_per_node_mb, s.time_limit_s),
             (8, 2, 2048, 600)
         );
+    }
+
+    #[test]
+    fn ntasks_per_node_makes_the_task_or_node_count_as_slurm_does() {
+        let shape = |script: &str| {
+            let o = JobOptions::default().with_directives(script, "t.sh")?;
+            let s = o.submission("t", script.into(), vec![])?;
+            Ok::<_, anyhow::Error>((
+                s.tasks,
+                s.nodes,
+                s.env.get("SLURM_NTASKS_PER_NODE").cloned(),
+            ))
+        };
+        let k8 = Some("8".to_string());
+        assert_eq!(
+            shape("#SBATCH -N 8 --ntasks-per-node=8\n").unwrap(),
+            (64, 8, k8.clone())
+        );
+        assert_eq!(
+            shape("#SBATCH --ntasks-per-node=8\n").unwrap(),
+            (8, 1, k8.clone())
+        );
+        assert_eq!(
+            shape("#SBATCH -n 20 --ntasks-per-node=8\n").unwrap(),
+            (20, 3, k8)
+        );
+        assert_eq!(
+            shape("#SBATCH -N 2 -n 3 --ntasks-per-node=2\n").unwrap(),
+            (3, 2, Some("2".into()))
+        );
+        let e = shape("#SBATCH -N 2 -n 5 --ntasks-per-node=2\n").unwrap_err();
+        assert!(format!("{e:#}").contains("at most 4"), "{e:#}");
+        let e = shape("#SBATCH --ntasks-per-node=0\n").unwrap_err();
+        assert!(format!("{e:#}").contains("at least 1"), "{e:#}");
+        let e = shape("#SBATCH -N 4294967295 --ntasks-per-node=2\n").unwrap_err();
+        assert!(format!("{e:#}").contains("too many"), "{e:#}");
+        assert_eq!(shape("#SBATCH -n 2\n").unwrap(), (2, 0, None));
     }
 
     #[test]

@@ -96,6 +96,22 @@ fn a_multi_node_job_sees_its_layout_as_slurm_writes_it_and_lists_its_hosts() {
     assert_eq!(v["SLURM_NNODES"], "2");
     assert_eq!(v["MASTER_ADDR"], "cpu01");
     assert_eq!(v["HOSTS"], "cpu01 cpu02");
+    // --ntasks-per-node, as the usual training script gives it.
+    let id = c.sbatch(&[
+        "-p",
+        "cpu",
+        "-N",
+        "2",
+        "--ntasks-per-node=2",
+        "-o",
+        "per-node.out",
+        "--wrap=echo SLURM_NTASKS=$SLURM_NTASKS; echo SLURM_TASKS_PER_NODE=$SLURM_TASKS_PER_NODE; echo SLURM_NTASKS_PER_NODE=$SLURM_NTASKS_PER_NODE",
+    ]);
+    assert_eq!(c.wait_done(id)["state"], "COMPLETED");
+    let v = vars(&c.read("per-node.out"));
+    assert_eq!(v["SLURM_NTASKS"], "4");
+    assert_eq!(v["SLURM_TASKS_PER_NODE"], "2(x2)");
+    assert_eq!(v["SLURM_NTASKS_PER_NODE"], "2");
 }
 
 #[test]
