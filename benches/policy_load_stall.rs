@@ -34,37 +34,6 @@ environment: GANTRYD         the daemon to measure (default: beside this bench)
              GANTRY_LARGE_COMPONENT  the component to load
                              (default target/policies/large-priority.wasm)";
 
-struct Options {
-    rounds: usize,
-    json: bool,
-    benching: bool,
-}
-
-fn options() -> Options {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        std::process::exit(0);
-    }
-    let benching = args.iter().any(|a| a == "--bench");
-    let rounds = match args.iter().position(|a| a == "--rounds") {
-        Some(i) => match args.get(i + 1).and_then(|n| n.parse::<usize>().ok()) {
-            Some(n) if n > 0 => n,
-            _ => {
-                eprintln!("policy_load_stall: --rounds takes a positive whole number");
-                std::process::exit(2);
-            }
-        },
-        None if benching => 5,
-        None => 1,
-    };
-    Options {
-        rounds,
-        json: args.iter().any(|a| a == "--json"),
-        benching,
-    }
-}
-
 /// Latencies of one phase, in milliseconds.
 #[derive(Default)]
 struct Phase(Vec<f64>);
@@ -147,7 +116,7 @@ async fn round(gantryd: &std::path::Path, component: &[u8], into: &mut Build) {
 }
 
 fn main() {
-    let o = options();
+    let o = common::args::options("policy_load_stall", USAGE, 5, 1);
     let after = gantryd();
     let mut builds: Vec<(String, PathBuf)> = vec![("this build".into(), after)];
     if let Some(before) = std::env::var_os("GANTRYD_BEFORE") {

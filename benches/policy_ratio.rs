@@ -26,31 +26,9 @@ usage: cargo bench --bench policy_ratio [-- [--rounds N] [--json]]
   --json      a JSON array, one object per pair, instead of the table
 environment: GANTRY_POLICY_DIR  the components to load (default target/policies)";
 
-/// `--rounds N` and `--json` from the arguments; cargo's own (`--bench`) are ignored.
-fn options() -> (usize, bool) {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        std::process::exit(0);
-    }
-    let benching = args.iter().any(|a| a == "--bench");
-    let json = args.iter().any(|a| a == "--json");
-    let rounds = match args.iter().position(|a| a == "--rounds") {
-        Some(i) => match args.get(i + 1).and_then(|n| n.parse::<usize>().ok()) {
-            Some(n) if n > 0 => n,
-            _ => {
-                eprintln!("policy_ratio: --rounds takes a positive whole number");
-                std::process::exit(2);
-            }
-        },
-        None if benching => 400,
-        None => 3,
-    };
-    (rounds, json)
-}
-
 fn main() {
-    let (rounds, json) = options();
+    let o = common::args::options("policy_ratio", USAGE, 400, 3);
+    let (rounds, json) = (o.rounds, o.json);
     let pairs = [
         Pair::measure(
             "multifactor priority, 100k waiting jobs",

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each benchmark uses part of it
 
+pub mod args;
 pub mod ratio;
 pub mod scale;
 pub mod submit;
