@@ -70,6 +70,8 @@ fn place_one(c: &mut Criterion) {
         gres: Vec::new(),
         exclusive: false,
         features: 0,
+        only_nodes: Vec::new(),
+        excluded_nodes: Vec::new(),
     };
     c.bench_function("place a 4-GPU job on 10,000 nodes (half busy)", |b| {
         b.iter_batched_ref(

@@ -25,6 +25,12 @@ pub struct JobOptions {
     /// Number of nodes.
     #[arg(short = 'N', long)]
     pub nodes: Option<String>,
+    /// Run on exactly these nodes (a host list: gpu[01-04]); the node count is theirs.
+    #[arg(short = 'w', long)]
+    pub nodelist: Option<String>,
+    /// Never run on these nodes (a host list).
+    #[arg(short = 'x', long)]
+    pub exclude: Option<String>,
     /// Tasks on each node: with -N, N times this many tasks; with -n, as many nodes as
     /// it takes; alone, one node.
     #[arg(long = "ntasks-per-node")]
@@ -141,6 +147,8 @@ impl JobOptions {
             ntasks,
             cpus_per_task,
             nodes,
+            nodelist,
+            exclude,
             ntasks_per_node,
             mem,
             mem_per_cpu,
@@ -318,6 +326,8 @@ impl JobOptions {
             output: self.output.clone().unwrap_or_default(),
             error: self.error.clone().unwrap_or_default(),
             umask: own_umask(),
+            nodelist: self.nodelist.clone().unwrap_or_default(),
+            exclude: self.exclude.clone().unwrap_or_default(),
         })
     }
 }

@@ -45,7 +45,7 @@ impl JobShape {
 
 /// Units (see [`Candidate::units`]) a node with free state `free` offers `shape`.
 pub fn node_units(node: &Node, free: &NodeFree, shape: &JobShape) -> u32 {
-    if node.features & shape.features != shape.features {
+    if node.features & shape.features != shape.features || !shape.may_use(node.id) {
         return 0;
     }
     if shape

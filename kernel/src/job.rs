@@ -53,6 +53,12 @@ pub struct ResourceRequest {
     pub exclusive: bool,
     /// Node features that must all be present.
     pub features: Vec<String>,
+    /// `-w/--nodelist`: the job runs on exactly these nodes (its node count is theirs).
+    #[serde(default)]
+    pub nodelist: Vec<String>,
+    /// `-x/--exclude`: nodes the job must not run on.
+    #[serde(default)]
+    pub exclude: Vec<String>,
 }
 
 impl Default for ResourceRequest {
@@ -66,6 +72,8 @@ impl Default for ResourceRequest {
             gres: Vec::new(),
             exclusive: false,
             features: Vec::new(),
+            nodelist: Vec::new(),
+            exclude: Vec::new(),
         }
     }
 }
@@ -371,9 +379,19 @@ pub struct JobShape {
     pub gres: Vec<(GresId, u64)>,
     pub exclusive: bool,
     pub features: u64,
+    /// When not empty, the only nodes the job may run on (sorted).
+    pub only_nodes: Vec<NodeId>,
+    /// Nodes the job may not run on (sorted).
+    pub excluded_nodes: Vec<NodeId>,
 }
 
 impl JobShape {
+    /// Whether `node` is one the job may run on at all.
+    pub fn may_use(&self, node: NodeId) -> bool {
+        (self.only_nodes.is_empty() || self.only_nodes.binary_search(&node).is_ok())
+            && self.excluded_nodes.binary_search(&node).is_err()
+    }
+
     /// Cores the whole job holds (exclusive jobs may hold more: whole nodes).
     pub fn cores(&self) -> u64 {
         self.tasks as u64 * self.cpus_per_task as u64

@@ -281,7 +281,7 @@ impl Scheduler {
                 .ok_or_else(|| SubmitError::UnknownQos(name.clone()))?,
             None => part.default_qos,
         };
-        let shape = self.shape_for(&spec.request)?;
+        let shape = self.shape_for(&spec.request, partition)?;
         self.check_fits_ever(partition, &shape)?;
         let time_limit = match spec.time_limit {
             Some(t) if t <= 0 => {
@@ -408,8 +408,44 @@ impl Scheduler {
         Ok(assoc)
     }
 
-    fn shape_for(&self, r: &ResourceRequest) -> Result<JobShape, SubmitError> {
+    fn shape_for(
+        &self,
+        r: &ResourceRequest,
+        partition: PartitionId,
+    ) -> Result<JobShape, SubmitError> {
         let invalid = |s: &str| Err(SubmitError::Invalid(s.to_string()));
+        let node_ids = |names: &[String]| -> Result<Vec<NodeId>, SubmitError> {
+            let mut ids = names
+                .iter()
+                .map(|n| {
+                    self.cluster.node_by_name(n).ok_or_else(|| {
+                        SubmitError::Invalid(format!("invalid node name specified: {n}"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            ids.sort_unstable();
+            ids.dedup();
+            Ok(ids)
+        };
+        let only_nodes = node_ids(&r.nodelist)?;
+        let excluded_nodes = node_ids(&r.exclude)?;
+        let part = self.cluster.partition(partition);
+        if let Some(&n) = only_nodes
+            .iter()
+            .find(|&&n| !self.cluster.node(n).partitions.contains(&partition))
+        {
+            return Err(SubmitError::Invalid(format!(
+                "node {} is not in partition {}",
+                self.cluster.node(n).name,
+                part.name
+            )));
+        }
+        if let Some(&n) = only_nodes.iter().find(|n| excluded_nodes.contains(n)) {
+            return Err(SubmitError::Invalid(format!(
+                "node {} is both required (--nodelist) and excluded (--exclude)",
+                self.cluster.node(n).name
+            )));
+        }
         if r.tasks == 0 {
             return invalid("ntasks must be at least 1");
         }
@@ -420,6 +456,17 @@ impl Scheduler {
             return invalid("nodes must be at least 1");
         }
         let mut nodes = r.nodes;
+        if !only_nodes.is_empty() {
+            let listed = only_nodes.len() as u32;
+            match nodes {
+                Some(n) if n > listed => {
+                    return Err(SubmitError::Invalid(format!(
+                        "--nodes={n} with {listed} node(s) in --nodelist: a job runs on exactly the nodes listed"
+                    )))
+                }
+                _ => nodes = Some(listed),
+            }
+        }
         let mut tasks = r.tasks;
         if let Some(n) = nodes {
             tasks = tasks.max(n);
@@ -469,11 +516,26 @@ impl Scheduler {
             gres,
             exclusive: r.exclusive,
             features,
+            only_nodes,
+            excluded_nodes,
         })
     }
 
     /// Rejects a shape no idle partition could hold, with the reason.
     fn check_fits_ever(&self, partition: PartitionId, shape: &JobShape) -> Result<(), SubmitError> {
+        // Judged on node types (one node stands for each): which nodes a job may use is
+        // checked against the names at submission, and by the allocator after.
+        let unrestricted;
+        let shape = if shape.only_nodes.is_empty() && shape.excluded_nodes.is_empty() {
+            shape
+        } else {
+            unrestricted = JobShape {
+                only_nodes: Vec::new(),
+                excluded_nodes: Vec::new(),
+                ..shape.clone()
+            };
+            &unrestricted
+        };
         let part = self.cluster.partition(partition);
         let never = |why: String| {
             Err(SubmitError::NeverFits {

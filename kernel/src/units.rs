@@ -105,6 +105,12 @@ pub const MAX_HOSTLIST_NAMES: usize = 1_000_000;
 /// Several bracket groups in one name (`r[1-2]n[1-3]`) expand as a product; the whole
 /// list may hold at most [`MAX_HOSTLIST_NAMES`] names.
 pub fn expand_hostlist(list: &str) -> Result<Vec<String>, UnitError> {
+    expand_hostlist_at_most(list, MAX_HOSTLIST_NAMES)
+}
+
+/// [`expand_hostlist`], refusing (before building more) a list of more than `max` names.
+pub fn expand_hostlist_at_most(list: &str, max: usize) -> Result<Vec<String>, UnitError> {
+    let max = max.min(MAX_HOSTLIST_NAMES);
     let err = |why: &str| UnitError::Hostlist(list.to_string(), why.to_string());
     let mut out = Vec::new();
     let mut depth = 0;
@@ -128,7 +134,7 @@ pub fn expand_hostlist(list: &str) -> Result<Vec<String>, UnitError> {
             if item.is_empty() {
                 return Err(err("empty host name"));
             }
-            expand_one(item, &mut out).map_err(|why| err(&why))?;
+            expand_one(item, &mut out, max).map_err(|why| err(&why))?;
             start = i + 1;
         }
     }
@@ -186,10 +192,10 @@ pub fn compress_hostlist<S: AsRef<str>>(names: &[S]) -> String {
     parts.join(",")
 }
 
-fn expand_one(item: &str, out: &mut Vec<String>) -> Result<(), String> {
+fn expand_one(item: &str, out: &mut Vec<String>, max: usize) -> Result<(), String> {
     let Some(open) = item.find('[') else {
-        if out.len() >= MAX_HOSTLIST_NAMES {
-            return Err(format!("more than {MAX_HOSTLIST_NAMES} names"));
+        if out.len() >= max {
+            return Err(format!("more than {max} names"));
         }
         out.push(item.to_string());
         return Ok(());
@@ -215,7 +221,7 @@ fn expand_one(item: &str, out: &mut Vec<String>) -> Result<(), String> {
             return Err(format!("range '{range}' is too large"));
         }
         for n in lo_n..=hi_n {
-            expand_one(&format!("{prefix}{n:0width$}{suffix}"), out)?;
+            expand_one(&format!("{prefix}{n:0width$}{suffix}"), out, max)?;
         }
     }
     Ok(())

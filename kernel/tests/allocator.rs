@@ -68,28 +68,42 @@ fn shape_strategy() -> impl Strategy<Value = JobShape> {
         any::<bool>(),
         0u64..64_000,
         0u8..10,
+        proptest::collection::vec(0u32..40, 0..4),
+        any::<bool>(),
     )
-        .prop_map(|(nodes, tasks, cpt, gpus, per_cpu, mem, excl)| JobShape {
-            nodes: if gpus > 0 {
-                Some(nodes.unwrap_or(1))
-            } else {
-                nodes
+        .prop_map(
+            |(nodes, tasks, cpt, gpus, per_cpu, mem, excl, named, only)| JobShape {
+                nodes: if gpus > 0 {
+                    Some(nodes.unwrap_or(1))
+                } else {
+                    nodes
+                },
+                // Submission normalises tasks to at least one per node; shapes here do the same.
+                tasks: tasks.max(nodes.unwrap_or(1)),
+                cpus_per_task: cpt,
+                memory: if mem < 1000 {
+                    MemoryRequest::None
+                } else if per_cpu {
+                    MemoryRequest::PerCpu(mem / 16)
+                } else {
+                    MemoryRequest::PerNode(mem)
+                },
+                gpus_per_node: gpus,
+                gres: Vec::new(),
+                exclusive: excl == 0,
+                features: 0,
+                // Some node ids, as -w (the only ones allowed) or -x (never used).
+                only_nodes: if only { sorted_ids(&named) } else { Vec::new() },
+                excluded_nodes: if only { Vec::new() } else { sorted_ids(&named) },
             },
-            // Submission normalises tasks to at least one per node; shapes here do the same.
-            tasks: tasks.max(nodes.unwrap_or(1)),
-            cpus_per_task: cpt,
-            memory: if mem < 1000 {
-                MemoryRequest::None
-            } else if per_cpu {
-                MemoryRequest::PerCpu(mem / 16)
-            } else {
-                MemoryRequest::PerNode(mem)
-            },
-            gpus_per_node: gpus,
-            gres: Vec::new(),
-            exclusive: excl == 0,
-            features: 0,
-        })
+        )
+}
+
+fn sorted_ids(ids: &[u32]) -> Vec<NodeId> {
+    let mut v: Vec<NodeId> = ids.iter().map(|&i| NodeId(i)).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 proptest! {
@@ -140,6 +154,7 @@ proptest! {
                     prop_assert_eq!(a.nodes.iter().map(|n| n.tasks).sum::<u32>(), shape.tasks);
                     if let Some(n) = shape.nodes { prop_assert_eq!(a.nodes.len() as u32, n); }
                     for na in &a.nodes {
+                        prop_assert!(shape.may_use(na.node), "allocated on {:?}, which -w/-x rules out", na.node);
                         prop_assert!(na.cores.count_ones(..) as u32 >= na.tasks * shape.cpus_per_task);
                         prop_assert!(na.gpus.count_ones() >= shape.gpus_per_node);
                     }
@@ -238,6 +253,8 @@ fn units_reflect_every_resource_kind() {
         gres: Vec::new(),
         exclusive: false,
         features: 0,
+        only_nodes: Vec::new(),
+        excluded_nodes: Vec::new(),
     };
     assert_eq!(
         node_units(dgx, &dgx.free, &shape),
@@ -262,6 +279,8 @@ fn units_reflect_every_resource_kind() {
         gres: Vec::new(),
         exclusive: false,
         features: 0,
+        only_nodes: Vec::new(),
+        excluded_nodes: Vec::new(),
     };
     assert_eq!(
         node_units(cpu, &cpu.free, &flex),

@@ -478,6 +478,53 @@ fn holding() -> SchedulerConfig {
 }
 
 #[test]
+fn nodelist_and_exclude_decide_where_a_job_may_run() {
+    let mut s = scheduler(
+        Cluster::homogeneous(4, 4, 16_000),
+        SchedulerConfig::default(),
+    );
+    let names: Vec<String> = s.cluster().nodes.iter().map(|n| n.name.clone()).collect();
+    let on = |s: &Scheduler, id| -> Vec<String> {
+        let a = s.job(id).unwrap().allocation.clone().unwrap();
+        a.nodes
+            .iter()
+            .map(|n| s.cluster().node(n.node).name.clone())
+            .collect()
+    };
+    let mut w = cpu_job("u", 2, 600);
+    w.request.nodelist = vec![names[2].clone(), names[3].clone()];
+    let w = s.submit(w, 0).unwrap()[0];
+    assert_eq!(
+        s.job(w).unwrap().shape.nodes,
+        Some(2),
+        "the node count is the list's"
+    );
+    let mut x = cpu_job("u", 4, 600);
+    x.request.exclude = vec![names[0].clone()];
+    let x = s.submit(x, 0).unwrap()[0];
+    s.cycle(0);
+    assert_eq!(on(&s, w), [names[2].clone(), names[3].clone()]);
+    assert_ne!(on(&s, x), [names[0].clone()]);
+    // Errors a user can act on.
+    let mut bad = cpu_job("u", 1, 600);
+    bad.request.nodelist = vec!["nosuch".into()];
+    let e = s.submit(bad, 0).unwrap_err().to_string();
+    assert!(e.contains("invalid node name specified: nosuch"), "{e}");
+    let mut both = cpu_job("u", 1, 600);
+    both.request.nodelist = vec![names[1].clone()];
+    both.request.exclude = vec![names[1].clone()];
+    assert!(s.submit(both, 0).unwrap_err().to_string().contains("both"));
+    let mut more = cpu_job("u", 4, 600);
+    more.request.nodes = Some(3);
+    more.request.nodelist = vec![names[1].clone()];
+    assert!(s
+        .submit(more, 0)
+        .unwrap_err()
+        .to_string()
+        .contains("exactly the nodes listed"));
+}
+
+#[test]
 fn a_cancelled_runs_resources_wait_for_its_processes_to_end() {
     let mut s = scheduler(Cluster::homogeneous(1, 4, 16_000), holding());
     let a = s.submit(cpu_job("u", 4, 600), 0).unwrap()[0];

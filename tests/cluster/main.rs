@@ -112,6 +112,19 @@ fn a_multi_node_job_sees_its_layout_as_slurm_writes_it_and_lists_its_hosts() {
     assert_eq!(v["SLURM_NTASKS"], "4");
     assert_eq!(v["SLURM_TASKS_PER_NODE"], "2(x2)");
     assert_eq!(v["SLURM_NTASKS_PER_NODE"], "2");
+    // -w and -x choose the node.
+    for (flag, want) in [("-w", "cpu02"), ("-x", "cpu02")] {
+        let list = if flag == "-w" { "cpu02" } else { "cpu01" };
+        let id = c.sbatch(&["-p", "cpu", flag, list, "-o", "/dev/null", "--wrap=true"]);
+        let job = c.wait_done(id);
+        assert_eq!(job["node_list"], want, "{flag} {list}: {job}");
+    }
+    let (code, _, err) = c.cli(&["sbatch", "-w", "nosuch01", "--wrap=true"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("invalid node name specified: nosuch01"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -72,6 +72,8 @@ pub struct Limits {
 pub const MAX_NAME_BYTES: usize = 1024;
 /// The longest path or file pattern a submission may use (Linux's PATH_MAX).
 pub const MAX_PATH_BYTES: usize = 4096;
+/// The most nodes `--nodelist` or `--exclude` may name.
+pub const MAX_NODELIST_NAMES: usize = 65_536;
 /// The most features or generic resources one submission may ask for.
 pub const MAX_LIST_ITEMS: usize = 64;
 
@@ -1343,6 +1345,8 @@ fn check_bounds(sub: &api::JobSubmission, limits: &Limits) -> Result<(), Refusal
         ("account", &sub.account, MAX_NAME_BYTES),
         ("partition", &sub.partition, MAX_NAME_BYTES),
         ("qos", &sub.qos, MAX_NAME_BYTES),
+        ("node list", &sub.nodelist, MAX_PATH_BYTES),
+        ("excluded node list", &sub.exclude, MAX_PATH_BYTES),
         ("working directory", &sub.workdir, MAX_PATH_BYTES),
         ("output pattern", &sub.output, MAX_PATH_BYTES),
         ("error pattern", &sub.error, MAX_PATH_BYTES),
@@ -1421,6 +1425,15 @@ fn spec_from(
         (0, j) => GpuRequest::PerJob(j),
         _ => return Err(invalid("give GPUs per node or per job, not both")),
     };
+    // A host list names at most as many nodes as the cluster has; more is an error
+    // before anything is built.
+    let hosts = |what: &str, list: &str| -> Result<Vec<String>, Refusal> {
+        if list.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        gantry_kernel::units::expand_hostlist_at_most(list.trim(), MAX_NODELIST_NAMES)
+            .map_err(|e| invalid(format!("--{what}: {e}")))
+    };
     let request = ResourceRequest {
         nodes: (sub.nodes > 0).then_some(sub.nodes),
         tasks: sub.tasks.max(1),
@@ -1430,6 +1443,8 @@ fn spec_from(
         gres: sub.gres.iter().map(|g| (g.name.clone(), g.count)).collect(),
         exclusive: sub.exclusive,
         features: sub.features.clone(),
+        nodelist: hosts("nodelist", &sub.nodelist)?,
+        exclude: hosts("exclude", &sub.exclude)?,
     };
     let name = some(sub.name.clone()).unwrap_or_else(|| {
         sub.argv
