@@ -994,11 +994,19 @@ impl Controller {
             system_cpu_s: r.system_cpu_s,
             max_rss_mb: r.max_rss_mb,
         };
+        // Not ends: that a run is alive, or is being ended at its time limit.
+        let notice = matches!(r.state.as_str(), "RUNNING" | "TIMEOUT_ENDING");
         if !self.is_current_run(id, r.run, node) {
+            if notice {
+                // About a run that ended here already (cancelled meanwhile): its end
+                // report, with what it used, is still to come.
+                tracing::debug!(job = id.0, run = r.run, state = %r.state, "notice about a past run ignored");
+                return Ok(());
+            }
             let (requeue_count, state) = (job.requeue_count, job.state);
             let ran_here = requeue_count == r.run && self.first_node(id) == Some(node);
             let terminal = state.is_terminal();
-            let gone = r.state != "RUNNING" && self.end_completing(id, r.run, node, now)?;
+            let gone = self.end_completing(id, r.run, node, now)?;
             if terminal && ran_here {
                 // Already ended here (cancelled, node failed): keep what it used.
                 self.usage.entry(id).or_insert(usage);

@@ -1,0 +1,193 @@
+//! COMPLETING through the controller alone (no network, no agents): which words from a
+//! node end a completing run, which do not, and that the log brings the same back.
+
+use gantry_api as api;
+use gantry_daemon::controller::{Caller, Controller, Limits, Settings};
+use gantry_daemon::store::Store;
+use gantry_kernel::{ClusterDescription, JobId, Scheduler, SchedulerConfig};
+
+const CLUSTER: &str = r#"
+[[node_type]]
+name = "cpu"
+sockets = 1
+numa_per_socket = 1
+cores_per_numa = 4
+memory = "8G"
+
+[[nodes]]
+names = "n1"
+type = "cpu"
+
+[[partition]]
+name = "p"
+nodes = ["n1"]
+default = true
+"#;
+
+const HEARTBEAT_S: u32 = 5;
+
+fn controller(state: &std::path::Path) -> Controller {
+    let cluster = ClusterDescription::from_toml(CLUSTER)
+        .and_then(|d| d.build())
+        .unwrap();
+    let config = SchedulerConfig {
+        hold_until_processes_end: true,
+        ..SchedulerConfig::default()
+    };
+    let sched = Scheduler::new(cluster, config, Default::default());
+    let settings = Settings {
+        admins: Vec::new(),
+        default_account: Some("default".into()),
+        heartbeat_s: HEARTBEAT_S,
+        node_timeout_s: 30,
+        kill_grace_s: 10,
+        limits: Limits {
+            max_script_bytes: 1 << 20,
+            max_dependencies: 10,
+        },
+    };
+    Controller::open(sched, Store::open(state).unwrap(), settings, None, 0).unwrap()
+}
+
+fn alice() -> Caller {
+    Caller {
+        user: "alice".into(),
+        uid: 1000,
+        gid: 1000,
+        admin: false,
+    }
+}
+
+/// A job that fills n1, started; its id.
+fn running_job(c: &mut Controller, now: i64) -> JobId {
+    let (ids, ticket) = c
+        .submit(
+            &alice(),
+            api::JobSubmission {
+                name: "j".into(),
+                script: "#!/bin/bash\nsleep 100\n".into(),
+                workdir: "/tmp".into(),
+                tasks: 4,
+                cpus_per_task: 1,
+                ..Default::default()
+            },
+            now,
+        )
+        .unwrap();
+    c.journal().wait(ticket).unwrap();
+    c.cycle(now).unwrap();
+    assert!(c.scheduler().running().contains(&ids[0]));
+    ids[0]
+}
+
+fn report(job: JobId, state: &str) -> api::JobReport {
+    api::JobReport {
+        node: "n1".into(),
+        job_id: job.0,
+        run: 0,
+        state: state.into(),
+        ..Default::default()
+    }
+}
+
+fn shown(c: &Controller, id: JobId) -> &'static str {
+    c.shown_state(c.scheduler().job(id).unwrap())
+}
+
+#[test]
+fn a_completing_run_ends_with_its_nodes_end_report_and_not_with_a_notice() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let mut c = controller(&state);
+    c.register(
+        &api::RegisterRequest {
+            node: "n1".into(),
+            topology: None,
+            agent_version: "test".into(),
+        },
+        0,
+    )
+    .unwrap();
+    let _commands = c.attach("n1").unwrap();
+    let a = running_job(&mut c, 1);
+    c.cancel(&alice(), &[a.0], &[], 2).unwrap();
+    assert_eq!(shown(&c, a), "COMPLETING");
+    // A time-limit notice that crossed the cancel on the wire is not an end.
+    c.report(&report(a, "TIMEOUT_ENDING"), 3).unwrap();
+    assert_eq!(shown(&c, a), "COMPLETING", "a notice released the run");
+    // Nor is a heartbeat that still lists it alive.
+    let alive = api::HeartbeatRequest {
+        node: "n1".into(),
+        jobs: vec![api::RunningJob {
+            job_id: a.0,
+            alive: true,
+            run: 0,
+            ..Default::default()
+        }],
+    };
+    assert!(!c.heartbeat(&alive, 4).unwrap());
+    assert_eq!(shown(&c, a), "COMPLETING");
+    // The next job waits for the cores.
+    let b = pending_job(&mut c, 5);
+    c.cycle(6).unwrap();
+    assert!(!c.scheduler().running().contains(&b));
+    // The node's end report ends it; the next job starts.
+    c.report(&report(a, "CANCELLED"), 7).unwrap();
+    assert_eq!(shown(&c, a), "CANCELLED");
+    c.cycle(8).unwrap();
+    assert!(c.scheduler().running().contains(&b));
+    // The log says the same after a restart.
+    drop(c);
+    let c = controller(&state);
+    assert_eq!(shown(&c, a), "CANCELLED");
+    assert!(c.scheduler().completing().is_empty());
+    assert!(c.scheduler().running().contains(&b));
+}
+
+fn pending_job(c: &mut Controller, now: i64) -> JobId {
+    let (ids, ticket) = c
+        .submit(
+            &alice(),
+            api::JobSubmission {
+                name: "next".into(),
+                script: "#!/bin/bash\ntrue\n".into(),
+                workdir: "/tmp".into(),
+                tasks: 4,
+                cpus_per_task: 1,
+                ..Default::default()
+            },
+            now,
+        )
+        .unwrap();
+    c.journal().wait(ticket).unwrap();
+    ids[0]
+}
+
+#[test]
+fn a_node_that_stops_listing_a_completing_run_ends_it_after_two_heartbeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = controller(&dir.path().join("state.db"));
+    c.register(
+        &api::RegisterRequest {
+            node: "n1".into(),
+            topology: None,
+            agent_version: "test".into(),
+        },
+        0,
+    )
+    .unwrap();
+    let _commands = c.attach("n1").unwrap();
+    let a = running_job(&mut c, 1);
+    c.cancel(&alice(), &[a.0], &[], 10).unwrap();
+    let silent = api::HeartbeatRequest {
+        node: "n1".into(),
+        jobs: Vec::new(),
+    };
+    // The cancel may not have reached the node yet: not an end so soon.
+    assert!(!c
+        .heartbeat(&silent, 10 + 2 * HEARTBEAT_S as i64 - 1)
+        .unwrap());
+    assert_eq!(shown(&c, a), "COMPLETING");
+    assert!(c.heartbeat(&silent, 10 + 2 * HEARTBEAT_S as i64).unwrap());
+    assert_eq!(shown(&c, a), "CANCELLED");
+}
