@@ -277,9 +277,12 @@ impl JobOptions {
             },
         };
         let mut env = export_env(self.export.as_deref())?;
+        // sbatch's output variables, set only when their option was given.
         if let Some(k) = self.ntasks_per_node {
-            // sbatch's output variable, set only when the option was given.
             env.insert("SLURM_NTASKS_PER_NODE".into(), k.to_string());
+        }
+        if let Some(g) = &self.gpus_per_node {
+            env.insert("SLURM_GPUS_PER_NODE".into(), g.trim().to_string());
         }
         Ok(api::JobSubmission {
             name: self
@@ -472,6 +475,14 @@ mod tests {
         let e = shape("#SBATCH -N 4294967295 --ntasks-per-node=2\n").unwrap_err();
         assert!(format!("{e:#}").contains("too many"), "{e:#}");
         assert_eq!(shape("#SBATCH -n 2\n").unwrap(), (2, 0, None));
+        let o = JobOptions::default()
+            .with_directives("#SBATCH --gpus-per-node=8\n", "g.sh")
+            .unwrap();
+        let s = o.submission("g", String::new(), vec![]).unwrap();
+        assert_eq!(
+            s.env.get("SLURM_GPUS_PER_NODE").map(String::as_str),
+            Some("8")
+        );
     }
 
     #[test]
