@@ -23,7 +23,7 @@ use std::cmp::Reverse;
 use rustc_hash::FxHashSet;
 
 use crate::alloc::{give_back_into, node_units};
-use crate::cluster::{NodeFree, NodeId, PartitionId, PreemptMode, QosId, UserId};
+use crate::cluster::{Cluster, NodeFree, NodeId, PartitionId, PreemptMode, QosId, UserId};
 use crate::job::{JobId, NodeAllocation, PendingReason};
 use crate::policy::{
     first_fit, ClassicFairshare, FairsharePolicy, FifoPriority, PlacementBatch,
@@ -847,24 +847,41 @@ enum Event {
 }
 
 /// Whether blocked job `id` would start if every completing run's resources were back.
-fn starts_once_completing_runs_end(s: &Scheduler, id: JobId, walk: &Walk, now: Time) -> bool {
+/// `after` holds the cluster with those resources back, built on first use and shared
+/// by every job one preemption step asks about (it is left as it was found).
+fn starts_once_completing_runs_end(
+    s: &Scheduler,
+    id: JobId,
+    walk: &Walk,
+    now: Time,
+    after: &mut Option<Cluster>,
+) -> bool {
     if s.completing().is_empty() {
         return false;
     }
     let Some(job) = s.job(id) else { return false };
     let end = end_of(job.time_limit, now);
     let usable = |n: NodeId| walk.free_over(n, now, end, id);
-    let mut trial = s.cluster().clone();
-    for c in s.completing().values() {
-        trial.release(&c.held);
-    }
-    trial
+    let trial = after.get_or_insert_with(|| {
+        let mut c = s.cluster().clone();
+        for run in s.completing().values() {
+            c.release(&run.held);
+        }
+        c
+    });
+    let fits = trial
         .candidates(job.partition, &job.shape, &usable, 0)
         .and_then(|c| {
             let nodes: Vec<NodeId> = c.iter().map(|c| NodeId(c.node)).collect();
             trial.allocate(&job.shape, &nodes, &usable)
-        })
-        .is_some()
+        });
+    match fits {
+        Some(a) => {
+            trial.release(&a);
+            true
+        }
+        None => false,
+    }
 }
 
 /// Asks the preemption policy, in one call, which running jobs to stop for the top
@@ -877,12 +894,13 @@ fn preempt(s: &mut Scheduler, walk: &Walk, now: Time, out: &mut CycleOutcome) {
     }
     let depth = s.config().preemption_depth;
     let mut batch = Vec::new();
+    let mut after_completing = None;
     for &(_, b) in walk.blocked.iter().take(depth) {
         let Some(job) = s.job(b) else { continue };
         if !job.state.is_waiting() {
             continue;
         }
-        if starts_once_completing_runs_end(s, b, walk, now) {
+        if starts_once_completing_runs_end(s, b, walk, now, &mut after_completing) {
             // Earlier victims (or cancelled jobs) are still ending: wait for them rather
             // than stop more.
             continue;
