@@ -58,8 +58,24 @@ fn alice() -> Caller {
     }
 }
 
-/// A job that fills n1, started; its id.
-fn running_job(c: &mut Controller, now: i64) -> JobId {
+/// A controller over the log at `state` whose node n1 has registered and listens.
+fn with_node(state: &std::path::Path) -> (Controller, impl Sized) {
+    let mut c = controller(state);
+    c.register(
+        &api::RegisterRequest {
+            node: "n1".into(),
+            topology: None,
+            agent_version: "test".into(),
+        },
+        0,
+    )
+    .unwrap();
+    let commands = c.attach("n1").unwrap();
+    (c, commands)
+}
+
+/// A job that fills n1, acknowledged (its log entry committed); its id.
+fn submit(c: &mut Controller, now: i64) -> JobId {
     let (ids, ticket) = c
         .submit(
             &alice(),
@@ -75,9 +91,15 @@ fn running_job(c: &mut Controller, now: i64) -> JobId {
         )
         .unwrap();
     c.journal().wait(ticket).unwrap();
-    c.cycle(now).unwrap();
-    assert!(c.scheduler().running().contains(&ids[0]));
     ids[0]
+}
+
+/// A job that fills n1, started; its id.
+fn running_job(c: &mut Controller, now: i64) -> JobId {
+    let id = submit(c, now);
+    c.cycle(now).unwrap();
+    assert!(c.scheduler().running().contains(&id));
+    id
 }
 
 fn report(job: JobId, state: &str) -> api::JobReport {
@@ -98,17 +120,7 @@ fn shown(c: &Controller, id: JobId) -> &'static str {
 fn a_completing_run_ends_with_its_nodes_end_report_and_not_with_a_notice() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.db");
-    let mut c = controller(&state);
-    c.register(
-        &api::RegisterRequest {
-            node: "n1".into(),
-            topology: None,
-            agent_version: "test".into(),
-        },
-        0,
-    )
-    .unwrap();
-    let _commands = c.attach("n1").unwrap();
+    let (mut c, _commands) = with_node(&state);
     let a = running_job(&mut c, 1);
     c.cancel(&alice(), &[a.0], &[], 2).unwrap();
     assert_eq!(shown(&c, a), "COMPLETING");
@@ -128,7 +140,7 @@ fn a_completing_run_ends_with_its_nodes_end_report_and_not_with_a_notice() {
     assert!(!c.heartbeat(&alive, 4).unwrap());
     assert_eq!(shown(&c, a), "COMPLETING");
     // The next job waits for the cores.
-    let b = pending_job(&mut c, 5);
+    let b = submit(&mut c, 5);
     c.cycle(6).unwrap();
     assert!(!c.scheduler().running().contains(&b));
     // The node's end report ends it; the next job starts.
@@ -144,39 +156,10 @@ fn a_completing_run_ends_with_its_nodes_end_report_and_not_with_a_notice() {
     assert!(c.scheduler().running().contains(&b));
 }
 
-fn pending_job(c: &mut Controller, now: i64) -> JobId {
-    let (ids, ticket) = c
-        .submit(
-            &alice(),
-            api::JobSubmission {
-                name: "next".into(),
-                script: "#!/bin/bash\ntrue\n".into(),
-                workdir: "/tmp".into(),
-                tasks: 4,
-                cpus_per_task: 1,
-                ..Default::default()
-            },
-            now,
-        )
-        .unwrap();
-    c.journal().wait(ticket).unwrap();
-    ids[0]
-}
-
 #[test]
 fn a_node_that_stops_listing_a_completing_run_ends_it_after_two_heartbeats() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = controller(&dir.path().join("state.db"));
-    c.register(
-        &api::RegisterRequest {
-            node: "n1".into(),
-            topology: None,
-            agent_version: "test".into(),
-        },
-        0,
-    )
-    .unwrap();
-    let _commands = c.attach("n1").unwrap();
+    let (mut c, _commands) = with_node(&dir.path().join("state.db"));
     let a = running_job(&mut c, 1);
     c.cancel(&alice(), &[a.0], &[], 10).unwrap();
     let silent = api::HeartbeatRequest {
