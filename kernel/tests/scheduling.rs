@@ -524,12 +524,19 @@ fn nodelist_and_exclude_decide_where_a_job_may_run() {
         .contains("exactly the nodes listed"));
 }
 
+/// A one-node, four-core cluster under `config` with two jobs that each fill it: the
+/// first started at 0, the second waiting behind it.
+fn one_node_two_jobs(config: SchedulerConfig, limit: Time) -> (Scheduler, JobId, JobId) {
+    let mut s = scheduler(Cluster::homogeneous(1, 4, 16_000), config);
+    let a = s.submit(cpu_job("u", 4, limit), 0).unwrap()[0];
+    let b = s.submit(cpu_job("u", 4, limit), 0).unwrap()[0];
+    assert_eq!(s.cycle(0).started, vec![a]);
+    (s, a, b)
+}
+
 #[test]
 fn a_cancelled_runs_resources_wait_for_its_processes_to_end() {
-    let mut s = scheduler(Cluster::homogeneous(1, 4, 16_000), holding());
-    let a = s.submit(cpu_job("u", 4, 600), 0).unwrap()[0];
-    let b = s.submit(cpu_job("u", 4, 600), 0).unwrap()[0];
-    assert_eq!(s.cycle(0).started, vec![a]);
+    let (mut s, a, b) = one_node_two_jobs(holding(), 600);
     assert_eq!(s.cancel(a, 5).unwrap(), JobState::Running);
     assert_eq!(s.job(a).unwrap().state, JobState::Cancelled);
     assert!(s.is_completing(a), "still ending");
@@ -545,13 +552,7 @@ fn a_cancelled_runs_resources_wait_for_its_processes_to_end() {
     assert!(!s.is_completing(a));
     assert_eq!(s.cycle(7).started, vec![b]);
     // Without the setting (the simulator), the resources come back at once.
-    let mut s = scheduler(
-        Cluster::homogeneous(1, 4, 16_000),
-        SchedulerConfig::default(),
-    );
-    let a = s.submit(cpu_job("u", 4, 600), 0).unwrap()[0];
-    let b = s.submit(cpu_job("u", 4, 600), 0).unwrap()[0];
-    s.cycle(0);
+    let (mut s, a, b) = one_node_two_jobs(SchedulerConfig::default(), 600);
     s.cancel(a, 5).unwrap();
     assert!(!s.is_completing(a));
     assert_eq!(s.cycle(6).started, vec![b]);
@@ -559,10 +560,7 @@ fn a_cancelled_runs_resources_wait_for_its_processes_to_end() {
 
 #[test]
 fn a_timed_out_run_holds_its_resources_until_its_processes_end() {
-    let mut s = scheduler(Cluster::homogeneous(1, 4, 16_000), holding());
-    let a = s.submit(cpu_job("u", 4, 10), 0).unwrap()[0];
-    let b = s.submit(cpu_job("u", 4, 10), 0).unwrap()[0];
-    s.cycle(0);
+    let (mut s, a, b) = one_node_two_jobs(holding(), 10);
     s.time_limit_reached(a, 10).unwrap();
     assert_eq!(s.job(a).unwrap().state, JobState::Timeout);
     assert!(s.is_completing(a));
@@ -643,10 +641,7 @@ fn a_failed_node_releases_what_its_completing_runs_held() {
 fn a_restored_start_on_a_completing_runs_nodes_proves_that_run_ended() {
     // A log from before ends of completing runs were logged: job a was cancelled, then
     // b started on its cores. Replaying it must not find those cores still held.
-    let mut s = scheduler(Cluster::homogeneous(1, 4, 16_000), holding());
-    let a = s.submit(cpu_job("u", 4, 600), 0).unwrap()[0];
-    let b = s.submit(cpu_job("u", 4, 600), 0).unwrap()[0];
-    s.cycle(0);
+    let (mut s, a, b) = one_node_two_jobs(holding(), 600);
     let alloc = s.job(a).unwrap().allocation.clone().unwrap();
     s.cancel(a, 5).unwrap();
     assert!(s.is_completing(a));
