@@ -119,13 +119,19 @@ pub fn try_submit(cli: &CliLine, script: &str) -> Option<u64> {
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
-/// A throwaway certificate authority (`ca.pem`) and the controller's certificate for
-/// 127.0.0.1 and localhost signed by it (`tls.crt`, `tls.key`).
-fn write_throwaway_tls(root: &Path) {
+/// A new certificate authority that signs nothing real.
+pub fn throwaway_authority() -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap()
+}
+
+/// A throwaway certificate authority (`ca.pem`) and the controller's certificate for
+/// 127.0.0.1 and localhost signed by it (`tls.crt`, `tls.key`).
+fn write_throwaway_tls(root: &Path) {
+    use rcgen::{CertificateParams, KeyPair};
+    let ca = throwaway_authority();
     let key = KeyPair::generate().unwrap();
     let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
         .unwrap()

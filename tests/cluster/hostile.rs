@@ -507,13 +507,11 @@ fn the_tcp_listener_speaks_tls_and_clients_check_whom_they_talk_to() {
     let (ok, _, err) = run(&c.tcp(), None);
     assert!(!ok, "an unknown certificate was trusted: {err}");
     let other = tempfile::tempdir().unwrap();
-    {
-        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-        std::fs::write(other.path().join("ca.pem"), ca.pem()).unwrap();
-    }
+    std::fs::write(
+        other.path().join("ca.pem"),
+        crate::harness::throwaway_authority().pem(),
+    )
+    .unwrap();
     let (ok, _, err) = run(&c.tcp(), Some(&other.path().join("ca.pem")));
     assert!(
         !ok,
