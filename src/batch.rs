@@ -331,11 +331,12 @@ impl JobOptions {
             umask: own_umask(),
             nodelist: self.nodelist.clone().unwrap_or_default(),
             exclude: self.exclude.clone().unwrap_or_default(),
+            allocation_only: false,
         })
     }
 }
 
-fn export_env(export: Option<&str>) -> Result<HashMap<String, String>> {
+pub(crate) fn export_env(export: Option<&str>) -> Result<HashMap<String, String>> {
     let mut env = HashMap::new();
     let spec = export.unwrap_or("ALL");
     let mut items = spec
@@ -374,7 +375,7 @@ fn export_env(export: Option<&str>) -> Result<HashMap<String, String>> {
 
 /// This process's umask, from `/proc/self/status` (reading it with umask(2) would
 /// change it for a moment).
-fn own_umask() -> Option<u32> {
+pub(crate) fn own_umask() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("Umask:"))?;
     u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()

@@ -3,7 +3,6 @@
 //! for programs. Where Slurm has the same command, the flags and the output are Slurm's.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -17,7 +16,7 @@ use tonic::Code;
 use crate::batch::JobOptions;
 use crate::format;
 
-type Client = ControllerClient<InterceptedService<Channel, WithToken>>;
+pub(crate) type Client = ControllerClient<InterceptedService<Channel, WithToken>>;
 
 /// Where the controller is and who we are.
 #[derive(Args, Debug, Clone)]
@@ -54,7 +53,7 @@ impl std::fmt::Display for Refused {
 }
 impl std::error::Error for Refused {}
 
-fn refused(s: tonic::Status) -> anyhow::Error {
+pub(crate) fn refused(s: tonic::Status) -> anyhow::Error {
     let message = match s.code() {
         Code::Unavailable => format!("cannot reach the controller: {}", s.message()),
         Code::Unauthenticated => format!("not authenticated: {}", s.message()),
@@ -63,7 +62,7 @@ fn refused(s: tonic::Status) -> anyhow::Error {
     anyhow::Error::new(Refused { message, code: 1 })
 }
 
-async fn client(c: &Conn) -> Result<Client> {
+pub(crate) async fn client(c: &Conn) -> Result<Client> {
     let channel = connect(&c.controller, &Trust::ca_file(c.ca_file.as_deref())).await?;
     Ok(ControllerClient::with_interceptor(
         channel,
@@ -161,72 +160,6 @@ pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<()> {
     }
 }
 
-// ----- run ---------------------------------------------------------------------------------
-
-#[derive(Args, Debug)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub opts: JobOptions,
-    /// The command and its arguments.
-    #[arg(trailing_var_arg = true, required = true)]
-    pub command: Vec<String>,
-}
-
-/// Submits a command, streams its output while it runs, and exits with its exit code.
-pub async fn run(conn: &Conn, a: RunArgs) -> Result<u8> {
-    let mut opts = a.opts;
-    let stamp = format!("gantry-run-%j.{}.out", std::process::id());
-    let out_dir = std::env::temp_dir();
-    if opts.output.is_none() {
-        opts.output = Some(out_dir.join(&stamp).display().to_string());
-    }
-    let name = a.command[0].rsplit('/').next().unwrap_or("run").to_string();
-    let job = opts.submission(&name, String::new(), a.command.clone())?;
-    let mut c = client(conn).await?;
-    let reply = c
-        .submit(api::SubmitRequest { job: Some(job) })
-        .await
-        .map_err(refused)?
-        .into_inner();
-    let id = reply.job_id;
-    eprintln!("gantry: job {id} queued");
-    let mut offset = 0u64;
-    let mut announced = false;
-    loop {
-        let info = c
-            .show_job(api::ShowJobRequest { job_id: id })
-            .await
-            .map_err(refused)?
-            .into_inner();
-        if info.state == "RUNNING" && !announced {
-            eprintln!("gantry: job {id} running on {}", info.node_list);
-            announced = true;
-        }
-        // The output file is on a filesystem this host shares with the node.
-        if let Ok(bytes) = std::fs::read(&info.stdout_path) {
-            if (bytes.len() as u64) > offset {
-                use std::io::Write;
-                std::io::stdout().write_all(&bytes[offset as usize..])?;
-                std::io::stdout().flush()?;
-                offset = bytes.len() as u64;
-            }
-        }
-        let done = !matches!(
-            info.state.as_str(),
-            "PENDING" | "RUNNING" | "SUSPENDED" | "REQUEUED"
-        );
-        if done {
-            let _ = std::fs::remove_file(&info.stdout_path);
-            if info.state != "COMPLETED" {
-                eprintln!("gantry: job {id} {}", info.state);
-            }
-            let code = info.exit_code.unwrap_or(1);
-            return Ok(code.clamp(0, 255) as u8);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 // ----- queue -------------------------------------------------------------------------------
 
 #[derive(Args, Debug)]
@@ -255,16 +188,20 @@ pub struct QueueArgs {
     /// Output format (%i %j %u %t %T %M %l %D %R %P %C %Q ...), as squeue's -o.
     #[arg(short = 'o', long = "format")]
     pub format: Option<String>,
+    /// Running job steps instead of jobs (%i is JOB.STEP).
+    #[arg(short = 's', long = "steps")]
+    pub steps: bool,
     #[arg(long)]
     pub json: bool,
 }
 
-/// Jobs named on a command line: plain ids (an array's id stands for the whole array)
-/// and array tasks (`12_3`, `12_[1-3,7]`).
+/// Jobs named on a command line: plain ids (an array's id stands for the whole array),
+/// array tasks (`12_3`, `12_[1-3,7]`) and steps (`12.0`; `12.batch` is the job).
 #[derive(Debug, Default, PartialEq)]
 struct JobRefs {
     ids: Vec<u64>,
     tasks: Vec<ArrayTasks>,
+    steps: Vec<(u64, u32)>,
 }
 
 /// Some tasks of one array, as named and as indices.
@@ -299,7 +236,15 @@ impl JobRefs {
         }
         items.push(&list[start..]);
         for item in items.into_iter().map(str::trim).filter(|s| !s.is_empty()) {
-            let bad = || anyhow!("'{item}' is not a job id (use 12, 12_3 or 12_[1-3])");
+            let bad = || anyhow!("'{item}' is not a job id (use 12, 12_3, 12_[1-3] or 12.0)");
+            if let Some((job, step)) = item.split_once('.') {
+                let job: u64 = job.parse().map_err(|_| bad())?;
+                match step {
+                    "batch" => refs.ids.push(job),
+                    _ => refs.steps.push((job, step.parse().map_err(|_| bad())?)),
+                }
+                continue;
+            }
             match item.split_once('_') {
                 None => refs.ids.push(item.parse().map_err(|_| bad())?),
                 Some((array, tasks)) => {
@@ -405,11 +350,27 @@ pub async fn queue(conn: &Conn, a: QueueArgs) -> Result<()> {
             &serde_json::json!({ "jobs": jobs.iter().map(job_json).collect::<Vec<_>>() }),
         );
     }
+    let t = now();
+    if a.steps {
+        let fmt = a.format.as_deref().unwrap_or(format::SQUEUE_STEPS_DEFAULT);
+        if !a.noheader {
+            println!(
+                "{}",
+                format::squeue_header(fmt)?.replacen("JOBID", "STEPID", 1)
+            );
+        }
+        for j in jobs {
+            let j = format::printable_job(j);
+            for s in j.steps.iter().filter(|s| s.state == "RUNNING") {
+                println!("{}", format::squeue_step_line(fmt, &j, s, t)?);
+            }
+        }
+        return Ok(());
+    }
     let fmt = a.format.as_deref().unwrap_or(format::SQUEUE_DEFAULT);
     if !a.noheader {
         println!("{}", format::squeue_header(fmt)?);
     }
-    let t = now();
     for j in jobs {
         println!(
             "{}",
@@ -506,20 +467,33 @@ pub async fn cancel(conn: &Conn, a: CancelArgs) -> Result<()> {
                 api::CancelRequest {
                     job_ids: vec![id],
                     signal,
-                    array_tasks: Vec::new(),
+                    ..Default::default()
                 },
             )
         })
+        .chain(refs.steps.iter().map(|&(job, step)| {
+            (
+                format!("{job}.{step}"),
+                api::CancelRequest {
+                    signal,
+                    steps: vec![api::StepRef {
+                        job_id: job,
+                        step_id: step,
+                    }],
+                    ..Default::default()
+                },
+            )
+        }))
         .chain(refs.tasks.iter().map(|t| {
             (
                 format!("{}_{}", t.array, t.text),
                 api::CancelRequest {
-                    job_ids: Vec::new(),
                     signal,
                     array_tasks: vec![api::ArrayTasks {
                         array_job_id: t.array,
                         tasks: t.text.clone(),
                     }],
+                    ..Default::default()
                 },
             )
         }));
@@ -836,10 +810,13 @@ pub struct AcctArgs {
     /// No header.
     #[arg(short = 'n', long = "noheader")]
     pub noheader: bool,
-    /// '|'-separated, no padding (sacct -P).
+    /// '|'-separated, no padding, no trailing '|' (sacct -P).
     #[arg(short = 'P', long = "parsable2")]
+    pub parsable2: bool,
+    /// '|'-separated with a trailing '|' (sacct -p).
+    #[arg(short = 'p', long = "parsable")]
     pub parsable: bool,
-    /// Jobs only, no steps (accepted: Gantry records no steps).
+    /// Jobs only: no lines for their batch scripts and steps.
     #[arg(short = 'X', long = "allocations")]
     pub allocations: bool,
     #[arg(long)]
@@ -887,22 +864,34 @@ pub async fn acct(conn: &Conn, a: AcctArgs) -> Result<()> {
         .filter(|f| !f.is_empty())
         .collect();
     let t = now();
-    let rows: Vec<Vec<String>> = records
-        .into_iter()
-        .map(|mut r| {
-            r.job = r.job.map(format::printable_job);
-            fields
-                .iter()
-                .map(|f| format::sacct_field(f, &r, t))
-                .collect()
-        })
-        .collect::<Result<_>>()?;
-    if a.parsable {
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for mut r in records {
+        r.job = r.job.map(format::printable_job);
+        let Some(j) = r.job.clone() else { continue };
+        let mut lines = vec![format::AcctLine::Job];
+        if !a.allocations {
+            // The batch script is step `batch` of a job that started one.
+            if j.start_time > 0 && !j.allocation_only {
+                lines.push(format::AcctLine::Batch);
+            }
+            lines.extend(j.steps.iter().map(format::AcctLine::Step));
+        }
+        for line in lines {
+            rows.push(
+                fields
+                    .iter()
+                    .map(|f| format::sacct_field(f, &r, line, t))
+                    .collect::<Result<_>>()?,
+            );
+        }
+    }
+    if a.parsable || a.parsable2 {
+        let end = if a.parsable { "|" } else { "" };
         if !a.noheader {
-            println!("{}|", fields.join("|"));
+            println!("{}{end}", fields.join("|"));
         }
         for r in rows {
-            println!("{}|", r.join("|"));
+            println!("{}{end}", r.join("|"));
         }
         return Ok(());
     }

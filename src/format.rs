@@ -197,6 +197,11 @@ pub fn printable_job(mut j: api::JobInfo) -> api::JobInfo {
             *field = clean;
         }
     }
+    for s in &mut j.steps {
+        if let std::borrow::Cow::Owned(clean) = printable(&s.name) {
+            s.name = clean;
+        }
+    }
     j
 }
 
@@ -249,6 +254,25 @@ pub fn squeue_line(format: &str, j: &api::JobInfo, now: i64) -> Result<String> {
     render(format, |c| squeue_field(c, j, now))
 }
 
+/// `squeue -s`'s default format.
+pub const SQUEUE_STEPS_DEFAULT: &str = "%.15i %.8j %.9P %.8u %.9M %N";
+
+/// One step's line for `squeue -s`: the step as [`AcctLine::view`] shows it, its id
+/// `JOB.STEP` for `%i`.
+pub fn squeue_step_line(
+    format: &str,
+    j: &api::JobInfo,
+    s: &api::StepInfo,
+    now: i64,
+) -> Result<String> {
+    let v = AcctLine::Step(s).view(j);
+    let id = format!("{}.{}", job_id(j), s.step_id);
+    render(format, |c| match c {
+        'i' => Ok(id.clone()),
+        _ => squeue_field(c, &v, now),
+    })
+}
+
 /// The header line for a format: the field names Slurm prints.
 pub fn squeue_header(format: &str) -> Result<String> {
     let names = |c: char| match c {
@@ -284,14 +308,72 @@ pub fn squeue_header(format: &str) -> Result<String> {
     render(format, |c| Ok(names(c).to_string()))
 }
 
-/// `sacct` fields by name (`--format=JobID,State,ExitCode`).
-pub fn sacct_field(name: &str, r: &api::AccountingRecord, now: i64) -> Result<String> {
+/// Which line of a job `sacct` prints: the job (the allocation), its batch script, or
+/// one of its steps.
+#[derive(Debug, Clone, Copy)]
+pub enum AcctLine<'a> {
+    Job,
+    Batch,
+    Step(&'a api::StepInfo),
+}
+
+impl AcctLine<'_> {
+    /// The job as this line shows it: a step's own name, state, times, nodes, tasks
+    /// and exit code over the job's other fields.
+    pub fn view(&self, j: &api::JobInfo) -> api::JobInfo {
+        let mut v = j.clone();
+        match self {
+            Self::Job => {}
+            Self::Batch => {
+                v.name = "batch".into();
+                v.nodes = 1;
+                v.tasks = 1;
+                let first = j.allocation.first();
+                v.node_list = first.map(|n| n.node.clone()).unwrap_or_default();
+                v.cores = first.map_or(j.cores, |n| n.cores.len() as u64);
+            }
+            Self::Step(s) => {
+                v.name = s.name.clone();
+                v.state = s.state.clone();
+                v.start_time = s.start_time;
+                v.end_time = s.end_time;
+                v.nodes = s.nodes;
+                v.tasks = s.tasks;
+                v.node_list = s.node_list.clone();
+                v.exit_code = s.exit_code;
+                v.suspended_s = 0;
+            }
+        }
+        v
+    }
+
+    fn suffix(&self) -> String {
+        match self {
+            Self::Job => String::new(),
+            Self::Batch => ".batch".into(),
+            Self::Step(s) => format!(".{}", s.step_id),
+        }
+    }
+}
+
+/// `sacct` fields by name (`--format=JobID,State,ExitCode`), for one line of a job.
+pub fn sacct_field(
+    name: &str,
+    r: &api::AccountingRecord,
+    line: AcctLine<'_>,
+    now: i64,
+) -> Result<String> {
     let Some(j) = &r.job else {
         return Ok(String::new());
     };
+    let j = &line.view(j);
+    let step_cpu = match line {
+        AcctLine::Step(s) => Some(s.cpu_s),
+        _ => None,
+    };
     Ok(match name.to_ascii_lowercase().as_str() {
-        "jobid" => job_id(j),
-        "jobidraw" => j.job_id.to_string(),
+        "jobid" => format!("{}{}", job_id(j), line.suffix()),
+        "jobidraw" => format!("{}{}", j.job_id, line.suffix()),
         "jobname" => j.name.clone(),
         "user" => j.user.clone(),
         "account" => j.account.clone(),
@@ -315,7 +397,7 @@ pub fn sacct_field(name: &str, r: &api::AccountingRecord, now: i64) -> Result<St
         "nodelist" => j.node_list.clone(),
         "maxrss" => format!("{}M", r.max_rss_mb),
         "cputimeraw" => format!("{:.0}", r.cpu_core_seconds),
-        "totalcpu" => elapsed((r.user_cpu_s + r.system_cpu_s).round() as i64),
+        "totalcpu" => elapsed(step_cpu.unwrap_or(r.user_cpu_s + r.system_cpu_s).round() as i64),
         "usercpu" => elapsed(r.user_cpu_s.round() as i64),
         "systemcpu" => elapsed(r.system_cpu_s.round() as i64),
         "allocgres" | "alloctres" => format!("cpu={},gres/gpu={}", j.cores, j.gpus),

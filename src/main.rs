@@ -1,20 +1,21 @@
 //! `gantry`: the command line of the Gantry scheduler. It parses arguments, calls the
 //! libraries or the controller, and formats the answers; no scheduling logic lives here.
 //!
-//! Invoked as `sbatch`, `squeue`, `scancel`, `sinfo`, `sacct`, `srun` or `scontrol` (links
-//! made by `gantry install-links`), it behaves as that Slurm command.
+//! Invoked as `sbatch`, `squeue`, `scancel`, `sinfo`, `sacct`, `srun`, `salloc` or
+//! `scontrol` (links made by `gantry install-links`), it behaves as that Slurm command.
 
 mod batch;
 mod client;
 mod format;
 mod policies;
 mod sim;
+mod steps;
 
 use clap::{Parser, Subcommand};
 
 /// The Slurm command names this binary answers to.
-pub const SLURM_NAMES: [&str; 7] = [
-    "sbatch", "squeue", "scancel", "sinfo", "sacct", "srun", "scontrol",
+pub const SLURM_NAMES: [&str; 8] = [
+    "sbatch", "squeue", "scancel", "sinfo", "sacct", "srun", "salloc", "scontrol",
 ];
 
 #[derive(Parser)]
@@ -30,8 +31,12 @@ struct Cli {
 enum Command {
     /// Submit a batch script (as sbatch; #SBATCH directives are read).
     Submit(client::SubmitArgs),
-    /// Run a command as a job and stream its output until it ends (as srun).
-    Run(client::RunArgs),
+    /// Run a command's tasks as a job step and stream their output until they end (as
+    /// srun): inside an allocation ($SLURM_JOB_ID or --jobid) a step of that job, else
+    /// in an allocation made for it.
+    Run(steps::SrunArgs),
+    /// Make an allocation and run a command here with it, then release it (as salloc).
+    Alloc(steps::SallocArgs),
     /// Jobs not yet finished (as squeue).
     #[command(disable_help_flag = true)]
     Queue(client::QueueArgs),
@@ -57,7 +62,8 @@ enum Command {
     /// Write a node's agent credential, derived from the cluster key (for admins): it
     /// proves that node only, so the agent never needs the cluster key.
     Credential(client::CredentialArgs),
-    /// Make sbatch, squeue, scancel, sinfo, sacct, srun and scontrol links to this binary.
+    /// Make sbatch, squeue, scancel, sinfo, sacct, srun, salloc and scontrol links to
+    /// this binary.
     InstallLinks {
         /// Directory for the links (e.g. /usr/local/bin).
         dir: std::path::PathBuf,
@@ -80,6 +86,7 @@ fn slurm_argv(mut args: Vec<String>) -> Vec<String> {
         "sinfo" => "nodes",
         "sacct" => "acct",
         "srun" => "run",
+        "salloc" => "alloc",
         "scontrol" => "show",
         _ => return args,
     };
@@ -154,7 +161,8 @@ fn main() -> std::process::ExitCode {
             Command::Credential(a) => client::credential(a).map(|()| 0)?,
             Command::InstallLinks { dir } => client::install_links(&dir).map(|()| 0)?,
             Command::Submit(a) => rt.block_on(client::submit(&conn, a)).map(|()| 0)?,
-            Command::Run(a) => rt.block_on(client::run(&conn, a))?,
+            Command::Run(a) => rt.block_on(steps::srun(&conn, a))?,
+            Command::Alloc(a) => rt.block_on(steps::salloc(&conn, a))?,
             Command::Queue(a) => rt.block_on(client::queue(&conn, a)).map(|()| 0)?,
             Command::Cancel(a) => rt.block_on(client::cancel(&conn, a)).map(|()| 0)?,
             Command::Show(a) => rt.block_on(client::show(&conn, a)).map(|()| 0)?,

@@ -111,6 +111,16 @@ impl Jobs {
         )
     }
 
+    /// The operating system CPUs of kernel core indices, those online only.
+    pub fn cpus_of(&self, cores: &[u32]) -> Vec<usize> {
+        cores
+            .iter()
+            .filter_map(|&c| self.core_cpus.get(c as usize))
+            .map(|&c| c as usize)
+            .filter(|c| self.online_cpus.contains(c))
+            .collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -308,7 +318,13 @@ impl Jobs {
             gid,
             groups: groups_of(uid, gid),
         });
-        let mut cmd = if !l.script.is_empty() {
+        let mut cmd = if l.allocation_only {
+            // Holds the allocation for srun/salloc steps until the controller ends it:
+            // a process like any job's, so limits, cancellation and suspension apply.
+            let mut c = std::process::Command::new("sleep");
+            c.arg("infinity");
+            c
+        } else if !l.script.is_empty() {
             let owner = identity.as_ref().map(|i| (i.uid, i.gid));
             let path = self
                 .spool
@@ -329,22 +345,17 @@ impl Jobs {
         let cpus: Vec<usize> = l
             .here
             .as_ref()
-            .map(|h| {
-                h.cores
-                    .iter()
-                    .filter_map(|&c| self.core_cpus.get(c as usize))
-                    .map(|&c| c as usize)
-                    .filter(|c| self.online_cpus.contains(c))
-                    .collect()
-            })
+            .map(|h| self.cpus_of(&h.cores))
             .unwrap_or_default();
         let setup = ChildSetup {
             cpus,
             identity,
             umask: l.umask & 0o777,
             workdir: job.workdir.clone(),
-            stdout: job.stdout_path.clone(),
-            stderr: (job.stderr_path != job.stdout_path).then(|| job.stderr_path.clone()),
+            output: launch::Output::Files {
+                stdout: job.stdout_path.clone(),
+                stderr: (job.stderr_path != job.stdout_path).then(|| job.stderr_path.clone()),
+            },
         };
         let child = launch::spawn(cmd, &setup)?;
         let pid = child.id() as i32;

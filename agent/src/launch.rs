@@ -31,9 +31,20 @@ pub struct ChildSetup {
     pub identity: Option<Identity>,
     pub umask: u32,
     pub workdir: String,
-    pub stdout: String,
-    /// `None`: the same file as stdout.
-    pub stderr: Option<String>,
+    pub output: Output,
+}
+
+/// Where the child's standard streams go.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Files the child opens as its user (a batch script's); stdin is `/dev/null`.
+    Files {
+        stdout: String,
+        /// `None`: the same file as stdout.
+        stderr: Option<String>,
+    },
+    /// What the caller set on the command (a step task's pipes).
+    AsSet,
 }
 
 /// The step between fork and exec that failed.
@@ -124,12 +135,16 @@ unsafe fn open_onto(path: &CString, target: libc::c_int) -> Result<(), ()> {
 /// directory, stdout or stderr of its own.
 pub fn spawn(mut cmd: Command, setup: &ChildSetup) -> Result<std::process::Child, String> {
     let workdir = cstring("working directory", &setup.workdir)?;
-    let stdout = cstring("output file", &setup.stdout)?;
-    let stderr = setup
-        .stderr
-        .as_deref()
-        .map(|p| cstring("error file", p))
-        .transpose()?;
+    let (stdout, stderr) = match &setup.output {
+        Output::Files { stdout, stderr } => (
+            Some(cstring("output file", stdout)?),
+            stderr
+                .as_deref()
+                .map(|p| cstring("error file", p))
+                .transpose()?,
+        ),
+        Output::AsSet => (None, None),
+    };
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills the two descriptors on success.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -145,9 +160,11 @@ pub fn spawn(mut cmd: Command, setup: &ChildSetup) -> Result<std::process::Child
     let cpus = setup.cpus.clone();
     let identity = setup.identity.clone();
     let umask = setup.umask as libc::mode_t;
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+    if stdout.is_some() {
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+    }
     // SAFETY: the closure runs in the child between fork and exec and calls only
     // async-signal-safe functions (setsid, sched_setaffinity, setgroups, setgid,
     // setuid, umask, chdir, open, dup2, close, write) on data prepared before the fork.
@@ -181,7 +198,10 @@ pub fn spawn(mut cmd: Command, setup: &ChildSetup) -> Result<std::process::Child
             if libc::chdir(workdir.as_ptr()) != 0 {
                 return Err(failed(report, Stage::Workdir));
             }
-            if open_onto(&stdout, libc::STDOUT_FILENO).is_err() {
+            let Some(stdout) = &stdout else {
+                return Ok(());
+            };
+            if open_onto(stdout, libc::STDOUT_FILENO).is_err() {
                 return Err(failed(report, Stage::Stdout));
             }
             let err = match &stderr {
@@ -195,6 +215,7 @@ pub fn spawn(mut cmd: Command, setup: &ChildSetup) -> Result<std::process::Child
             Ok(())
         });
     }
+    let program = cmd.get_program().to_string_lossy().into_owned();
     let result = cmd.spawn();
     // The child's copy closed at exec or exit; close ours, so the read below ends.
     drop(write_end);
@@ -209,20 +230,21 @@ pub fn spawn(mut cmd: Command, setup: &ChildSetup) -> Result<std::process::Child
         Some(id) => format!(" as uid {}", id.uid),
         None => String::new(),
     };
+    let (out_path, err_path) = match &setup.output {
+        Output::Files { stdout, stderr } => (stdout.as_str(), stderr.as_deref().unwrap_or(stdout)),
+        Output::AsSet => ("", ""),
+    };
     Err(match (n == 1).then(|| Stage::from_byte(b)).flatten() {
         Some(Stage::Workdir) => format!(
             "cannot enter the working directory {}{who}: {e}",
             setup.workdir
         ),
-        Some(Stage::Stdout) => format!("cannot open the output file {}{who}: {e}", setup.stdout),
-        Some(Stage::Stderr) => format!(
-            "cannot open the error file {}{who}: {e}",
-            setup.stderr.as_deref().unwrap_or(&setup.stdout)
-        ),
+        Some(Stage::Stdout) => format!("cannot open the output file {out_path}{who}: {e}"),
+        Some(Stage::Stderr) => format!("cannot open the error file {err_path}{who}: {e}"),
         Some(Stage::Identity) => format!("cannot switch to the job's user{who}: {e}"),
         Some(Stage::Binding) => format!("cannot bind the job to its CPUs: {e}"),
         Some(Stage::Session) => format!("cannot start the job's session: {e}"),
-        None => format!("cannot start the job: {e}"),
+        None => format!("cannot start {}: {e}", program),
     })
 }
 
@@ -236,8 +258,10 @@ mod tests {
             identity: None,
             umask: 0o077,
             workdir: dir.display().to_string(),
-            stdout: dir.join(out).display().to_string(),
-            stderr: None,
+            output: Output::Files {
+                stdout: dir.join(out).display().to_string(),
+                stderr: None,
+            },
         }
     }
 

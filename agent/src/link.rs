@@ -12,14 +12,11 @@ use gantry_api::client::connect;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
-use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
-use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use crate::jobs::{Ended, Jobs};
-
-type Client = AgentLinkClient<InterceptedService<Channel, NodeCredential>>;
+use crate::steps::{Client, Steps};
 
 /// This node's key; signs a fresh, short-lived agent token for every call, so no token
 /// the agent sends outlives [`AGENT_TOKEN_TTL`].
@@ -72,6 +69,7 @@ pub struct Link {
     pub credential: NodeCredential,
     pub topology: api::NodeTopology,
     pub jobs: Jobs,
+    pub steps: Steps,
 }
 
 fn report(node: &str, e: &Ended) -> api::JobReport {
@@ -139,7 +137,7 @@ impl Link {
         loop {
             tokio::select! {
                 cmd = commands.next() => match cmd {
-                    Some(Ok(cmd)) => self.handle(cmd),
+                    Some(Ok(cmd)) => self.handle(cmd, &client),
                     Some(Err(e)) => anyhow::bail!("command stream failed: {e}"),
                     None => anyhow::bail!("the controller closed the command stream"),
                 },
@@ -174,9 +172,13 @@ impl Link {
         Ok(())
     }
 
-    fn handle(&self, cmd: api::AgentCommand) {
+    fn handle(&self, cmd: api::AgentCommand, client: &Client) {
         use api::agent_command::What;
         match cmd.what {
+            Some(What::LaunchStep(l)) => self.steps.launch(l, client.clone()),
+            Some(What::CancelStep(s)) => self.steps.end((s.job_id, s.step_id)),
+            Some(What::SignalStep(s)) => self.steps.signal((s.job_id, s.step_id), s.signal),
+            Some(What::StepInput(i)) => self.steps.input((i.job_id, i.step_id), i.data),
             Some(What::Launch(l)) => self.jobs.launch(l),
             Some(What::Cancel(r)) => self.jobs.end((r.job_id, r.run), "CANCELLED"),
             Some(What::Signal(s)) => self.jobs.signal((s.job_id, s.run), s.signal),

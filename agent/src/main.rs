@@ -134,6 +134,7 @@ async fn main() -> Result<()> {
         controller: cfg.controller.clone(),
         trust: gantry_api::client::Trust::ca_file(cfg.ca_file.as_deref()),
         credential: NodeCredential::new(node.clone(), key),
+        steps: gantry_agent::steps::Steps::new(node.clone(), jobs.clone()),
         node,
         topology,
         jobs,

@@ -21,6 +21,7 @@
 //! - [`job`]: requests, jobs, states, arrays, dependencies.
 //! - [`policy`]: the batched decision-point traits and their native defaults.
 //! - [`scheduler`]: the state machine and its entry points; `cycle` (private) is one cycle.
+//! - [`step`]: where a job step's tasks go inside the job's allocation.
 
 pub mod alloc;
 pub mod cluster;
@@ -29,6 +30,7 @@ mod cycle;
 pub mod job;
 pub mod policy;
 pub mod scheduler;
+pub mod step;
 pub mod topology;
 pub mod units;
 

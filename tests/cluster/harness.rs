@@ -42,6 +42,9 @@ pub struct Options {
     pub wasm_policies: bool,
     /// Appended to gantryd.toml.
     pub extra_config: String,
+    /// Eight 64-core 8-GPU NVLink nodes (`gpu[01-08]`, partition `gpu`) instead of the
+    /// one 32-core `gpu01`: the shape of a multi-node training job.
+    pub eight_gpu_nodes: bool,
 }
 
 const CLUSTER: &str = r#"
@@ -83,11 +86,22 @@ max_time = "1:00:00"
 
 const NODES: [&str; 3] = ["cpu01", "cpu02", "gpu01"];
 
-fn agent_topology(node: &str) -> &'static str {
+/// [`Options::eight_gpu_nodes`]: the GPU nodes have 16 cores per NUMA domain.
+fn wide_cluster() -> String {
+    CLUSTER
+        .replacen("cores_per_numa = 8", "cores_per_numa = 16", 1)
+        .replace("memory = \"64G\"", "memory = \"256G\"")
+        .replace("names = \"gpu01\"", "names = \"gpu[01-08]\"")
+        .replace("nodes = [\"gpu01\"]", "nodes = [\"gpu[01-08]\"]")
+}
+
+fn agent_topology(node: &str, wide: bool) -> String {
     if node.starts_with("gpu") {
-        "[topology]\nsockets = 2\nnuma_per_socket = 2\ncores_per_numa = 8\nmemory_mb = 65536\ngpu_numa = [0, 0, 1, 1, 2, 2, 3, 3]\ngpu_model = \"H100\"\nnvlink_pairs = [[0, 1, 6], [0, 2, 6], [0, 3, 6], [1, 2, 6], [1, 3, 6], [2, 3, 6], [4, 5, 6], [4, 6, 6], [4, 7, 6], [5, 6, 6], [5, 7, 6], [6, 7, 6]]\n"
+        let (cores, memory) = if wide { (16, 262_144) } else { (8, 65_536) };
+        format!("[topology]\nsockets = 2\nnuma_per_socket = 2\ncores_per_numa = {cores}\nmemory_mb = {memory}\ngpu_numa = [0, 0, 1, 1, 2, 2, 3, 3]\ngpu_model = \"H100\"\nnvlink_pairs = [[0, 1, 6], [0, 2, 6], [0, 3, 6], [1, 2, 6], [1, 3, 6], [2, 3, 6], [4, 5, 6], [4, 6, 6], [4, 7, 6], [5, 6, 6], [5, 7, 6], [6, 7, 6]]\n")
     } else {
         "[topology]\nsockets = 1\nnuma_per_socket = 1\ncores_per_numa = 4\nmemory_mb = 8192\n"
+            .into()
     }
 }
 
@@ -164,7 +178,14 @@ impl Cluster {
             .collect();
         std::fs::write(root.join("key"), key).unwrap();
         write_throwaway_tls(root);
-        std::fs::write(root.join("cluster.toml"), CLUSTER).unwrap();
+        let (cluster, nodes): (String, Vec<String>) = if opts.eight_gpu_nodes {
+            let mut nodes = vec!["cpu01".to_string(), "cpu02".to_string()];
+            nodes.extend((1..=8).map(|i| format!("gpu{i:02}")));
+            (wide_cluster(), nodes)
+        } else {
+            (CLUSTER.into(), NODES.map(String::from).to_vec())
+        };
+        std::fs::write(root.join("cluster.toml"), cluster).unwrap();
         std::fs::create_dir_all(root.join("work")).unwrap();
         let port = free_port();
         let policies = if opts.wasm_policies {
@@ -185,7 +206,7 @@ impl Cluster {
             ),
         )
         .unwrap();
-        for node in NODES {
+        for node in &nodes {
             let credential = root.join(format!("credential-{node}"));
             let made = Command::new(env!("CARGO_BIN_EXE_gantry"))
                 .args(["credential", node, "--key"])
@@ -203,7 +224,7 @@ impl Cluster {
                 root.join(format!("agent-{node}.toml")),
                 format!(
                     "controller = \"https://127.0.0.1:{port}\"\nca_file = \"ca.pem\"\nnode = \"{node}\"\ncredential_file = \"credential-{node}\"\nspool = \"spool/{node}\"\n{}",
-                    agent_topology(node)
+                    agent_topology(node, opts.eight_gpu_nodes)
                 ),
             )
             .unwrap();
@@ -215,13 +236,24 @@ impl Cluster {
             agents: Vec::new(),
         };
         c.restart_controller();
-        for node in NODES {
+        for node in &nodes {
             c.start_agent(node);
         }
-        for node in NODES {
+        for node in &nodes {
             c.wait_node_state(node, "IDLE");
         }
         c
+    }
+
+    /// The directory of the Slurm-named links (`srun`, `scontrol`, ...), made here, for
+    /// job scripts to put on their PATH.
+    pub fn slurm_bin(&self) -> PathBuf {
+        for name in [
+            "sbatch", "squeue", "scancel", "sinfo", "sacct", "srun", "salloc", "scontrol",
+        ] {
+            let _ = self.program(&[name]);
+        }
+        self.dir.path().join("bin")
     }
 
     /// The cluster's directory (configurations, key, spools, logs).
@@ -373,7 +405,7 @@ impl Cluster {
         match args.first() {
             Some(&name)
                 if [
-                    "sbatch", "squeue", "scancel", "sinfo", "sacct", "srun", "scontrol",
+                    "sbatch", "squeue", "scancel", "sinfo", "sacct", "srun", "salloc", "scontrol",
                 ]
                 .contains(&name) =>
             {

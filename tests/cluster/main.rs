@@ -6,6 +6,7 @@
 
 mod harness;
 mod hostile;
+mod steps;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -62,7 +63,10 @@ fn an_sbatch_script_runs_with_slurm_variables_and_its_output_pattern() {
         "-o",
         "JobID,JobName,State,ExitCode",
     ]);
-    assert_eq!(acct.trim(), format!("{id}|hello|COMPLETED|0:0|"));
+    assert_eq!(
+        acct.trim(),
+        format!("{id}|hello|COMPLETED|0:0\n{id}.batch|batch|COMPLETED|0:0")
+    );
 }
 
 #[test]
@@ -683,6 +687,7 @@ fn configured_policy_files_replace_the_builtins_at_start() {
             "[policies.priority]\ncomponent = \"{}\"\n",
             component.display()
         ),
+        ..Options::default()
     });
     let list: serde_json::Value =
         serde_json::from_str(&c.cli_ok(&["policy", "list", "--json"])).unwrap();

@@ -23,6 +23,9 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::store::{Entry, Journal, Launch, LogReader, Store, StoreError, Ticket, Usage};
 
+mod steps;
+pub use steps::{check_step_bounds, NodePart, Relay, Relays, Step, MAX_STEPS_PER_JOB};
+
 /// Who is calling, as authentication established it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -108,6 +111,10 @@ pub struct Controller {
     unconfirmed: HashSet<JobId>,
     events: broadcast::Sender<api::Event>,
     slots: Option<WasmSlots>,
+    /// Job steps (srun inside allocations), per job, running and ended.
+    steps: HashMap<JobId, steps::JobSteps>,
+    /// Where running steps' output goes (shared with the service).
+    relays: Arc<Relays>,
 }
 
 /// What the controller keeps in memory of a submission (shared by an array's tasks).
@@ -119,6 +126,8 @@ struct Submission {
     output: String,
     error: String,
     dependency: String,
+    /// An allocation for srun/salloc steps: no batch script.
+    allocation_only: bool,
 }
 
 impl Submission {
@@ -129,6 +138,7 @@ impl Submission {
             output: l.output.clone(),
             error: l.error.clone(),
             dependency: l.dependency.clone(),
+            allocation_only: l.allocation_only,
         })
     }
 }
@@ -243,6 +253,8 @@ impl Controller {
             unconfirmed: HashSet::new(),
             events,
             slots,
+            steps: HashMap::new(),
+            relays: Arc::default(),
         };
         let restored = entries.len();
         for (seq, time, entry) in entries {
@@ -269,6 +281,7 @@ impl Controller {
         // Launches of running jobs may not have reached their agents before the restart:
         // the agents' heartbeats say which they have; the rest are sent again.
         c.unconfirmed = c.sched.running().iter().copied().collect();
+        c.end_steps_after_restart(now)?;
         tracing::info!(
             entries = restored,
             jobs = c.sched.jobs().len(),
@@ -378,6 +391,20 @@ impl Controller {
                     slots.rollback(kind, to.map(gantry_wasm_host::VersionId), who, time)?;
                 }
             }
+            Entry::StepStarted {
+                job,
+                step,
+                name,
+                nodes,
+                tasks,
+            } => self.restore_step_start(*job, *step, name, nodes, *tasks, time),
+            Entry::StepEnded {
+                job,
+                step,
+                state,
+                exit_code,
+                cpu_s,
+            } => self.restore_step_end(*job, *step, *state, *exit_code, *cpu_s, time),
         }
         Ok(())
     }
@@ -516,6 +543,7 @@ impl Controller {
             }
             self.publish_job(id, now);
         }
+        self.stop_steps_of_ended_jobs();
         Ok(targets)
     }
 
@@ -662,6 +690,7 @@ impl Controller {
         for id in changed {
             self.publish_job(id, now);
         }
+        self.stop_steps_of_ended_jobs();
         Ok(())
     }
 
@@ -688,6 +717,8 @@ impl Controller {
                 self.unconfirmed.remove(&job);
                 self.publish_job(job, now);
             }
+            self.steps_node_failed(id, now)?;
+            self.stop_steps_of_ended_jobs();
             self.sync_node_state(id);
             self.publish_node(id, now);
         }
@@ -791,6 +822,7 @@ impl Controller {
             kill_grace_s: self.settings.kill_grace_s,
             run,
             umask: launch.umask.unwrap_or(DEFAULT_UMASK),
+            allocation_only: launch.allocation_only,
         };
         self.unconfirmed.insert(id);
         self.send(node, api::agent_command::What::Launch(cmd));
@@ -950,6 +982,7 @@ impl Controller {
         self.sched.time_limit_reached(id, now).map_err(invalid)?;
         tracing::info!(job = id.0, "time limit reached; ending");
         self.publish_job(id, now);
+        self.stop_steps_of_ended_jobs();
         Ok(())
     }
 
@@ -1053,6 +1086,7 @@ impl Controller {
         }
         self.sched.job_ended(id, now, outcome).map_err(invalid)?;
         self.publish_job(id, now);
+        self.stop_steps_of_ended_jobs();
         Ok(())
     }
 
@@ -1268,6 +1302,8 @@ impl Controller {
             dependency: launch.map(|l| l.dependency.clone()).unwrap_or_default(),
             requeue_count: job.requeue_count,
             suspended_s: job.suspended_for,
+            steps: self.step_infos(job.id),
+            allocation_only: launch.is_some_and(|l| l.allocation_only),
         }
     }
 
@@ -1410,8 +1446,13 @@ fn spec_from(
     sub: api::JobSubmission,
     limits: &Limits,
 ) -> Result<(JobSpec, Launch), Refusal> {
-    if sub.script.is_empty() && sub.argv.is_empty() {
+    if sub.script.is_empty() && sub.argv.is_empty() && !sub.allocation_only {
         return Err(invalid("a job needs a batch script or a command"));
+    }
+    if sub.allocation_only && !(sub.script.is_empty() && sub.argv.is_empty()) {
+        return Err(invalid(
+            "an allocation for steps (srun, salloc) carries no script or command",
+        ));
     }
     check_bounds(&sub, limits)?;
     if !sub.workdir.starts_with('/') {
@@ -1483,12 +1524,18 @@ fn spec_from(
         argv: sub.argv,
         workdir: sub.workdir,
         env,
-        output: sub.output,
+        // The holder of a bare allocation writes nothing: no slurm-%j.out for it.
+        output: if sub.allocation_only && sub.output.is_empty() {
+            "/dev/null".into()
+        } else {
+            sub.output
+        },
         error: sub.error,
         uid: who.uid,
         gid: who.gid,
         dependency: sub.dependency,
         umask: sub.umask.map(|m| m & 0o777),
+        allocation_only: sub.allocation_only,
     };
     Ok((spec, launch))
 }

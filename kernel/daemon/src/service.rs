@@ -32,6 +32,8 @@ use crate::auth::Authenticator;
 use crate::controller::{Caller, Controller, Refusal};
 use crate::store::Entry;
 
+mod steps;
+
 /// Seconds since the Unix epoch: the controller's clock.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
@@ -129,8 +131,8 @@ impl Shared {
 #[derive(Clone)]
 pub struct Service(pub Arc<Shared>);
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<api::Event, Status>> + Send>>;
-type PageStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+pub(crate) type EventStream = Pin<Box<dyn Stream<Item = Result<api::Event, Status>> + Send>>;
+pub(crate) type PageStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Streams a listing a page at a time: `fill` is called under the controller's lock
 /// with the position reached and adds what it finds from there to the page, returning
@@ -308,7 +310,13 @@ impl ControllerApi for Service {
         let who = self.0.auth.caller(&req, now)?;
         let r = req.into_inner();
         let mut c = self.0.lock();
-        let done = if r.signal != 0 {
+        if !r.steps.is_empty() {
+            c.cancel_steps(&who, &r.steps, r.signal)
+                .map_err(|e| self.0.status(e))?;
+        }
+        let done = if r.job_ids.is_empty() && r.array_tasks.is_empty() {
+            Ok(Vec::new())
+        } else if r.signal != 0 {
             c.signal(&who, &r.job_ids, r.signal)
         } else {
             c.cancel(&who, &r.job_ids, &r.array_tasks, now)
@@ -667,6 +675,30 @@ impl ControllerApi for Service {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    type RunStepStream = steps::StepEvents;
+
+    async fn run_step(
+        &self,
+        req: Request<tonic::Streaming<api::StepInput>>,
+    ) -> Result<Response<Self::RunStepStream>, Status> {
+        steps::run_step(self.0.clone(), req).await
+    }
+
+    async fn release(
+        &self,
+        req: Request<api::ReleaseRequest>,
+    ) -> Result<Response<api::ReleaseReply>, Status> {
+        let now = unix_now();
+        let who = self.0.auth.caller(&req, now)?;
+        let r = req.into_inner();
+        self.0
+            .lock()
+            .release(&who, JobId(r.job_id), r.exit_code, now)
+            .map_err(|e| self.0.status(e))?;
+        self.0.wake.notify_one();
+        Ok(Response::new(api::ReleaseReply {}))
+    }
+
     async fn who_am_i(
         &self,
         req: Request<api::WhoAmIRequest>,
@@ -730,6 +762,13 @@ impl AgentLink for Service {
         Ok(Response::new(Box::pin(
             UnboundedReceiverStream::new(rx).map(Ok),
         )))
+    }
+
+    async fn step_io(
+        &self,
+        req: Request<tonic::Streaming<api::StepIoMessage>>,
+    ) -> Result<Response<api::StepIoReply>, Status> {
+        steps::step_io(self.0.clone(), req).await
     }
 
     async fn report_job(

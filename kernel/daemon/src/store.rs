@@ -34,6 +34,9 @@ pub struct Launch {
     /// The submitter's umask (`None` in entries written before it was carried: 022).
     #[serde(default)]
     pub umask: Option<u32>,
+    /// An allocation for `srun`/`salloc` steps, with no batch script of its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allocation_only: bool,
 }
 
 /// Resource use of a finished job, as its agent measured it.
@@ -117,6 +120,45 @@ pub enum Entry {
         to: Option<u32>,
         who: String,
     },
+    /// A job step started on `nodes` (by name, in step order).
+    StepStarted {
+        job: JobId,
+        step: u32,
+        name: String,
+        nodes: Vec<String>,
+        tasks: u32,
+    },
+    StepEnded {
+        job: JobId,
+        step: u32,
+        state: StepState,
+        exit_code: i32,
+        cpu_s: f64,
+    },
+}
+
+/// How a job step ended (or that it runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+    NodeFail,
+}
+
+impl StepState {
+    /// Slurm's name for the state.
+    pub fn slurm_name(self) -> &'static str {
+        match self {
+            Self::Running => "RUNNING",
+            Self::Completed => "COMPLETED",
+            Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
+            Self::NodeFail => "NODE_FAIL",
+        }
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -1,0 +1,596 @@
+//! `srun` and `salloc`: job steps and interactive allocations.
+//!
+//! Inside an allocation (`SLURM_JOB_ID` set, or `--jobid`) `srun` starts a step of that
+//! job: the controller places its tasks on the job's nodes and the agents start them;
+//! their output streams back here (labelled with `-l`, or into `-o`/`-e` files), Ctrl-C
+//! reaches the tasks, and `srun` exits with the highest task exit code. Outside one,
+//! `srun` first makes an allocation (a job with no batch script), runs its step there,
+//! and releases it. `salloc` makes the allocation and runs a command here, on this
+//! host, with the allocation's environment.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use gantry_api as api;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+
+use crate::batch::JobOptions;
+use crate::client::{client, refused, Client, Conn, Refused};
+
+/// `srun`'s own options, besides the job options an allocation takes.
+#[derive(Args, Debug, Default)]
+pub struct StepOptions {
+    /// Run inside this job's allocation (default: $SLURM_JOB_ID, when set).
+    #[arg(long)]
+    pub jobid: Option<u64>,
+    /// Prefix each output line with its task id.
+    #[arg(short = 'l', long)]
+    pub label: bool,
+    /// Pass output on as it is read, not a line at a time.
+    #[arg(short = 'u', long)]
+    pub unbuffered: bool,
+    /// End the step when a task exits with a non-zero code (-K, --kill-on-bad-exit[=1];
+    /// =0 turns it off).
+    #[arg(
+        short = 'K',
+        long = "kill-on-bad-exit",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "1"
+    )]
+    pub kill_on_bad_exit: Option<u8>,
+    /// Share resources with other steps of the job.
+    #[arg(long)]
+    pub overlap: bool,
+    /// Hold only the CPUs the tasks use (other steps may use the rest).
+    #[arg(long)]
+    pub exact: bool,
+    /// GPUs for each task, each task seeing only its own.
+    #[arg(long = "gpus-per-task")]
+    pub gpus_per_task: Option<u32>,
+    /// How task ids are laid over the nodes: block (default) or cyclic (Slurm's
+    /// -m/--distribution; a `:…` suffix for sockets and cores is accepted and ignored).
+    #[arg(short = 'm', long)]
+    pub distribution: Option<String>,
+    /// CPU binding: cores (default: each task on its own cores) or none.
+    #[arg(long = "cpu-bind", alias = "cpu_bind")]
+    pub cpu_bind: Option<String>,
+    /// MPI plugin: none (and pmi2/pmix, which are not offered: launch MPI with mpirun).
+    #[arg(long)]
+    pub mpi: Option<String>,
+    /// Accepted for Open MPI's launcher (it runs its daemons as a step).
+    #[arg(long = "external-launcher", hide = true)]
+    pub external_launcher: bool,
+    /// A terminal for task 0 (not offered yet).
+    #[arg(long)]
+    pub pty: bool,
+    /// Less chatter from srun itself.
+    #[arg(short = 'Q', long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SrunArgs {
+    #[command(flatten)]
+    pub opts: JobOptions,
+    #[command(flatten)]
+    pub step: StepOptions,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SallocArgs {
+    #[command(flatten)]
+    pub opts: JobOptions,
+    /// The command to run here with the allocation (default: your $SHELL).
+    #[arg(trailing_var_arg = true)]
+    pub command: Vec<String>,
+}
+
+/// The job `srun` runs in: given, or the one whose allocation we are inside.
+fn enclosing_job(step: &StepOptions) -> Result<Option<u64>> {
+    if let Some(id) = step.jobid {
+        return Ok(Some(id));
+    }
+    match std::env::var("SLURM_JOB_ID") {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| anyhow!("SLURM_JOB_ID is '{v}', not a job id")),
+        _ => Ok(None),
+    }
+}
+
+fn distribution(d: Option<&str>) -> Result<api::Distribution> {
+    match d.map(|d| d.split([':', ',']).next().unwrap_or("").trim()) {
+        None | Some("") | Some("block") | Some("*") => Ok(api::Distribution::Block),
+        Some("cyclic") => Ok(api::Distribution::Cyclic),
+        Some(other) => {
+            bail!("--distribution: '{other}' is not offered (block or cyclic)")
+        }
+    }
+}
+
+fn step_request(job_id: u64, a: &SrunArgs) -> Result<api::StepRequest> {
+    let o = &a.opts;
+    let s = &a.step;
+    if s.pty {
+        bail!("--pty is not offered yet: run the command without it, or use salloc");
+    }
+    match s.mpi.as_deref().map(str::trim) {
+        None | Some("none") | Some("") => {}
+        Some(other) => bail!(
+            "--mpi={other}: direct MPI launch (PMI) is not offered; start MPI programs with mpirun inside the allocation"
+        ),
+    }
+    let no_cpu_bind = match s
+        .cpu_bind
+        .as_deref()
+        .map(|b| b.trim_start_matches("verbose,"))
+    {
+        None | Some("cores") | Some("core") | Some("threads") | Some("verbose") => false,
+        Some("none") | Some("no") => true,
+        Some(other) => bail!("--cpu-bind={other} is not offered (cores or none)"),
+    };
+    let nodes = match &o.nodes {
+        None => None,
+        Some(n) => Some(
+            n.split('-')
+                .next()
+                .unwrap_or(n)
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| anyhow!("--nodes: '{n}' is not a number"))?,
+        ),
+    };
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let workdir = match &o.chdir {
+        Some(d) if std::path::Path::new(d).is_absolute() => d.clone(),
+        Some(d) => cwd.join(d).display().to_string(),
+        None => cwd.display().to_string(),
+    };
+    let env = crate::batch::export_env(o.export.as_deref())?;
+    Ok(api::StepRequest {
+        job_id,
+        argv: a.command.clone(),
+        env,
+        workdir,
+        nodes,
+        tasks: o.ntasks,
+        tasks_per_node: o.ntasks_per_node,
+        cpus_per_task: o.cpus_per_task.unwrap_or(0),
+        gpus_per_task: s.gpus_per_task.unwrap_or(0),
+        nodelist: o.nodelist.clone().unwrap_or_default(),
+        exclude: o.exclude.clone().unwrap_or_default(),
+        exact: s.exact || o.exclusive,
+        overlap: s.overlap,
+        distribution: distribution(s.distribution.as_deref())? as i32,
+        no_cpu_bind,
+        kill_on_bad_exit: s.kill_on_bad_exit.is_some_and(|k| k != 0),
+        name: o.job_name.clone().unwrap_or_default(),
+        unbuffered: s.unbuffered,
+        umask: crate::batch::own_umask(),
+    })
+}
+
+/// `srun`: a step in the enclosing allocation, or an allocation made for it.
+pub async fn srun(conn: &Conn, a: SrunArgs) -> Result<u8> {
+    if let Some(job) = enclosing_job(&a.step)? {
+        let req = step_request(job, &a)?;
+        let mut c = client(conn).await?;
+        return run_step(&mut c, req, &a).await;
+    }
+    // No allocation yet: make one for this step, run it, release it.
+    let mut c = client(conn).await?;
+    let name = a.command[0]
+        .rsplit('/')
+        .next()
+        .unwrap_or("srun")
+        .to_string();
+    let job = allocate(&mut c, &a.opts, &name, "srun", a.step.quiet).await?;
+    let req = step_request(job, &a);
+    let code = match req {
+        Ok(req) => run_step(&mut c, req, &a).await,
+        Err(e) => Err(e),
+    };
+    let exit = match &code {
+        Ok(c) => i32::from(*c),
+        Err(_) => 1,
+    };
+    release(&mut c, job, exit).await;
+    code
+}
+
+/// Submits an allocation with no batch script and waits until it runs. Ctrl-C while
+/// it waits cancels it.
+async fn allocate(
+    c: &mut Client,
+    opts: &JobOptions,
+    name: &str,
+    tool: &str,
+    quiet: bool,
+) -> Result<u64> {
+    let mut opts = opts.clone();
+    // -o/-e are the step's, not the allocation's.
+    opts.output = None;
+    opts.error = None;
+    let mut sub = opts.submission(name, String::new(), Vec::new())?;
+    sub.allocation_only = true;
+    if !sub.array.is_empty() {
+        bail!("--array is for sbatch: an allocation for {tool} is one job");
+    }
+    let reply = c
+        .submit(api::SubmitRequest { job: Some(sub) })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let id = reply.job_id;
+    let mut said_waiting = false;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let info = tokio::select! {
+            r = c.show_job(api::ShowJobRequest { job_id: id }) => r.map_err(refused)?.into_inner(),
+            _ = tokio::signal::ctrl_c() => {
+                let _ = c.cancel(api::CancelRequest { job_ids: vec![id], ..Default::default() }).await;
+                eprintln!("{tool}: Job allocation {id} has been revoked.");
+                return Err(anyhow::Error::new(Refused { message: format!("{tool}: interrupted while waiting for job {id}"), code: 1 }));
+            }
+        };
+        match info.state.as_str() {
+            "RUNNING" => {
+                if said_waiting || tool == "salloc" {
+                    eprintln!("{tool}: job {id} has been allocated resources");
+                }
+                return Ok(id);
+            }
+            "PENDING" | "REQUEUED" => {
+                if !said_waiting && pause >= Duration::from_millis(400) && !quiet {
+                    eprintln!("{tool}: job {id} queued and waiting for resources");
+                    said_waiting = true;
+                }
+            }
+            other => bail!(
+                "{tool}: job {id} ended before it could run ({other}: {})",
+                info.reason
+            ),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+async fn release(c: &mut Client, job: u64, exit_code: i32) {
+    if let Err(e) = c
+        .release(api::ReleaseRequest {
+            job_id: job,
+            exit_code,
+        })
+        .await
+    {
+        eprintln!("srun: could not release job {job}: {}", e.message());
+    }
+}
+
+/// Where step output goes: this terminal (optionally labelled) or files by pattern.
+struct Sink {
+    label_width: Option<usize>,
+    out_pattern: Option<String>,
+    err_pattern: Option<String>,
+    files: HashMap<String, std::fs::File>,
+    job: u64,
+    step: u32,
+    nodes: HashMap<u32, (usize, String)>,
+}
+
+impl Sink {
+    /// A file pattern's name for one task: %t task, %n node index, %N node name, %j job,
+    /// %s step, %J job.step, %u user, %%.
+    fn path(&self, pattern: &str, task: u32) -> String {
+        let (index, node) = self.nodes.get(&task).cloned().unwrap_or((0, String::new()));
+        let mut out = String::new();
+        let mut chars = pattern.chars();
+        while let Some(ch) = chars.next() {
+            if ch != '%' {
+                out.push(ch);
+                continue;
+            }
+            match chars.next() {
+                Some('t') => out.push_str(&task.to_string()),
+                Some('n') => out.push_str(&index.to_string()),
+                Some('N') => out.push_str(&node),
+                Some('j') => out.push_str(&self.job.to_string()),
+                Some('s') => out.push_str(&self.step.to_string()),
+                Some('J') => out.push_str(&format!("{}.{}", self.job, self.step)),
+                Some('u') => out.push_str(&std::env::var("USER").unwrap_or_default()),
+                Some('%') => out.push('%'),
+                Some(other) => {
+                    out.push('%');
+                    out.push(other);
+                }
+                None => out.push('%'),
+            }
+        }
+        out
+    }
+
+    fn write(&mut self, o: &api::TaskOutput) -> Result<()> {
+        let pattern = if o.stderr {
+            self.err_pattern.as_ref().or(self.out_pattern.as_ref())
+        } else {
+            self.out_pattern.as_ref()
+        };
+        if let Some(p) = pattern.cloned() {
+            let path = self.path(&p, o.task);
+            if !self.files.contains_key(&path) {
+                let f = std::fs::File::create(&path)
+                    .with_context(|| format!("cannot create the output file {path}"))?;
+                self.files.insert(path.clone(), f);
+            }
+            if let Some(f) = self.files.get_mut(&path) {
+                f.write_all(&o.data)?;
+            }
+            return Ok(());
+        }
+        let text: Vec<u8> = match self.label_width {
+            None => o.data.clone(),
+            Some(w) => {
+                let mut v = Vec::with_capacity(o.data.len() + 8);
+                for line in o.data.split_inclusive(|&b| b == b'\n') {
+                    v.extend_from_slice(format!("{:>w$}: ", o.task).as_bytes());
+                    v.extend_from_slice(line);
+                }
+                v
+            }
+        };
+        let r = if o.stderr {
+            let mut e = std::io::stderr().lock();
+            e.write_all(&text).and_then(|()| e.flush())
+        } else {
+            let mut s = std::io::stdout().lock();
+            s.write_all(&text).and_then(|()| s.flush())
+        };
+        // A closed stdout (srun ... | head) is not srun's failure.
+        if let Err(e) = r {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs one step and follows it to its end; returns the highest task exit code.
+async fn run_step(c: &mut Client, req: api::StepRequest, a: &SrunArgs) -> Result<u8> {
+    let job = req.job_id;
+    let (tx, rx) = mpsc::channel::<api::StepInput>(16);
+    tx.send(api::StepInput {
+        what: Some(api::step_input::What::Start(req)),
+    })
+    .await
+    .map_err(|_| anyhow!("cannot send the step request"))?;
+    let mut events = c
+        .run_step(ReceiverStream::new(rx))
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let mut sink = Sink {
+        label_width: None,
+        out_pattern: a.opts.output.clone(),
+        err_pattern: a.opts.error.clone(),
+        files: HashMap::new(),
+        job,
+        step: 0,
+        nodes: HashMap::new(),
+    };
+    let label = a.step.label;
+    let quiet = a.step.quiet;
+    let mut worst = 0i32;
+    let mut last_interrupt: Option<std::time::Instant> = None;
+    loop {
+        let ev = tokio::select! {
+            ev = events.next() => ev,
+            _ = tokio::signal::ctrl_c() => {
+                let now = std::time::Instant::now();
+                let twice = last_interrupt.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1));
+                last_interrupt = Some(now);
+                let signal = if twice {
+                    eprintln!("srun: forcing job termination");
+                    9
+                } else {
+                    eprintln!("srun: interrupt (one more within 1 sec to abort)");
+                    libc::SIGINT
+                };
+                let _ = tx.send(api::StepInput { what: Some(api::step_input::What::Signal(signal)) }).await;
+                continue;
+            }
+        };
+        let ev = match ev {
+            Some(Ok(ev)) => ev,
+            Some(Err(s)) => return Err(refused(s)),
+            None => bail!("the controller ended the step's stream before the step ended"),
+        };
+        use api::step_event::What;
+        match ev.what {
+            Some(What::Waiting(why)) if !quiet => {
+                eprintln!("srun: Job {job} step creation temporarily disabled, retrying ({why})");
+            }
+            Some(What::Started(s)) => {
+                sink.step = s.step_id;
+                for (index, n) in s.nodes.iter().enumerate() {
+                    for &t in &n.tasks {
+                        sink.nodes.insert(t, (index, n.node.clone()));
+                    }
+                }
+                if label {
+                    sink.label_width = Some(s.tasks.saturating_sub(1).to_string().len());
+                }
+            }
+            Some(What::Output(o)) => sink.write(&o)?,
+            Some(What::TaskEnded(t)) => {
+                worst = worst.max(t.exit_code);
+                if t.exit_code != 0 {
+                    let node = sink
+                        .nodes
+                        .get(&t.task)
+                        .map(|n| n.1.clone())
+                        .unwrap_or_default();
+                    if t.message.is_empty() {
+                        eprintln!(
+                            "srun: error: {node}: task {}: Exited with exit code {}",
+                            t.task, t.exit_code
+                        );
+                    } else {
+                        eprintln!("srun: error: {node}: task {}: {}", t.task, t.message);
+                    }
+                }
+            }
+            Some(What::Ended(e)) => {
+                if e.state == "CANCELLED" && !quiet {
+                    eprintln!("srun: StepId={job}.{} was cancelled", sink.step);
+                }
+                if e.state == "NODE_FAIL" {
+                    eprintln!("srun: error: StepId={job}.{}: a node failed", sink.step);
+                }
+                let code = worst.max(e.exit_code);
+                return Ok(code.clamp(0, 255) as u8);
+            }
+            Some(What::Waiting(_)) | None => {}
+        }
+    }
+}
+
+/// `salloc`: an allocation, a command here with its environment, then the release.
+pub async fn salloc(conn: &Conn, a: SallocArgs) -> Result<u8> {
+    let mut c = client(conn).await?;
+    let job = allocate(&mut c, &a.opts, "interactive", "salloc", false).await?;
+    eprintln!("salloc: Granted job allocation {job}");
+    let info = c
+        .show_job(api::ShowJobRequest { job_id: job })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let command = if a.command.is_empty() {
+        vec![std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into())]
+    } else {
+        a.command.clone()
+    };
+    let mut cmd = tokio::process::Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    for (k, v) in allocation_env(&info) {
+        cmd.env(k, v);
+    }
+    // Ctrl-C goes to the command (it shares the terminal); salloc waits for it.
+    let status = async {
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot run {}", command[0]))?;
+        loop {
+            tokio::select! {
+                s = child.wait() => break Ok::<_, anyhow::Error>(s?),
+                _ = tokio::signal::ctrl_c() => continue,
+            }
+        }
+    }
+    .await;
+    let code = match status {
+        Ok(s) => s.code().unwrap_or_else(|| {
+            use std::os::unix::process::ExitStatusExt;
+            128 + s.signal().unwrap_or(0)
+        }),
+        Err(e) => {
+            eprintln!("salloc: {e:#}");
+            1
+        }
+    };
+    eprintln!("salloc: Relinquishing job allocation {job}");
+    release(&mut c, job, code).await;
+    Ok(code.clamp(0, 255) as u8)
+}
+
+/// What salloc's command sees: Slurm's variables for the allocation.
+fn allocation_env(info: &api::JobInfo) -> Vec<(String, String)> {
+    let per_node = |f: fn(&api::NodeAllocation) -> u32| {
+        let v: Vec<u32> = info.allocation.iter().map(f).collect();
+        slurm_counts(&v)
+    };
+    vec![
+        ("SLURM_JOB_ID".into(), info.job_id.to_string()),
+        ("SLURM_JOBID".into(), info.job_id.to_string()),
+        ("GANTRY_JOB_ID".into(), info.job_id.to_string()),
+        ("SLURM_JOB_NAME".into(), info.name.clone()),
+        ("SLURM_JOB_NODELIST".into(), info.node_list.clone()),
+        ("SLURM_NODELIST".into(), info.node_list.clone()),
+        ("SLURM_JOB_NUM_NODES".into(), info.nodes.to_string()),
+        ("SLURM_NNODES".into(), info.nodes.to_string()),
+        ("SLURM_NTASKS".into(), info.tasks.to_string()),
+        ("SLURM_NPROCS".into(), info.tasks.to_string()),
+        ("SLURM_JOB_PARTITION".into(), info.partition.clone()),
+        ("SLURM_JOB_ACCOUNT".into(), info.account.clone()),
+        ("SLURM_TASKS_PER_NODE".into(), per_node(|n| n.tasks)),
+        (
+            "SLURM_JOB_CPUS_PER_NODE".into(),
+            per_node(|n| n.cores.len() as u32),
+        ),
+        ("SLURM_SUBMIT_DIR".into(), info.workdir.clone()),
+    ]
+}
+
+/// Per-node counts in Slurm's `N(xM),K` form.
+fn slurm_counts(values: &[u32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < values.len() {
+        let run = values[i..].iter().take_while(|&&v| v == values[i]).count();
+        parts.push(if run > 1 {
+            format!("{}(x{run})", values[i])
+        } else {
+            values[i].to_string()
+        });
+        i += run;
+    }
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_patterns_name_the_task_node_and_step() {
+        let mut nodes = HashMap::new();
+        nodes.insert(3, (1, "gpu02".to_string()));
+        let sink = Sink {
+            label_width: None,
+            out_pattern: None,
+            err_pattern: None,
+            files: HashMap::new(),
+            job: 12,
+            step: 4,
+            nodes,
+        };
+        assert_eq!(
+            sink.path("out-%j.%s-%t-%n-%N.txt", 3),
+            "out-12.4-3-1-gpu02.txt"
+        );
+        assert_eq!(sink.path("%J %% %q", 3), "12.4 % %q");
+    }
+
+    #[test]
+    fn distributions_and_bindings_are_slurms() {
+        assert_eq!(distribution(None).unwrap(), api::Distribution::Block);
+        assert_eq!(
+            distribution(Some("cyclic:block")).unwrap(),
+            api::Distribution::Cyclic
+        );
+        assert!(distribution(Some("plane=4")).is_err());
+        assert_eq!(slurm_counts(&[2, 2, 1]), "2(x2),1");
+    }
+}

@@ -1,0 +1,312 @@
+//! Job steps end to end: `srun` inside a batch job launches tasks on every node of the
+//! allocation, with Slurm's layout and per-task variables, CPU and GPU binding; its output
+//! streams back; exit codes, --kill-on-bad-exit, Ctrl-C, `scancel JOB.STEP` and job
+//! cancellation reach every task; steps are in accounting. And `srun` and `salloc`
+//! outside a job make their own allocation.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Cluster, Options};
+
+/// A batch script that puts the Slurm links on its PATH first.
+fn script(c: &Cluster, directives: &str, body: &str) -> String {
+    format!(
+        "#!/bin/bash\n{directives}\nexport PATH={}:$PATH\n{body}\n",
+        c.slurm_bin().display()
+    )
+}
+
+fn lines_with(text: &str, prefix: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect()
+}
+
+#[test]
+fn srun_in_a_batch_job_runs_every_task_on_the_allocations_nodes() {
+    let c = Cluster::start(Options::default());
+    let body = r#"
+srun -l bash -c 'echo TASK $SLURM_PROCID $SLURM_LOCALID $SLURM_NODEID $SLURM_STEP_ID $SLURM_NTASKS $SLURM_STEP_TASKS_PER_NODE $SLURMD_NODENAME $GANTRY_TASK_CPUS $SLURM_STEP_NODELIST'
+echo "FIRST=$?"
+srun -N1 -n1 bash -c 'exit 3'
+echo "SECOND=$?"
+srun -n3 --distribution=cyclic bash -c 'echo CYCLIC $SLURM_PROCID $SLURMD_NODENAME'
+srun -n1 -o step-%j.%s-%t.out bash -c 'echo to a file'
+"#;
+    let path = c.write(
+        "steps.sh",
+        &script(
+            &c,
+            "#SBATCH -p cpu -N 2 --ntasks-per-node=2 -o steps.out",
+            body,
+        ),
+    );
+    let id = c.sbatch(&[path.to_str().unwrap()]);
+    let job = c.wait_done(id);
+    let out = c.read("steps.out");
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
+
+    let tasks = lines_with(&out, "");
+    let tasks: Vec<&Vec<String>> = tasks
+        .iter()
+        .filter(|w| w.get(1).map(String::as_str) == Some("TASK"))
+        .collect();
+    assert_eq!(tasks.len(), 4, "{out}");
+    let mut by_node: HashMap<String, Vec<(u32, u32)>> = HashMap::new();
+    let mut cpus: HashMap<String, Vec<String>> = HashMap::new();
+    for w in &tasks {
+        // "N: TASK procid localid nodeid step ntasks per-node node cpus nodelist"
+        let label: u32 = w[0].trim_end_matches(':').parse().unwrap();
+        let procid: u32 = w[2].parse().unwrap();
+        assert_eq!(label, procid, "-l labels a line with its task: {out}");
+        assert_eq!(w[5], "0", "the first step is step 0");
+        assert_eq!(w[6], "4");
+        assert_eq!(w[7], "2(x2)");
+        assert_eq!(w[10], "cpu[01-02]");
+        let node = w[8].clone();
+        let nodeid: u32 = w[4].parse().unwrap();
+        assert_eq!(nodeid, if node == "cpu01" { 0 } else { 1 }, "{out}");
+        by_node
+            .entry(node.clone())
+            .or_default()
+            .push((procid, w[3].parse().unwrap()));
+        cpus.entry(node).or_default().push(w[9].clone());
+    }
+    for (node, mut t) in by_node {
+        t.sort();
+        let want = if node == "cpu01" {
+            vec![(0, 0), (1, 1)]
+        } else {
+            vec![(2, 0), (3, 1)]
+        };
+        assert_eq!(t, want, "block layout on {node}: {out}");
+    }
+    for (node, sets) in cpus {
+        assert_ne!(
+            sets[0], sets[1],
+            "each task on {node} has its own cores: {out}"
+        );
+    }
+    assert!(out.contains("FIRST=0"), "{out}");
+    assert!(
+        out.contains("SECOND=3"),
+        "srun exits with the task's code: {out}"
+    );
+    assert!(
+        out.contains("srun: error: cpu01: task 0: Exited with exit code 3"),
+        "{out}"
+    );
+    let cyclic: BTreeSet<(String, String)> = lines_with(&out, "CYCLIC ")
+        .into_iter()
+        .map(|w| (w[0].clone(), w[1].clone()))
+        .collect();
+    let want: BTreeSet<(String, String)> = [("0", "cpu01"), ("1", "cpu02"), ("2", "cpu01")]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(cyclic, want, "{out}");
+    assert_eq!(c.read(&format!("step-{id}.3-0.out")), "to a file\n");
+
+    // Accounting: the batch step and each srun, with their own states and exit codes.
+    let acct = c.cli_ok(&[
+        "sacct",
+        "-j",
+        &id.to_string(),
+        "-P",
+        "-n",
+        "-o",
+        "JobID,State,ExitCode,NNodes,NTasks",
+    ]);
+    let rows: Vec<&str> = acct.lines().collect();
+    assert_eq!(
+        rows,
+        vec![
+            format!("{id}|COMPLETED|0:0|2|4"),
+            format!("{id}.batch|COMPLETED|0:0|1|1"),
+            format!("{id}.0|COMPLETED|0:0|2|4"),
+            format!("{id}.1|FAILED|3:0|1|1"),
+            format!("{id}.2|COMPLETED|0:0|2|3"),
+            format!("{id}.3|COMPLETED|0:0|1|1"),
+        ],
+        "{acct}"
+    );
+}
+
+#[test]
+fn a_step_asking_more_than_the_allocation_fails_at_once() {
+    let c = Cluster::start(Options::default());
+    let body = "srun -N3 true; echo \"NODES=$?\"\nsrun -n9 true; echo \"TASKS=$?\"";
+    let path = c.write(
+        "too-much.sh",
+        &script(&c, "#SBATCH -p cpu -N 2 -n 2 -o too-much.out", body),
+    );
+    let id = c.sbatch(&[path.to_str().unwrap()]);
+    c.wait_done(id);
+    let out = c.read("too-much.out");
+    assert!(out.contains("NODES=1"), "{out}");
+    assert!(out.contains("TASKS=1"), "{out}");
+    assert!(
+        out.contains("Unable to create step for job")
+            && out.contains("Requested node configuration is not available"),
+        "{out}"
+    );
+    assert!(
+        out.contains("More processors requested than permitted"),
+        "{out}"
+    );
+}
+
+#[test]
+fn srun_and_salloc_outside_a_job_make_their_own_allocation() {
+    let c = Cluster::start(Options::default());
+    let (code, out, err) = c.cli(&[
+        "srun",
+        "-p",
+        "cpu",
+        "-N2",
+        "-n4",
+        "-l",
+        "bash",
+        "-c",
+        "echo $SLURM_PROCID on $SLURMD_NODENAME of $SLURM_JOB_NODELIST",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        vec![
+            "0: 0 on cpu01 of cpu[01-02]",
+            "1: 1 on cpu01 of cpu[01-02]",
+            "2: 2 on cpu02 of cpu[01-02]",
+            "3: 3 on cpu02 of cpu[01-02]"
+        ],
+        "{err}"
+    );
+    let (code, _, _) = c.cli(&["srun", "-p", "cpu", "bash", "-c", "exit 7"]);
+    assert_eq!(code, 7);
+    let inside = format!(
+        "echo ALLOC $SLURM_JOB_NUM_NODES $SLURM_JOB_NODELIST; {}/srun -l bash -c 'echo $SLURMD_NODENAME' | sort",
+        c.slurm_bin().display()
+    );
+    let (code, out, err) = c.cli(&["salloc", "-p", "cpu", "-N2", "bash", "-c", &inside]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ALLOC 2 cpu[01-02]"), "{out}");
+    assert!(
+        out.contains("0: cpu01") && out.contains("1: cpu02"),
+        "{out}"
+    );
+    assert!(err.contains("salloc: Granted job allocation"), "{err}");
+    // The allocations ended with their commands' codes.
+    let acct = c.cli_ok(&["sacct", "-X", "-P", "-n", "-o", "JobID,State,ExitCode"]);
+    let states: Vec<&str> = acct
+        .lines()
+        .map(|l| l.split('|').nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(states, vec!["COMPLETED", "FAILED", "COMPLETED"], "{acct}");
+}
+
+/// Pids of processes whose command line starts with `marker` (tasks that `exec -a` it;
+/// not the srun whose arguments hold it).
+fn pids_with(marker: &str) -> Vec<String> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", &format!("^{marker}")])
+        .output()
+        .expect("pgrep runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let since = Instant::now();
+    while !done() {
+        assert!(since.elapsed() < Duration::from_secs(30), "never: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn failing_tasks_ctrl_c_and_cancellation_end_a_steps_tasks_on_every_node() {
+    let c = Cluster::start(Options::default());
+    // --kill-on-bad-exit: task 1 fails, its sibling sleeping on the other node ends.
+    let body = "srun -N2 -n2 --kill-on-bad-exit bash -c 'if [ $SLURM_PROCID = 1 ]; then exit 5; fi; sleep 300'\necho \"KILLED=$?\"";
+    let path = c.write(
+        "kill.sh",
+        &script(&c, "#SBATCH -p cpu -N 2 -n 2 -o kill.out", body),
+    );
+    let started = Instant::now();
+    let id = c.sbatch(&[path.to_str().unwrap()]);
+    c.wait_done(id);
+    let out = c.read("kill.out");
+    assert!(
+        out.contains("KILLED=143") || out.contains("KILLED=5"),
+        "{out}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60), "{out}");
+
+    // Ctrl-C (SIGINT to srun) stops the step; srun exits with what the tasks did.
+    let marker = format!("step-ctrl-c-{}", std::process::id());
+    let (srun, _) = c.program(&["srun"]);
+    let mut child = std::process::Command::new(srun)
+        .args(["-p", "cpu", "-N2", "-n2", "bash", "-c"])
+        .arg(format!("exec -a {marker} sleep 300"))
+        .current_dir(c.work())
+        .env("GANTRY_CONTROLLER", c.socket())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("both tasks run", || pids_with(&marker).len() == 2);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "SIGINT ended the tasks");
+    wait_for("no task left", || pids_with(&marker).is_empty());
+
+    // scancel of the job ends a running step's tasks on every node.
+    let marker = format!("step-cancel-{}", std::process::id());
+    let body = format!("srun -N2 -n4 bash -c 'exec -a {marker} sleep 300'");
+    let path = c.write(
+        "cancel.sh",
+        &script(&c, "#SBATCH -p cpu -N 2 -n 4 -o cancel.out", &body),
+    );
+    let id = c.sbatch(&[path.to_str().unwrap()]);
+    wait_for("four tasks run", || pids_with(&marker).len() == 4);
+    let queue = c.cli_ok(&["squeue", "-s", "-h", "-o", "%i %j %N"]);
+    assert!(
+        queue.contains(&format!("{id}.0 bash cpu[01-02]")),
+        "squeue -s lists the running step: {queue}"
+    );
+    c.cli_ok(&["scancel", &id.to_string()]);
+    wait_for("every task gone", || pids_with(&marker).is_empty());
+    assert_eq!(c.wait_done(id)["state"], "CANCELLED");
+
+    // scancel JOB.STEP ends the step only; the batch script goes on.
+    let marker = format!("step-only-{}", std::process::id());
+    let body =
+        format!("srun -n2 bash -c 'exec -a {marker} sleep 300'\necho \"STEP=$?\"\necho after");
+    let path = c.write(
+        "step-cancel.sh",
+        &script(&c, "#SBATCH -p cpu -N 2 -n 2 -o step-cancel.out", &body),
+    );
+    let id = c.sbatch(&[path.to_str().unwrap()]);
+    wait_for("two tasks run", || pids_with(&marker).len() == 2);
+    c.cli_ok(&["scancel", &format!("{id}.0")]);
+    assert_eq!(c.wait_done(id)["state"], "COMPLETED");
+    let out = c.read("step-cancel.out");
+    assert!(out.contains("after"), "{out}");
+    let acct = c.cli_ok(&[
+        "sacct",
+        "-j",
+        &id.to_string(),
+        "-P",
+        "-n",
+        "-o",
+        "JobID,State",
+    ]);
+    assert!(acct.contains(&format!("{id}.0|CANCELLED")), "{acct}");
+}
