@@ -21,12 +21,16 @@ fi
 say "rustc $version ok"
 
 # Debian packages the build needs: a C compiler (for -sys crates; SQLite is compiled
-# in), and hwloc for the agent's topology discovery.
+# in), and hwloc for the agent's topology discovery. The tests also run Open MPI
+# (mpirun through srun, a program built with mpicc) and a Python rendezvous program.
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 pkg-config --exists hwloc 2>/dev/null || missing+=(libhwloc-dev)
 pkg-config --exists libudev 2>/dev/null || missing+=(libudev-dev)
+command -v mpirun >/dev/null 2>&1 || missing+=(openmpi-bin)
+command -v mpicc >/dev/null 2>&1 || missing+=(libopenmpi-dev)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi

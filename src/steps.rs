@@ -381,6 +381,7 @@ async fn run_step(c: &mut Client, req: api::StepRequest, a: &SrunArgs) -> Result
         .await
         .map_err(refused)?
         .into_inner();
+    forward_stdin(tx.clone());
     let mut sink = Sink {
         label_width: None,
         out_pattern: a.opts.output.clone(),
@@ -465,6 +466,29 @@ async fn run_step(c: &mut Client, req: api::StepRequest, a: &SrunArgs) -> Result
             Some(What::Waiting(_)) | None => {}
         }
     }
+}
+
+/// Sends srun's standard input to task 0, a chunk at a time, then its end (an empty
+/// chunk). The channel is bounded: a task that reads slowly slows the reading here.
+fn forward_stdin(tx: mpsc::Sender<api::StepInput>) {
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let data = match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => Vec::new(),
+                Ok(n) => buf[..n].to_vec(),
+            };
+            let end = data.is_empty();
+            let input = api::StepInput {
+                what: Some(api::step_input::What::Stdin(data)),
+            };
+            if tx.blocking_send(input).is_err() || end {
+                return;
+            }
+        }
+    });
 }
 
 /// `salloc`: an allocation, a command here with its environment, then the release.

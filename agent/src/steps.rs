@@ -38,7 +38,7 @@ struct StepHere {
     /// Process groups of the tasks still running (each task leads its own).
     groups: Vec<i32>,
     /// Standard input of the step's task 0, when it runs here.
-    stdin: Option<std::sync::mpsc::Sender<Vec<u8>>>,
+    stdin: Option<StdinWriter>,
     ending: bool,
     /// Between SIGTERM and SIGKILL when the step is ended.
     grace: Duration,
@@ -204,7 +204,7 @@ impl Steps {
                 let here = inner.entry(key).or_default();
                 here.groups.push(pid);
                 if let Some(stdin) = child.stdin.take() {
-                    here.stdin = Some(stdin_writer(stdin));
+                    here.stdin = Some(StdinWriter::start(stdin));
                 }
             }
             let readers: Vec<_> = [
@@ -304,7 +304,14 @@ impl Steps {
         if data.is_empty() {
             here.stdin = None;
         } else if let Some(w) = &here.stdin {
-            let _ = w.send(data);
+            if !w.write(data) {
+                tracing::warn!(
+                    job = key.0,
+                    step = key.1,
+                    "task 0 leaves its standard input unread past the bound; closing it"
+                );
+                here.stdin = None;
+            }
         }
     }
 }
@@ -316,19 +323,44 @@ fn join(v: &[u32]) -> String {
         .join(",")
 }
 
+/// The most bytes of standard input an agent holds for a task that has not read them.
+const MAX_STDIN_QUEUED: usize = 16 << 20;
+
 /// A thread that writes what it is given to a task's standard input, so a task that
-/// does not read never blocks the agent; dropping the sender closes the input.
-fn stdin_writer(mut stdin: std::process::ChildStdin) -> std::sync::mpsc::Sender<Vec<u8>> {
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    std::thread::spawn(move || {
-        use std::io::Write;
-        while let Ok(data) = rx.recv() {
-            if stdin.write_all(&data).is_err() {
-                break;
+/// does not read never blocks the agent; dropping it closes the input.
+struct StdinWriter {
+    tx: std::sync::mpsc::Sender<Vec<u8>>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl StdinWriter {
+    fn start(mut stdin: std::process::ChildStdin) -> Self {
+        use std::sync::atomic::Ordering;
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let left = queued.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            while let Ok(data) = rx.recv() {
+                left.fetch_sub(data.len(), Ordering::Relaxed);
+                if stdin.write_all(&data).is_err() {
+                    break;
+                }
             }
+        });
+        Self { tx, queued }
+    }
+
+    /// Queues `data`; false when the task has left too much unread (the input is then
+    /// to be closed).
+    fn write(&self, data: Vec<u8>) -> bool {
+        use std::sync::atomic::Ordering;
+        let n = data.len();
+        if self.queued.fetch_add(n, Ordering::Relaxed) + n > MAX_STDIN_QUEUED {
+            return false;
         }
-    });
-    tx
+        self.tx.send(data).is_ok()
+    }
 }
 
 /// Reads a task's pipe and sends its output: whole lines (a line longer than

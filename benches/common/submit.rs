@@ -83,7 +83,7 @@ pub fn start_with(daemon: &Path, dir: &Path, policies: &str) -> Daemon {
     let child = Command::new(daemon)
         .args(["--config", "gantryd.toml"])
         .current_dir(dir)
-        .env("RUST_LOG", "warn")
+        .env("GANTRY_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -113,6 +113,19 @@ pub fn start_with(daemon: &Path, dir: &Path, policies: &str) -> Daemon {
         token: token_as(Role::User),
         admin_token: token_as(Role::Admin),
     }
+}
+
+impl Daemon {
+    /// Where it listens (`http://127.0.0.1:PORT`).
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+}
+
+/// One client connected as the bench user.
+pub async fn user_client(d: &Daemon) -> Client {
+    let ch = connect(&d.addr, &Default::default()).await.unwrap();
+    ControllerClient::with_interceptor(ch, WithToken::new(Some(&d.token)).unwrap())
 }
 
 /// One client connected as an admin (for `policy load`).

@@ -11,8 +11,9 @@
 //! Slurm's rules, as its `srun` documents them: by default a step takes the tasks
 //! laid out as the job's (`SLURM_TASKS_PER_NODE`) on all its nodes; `-N`, `-n`,
 //! `--ntasks-per-node`, `-w`, `-x` narrow that. A step holds every core and GPU of its
-//! job on its nodes (so a second step waits) unless `--exact` (or `-c`) asks for only
-//! what its tasks use; an `--overlap` step holds nothing and may share with any step.
+//! job on its nodes (so a second step waits), its tasks bound to equal shares of them,
+//! unless `--exact` (or `-c`) asks for only what its tasks use; an `--overlap` step
+//! holds nothing and may share with any step.
 
 use fixedbitset::FixedBitSet;
 
@@ -310,6 +311,21 @@ pub fn place_step<'t>(
                 gpus: task_gpus,
             });
         }
+        // A step that holds its nodes' cores spreads those its tasks did not take
+        // among them, as Slurm binds (one task on a node of eight cores runs on all
+        // eight: an MPI daemon starts its ranks within them).
+        if !exact && !req.overlap && !tasks.is_empty() {
+            let extra = cores.count_ones(..) as u32 / tasks.len() as u32;
+            if extra > 0 {
+                for t in &mut tasks {
+                    let near = topo.core_numa_mask(&t.cores);
+                    if let Some(more) = topo.choose_cores(&cores, extra, near) {
+                        cores.difference_with(&more);
+                        t.cores.union_with(&more);
+                    }
+                }
+            }
+        }
         let (held_cores, held_gpus) = if req.overlap {
             (FixedBitSet::new(), 0)
         } else if exact {
@@ -435,11 +451,12 @@ mod tests {
             .map(|n| n.tasks.iter().map(|t| t.task).collect())
             .collect();
         assert_eq!(ids, vec![vec![0, 1], vec![2, 3]]);
-        // Not exact: the step holds the whole allocation on its nodes.
+        // Not exact: the step holds the whole allocation on its nodes, and its two tasks
+        // there share it, eight cores each, without overlap.
         assert_eq!(l.nodes[0].held_cores.count_ones(..), 16);
-        // Task CPU sets do not overlap.
         let (x, y) = (&l.nodes[0].tasks[0].cores, &l.nodes[0].tasks[1].cores);
         assert!(x.is_disjoint(y));
+        assert_eq!((x.count_ones(..), y.count_ones(..)), (8, 8));
     }
 
     #[test]

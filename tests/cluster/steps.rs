@@ -34,6 +34,7 @@ srun -N1 -n1 bash -c 'exit 3'
 echo "SECOND=$?"
 srun -n3 --distribution=cyclic bash -c 'echo CYCLIC $SLURM_PROCID $SLURMD_NODENAME'
 srun -n1 -o step-%j.%s-%t.out bash -c 'echo to a file'
+echo piped | srun -n2 -l cat
 "#;
     let path = c.write(
         "steps.sh",
@@ -108,6 +109,9 @@ srun -n1 -o step-%j.%s-%t.out bash -c 'echo to a file'
         .collect();
     assert_eq!(cyclic, want, "{out}");
     assert_eq!(c.read(&format!("step-{id}.3-0.out")), "to a file\n");
+    // srun's standard input goes to task 0 only.
+    assert!(out.contains("0: piped\n"), "{out}");
+    assert!(!out.contains("1: piped"), "{out}");
 
     // Accounting: the batch step and each srun, with their own states and exit codes.
     let acct = c.cli_ok(&[
@@ -129,6 +133,7 @@ srun -n1 -o step-%j.%s-%t.out bash -c 'echo to a file'
             format!("{id}.1|FAILED|3:0|1|1"),
             format!("{id}.2|COMPLETED|0:0|2|3"),
             format!("{id}.3|COMPLETED|0:0|1|1"),
+            format!("{id}.4|COMPLETED|0:0|2|2"),
         ],
         "{acct}"
     );
@@ -256,6 +261,7 @@ fn failing_tasks_ctrl_c_and_cancellation_end_a_steps_tasks_on_every_node() {
         .arg(format!("exec -a {marker} sleep 300"))
         .current_dir(c.work())
         .env("GANTRY_CONTROLLER", c.socket())
+        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -309,4 +315,217 @@ fn failing_tasks_ctrl_c_and_cancellation_end_a_steps_tasks_on_every_node() {
         "JobID,State",
     ]);
     assert!(acct.contains(&format!("{id}.0|CANCELLED")), "{acct}");
+}
+
+/// Node names in /etc/hosts (loopback) while a test needs them to resolve, as a site's
+/// DNS makes them; removed when the last test holding them drops its guard. Needs root.
+struct HostNames;
+
+/// How many tests of this process hold the entries.
+static HOST_NAME_USERS: std::sync::Mutex<u32> = std::sync::Mutex::new(0);
+
+fn hosts_marker() -> String {
+    format!("# gantry-test {}", std::process::id())
+}
+
+impl HostNames {
+    fn add(names: &[String]) -> Option<Self> {
+        let mut users = HOST_NAME_USERS.lock().unwrap_or_else(|p| p.into_inner());
+        if *users == 0 {
+            let resolves = |n: &str| std::net::ToSocketAddrs::to_socket_addrs(&(n, 1)).is_ok();
+            if !names.iter().all(|n| resolves(n)) {
+                // SAFETY: geteuid has no preconditions.
+                if unsafe { libc::geteuid() } != 0 {
+                    return None;
+                }
+                let mut hosts = std::fs::read_to_string("/etc/hosts").ok()?;
+                if !hosts.ends_with('\n') {
+                    hosts.push('\n');
+                }
+                hosts.push_str(&format!(
+                    "127.0.0.1 {} {}\n",
+                    names.join(" "),
+                    hosts_marker()
+                ));
+                std::fs::write("/etc/hosts", hosts).ok()?;
+            }
+        }
+        *users += 1;
+        Some(Self)
+    }
+}
+
+impl Drop for HostNames {
+    fn drop(&mut self) {
+        let mut users = HOST_NAME_USERS.lock().unwrap_or_else(|p| p.into_inner());
+        *users -= 1;
+        if *users > 0 {
+            return;
+        }
+        let marker = hosts_marker();
+        if let Ok(hosts) = std::fs::read_to_string("/etc/hosts") {
+            if hosts.contains(&marker) {
+                let kept: String = hosts
+                    .lines()
+                    .filter(|l| !l.contains(&marker))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                let _ = std::fs::write("/etc/hosts", kept);
+            }
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+#[test]
+fn a_pretraining_job_over_eight_gpu_nodes_meets_at_its_first_node() {
+    let names: Vec<String> = (1..=8).map(|i| format!("gpu{i:02}")).collect();
+    let Some(_hosts) = HostNames::add(&names) else {
+        eprintln!("skipped: the node names need /etc/hosts entries, which need root");
+        return;
+    };
+    let c = Cluster::start(Options {
+        eight_gpu_nodes: true,
+        ..Options::default()
+    });
+    let program = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/cluster/programs/rendezvous.py"
+    );
+    // The usual multi-node pre-training script.
+    let body = format!(
+        "export MASTER_ADDR=$(scontrol show hostnames | head -n 1)\n\
+         export MASTER_PORT={}\n\
+         echo MASTER_ADDR=$MASTER_ADDR\n\
+         srun --gpus-per-task=1 python3 {program} --one-gpu",
+        free_port()
+    );
+    let path = c.write(
+        "pretrain.sh",
+        &script(
+            &c,
+            "#SBATCH -p gpu -N 8 --ntasks-per-node=8 --gpus-per-node=8 --cpus-per-task=8 --mem=0 --exclusive -t 10:00 -o pretrain.out",
+            &body,
+        ),
+    );
+    let id = c.sbatch(&[path.to_str().unwrap()]);
+    let job = c.wait_done(id);
+    let out = c.read("pretrain.out");
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
+    assert!(out.contains("MASTER_ADDR=gpu01"), "{out}");
+    assert!(out.contains("NODES 8 TASKS 64"), "{out}");
+    assert!(out.contains("RENDEZVOUS OK"), "{out}");
+
+    // The single-node fine-tuning shape: one task, all eight GPUs.
+    let body = "srun bash -c 'echo GPUS=$CUDA_VISIBLE_DEVICES TASKS=$SLURM_NTASKS'";
+    let path = c.write(
+        "finetune.sh",
+        &script(
+            &c,
+            "#SBATCH -p gpu -N 1 --ntasks-per-node=1 --gpus-per-node=8 --cpus-per-task=16 -o finetune.out",
+            body,
+        ),
+    );
+    let id = c.sbatch(&[path.to_str().unwrap()]);
+    assert_eq!(c.wait_done(id)["state"], "COMPLETED");
+    let out = c.read("finetune.out");
+    assert!(out.contains("GPUS=0,1,2,3,4,5,6,7 TASKS=1"), "{out}");
+
+    // An array sweep, one GPU each.
+    let body = "srun bash -c 'echo SWEEP $SLURM_ARRAY_TASK_ID $CUDA_VISIBLE_DEVICES'";
+    let path = c.write(
+        "sweep.sh",
+        &script(
+            &c,
+            "#SBATCH -p gpu --array=0-3 --gpus-per-node=1 -o sweep-%a.out",
+            body,
+        ),
+    );
+    let id = c.sbatch(&[path.to_str().unwrap()]);
+    for job in c.wait_all_done(&[id]) {
+        assert_eq!(job["state"], "COMPLETED", "{job}");
+    }
+    for i in 0..4 {
+        let out = c.read(&format!("sweep-{i}.out"));
+        assert!(out.starts_with(&format!("SWEEP {i} ")), "{out}");
+    }
+}
+
+#[test]
+fn open_mpi_runs_an_allreduce_over_four_nodes_through_srun() {
+    let mpicc = which("mpicc")
+        .expect("Open MPI's mpicc (scripts/setup.sh installs openmpi-bin and libopenmpi-dev)");
+    let names: Vec<String> = (1..=8).map(|i| format!("gpu{i:02}")).collect();
+    let Some(_hosts) = HostNames::add(&names) else {
+        eprintln!("skipped: the node names need /etc/hosts entries, which need root");
+        return;
+    };
+    let c = Cluster::start(Options {
+        eight_gpu_nodes: true,
+        ..Options::default()
+    });
+    let source = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/cluster/programs/allreduce.c"
+    );
+    let app = c.work().join("allreduce");
+    let built = std::process::Command::new(mpicc)
+        .arg(source)
+        .arg("-o")
+        .arg(&app)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let body = format!(
+        // Ranks talk over TCP, as between real nodes: these "nodes" share one machine
+        // and one host name, under which Open MPI's shared-memory transport would give
+        // the ranks of different nodes the same segment file.
+        "export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1\n\
+         export OMPI_MCA_btl=tcp,self\n\
+         mpirun {}\necho MPIRUN=$?",
+        app.display()
+    );
+    let path = c.write(
+        "mpi.sh",
+        &script(
+            &c,
+            "#SBATCH -p gpu -N 4 --ntasks-per-node=2 -t 5:00 -o mpi.out",
+            &body,
+        ),
+    );
+    let id = c.sbatch(&[path.to_str().unwrap()]);
+    let job = c.wait_done(id);
+    let out = c.read("mpi.out");
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
+    assert!(out.contains("ALLREDUCE sum=36 ranks=8 OK"), "{out}");
+    let mut hosts: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("RANK "))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    hosts.sort();
+    assert_eq!(
+        hosts,
+        vec!["gpu01", "gpu01", "gpu02", "gpu02", "gpu03", "gpu03", "gpu04", "gpu04"],
+        "two ranks on each of the four nodes: {out}"
+    );
+}
+
+fn which(program: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .ok_or(())
 }

@@ -109,7 +109,18 @@ pub(super) async fn run_step(
                     })) => inputs.lock().signal_step(job, step_id, sig),
                     Ok(Some(api::StepInput {
                         what: Some(api::step_input::What::Stdin(data)),
-                    })) => inputs.lock().step_input(job, step_id, data),
+                    })) => {
+                        if data.len() > MAX_OUTPUT_CHUNK {
+                            tracing::warn!(
+                                job = job.0,
+                                step = step_id,
+                                bytes = data.len(),
+                                "standard input chunk over the bound; ending the step"
+                            );
+                            break;
+                        }
+                        inputs.lock().step_input(job, step_id, data)
+                    }
                     Ok(Some(_)) => {}
                     Ok(None) | Err(_) => break,
                 }
