@@ -822,3 +822,202 @@ fn what_users_name_reaches_terminals_escaped_and_the_cli_never_panics() {
     );
     c.cli_ok(&["scancel", &id.to_string()]);
 }
+
+#[test]
+fn steps_run_as_their_user_and_only_in_their_own_job() {
+    needs_root!();
+    let (mallory, victim) = users();
+    let c = Cluster::start(Options::default());
+    let id = victim.submit(
+        &c,
+        &[
+            "-p",
+            "cpu",
+            "-N",
+            "2",
+            "-n",
+            "2",
+            "-o",
+            "/dev/null",
+            "--wrap=sleep 60",
+        ],
+    );
+    c.wait_state(id, "RUNNING");
+    let job = id.to_string();
+    // Another user's srun cannot start a step in the victim's allocation.
+    let (code, out, err) = mallory.cli(&c, &["srun", "--jobid", &job, "-l", "id", "-u"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("Access/permission denied"), "{err}");
+    assert!(out.is_empty(), "{out}");
+    // Nor cancel or signal the steps of it.
+    let (code, _, err) = mallory.cli(&c, &["scancel", &format!("{id}.0")]);
+    assert_ne!(code, 0);
+    assert!(err.contains("Access/permission denied"), "{err}");
+    // The owner's step tasks run as the owner on every node, never as root.
+    let (code, out, err) = victim.cli(&c, &["srun", "--jobid", &job, "-l", "id", "-u"]);
+    assert_eq!(code, 0, "{err}");
+    let mut uids: Vec<&str> = out.lines().collect();
+    uids.sort();
+    let want = [format!("0: {}", victim.uid), format!("1: {}", victim.uid)];
+    assert_eq!(
+        uids,
+        want.iter().map(String::as_str).collect::<Vec<_>>(),
+        "{err}"
+    );
+    // Its -o file is written by srun, as the user who runs it: not at a path only root
+    // may write.
+    let (code, _, err) = victim.cli(
+        &c,
+        &[
+            "srun",
+            "--jobid",
+            &job,
+            "-o",
+            "/etc/gantry-step-owned",
+            "echo",
+            "x",
+        ],
+    );
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("cannot create the output file"), "{err}");
+    assert!(!Path::new("/etc/gantry-step-owned").exists());
+    c.cli_ok(&["scancel", &job]);
+}
+
+#[test]
+fn a_node_speaks_only_for_its_own_tasks_of_a_step() {
+    // Runs without root too: the step's tasks are the test user's.
+    let c = Cluster::start(Options::default());
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + 300;
+    // A two-node step whose tasks take a few seconds.
+    let (srun, _) = c.program(&["srun"]);
+    let running = Command::new(srun)
+        .args(["-p", "cpu", "-N2", "-n2", "-l", "bash", "-c"])
+        .arg("sleep 4; echo real $SLURM_PROCID")
+        .current_dir(c.work())
+        .env("GANTRY_CONTROLLER", c.socket())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = {
+        let since = Instant::now();
+        loop {
+            let out = c.cli_ok(&["squeue", "-s", "-h", "-o", "%i"]);
+            if let Some(step) = out.lines().next() {
+                break step.split('.').next().unwrap().parse::<u64>().unwrap();
+            }
+            assert!(since.elapsed() < Duration::from_secs(30), "no step ran");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let cpu02 = std::fs::read(c.root().join("credential-cpu02")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let stream = |node: &str, token: String, messages: Vec<api::StepIoMessage>| {
+        let header = api::StepIoMessage {
+            what: Some(api::step_io_message::What::Header(api::StepIoHeader {
+                node: node.into(),
+                job_id: id,
+                step_id: 0,
+            })),
+        };
+        let (tcp, trust) = (c.tcp(), c.trust());
+        rt.block_on(async move {
+            let channel = gantry_api::client::connect(&tcp, &trust).await.unwrap();
+            let with = gantry_api::client::WithToken::new(Some(&token)).unwrap();
+            let mut client =
+                api::agent_link_client::AgentLinkClient::with_interceptor(channel, with);
+            let all: Vec<api::StepIoMessage> = std::iter::once(header).chain(messages).collect();
+            client.step_io(tokio_stream::iter(all)).await.map(|_| ())
+        })
+    };
+    let forged_output = |task: u32| api::StepIoMessage {
+        what: Some(api::step_io_message::What::Output(api::TaskOutput {
+            task,
+            stderr: false,
+            data: b"forged\n".to_vec(),
+        })),
+    };
+    // cpu02's key cannot speak as cpu01.
+    let err = stream("cpu01", agent_token(&cpu02, "cpu01", later), vec![]).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    // As itself, it cannot put words in task 0's mouth (task 0 runs on cpu01), nor end
+    // it; its stream for a step it has no part in is refused.
+    let ended_task0 = api::StepIoMessage {
+        what: Some(api::step_io_message::What::TaskEnded(api::TaskEnded {
+            task: 0,
+            exit_code: 99,
+            ..Default::default()
+        })),
+    };
+    let forged = std::thread::scope(|s| {
+        // Held open while the real tasks run, so the step's end is the real nodes'.
+        let h = s.spawn(|| {
+            let slow = async_stream_of(vec![forged_output(0), ended_task0], Duration::from_secs(6));
+            let header = api::StepIoMessage {
+                what: Some(api::step_io_message::What::Header(api::StepIoHeader {
+                    node: "cpu02".into(),
+                    job_id: id,
+                    step_id: 0,
+                })),
+            };
+            let (tcp, trust) = (c.tcp(), c.trust());
+            let token = agent_token(&cpu02, "cpu02", later);
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let channel = gantry_api::client::connect(&tcp, &trust).await.unwrap();
+                let with = gantry_api::client::WithToken::new(Some(&token)).unwrap();
+                let mut client =
+                    api::agent_link_client::AgentLinkClient::with_interceptor(channel, with);
+                client.step_io(slow(header)).await.map(|_| ())
+            })
+        });
+        h.join().unwrap()
+    });
+    eprintln!("the forged stream: {forged:?}");
+    let out = running.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("forged"), "{text}");
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    assert_eq!(lines, vec!["0: real 0", "1: real 1"]);
+    let err = stream("cpu02", agent_token(&cpu02, "cpu02", later), vec![]).unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::NotFound | tonic::Code::PermissionDenied
+        ),
+        "a stream for a step that is over: {err:?}"
+    );
+}
+
+/// A stream that yields `header`, then `messages`, then stays open for `hold`.
+fn async_stream_of(
+    messages: Vec<api::StepIoMessage>,
+    hold: Duration,
+) -> impl FnOnce(
+    api::StepIoMessage,
+) -> std::pin::Pin<Box<dyn tokio_stream::Stream<Item = api::StepIoMessage> + Send>> {
+    move |header| {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let _ = tx.send(header).await;
+            for m in messages {
+                let _ = tx.send(m).await;
+            }
+            tokio::time::sleep(hold).await;
+        });
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+}
