@@ -35,9 +35,23 @@ pub struct JobOptions {
     /// it takes; alone, one node.
     #[arg(long = "ntasks-per-node")]
     pub ntasks_per_node: Option<u32>,
-    /// Memory per node (e.g. 4G, 500M).
+    /// Memory per node (e.g. 4G, 500M); 0: all of each node's memory.
     #[arg(long)]
     pub mem: Option<String>,
+    /// Memory per allocated GPU (per node: this times the node's GPUs).
+    #[arg(long = "mem-per-gpu")]
+    pub mem_per_gpu: Option<String>,
+    /// GPUs for each task (with --ntasks-per-node: that many per node; else for the job),
+    /// each task of a step seeing only its own.
+    #[arg(long = "gpus-per-task")]
+    pub gpus_per_task: Option<u32>,
+    /// CPUs per allocated GPU (the CPUs per task follow from the GPUs per task).
+    #[arg(long = "cpus-per-gpu")]
+    pub cpus_per_gpu: Option<u32>,
+    /// How steps lay task ids over the nodes: block (default) or cyclic (a `:…` suffix
+    /// for sockets and cores is accepted and ignored).
+    #[arg(short = 'm', long)]
+    pub distribution: Option<String>,
     /// Memory per CPU.
     #[arg(long = "mem-per-cpu")]
     pub mem_per_cpu: Option<String>,
@@ -151,6 +165,10 @@ impl JobOptions {
             exclude,
             ntasks_per_node,
             mem,
+            mem_per_gpu,
+            gpus_per_task,
+            cpus_per_gpu,
+            distribution,
             mem_per_cpu,
             gpus,
             gpus_per_node,
@@ -268,6 +286,68 @@ impl JobOptions {
                 }
             }
         }
+        let mut gpus_per_job = count(
+            "gpus",
+            &self.gpus.as_ref().map(|g| {
+                // --gpus=a100:2 names a type; the count is what matters here.
+                g.rsplit(':').next().unwrap_or(g).to_string()
+            }),
+        )?;
+        // --gpus-per-task: per node with --ntasks-per-node, else for the whole job.
+        if let Some(g) = self.gpus_per_task {
+            if g == 0 {
+                bail!("--gpus-per-task: invalid numeric value \"0\" (at least 1)");
+            }
+            if gpus_per_node > 0 || gpus_per_job > 0 {
+                bail!("give --gpus-per-task or --gpus/--gpus-per-node, not both");
+            }
+            let too_many = || anyhow!("--gpus-per-task={g} is too many GPUs for {tasks} tasks");
+            match self.ntasks_per_node {
+                Some(k) => gpus_per_node = k.checked_mul(g).ok_or_else(too_many)?,
+                None => gpus_per_job = tasks.checked_mul(g).ok_or_else(too_many)?,
+            }
+        }
+        let tasks_on_a_node = self
+            .ntasks_per_node
+            .unwrap_or_else(|| tasks.div_ceil(nodes.max(1)))
+            .max(1);
+        let gpus_on_a_node = if gpus_per_node > 0 {
+            gpus_per_node
+        } else {
+            gpus_per_job.div_ceil(nodes.max(1))
+        };
+        let gpus_each_task = match self.gpus_per_task {
+            Some(g) => g,
+            None => (gpus_on_a_node / tasks_on_a_node).max(u32::from(gpus_on_a_node > 0)),
+        };
+        let cpus_per_task = match self.cpus_per_gpu {
+            None => cpus_per_task,
+            Some(_) if self.cpus_per_task.is_some() => {
+                bail!("give --cpus-per-task or --cpus-per-gpu, not both")
+            }
+            Some(0) => bail!("--cpus-per-gpu: invalid numeric value \"0\" (at least 1)"),
+            Some(_) if gpus_each_task == 0 => {
+                bail!("--cpus-per-gpu needs GPUs (--gpus, --gpus-per-node or --gpus-per-task)")
+            }
+            Some(c) => c
+                .checked_mul(gpus_each_task)
+                .ok_or_else(|| anyhow!("--cpus-per-gpu={c} is too many CPUs"))?,
+        };
+        let mut mem_per_node_mb = mem("mem", &self.mem)?;
+        let mem_whole_node = self.mem.is_some() && mem_per_node_mb == 0;
+        if let Some(m) = &self.mem_per_gpu {
+            if self.mem.is_some() || self.mem_per_cpu.is_some() {
+                bail!("give --mem-per-gpu, --mem or --mem-per-cpu, only one");
+            }
+            if gpus_on_a_node == 0 {
+                bail!("--mem-per-gpu needs GPUs (--gpus, --gpus-per-node or --gpus-per-task)");
+            }
+            let per = parse_memory_mb(m).map_err(|e| anyhow!("--mem-per-gpu: {e}"))?;
+            mem_per_node_mb = per.saturating_mul(u64::from(gpus_on_a_node));
+        }
+        if let Some(d) = &self.distribution {
+            distribution(Some(d))?;
+        }
         let time_limit_s = match &self.time {
             None => 0,
             Some(t) => match parse_duration(t).map_err(|e| anyhow!("--time: {e}"))? {
@@ -284,6 +364,18 @@ impl JobOptions {
         if let Some(g) = &self.gpus_per_node {
             env.insert("SLURM_GPUS_PER_NODE".into(), g.trim().to_string());
         }
+        if let Some(g) = self.gpus_per_task {
+            env.insert("SLURM_GPUS_PER_TASK".into(), g.to_string());
+        }
+        if let Some(c) = self.cpus_per_gpu {
+            env.insert("SLURM_CPUS_PER_GPU".into(), c.to_string());
+        }
+        if let Some(m) = &self.mem_per_gpu {
+            env.insert("SLURM_MEM_PER_GPU".into(), m.trim().to_string());
+        }
+        if let Some(d) = &self.distribution {
+            env.insert("SLURM_DISTRIBUTION".into(), d.trim().to_string());
+        }
         Ok(api::JobSubmission {
             name: self
                 .job_name
@@ -299,16 +391,11 @@ impl JobOptions {
             tasks,
             cpus_per_task,
             nodes,
-            mem_per_node_mb: mem("mem", &self.mem)?,
+            mem_per_node_mb,
+            mem_whole_node,
             mem_per_cpu_mb: mem("mem-per-cpu", &self.mem_per_cpu)?,
             gpus_per_node,
-            gpus_per_job: count(
-                "gpus",
-                &self.gpus.as_ref().map(|g| {
-                    // --gpus=a100:2 names a type; the count is what matters here.
-                    g.rsplit(':').next().unwrap_or(g).to_string()
-                }),
-            )?,
+            gpus_per_job,
             gres,
             exclusive: self.exclusive,
             features: self
@@ -333,6 +420,16 @@ impl JobOptions {
             exclude: self.exclude.clone().unwrap_or_default(),
             allocation_only: false,
         })
+    }
+}
+
+/// How steps lay task ids over the nodes (`-m/--distribution`): block or cyclic; a
+/// `:…` suffix (sockets, cores) is accepted and ignored.
+pub(crate) fn distribution(d: Option<&str>) -> Result<api::Distribution> {
+    match d.map(|d| d.split([':', ',']).next().unwrap_or("").trim()) {
+        None | Some("") | Some("block") | Some("*") => Ok(api::Distribution::Block),
+        Some("cyclic") => Ok(api::Distribution::Cyclic),
+        Some(other) => bail!("--distribution: '{other}' is not offered (block or cyclic)"),
     }
 }
 
@@ -484,6 +581,44 @@ mod tests {
             s.env.get("SLURM_GPUS_PER_NODE").map(String::as_str),
             Some("8")
         );
+    }
+
+    #[test]
+    fn gpu_layout_options_make_the_gpus_cpus_and_memory_as_slurm_does() {
+        let sub = |script: &str| {
+            let o = JobOptions::default().with_directives(script, "t.sh")?;
+            o.submission("t", script.into(), vec![])
+        };
+        // Per task with --ntasks-per-node: per node.
+        let s =
+            sub("#SBATCH -N 2 --ntasks-per-node=4 --gpus-per-task=2 --cpus-per-gpu=3\n").unwrap();
+        assert_eq!((s.gpus_per_node, s.gpus_per_job), (8, 0));
+        assert_eq!(s.cpus_per_task, 6, "3 CPUs for each of a task's 2 GPUs");
+        assert_eq!(s.env["SLURM_GPUS_PER_TASK"], "2");
+        // Per task without it: for the job.
+        let s = sub("#SBATCH -n 3 --gpus-per-task=1\n").unwrap();
+        assert_eq!((s.gpus_per_node, s.gpus_per_job), (0, 3));
+        // --mem-per-gpu is per node: times the node's GPUs.
+        let s = sub("#SBATCH --gpus-per-node=4 --mem-per-gpu=10G\n").unwrap();
+        assert_eq!(s.mem_per_node_mb, 40 * 1024);
+        // --mem=0 is all of each node's memory.
+        let s = sub("#SBATCH --mem=0 --exclusive\n").unwrap();
+        assert!(s.mem_whole_node);
+        assert_eq!(s.mem_per_node_mb, 0);
+        assert!(!sub("#SBATCH --mem=4G\n").unwrap().mem_whole_node);
+        let s = sub("#SBATCH -m cyclic:block\n").unwrap();
+        assert_eq!(s.env["SLURM_DISTRIBUTION"], "cyclic:block");
+        for (bad, why) in [
+            ("--gpus-per-task=1 --gpus-per-node=2", "not both"),
+            ("--cpus-per-gpu=2", "needs GPUs"),
+            ("--gpus-per-node=1 --cpus-per-gpu=2 -c 4", "not both"),
+            ("--gpus-per-node=1 --mem-per-gpu=1G --mem=2G", "only one"),
+            ("--gpus-per-task=0", "at least 1"),
+            ("-m plane=4", "not offered"),
+        ] {
+            let e = sub(&format!("#SBATCH {bad}\n")).unwrap_err();
+            assert!(format!("{e:#}").contains(why), "{bad}: {e:#}");
+        }
     }
 
     #[test]

@@ -413,7 +413,58 @@ fn job_json(j: &api::JobInfo) -> serde_json::Value {
         "dependency": j.dependency,
         "requeue_count": j.requeue_count,
         "suspended_s": j.suspended_s,
+        "steps": j.steps.iter().map(|s| step_json(j, s)).collect::<Vec<_>>(),
     })
+}
+
+fn step_json(j: &api::JobInfo, s: &api::StepInfo) -> serde_json::Value {
+    serde_json::json!({
+        "step_id": format!("{}.{}", format::job_id(j), s.step_id),
+        "name": s.name,
+        "state": s.state,
+        "start_time": s.start_time,
+        "end_time": (s.end_time > 0).then_some(s.end_time),
+        "node_list": s.node_list,
+        "nodes": s.nodes,
+        "tasks": s.tasks,
+        "exit_code": s.exit_code,
+        "cpu_s": s.cpu_s,
+    })
+}
+
+/// `scontrol show step`'s record of one step.
+fn print_step(j: &api::JobInfo, s: &api::StepInfo, now: i64) {
+    let ran = match (s.start_time, s.end_time) {
+        (0, _) => 0,
+        (start, 0) => now - start,
+        (start, end) => end - start,
+    };
+    println!(
+        "StepId={}.{} UserId={} StepName={}",
+        format::job_id(j),
+        s.step_id,
+        j.user,
+        s.name
+    );
+    println!(
+        "   State={} Partition={} NodeList={} Nodes={} Tasks={} ExitCode={}",
+        s.state,
+        j.partition,
+        s.node_list,
+        s.nodes,
+        s.tasks,
+        s.exit_code.map_or("-".into(), |c| match c {
+            c if c > 128 => format!("0:{}", c - 128),
+            c => format!("{c}:0"),
+        })
+    );
+    println!(
+        "   StartTime={} RunTime={} TimeLimit={} TotalCPU={:.0}s",
+        format::timestamp(s.start_time),
+        format::elapsed(ran.max(0)),
+        format::limit(j.time_limit_s),
+        s.cpu_s
+    );
 }
 
 // ----- cancel ------------------------------------------------------------------------------
@@ -526,6 +577,9 @@ pub enum ShowWhat {
     Job { id: String },
     /// One node, or all.
     Node { name: Option<String> },
+    /// Job steps: JOB.STEP, all of a JOB's, or (without an id) every running step you
+    /// may see.
+    Step { id: Option<String> },
     /// A host list (default: $SLURM_JOB_NODELIST) as one name per line, as Slurm's
     /// `scontrol show hostnames` (how job scripts find MASTER_ADDR).
     Hostnames { list: Option<String> },
@@ -653,6 +707,74 @@ pub async fn show(conn: &Conn, a: ShowArgs) -> Result<()> {
         }
         // Answered without the controller, above.
         ShowWhat::Hostnames { .. } | ShowWhat::Hostlist { .. } => Ok(()),
+        ShowWhat::Step { id } => {
+            let (jobs, only) = match id.as_deref() {
+                Some(id) => {
+                    let (job, step) = match id.split_once('.') {
+                        Some((j, s)) => (j, Some(s)),
+                        None => (id, None),
+                    };
+                    let bad = || {
+                        anyhow!("'{id}' is not a step id (use 12.0, or 12 for all of its steps)")
+                    };
+                    let job_id: u64 = job.parse().map_err(|_| bad())?;
+                    let step: Option<u32> =
+                        step.map(|s| s.parse().map_err(|_| bad())).transpose()?;
+                    let j = c
+                        .show_job(api::ShowJobRequest { job_id })
+                        .await
+                        .map_err(refused)?
+                        .into_inner();
+                    (vec![j], step)
+                }
+                None => {
+                    let mut pages = c
+                        .queue(api::QueueRequest {
+                            states: vec!["RUNNING".into()],
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(refused)?
+                        .into_inner();
+                    let mut jobs = Vec::new();
+                    while let Some(page) = pages.message().await.map_err(refused)? {
+                        jobs.extend(page.jobs);
+                    }
+                    (jobs, None)
+                }
+            };
+            let all = id.is_some();
+            let chosen: Vec<(api::JobInfo, api::StepInfo)> = jobs
+                .into_iter()
+                .map(format::printable_job)
+                .flat_map(|j| {
+                    j.steps
+                        .clone()
+                        .into_iter()
+                        .filter(|s| only.is_none_or(|o| o == s.step_id))
+                        .filter(|s| all || s.state == "RUNNING")
+                        .map(move |s| (j.clone(), s))
+                })
+                .collect();
+            if let (Some(id), true) = (&id, chosen.is_empty() && only.is_some()) {
+                return Err(anyhow::Error::new(Refused {
+                    message: format!("Invalid job step id specified: {id}"),
+                    code: 1,
+                }));
+            }
+            if a.json {
+                let v: Vec<_> = chosen.iter().map(|(j, s)| step_json(j, s)).collect();
+                return print_json(&v);
+            }
+            if chosen.is_empty() {
+                println!("No steps in the system");
+            }
+            let t = now();
+            for (j, s) in &chosen {
+                print_step(j, s, t);
+            }
+            Ok(())
+        }
         ShowWhat::Node { name } => {
             let nodes = c
                 .nodes(api::NodesRequest {})

@@ -96,7 +96,9 @@ fn slurm_argv(mut args: Vec<String>) -> Vec<String> {
         if rest.first().map(String::as_str) == Some("show") {
             rest.remove(0);
         } else {
-            eprintln!("scontrol: only 'scontrol show job|node|hostnames|hostlist' is supported");
+            eprintln!(
+                "scontrol: only 'scontrol show job|step|node|hostnames|hostlist' is supported"
+            );
             std::process::exit(1);
         }
     }

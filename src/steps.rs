@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
-use crate::batch::JobOptions;
+use crate::batch::{distribution, JobOptions};
 use crate::client::{client, refused, Client, Conn, Refused};
 
 /// `srun`'s own options, besides the job options an allocation takes.
@@ -50,13 +50,6 @@ pub struct StepOptions {
     /// Hold only the CPUs the tasks use (other steps may use the rest).
     #[arg(long)]
     pub exact: bool,
-    /// GPUs for each task, each task seeing only its own.
-    #[arg(long = "gpus-per-task")]
-    pub gpus_per_task: Option<u32>,
-    /// How task ids are laid over the nodes: block (default) or cyclic (Slurm's
-    /// -m/--distribution; a `:…` suffix for sockets and cores is accepted and ignored).
-    #[arg(short = 'm', long)]
-    pub distribution: Option<String>,
     /// CPU binding: cores (default: each task on its own cores) or none.
     #[arg(long = "cpu-bind", alias = "cpu_bind")]
     pub cpu_bind: Option<String>,
@@ -109,14 +102,10 @@ fn enclosing_job(step: &StepOptions) -> Result<Option<u64>> {
     }
 }
 
-fn distribution(d: Option<&str>) -> Result<api::Distribution> {
-    match d.map(|d| d.split([':', ',']).next().unwrap_or("").trim()) {
-        None | Some("") | Some("block") | Some("*") => Ok(api::Distribution::Block),
-        Some("cyclic") => Ok(api::Distribution::Cyclic),
-        Some(other) => {
-            bail!("--distribution: '{other}' is not offered (block or cyclic)")
-        }
-    }
+/// An option given on the command line, else (inside an allocation) the variable the
+/// job's own options set, as srun reads `SLURM_GPUS_PER_TASK` and `SLURM_DISTRIBUTION`.
+fn or_from_job<T: std::str::FromStr>(given: Option<T>, var: &str) -> Option<T> {
+    given.or_else(|| std::env::var(var).ok()?.trim().parse().ok())
 }
 
 fn step_request(job_id: u64, a: &SrunArgs) -> Result<api::StepRequest> {
@@ -167,12 +156,14 @@ fn step_request(job_id: u64, a: &SrunArgs) -> Result<api::StepRequest> {
         tasks: o.ntasks,
         tasks_per_node: o.ntasks_per_node,
         cpus_per_task: o.cpus_per_task.unwrap_or(0),
-        gpus_per_task: s.gpus_per_task.unwrap_or(0),
+        gpus_per_task: or_from_job(o.gpus_per_task, "SLURM_GPUS_PER_TASK").unwrap_or(0),
         nodelist: o.nodelist.clone().unwrap_or_default(),
         exclude: o.exclude.clone().unwrap_or_default(),
         exact: s.exact || o.exclusive,
         overlap: s.overlap,
-        distribution: distribution(s.distribution.as_deref())? as i32,
+        distribution: distribution(
+            or_from_job(o.distribution.clone(), "SLURM_DISTRIBUTION").as_deref(),
+        )? as i32,
         no_cpu_bind,
         kill_on_bad_exit: s.kill_on_bad_exit.is_some_and(|k| k != 0),
         name: o.job_name.clone().unwrap_or_default(),

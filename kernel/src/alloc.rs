@@ -34,11 +34,12 @@ impl JobShape {
         }
     }
 
-    fn memory_for(&self, tasks: u32) -> u64 {
+    fn memory_for(&self, node: &Node, tasks: u32) -> u64 {
         match self.memory {
             MemoryRequest::None => 0,
             MemoryRequest::PerNode(m) => m,
             MemoryRequest::PerCpu(m) => m * (tasks * self.cpus_per_task) as u64,
+            MemoryRequest::WholeNode => node.topology.memory_mb(),
         }
     }
 }
@@ -67,15 +68,15 @@ pub fn node_units(node: &Node, free: &NodeFree, shape: &JobShape) -> u32 {
     match shape.nodes {
         Some(_) => {
             let tpn = shape.tasks_per_node();
-            let ok = free.core_count >= tpn * cpt && free.memory_mb >= shape.memory_for(tpn);
+            let ok = free.core_count >= tpn * cpt && free.memory_mb >= shape.memory_for(node, tpn);
             ok as u32
         }
         None => {
             let by_cores = free.core_count / cpt;
             let by_mem = match shape.memory {
                 MemoryRequest::None => u32::MAX,
-                MemoryRequest::PerNode(m) => {
-                    if free.memory_mb >= m {
+                MemoryRequest::PerNode(_) | MemoryRequest::WholeNode => {
+                    if free.memory_mb >= shape.memory_for(node, 0) {
                         u32::MAX
                     } else {
                         0
@@ -113,14 +114,14 @@ pub fn plan_node(
     }
     let gpus = topo.choose_gpus(free.gpus, shape.gpus_per_node)?;
     let cores = topo.choose_cores(&free.cores, tasks * shape.cpus_per_task, gpus.numa_mask)?;
-    if !memory_and_gres_fit(free, shape, tasks) {
+    if !memory_and_gres_fit(node, free, shape, tasks) {
         return None;
     }
     Some(NodeAllocation {
         node: node.id,
         tasks,
         cores,
-        memory_mb: shape.memory_for(tasks),
+        memory_mb: shape.memory_for(node, tasks),
         gpus: gpus.gpus,
         gres: shape.gres.clone(),
     })
@@ -155,7 +156,7 @@ fn plan_summary(node: &Node, free: &NodeFree, shape: &JobShape, tasks: u32) -> O
     let gpus = topo.choose_gpus(free.gpus, shape.gpus_per_node)?;
     let cores = tasks * shape.cpus_per_task;
     let core_numa = topo.chosen_cores_numa_mask(&free.cores, cores, gpus.numa_mask)?;
-    memory_and_gres_fit(free, shape, tasks).then_some(PlanSummary {
+    memory_and_gres_fit(node, free, shape, tasks).then_some(PlanSummary {
         gpus: gpus.gpus,
         gpu_links: gpus.links,
         cores,
@@ -164,8 +165,8 @@ fn plan_summary(node: &Node, free: &NodeFree, shape: &JobShape, tasks: u32) -> O
 }
 
 /// Whether `free` has the memory and generic resources `tasks` tasks of `shape` need.
-fn memory_and_gres_fit(free: &NodeFree, shape: &JobShape, tasks: u32) -> bool {
-    shape.memory_for(tasks) <= free.memory_mb
+fn memory_and_gres_fit(node: &Node, free: &NodeFree, shape: &JobShape, tasks: u32) -> bool {
+    shape.memory_for(node, tasks) <= free.memory_mb
         && shape
             .gres
             .iter()

@@ -25,6 +25,8 @@ pub enum MemoryRequest {
     None,
     PerNode(u64),
     PerCpu(u64),
+    /// `--mem=0`: all of each node's memory (the node's memory must all be free).
+    WholeNode,
 }
 
 /// GPU request, as `--gpus-per-node` or `--gpus`.

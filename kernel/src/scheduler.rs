@@ -578,6 +578,7 @@ impl Scheduler {
                         MemoryRequest::None => String::new(),
                         MemoryRequest::PerNode(m) => format!(", {m} MiB"),
                         MemoryRequest::PerCpu(m) => format!(", {m} MiB per cpu"),
+                        MemoryRequest::WholeNode => ", all its memory".into(),
                     }
                 ));
             }

@@ -83,6 +83,8 @@ fn shape_strategy() -> impl Strategy<Value = JobShape> {
                 cpus_per_task: cpt,
                 memory: if mem < 1000 {
                     MemoryRequest::None
+                } else if mem % 7 == 0 {
+                    MemoryRequest::WholeNode
                 } else if per_cpu {
                     MemoryRequest::PerCpu(mem / 16)
                 } else {

@@ -287,6 +287,19 @@ fn failing_tasks_ctrl_c_and_cancellation_end_a_steps_tasks_on_every_node() {
         queue.contains(&format!("{id}.0 bash cpu[01-02]")),
         "squeue -s lists the running step: {queue}"
     );
+    let shown = c.cli_ok(&["scontrol", "show", "step", &format!("{id}.0")]);
+    for want in [
+        format!("StepId={id}.0 "),
+        "State=RUNNING".into(),
+        "NodeList=cpu[01-02] Nodes=2 Tasks=4".into(),
+    ] {
+        assert!(shown.contains(&want), "{want}: {shown}");
+    }
+    let all = c.cli_ok(&["scontrol", "show", "step"]);
+    assert!(all.contains(&format!("StepId={id}.0 ")), "{all}");
+    let (code, _, err) = c.cli(&["scontrol", "show", "step", &format!("{id}.7")]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Invalid job step id specified"), "{err}");
     c.cli_ok(&["scancel", &id.to_string()]);
     wait_for("every task gone", || pids_with(&marker).is_empty());
     assert_eq!(c.wait_done(id)["state"], "CANCELLED");
@@ -403,6 +416,7 @@ fn a_pretraining_job_over_eight_gpu_nodes_meets_at_its_first_node() {
         "export MASTER_ADDR=$(scontrol show hostnames | head -n 1)\n\
          export MASTER_PORT={}\n\
          echo MASTER_ADDR=$MASTER_ADDR\n\
+         echo MEM=$SLURM_MEM_PER_NODE\n\
          srun --gpus-per-task=1 python3 {program} --one-gpu",
         free_port()
     );
@@ -419,6 +433,10 @@ fn a_pretraining_job_over_eight_gpu_nodes_meets_at_its_first_node() {
     let out = c.read("pretrain.out");
     assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
     assert!(out.contains("MASTER_ADDR=gpu01"), "{out}");
+    assert!(
+        out.contains("MEM=262144"),
+        "--mem=0: all of the node's memory: {out}"
+    );
     assert!(out.contains("NODES 8 TASKS 64"), "{out}");
     assert!(out.contains("RENDEZVOUS OK"), "{out}");
 

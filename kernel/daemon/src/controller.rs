@@ -1463,6 +1463,10 @@ fn spec_from(
     }
     let some = |s: String| (!s.trim().is_empty()).then(|| s.trim().to_string());
     let memory = match (sub.mem_per_node_mb, sub.mem_per_cpu_mb) {
+        (_, c) if sub.mem_whole_node && c > 0 => {
+            return Err(invalid("give --mem=0 or --mem-per-cpu, not both"))
+        }
+        _ if sub.mem_whole_node => MemoryRequest::WholeNode,
         (0, 0) => MemoryRequest::None,
         (n, 0) => MemoryRequest::PerNode(n),
         (0, c) => MemoryRequest::PerCpu(c),
