@@ -6,9 +6,15 @@
 //! ended when its end has. Each size is run `--rounds` times; the table gives the median
 //! and the range, and what each further 64 tasks add.
 //!
+//! `--compare-slurm` measures against Slurm on the same machine instead: one node (one
+//! agent; one `slurmd`), a 128-CPU allocation on each side, and whole `srun` commands
+//! timed from start to exit (`srun --jobid J --overlap -n N /bin/echo up`, Gantry's and
+//! Slurm's in turn). It needs a running Slurm (`SLURM_CONF`, `sbatch`, `srun` and
+//! `scancel` on the PATH) with a node of at least 128 CPUs.
+//!
 //! `cargo build --release --workspace --bins`, then `cargo bench --bench step_launch
-//! [-- --rounds N] [-- --json]`. Under `cargo test` it runs one 64-task step: a smoke
-//! pass of the whole path.
+//! [-- --rounds N] [-- --json] [-- --compare-slurm]`. Under `cargo test` it runs one
+//! 64-task step: a smoke pass of the whole path.
 
 mod common;
 
@@ -24,10 +30,12 @@ const USAGE: &str = "\
 Times srun's step launch over eight agents on loopback: from the call to every task's
 first line back, and to the step's end.
 
-usage: cargo bench --bench step_launch [-- [--rounds N] [--json]]
-  --rounds N  steps of each size (default 7)
-  --json      one JSON object per size instead of the table
-environment: GANTRYD  the daemon to measure (default: beside this bench)";
+usage: cargo bench --bench step_launch [-- [--rounds N] [--json] [--compare-slurm]]
+  --rounds N       steps of each size (default 7)
+  --json           one JSON object per size instead of the table
+  --compare-slurm  one node, whole srun commands, Gantry's and a running Slurm's in turn
+environment: GANTRYD  the daemon to measure (default: beside this bench)
+             SLURM_CONF  the Slurm to compare with (--compare-slurm)";
 
 const NODES: usize = 8;
 
@@ -43,11 +51,11 @@ impl Drop for Agents {
     }
 }
 
-fn start_agents(d: &Daemon, dir: &Path) -> Agents {
+fn start_agents(d: &Daemon, dir: &Path, nodes: usize) -> Agents {
     let bin = gantryd().with_file_name("gantry");
     let agent = gantryd().with_file_name("gantry-agent");
     let mut agents = Vec::new();
-    for i in 1..=NODES {
+    for i in 1..=nodes {
         let node = format!("n{i}");
         let made = Command::new(&bin)
             .args(["credential", &node, "--key", "key", "--output"])
@@ -84,18 +92,18 @@ fn start_agents(d: &Daemon, dir: &Path) -> Agents {
     Agents(agents)
 }
 
-/// Waits until the eight nodes are up, then makes an allocation of all eight and waits
-/// until it runs; its id.
-async fn allocation(c: &mut Client, dir: &Path) -> u64 {
+/// Waits until `nodes` nodes are up, then makes an allocation of all of them (`tasks`
+/// CPUs) and waits until it runs; its id.
+async fn allocation(c: &mut Client, dir: &Path, nodes: usize, tasks: u32) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let nodes = c.nodes(api::NodesRequest {}).await.unwrap().into_inner();
-        let up = nodes
+        let listed = c.nodes(api::NodesRequest {}).await.unwrap().into_inner();
+        let up = listed
             .nodes
             .iter()
             .filter(|n| n.state == "IDLE" && n.name.len() <= 2)
             .count();
-        if up == NODES {
+        if up == nodes {
             break;
         }
         assert!(Instant::now() < deadline, "the agents never registered");
@@ -105,8 +113,8 @@ async fn allocation(c: &mut Client, dir: &Path) -> u64 {
         name: "step-bench".into(),
         workdir: dir.display().to_string(),
         allocation_only: true,
-        nodes: NODES as u32,
-        tasks: (NODES * 64) as u32,
+        nodes: nodes as u32,
+        tasks,
         cpus_per_task: 1,
         time_limit_s: 3600,
         ..Default::default()
@@ -189,8 +197,133 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// Runs `cmd` (an `srun` of `tasks` lines) to its end; how long it took.
+fn timed(mut cmd: Command, tasks: usize) -> Duration {
+    let t = Instant::now();
+    let out = cmd.stderr(Stdio::inherit()).output().unwrap();
+    let took = t.elapsed();
+    assert!(out.status.success(), "{cmd:?} failed");
+    let lines = out.stdout.iter().filter(|&&b| b == b'\n').count();
+    assert_eq!(lines, tasks, "{cmd:?}: every task's line");
+    took
+}
+
+/// `--compare-slurm`: whole `srun` commands on one node, Gantry's and Slurm's in turn.
+fn compare_slurm(o: &common::args::Options) {
+    let sizes = [16usize, 32, 64, 128];
+    let dir = tempfile::tempdir().unwrap();
+    let d = start_with(
+        &gantryd(),
+        dir.path(),
+        "native_policies = true\nheartbeat_s = 2\n",
+    );
+    let _agents = start_agents(&d, dir.path(), 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut c = rt.block_on(user_client(&d));
+    let ours = rt.block_on(allocation(&mut c, dir.path(), 1, 128));
+    let sbatch = Command::new("sbatch")
+        .args([
+            "--parsable",
+            "-N1",
+            "-n128",
+            "-o",
+            "/dev/null",
+            "--wrap",
+            "sleep 3600",
+        ])
+        .output()
+        .expect("Slurm's sbatch (SLURM_CONF set, a running Slurm)");
+    assert!(
+        sbatch.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sbatch.stderr)
+    );
+    let theirs = String::from_utf8_lossy(&sbatch.stdout).trim().to_string();
+    let gantry = gantryd().with_file_name("gantry");
+    let ours_cmd = |n: usize| {
+        let mut cmd = Command::new(&gantry);
+        cmd.args([
+            "run",
+            "--jobid",
+            &ours.to_string(),
+            "--overlap",
+            "-n",
+            &n.to_string(),
+        ])
+        .args(["/bin/echo", "up"])
+        .env("GANTRY_CONTROLLER", d.addr())
+        .env("GANTRY_TOKEN", d.token())
+        .env_remove("SLURM_JOB_ID")
+        .current_dir(dir.path());
+        cmd
+    };
+    let theirs_cmd = |n: usize| {
+        let mut cmd = Command::new("srun");
+        cmd.args(["--jobid", &theirs, "--overlap", "-n", &n.to_string()])
+            .args(["/bin/echo", "up"])
+            .current_dir(dir.path());
+        cmd
+    };
+    // Slurm's allocation starts when its scheduler gets to it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !Command::new("srun")
+        .args(["--jobid", &theirs, "--overlap", "-n1", "true"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(Instant::now() < deadline, "Slurm's allocation never ran");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    timed(ours_cmd(1), 1);
+    let mut rows = Vec::new();
+    for &n in &sizes {
+        let (mut g, mut s) = (Vec::new(), Vec::new());
+        for _ in 0..o.rounds {
+            g.push(timed(ours_cmd(n), n));
+            s.push(timed(theirs_cmd(n), n));
+        }
+        rows.push((n, ms(&g), ms(&s)));
+    }
+    let _ = Command::new("scancel").arg(&theirs).status();
+    if o.json {
+        for (n, g, s) in &rows {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "tasks": n, "nodes": 1, "rounds": o.rounds,
+                    "gantry_ms": {"median": median(g), "min": g[0], "max": g[g.len() - 1]},
+                    "slurm_ms": {"median": median(s), "min": s[0], "max": s[s.len() - 1]},
+                    "slurm_over_gantry": median(s) / median(g),
+                })
+            );
+        }
+        return;
+    }
+    println!(
+        "srun --jobid J --overlap -n N /bin/echo up, one node, {} rounds in turn\n\
+         {:>6}  {:>24}  {:>24}  {:>12}",
+        o.rounds, "tasks", "Gantry ms (range)", "Slurm ms (range)", "Slurm/Gantry"
+    );
+    for (n, g, s) in &rows {
+        println!(
+            "{n:>6}  {:>8.1} ({:>6.1}-{:>6.1})  {:>8.1} ({:>6.1}-{:>6.1})  {:>12.2}",
+            median(g),
+            g[0],
+            g[g.len() - 1],
+            median(s),
+            s[0],
+            s[s.len() - 1],
+            median(s) / median(g)
+        );
+    }
+}
+
 fn main() {
     let o = common::args::options("step_launch", USAGE, 7, 1);
+    if std::env::args().any(|a| a == "--compare-slurm") {
+        return compare_slurm(&o);
+    }
     let sizes: Vec<u32> = if o.benching {
         vec![64, 128, 256, 512]
     } else {
@@ -202,10 +335,10 @@ fn main() {
         dir.path(),
         "native_policies = true\nheartbeat_s = 2\n",
     );
-    let _agents = start_agents(&d, dir.path());
+    let _agents = start_agents(&d, dir.path(), NODES);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut c = rt.block_on(user_client(&d));
-    let job = rt.block_on(allocation(&mut c, dir.path()));
+    let job = rt.block_on(allocation(&mut c, dir.path(), NODES, (NODES * 64) as u32));
     // One step first, so nothing of the first one's connection set-up is timed.
     rt.block_on(step(&mut c, job, 8, dir.path()));
     let mut rows = Vec::new();

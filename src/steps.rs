@@ -59,7 +59,8 @@ pub struct StepOptions {
     /// Accepted for Open MPI's launcher (it runs its daemons as a step).
     #[arg(long = "external-launcher", hide = true)]
     pub external_launcher: bool,
-    /// A terminal for task 0 (not offered yet).
+    /// Run task 0 in a pseudo-terminal (an interactive shell: `srun --pty bash`); this
+    /// terminal is in raw mode meanwhile, so keys (Ctrl-C too) go to the task.
     #[arg(long)]
     pub pty: bool,
     /// Less chatter from srun itself.
@@ -111,9 +112,6 @@ fn or_from_job<T: std::str::FromStr>(given: Option<T>, var: &str) -> Option<T> {
 fn step_request(job_id: u64, a: &SrunArgs) -> Result<api::StepRequest> {
     let o = &a.opts;
     let s = &a.step;
-    if s.pty {
-        bail!("--pty is not offered yet: run the command without it, or use salloc");
-    }
     match s.mpi.as_deref().map(str::trim) {
         None | Some("none") | Some("") => {}
         Some(other) => bail!(
@@ -169,6 +167,9 @@ fn step_request(job_id: u64, a: &SrunArgs) -> Result<api::StepRequest> {
         name: o.job_name.clone().unwrap_or_default(),
         unbuffered: s.unbuffered,
         umask: crate::batch::own_umask(),
+        pty: s.pty,
+        pty_rows: terminal_size().map_or(0, |(r, _)| r),
+        pty_cols: terminal_size().map_or(0, |(_, c)| c),
     })
 }
 
@@ -358,9 +359,55 @@ impl Sink {
     }
 }
 
+/// The size of the terminal on standard output, if it is one.
+fn terminal_size() -> Option<(u32, u32)> {
+    // SAFETY: winsize is plain data that TIOCGWINSZ fills.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: ioctl on our own standard output with a pointer to `ws`.
+    let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0 && ws.ws_row > 0).then_some((ws.ws_row.into(), ws.ws_col.into()))
+}
+
+/// This terminal in raw mode while it lives (for `--pty`), restored when dropped.
+struct RawTerminal(Option<libc::termios>);
+
+impl RawTerminal {
+    fn enter() -> Self {
+        // SAFETY: isatty, tcgetattr, cfmakeraw and tcsetattr on our own standard input
+        // with a termios we own.
+        unsafe {
+            if libc::isatty(libc::STDIN_FILENO) != 1 {
+                return Self(None);
+            }
+            let mut saved: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(libc::STDIN_FILENO, &mut saved) != 0 {
+                return Self(None);
+            }
+            let mut raw = saved;
+            libc::cfmakeraw(&mut raw);
+            if libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &raw) != 0 {
+                return Self(None);
+            }
+            Self(Some(saved))
+        }
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            // SAFETY: restores the settings read in `enter`.
+            unsafe {
+                libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, saved);
+            }
+        }
+    }
+}
+
 /// Runs one step and follows it to its end; returns the highest task exit code.
 async fn run_step(c: &mut Client, req: api::StepRequest, a: &SrunArgs) -> Result<u8> {
     let job = req.job_id;
+    let _raw = req.pty.then(RawTerminal::enter);
     let (tx, rx) = mpsc::channel::<api::StepInput>(16);
     tx.send(api::StepInput {
         what: Some(api::step_input::What::Start(req)),
@@ -421,7 +468,7 @@ async fn run_step(c: &mut Client, req: api::StepRequest, a: &SrunArgs) -> Result
                         sink.nodes.insert(t, (index, n.node.clone()));
                     }
                 }
-                if label {
+                if label && !a.step.pty {
                     sink.label_width = Some(s.tasks.saturating_sub(1).to_string().len());
                 }
             }

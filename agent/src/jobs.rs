@@ -356,6 +356,7 @@ impl Jobs {
                 stdout: job.stdout_path.clone(),
                 stderr: (job.stderr_path != job.stdout_path).then(|| job.stderr_path.clone()),
             },
+            controlling_tty: false,
         };
         let child = launch::spawn(cmd, &setup)?;
         let pid = child.id() as i32;

@@ -32,6 +32,9 @@ pub struct ChildSetup {
     pub umask: u32,
     pub workdir: String,
     pub output: Output,
+    /// Make the child's standard input (a pseudo-terminal's slave) its controlling
+    /// terminal, after it became a session leader.
+    pub controlling_tty: bool,
 }
 
 /// Where the child's standard streams go.
@@ -57,6 +60,7 @@ enum Stage {
     Workdir = 4,
     Stdout = 5,
     Stderr = 6,
+    Terminal = 7,
 }
 
 impl Stage {
@@ -68,6 +72,7 @@ impl Stage {
             Self::Workdir,
             Self::Stdout,
             Self::Stderr,
+            Self::Terminal,
         ]
         .into_iter()
         .find(|s| *s as u8 == b)
@@ -160,6 +165,7 @@ pub fn spawn(mut cmd: Command, setup: &ChildSetup) -> Result<std::process::Child
     let cpus = setup.cpus.clone();
     let identity = setup.identity.clone();
     let umask = setup.umask as libc::mode_t;
+    let controlling_tty = setup.controlling_tty;
     if stdout.is_some() {
         cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -167,11 +173,15 @@ pub fn spawn(mut cmd: Command, setup: &ChildSetup) -> Result<std::process::Child
     }
     // SAFETY: the closure runs in the child between fork and exec and calls only
     // async-signal-safe functions (setsid, sched_setaffinity, setgroups, setgid,
-    // setuid, umask, chdir, open, dup2, close, write) on data prepared before the fork.
+    // setuid, umask, chdir, open, dup2, close, write, ioctl) on data prepared before the
+    // fork.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(failed(report, Stage::Session));
+            }
+            if controlling_tty && libc::ioctl(libc::STDIN_FILENO, libc::TIOCSCTTY, 0) < 0 {
+                return Err(failed(report, Stage::Terminal));
             }
             if !cpus.is_empty() {
                 let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -244,6 +254,7 @@ pub fn spawn(mut cmd: Command, setup: &ChildSetup) -> Result<std::process::Child
         Some(Stage::Identity) => format!("cannot switch to the job's user{who}: {e}"),
         Some(Stage::Binding) => format!("cannot bind the job to its CPUs: {e}"),
         Some(Stage::Session) => format!("cannot start the job's session: {e}"),
+        Some(Stage::Terminal) => format!("cannot take the terminal: {e}"),
         None => format!("cannot start {}: {e}", program),
     })
 }
@@ -262,6 +273,7 @@ mod tests {
                 stdout: dir.join(out).display().to_string(),
                 stderr: None,
             },
+            controlling_tty: false,
         }
     }
 

@@ -127,14 +127,16 @@ async fn main() -> Result<()> {
     }
     let (topology, core_cpus) = topology(Some(&cfg))?;
     let spool = Spool::open(&cfg.spool)?;
-    let (jobs, ended) = Jobs::new(node.clone(), spool, core_cpus);
+    let (jobs, ended) = Jobs::new(node.clone(), spool.clone(), core_cpus);
     jobs.recover();
+    let steps = gantry_agent::steps::Steps::new(node.clone(), jobs.clone(), spool);
+    steps.recover();
     tracing::info!(%node, controller = %cfg.controller, sources = ?topology.sources, "agent starting");
     let link = Link {
         controller: cfg.controller.clone(),
         trust: gantry_api::client::Trust::ca_file(cfg.ca_file.as_deref()),
         credential: NodeCredential::new(node.clone(), key),
-        steps: gantry_agent::steps::Steps::new(node.clone(), jobs.clone()),
+        steps,
         node,
         topology,
         jobs,

@@ -2,8 +2,9 @@
 //! batch script (readable by the job's user and root only) and a record of each run's
 //! process group, so a restarted agent can end what the previous one started.
 //!
-//! Every path here is the agent's own (`job<ID>.<RUN>.sh`, `job<ID>.<RUN>.pgid` in a
-//! directory only root may write); nothing a user named is ever opened here.
+//! Every path here is the agent's own (`job<ID>.<RUN>.sh`, `job<ID>.<RUN>.pgid`, and
+//! `step<ID>.<STEP>.<TASK>.pgid` for a step's task, in a directory only root may
+//! write); nothing a user named is ever opened here.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -168,6 +169,45 @@ impl Spool {
         let _ = std::fs::remove_file(self.script_path(run));
     }
 
+    fn task_path(&self, (job, step, task): TaskKey) -> PathBuf {
+        self.dir.join(format!("step{job}.{step}.{task}.pgid"))
+    }
+
+    /// Records a step task's process group (see [`GroupRecord`]).
+    pub fn record_task(&self, task: TaskKey, pgid: i32) -> Result<(), SpoolError> {
+        let path = self.task_path(task);
+        let start = start_ticks(pgid).unwrap_or(0);
+        std::fs::write(&path, format!("{pgid} {start}\n")).map_err(|source| SpoolError::Write {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    pub fn forget_task(&self, task: TaskKey) {
+        let _ = std::fs::remove_file(self.task_path(task));
+    }
+
+    /// Step tasks recorded by an earlier agent, with their process groups where the
+    /// record is readable; the records are removed.
+    pub fn recorded_tasks(&self) -> Vec<(TaskKey, Option<GroupRecord>)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(task) = parse_task_name(&name) {
+                let record = std::fs::read_to_string(entry.path())
+                    .ok()
+                    .and_then(|t| parse_record(&t));
+                let _ = std::fs::remove_file(entry.path());
+                out.push((task, record));
+            }
+        }
+        out.sort_by_key(|(t, _)| *t);
+        out
+    }
+
     /// Runs recorded by an earlier agent, with their process groups where the record is
     /// readable. Scripts without a record are removed.
     pub fn recorded(&self) -> Vec<(RunKey, Option<GroupRecord>)> {
@@ -189,6 +229,20 @@ impl Spool {
         out.sort_by_key(|(r, _)| *r);
         out
     }
+}
+
+/// One task of a job's step: job id, step id, task id.
+pub type TaskKey = (u64, u32, u32);
+
+/// `step<ID>.<STEP>.<TASK>.pgid` → (ID, STEP, TASK).
+fn parse_task_name(name: &str) -> Option<TaskKey> {
+    let mut f = name.strip_prefix("step")?.strip_suffix(".pgid")?.split('.');
+    let key = (
+        f.next()?.parse().ok()?,
+        f.next()?.parse().ok()?,
+        f.next()?.parse().ok()?,
+    );
+    f.next().is_none().then_some(key)
 }
 
 /// `job<ID>.<RUN><suffix>` → (ID, RUN).
@@ -243,6 +297,10 @@ mod tests {
         assert_eq!(parse_name("job12.3.pgid", ".pgid"), Some((12, 3)));
         assert_eq!(parse_name("job12.pgid", ".pgid"), None);
         assert_eq!(parse_name("job12.3.sh", ".pgid"), None);
+        assert_eq!(parse_task_name("step12.0.7.pgid"), Some((12, 0, 7)));
+        assert_eq!(parse_task_name("step12.0.pgid"), None);
+        assert_eq!(parse_task_name("step12.0.7.1.pgid"), None);
+        assert_eq!(parse_name("step12.0.pgid", ".pgid"), None);
         assert_eq!(
             parse_record("4242 99\n"),
             Some(GroupRecord {

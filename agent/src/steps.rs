@@ -22,6 +22,7 @@ use tonic::transport::Channel;
 use crate::jobs::Jobs;
 use crate::launch::{self, groups_of, ChildSetup, Identity, Output};
 use crate::link::NodeCredential;
+use crate::spool::Spool;
 
 pub type Client = AgentLinkClient<InterceptedService<Channel, NodeCredential>>;
 
@@ -50,6 +51,8 @@ pub struct Steps {
     inner: Arc<Mutex<HashMap<StepKey, StepHere>>>,
     node: String,
     jobs: Jobs,
+    /// Where each task's process group is recorded, so a restarted agent ends them.
+    spool: Spool,
 }
 
 fn signal_group(pgid: i32, sig: i32) {
@@ -60,11 +63,32 @@ fn signal_group(pgid: i32, sig: i32) {
 }
 
 impl Steps {
-    pub fn new(node: String, jobs: Jobs) -> Self {
+    pub fn new(node: String, jobs: Jobs, spool: Spool) -> Self {
         Self {
             inner: Arc::default(),
             node,
             jobs,
+            spool,
+        }
+    }
+
+    /// After a restart: step tasks the previous agent started have lost their stream
+    /// (their step ended with it); what is left of each is killed — only a process
+    /// group its record still describes.
+    pub fn recover(&self) {
+        for ((job, step, task), record) in self.spool.recorded_tasks() {
+            match record {
+                Some(g) if g.still_ours() => {
+                    tracing::warn!(
+                        job,
+                        step,
+                        task,
+                        "ending a step task left by an earlier agent"
+                    );
+                    signal_group(g.pgid, libc::SIGKILL);
+                }
+                _ => {}
+            }
         }
     }
 
@@ -172,13 +196,33 @@ impl Steps {
                 cmd.env("PATH", "/usr/local/bin:/usr/bin:/bin");
             }
             let reads_stdin = l.has_stdin && t.task == 0;
-            cmd.stdin(if reads_stdin {
-                std::process::Stdio::piped()
+            let in_terminal = l.pty && t.task == 0;
+            let mut master = None;
+            if in_terminal {
+                let owner = identity.as_ref().map(|i| (i.uid, i.gid));
+                match open_terminal(l.pty_rows, l.pty_cols, owner) {
+                    Ok((m, slave)) => {
+                        let (Ok(out), Ok(err)) = (slave.try_clone(), slave.try_clone()) else {
+                            send_later(tx, ended("cannot share the task's terminal".into()));
+                            continue;
+                        };
+                        cmd.stdin(slave).stdout(out).stderr(err);
+                        master = Some(m);
+                    }
+                    Err(e) => {
+                        send_later(tx, ended(format!("cannot open a terminal: {e}")));
+                        continue;
+                    }
+                }
             } else {
-                std::process::Stdio::null()
-            })
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
+                cmd.stdin(if reads_stdin {
+                    std::process::Stdio::piped()
+                } else {
+                    std::process::Stdio::null()
+                })
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            }
             let setup = ChildSetup {
                 cpus: if l.no_cpu_bind {
                     node_cpus.clone()
@@ -189,6 +233,7 @@ impl Steps {
                 umask: l.umask & 0o777,
                 workdir: l.workdir.clone(),
                 output: Output::AsSet,
+                controlling_tty: in_terminal,
             };
             let mut child = match launch::spawn(cmd, &setup) {
                 Ok(c) => c,
@@ -199,15 +244,28 @@ impl Steps {
                 }
             };
             let pid = child.id() as i32;
+            let task_key = (key.0, key.1, t.task);
+            if let Err(e) = self.spool.record_task(task_key, pid) {
+                tracing::warn!(job = key.0, step = key.1, task = t.task, error = %e, "cannot record the task's process group");
+            }
             {
                 let mut inner = self.lock();
                 let here = inner.entry(key).or_default();
                 here.groups.push(pid);
                 if let Some(stdin) = child.stdin.take() {
-                    here.stdin = Some(StdinWriter::start(stdin));
+                    here.stdin = Some(StdinWriter::start(Box::new(stdin)));
+                }
+                if let Some(m) = &master {
+                    match m.try_clone() {
+                        Ok(w) => here.stdin = Some(StdinWriter::start(Box::new(w))),
+                        Err(e) => tracing::warn!(error = %e, "cannot write to the task's terminal"),
+                    }
                 }
             }
+            // A terminal's output is one stream, passed on as read.
+            let terminal = master.map(|m| (Box::new(m) as Box<dyn Read + Send>, false));
             let readers: Vec<_> = [
+                terminal,
                 child
                     .stdout
                     .take()
@@ -222,7 +280,7 @@ impl Steps {
             .map(|(pipe, stderr)| {
                 let tx = tx.clone();
                 let task = t.task;
-                let unbuffered = l.unbuffered;
+                let unbuffered = l.unbuffered || in_terminal;
                 std::thread::spawn(move || pump(pipe, task, stderr, unbuffered, &tx))
             })
             .collect();
@@ -240,6 +298,7 @@ impl Steps {
                 if let Some(here) = steps.lock().get_mut(&key) {
                     here.groups.retain(|&g| g != pid);
                 }
+                steps.spool.forget_task(task_key);
                 tracing::debug!(job = key.0, step = key.1, task, exit_code, "task ended");
                 let _ = tx.blocking_send(api::StepIoMessage {
                     what: Some(api::step_io_message::What::TaskEnded(api::TaskEnded {
@@ -334,7 +393,7 @@ struct StdinWriter {
 }
 
 impl StdinWriter {
-    fn start(mut stdin: std::process::ChildStdin) -> Self {
+    fn start(mut stdin: Box<dyn std::io::Write + Send>) -> Self {
         use std::sync::atomic::Ordering;
         let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
         let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -428,6 +487,51 @@ fn wait(pid: i32) -> (i32, f64) {
     };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     (code, tv(usage.ru_utime) + tv(usage.ru_stime))
+}
+
+/// A pseudo-terminal of `rows` × `cols` (0: the kernel's default): the master for the
+/// agent, the slave for the task, owned by the task's user when the agent is root.
+/// Both are close-on-exec, so no other child keeps the terminal open.
+fn open_terminal(
+    rows: u32,
+    cols: u32,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<(std::fs::File, std::os::fd::OwnedFd)> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (-1, -1);
+    let size = libc::winsize {
+        ws_row: rows.min(u16::MAX.into()) as u16,
+        ws_col: cols.min(u16::MAX.into()) as u16,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty fills the two descriptors; the name buffer is not asked for.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just opened and are owned here alone.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    for fd in [&master, &slave] {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fcntl on a descriptor we own.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    if let Some((uid, gid)) = owner {
+        // The terminal the agent made, by descriptor: never a path a user named.
+        std::os::unix::fs::fchown(&slave, Some(uid), Some(gid))?;
+    }
+    Ok((std::fs::File::from(master), slave))
 }
 
 /// Sends from inside the runtime without waiting for room (the stream drains it).

@@ -120,6 +120,11 @@ impl Daemon {
     pub fn addr(&self) -> &str {
         &self.addr
     }
+
+    /// The bench user's token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
 }
 
 /// One client connected as the bench user.

@@ -211,6 +211,30 @@ fn srun_and_salloc_outside_a_job_make_their_own_allocation() {
         .map(|l| l.split('|').nth(1).unwrap_or(""))
         .collect();
     assert_eq!(states, vec!["COMPLETED", "FAILED", "COMPLETED"], "{acct}");
+
+    // srun --pty: an interactive shell in a terminal on the allocation's first node.
+    let (srun, _) = c.program(&["srun"]);
+    let mut shell = std::process::Command::new(srun)
+        .args(["-p", "cpu", "--pty", "bash", "--norc", "-i"])
+        .current_dir(c.work())
+        .env("GANTRY_CONTROLLER", c.socket())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut keys = shell.stdin.take().unwrap();
+        keys.write_all(b"tty; test -t 0 && echo IS-A-TERMINAL; echo $((6*7)); exit 3\n")
+            .unwrap();
+    }
+    let out = shell.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("IS-A-TERMINAL"), "{text}");
+    assert!(text.contains("42"), "{text}");
 }
 
 /// Pids of processes whose command line starts with `marker` (tasks that `exec -a` it;
@@ -546,4 +570,35 @@ fn which(program: &str) -> Result<std::path::PathBuf, ()> {
         .map(|d| d.join(program))
         .find(|p| p.is_file())
         .ok_or(())
+}
+
+#[test]
+fn a_restarted_agent_ends_the_step_tasks_its_predecessor_left() {
+    let mut c = Cluster::start(Options::default());
+    let marker = format!("step-orphan-{}", std::process::id());
+    let (srun, _) = c.program(&["srun"]);
+    let running = std::process::Command::new(srun)
+        .args(["-p", "cpu", "-N2", "-n2", "bash", "-c"])
+        .arg(format!("exec -a {marker} sleep 300"))
+        .current_dir(c.work())
+        .env("GANTRY_CONTROLLER", c.socket())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("both tasks run", || pids_with(&marker).len() == 2);
+    // SIGKILL: the agent cannot end anything on its way out.
+    c.kill_agent("cpu02");
+    assert_eq!(pids_with(&marker).len(), 2, "the task outlives its agent");
+    c.start_agent("cpu02");
+    wait_for("the new agent ended its predecessor's task", || {
+        pids_with(&marker).len() == 1
+    });
+    // The step lost a node: it ends once the other task does.
+    let id = c.cli_ok(&["squeue", "-h", "-o", "%i"]);
+    c.cli_ok(&["scancel", &format!("{}.0", id.trim())]);
+    let out = running.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    wait_for("no task left", || pids_with(&marker).is_empty());
 }

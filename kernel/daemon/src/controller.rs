@@ -667,12 +667,15 @@ impl Controller {
                 let run = job_run(j);
                 self.send(n, What::Suspend(run));
             }
+            // Its steps' tasks stop with it, on every node.
+            self.signal_steps_of(id, libc::SIGSTOP);
         }
         for &id in &out.resumed {
             if let (Some(n), Some(j)) = (self.first_node(id), self.sched.job(id)) {
                 let run = job_run(j);
                 self.send(n, What::Resume(run));
             }
+            self.signal_steps_of(id, libc::SIGCONT);
         }
         for &id in &out.started {
             self.send_launch(id);

@@ -445,6 +445,9 @@ impl Controller {
                     unbuffered: req.unbuffered,
                     has_stdin: has_stdin_node == Some(k),
                     node_cores: job_cores,
+                    pty: req.pty,
+                    pty_rows: req.pty_rows,
+                    pty_cols: req.pty_cols,
                 },
             ));
         }
@@ -565,6 +568,20 @@ impl Controller {
                     signal,
                 }),
             );
+        }
+    }
+
+    /// Sends `signal` to the tasks of every running step of `job` (SIGSTOP and SIGCONT
+    /// when the job is suspended and resumed).
+    pub(super) fn signal_steps_of(&mut self, job: JobId, signal: i32) {
+        let running: Vec<u32> = self
+            .steps_of(job)
+            .iter()
+            .filter(|s| s.running.is_some())
+            .map(|s| s.id)
+            .collect();
+        for step in running {
+            self.signal_step(job, step, signal);
         }
     }
 
