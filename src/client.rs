@@ -797,8 +797,9 @@ pub async fn show(conn: &Conn, a: ShowArgs) -> Result<()> {
             }
             for n in nodes {
                 println!(
-                    "NodeName={} State={} Reason={}",
+                    "NodeName={} NodeAddr={} State={} Reason={}",
                     n.name,
+                    format::printable(&n.addr),
                     n.state,
                     if n.reason.is_empty() {
                         "(null)"
@@ -838,7 +839,7 @@ pub struct NodesArgs {
 
 fn node_json(n: &api::NodeInfo) -> serde_json::Value {
     serde_json::json!({
-        "name": n.name, "state": n.state, "reason": n.reason,
+        "name": n.name, "addr": n.addr, "state": n.state, "reason": n.reason,
         "cores": n.cores, "cores_allocated": n.cores_allocated,
         "memory_mb": n.memory_mb, "memory_allocated_mb": n.memory_allocated_mb,
         "gpus": n.gpus, "gpus_allocated": n.gpus_allocated,

@@ -104,6 +104,8 @@ impl Clone for NodeFree {
 pub struct Node {
     pub id: NodeId,
     pub name: String,
+    /// Where it is reached (Slurm's NodeAddr); its name unless the description says.
+    pub addr: String,
     pub node_type: NodeTypeId,
     pub topology: Arc<NodeTopology>,
     pub features: u64,
@@ -300,6 +302,7 @@ impl Cluster {
         let id = NodeId(self.nodes.len() as u32);
         let mut node = Node {
             id,
+            addr: name.clone(),
             name: name.clone(),
             node_type: ty,
             topology: t.topology.clone(),

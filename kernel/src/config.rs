@@ -104,6 +104,11 @@ pub struct NodesDesc {
     pub names: String,
     #[serde(rename = "type")]
     pub node_type: String,
+    /// Slurm's NodeAddr: where each node is reached, a host list of one address per
+    /// name (`"10.0.0.[1-4]"`) or one address for all of them (`"127.0.0.1"`, for
+    /// several nodes on one machine). Default: each node's name.
+    #[serde(default)]
+    pub addrs: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -218,11 +223,29 @@ impl ClusterDescription {
                 .iter()
                 .position(|t| t.name == n.node_type)
                 .ok_or_else(|| err(format!("unknown node type '{}'", n.node_type)))?;
-            for name in expand_hostlist(&n.names)? {
+            let names = expand_hostlist(&n.names)?;
+            let addrs = match &n.addrs {
+                None => names.clone(),
+                Some(a) => {
+                    let addrs = expand_hostlist(a)?;
+                    match addrs.len() {
+                        1 => vec![addrs[0].clone(); names.len()],
+                        k if k == names.len() => addrs,
+                        k => {
+                            return Err(err(format!(
+                                "addrs names {k} addresses for {} nodes: give one per node, or one for all",
+                                names.len()
+                            )))
+                        }
+                    }
+                }
+            };
+            for (name, addr) in names.into_iter().zip(addrs) {
                 if c.node_by_name(&name).is_some() {
                     return Err(err(format!("node '{name}' is defined twice")));
                 }
-                c.add_node(name, crate::cluster::NodeTypeId(ty as u16));
+                let id = c.add_node(name, crate::cluster::NodeTypeId(ty as u16));
+                c.nodes[id.index()].addr = addr;
             }
         }
         if c.nodes.is_empty() {
@@ -513,5 +536,29 @@ mod tests {
         assert!(err("[[node_type]]\nname='w'\nsockets=2\ncores_per_numa=4294967295\nmemory='8G'\n[[nodes]]\nnames='a'\ntype='w'\n").contains("at most 65536 per node"));
         assert!(err("nodez = 1").contains("not valid TOML"));
         assert!(err("").contains("no nodes"));
+        assert!(err(&format!(
+            "{base}[[nodes]]\nnames='a[1-3]'\ntype='c'\naddrs='10.0.0.[1-2]'\n"
+        ))
+        .contains("2 addresses for 3 nodes"));
+    }
+
+    #[test]
+    fn node_addresses_are_their_names_unless_described() {
+        let base = "[[node_type]]\nname='c'\ncores_per_numa=4\nmemory='8G'\n";
+        let build = |nodes: &str| {
+            ClusterDescription::from_toml(&format!("{base}{nodes}"))
+                .and_then(|d| d.build())
+                .unwrap()
+        };
+        let addr = |c: &Cluster, n: &str| c.node(c.node_by_name(n).unwrap()).addr.clone();
+        let c = build("[[nodes]]\nnames='a[1-2]'\ntype='c'\n");
+        assert_eq!(addr(&c, "a2"), "a2");
+        let c = build("[[nodes]]\nnames='a[1-2]'\ntype='c'\naddrs='10.0.0.[7-8]'\n");
+        assert_eq!(
+            (addr(&c, "a1"), addr(&c, "a2")),
+            ("10.0.0.7".into(), "10.0.0.8".into())
+        );
+        let c = build("[[nodes]]\nnames='a[1-2]'\ntype='c'\naddrs='127.0.0.1'\n");
+        assert_eq!(addr(&c, "a2"), "127.0.0.1");
     }
 }

@@ -91,7 +91,10 @@ fn wide_cluster() -> String {
     CLUSTER
         .replacen("cores_per_numa = 8", "cores_per_numa = 16", 1)
         .replace("memory = \"64G\"", "memory = \"256G\"")
-        .replace("names = \"gpu01\"", "names = \"gpu[01-08]\"")
+        .replace(
+            "names = \"gpu01\"",
+            "names = \"gpu[01-08]\"\naddrs = \"127.0.0.1\"",
+        )
         .replace("nodes = [\"gpu01\"]", "nodes = [\"gpu[01-08]\"]")
 }
 

@@ -1328,6 +1328,7 @@ impl Controller {
         };
         api::NodeInfo {
             name: node.name.clone(),
+            addr: node.addr.clone(),
             state: state.into(),
             reason: live.reason.clone(),
             cores: t.core_count(),
