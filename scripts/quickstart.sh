@@ -95,8 +95,8 @@ echo
 echo "quickstart: while it runs (squeue)"
 squeue
 echo
-echo "quickstart: srun hostname (a foreground job with live output)"
-srun --time=1:00 hostname
+echo "quickstart: srun -n2 -l hostname (a foreground step of two tasks, output labelled)"
+srun --time=1:00 -n2 -l hostname
 for _ in $(seq 300); do
     [ -z "$(squeue -h)" ] && break
     sleep 0.2
