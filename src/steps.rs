@@ -53,6 +53,10 @@ pub struct StepOptions {
     /// CPU binding: cores (default: each task on its own cores) or none.
     #[arg(long = "cpu-bind", alias = "cpu_bind")]
     pub cpu_bind: Option<String>,
+    /// Which GPUs each task sees: closest (those near its cores; its own with
+    /// --gpus-per-task), none (all of the step's on its node), per_task:N (N of its own).
+    #[arg(long = "gpu-bind")]
+    pub gpu_bind: Option<String>,
     /// MPI plugin: none (and pmi2/pmix, which are not offered: launch MPI with mpirun).
     #[arg(long)]
     pub mpi: Option<String>,
@@ -127,6 +131,27 @@ fn step_request(job_id: u64, a: &SrunArgs) -> Result<api::StepRequest> {
         Some("none") | Some("no") => true,
         Some(other) => bail!("--cpu-bind={other} is not offered (cores or none)"),
     };
+    let mut gpus_per_task = or_from_job(o.gpus_per_task, "SLURM_GPUS_PER_TASK").unwrap_or(0);
+    let gpu_bind = match s
+        .gpu_bind
+        .as_deref()
+        .map(|b| b.trim_start_matches("verbose,"))
+    {
+        None => api::GpuBind::Default,
+        Some("closest") => api::GpuBind::Closest,
+        Some("none") => api::GpuBind::None,
+        Some(b) if b.starts_with("per_task:") => {
+            gpus_per_task = b["per_task:".len()..]
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| anyhow!("--gpu-bind={b}: per_task takes a positive count"))?;
+            api::GpuBind::Default
+        }
+        Some(other) => {
+            bail!("--gpu-bind={other} is not offered (closest, none or per_task:N)")
+        }
+    };
     let nodes = match &o.nodes {
         None => None,
         Some(n) => Some(
@@ -154,7 +179,7 @@ fn step_request(job_id: u64, a: &SrunArgs) -> Result<api::StepRequest> {
         tasks: o.ntasks,
         tasks_per_node: o.ntasks_per_node,
         cpus_per_task: o.cpus_per_task.unwrap_or(0),
-        gpus_per_task: or_from_job(o.gpus_per_task, "SLURM_GPUS_PER_TASK").unwrap_or(0),
+        gpus_per_task,
         nodelist: o.nodelist.clone().unwrap_or_default(),
         exclude: o.exclude.clone().unwrap_or_default(),
         exact: s.exact || o.exclusive,
@@ -168,6 +193,7 @@ fn step_request(job_id: u64, a: &SrunArgs) -> Result<api::StepRequest> {
         unbuffered: s.unbuffered,
         umask: crate::batch::own_umask(),
         pty: s.pty,
+        gpu_bind: gpu_bind as i32,
         pty_rows: terminal_size().map_or(0, |(r, _)| r),
         pty_cols: terminal_size().map_or(0, |(_, c)| c),
     })

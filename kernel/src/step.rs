@@ -31,6 +31,19 @@ pub enum Distribution {
     Cyclic,
 }
 
+/// Which GPUs a task sees (`--gpu-bind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GpuBind {
+    /// Its own GPUs with `--gpus-per-task`, else every GPU of the step on its node.
+    #[default]
+    Default,
+    /// Every GPU of the step on its node, even with `--gpus-per-task`.
+    None,
+    /// Its own GPUs with `--gpus-per-task`, else the step's GPUs on its node that share
+    /// a NUMA domain with its cores (all of them when none does).
+    Closest,
+}
+
 /// What a step asks for (`srun`'s layout options, resolved to node ids).
 #[derive(Debug, Clone, Default)]
 pub struct StepRequest {
@@ -54,6 +67,7 @@ pub struct StepRequest {
     /// `--overlap`: hold nothing, ignore what other steps hold.
     pub overlap: bool,
     pub distribution: Distribution,
+    pub gpu_bind: GpuBind,
 }
 
 /// One task: its id in the step and what it is bound to.
@@ -62,7 +76,8 @@ pub struct TaskPlacement {
     /// The task's rank in the step (`SLURM_PROCID`).
     pub task: u32,
     pub cores: FixedBitSet,
-    /// A mask of the node's GPU indices.
+    /// The GPUs it sees, a mask of the node's GPU indices; 0: every GPU of the step on
+    /// its node ([`StepNode::gpus`]).
     pub gpus: u64,
 }
 
@@ -326,6 +341,20 @@ pub fn place_step<'t>(
                 }
             }
         }
+        // What each task sees, now that what the step holds is known.
+        for t in &mut tasks {
+            t.gpus = match req.gpu_bind {
+                GpuBind::None => 0,
+                GpuBind::Default => t.gpus,
+                GpuBind::Closest if t.gpus != 0 => t.gpus,
+                GpuBind::Closest => {
+                    let near = topo.core_numa_mask(&t.cores);
+                    ones(a.gpus)
+                        .filter(|&g| topo.gpu_numa_mask(1u64 << g) & near != 0)
+                        .fold(0u64, |m, g| m | 1u64 << g)
+                }
+            };
+        }
         let (held_cores, held_gpus) = if req.overlap {
             (FixedBitSet::new(), 0)
         } else if exact {
@@ -578,6 +607,36 @@ mod tests {
         assert!(one.nodes[0].tasks[0]
             .cores
             .is_disjoint(&two.nodes[0].tasks[0].cores));
+    }
+
+    #[test]
+    fn gpu_bind_closest_shows_a_task_the_gpus_of_its_numa_domain_and_none_shows_all() {
+        let a = alloc(1, 2);
+        let req = StepRequest {
+            tasks: Some(2),
+            cpus_per_task: 8,
+            exact: true,
+            gpu_bind: GpuBind::Closest,
+            ..Default::default()
+        };
+        let l = place(&a, &[], &req).unwrap();
+        let t = topo();
+        for task in &l.nodes[0].tasks {
+            // Eight cores fill one domain; its four GPUs are the task's.
+            assert_eq!(task.gpus.count_ones(), 4, "{task:?}");
+            assert_eq!(t.gpu_numa_mask(task.gpus), t.core_numa_mask(&task.cores));
+        }
+        let none = StepRequest {
+            gpus_per_task: 1,
+            gpu_bind: GpuBind::None,
+            ..req
+        };
+        let l = place(&a, &[], &none).unwrap();
+        assert!(
+            l.nodes[0].tasks.iter().all(|t| t.gpus == 0),
+            "all of the node's"
+        );
+        assert_eq!(l.nodes[0].gpus.count_ones(), 2, "the two the tasks hold");
     }
 
     #[test]

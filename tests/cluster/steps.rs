@@ -297,6 +297,42 @@ fn failing_tasks_ctrl_c_and_cancellation_end_a_steps_tasks_on_every_node() {
     assert_eq!(status.code(), Some(130), "SIGINT ended the tasks");
     wait_for("no task left", || pids_with(&marker).is_empty());
 
+    // Tasks that ignore SIGINT: a second Ctrl-C within a second ends the step.
+    let marker = format!("step-ctrl-c-twice-{}", std::process::id());
+    let (srun, _) = c.program(&["srun"]);
+    let mut child = std::process::Command::new(srun)
+        .args(["-p", "cpu", "-N2", "-n2", "bash", "-c"])
+        .arg(format!("trap '' INT; exec -a {marker} sleep 300"))
+        .current_dir(c.work())
+        .env("GANTRY_CONTROLLER", c.socket())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("both tasks run", || pids_with(&marker).len() == 2);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(pids_with(&marker).len(), 2, "the tasks ignore one SIGINT");
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_ne!(status.code(), Some(0));
+    wait_for("no task left", || pids_with(&marker).is_empty());
+
+    // A step ends with its job's time limit, on every node.
+    let marker = format!("step-limit-{}", std::process::id());
+    let body = format!("srun -N2 -n2 bash -c 'exec -a {marker} sleep 300'");
+    let path = c.write(
+        "limit.sh",
+        &script(&c, "#SBATCH -p cpu -N 2 -n 2 -t 0:03 -o limit.out", &body),
+    );
+    let id = c.sbatch(&[path.to_str().unwrap()]);
+    wait_for("two tasks run", || pids_with(&marker).len() == 2);
+    assert_eq!(c.wait_done(id)["state"], "TIMEOUT");
+    wait_for("every task gone", || pids_with(&marker).is_empty());
+
     // scancel of the job ends a running step's tasks on every node.
     let marker = format!("step-cancel-{}", std::process::id());
     let body = format!("srun -N2 -n4 bash -c 'exec -a {marker} sleep 300'");
@@ -465,7 +501,8 @@ fn a_pretraining_job_over_eight_gpu_nodes_meets_at_its_first_node() {
     assert!(out.contains("RENDEZVOUS OK"), "{out}");
 
     // The single-node fine-tuning shape: one task, all eight GPUs.
-    let body = "srun bash -c 'echo GPUS=$CUDA_VISIBLE_DEVICES TASKS=$SLURM_NTASKS'";
+    let body = "srun bash -c 'echo GPUS=$CUDA_VISIBLE_DEVICES TASKS=$SLURM_NTASKS'\n\
+                srun -n2 -c 8 --gpu-bind=closest bash -c 'echo CLOSE $CUDA_VISIBLE_DEVICES'";
     let path = c.write(
         "finetune.sh",
         &script(
@@ -478,6 +515,18 @@ fn a_pretraining_job_over_eight_gpu_nodes_meets_at_its_first_node() {
     assert_eq!(c.wait_done(id)["state"], "COMPLETED");
     let out = c.read("finetune.out");
     assert!(out.contains("GPUS=0,1,2,3,4,5,6,7 TASKS=1"), "{out}");
+    // --gpu-bind=closest: each task sees the GPUs of its cores' NUMA domain (two here).
+    let close: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("CLOSE "))
+        .collect();
+    assert_eq!(close.len(), 2, "{out}");
+    for gpus in close {
+        assert!(
+            ["0,1", "2,3", "4,5", "6,7"].contains(&gpus),
+            "a NUMA domain's pair: {gpus}\n{out}"
+        );
+    }
 
     // An array sweep, one GPU each.
     let body = "srun bash -c 'echo SWEEP $SLURM_ARRAY_TASK_ID $CUDA_VISIBLE_DEVICES'";

@@ -113,6 +113,9 @@ pub struct Controller {
     slots: Option<WasmSlots>,
     /// Job steps (srun inside allocations), per job, running and ended.
     steps: HashMap<JobId, steps::JobSteps>,
+    /// Jobs with a running step: what the step sweeps look at (not every job that
+    /// ever ran one).
+    with_running_steps: std::collections::BTreeSet<JobId>,
     /// Where running steps' output goes (shared with the service).
     relays: Arc<Relays>,
 }
@@ -254,6 +257,7 @@ impl Controller {
             events,
             slots,
             steps: HashMap::new(),
+            with_running_steps: Default::default(),
             relays: Arc::default(),
         };
         let restored = entries.len();

@@ -14,7 +14,9 @@ use std::sync::Mutex;
 use gantry_api as api;
 use gantry_kernel::cluster::NodeId;
 use gantry_kernel::job::JobState;
-use gantry_kernel::step::{place_step, Distribution, Held, StepError, StepLayout, StepRequest};
+use gantry_kernel::step::{
+    place_step, Distribution, GpuBind, Held, StepError, StepLayout, StepRequest,
+};
 use gantry_kernel::units::{compress_hostlist, expand_hostlist_at_most};
 use gantry_kernel::{JobId, Time};
 use tokio::sync::{mpsc, oneshot};
@@ -200,6 +202,11 @@ impl Controller {
             exact: req.exact || req.cpus_per_task > 0,
             overlap: req.overlap,
             distribution: distribution(req.distribution),
+            gpu_bind: match api::GpuBind::try_from(req.gpu_bind) {
+                Ok(api::GpuBind::None) => GpuBind::None,
+                Ok(api::GpuBind::Closest) => GpuBind::Closest,
+                _ => GpuBind::Default,
+            },
         };
         let Some(alloc) = job.allocation.clone() else {
             return Err(Refusal::Conflict(format!("job {} holds nothing", id.0)));
@@ -264,6 +271,7 @@ impl Controller {
             .iter()
             .find(|n| n.tasks.iter().any(|t| t.task == 0))
             .map(|n| n.node);
+        self.with_running_steps.insert(id);
         let steps = self.steps.entry(id).or_default();
         steps.next = step_id + 1;
         steps.steps.push(Step {
@@ -674,6 +682,7 @@ impl Controller {
             s.end = Some(now);
             s.exit_code = Some(exit_code);
         }
+        self.forget_if_no_step_runs(job);
         tracing::info!(
             job = job.0,
             step,
@@ -693,11 +702,17 @@ impl Controller {
         Ok(())
     }
 
+    fn forget_if_no_step_runs(&mut self, job: JobId) {
+        if !self.steps_of(job).iter().any(|s| s.running.is_some()) {
+            self.with_running_steps.remove(&job);
+        }
+    }
+
     /// Ends the steps of jobs that no longer run (ended, cancelled, preempted, timed
     /// out): their tasks are told to stop on every node.
     pub(super) fn stop_steps_of_ended_jobs(&mut self) {
         let mut stale = Vec::new();
-        for (&job, steps) in &self.steps {
+        for &job in &self.with_running_steps {
             let runs = self
                 .sched
                 .job(job)
@@ -705,7 +720,7 @@ impl Controller {
             if runs {
                 continue;
             }
-            for s in &steps.steps {
+            for s in self.steps_of(job) {
                 if s.running.as_ref().is_some_and(|r| !r.cancelled) {
                     stale.push((job, s.id));
                 }
@@ -719,7 +734,10 @@ impl Controller {
     /// A node failed: the parts of steps it ran are over, as NODE_FAIL.
     pub(super) fn steps_node_failed(&mut self, node: NodeId, now: Time) -> Result<(), Refusal> {
         let mut hit = Vec::new();
-        for (&job, steps) in &mut self.steps {
+        for &job in &self.with_running_steps {
+            let Some(steps) = self.steps.get_mut(&job) else {
+                continue;
+            };
             for s in &mut steps.steps {
                 if let Some(r) = s.running.as_mut() {
                     if r.waiting_on.contains(&node) {
@@ -748,6 +766,7 @@ impl Controller {
         time: Time,
     ) {
         let ids: Vec<NodeId> = nodes.iter().filter_map(|n| self.node_id(n).ok()).collect();
+        self.with_running_steps.insert(job);
         let steps = self.steps.entry(job).or_default();
         steps.next = steps.next.max(step + 1);
         steps.steps.push(Step {
@@ -794,6 +813,7 @@ impl Controller {
             s.exit_code = Some(exit_code);
             s.cpu_s = cpu_s;
         }
+        self.forget_if_no_step_runs(job);
     }
 
     /// After a restart: steps that were running have lost their `srun` (its stream
@@ -801,8 +821,8 @@ impl Controller {
     /// each is logged CANCELLED.
     pub(super) fn end_steps_after_restart(&mut self, now: Time) -> Result<(), Refusal> {
         let mut open = Vec::new();
-        for (&job, steps) in &self.steps {
-            for s in &steps.steps {
+        for &job in &self.with_running_steps {
+            for s in self.steps_of(job) {
                 if s.running.is_some() {
                     open.push((job, s.id, s.nodes.clone()));
                 }
