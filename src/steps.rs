@@ -607,7 +607,7 @@ pub async fn salloc(conn: &Conn, a: SallocArgs) -> Result<u8> {
 fn allocation_env(info: &api::JobInfo) -> Vec<(String, String)> {
     let per_node = |f: fn(&api::NodeAllocation) -> u32| {
         let v: Vec<u32> = info.allocation.iter().map(f).collect();
-        slurm_counts(&v)
+        gantry_kernel::units::compress_counts(&v)
     };
     vec![
         ("SLURM_JOB_ID".into(), info.job_id.to_string()),
@@ -629,22 +629,6 @@ fn allocation_env(info: &api::JobInfo) -> Vec<(String, String)> {
         ),
         ("SLURM_SUBMIT_DIR".into(), info.workdir.clone()),
     ]
-}
-
-/// Per-node counts in Slurm's `N(xM),K` form.
-fn slurm_counts(values: &[u32]) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < values.len() {
-        let run = values[i..].iter().take_while(|&&v| v == values[i]).count();
-        parts.push(if run > 1 {
-            format!("{}(x{run})", values[i])
-        } else {
-            values[i].to_string()
-        });
-        i += run;
-    }
-    parts.join(",")
 }
 
 #[cfg(test)]
@@ -679,6 +663,5 @@ mod tests {
             api::Distribution::Cyclic
         );
         assert!(distribution(Some("plane=4")).is_err());
-        assert_eq!(slurm_counts(&[2, 2, 1]), "2(x2),1");
     }
 }

@@ -500,7 +500,9 @@ impl Jobs {
 }
 
 /// Per-node counts in Slurm's compressed form: runs of equal values as `N(xM)`, joined
-/// by commas (`[2, 2, 1]` → `2(x2),1`), as in `SLURM_TASKS_PER_NODE`.
+/// by commas (`[2, 2, 1]` → `2(x2),1`), as in `SLURM_TASKS_PER_NODE`. The kernel's
+/// `units::compress_counts` writes the same for steps; the agent does not depend on the
+/// kernel, so it keeps this copy.
 fn slurm_counts(values: &[u64]) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut i = 0;

@@ -227,6 +227,23 @@ fn expand_one(item: &str, out: &mut Vec<String>, max: usize) -> Result<(), Strin
     Ok(())
 }
 
+/// Per-node counts in Slurm's compressed form: runs of equal values as `N(xM)`, joined
+/// by commas (`[2, 2, 1]` → `2(x2),1`), as in `SLURM_TASKS_PER_NODE`.
+pub fn compress_counts(values: &[u32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < values.len() {
+        let run = values[i..].iter().take_while(|&&v| v == values[i]).count();
+        parts.push(if run > 1 {
+            format!("{}(x{run})", values[i])
+        } else {
+            values[i].to_string()
+        });
+        i += run;
+    }
+    parts.join(",")
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -301,5 +318,13 @@ mod tests {
         assert!(expand_hostlist("gpu[3-1]").is_err());
         assert!(expand_hostlist("gpu[1-2").is_err());
         assert!(expand_hostlist("a,,b").is_err());
+    }
+
+    #[test]
+    fn per_node_counts_compress_as_slurm_writes_them() {
+        assert_eq!(compress_counts(&[8; 8]), "8(x8)");
+        assert_eq!(compress_counts(&[2, 2, 1]), "2(x2),1");
+        assert_eq!(compress_counts(&[1, 2, 1]), "1,2,1");
+        assert_eq!(compress_counts(&[]), "");
     }
 }

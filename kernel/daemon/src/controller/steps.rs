@@ -17,7 +17,7 @@ use gantry_kernel::job::JobState;
 use gantry_kernel::step::{
     place_step, Distribution, GpuBind, Held, StepError, StepLayout, StepRequest,
 };
-use gantry_kernel::units::{compress_hostlist, expand_hostlist_at_most};
+use gantry_kernel::units::{compress_counts, compress_hostlist, expand_hostlist_at_most};
 use gantry_kernel::{JobId, Time};
 use tokio::sync::{mpsc, oneshot};
 
@@ -115,22 +115,6 @@ fn distribution(d: i32) -> Distribution {
         Ok(api::Distribution::Cyclic) => Distribution::Cyclic,
         _ => Distribution::Block,
     }
-}
-
-/// `values` in Slurm's compressed per-node form (`[2, 2, 1]` → `2(x2),1`).
-pub fn slurm_counts(values: &[u32]) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < values.len() {
-        let run = values[i..].iter().take_while(|&&v| v == values[i]).count();
-        parts.push(if run > 1 {
-            format!("{}(x{run})", values[i])
-        } else {
-            values[i].to_string()
-        });
-        i += run;
-    }
-    parts.join(",")
 }
 
 impl Controller {
@@ -372,7 +356,7 @@ impl Controller {
         set("SLURM_JOB_QOS", info.qos.clone());
         set("SLURM_JOB_NODELIST", info.node_list.clone());
         set("SLURM_JOB_NUM_NODES", info.nodes.to_string());
-        set("SLURM_JOB_CPUS_PER_NODE", slurm_counts(&job_per_node));
+        set("SLURM_JOB_CPUS_PER_NODE", compress_counts(&job_per_node));
         set("SLURM_SUBMIT_DIR", info.workdir.clone());
         if job.array.is_some() {
             set("SLURM_ARRAY_JOB_ID", info.array_job_id.to_string());
@@ -385,8 +369,8 @@ impl Controller {
         set("SLURM_NTASKS", layout.tasks.to_string());
         set("SLURM_NPROCS", layout.tasks.to_string());
         set("SLURM_STEP_NUM_TASKS", layout.tasks.to_string());
-        set("SLURM_STEP_TASKS_PER_NODE", slurm_counts(&per_node));
-        set("SLURM_TASKS_PER_NODE", slurm_counts(&per_node));
+        set("SLURM_STEP_TASKS_PER_NODE", compress_counts(&per_node));
+        set("SLURM_TASKS_PER_NODE", compress_counts(&per_node));
         set("SLURM_CPUS_PER_TASK", cpus_per_task.to_string());
         if let Some(k) = req.tasks_per_node {
             set("SLURM_NTASKS_PER_NODE", k.to_string());
