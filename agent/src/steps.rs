@@ -40,6 +40,10 @@ struct StepHere {
     groups: Vec<i32>,
     /// Standard input of the step's task 0, when it runs here.
     stdin: Option<StdinWriter>,
+    /// Input that came before task 0 started (its tasks start off the command loop),
+    /// and whether its end came too.
+    early_input: Vec<Vec<u8>>,
+    early_end: bool,
     ending: bool,
     /// Between SIGTERM and SIGKILL when the step is ended.
     grace: Duration,
@@ -134,9 +138,21 @@ impl Steps {
             }
             steps.lock().remove(&key);
         });
-        self.spawn_tasks(key, &l, &tx);
-        // The tasks' threads hold the only senders now: the stream ends with them.
-        drop(tx);
+        // Off the command loop: a step of many tasks takes a while to start, and a
+        // cancel for it may come meanwhile.
+        let steps = self.clone();
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            steps.spawn_tasks(key, &l, &tx, handle);
+            tracing::info!(
+                job = key.0,
+                step = key.1,
+                tasks = l.tasks.len(),
+                "step tasks started"
+            );
+            // The tasks' threads hold the only senders now: the stream ends with them.
+            drop(tx);
+        });
     }
 
     fn spawn_tasks(
@@ -144,178 +160,232 @@ impl Steps {
         key: StepKey,
         l: &api::LaunchStep,
         tx: &mpsc::Sender<api::StepIoMessage>,
+        handle: tokio::runtime::Handle,
     ) {
         // SAFETY: geteuid has no preconditions.
         let as_root = unsafe { libc::geteuid() } == 0;
-        let identity = (as_root && l.uid != 0).then(|| Identity {
-            uid: l.uid,
-            gid: l.gid,
-            groups: groups_of(l.uid, l.gid),
-        });
-        let gtids: Vec<String> = l.tasks.iter().map(|t| t.task.to_string()).collect();
-        let node_cpus = self.jobs.cpus_of(&l.node_cores);
-        for (local, t) in l.tasks.iter().enumerate() {
-            let ended = |message: String| api::StepIoMessage {
-                what: Some(api::step_io_message::What::TaskEnded(api::TaskEnded {
-                    task: t.task,
-                    exit_code: 2,
-                    message,
-                    cpu_s: 0.0,
-                })),
-            };
-            let Some((program, args)) = l.argv.split_first() else {
-                send_later(tx, ended("the step carries no command".into()));
-                continue;
-            };
-            let mut cmd = std::process::Command::new(program);
-            cmd.args(args).env_clear().envs(&l.env);
-            let gpus = if t.gpus.is_empty() {
-                &l.node_gpus
-            } else {
-                &t.gpus
-            };
-            let gpus: Vec<String> = gpus.iter().map(|g| g.to_string()).collect();
-            cmd.env("SLURM_PROCID", t.task.to_string())
-                .env("SLURM_LOCALID", local.to_string())
-                .env("SLURM_NODEID", l.node_index.to_string())
-                .env("SLURM_GTIDS", gtids.join(","))
-                .env("SLURMD_NODENAME", &self.node)
-                .env("GANTRY_NODE", &self.node)
-                .env("SLURM_CPUS_ON_NODE", l.node_cores.len().to_string())
-                .env("GANTRY_TASK_CPUS", join(&t.cores))
-                .env(
-                    "SLURM_CPU_BIND",
-                    if l.no_cpu_bind { "none" } else { "cores" },
-                );
-            if !gpus.is_empty() {
-                cmd.env("CUDA_VISIBLE_DEVICES", gpus.join(","))
-                    .env("GPU_DEVICE_ORDINAL", gpus.join(","))
-                    .env("SLURM_STEP_GPUS", gpus.join(","));
-            }
-            if !l.env.contains_key("PATH") {
-                cmd.env("PATH", "/usr/local/bin:/usr/bin:/bin");
-            }
-            let reads_stdin = l.has_stdin && t.task == 0;
-            let in_terminal = l.pty && t.task == 0;
-            let mut master = None;
-            if in_terminal {
-                let owner = identity.as_ref().map(|i| (i.uid, i.gid));
-                match open_terminal(l.pty_rows, l.pty_cols, owner) {
-                    Ok((m, slave)) => {
-                        let (Ok(out), Ok(err)) = (slave.try_clone(), slave.try_clone()) else {
-                            send_later(tx, ended("cannot share the task's terminal".into()));
-                            continue;
-                        };
-                        cmd.stdin(slave).stdout(out).stderr(err);
-                        master = Some(m);
+        let ctx = TaskContext {
+            identity: (as_root && l.uid != 0).then(|| Identity {
+                uid: l.uid,
+                gid: l.gid,
+                groups: groups_of(l.uid, l.gid),
+            }),
+            gtids: l
+                .tasks
+                .iter()
+                .map(|t| t.task.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            node_cpus: self.jobs.cpus_of(&l.node_cores),
+            handle,
+        };
+        // Tasks start in parallel, a share of them per thread: each start is a fork
+        // and an exec, which the node's cores can do side by side.
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8)
+            .min(l.tasks.len().max(1));
+        let per = l.tasks.len().div_ceil(workers).max(1);
+        let tasks: Vec<(usize, &api::StepTaskPlacement)> = l.tasks.iter().enumerate().collect();
+        std::thread::scope(|scope| {
+            for share in tasks.chunks(per) {
+                let ctx = &ctx;
+                scope.spawn(move || {
+                    for &(local, t) in share {
+                        self.spawn_task(key, l, local, t, tx, ctx);
                     }
-                    Err(e) => {
-                        send_later(tx, ended(format!("cannot open a terminal: {e}")));
-                        continue;
-                    }
-                }
-            } else {
-                cmd.stdin(if reads_stdin {
-                    std::process::Stdio::piped()
-                } else {
-                    std::process::Stdio::null()
-                })
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped());
-            }
-            let setup = ChildSetup {
-                cpus: if l.no_cpu_bind {
-                    node_cpus.clone()
-                } else {
-                    self.jobs.cpus_of(&t.cores)
-                },
-                identity: identity.clone(),
-                umask: l.umask & 0o777,
-                workdir: l.workdir.clone(),
-                output: Output::AsSet,
-                controlling_tty: in_terminal,
-            };
-            let mut child = match launch::spawn(cmd, &setup) {
-                Ok(c) => c,
-                Err(message) => {
-                    tracing::warn!(job = key.0, step = key.1, task = t.task, %message, "task did not start");
-                    send_later(tx, ended(message));
-                    continue;
-                }
-            };
-            let pid = child.id() as i32;
-            let task_key = (key.0, key.1, t.task);
-            if let Err(e) = self.spool.record_task(task_key, pid) {
-                tracing::warn!(job = key.0, step = key.1, task = t.task, error = %e, "cannot record the task's process group");
-            }
-            {
-                let mut inner = self.lock();
-                let here = inner.entry(key).or_default();
-                here.groups.push(pid);
-                if let Some(stdin) = child.stdin.take() {
-                    here.stdin = Some(StdinWriter::start(Box::new(stdin)));
-                }
-                if let Some(m) = &master {
-                    match m.try_clone() {
-                        Ok(w) => here.stdin = Some(StdinWriter::start(Box::new(w))),
-                        Err(e) => tracing::warn!(error = %e, "cannot write to the task's terminal"),
-                    }
-                }
-            }
-            // A terminal's output is one stream, passed on as read.
-            let terminal = master.map(|m| (Box::new(m) as Box<dyn Read + Send>, false));
-            let readers: Vec<_> = [
-                terminal,
-                child
-                    .stdout
-                    .take()
-                    .map(|o| (Box::new(o) as Box<dyn Read + Send>, false)),
-                child
-                    .stderr
-                    .take()
-                    .map(|e| (Box::new(e) as Box<dyn Read + Send>, true)),
-            ]
-            .into_iter()
-            .flatten()
-            .map(|(pipe, stderr)| {
-                let tx = tx.clone();
-                let task = t.task;
-                let unbuffered = l.unbuffered || in_terminal;
-                std::thread::spawn(move || pump(pipe, task, stderr, unbuffered, &tx))
-            })
-            .collect();
-            let tx = tx.clone();
-            let steps = self.clone();
-            let task = t.task;
-            std::thread::spawn(move || {
-                drop(child);
-                let (exit_code, cpu_s) = wait(pid);
-                // What the task left in its group goes too; then its pipes close.
-                signal_group(pid, libc::SIGKILL);
-                for r in readers {
-                    let _ = r.join();
-                }
-                if let Some(here) = steps.lock().get_mut(&key) {
-                    here.groups.retain(|&g| g != pid);
-                }
-                steps.spool.forget_task(task_key);
-                tracing::debug!(job = key.0, step = key.1, task, exit_code, "task ended");
-                let _ = tx.blocking_send(api::StepIoMessage {
-                    what: Some(api::step_io_message::What::TaskEnded(api::TaskEnded {
-                        task,
-                        exit_code,
-                        message: String::new(),
-                        cpu_s,
-                    })),
                 });
-            });
+            }
+        });
+    }
+
+    /// Starts one task of the step here (its end is told on `tx` if it cannot start).
+    fn spawn_task(
+        &self,
+        key: StepKey,
+        l: &api::LaunchStep,
+        local: usize,
+        t: &api::StepTaskPlacement,
+        tx: &mpsc::Sender<api::StepIoMessage>,
+        ctx: &TaskContext,
+    ) {
+        let ended = |message: String| api::StepIoMessage {
+            what: Some(api::step_io_message::What::TaskEnded(api::TaskEnded {
+                task: t.task,
+                exit_code: 2,
+                message,
+                cpu_s: 0.0,
+            })),
+        };
+        let Some((program, args)) = l.argv.split_first() else {
+            send_later(&ctx.handle, tx, ended("the step carries no command".into()));
+            return;
+        };
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args).env_clear().envs(&l.env);
+        let gpus = if t.gpus.is_empty() {
+            &l.node_gpus
+        } else {
+            &t.gpus
+        };
+        let gpus: Vec<String> = gpus.iter().map(|g| g.to_string()).collect();
+        cmd.env("SLURM_PROCID", t.task.to_string())
+            .env("SLURM_LOCALID", local.to_string())
+            .env("SLURM_NODEID", l.node_index.to_string())
+            .env("SLURM_GTIDS", &ctx.gtids)
+            .env("SLURMD_NODENAME", &self.node)
+            .env("GANTRY_NODE", &self.node)
+            .env("SLURM_CPUS_ON_NODE", l.node_cores.len().to_string())
+            .env("GANTRY_TASK_CPUS", join(&t.cores))
+            .env(
+                "SLURM_CPU_BIND",
+                if l.no_cpu_bind { "none" } else { "cores" },
+            );
+        if !gpus.is_empty() {
+            cmd.env("CUDA_VISIBLE_DEVICES", gpus.join(","))
+                .env("GPU_DEVICE_ORDINAL", gpus.join(","))
+                .env("SLURM_STEP_GPUS", gpus.join(","));
         }
-        tracing::info!(
-            job = key.0,
-            step = key.1,
-            tasks = l.tasks.len(),
-            "step tasks started"
-        );
+        if !l.env.contains_key("PATH") {
+            cmd.env("PATH", "/usr/local/bin:/usr/bin:/bin");
+        }
+        let reads_stdin = l.has_stdin && t.task == 0;
+        let in_terminal = l.pty && t.task == 0;
+        let mut master = None;
+        if in_terminal {
+            let owner = ctx.identity.as_ref().map(|i| (i.uid, i.gid));
+            match open_terminal(l.pty_rows, l.pty_cols, owner) {
+                Ok((m, slave)) => {
+                    let (Ok(out), Ok(err)) = (slave.try_clone(), slave.try_clone()) else {
+                        send_later(
+                            &ctx.handle,
+                            tx,
+                            ended("cannot share the task's terminal".into()),
+                        );
+                        return;
+                    };
+                    cmd.stdin(slave).stdout(out).stderr(err);
+                    master = Some(m);
+                }
+                Err(e) => {
+                    send_later(
+                        &ctx.handle,
+                        tx,
+                        ended(format!("cannot open a terminal: {e}")),
+                    );
+                    return;
+                }
+            }
+        } else {
+            cmd.stdin(if reads_stdin {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::null()
+            })
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        }
+        let setup = ChildSetup {
+            cpus: if l.no_cpu_bind {
+                ctx.node_cpus.clone()
+            } else {
+                self.jobs.cpus_of(&t.cores)
+            },
+            identity: ctx.identity.clone(),
+            umask: l.umask & 0o777,
+            workdir: l.workdir.clone(),
+            output: Output::AsSet,
+            controlling_tty: in_terminal,
+        };
+        let mut child = match launch::spawn(cmd, &setup) {
+            Ok(c) => c,
+            Err(message) => {
+                tracing::warn!(job = key.0, step = key.1, task = t.task, %message, "task did not start");
+                send_later(&ctx.handle, tx, ended(message));
+                return;
+            }
+        };
+        let pid = child.id() as i32;
+        let task_key = (key.0, key.1, t.task);
+        if let Err(e) = self.spool.record_task(task_key, pid) {
+            tracing::warn!(job = key.0, step = key.1, task = t.task, error = %e, "cannot record the task's process group");
+        }
+        {
+            let mut inner = self.lock();
+            let here = inner.entry(key).or_default();
+            here.groups.push(pid);
+            if here.ending {
+                // Ended while its tasks were starting: this one goes too.
+                signal_group(pid, libc::SIGTERM);
+            }
+            let input: Option<Box<dyn std::io::Write + Send>> = match (child.stdin.take(), &master)
+            {
+                (Some(stdin), _) => Some(Box::new(stdin)),
+                (None, Some(m)) => match m.try_clone() {
+                    Ok(w) => Some(Box::new(w)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot write to the task's terminal");
+                        None
+                    }
+                },
+                (None, None) => None,
+            };
+            if let Some(input) = input {
+                let writer = StdinWriter::start(input);
+                let early = std::mem::take(&mut here.early_input);
+                let fits = early.into_iter().all(|data| writer.write(data));
+                if fits && !here.early_end {
+                    here.stdin = Some(writer);
+                }
+            }
+        }
+        // A terminal's output is one stream, passed on as read.
+        let terminal = master.map(|m| (Box::new(m) as Box<dyn Read + Send>, false));
+        let readers: Vec<_> = [
+            terminal,
+            child
+                .stdout
+                .take()
+                .map(|o| (Box::new(o) as Box<dyn Read + Send>, false)),
+            child
+                .stderr
+                .take()
+                .map(|e| (Box::new(e) as Box<dyn Read + Send>, true)),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|(pipe, stderr)| {
+            let tx = tx.clone();
+            let task = t.task;
+            let unbuffered = l.unbuffered || in_terminal;
+            std::thread::spawn(move || pump(pipe, task, stderr, unbuffered, &tx))
+        })
+        .collect();
+        let tx = tx.clone();
+        let steps = self.clone();
+        let task = t.task;
+        std::thread::spawn(move || {
+            drop(child);
+            let (exit_code, cpu_s) = wait(pid);
+            // What the task left in its group goes too; then its pipes close.
+            signal_group(pid, libc::SIGKILL);
+            for r in readers {
+                let _ = r.join();
+            }
+            if let Some(here) = steps.lock().get_mut(&key) {
+                here.groups.retain(|&g| g != pid);
+            }
+            steps.spool.forget_task(task_key);
+            tracing::debug!(job = key.0, step = key.1, task, exit_code, "task ended");
+            let _ = tx.blocking_send(api::StepIoMessage {
+                what: Some(api::step_io_message::What::TaskEnded(api::TaskEnded {
+                    task,
+                    exit_code,
+                    message: String::new(),
+                    cpu_s,
+                })),
+            });
+        });
     }
 
     /// Sends `sig` to every task of the step here.
@@ -360,17 +430,25 @@ impl Steps {
         let Some(here) = inner.get_mut(&key) else {
             return;
         };
+        let Some(w) = &here.stdin else {
+            // Task 0 has not started yet: kept for it, within the same bound.
+            let held: usize = here.early_input.iter().map(Vec::len).sum();
+            if data.is_empty() {
+                here.early_end = true;
+            } else if held + data.len() <= MAX_STDIN_QUEUED {
+                here.early_input.push(data);
+            }
+            return;
+        };
         if data.is_empty() {
             here.stdin = None;
-        } else if let Some(w) = &here.stdin {
-            if !w.write(data) {
-                tracing::warn!(
-                    job = key.0,
-                    step = key.1,
-                    "task 0 leaves its standard input unread past the bound; closing it"
-                );
-                here.stdin = None;
-            }
+        } else if !w.write(data) {
+            tracing::warn!(
+                job = key.0,
+                step = key.1,
+                "task 0 leaves its standard input unread past the bound; closing it"
+            );
+            here.stdin = None;
         }
     }
 }
@@ -534,10 +612,25 @@ fn open_terminal(
     Ok((std::fs::File::from(master), slave))
 }
 
-/// Sends from inside the runtime without waiting for room (the stream drains it).
-fn send_later(tx: &mpsc::Sender<api::StepIoMessage>, m: api::StepIoMessage) {
+/// Sends without waiting for room (the stream drains it).
+fn send_later(
+    handle: &tokio::runtime::Handle,
+    tx: &mpsc::Sender<api::StepIoMessage>,
+    m: api::StepIoMessage,
+) {
     let tx = tx.clone();
-    tokio::spawn(async move {
+    handle.spawn(async move {
         let _ = tx.send(m).await;
     });
+}
+
+/// What every task of a step here shares while they start.
+struct TaskContext {
+    /// Who the tasks become (`None`: the agent is not root and stays itself).
+    identity: Option<Identity>,
+    /// `SLURM_GTIDS`: the step's task ids on this node.
+    gtids: String,
+    /// The job's CPUs here, for `--cpu-bind=none`.
+    node_cpus: Vec<usize>,
+    handle: tokio::runtime::Handle,
 }
