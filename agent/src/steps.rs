@@ -179,24 +179,9 @@ impl Steps {
             node_cpus: self.jobs.cpus_of(&l.node_cores),
             handle,
         };
-        // Tasks start in parallel, a share of them per thread: each start is a fork
-        // and an exec, which the node's cores can do side by side.
-        let workers = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 8)
-            .min(l.tasks.len().max(1));
-        let per = l.tasks.len().div_ceil(workers).max(1);
-        let tasks: Vec<(usize, &api::StepTaskPlacement)> = l.tasks.iter().enumerate().collect();
-        std::thread::scope(|scope| {
-            for share in tasks.chunks(per) {
-                let ctx = &ctx;
-                scope.spawn(move || {
-                    for &(local, t) in share {
-                        self.spawn_task(key, l, local, t, tx, ctx);
-                    }
-                });
-            }
-        });
+        for (local, t) in l.tasks.iter().enumerate() {
+            self.spawn_task(key, l, local, t, tx, &ctx);
+        }
     }
 
     /// Starts one task of the step here (its end is told on `tx` if it cannot start).
