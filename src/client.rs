@@ -273,6 +273,7 @@ impl JobRefs {
             .iter()
             .copied()
             .chain(self.tasks.iter().map(|t| t.array))
+            .chain(self.steps.iter().map(|&(job, _)| job))
             .collect();
         v.sort_unstable();
         v.dedup();
@@ -281,10 +282,11 @@ impl JobRefs {
 
     /// Whether a listed job is one of those named (the controller answered whole arrays).
     fn matches(&self, j: &api::JobInfo) -> bool {
-        if self.ids.is_empty() && self.tasks.is_empty() {
+        if self.ids.is_empty() && self.tasks.is_empty() && self.steps.is_empty() {
             return true;
         }
         if self.ids.contains(&j.job_id)
+            || self.steps.iter().any(|&(job, _)| job == j.job_id)
             || (j.array_job_id != 0 && self.ids.contains(&j.array_job_id))
         {
             return true;
@@ -461,8 +463,8 @@ fn print_step(j: &api::JobInfo, s: &api::StepInfo, now: i64) {
     println!(
         "   StartTime={} RunTime={} TimeLimit={} TotalCPU={:.0}s",
         format::timestamp(s.start_time),
-        format::elapsed(ran.max(0)),
-        format::limit(j.time_limit_s),
+        format::clock(ran),
+        format::clock_limit(j.time_limit_s),
         s.cpu_s
     );
 }
@@ -669,8 +671,8 @@ pub async fn show(conn: &Conn, a: ShowArgs) -> Result<()> {
             );
             println!(
                 "   RunTime={} TimeLimit={} SubmitTime={} StartTime={} EndTime={}",
-                format::squeue_line("%M", &j, t)?,
-                format::limit(j.time_limit_s),
+                format::clock(format::used(&j, t)),
+                format::clock_limit(j.time_limit_s),
                 format::timestamp(j.submit_time),
                 format::timestamp(j.start_time),
                 format::timestamp(j.end_time)
@@ -917,9 +919,9 @@ pub async fn node(conn: &Conn, a: NodeAction) -> Result<()> {
 
 #[derive(Args, Debug)]
 pub struct AcctArgs {
-    /// Only these jobs.
+    /// Only these jobs (comma-separated; -j may be given again).
     #[arg(short = 'j', long = "jobs")]
-    pub jobs: Option<String>,
+    pub jobs: Vec<String>,
     /// Only this user's jobs (admins; others see their own).
     #[arg(short = 'u', long)]
     pub user: Option<String>,
@@ -947,7 +949,7 @@ pub struct AcctArgs {
 }
 
 pub async fn acct(conn: &Conn, a: AcctArgs) -> Result<()> {
-    let refs = JobRefs::parse(&a.jobs)?;
+    let refs = JobRefs::parse(&(!a.jobs.is_empty()).then(|| a.jobs.join(",")))?;
     let mut pages = client(conn)
         .await?
         .accounting(api::AccountingRequest {

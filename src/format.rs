@@ -36,6 +36,26 @@ pub fn elapsed(s: i64) -> String {
     }
 }
 
+/// `[D-]HH:MM:SS`, as sacct prints Elapsed and Timelimit and scontrol prints RunTime.
+pub fn clock(s: i64) -> String {
+    let s = s.max(0);
+    let (d, h, m, sec) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    if d > 0 {
+        format!("{d}-{h:02}:{m:02}:{sec:02}")
+    } else {
+        format!("{h:02}:{m:02}:{sec:02}")
+    }
+}
+
+/// A time limit as sacct and scontrol print it: `UNLIMITED` or [`clock`].
+pub fn clock_limit(s: i64) -> String {
+    if s <= 0 {
+        "UNLIMITED".into()
+    } else {
+        clock(s)
+    }
+}
+
 /// A time limit as Slurm prints it.
 pub fn limit(s: i64) -> String {
     if s <= 0 {
@@ -80,7 +100,7 @@ pub fn job_id(j: &api::JobInfo) -> String {
     }
 }
 
-fn used(j: &api::JobInfo, now: i64) -> i64 {
+pub fn used(j: &api::JobInfo, now: i64) -> i64 {
     match (j.start_time, j.end_time) {
         (0, _) => 0,
         (s, 0) => now - s - j.suspended_s,
@@ -385,9 +405,9 @@ pub fn sacct_field(
             Some(c) => format!("{c}:0"),
             None => "0:0".into(),
         },
-        "elapsed" => elapsed(used(j, now)),
+        "elapsed" => clock(used(j, now)),
         "elapsedraw" => used(j, now).to_string(),
-        "timelimit" => limit(j.time_limit_s),
+        "timelimit" => clock_limit(j.time_limit_s),
         "submit" => timestamp(j.submit_time),
         "start" => timestamp(j.start_time),
         "end" => timestamp(j.end_time),
@@ -480,6 +500,10 @@ mod tests {
         assert_eq!(elapsed(59), "0:59");
         assert_eq!(elapsed(3661), "1:01:01");
         assert_eq!(elapsed(90_061), "1-01:01:01");
+        assert_eq!(clock(2), "00:00:02");
+        assert_eq!(clock(3661), "01:01:01");
+        assert_eq!(clock(90_061), "1-01:01:01");
+        assert_eq!(clock_limit(0), "UNLIMITED");
         assert_eq!(limit(0), "UNLIMITED");
         assert_eq!(timestamp(0), "N/A");
         assert_eq!(timestamp(1_700_000_000), "2023-11-14T22:13:20");

@@ -137,6 +137,25 @@ echo piped | srun -n2 -l cat
         ],
         "{acct}"
     );
+    // -j may be repeated; Elapsed is HH:MM:SS, as sacct prints it.
+    let acct = c.cli_ok(&[
+        "sacct",
+        "-j",
+        &id.to_string(),
+        "-j",
+        "999999",
+        "-X",
+        "-P",
+        "-n",
+        "-o",
+        "JobID,Elapsed",
+    ]);
+    let (job, elapsed) = acct.trim().split_once('|').unwrap_or_default();
+    assert_eq!(job, id.to_string(), "{acct}");
+    assert!(
+        elapsed.len() == 8 && elapsed.as_bytes()[2] == b':' && elapsed.as_bytes()[5] == b':',
+        "{acct}"
+    );
 }
 
 #[test]

@@ -236,6 +236,8 @@ impl Controller {
             .iter()
             .map(|n| cluster.node(n.node).name.clone())
             .collect();
+        // Everything that may fail comes before the log: a logged step is a started one.
+        let launches = self.step_launches(id, step_id, req, cpus_per_task, &layout, &names)?;
         self.log(
             now,
             &[Entry::StepStarted {
@@ -249,7 +251,6 @@ impl Controller {
         if let Some(relay) = relay.take() {
             self.relays.insert(id, step_id, relay);
         }
-        let launches = self.step_launches(id, step_id, req, cpus_per_task, &layout, &names)?;
         let stdin_node = layout
             .nodes
             .iter()
