@@ -141,9 +141,8 @@ impl Steps {
         // Off the command loop: a step of many tasks takes a while to start, and a
         // cancel for it may come meanwhile.
         let steps = self.clone();
-        let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
-            steps.spawn_tasks(key, &l, &tx, handle);
+            steps.spawn_tasks(key, &l, &tx);
             tracing::info!(
                 job = key.0,
                 step = key.1,
@@ -160,7 +159,6 @@ impl Steps {
         key: StepKey,
         l: &api::LaunchStep,
         tx: &mpsc::Sender<api::StepIoMessage>,
-        handle: tokio::runtime::Handle,
     ) {
         // SAFETY: geteuid has no preconditions.
         let as_root = unsafe { libc::geteuid() } == 0;
@@ -177,7 +175,6 @@ impl Steps {
                 .collect::<Vec<_>>()
                 .join(","),
             node_cpus: self.jobs.cpus_of(&l.node_cores),
-            handle,
         };
         for (local, t) in l.tasks.iter().enumerate() {
             self.spawn_task(key, l, local, t, tx, &ctx);
@@ -203,7 +200,7 @@ impl Steps {
             })),
         };
         let Some((program, args)) = l.argv.split_first() else {
-            send_later(&ctx.handle, tx, ended("the step carries no command".into()));
+            send_later(tx, ended("the step carries no command".into()));
             return;
         };
         let mut cmd = std::process::Command::new(program);
@@ -242,22 +239,14 @@ impl Steps {
             match open_terminal(l.pty_rows, l.pty_cols, owner) {
                 Ok((m, slave)) => {
                     let (Ok(out), Ok(err)) = (slave.try_clone(), slave.try_clone()) else {
-                        send_later(
-                            &ctx.handle,
-                            tx,
-                            ended("cannot share the task's terminal".into()),
-                        );
+                        send_later(tx, ended("cannot share the task's terminal".into()));
                         return;
                     };
                     cmd.stdin(slave).stdout(out).stderr(err);
                     master = Some(m);
                 }
                 Err(e) => {
-                    send_later(
-                        &ctx.handle,
-                        tx,
-                        ended(format!("cannot open a terminal: {e}")),
-                    );
+                    send_later(tx, ended(format!("cannot open a terminal: {e}")));
                     return;
                 }
             }
@@ -286,7 +275,7 @@ impl Steps {
             Ok(c) => c,
             Err(message) => {
                 tracing::warn!(job = key.0, step = key.1, task = t.task, %message, "task did not start");
-                send_later(&ctx.handle, tx, ended(message));
+                send_later(tx, ended(message));
                 return;
             }
         };
@@ -597,14 +586,11 @@ fn open_terminal(
     Ok((std::fs::File::from(master), slave))
 }
 
-/// Sends without waiting for room (the stream drains it).
-fn send_later(
-    handle: &tokio::runtime::Handle,
-    tx: &mpsc::Sender<api::StepIoMessage>,
-    m: api::StepIoMessage,
-) {
+/// Sends without waiting for room (the stream drains it). Called where tasks start,
+/// on a blocking thread of the runtime.
+fn send_later(tx: &mpsc::Sender<api::StepIoMessage>, m: api::StepIoMessage) {
     let tx = tx.clone();
-    handle.spawn(async move {
+    tokio::spawn(async move {
         let _ = tx.send(m).await;
     });
 }
@@ -617,5 +603,4 @@ struct TaskContext {
     gtids: String,
     /// The job's CPUs here, for `--cpu-bind=none`.
     node_cpus: Vec<usize>,
-    handle: tokio::runtime::Handle,
 }

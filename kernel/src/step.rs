@@ -102,6 +102,21 @@ pub struct StepLayout {
     pub tasks: u32,
 }
 
+impl StepLayout {
+    /// What the step holds, node by node: what [`place_step`] must keep other steps of
+    /// the job from while it runs.
+    pub fn held(&self) -> Vec<Held> {
+        self.nodes
+            .iter()
+            .map(|n| Held {
+                node: n.node,
+                cores: n.held_cores.clone(),
+                gpus: n.held_gpus,
+            })
+            .collect()
+    }
+}
+
 /// What other steps of the job hold on one node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Held {
@@ -419,11 +434,6 @@ fn spread(total: u32, n: usize, cap: impl Fn(usize) -> u32) -> Option<Vec<u32>> 
     Some(counts)
 }
 
-/// The GPU indices of a mask, lowest first.
-pub fn gpu_indices(mask: u64) -> impl Iterator<Item = usize> {
-    ones(mask)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -570,15 +580,7 @@ mod tests {
 
         // A first, non-exact step holds its nodes; a second waits unless it overlaps.
         let first = place(&a, &[], &StepRequest::default()).unwrap();
-        let held: Vec<Held> = first
-            .nodes
-            .iter()
-            .map(|n| Held {
-                node: n.node,
-                cores: n.held_cores.clone(),
-                gpus: n.held_gpus,
-            })
-            .collect();
+        let held = first.held();
         assert_eq!(
             place(&a, &held, &StepRequest::default()).unwrap_err(),
             StepError::Busy
@@ -598,11 +600,7 @@ mod tests {
             ..Default::default()
         };
         let one = place(&a, &[], &exact).unwrap();
-        let held = vec![Held {
-            node: one.nodes[0].node,
-            cores: one.nodes[0].held_cores.clone(),
-            gpus: one.nodes[0].held_gpus,
-        }];
+        let held = one.held();
         let two = place(&a, &held, &exact).unwrap();
         assert!(one.nodes[0].tasks[0]
             .cores

@@ -256,6 +256,23 @@ fn srun_and_salloc_outside_a_job_make_their_own_allocation() {
     assert!(text.contains("42"), "{text}");
 }
 
+/// `srun -N2 -n2 bash -c COMMAND` outside a job, in the background, once both its tasks
+/// (which `exec -a MARKER`) run.
+fn two_sleeping_tasks(c: &Cluster, command: &str, marker: &str) -> std::process::Child {
+    let (srun, _) = c.program(&["srun"]);
+    let child = std::process::Command::new(srun)
+        .args(["-p", "cpu", "-N2", "-n2", "bash", "-c", command])
+        .current_dir(c.work())
+        .env("GANTRY_CONTROLLER", c.socket())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("both tasks run", || pids_with(marker).len() == 2);
+    child
+}
+
 /// Pids of processes whose command line starts with `marker` (tasks that `exec -a` it;
 /// not the srun whose arguments hold it).
 fn pids_with(marker: &str) -> Vec<String> {
@@ -298,18 +315,7 @@ fn failing_tasks_ctrl_c_and_cancellation_end_a_steps_tasks_on_every_node() {
 
     // Ctrl-C (SIGINT to srun) stops the step; srun exits with what the tasks did.
     let marker = format!("step-ctrl-c-{}", std::process::id());
-    let (srun, _) = c.program(&["srun"]);
-    let mut child = std::process::Command::new(srun)
-        .args(["-p", "cpu", "-N2", "-n2", "bash", "-c"])
-        .arg(format!("exec -a {marker} sleep 300"))
-        .current_dir(c.work())
-        .env("GANTRY_CONTROLLER", c.socket())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("both tasks run", || pids_with(&marker).len() == 2);
+    let mut child = two_sleeping_tasks(&c, &format!("exec -a {marker} sleep 300"), &marker);
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
@@ -318,18 +324,11 @@ fn failing_tasks_ctrl_c_and_cancellation_end_a_steps_tasks_on_every_node() {
 
     // Tasks that ignore SIGINT: a second Ctrl-C within a second ends the step.
     let marker = format!("step-ctrl-c-twice-{}", std::process::id());
-    let (srun, _) = c.program(&["srun"]);
-    let mut child = std::process::Command::new(srun)
-        .args(["-p", "cpu", "-N2", "-n2", "bash", "-c"])
-        .arg(format!("trap '' INT; exec -a {marker} sleep 300"))
-        .current_dir(c.work())
-        .env("GANTRY_CONTROLLER", c.socket())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("both tasks run", || pids_with(&marker).len() == 2);
+    let mut child = two_sleeping_tasks(
+        &c,
+        &format!("trap '' INT; exec -a {marker} sleep 300"),
+        &marker,
+    );
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     std::thread::sleep(Duration::from_millis(300));
@@ -644,18 +643,7 @@ fn which(program: &str) -> Result<std::path::PathBuf, ()> {
 fn a_restarted_agent_ends_the_step_tasks_its_predecessor_left() {
     let mut c = Cluster::start(Options::default());
     let marker = format!("step-orphan-{}", std::process::id());
-    let (srun, _) = c.program(&["srun"]);
-    let running = std::process::Command::new(srun)
-        .args(["-p", "cpu", "-N2", "-n2", "bash", "-c"])
-        .arg(format!("exec -a {marker} sleep 300"))
-        .current_dir(c.work())
-        .env("GANTRY_CONTROLLER", c.socket())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("both tasks run", || pids_with(&marker).len() == 2);
+    let running = two_sleeping_tasks(&c, &format!("exec -a {marker} sleep 300"), &marker);
     // SIGKILL: the agent cannot end anything on its way out.
     c.kill_agent("cpu02");
     assert_eq!(pids_with(&marker).len(), 2, "the task outlives its agent");

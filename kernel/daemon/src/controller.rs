@@ -24,7 +24,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::store::{Entry, Journal, Launch, LogReader, Store, StoreError, Ticket, Usage};
 
 mod steps;
-pub use steps::{check_step_bounds, NodePart, Relay, Relays, Step, MAX_STEPS_PER_JOB};
+pub use steps::{check_step_bounds, NodePart, Relay, Relays, Step};
 
 /// Who is calling, as authentication established it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1207,7 +1207,9 @@ impl Controller {
             tasks: n.tasks,
             cores: n.cores.ones().map(|c| c as u32).collect(),
             memory_mb: n.memory_mb,
-            gpus: (0..64).filter(|g| n.gpus & (1 << g) != 0).collect(),
+            gpus: gantry_kernel::topology::ones(n.gpus)
+                .map(|g| g as u32)
+                .collect(),
         }
     }
 

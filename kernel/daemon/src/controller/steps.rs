@@ -275,15 +275,7 @@ impl Controller {
                     .iter()
                     .map(|n| n.tasks.iter().map(|t| t.task).collect())
                     .collect(),
-                held: layout
-                    .nodes
-                    .iter()
-                    .map(|n| Held {
-                        node: n.node,
-                        cores: n.held_cores.clone(),
-                        gpus: n.held_gpus,
-                    })
-                    .collect(),
+                held: layout.held(),
                 waiting_on: layout.nodes.iter().map(|n| n.node).collect(),
                 worst: 0,
                 cancelled: false,
@@ -425,12 +417,12 @@ impl Controller {
                         .map(|t| api::StepTaskPlacement {
                             task: t.task,
                             cores: t.cores.ones().map(|c| c as u32).collect(),
-                            gpus: gantry_kernel::step::gpu_indices(t.gpus)
+                            gpus: gantry_kernel::topology::ones(t.gpus)
                                 .map(|g| g as u32)
                                 .collect(),
                         })
                         .collect(),
-                    node_gpus: gantry_kernel::step::gpu_indices(n.gpus)
+                    node_gpus: gantry_kernel::topology::ones(n.gpus)
                         .map(|g| g as u32)
                         .collect(),
                     no_cpu_bind: req.no_cpu_bind,
