@@ -31,6 +31,8 @@ pkg-config --exists libudev 2>/dev/null || missing+=(libudev-dev)
 command -v mpirun >/dev/null 2>&1 || missing+=(openmpi-bin)
 command -v mpicc >/dev/null 2>&1 || missing+=(libopenmpi-dev)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# The client-library tests run submitit and dask-jobqueue from a virtual environment.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
@@ -40,4 +42,15 @@ fi
 
 say "fetching crates"
 cargo fetch --locked -q
+
+# Slurm client libraries from PyPI (tests/clients/requirements.txt), for the tests that
+# run them unchanged against a live cluster. Reinstalled when the pins change.
+venv=target/client-libs
+if ! cmp -s tests/clients/requirements.txt "$venv/requirements.txt" 2>/dev/null; then
+    say "installing the Slurm client libraries (submitit, dask-jobqueue) into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r tests/clients/requirements.txt
+    cp tests/clients/requirements.txt "$venv/requirements.txt"
+fi
 say "ready"

@@ -103,10 +103,35 @@ pub struct JobOptions {
     /// Environment to pass: ALL (default), NONE, or NAME[=value],... (with ALL, added).
     #[arg(long)]
     pub export: Option<String>,
+    /// A signal before the time limit: [B:]SIG[@SECONDS] (default 60 s before); to the
+    /// job's steps, or with B: to the batch script only.
+    #[arg(long)]
+    pub signal: Option<String>,
+    /// A comment, kept with the job and shown by scontrol and sacct.
+    #[arg(long)]
+    pub comment: Option<String>,
+    /// A workload characterization key, kept and shown by sacct.
+    #[arg(long)]
+    pub wckey: Option<String>,
+    /// Output files: truncate (default) or append.
+    #[arg(long = "open-mode", value_parser = ["append", "truncate"])]
+    pub open_mode: Option<String>,
+    /// Submit held: the job waits until `scontrol release`.
+    #[arg(short = 'H', long)]
+    pub hold: bool,
+    /// Not before this time (now+1hour, 16:00, 2026-12-24T08:00, tomorrow, ...).
+    #[arg(short = 'b', long)]
+    pub begin: Option<String>,
+    /// Mail events: accepted and ignored (Gantry sends no mail).
+    #[arg(long = "mail-type")]
+    pub mail_type: Option<String>,
+    /// Mail recipient: accepted and ignored (Gantry sends no mail).
+    #[arg(long = "mail-user")]
+    pub mail_user: Option<String>,
+    /// A shorter acceptable time limit: accepted and ignored (the job runs with --time).
+    #[arg(long = "time-min")]
+    pub time_min: Option<String>,
 }
-
-/// Options that may appear in `#SBATCH` lines but change nothing here, with why.
-const ACCEPTED_AND_IGNORED: &[&str] = &["mail-type", "mail-user", "comment", "open-mode"];
 
 impl JobOptions {
     /// Fills options not given on the command line from the script's directives.
@@ -124,10 +149,6 @@ impl JobOptions {
             let words = shell_words(rest)
                 .with_context(|| format!("{origin}:{}: malformed #SBATCH directive", n + 1))?;
             for w in words {
-                let name = w.trim_start_matches('-').split('=').next().unwrap_or("");
-                if ACCEPTED_AND_IGNORED.contains(&name) {
-                    continue;
-                }
                 if !w.starts_with('-') && args.len() == 1 {
                     bail!("{origin}:{}: '#SBATCH {w}' is not an option", n + 1);
                 }
@@ -135,7 +156,8 @@ impl JobOptions {
             }
         }
         #[derive(clap::Parser)]
-        #[command(no_binary_name = false)]
+        // As sbatch: an option given twice takes its last value.
+        #[command(no_binary_name = false, args_override_self = true)]
         struct Directives {
             #[command(flatten)]
             opts: JobOptions,
@@ -183,8 +205,17 @@ impl JobOptions {
             error,
             constraint,
             chdir,
-            export
+            export,
+            signal,
+            comment,
+            wckey,
+            open_mode,
+            begin,
+            mail_type,
+            mail_user,
+            time_min
         );
+        self.hold |= d.hold;
         self.exclusive |= d.exclusive;
         if !self.no_requeue {
             self.requeue |= d.requeue;
@@ -376,6 +407,25 @@ impl JobOptions {
         if let Some(d) = &self.distribution {
             env.insert("SLURM_DISTRIBUTION".into(), d.trim().to_string());
         }
+        if let Some(m) = &self.mem_per_cpu {
+            env.insert(
+                "SLURM_MEM_PER_CPU".into(),
+                mem("mem-per-cpu", &Some(m.clone()))?.to_string(),
+            );
+        }
+        if self.mem.is_some() && !mem_whole_node {
+            env.insert("SLURM_MEM_PER_NODE".into(), mem_per_node_mb.to_string());
+        }
+        if let Some(t) = &self.time_min {
+            parse_duration(t).map_err(|e| anyhow!("--time-min: {e}"))?;
+        }
+        let warn_signal = self.signal.as_deref().map(warn_signal).transpose()?;
+        let begin_time = match &self.begin {
+            Some(b) => {
+                crate::when::parse(b, &crate::when::now()).map_err(|e| anyhow!("--begin: {e}"))?
+            }
+            None => 0,
+        };
         Ok(api::JobSubmission {
             name: self
                 .job_name
@@ -416,6 +466,12 @@ impl JobOptions {
             output: self.output.clone().unwrap_or_default(),
             error: self.error.clone().unwrap_or_default(),
             umask: own_umask(),
+            comment: self.comment.clone().unwrap_or_default(),
+            wckey: self.wckey.clone().unwrap_or_default(),
+            warn_signal,
+            append_output: self.open_mode.as_deref() == Some("append"),
+            hold: self.hold,
+            begin_time,
             nodelist: self.nodelist.clone().unwrap_or_default(),
             exclude: self.exclude.clone().unwrap_or_default(),
             allocation_only: false,
@@ -479,6 +535,35 @@ pub(crate) fn own_umask() -> Option<u32> {
 }
 
 /// Splits a directive's text like a shell would for simple quoting.
+/// `--signal=[B:]SIG[@SECONDS]`: the signal by number or name, 60 seconds before the
+/// limit unless said (Slurm's default), B: for the batch script alone.
+fn warn_signal(text: &str) -> Result<api::WarnSignal> {
+    let (batch_only, rest) = match text.split_once(':') {
+        Some(("B", rest)) => (true, rest),
+        Some(("R", _)) => bail!("--signal: R: (reservation ends) is not supported"),
+        Some((flag, _)) => bail!("--signal: unknown flag '{flag}:' (B: sends to the batch script)"),
+        None => (false, text),
+    };
+    let (sig, secs) = match rest.split_once('@') {
+        Some((sig, secs)) => (
+            sig,
+            secs.parse::<u32>()
+                .ok()
+                .filter(|&s| s <= 65_535)
+                .ok_or_else(|| {
+                    anyhow!("--signal: '{secs}' is not a number of seconds (0-65535)")
+                })?,
+        ),
+        None => (rest, 60),
+    };
+    let signal = crate::client::signal_number(sig).map_err(|e| anyhow!("--signal: {e}"))?;
+    Ok(api::WarnSignal {
+        signal,
+        seconds: secs,
+        batch_only,
+    })
+}
+
 fn shell_words(text: &str) -> Result<Vec<String>> {
     let mut words = Vec::new();
     let mut cur = String::new();

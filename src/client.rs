@@ -76,7 +76,7 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -175,8 +175,17 @@ pub struct QueueArgs {
     #[arg(long)]
     pub me: bool,
     /// Only these jobs (comma-separated ids).
-    #[arg(short = 'j', long = "jobs")]
+    #[arg(short = 'j', long = "jobs", visible_alias = "job")]
     pub jobs: Option<String>,
+    /// Only jobs with these names (comma-separated).
+    #[arg(short = 'n', long = "name")]
+    pub name: Option<String>,
+    /// Only jobs of these accounts (comma-separated).
+    #[arg(short = 'A', long = "account")]
+    pub account: Option<String>,
+    /// Only jobs on these nodes (a host list).
+    #[arg(short = 'w', long = "nodelist")]
+    pub nodelist: Option<String>,
     /// Only jobs in these states (PD,R,... or PENDING,RUNNING,...).
     #[arg(short = 't', long = "states")]
     pub states: Option<String>,
@@ -347,6 +356,33 @@ pub async fn queue(conn: &Conn, a: QueueArgs) -> Result<()> {
             jobs.extend(page.jobs.into_iter().filter(|j| refs.matches(j)));
         }
     }
+    let names = comma_list(&a.name);
+    let accounts = comma_list(&a.account);
+    let nodes = match &a.nodelist {
+        Some(l) => {
+            gantry_kernel::units::expand_hostlist(l).map_err(|e| anyhow!("--nodelist: {e}"))?
+        }
+        None => Vec::new(),
+    };
+    jobs.retain(|j| {
+        (names.is_empty() || names.contains(&j.name))
+            && (accounts.is_empty() || accounts.contains(&j.account))
+            && (nodes.is_empty() || j.allocation.iter().any(|n| nodes.contains(&n.node)))
+    });
+    // As squeue: a job named by id that does not exist is an error, exit code 1 (a
+    // finished one is merely not listed).
+    if jobs.is_empty() {
+        for &job_id in &refs.ids {
+            if let Err(s) = c.show_job(api::ShowJobRequest { job_id }).await {
+                if s.code() == Code::NotFound {
+                    return Err(anyhow::Error::new(Refused {
+                        message: "slurm_load_jobs error: Invalid job id specified".into(),
+                        code: 1,
+                    }));
+                }
+            }
+        }
+    }
     if a.json {
         return print_json(
             &serde_json::json!({ "jobs": jobs.iter().map(job_json).collect::<Vec<_>>() }),
@@ -476,27 +512,45 @@ pub struct CancelArgs {
     /// Job ids (an array's id cancels every task).
     #[arg(required = true)]
     pub jobs: Vec<String>,
-    /// Send this signal (number or name, e.g. USR1) instead of cancelling.
+    /// Send this signal (number or name, e.g. USR1) instead of cancelling: to the
+    /// job's steps (a job without running steps: its batch script).
     #[arg(short = 's', long)]
     pub signal: Option<String>,
+    /// Signal the batch script only, not the steps.
+    #[arg(short = 'b', long)]
+    pub batch: bool,
+    /// Signal the batch script and every step.
+    #[arg(short = 'f', long)]
+    pub full: bool,
 }
 
-fn signal_number(s: &str) -> Result<i32> {
-    if let Ok(n) = s.parse() {
+/// A signal by number or name (`USR1`, `SIGUSR1`, `10`).
+pub fn signal_number(s: &str) -> Result<i32> {
+    if let Ok(n) = s.trim().parse::<i32>() {
+        if !(1..=64).contains(&n) {
+            bail!("{n} is not a signal number (1-64)");
+        }
         return Ok(n);
     }
-    let name = s.trim_start_matches("SIG").to_ascii_uppercase();
-    Ok(match name.as_str() {
-        "HUP" => 1,
-        "INT" => 2,
-        "QUIT" => 3,
-        "KILL" => 9,
-        "USR1" => 10,
-        "USR2" => 12,
-        "TERM" => 15,
-        "CONT" => 18,
-        "STOP" => 19,
-        _ => bail!("unknown signal '{s}'"),
+    let upper = s.trim().to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    Ok(match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "ABRT" => libc::SIGABRT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "ALRM" => libc::SIGALRM,
+        "TERM" => libc::SIGTERM,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        "TSTP" => libc::SIGTSTP,
+        "URG" => libc::SIGURG,
+        "XCPU" => libc::SIGXCPU,
+        "WINCH" => libc::SIGWINCH,
+        _ => bail!("unknown signal '{s}' (use a number or a name such as USR1, TERM, INT)"),
     })
 }
 
@@ -508,6 +562,15 @@ pub async fn cancel(conn: &Conn, a: CancelArgs) -> Result<()> {
         .map(signal_number)
         .transpose()?
         .unwrap_or(0);
+    if (a.batch || a.full) && signal == 0 {
+        bail!("--batch and --full choose who gets a signal: give one with --signal");
+    }
+    let signal_target = match (a.batch, a.full) {
+        (true, true) => bail!("give --batch or --full, not both"),
+        (true, false) => api::SignalTarget::Batch,
+        (false, true) => api::SignalTarget::Full,
+        (false, false) => api::SignalTarget::Steps,
+    } as i32;
     let mut c = client(conn).await?;
     let mut failed = None;
     // One call per job, so one bad id does not stop the others (as scancel does).
@@ -520,6 +583,7 @@ pub async fn cancel(conn: &Conn, a: CancelArgs) -> Result<()> {
                 api::CancelRequest {
                     job_ids: vec![id],
                     signal,
+                    signal_target,
                     ..Default::default()
                 },
             )
@@ -588,6 +652,8 @@ pub enum ShowWhat {
     /// Names (a host list, or names separated by commas or spaces) compressed into one
     /// host list, as Slurm's `scontrol show hostlist`.
     Hostlist { names: Vec<String> },
+    /// One partition, or all.
+    Partition { name: Option<String> },
 }
 
 /// `scontrol show hostnames|hostlist`: text only, no controller needed. `Ok(None)` for
@@ -658,54 +724,12 @@ pub async fn show(conn: &Conn, a: ShowArgs) -> Result<()> {
             if a.json {
                 return print_json(&job_json(&j));
             }
-            let j = format::printable_job(j);
-            let t = now();
-            println!("JobId={} JobName={}", format::job_id(&j), j.name);
-            println!("   UserId={} Account={} QOS={}", j.user, j.account, j.qos);
-            println!(
-                "   JobState={} Reason={} Priority={} ExitCode={}",
-                j.state,
-                j.reason,
-                j.priority,
-                j.exit_code.map_or("0:0".into(), |c| format!("{c}:0"))
-            );
-            println!(
-                "   RunTime={} TimeLimit={} SubmitTime={} StartTime={} EndTime={}",
-                format::clock(format::used(&j, t)),
-                format::clock_limit(j.time_limit_s),
-                format::timestamp(j.submit_time),
-                format::timestamp(j.start_time),
-                format::timestamp(j.end_time)
-            );
-            println!("   Partition={} NodeList={} NumNodes={} NumCPUs={} NumTasks={} CPUs/Task={} GPUs={}",
-                j.partition, if j.node_list.is_empty() { "(null)" } else { &j.node_list }, j.nodes, j.cores, j.tasks, j.cpus_per_task, j.gpus);
-            for n in &j.allocation {
-                let cores: Vec<String> = n.cores.iter().map(|c| c.to_string()).collect();
-                let gpus: Vec<String> = n.gpus.iter().map(|g| g.to_string()).collect();
-                println!(
-                    "     Nodes={} CPU_IDs={} Mem={}M GPU_IDs={}",
-                    n.node,
-                    cores.join(","),
-                    n.memory_mb,
-                    if gpus.is_empty() {
-                        "N/A".into()
-                    } else {
-                        gpus.join(",")
-                    }
-                );
-            }
-            println!(
-                "   Dependency={}",
-                if j.dependency.is_empty() {
-                    "(null)"
-                } else {
-                    &j.dependency
-                }
-            );
-            println!("   WorkDir={}", j.workdir);
-            println!("   StdOut={}", j.stdout_path);
-            println!("   StdErr={}", j.stderr_path);
+            print!("{}", format::scontrol_job(&format::printable_job(j), now()));
             Ok(())
+        }
+        ShowWhat::Partition { name } => {
+            drop(c);
+            crate::sinfo::show_partition(conn, name.as_deref(), a.json).await
         }
         // Answered without the controller, above.
         ShowWhat::Hostnames { .. } | ShowWhat::Hostlist { .. } => Ok(()),
@@ -823,22 +847,6 @@ pub async fn show(conn: &Conn, a: ShowArgs) -> Result<()> {
 
 // ----- nodes -------------------------------------------------------------------------------
 
-#[derive(Args, Debug)]
-pub struct NodesArgs {
-    /// Print help (-h is --noheader, as in Slurm).
-    #[arg(long, action = clap::ArgAction::Help)]
-    pub help: Option<bool>,
-
-    /// No header line.
-    #[arg(short = 'h', long = "noheader")]
-    pub noheader: bool,
-    /// One line per node (sinfo -N).
-    #[arg(short = 'N', long = "Node")]
-    pub per_node: bool,
-    #[arg(long)]
-    pub json: bool,
-}
-
 fn node_json(n: &api::NodeInfo) -> serde_json::Value {
     serde_json::json!({
         "name": n.name, "addr": n.addr, "state": n.state, "reason": n.reason,
@@ -848,40 +856,6 @@ fn node_json(n: &api::NodeInfo) -> serde_json::Value {
         "partitions": n.partitions, "features": n.features,
         "last_heartbeat_age_s": (n.last_heartbeat_age_s >= 0).then_some(n.last_heartbeat_age_s),
     })
-}
-
-pub async fn nodes(conn: &Conn, a: NodesArgs) -> Result<()> {
-    let nodes = client(conn)
-        .await?
-        .nodes(api::NodesRequest {})
-        .await
-        .map_err(refused)?
-        .into_inner()
-        .nodes;
-    if a.json {
-        return print_json(
-            &serde_json::json!({ "nodes": nodes.iter().map(node_json).collect::<Vec<_>>() }),
-        );
-    }
-    if !a.noheader {
-        println!(
-            "{:<12} {:<10} {:>9} {:>12} {:>7}  {:<16} REASON",
-            "NODELIST", "STATE", "CPUS(A/T)", "MEMORY(MB)", "GPUS", "PARTITION"
-        );
-    }
-    for n in &nodes {
-        println!(
-            "{:<12} {:<10} {:>9} {:>12} {:>7}  {:<16} {}",
-            n.name,
-            n.state.to_ascii_lowercase(),
-            format!("{}/{}", n.cores_allocated, n.cores),
-            n.memory_mb,
-            format!("{}/{}", n.gpus_allocated, n.gpus),
-            n.partitions.join(","),
-            n.reason
-        );
-    }
-    Ok(())
 }
 
 #[derive(Subcommand, Debug)]
@@ -922,16 +896,44 @@ pub struct AcctArgs {
     /// Only these jobs (comma-separated; -j may be given again).
     #[arg(short = 'j', long = "jobs")]
     pub jobs: Vec<String>,
-    /// Only this user's jobs (admins; others see their own).
-    #[arg(short = 'u', long)]
+    /// Only these users' jobs (comma-separated; admins see everyone's, others their own).
+    #[arg(short = 'u', long = "user")]
     pub user: Option<String>,
-    /// Fields (JobID,JobName,State,ExitCode,Elapsed,NNodes,NCPUS,NodeList,MaxRSS,...).
-    #[arg(
-        short = 'o',
-        long = "format",
-        default_value = "JobID,JobName,Partition,Account,AllocCPUS,State,ExitCode"
-    )]
-    pub format: String,
+    /// Every user's jobs you may see (the default for admins).
+    #[arg(short = 'a', long = "allusers")]
+    pub all_users: bool,
+    /// Only jobs of these accounts (comma-separated).
+    #[arg(short = 'A', long = "accounts")]
+    pub accounts: Option<String>,
+    /// Only jobs with these names (comma-separated).
+    #[arg(long = "name")]
+    pub name: Option<String>,
+    /// Only jobs in these states (comma-separated: CD,F,CA,TO,R,PD or COMPLETED,...).
+    #[arg(short = 's', long = "state")]
+    pub state: Option<String>,
+    /// Only jobs of these partitions (comma-separated).
+    #[arg(short = 'r', long = "partition")]
+    pub partition: Option<String>,
+    /// Jobs queued or running at or after this time (now-1hour, 2026-12-01, 08:00,
+    /// midnight, ...). Default: today's midnight, unless jobs are named with -j.
+    #[arg(short = 'S', long = "starttime")]
+    pub starttime: Option<String>,
+    /// Jobs queued or running at or before this time (default: now).
+    #[arg(short = 'E', long = "endtime")]
+    pub endtime: Option<String>,
+    /// Fields (JobID,JobName,State,ExitCode,Elapsed,NNodes,NCPUS,NodeList,MaxRSS,...),
+    /// each with an optional width (State%20); -e lists them.
+    #[arg(short = 'o', long = "format")]
+    pub format: Option<String>,
+    /// Only JobID, State and ExitCode.
+    #[arg(short = 'b', long = "brief")]
+    pub brief: bool,
+    /// Many fields.
+    #[arg(short = 'l', long = "long")]
+    pub long: bool,
+    /// List the fields -o takes.
+    #[arg(short = 'e', long = "helpformat")]
+    pub helpformat: bool,
     /// No header.
     #[arg(short = 'n', long = "noheader")]
     pub noheader: bool,
@@ -948,14 +950,50 @@ pub struct AcctArgs {
     pub json: bool,
 }
 
+fn comma_list(v: &Option<String>) -> Vec<String> {
+    v.as_deref()
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub async fn acct(conn: &Conn, a: AcctArgs) -> Result<()> {
+    if a.helpformat {
+        for chunk in format::SACCT_FIELDS.chunks(4) {
+            let line: Vec<String> = chunk.iter().map(|f| format!("{f:<20}")).collect();
+            println!("{}", line.join("").trim_end());
+        }
+        return Ok(());
+    }
     let refs = JobRefs::parse(&(!a.jobs.is_empty()).then(|| a.jobs.join(",")))?;
+    let here = crate::when::now();
+    let window_start = match &a.starttime {
+        Some(t) => crate::when::parse(t, &here).map_err(|e| anyhow!("--starttime: {e}"))?,
+        // As sacct: today's jobs, unless jobs or states are named.
+        None if a.jobs.is_empty() && a.state.is_none() => crate::when::parse("today", &here)?,
+        None => 0,
+    };
+    let window_end = match &a.endtime {
+        Some(t) => crate::when::parse(t, &here).map_err(|e| anyhow!("--endtime: {e}"))?,
+        None => 0,
+    };
     let mut pages = client(conn)
         .await?
         .accounting(api::AccountingRequest {
-            user: a.user.clone().unwrap_or_default(),
             job_ids: refs.wanted(),
-            since: 0,
+            users: comma_list(&a.user),
+            accounts: comma_list(&a.accounts),
+            names: comma_list(&a.name),
+            states: comma_list(&a.state).iter().map(|s| long_state(s)).collect(),
+            partitions: comma_list(&a.partition),
+            window_start,
+            window_end,
+            ..Default::default()
         })
         .await
         .map_err(refused)?
@@ -982,12 +1020,13 @@ pub async fn acct(conn: &Conn, a: AcctArgs) -> Result<()> {
             .collect();
         return print_json(&serde_json::json!({ "jobs": v }));
     }
-    let fields: Vec<&str> = a
-        .format
-        .split(',')
-        .map(str::trim)
-        .filter(|f| !f.is_empty())
-        .collect();
+    let format = match (&a.format, a.brief, a.long) {
+        (Some(f), _, _) => f.as_str(),
+        (None, true, _) => format::SACCT_BRIEF,
+        (None, false, true) => format::SACCT_LONG,
+        (None, false, false) => format::SACCT_DEFAULT,
+    };
+    let fields = format::sacct_columns(format)?;
     let t = now();
     let mut rows: Vec<Vec<String>> = Vec::new();
     for mut r in records {
@@ -1005,7 +1044,7 @@ pub async fn acct(conn: &Conn, a: AcctArgs) -> Result<()> {
             rows.push(
                 fields
                     .iter()
-                    .map(|f| format::sacct_field(f, &r, line, t))
+                    .map(|f| format::sacct_field(&f.name, &r, line, t))
                     .collect::<Result<_>>()?,
             );
         }
@@ -1013,34 +1052,32 @@ pub async fn acct(conn: &Conn, a: AcctArgs) -> Result<()> {
     if a.parsable || a.parsable2 {
         let end = if a.parsable { "|" } else { "" };
         if !a.noheader {
-            println!("{}{end}", fields.join("|"));
+            let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+            println!("{}{end}", names.join("|"));
         }
         for r in rows {
             println!("{}{end}", r.join("|"));
         }
         return Ok(());
     }
-    let widths: Vec<usize> = fields.iter().map(|f| f.len().max(10)).collect();
+    // As sacct: each column its width and a space; names cut to fit, values cut with a
+    // '+' where they do not fit.
     if !a.noheader {
-        let head: Vec<String> = fields
+        let head: String = fields
             .iter()
-            .zip(&widths)
-            .map(|(f, w)| format!("{f:>w$}"))
+            .map(|f| f.cell(&f.name, false) + " ")
             .collect();
-        println!("{}", head.join(" "));
-        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-        println!("{}", rule.join(" "));
+        println!("{head}");
+        let rule: String = fields.iter().map(|f| "-".repeat(f.width) + " ").collect();
+        println!("{rule}");
     }
     for r in rows {
-        let cells: Vec<String> = r
+        let line: String = r
             .iter()
-            .zip(&widths)
-            .map(|(v, w)| {
-                let v: String = v.chars().take(*w).collect();
-                format!("{v:>w$}")
-            })
+            .zip(&fields)
+            .map(|(v, f)| f.cell(v, true) + " ")
             .collect();
-        println!("{}", cells.join(" "));
+        println!("{line}");
     }
     Ok(())
 }

@@ -65,30 +65,9 @@ pub fn limit(s: i64) -> String {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS` (UTC), or `N/A`.
+/// `YYYY-MM-DDTHH:MM:SS` in the local time zone, or `N/A`.
 pub fn timestamp(t: i64) -> String {
-    if t <= 0 {
-        return "N/A".into();
-    }
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    crate::when::format(t).unwrap_or_else(|| "N/A".into())
 }
 
 /// The id squeue shows: `123` or, for an array task, `120_3`.
@@ -230,7 +209,7 @@ pub const SQUEUE_DEFAULT: &str = "%.18i %.9P %.8j %.8u %.2t %.10M %.6D %R";
 
 /// Walks an `-o` format: text is copied (`\t` is a tab), each `%[.|-][width]x` becomes
 /// `field(x)`, right-justified with `.`, padded and truncated to a width, as Slurm does.
-fn render(format: &str, field: impl Fn(char) -> Result<String>) -> Result<String> {
+pub fn render(format: &str, field: impl Fn(char) -> Result<String>) -> Result<String> {
     let mut out = String::new();
     let mut chars = format.chars().peekable();
     while let Some(c) = chars.next() {
@@ -253,7 +232,7 @@ fn render(format: &str, field: impl Fn(char) -> Result<String>) -> Result<String
             chars.next();
         }
         let Some(f) = chars.next() else {
-            bail!("squeue format ends in '%'");
+            bail!("the format ends in '%'");
         };
         let mut v = field(f)?;
         if let Ok(w) = width.parse::<usize>() {
@@ -376,6 +355,331 @@ impl AcctLine<'_> {
     }
 }
 
+/// A group's name, or its number when this machine does not know it.
+pub fn group_name(gid: u32) -> String {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: getgrgid_r writes into `grp` and `buf` (of the length given) only, and sets
+    // `result` to `grp` or null; the name is read while `buf` lives.
+    unsafe {
+        let mut grp: libc::group = std::mem::zeroed();
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        let rc = libc::getgrgid_r(
+            gid,
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        );
+        if rc == 0 && !result.is_null() && !grp.gr_name.is_null() {
+            return std::ffi::CStr::from_ptr(grp.gr_name)
+                .to_string_lossy()
+                .into_owned();
+        }
+    }
+    gid.to_string()
+}
+
+/// A user's name from the job, with its id as Slurm shows it: `alice(1000)`.
+pub fn user_with_id(j: &api::JobInfo) -> String {
+    format!("{}({})", j.user, j.uid)
+}
+
+/// `scontrol show job`'s record, in Slurm's layout (`Key=Value` lines; an array task
+/// names its array; each node's cores and GPUs follow, as `scontrol -d` shows them).
+pub fn scontrol_job(j: &api::JobInfo, now: i64) -> String {
+    use std::fmt::Write;
+    let or_null = |s: &str| {
+        if s.is_empty() {
+            "(null)".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let or_none = |t: i64| {
+        if t > 0 {
+            timestamp(t)
+        } else {
+            "Unknown".into()
+        }
+    };
+    let mut o = String::new();
+    let array = if j.array_job_id != 0 {
+        format!(
+            " ArrayJobId={} ArrayTaskId={}",
+            j.array_job_id, j.array_task_id
+        )
+    } else {
+        String::new()
+    };
+    let _ = writeln!(o, "JobId={}{array} JobName={}", j.job_id, j.name);
+    let _ = writeln!(
+        o,
+        "   UserId={} GroupId={}({}) MCS_label=N/A",
+        user_with_id(j),
+        group_name(j.gid),
+        j.gid
+    );
+    let _ = writeln!(
+        o,
+        "   Priority={} Nice=0 Account={} QOS={} WCKey={}",
+        j.priority.max(0),
+        or_null(&j.account),
+        j.qos,
+        if j.wckey.is_empty() {
+            "*".into()
+        } else {
+            j.wckey.clone()
+        }
+    );
+    let _ = writeln!(
+        o,
+        "   JobState={} Reason={} Dependency={}",
+        j.state,
+        if j.reason.is_empty() {
+            "None"
+        } else {
+            &j.reason
+        },
+        or_null(&j.dependency)
+    );
+    let exit = match j.exit_code {
+        Some(c) if c > 128 => format!("0:{}", c - 128),
+        Some(c) => format!("{c}:0"),
+        None => "0:0".into(),
+    };
+    let _ = writeln!(
+        o,
+        "   Requeue=1 Restarts={} BatchFlag={} Reboot=0 ExitCode={exit}",
+        j.requeue_count,
+        u8::from(!j.allocation_only)
+    );
+    let _ = writeln!(
+        o,
+        "   RunTime={} TimeLimit={} TimeMin=N/A",
+        clock(used(j, now)),
+        clock_limit(j.time_limit_s)
+    );
+    let _ = writeln!(
+        o,
+        "   SubmitTime={} EligibleTime={}",
+        timestamp(j.submit_time),
+        timestamp(j.begin_time.max(j.submit_time))
+    );
+    let _ = writeln!(
+        o,
+        "   StartTime={} EndTime={} Deadline=N/A",
+        or_none(j.start_time),
+        or_none(j.end_time)
+    );
+    let _ = writeln!(o, "   SuspendTime=None SecsPreSuspend={}", j.suspended_s);
+    let _ = writeln!(o, "   Partition={}", j.partition);
+    let _ = writeln!(o, "   NodeList={}", or_null(&j.node_list));
+    let _ = writeln!(
+        o,
+        "   BatchHost={}",
+        j.allocation.first().map_or("(null)", |n| n.node.as_str())
+    );
+    let _ = writeln!(
+        o,
+        "   NumNodes={} NumCPUs={} NumTasks={} CPUs/Task={}",
+        j.nodes, j.cores, j.tasks, j.cpus_per_task
+    );
+    let mem: u64 = j.allocation.iter().map(|n| n.memory_mb).sum();
+    let mut tres = format!("cpu={},node={}", j.cores, j.nodes);
+    if mem > 0 {
+        let _ = write!(tres, ",mem={mem}M");
+    }
+    if j.gpus > 0 {
+        let _ = write!(tres, ",gres/gpu={}", j.gpus);
+    }
+    let _ = writeln!(o, "   TRES={tres}");
+    for n in &j.allocation {
+        let cores: Vec<u32> = n.cores.clone();
+        let gpus: Vec<String> = n.gpus.iter().map(|g| g.to_string()).collect();
+        let _ = writeln!(
+            o,
+            "     Nodes={} CPU_IDs={} Mem={} GRES={}",
+            n.node,
+            ranges(&cores),
+            n.memory_mb,
+            if gpus.is_empty() {
+                String::new()
+            } else {
+                format!("gpu:{}(IDX:{})", gpus.len(), ranges(&n.gpus))
+            }
+        );
+    }
+    let _ = writeln!(o, "   WorkDir={}", j.workdir);
+    let _ = writeln!(o, "   Comment={}", or_null(&j.comment));
+    let _ = writeln!(o, "   StdErr={}", j.stderr_path);
+    let _ = writeln!(o, "   StdIn=/dev/null");
+    let _ = writeln!(o, "   StdOut={}", j.stdout_path);
+    o
+}
+
+/// `0-3,8,10-11`: sorted ids in runs, as Slurm lists CPU and GPU ids.
+fn ranges(ids: &[u32]) -> String {
+    let mut v = ids.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < v.len() {
+        let start = v[i];
+        let mut end = start;
+        while i + 1 < v.len() && v[i + 1] == end + 1 {
+            i += 1;
+            end = v[i];
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    parts.join(",")
+}
+
+/// The `meta` block of Slurm's `--json` output: which program and version answered.
+pub fn json_meta(command: &str) -> serde_json::Value {
+    serde_json::json!({
+        "plugin": { "type": "gantry", "name": "gantry" },
+        "command": [command],
+        "Slurm": { "version": { "major": 22, "micro": 0, "minor": 5 }, "release": "22.05 (Gantry)" },
+        "gantry": { "version": env!("CARGO_PKG_VERSION") },
+    })
+}
+
+/// sacct's default columns, `-b`'s and `-l`'s.
+pub const SACCT_DEFAULT: &str = "JobID,JobName,Partition,Account,AllocCPUS,State,ExitCode";
+pub const SACCT_BRIEF: &str = "JobID,State,ExitCode";
+pub const SACCT_LONG: &str = "JobID,JobIDRaw,JobName,Partition,MaxRSS,AveCPU,NTasks,AllocCPUS,Elapsed,State,ExitCode,ReqMem,ReqCPUS,NNodes,NodeList,Start,End,Submit,TotalCPU,UserCPU,SystemCPU,WorkDir";
+
+/// Every field `sacct -o` takes (`sacct -e`).
+pub const SACCT_FIELDS: &[&str] = &[
+    "Account",
+    "AllocCPUS",
+    "AllocNodes",
+    "AllocTRES",
+    "AveCPU",
+    "Comment",
+    "CPUTime",
+    "CPUTimeRAW",
+    "DerivedExitCode",
+    "Elapsed",
+    "ElapsedRaw",
+    "Eligible",
+    "End",
+    "ExitCode",
+    "GID",
+    "Group",
+    "JobID",
+    "JobIDRaw",
+    "JobName",
+    "MaxRSS",
+    "NCPUS",
+    "NNodes",
+    "NodeList",
+    "NTasks",
+    "Partition",
+    "Priority",
+    "QOS",
+    "Reason",
+    "ReqCPUS",
+    "ReqMem",
+    "ReqNodes",
+    "Start",
+    "State",
+    "Submit",
+    "Suspended",
+    "SystemCPU",
+    "Timelimit",
+    "TimelimitRaw",
+    "TotalCPU",
+    "UID",
+    "User",
+    "UserCPU",
+    "WCKey",
+    "WorkDir",
+];
+
+/// One column of sacct's table: a field and its width.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SacctColumn {
+    pub name: String,
+    pub width: usize,
+}
+
+impl SacctColumn {
+    /// The text padded to the column: job ids left, the rest right; too long a value
+    /// is cut with a `+` at its end, as sacct marks it.
+    pub fn cell(&self, text: &str, value: bool) -> String {
+        let w = self.width;
+        let count = text.chars().count();
+        let text: String = if count > w {
+            let cut: String = text
+                .chars()
+                .take(w.saturating_sub(usize::from(value)))
+                .collect();
+            if value {
+                cut + "+"
+            } else {
+                cut
+            }
+        } else {
+            text.to_string()
+        };
+        if self.name.eq_ignore_ascii_case("jobid") || self.name.eq_ignore_ascii_case("jobidraw") {
+            format!("{text:<w$}")
+        } else {
+            format!("{text:>w$}")
+        }
+    }
+}
+
+/// `JobID,State%20,ExitCode` → columns with sacct's default widths (JobID 12, ExitCode
+/// 8, NodeList 15, WorkDir 30, the rest 10) unless one is given.
+pub fn sacct_columns(format: &str) -> Result<Vec<SacctColumn>> {
+    let mut out = Vec::new();
+    for f in format.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        let (name, width) = match f.split_once('%') {
+            Some((n, w)) => (
+                n,
+                Some(
+                    w.parse::<usize>()
+                        .ok()
+                        .filter(|&w| (1..=4096).contains(&w))
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("sacct: bad width in '{f}' (use Name%20)")
+                        })?,
+                ),
+            ),
+            None => (f, None),
+        };
+        let known = SACCT_FIELDS.iter().find(|k| k.eq_ignore_ascii_case(name));
+        let Some(&canonical) = known else {
+            bail!("sacct: unknown field '{name}' (sacct -e lists them)");
+        };
+        let default = match canonical {
+            "JobID" | "JobIDRaw" => 12,
+            "ExitCode" => 8,
+            "NodeList" => 15,
+            "WorkDir" | "Comment" => 30,
+            "Start" | "End" | "Submit" | "Eligible" => 19,
+            _ => 10,
+        };
+        out.push(SacctColumn {
+            name: canonical.to_string(),
+            width: width.unwrap_or(default),
+        });
+    }
+    if out.is_empty() {
+        bail!("sacct: no fields to show");
+    }
+    Ok(out)
+}
+
 /// `sacct` fields by name (`--format=JobID,State,ExitCode`), for one line of a job.
 pub fn sacct_field(
     name: &str,
@@ -421,6 +725,31 @@ pub fn sacct_field(
         "usercpu" => elapsed(r.user_cpu_s.round() as i64),
         "systemcpu" => elapsed(r.system_cpu_s.round() as i64),
         "allocgres" | "alloctres" => format!("cpu={},gres/gpu={}", j.cores, j.gpus),
+        "allocnodes" | "reqnodes" => j.nodes.to_string(),
+        "reqcpus" => j.cores.to_string(),
+        "reqmem" => match j.allocation.first() {
+            Some(n) if n.memory_mb > 0 => format!("{}M", n.memory_mb),
+            _ => "0".into(),
+        },
+        "avecpu" => elapsed(
+            (step_cpu.unwrap_or(r.user_cpu_s + r.system_cpu_s) / f64::from(j.tasks.max(1))).round()
+                as i64,
+        ),
+        "cputime" => clock(r.cpu_core_seconds.round() as i64),
+        "timelimitraw" => match j.time_limit_s {
+            s if s > 0 => (s / 60).to_string(),
+            _ => "UNLIMITED".into(),
+        },
+        "eligible" => timestamp(j.begin_time.max(j.submit_time)),
+        "suspended" => clock(j.suspended_s),
+        "priority" => j.priority.to_string(),
+        "reason" => j.reason.clone(),
+        "derivedexitcode" => "0:0".into(),
+        "comment" => j.comment.clone(),
+        "wckey" => j.wckey.clone(),
+        "uid" => j.uid.to_string(),
+        "gid" => j.gid.to_string(),
+        "group" => group_name(j.gid),
         "workdir" => j.workdir.clone(),
         other => bail!("sacct: unknown field '{other}'"),
     })

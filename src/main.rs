@@ -6,10 +6,14 @@
 
 mod batch;
 mod client;
+mod control;
 mod format;
 mod policies;
 mod sim;
+mod sinfo;
+mod slurm_doc;
 mod steps;
+mod when;
 
 use clap::{Parser, Subcommand};
 
@@ -20,7 +24,7 @@ pub const SLURM_NAMES: [&str; 8] = [
 
 #[derive(Parser)]
 #[command(name = "gantry", version, about = "Gantry cluster batch scheduler", long_about = None)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     conn: client::Conn,
     #[command(subcommand)]
@@ -30,12 +34,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Submit a batch script (as sbatch; #SBATCH directives are read).
+    #[command(args_override_self = true)]
     Submit(client::SubmitArgs),
     /// Run a command's tasks as a job step and stream their output until they end (as
     /// srun): inside an allocation ($SLURM_JOB_ID or --jobid) a step of that job, else
     /// in an allocation made for it.
+    #[command(args_override_self = true)]
     Run(steps::SrunArgs),
     /// Make an allocation and run a command here with it, then release it (as salloc).
+    #[command(args_override_self = true)]
     Alloc(steps::SallocArgs),
     /// Jobs not yet finished (as squeue).
     #[command(disable_help_flag = true)]
@@ -44,9 +51,11 @@ enum Command {
     Cancel(client::CancelArgs),
     /// One job or node in full (as scontrol show).
     Show(client::ShowArgs),
+    /// Hold, release or update jobs (as scontrol hold|release|update).
+    Control(control::ControlArgs),
     /// Nodes and their state (as sinfo).
     #[command(disable_help_flag = true)]
-    Nodes(client::NodesArgs),
+    Nodes(sinfo::NodesArgs),
     /// Drain or resume a node (admin).
     #[command(subcommand)]
     Node(client::NodeAction),
@@ -70,6 +79,9 @@ enum Command {
     },
     /// Replay a workload trace (SWF) through the scheduling kernel with a virtual clock.
     Sim(sim::SimArgs),
+    /// Print docs/SLURM.md: each Slurm option and what Gantry does with it.
+    #[command(hide = true)]
+    SlurmOptions,
 }
 
 /// Rewrites a Slurm-named invocation into the matching `gantry` command line.
@@ -91,15 +103,29 @@ fn slurm_argv(mut args: Vec<String>) -> Vec<String> {
         _ => return args,
     };
     let mut rest = args.split_off(1);
+    // `sbatch --version`, `squeue -V`: as Slurm's tools, the version and nothing else.
+    if rest.first().is_some_and(|a| a == "--version" || a == "-V") {
+        println!(
+            "{name} (Gantry {}, Slurm 22.05 compatible)",
+            env!("CARGO_PKG_VERSION")
+        );
+        std::process::exit(0);
+    }
+    let mut sub = sub;
     if sub == "show" {
-        // scontrol show job 12 → gantry show job 12
-        if rest.first().map(String::as_str) == Some("show") {
-            rest.remove(0);
-        } else {
-            eprintln!(
-                "scontrol: only 'scontrol show job|step|node|hostnames|hostlist' is supported"
-            );
-            std::process::exit(1);
+        // scontrol show job 12 → gantry show job 12; scontrol hold 12 → gantry control hold 12
+        match rest.first().map(String::as_str) {
+            Some("show") => {
+                rest.remove(0);
+            }
+            Some("hold" | "release" | "update") => sub = "control",
+            Some("--help" | "-h" | "help") => sub = "control",
+            _ => {
+                eprintln!(
+                    "scontrol: error: Gantry's scontrol takes show (job, step, node, hostnames, hostlist), hold, release and update"
+                );
+                std::process::exit(1);
+            }
         }
     }
     let mut out = vec!["gantry".to_string(), sub.to_string()];
@@ -137,12 +163,22 @@ fn main() -> std::process::ExitCode {
         }
         default_hook(info);
     }));
+    // Errors are prefixed with the name the command was called by (`sbatch: error:`).
+    let speaker = std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .filter(|n| SLURM_NAMES.contains(&n.as_str()))
+        .unwrap_or_else(|| "gantry".into());
     let args: Result<Vec<String>, _> = std::env::args_os().map(|a| a.into_string()).collect();
     let argv = match args {
         Ok(args) => slurm_argv(args),
         Err(bad) => {
             eprintln!(
-                "gantry: error: the argument {} is not valid UTF-8; Gantry takes job names, paths and options as UTF-8 text",
+                "{speaker}: error: the argument {} is not valid UTF-8; Gantry takes job names, paths and options as UTF-8 text",
                 bad.to_string_lossy().escape_debug()
             );
             return std::process::ExitCode::from(1);
@@ -159,6 +195,11 @@ fn main() -> std::process::ExitCode {
         let rt = runtime()?;
         Ok(match cli.command {
             Command::Sim(args) => sim::run(args).map(|()| 0)?,
+            Command::SlurmOptions => {
+                use clap::CommandFactory;
+                print!("{}", slurm_doc::render(&Cli::command()));
+                0
+            }
             Command::Token(a) => client::token(a).map(|()| 0)?,
             Command::Credential(a) => client::credential(a).map(|()| 0)?,
             Command::InstallLinks { dir } => client::install_links(&dir).map(|()| 0)?,
@@ -168,7 +209,8 @@ fn main() -> std::process::ExitCode {
             Command::Queue(a) => rt.block_on(client::queue(&conn, a)).map(|()| 0)?,
             Command::Cancel(a) => rt.block_on(client::cancel(&conn, a)).map(|()| 0)?,
             Command::Show(a) => rt.block_on(client::show(&conn, a)).map(|()| 0)?,
-            Command::Nodes(a) => rt.block_on(client::nodes(&conn, a)).map(|()| 0)?,
+            Command::Control(a) => rt.block_on(control::control(&conn, a)).map(|()| 0)?,
+            Command::Nodes(a) => rt.block_on(sinfo::nodes(&conn, a)).map(|()| 0)?,
             Command::Node(a) => rt.block_on(client::node(&conn, a)).map(|()| 0)?,
             Command::Acct(a) => rt.block_on(client::acct(&conn, a)).map(|()| 0)?,
             Command::Policy(a) => rt.block_on(client::policy(&conn, a)).map(|()| 0)?,
@@ -179,7 +221,7 @@ fn main() -> std::process::ExitCode {
         Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             let code = e.downcast_ref::<client::Refused>().map_or(1, |r| r.code);
-            eprintln!("gantry: error: {e:#}");
+            eprintln!("{speaker}: error: {e:#}");
             std::process::ExitCode::from(code)
         }
     }

@@ -309,34 +309,30 @@ struct Sink {
 }
 
 impl Sink {
-    /// A file pattern's name for one task: %t task, %n node index, %N node name, %j job,
-    /// %s step, %J job.step, %u user, %%.
+    /// A file pattern's name for one task (Slurm's): %t task, %n node index, %N node
+    /// name, %j job, %s step, %J job.step, %u user, %x job name, %A and %a the array job
+    /// and task (from the job's environment), %%; a width zero-pads numbers (%3t).
     fn path(&self, pattern: &str, task: u32) -> String {
+        use gantry_kernel::units::{expand_file_pattern, PatternField};
         let (index, node) = self.nodes.get(&task).cloned().unwrap_or((0, String::new()));
-        let mut out = String::new();
-        let mut chars = pattern.chars();
-        while let Some(ch) = chars.next() {
-            if ch != '%' {
-                out.push(ch);
-                continue;
-            }
-            match chars.next() {
-                Some('t') => out.push_str(&task.to_string()),
-                Some('n') => out.push_str(&index.to_string()),
-                Some('N') => out.push_str(&node),
-                Some('j') => out.push_str(&self.job.to_string()),
-                Some('s') => out.push_str(&self.step.to_string()),
-                Some('J') => out.push_str(&format!("{}.{}", self.job, self.step)),
-                Some('u') => out.push_str(&std::env::var("USER").unwrap_or_default()),
-                Some('%') => out.push('%'),
-                Some(other) => {
-                    out.push('%');
-                    out.push(other);
+        let env_number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+        expand_file_pattern(pattern, |c| {
+            Some(match c {
+                't' => PatternField::Number(u64::from(task)),
+                'n' => PatternField::Number(index as u64),
+                'N' => PatternField::Text(node.clone()),
+                'j' => PatternField::Number(self.job),
+                's' => PatternField::Number(u64::from(self.step)),
+                'J' => PatternField::Text(format!("{}.{}", self.job, self.step)),
+                'u' => PatternField::Text(std::env::var("USER").unwrap_or_default()),
+                'x' => PatternField::Text(std::env::var("SLURM_JOB_NAME").unwrap_or_default()),
+                'A' => PatternField::Number(env_number("SLURM_ARRAY_JOB_ID").unwrap_or(self.job)),
+                'a' => {
+                    PatternField::Number(env_number("SLURM_ARRAY_TASK_ID").unwrap_or(4_294_967_294))
                 }
-                None => out.push('%'),
-            }
-        }
-        out
+                _ => return None,
+            })
+        })
     }
 
     fn write(&mut self, o: &api::TaskOutput) -> Result<()> {

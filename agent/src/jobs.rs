@@ -84,7 +84,7 @@ fn online_cpus() -> Vec<usize> {
     }
 }
 
-fn signal_group(pgid: i32, sig: i32) {
+pub(crate) fn signal_group(pgid: i32, sig: i32) {
     // SAFETY: kill(2) with a negative pid signals the process group; no memory involved.
     unsafe {
         libc::kill(-pgid, sig);
@@ -355,6 +355,7 @@ impl Jobs {
             output: launch::Output::Files {
                 stdout: job.stdout_path.clone(),
                 stderr: (job.stderr_path != job.stdout_path).then(|| job.stderr_path.clone()),
+                append: l.append_output,
             },
             controlling_tty: false,
         };
@@ -453,9 +454,18 @@ impl Jobs {
         });
     }
 
-    pub fn signal(&self, key: RunKey, sig: i32) {
+    /// Signals a run's process group, or with `shell_only` its batch shell alone (the
+    /// group's leader).
+    pub fn signal(&self, key: RunKey, sig: i32, shell_only: bool) {
         if let Some(r) = self.lock().running.get(&key) {
-            signal_group(r.pgid, sig);
+            if shell_only {
+                // SAFETY: kill(2) on the run's own leader; no memory involved.
+                unsafe {
+                    libc::kill(r.pgid, sig);
+                }
+            } else {
+                signal_group(r.pgid, sig);
+            }
         }
     }
 

@@ -45,6 +45,8 @@ pub enum Output {
         stdout: String,
         /// `None`: the same file as stdout.
         stderr: Option<String>,
+        /// Append to them (`--open-mode=append`) instead of truncating.
+        append: bool,
     },
     /// What the caller set on the command (a step task's pipes).
     AsSet,
@@ -115,13 +117,14 @@ unsafe fn failed(report: libc::c_int, stage: Stage) -> std::io::Error {
 ///
 /// # Safety
 /// Called in the child between fork and exec: open(2), dup2(2), close(2) only.
-unsafe fn open_onto(path: &CString, target: libc::c_int) -> Result<(), ()> {
-    let flags = libc::O_WRONLY
-        | libc::O_CREAT
-        | libc::O_TRUNC
-        | libc::O_NOFOLLOW
-        | libc::O_CLOEXEC
-        | libc::O_NOCTTY;
+unsafe fn open_onto(path: &CString, target: libc::c_int, append: bool) -> Result<(), ()> {
+    let mode = if append {
+        libc::O_APPEND
+    } else {
+        libc::O_TRUNC
+    };
+    let flags =
+        libc::O_WRONLY | libc::O_CREAT | mode | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY;
     let fd = libc::open(path.as_ptr(), flags, 0o666 as libc::c_uint);
     if fd < 0 {
         return Err(());
@@ -140,15 +143,20 @@ unsafe fn open_onto(path: &CString, target: libc::c_int) -> Result<(), ()> {
 /// directory, stdout or stderr of its own.
 pub fn spawn(mut cmd: Command, setup: &ChildSetup) -> Result<std::process::Child, String> {
     let workdir = cstring("working directory", &setup.workdir)?;
-    let (stdout, stderr) = match &setup.output {
-        Output::Files { stdout, stderr } => (
+    let (stdout, stderr, append) = match &setup.output {
+        Output::Files {
+            stdout,
+            stderr,
+            append,
+        } => (
             Some(cstring("output file", stdout)?),
             stderr
                 .as_deref()
                 .map(|p| cstring("error file", p))
                 .transpose()?,
+            *append,
         ),
-        Output::AsSet => (None, None),
+        Output::AsSet => (None, None, false),
     };
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills the two descriptors on success.
@@ -211,11 +219,11 @@ pub fn spawn(mut cmd: Command, setup: &ChildSetup) -> Result<std::process::Child
             let Some(stdout) = &stdout else {
                 return Ok(());
             };
-            if open_onto(stdout, libc::STDOUT_FILENO).is_err() {
+            if open_onto(stdout, libc::STDOUT_FILENO, append).is_err() {
                 return Err(failed(report, Stage::Stdout));
             }
             let err = match &stderr {
-                Some(path) => open_onto(path, libc::STDERR_FILENO),
+                Some(path) => open_onto(path, libc::STDERR_FILENO, append),
                 None if libc::dup2(libc::STDOUT_FILENO, libc::STDERR_FILENO) < 0 => Err(()),
                 None => Ok(()),
             };
@@ -241,7 +249,9 @@ pub fn spawn(mut cmd: Command, setup: &ChildSetup) -> Result<std::process::Child
         None => String::new(),
     };
     let (out_path, err_path) = match &setup.output {
-        Output::Files { stdout, stderr } => (stdout.as_str(), stderr.as_deref().unwrap_or(stdout)),
+        Output::Files { stdout, stderr, .. } => {
+            (stdout.as_str(), stderr.as_deref().unwrap_or(stdout))
+        }
         Output::AsSet => ("", ""),
     };
     Err(match (n == 1).then(|| Stage::from_byte(b)).flatten() {
@@ -272,6 +282,7 @@ mod tests {
             output: Output::Files {
                 stdout: dir.join(out).display().to_string(),
                 stderr: None,
+                append: false,
             },
             controlling_tty: false,
         }

@@ -181,7 +181,7 @@ impl Link {
             Some(What::StepInput(i)) => self.steps.input((i.job_id, i.step_id), i.data),
             Some(What::Launch(l)) => self.jobs.launch(l),
             Some(What::Cancel(r)) => self.jobs.end((r.job_id, r.run), "CANCELLED"),
-            Some(What::Signal(s)) => self.jobs.signal((s.job_id, s.run), s.signal),
+            Some(What::Signal(s)) => self.jobs.signal((s.job_id, s.run), s.signal, s.shell_only),
             Some(What::Suspend(r)) => self.jobs.suspend((r.job_id, r.run)),
             Some(What::Resume(r)) => self.jobs.resume((r.job_id, r.run)),
             None => {}

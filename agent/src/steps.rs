@@ -19,6 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use crate::jobs::signal_group;
 use crate::jobs::Jobs;
 use crate::launch::{self, groups_of, ChildSetup, Identity, Output};
 use crate::link::NodeCredential;
@@ -57,13 +58,6 @@ pub struct Steps {
     jobs: Jobs,
     /// Where each task's process group is recorded, so a restarted agent ends them.
     spool: Spool,
-}
-
-fn signal_group(pgid: i32, sig: i32) {
-    // SAFETY: kill(2) with a negative pid signals the process group; no memory involved.
-    unsafe {
-        libc::kill(-pgid, sig);
-    }
 }
 
 impl Steps {

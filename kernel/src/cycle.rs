@@ -24,7 +24,7 @@ use rustc_hash::FxHashSet;
 
 use crate::alloc::{give_back_into, node_units};
 use crate::cluster::{Cluster, NodeFree, NodeId, PartitionId, PreemptMode, QosId, UserId};
-use crate::job::{JobId, NodeAllocation, PendingReason};
+use crate::job::{Hold, JobId, NodeAllocation, PendingReason};
 use crate::policy::{
     first_fit, ClassicFairshare, FairsharePolicy, FifoPriority, PlacementBatch,
     PreemptionCandidate, PreemptionQuery, PriorityInput, PriorityPolicy, ShareNode, ShareTree,
@@ -47,6 +47,8 @@ struct PendingJob {
     time_limit: Option<Time>,
     array_job: Option<JobId>,
     has_dependencies: bool,
+    /// Held, or before its begin time: waits whatever is free.
+    blocked: Option<PendingReason>,
 }
 
 /// Where a job of the placement batch stands in the walk; the job itself (its id and
@@ -467,6 +469,9 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
 
 /// Why a waiting job may not start regardless of free resources, if anything.
 fn eligible(s: &Scheduler, p: &PendingJob, walk: &Walk) -> Result<(), PendingReason> {
+    if let Some(r) = p.blocked {
+        return Err(r);
+    }
     if p.has_dependencies && s.is_waiting_on_dependency(p.id) != Some(false) {
         return Err(PendingReason::Dependency);
     }
@@ -621,6 +626,12 @@ fn prioritize(s: &mut Scheduler, now: Time, b: &mut CycleBuffers) {
             time_limit: j.time_limit,
             array_job: j.array.map(|a| a.array_job),
             has_dependencies: !j.dependencies.is_empty(),
+            blocked: match (j.hold, j.begin_time) {
+                (Some(Hold::Admin), _) => Some(PendingReason::JobHeldAdmin),
+                (Some(Hold::User), _) => Some(PendingReason::JobHeldUser),
+                (None, Some(b)) if b > now => Some(PendingReason::BeginTime),
+                _ => None,
+            },
         });
         batch.push(PriorityInput {
             job: id.0,

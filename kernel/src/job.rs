@@ -231,6 +231,12 @@ pub struct JobSpec {
     pub dependencies: Vec<Dependency>,
     /// Requeue (instead of NODE_FAIL) when a node fails; `None` follows the partition.
     pub requeue: Option<bool>,
+    /// `--hold`: submitted held by its user (`scontrol release` lets it run).
+    #[serde(default)]
+    pub hold: bool,
+    /// `--begin`: not eligible before this time.
+    #[serde(default)]
+    pub begin: Option<Time>,
 }
 
 impl JobSpec {
@@ -247,8 +253,19 @@ impl JobSpec {
             array: None,
             dependencies: Vec::new(),
             requeue: None,
+            hold: false,
+            begin: None,
         }
     }
+}
+
+/// Who holds a waiting job back (`scontrol hold`, `sbatch --hold`). A user's hold the
+/// user may release; an admin's only an admin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hold {
+    User,
+    Admin,
 }
 
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -349,6 +366,12 @@ pub enum PendingReason {
     JobArrayTaskLimit,
     /// No node of its partition is up.
     PartitionNodesDown,
+    /// Held by its user (`--hold`, `scontrol hold`).
+    JobHeldUser,
+    /// Held by an admin.
+    JobHeldAdmin,
+    /// Its `--begin` time has not come.
+    BeginTime,
 }
 
 impl PendingReason {
@@ -363,6 +386,9 @@ impl PendingReason {
             Self::PartitionTimeLimit => "PartitionTimeLimit",
             Self::JobArrayTaskLimit => "JobArrayTaskLimit",
             Self::PartitionNodesDown => "PartitionNodesDown",
+            Self::JobHeldUser => "JobHeldUser",
+            Self::JobHeldAdmin => "JobHeldAdmin",
+            Self::BeginTime => "BeginTime",
         }
     }
 }
@@ -549,6 +575,10 @@ pub struct Job {
     /// Start of the current stretch of running (its start, or its last resume): usage
     /// accrues from here.
     pub running_since: Option<Time>,
+    /// Held back while waiting: no cycle starts it or plans for it.
+    pub hold: Option<Hold>,
+    /// Not eligible before this time (`--begin`).
+    pub begin_time: Option<Time>,
 }
 
 impl Job {

@@ -123,6 +123,10 @@ pub enum JobError {
     NotRunning(JobId),
     #[error("job {0} cannot be restored: {1}")]
     NotRestorable(JobId, &'static str),
+    #[error("Job is no longer pending execution for job {0}")]
+    NotPending(JobId),
+    #[error("Access/permission denied for job {0}: an administrator holds it")]
+    HeldByAdmin(JobId),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -353,6 +357,8 @@ impl Scheduler {
                 suspended_at: None,
                 suspended_for: 0,
                 running_since: None,
+                hold: spec.hold.then_some(Hold::User),
+                begin_time: spec.begin.filter(|&b| b > now),
             });
             self.enqueue(id);
             self.singletons
@@ -604,6 +610,53 @@ impl Scheduler {
             ),
             None => "none".into(),
         }
+    }
+
+    // ----- changes asked for by users ---------------------------------------------------
+
+    /// Holds a waiting job back (`scontrol hold`): no cycle starts it until released.
+    /// An admin's hold replaces a user's.
+    pub fn hold(&mut self, id: JobId, by: Hold) -> Result<(), JobError> {
+        let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
+        if !job.state.is_waiting() {
+            return Err(JobError::NotPending(id));
+        }
+        let job = self.job_mut(id);
+        if job.hold != Some(Hold::Admin) {
+            job.hold = Some(by);
+        }
+        job.reason = match job.hold {
+            Some(Hold::Admin) => PendingReason::JobHeldAdmin,
+            _ => PendingReason::JobHeldUser,
+        };
+        Ok(())
+    }
+
+    /// Releases a held job (`scontrol release`); a user may not release an admin's hold.
+    /// Releasing a job that is not held changes nothing.
+    pub fn release(&mut self, id: JobId, by: Hold) -> Result<(), JobError> {
+        let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
+        if !job.state.is_waiting() {
+            return Err(JobError::NotPending(id));
+        }
+        if job.hold == Some(Hold::Admin) && by == Hold::User {
+            return Err(JobError::HeldByAdmin(id));
+        }
+        let job = self.job_mut(id);
+        job.hold = None;
+        job.reason = PendingReason::None;
+        Ok(())
+    }
+
+    /// Sets a waiting job's time limit (`scontrol update TimeLimit=`); `None` is
+    /// unlimited. The next cycle plans with it.
+    pub fn set_time_limit(&mut self, id: JobId, limit: Option<Time>) -> Result<(), JobError> {
+        let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
+        if !job.state.is_waiting() {
+            return Err(JobError::NotPending(id));
+        }
+        self.job_mut(id).time_limit = limit;
+        Ok(())
     }
 
     // ----- changes reported by the world ------------------------------------------------

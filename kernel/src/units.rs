@@ -78,9 +78,14 @@ pub fn format_duration(secs: Option<Time>) -> String {
     }
 }
 
-/// Parses a memory size into MiB (`4G` → 4096; a bare number is MiB, as in Slurm).
+/// Parses a memory size into MiB (`4G` or `4GB` → 4096; a bare number is MiB, as in
+/// Slurm).
 pub fn parse_memory_mb(text: &str) -> Result<u64, UnitError> {
     let t = text.trim();
+    let t = match t.strip_suffix(['B', 'b']) {
+        Some(rest) if rest.ends_with(|c: char| "KMGTkmgt".contains(c)) => rest,
+        _ => t,
+    };
     let bad = || UnitError::Memory(text.to_string());
     let (digits, scale) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
         Some('K') => (&t[..t.len() - 1], 0),
@@ -244,6 +249,53 @@ pub fn compress_counts(values: &[u32]) -> String {
     parts.join(",")
 }
 
+/// What a `%` field of a file name pattern stands for.
+pub enum PatternField {
+    /// Zero-padded to the width given (`%4j`).
+    Number(u64),
+    Text(String),
+}
+
+/// Widest zero padding a pattern may ask for (Slurm's limit).
+const MAX_PATTERN_WIDTH: usize = 10;
+
+/// Expands a Slurm file name pattern (`slurm-%j.out`, `%x-%A_%a.out`, `out.%4t`):
+/// `field` says what each letter stands for (`None`: kept as written); `%%` is a percent
+/// sign; a width between `%` and the letter zero-pads numbers.
+pub fn expand_file_pattern(pattern: &str, field: impl Fn(char) -> Option<PatternField>) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let mut digits = String::new();
+        while let Some(&d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+            digits.push(d);
+            chars.next();
+        }
+        let width = digits.parse::<usize>().unwrap_or(0).min(MAX_PATTERN_WIDTH);
+        match chars.next() {
+            Some('%') if digits.is_empty() => out.push('%'),
+            Some(letter) => match field(letter) {
+                Some(PatternField::Number(n)) => out.push_str(&format!("{n:0width$}")),
+                Some(PatternField::Text(t)) => out.push_str(&t),
+                None => {
+                    out.push('%');
+                    out.push_str(&digits);
+                    out.push(letter);
+                }
+            },
+            None => {
+                out.push('%');
+                out.push_str(&digits);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -300,6 +352,9 @@ mod tests {
         assert_eq!(parse_memory_mb("4G"), Ok(4096));
         assert_eq!(parse_memory_mb("500"), Ok(500));
         assert_eq!(parse_memory_mb("1t"), Ok(1_048_576));
+        assert_eq!(parse_memory_mb("2GB"), Ok(2048));
+        assert_eq!(parse_memory_mb("512MB"), Ok(512));
+        assert!(parse_memory_mb("5B").is_err());
         assert_eq!(parse_memory_mb("2048K"), Ok(2));
         assert!(parse_memory_mb("lots").is_err());
         assert!(parse_memory_mb("G").is_err());

@@ -962,3 +962,43 @@ fn a_zero_fairshare_interval_computes_the_factors_every_cycle() {
     }
     assert_eq!(policy.calls.load(Ordering::Relaxed), 5);
 }
+
+/// `--hold` and `scontrol hold` keep a job waiting whatever is free; `release` lets the
+/// next cycle start it. A user may not release an admin's hold.
+#[test]
+fn held_jobs_wait_until_released_and_an_admin_hold_is_the_admins() {
+    use gantry_kernel::job::Hold;
+    let mut s = scheduler(Cluster::homogeneous(2, 1, 1000), SchedulerConfig::default());
+    let mut spec = cpu_job("u", 1, 100);
+    spec.hold = true;
+    let held = s.submit(spec, 0).unwrap()[0];
+    let other = s.submit(cpu_job("u", 1, 100), 0).unwrap()[0];
+    s.hold(other, Hold::Admin).unwrap();
+    assert!(s.cycle(0).started.is_empty(), "both held");
+    assert_eq!(s.job(held).unwrap().reason, PendingReason::JobHeldUser);
+    assert_eq!(s.job(other).unwrap().reason, PendingReason::JobHeldAdmin);
+    assert!(
+        s.release(other, Hold::User).is_err(),
+        "a user cannot release an admin's hold"
+    );
+    s.release(held, Hold::User).unwrap();
+    assert_eq!(s.cycle(1).started, vec![held]);
+    assert!(
+        s.hold(held, Hold::User).is_err(),
+        "a running job is not held"
+    );
+    s.release(other, Hold::Admin).unwrap();
+    assert_eq!(s.cycle(2).started, vec![other]);
+}
+
+/// `--begin`: a job waits for its time with reason BeginTime, then starts.
+#[test]
+fn a_job_waits_for_its_begin_time() {
+    let mut s = scheduler(Cluster::homogeneous(1, 1, 1000), SchedulerConfig::default());
+    let mut spec = cpu_job("u", 1, 100);
+    spec.begin = Some(50);
+    let later = s.submit(spec, 0).unwrap()[0];
+    assert!(s.cycle(10).started.is_empty());
+    assert_eq!(s.job(later).unwrap().reason, PendingReason::BeginTime);
+    assert_eq!(s.cycle(50).started, vec![later]);
+}

@@ -4,6 +4,8 @@
 //!
 //! Needs the binaries built (`cargo build --workspace --bins`; `scripts/test.sh` does).
 
+mod clients;
+mod commands;
 mod harness;
 mod hostile;
 mod steps;

@@ -24,7 +24,9 @@ use tokio::sync::{broadcast, mpsc};
 use crate::store::{Entry, Journal, Launch, LogReader, Store, StoreError, Ticket, Usage};
 
 mod steps;
+mod updates;
 pub use steps::{check_step_bounds, NodePart, Relay, Relays, Step};
+pub use updates::{JobUpdate, MAX_COMMENT_BYTES};
 
 /// Who is calling, as authentication established it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +120,10 @@ pub struct Controller {
     with_running_steps: std::collections::BTreeSet<JobId>,
     /// Where running steps' output goes (shared with the service).
     relays: Arc<Relays>,
+    /// Running jobs whose `--signal` warning is still to be sent, with their run.
+    warnings: std::collections::BTreeMap<JobId, u32>,
+    /// Comments changed by `scontrol update` (else the submission's).
+    comments: HashMap<JobId, String>,
 }
 
 /// What the controller keeps in memory of a submission (shared by an array's tasks).
@@ -131,6 +137,11 @@ struct Submission {
     dependency: String,
     /// An allocation for srun/salloc steps: no batch script.
     allocation_only: bool,
+    comment: String,
+    wckey: String,
+    warn_signal: Option<crate::store::WarnSignal>,
+    uid: u32,
+    gid: u32,
 }
 
 impl Submission {
@@ -142,6 +153,11 @@ impl Submission {
             error: l.error.clone(),
             dependency: l.dependency.clone(),
             allocation_only: l.allocation_only,
+            comment: l.comment.clone(),
+            wckey: l.wckey.clone(),
+            warn_signal: l.warn_signal,
+            uid: l.uid,
+            gid: l.gid,
         })
     }
 }
@@ -173,35 +189,26 @@ fn invalid(e: impl std::fmt::Display) -> Refusal {
     Refusal::Invalid(e.to_string())
 }
 
-/// Expands an output file pattern: `%j` job id, `%x` name, `%A` array job id, `%a` array
-/// task id, `%u` user, `%N` first node, `%%` a percent sign; relative to `workdir`.
+/// Expands a batch script's output file pattern (Slurm's): `%j` job id, `%J` the same
+/// (the batch step has no step number), `%x` name, `%A` array job id, `%a` array task id,
+/// `%u` user, `%N` first node, `%s` `batch`, `%t` and `%n` 0 (one task, the first node),
+/// `%%` a percent sign; relative to `workdir`.
 pub fn output_path(pattern: &str, job: &Job, user: &str, node: &str, workdir: &str) -> String {
+    use gantry_kernel::units::{expand_file_pattern, PatternField};
     let array_job = job.array.map_or(job.id.0, |a| a.array_job.0);
-    let task = job
-        .array
-        .map_or(String::from("4294967294"), |a| a.index.to_string());
-    let mut out = String::new();
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('j') => out.push_str(&job.id.0.to_string()),
-            Some('x') => out.push_str(&job.name),
-            Some('A') => out.push_str(&array_job.to_string()),
-            Some('a') => out.push_str(&task),
-            Some('u') => out.push_str(user),
-            Some('N') => out.push_str(node),
-            Some('%') => out.push('%'),
-            Some(other) => {
-                out.push('%');
-                out.push(other);
-            }
-            None => out.push('%'),
-        }
-    }
+    let out = expand_file_pattern(pattern, |c| {
+        Some(match c {
+            'j' | 'J' => PatternField::Number(job.id.0),
+            'x' => PatternField::Text(job.name.clone()),
+            'A' => PatternField::Number(array_job),
+            'a' => PatternField::Number(job.array.map_or(4_294_967_294, |a| u64::from(a.index))),
+            'u' => PatternField::Text(user.to_string()),
+            'N' => PatternField::Text(node.to_string()),
+            's' => PatternField::Text("batch".into()),
+            't' | 'n' => PatternField::Number(0),
+            _ => return None,
+        })
+    });
     if out.starts_with('/') || workdir.is_empty() {
         out
     } else {
@@ -259,6 +266,8 @@ impl Controller {
             steps: HashMap::new(),
             with_running_steps: Default::default(),
             relays: Arc::default(),
+            warnings: Default::default(),
+            comments: HashMap::new(),
         };
         let restored = entries.len();
         for (seq, time, entry) in entries {
@@ -285,6 +294,10 @@ impl Controller {
         // Launches of running jobs may not have reached their agents before the restart:
         // the agents' heartbeats say which they have; the rest are sent again.
         c.unconfirmed = c.sched.running().iter().copied().collect();
+        let running: Vec<JobId> = c.sched.running().iter().copied().collect();
+        for id in running {
+            c.arm_warning(id, now);
+        }
         c.end_steps_after_restart(now)?;
         tracing::info!(
             entries = restored,
@@ -409,6 +422,13 @@ impl Controller {
                 exit_code,
                 cpu_s,
             } => self.restore_step_end(*job, *step, *state, *exit_code, *cpu_s, time),
+            Entry::Held { job, by } => self.sched.hold(*job, *by)?,
+            Entry::Released { job, by } => self.sched.release(*job, *by)?,
+            Entry::Updated {
+                job,
+                time_limit,
+                comment,
+            } => self.apply_update(*job, *time_limit, comment.clone())?,
         }
         Ok(())
     }
@@ -579,46 +599,13 @@ impl Controller {
         Ok(hit)
     }
 
-    /// Sends `signal` to running jobs' processes (e.g. SIGUSR1 for a checkpoint); their
-    /// state does not change.
-    pub fn signal(
-        &mut self,
-        who: &Caller,
-        ids: &[u64],
-        signal: i32,
-    ) -> Result<Vec<JobId>, Refusal> {
-        if !(1..=64).contains(&signal) {
-            return Err(Refusal::Invalid(format!("{signal} is not a signal number")));
-        }
-        let mut done = Vec::new();
-        for &raw in ids {
-            let id = JobId(raw);
-            let job = self.owned(who, id)?;
-            if job.state != JobState::Running {
-                return Err(Refusal::Conflict(format!("job {raw} is not running")));
-            }
-            let run = job.requeue_count;
-            if let Some(node) = self.first_node(id) {
-                self.send(
-                    node,
-                    api::agent_command::What::Signal(api::SignalJob {
-                        job_id: raw,
-                        signal,
-                        run,
-                    }),
-                );
-                done.push(id);
-            }
-        }
-        Ok(done)
-    }
-
     // ----- the scheduling cycle -----------------------------------------------------------
 
     /// Declares nodes whose agents went silent DOWN, runs one cycle, logs its decisions,
     /// and sends the launches, suspensions and resumptions to the agents.
     pub fn cycle(&mut self, now: Time) -> Result<(), Refusal> {
         self.check_heartbeats(now)?;
+        self.send_warnings(now);
         let out = self.sched.cycle(now);
         let mut entries = Vec::new();
         entries.extend(
@@ -683,6 +670,7 @@ impl Controller {
         }
         for &id in &out.started {
             self.send_launch(id);
+            self.arm_warning(id, now);
         }
         let changed = out
             .cancelled
@@ -830,6 +818,7 @@ impl Controller {
             run,
             umask: launch.umask.unwrap_or(DEFAULT_UMASK),
             allocation_only: launch.allocation_only,
+            append_output: launch.append_output,
         };
         self.unconfirmed.insert(id);
         self.send(node, api::agent_command::What::Launch(cmd));
@@ -1313,7 +1302,36 @@ impl Controller {
             suspended_s: job.suspended_for,
             steps: self.step_infos(job.id),
             allocation_only: launch.is_some_and(|l| l.allocation_only),
+            comment: self.comment(job.id).to_string(),
+            wckey: launch.map(|l| l.wckey.clone()).unwrap_or_default(),
+            begin_time: job.begin_time.unwrap_or(0),
+            uid: launch.map_or(0, |l| l.uid),
+            gid: launch.map_or(0, |l| l.gid),
         }
+    }
+
+    /// Every partition, as `sinfo` and `scontrol show partition` show them.
+    pub fn partition_infos(&self) -> Vec<api::PartitionInfo> {
+        let cluster = self.sched.cluster();
+        cluster
+            .partitions
+            .iter()
+            .map(|p| api::PartitionInfo {
+                name: p.name.clone(),
+                is_default: cluster.default_partition == Some(p.id),
+                max_time_s: p.max_time.unwrap_or(0),
+                default_time_s: p.default_time.or(p.max_time).unwrap_or(0),
+                max_nodes: p.max_nodes.unwrap_or(0),
+                priority_tier: p.priority_tier,
+                default_qos: cluster.qos[p.default_qos.index()].name.clone(),
+                nodes: p
+                    .nodes
+                    .iter()
+                    .map(|&n| cluster.node(n).name.clone())
+                    .collect(),
+                requeue_on_node_fail: p.requeue_on_node_fail,
+            })
+            .collect()
     }
 
     pub fn node_info(&self, id: NodeId, now: Time) -> api::NodeInfo {
@@ -1404,6 +1422,8 @@ fn check_bounds(sub: &api::JobSubmission, limits: &Limits) -> Result<(), Refusal
         ("working directory", &sub.workdir, MAX_PATH_BYTES),
         ("output pattern", &sub.output, MAX_PATH_BYTES),
         ("error pattern", &sub.error, MAX_PATH_BYTES),
+        ("comment", &sub.comment, MAX_COMMENT_BYTES),
+        ("wckey", &sub.wckey, MAX_NAME_BYTES),
     ];
     for (what, text, max) in texts {
         if text.len() > max {
@@ -1531,6 +1551,27 @@ fn spec_from(
         spec.dependencies = parse_dependencies(&d).map_err(invalid)?;
     }
     spec.requeue = sub.requeue;
+    spec.hold = sub.hold;
+    spec.begin = (sub.begin_time > 0).then_some(sub.begin_time);
+    let warn_signal = match sub.warn_signal {
+        Some(w) if !(1..=64).contains(&w.signal) => {
+            return Err(invalid(format!(
+                "--signal: {} is not a signal number",
+                w.signal
+            )))
+        }
+        Some(w) if w.seconds > 65_535 => {
+            return Err(invalid(
+                "--signal: at most 65535 seconds before the time limit",
+            ))
+        }
+        Some(w) => Some(crate::store::WarnSignal {
+            signal: w.signal,
+            seconds: w.seconds,
+            batch_only: w.batch_only,
+        }),
+        None => None,
+    };
     let mut env: Vec<(String, String)> = sub.env.into_iter().collect();
     env.sort();
     let launch = Launch {
@@ -1550,6 +1591,10 @@ fn spec_from(
         dependency: sub.dependency,
         umask: sub.umask.map(|m| m & 0o777),
         allocation_only: sub.allocation_only,
+        comment: sub.comment,
+        wckey: sub.wckey,
+        warn_signal,
+        append_output: sub.append_output,
     };
     Ok((spec, launch))
 }

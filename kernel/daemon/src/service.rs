@@ -317,7 +317,7 @@ impl ControllerApi for Service {
         let done = if r.job_ids.is_empty() && r.array_tasks.is_empty() {
             Ok(Vec::new())
         } else if r.signal != 0 {
-            c.signal(&who, &r.job_ids, r.signal)
+            c.signal(&who, &r.job_ids, r.signal, r.signal_target())
         } else {
             c.cancel(&who, &r.job_ids, &r.array_tasks, now)
         }
@@ -326,6 +326,42 @@ impl ControllerApi for Service {
         self.0.wake.notify_one();
         Ok(Response::new(api::CancelReply {
             cancelled: done.iter().map(|j| j.0).collect(),
+        }))
+    }
+
+    async fn update_job(
+        &self,
+        req: Request<api::UpdateJobRequest>,
+    ) -> Result<Response<api::UpdateJobReply>, Status> {
+        use api::update_job_request::Change;
+        let now = unix_now();
+        let who = self.0.auth.caller(&req, now)?;
+        let r = req.into_inner();
+        let Some(change) = r.change else {
+            return Err(Status::invalid_argument("nothing to change"));
+        };
+        let mut c = self.0.lock();
+        let done = match change {
+            Change::Hold(_) => c.hold_or_release(&who, &r.job_ids, true, now),
+            Change::Release(_) => c.hold_or_release(&who, &r.job_ids, false, now),
+            Change::Fields(f) => {
+                let time_limit = match f.time_limit_s {
+                    None => None,
+                    Some(api::TIME_UNLIMITED) => Some(crate::store::TimeLimit::Unlimited),
+                    Some(s) => Some(crate::store::TimeLimit::Seconds(s)),
+                };
+                let update = crate::controller::JobUpdate {
+                    time_limit,
+                    comment: f.comment,
+                };
+                c.update_jobs(&who, &r.job_ids, update, now)
+            }
+        }
+        .map_err(|e| self.0.status(e))?;
+        drop(c);
+        self.0.wake.notify_one();
+        Ok(Response::new(api::UpdateJobReply {
+            updated: done.iter().map(|j| j.0).collect(),
         }))
     }
 
@@ -435,7 +471,10 @@ impl ControllerApi for Service {
         let nodes = (0..c.scheduler().cluster().nodes.len())
             .map(|i| c.node_info(NodeId(i as u32), now))
             .collect();
-        Ok(Response::new(api::NodesReply { nodes }))
+        Ok(Response::new(api::NodesReply {
+            nodes,
+            partitions: c.partition_infos(),
+        }))
     }
 
     type AccountingStream = PageStream<api::AccountingReply>;
@@ -455,11 +494,23 @@ impl ControllerApi for Service {
                     if page_full(page, *bytes) {
                         return Some(i);
                     }
-                    let owner = &c.scheduler().cluster().users[j.user.index()];
+                    let cluster = c.scheduler().cluster();
+                    let owner = &cluster.users[j.user.index()];
+                    let any = |list: &[String], value: &str| {
+                        list.is_empty() || list.iter().any(|v| v == value)
+                    };
+                    let in_window = (r.window_end == 0 || j.submit_time <= r.window_end)
+                        && (r.window_start == 0 || j.end_time.is_none_or(|e| e >= r.window_start));
                     if !c.may_see(&who, j)
                         || j.submit_time < r.since
+                        || !in_window
                         || !named(&r.job_ids, j)
                         || (!r.user.is_empty() && *owner != r.user)
+                        || !any(&r.users, owner)
+                        || !any(&r.names, &j.name)
+                        || !any(&r.states, c.shown_state(j))
+                        || !any(&r.accounts, &cluster.accounts[j.account.index()].name)
+                        || !any(&r.partitions, &cluster.partition(j.partition).name)
                     {
                         continue;
                     }

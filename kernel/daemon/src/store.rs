@@ -37,6 +37,46 @@ pub struct Launch {
     /// An allocation for `srun`/`salloc` steps, with no batch script of its own.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allocation_only: bool,
+    /// `--comment`, `--wckey`: kept and shown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub comment: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub wckey: String,
+    /// `--signal`: a warning before the time limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warn_signal: Option<WarnSignal>,
+    /// `--open-mode=append`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub append_output: bool,
+}
+
+/// A time limit set by `scontrol update`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeLimit {
+    Seconds(Time),
+    Unlimited,
+}
+
+impl TimeLimit {
+    /// The kernel's form: `None` is unlimited.
+    pub fn seconds(self) -> Option<Time> {
+        match self {
+            Self::Seconds(s) => Some(s),
+            Self::Unlimited => None,
+        }
+    }
+}
+
+/// `--signal=[B:]SIG[@SECONDS]`: `signal`, `seconds` before the time limit, to the job's
+/// steps (or its batch script when it has none), or with `batch_only` to the batch
+/// script alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarnSignal {
+    pub signal: i32,
+    pub seconds: u32,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub batch_only: bool,
 }
 
 /// Resource use of a finished job, as its agent measured it.
@@ -134,6 +174,23 @@ pub enum Entry {
         state: StepState,
         exit_code: i32,
         cpu_s: f64,
+    },
+    /// Held (`scontrol hold`, by its user or an admin) or released.
+    Held {
+        job: JobId,
+        by: gantry_kernel::job::Hold,
+    },
+    Released {
+        job: JobId,
+        by: gantry_kernel::job::Hold,
+    },
+    /// `scontrol update`: the fields given changed.
+    Updated {
+        job: JobId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        time_limit: Option<TimeLimit>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
     },
 }
 

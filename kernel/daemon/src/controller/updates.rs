@@ -1,0 +1,315 @@
+//! Changes users and admins make to their jobs after submission (`scontrol hold`,
+//! `release`, `update`), signals (`scancel --signal`) and the `--signal` warnings sent
+//! before a time limit.
+
+use gantry_api as api;
+use gantry_kernel::job::{Hold, JobState};
+use gantry_kernel::{JobId, Time};
+
+use super::{invalid, job_run, Caller, Controller, Refusal};
+use crate::store::{Entry, TimeLimit};
+
+/// The longest comment a job may carry, in bytes (Slurm's own limit is larger; a comment
+/// is shown in every `scontrol show job` and `sacct` line that asks for it).
+pub const MAX_COMMENT_BYTES: usize = 1024;
+
+/// What `scontrol update` may change.
+#[derive(Debug, Default, Clone)]
+pub struct JobUpdate {
+    pub time_limit: Option<TimeLimit>,
+    pub comment: Option<String>,
+}
+
+impl Controller {
+    /// The jobs `ids` name (an array's id: all its tasks) that `who` may act on.
+    fn owned_targets(&self, who: &Caller, ids: &[u64]) -> Result<Vec<JobId>, Refusal> {
+        let mut targets = Vec::new();
+        for &raw in ids {
+            let id = JobId(raw);
+            self.owned(who, id)?;
+            match self.sched.array_tasks(id) {
+                Some(tasks) => targets.extend_from_slice(tasks),
+                None => targets.push(id),
+            }
+        }
+        targets.sort_unstable();
+        targets.dedup();
+        Ok(targets)
+    }
+
+    /// Holds (`hold`) or releases waiting jobs. A user's hold is the user's to release;
+    /// an admin's hold (any hold an admin places) only an admin's. Tasks of an array
+    /// that already started are left alone, as Slurm does.
+    pub fn hold_or_release(
+        &mut self,
+        who: &Caller,
+        ids: &[u64],
+        hold: bool,
+        now: Time,
+    ) -> Result<Vec<JobId>, Refusal> {
+        let by = if who.admin { Hold::Admin } else { Hold::User };
+        let targets = self.owned_targets(who, ids)?;
+        let waiting: Vec<JobId> = targets
+            .iter()
+            .copied()
+            .filter(|&id| self.sched.job(id).is_some_and(|j| j.state.is_waiting()))
+            .collect();
+        if waiting.is_empty() {
+            let id = ids.first().copied().unwrap_or_default();
+            return Err(Refusal::Conflict(format!(
+                "Job is no longer pending execution for job {id}"
+            )));
+        }
+        if !hold && !who.admin {
+            if let Some(&id) = waiting.iter().find(|&&id| {
+                self.sched
+                    .job(id)
+                    .is_some_and(|j| j.hold == Some(Hold::Admin))
+            }) {
+                return Err(Refusal::Denied(format!(
+                    "Access/permission denied for job {}: an administrator holds it",
+                    id.0
+                )));
+            }
+        }
+        let entries: Vec<Entry> = waiting
+            .iter()
+            .map(|&job| {
+                if hold {
+                    Entry::Held { job, by }
+                } else {
+                    Entry::Released { job, by }
+                }
+            })
+            .collect();
+        self.log(now, &entries)?;
+        for &id in &waiting {
+            if hold {
+                self.sched.hold(id, by).map_err(invalid)?;
+            } else {
+                self.sched.release(id, by).map_err(invalid)?;
+            }
+            self.publish_job(id, now);
+        }
+        Ok(waiting)
+    }
+
+    /// `scontrol update job`: a waiting job's time limit (its owner may only lower it;
+    /// an admin may set any) and any job's comment.
+    pub fn update_jobs(
+        &mut self,
+        who: &Caller,
+        ids: &[u64],
+        change: JobUpdate,
+        now: Time,
+    ) -> Result<Vec<JobId>, Refusal> {
+        if let Some(c) = &change.comment {
+            if c.len() > MAX_COMMENT_BYTES || c.contains('\0') {
+                return Err(invalid(format!(
+                    "a comment is at most {MAX_COMMENT_BYTES} bytes, without NUL bytes"
+                )));
+            }
+        }
+        if let Some(TimeLimit::Seconds(s)) = change.time_limit {
+            if !(1..=gantry_kernel::units::MAX_DURATION).contains(&s) {
+                return Err(invalid(
+                    "the time limit must be positive and at most a century",
+                ));
+            }
+        }
+        let targets = self.owned_targets(who, ids)?;
+        for &id in &targets {
+            let Some(job) = self.sched.job(id) else {
+                continue;
+            };
+            if let Some(limit) = change.time_limit {
+                if !job.state.is_waiting() {
+                    return Err(Refusal::Conflict(format!(
+                        "Job is no longer pending execution for job {}: the time limit of a started job cannot be changed",
+                        id.0
+                    )));
+                }
+                let raises = match (limit.seconds(), job.time_limit) {
+                    (None, Some(_)) => true,
+                    (Some(new), Some(old)) => new > old,
+                    (_, None) => false,
+                };
+                if raises && !who.admin {
+                    return Err(Refusal::Denied(format!(
+                        "Access/permission denied: only an administrator may raise the time limit of job {}",
+                        id.0
+                    )));
+                }
+            }
+            if change.comment.is_some() && job.state.is_terminal() {
+                return Err(Refusal::Conflict(format!(
+                    "Job/step already completing or completed: {}",
+                    id.0
+                )));
+            }
+        }
+        let entries: Vec<Entry> = targets
+            .iter()
+            .map(|&job| Entry::Updated {
+                job,
+                time_limit: change.time_limit,
+                comment: change.comment.clone(),
+            })
+            .collect();
+        self.log(now, &entries)?;
+        for &id in &targets {
+            self.apply_update(id, change.time_limit, change.comment.clone())?;
+            self.publish_job(id, now);
+        }
+        Ok(targets)
+    }
+
+    /// Applies a logged update (live and on restore).
+    pub(super) fn apply_update(
+        &mut self,
+        id: JobId,
+        time_limit: Option<TimeLimit>,
+        comment: Option<String>,
+    ) -> Result<(), Refusal> {
+        if let Some(limit) = time_limit {
+            self.sched
+                .set_time_limit(id, limit.seconds())
+                .map_err(invalid)?;
+        }
+        if let Some(c) = comment {
+            self.comments.insert(id, c);
+        }
+        Ok(())
+    }
+
+    /// The job's comment: as updated, else as submitted.
+    pub fn comment(&self, id: JobId) -> &str {
+        match self.comments.get(&id) {
+            Some(c) => c,
+            None => self.submissions.get(&id).map_or("", |s| s.comment.as_str()),
+        }
+    }
+
+    /// Sends `signal` to running jobs' processes (e.g. SIGUSR1 for a checkpoint); their
+    /// state does not change. `target` says which: the job's steps (the batch script
+    /// when it has none), the batch script, or both.
+    pub fn signal(
+        &mut self,
+        who: &Caller,
+        ids: &[u64],
+        signal: i32,
+        target: api::SignalTarget,
+    ) -> Result<Vec<JobId>, Refusal> {
+        if !(1..=64).contains(&signal) {
+            return Err(Refusal::Invalid(format!("{signal} is not a signal number")));
+        }
+        let mut done = Vec::new();
+        for &raw in ids {
+            let id = JobId(raw);
+            let job = self.owned(who, id)?;
+            if job.state != JobState::Running {
+                return Err(Refusal::Conflict(format!("job {raw} is not running")));
+            }
+            self.deliver_signal(id, signal, target, false);
+            done.push(id);
+        }
+        Ok(done)
+    }
+
+    /// Sends `signal` to a running job's processes, as [`Controller::signal`] says; with
+    /// `shell_only`, of the batch script's processes only the shell itself.
+    fn deliver_signal(
+        &mut self,
+        id: JobId,
+        signal: i32,
+        target: api::SignalTarget,
+        shell_only: bool,
+    ) {
+        use api::SignalTarget::*;
+        let has_steps = self.with_running_steps.contains(&id);
+        let batch = match target {
+            Batch | Full => true,
+            Steps => !has_steps,
+        };
+        if matches!(target, Steps | Full) {
+            self.signal_steps_of(id, signal);
+        }
+        let allocation_only = self.submissions.get(&id).is_some_and(|s| s.allocation_only);
+        if batch && !allocation_only {
+            if let (Some(node), Some(job)) = (self.first_node(id), self.sched.job(id)) {
+                let run = job_run(job);
+                self.send(
+                    node,
+                    api::agent_command::What::Signal(api::SignalJob {
+                        job_id: id.0,
+                        signal,
+                        run: run.run,
+                        shell_only,
+                    }),
+                );
+            }
+        }
+        tracing::info!(job = id.0, signal, ?target, "signal sent");
+    }
+
+    /// Arms a started job's `--signal` warning, if it asked for one whose time has not
+    /// passed (a restarted controller does not send again what it may have sent).
+    pub(super) fn arm_warning(&mut self, id: JobId, now: Time) {
+        let Some(w) = self.submissions.get(&id).and_then(|s| s.warn_signal) else {
+            return;
+        };
+        let Some(job) = self.sched.job(id) else {
+            return;
+        };
+        if job
+            .expected_end()
+            .is_some_and(|end| now < end - Time::from(w.seconds))
+        {
+            self.warnings.insert(id, job.requeue_count);
+        }
+    }
+
+    /// Sends the `--signal` warnings that are due; forgets those of runs that ended.
+    pub(super) fn send_warnings(&mut self, now: Time) {
+        if self.warnings.is_empty() {
+            return;
+        }
+        let mut settled = Vec::new();
+        for (&id, &run) in &self.warnings {
+            let job = self.sched.job(id);
+            let current = job.is_some_and(|j| {
+                j.requeue_count == run && matches!(j.state, JobState::Running | JobState::Suspended)
+            });
+            let warn = self.submissions.get(&id).and_then(|s| s.warn_signal);
+            let (Some(job), Some(w), true) = (job, warn, current) else {
+                settled.push((id, None));
+                continue;
+            };
+            if job.state != JobState::Running {
+                continue; // suspended: its limit waits too
+            }
+            match job.expected_end() {
+                Some(end) if now >= end - Time::from(w.seconds) => settled.push((id, Some(w))),
+                Some(_) => {}
+                None => settled.push((id, None)),
+            }
+        }
+        for (id, warn) in settled {
+            self.warnings.remove(&id);
+            if let Some(w) = warn {
+                let target = if w.batch_only {
+                    api::SignalTarget::Batch
+                } else {
+                    api::SignalTarget::Steps
+                };
+                tracing::info!(
+                    job = id.0,
+                    signal = w.signal,
+                    seconds = w.seconds,
+                    "time limit warning"
+                );
+                self.deliver_signal(id, w.signal, target, w.batch_only);
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! `scontrol`'s verbs that change jobs: `hold`, `release`, `update` (`gantry control`).
+//! `scontrol show` is `gantry show` (in `client.rs`).
+
+use anyhow::{anyhow, bail, Result};
+use clap::{Args, Subcommand};
+use gantry_api as api;
+use gantry_kernel::units::parse_duration;
+
+use crate::client::{client, refused, Conn};
+
+#[derive(Args, Debug)]
+pub struct ControlArgs {
+    #[command(subcommand)]
+    pub action: ControlAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ControlAction {
+    /// Keep pending jobs from starting (ids separated by commas or spaces; an array's id
+    /// holds all its pending tasks). An admin's hold only an admin may release.
+    Hold {
+        #[arg(required = true)]
+        jobs: Vec<String>,
+    },
+    /// Let held jobs start again.
+    Release {
+        #[arg(required = true)]
+        jobs: Vec<String>,
+    },
+    /// Change a job: `update JobId=12 TimeLimit=30:00 Comment="..."`. The owner may lower
+    /// a pending job's time limit and change its comment; raising a limit is for admins.
+    Update {
+        /// KEY=VALUE pairs (keys in any case): JobId (required), TimeLimit, Comment.
+        #[arg(required = true)]
+        fields: Vec<String>,
+    },
+}
+
+/// Job ids from `12,13 14` (array ids stand for their tasks).
+fn job_ids(words: &[String]) -> Result<Vec<u64>> {
+    let mut ids = Vec::new();
+    for part in words.iter().flat_map(|w| w.split(',')) {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
+        let id = part
+            .strip_prefix("jobid=")
+            .or_else(|| part.strip_prefix("JobId="))
+            .unwrap_or(part);
+        ids.push(
+            id.parse()
+                .map_err(|_| anyhow!("Invalid job id specified: {part}"))?,
+        );
+    }
+    if ids.is_empty() {
+        bail!("give the job ids");
+    }
+    Ok(ids)
+}
+
+pub async fn control(conn: &Conn, a: ControlArgs) -> Result<()> {
+    use api::update_job_request::Change;
+    let (ids, change) = match a.action {
+        ControlAction::Hold { jobs } => (job_ids(&jobs)?, Change::Hold(true)),
+        ControlAction::Release { jobs } => (job_ids(&jobs)?, Change::Release(true)),
+        ControlAction::Update { fields } => {
+            let (ids, f) = update_fields(&fields)?;
+            (ids, Change::Fields(f))
+        }
+    };
+    let mut c = client(conn).await?;
+    c.update_job(api::UpdateJobRequest {
+        job_ids: ids,
+        change: Some(change),
+    })
+    .await
+    .map_err(refused)?;
+    Ok(())
+}
+
+/// `JobId=12 TimeLimit=1:00:00 Comment=text` → the ids and the fields to set.
+fn update_fields(words: &[String]) -> Result<(Vec<u64>, api::JobFields)> {
+    let mut ids = Vec::new();
+    let mut f = api::JobFields::default();
+    for w in words {
+        let (key, value) = w
+            .split_once('=')
+            .ok_or_else(|| anyhow!("'{w}' is not KEY=VALUE (e.g. TimeLimit=30:00)"))?;
+        match key.to_ascii_lowercase().as_str() {
+            "jobid" | "job" => ids.extend(job_ids(&[value.to_string()])?),
+            "timelimit" => {
+                f.time_limit_s = Some(
+                    match parse_duration(value).map_err(|e| anyhow!("TimeLimit: {e}"))? {
+                        Some(0) => bail!("TimeLimit: a time limit of 0 is not allowed"),
+                        Some(s) => s,
+                        None => api::TIME_UNLIMITED,
+                    },
+                )
+            }
+            "comment" => f.comment = Some(value.to_string()),
+            other => bail!(
+                "Update of this parameter is not supported: {other} (Gantry updates TimeLimit and Comment)"
+            ),
+        }
+    }
+    if ids.is_empty() {
+        bail!("name the job: JobId=ID");
+    }
+    if f.time_limit_s.is_none() && f.comment.is_none() {
+        bail!("nothing to change: give TimeLimit= or Comment=");
+    }
+    Ok((ids, f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_takes_slurm_key_value_pairs() {
+        let w = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (ids, f) = update_fields(&w(&["JobId=12", "TimeLimit=30:00", "comment=a b"])).unwrap();
+        assert_eq!(ids, vec![12]);
+        assert_eq!(f.time_limit_s, Some(1800));
+        assert_eq!(f.comment.as_deref(), Some("a b"));
+        let (_, f) = update_fields(&w(&["jobid=3", "TimeLimit=UNLIMITED"])).unwrap();
+        assert_eq!(f.time_limit_s, Some(api::TIME_UNLIMITED));
+        assert!(update_fields(&w(&["JobId=3"])).is_err());
+        assert!(update_fields(&w(&["TimeLimit=5"])).is_err());
+        assert!(update_fields(&w(&["JobId=3", "NumNodes=4"])).is_err());
+        assert_eq!(job_ids(&w(&["12,13", "14"])).unwrap(), vec![12, 13, 14]);
+    }
+}

@@ -1,0 +1,297 @@
+//! The Slurm command surface against a live cluster, as Slurm documents it: sbatch's
+//! `--signal`, `--hold`, `--begin`, `--comment`, `--wckey`, `--open-mode` and output
+//! patterns; `scontrol hold|release|update|show job`; squeue's and sacct's filters,
+//! formats and exit codes; scancel's signal targets.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{Cluster, Options};
+
+fn submit(c: &Cluster, args: &[&str]) -> u64 {
+    let mut all = vec!["sbatch", "--parsable"];
+    all.extend_from_slice(args);
+    c.cli_ok(&all)
+        .trim()
+        .parse()
+        .expect("--parsable prints the id")
+}
+
+/// `--signal=B:USR1@N` reaches the batch shell N seconds before the limit, and nothing
+/// else; `--signal=USR1@N` reaches the job's steps. Both trap it and end cleanly.
+#[test]
+fn signal_warns_before_the_time_limit() {
+    let c = Cluster::start(Options::default());
+    let bin = c.slurm_bin();
+    let shell = c.write(
+        "shell.sh",
+        "#!/bin/bash\n#SBATCH --time=1:00\n#SBATCH --signal=B:USR1@57\n#SBATCH -o shell.out\n\
+         trap 'echo shell got USR1 after $SECONDS s; exit 0' USR1\n\
+         sleep 50 & wait\necho no warning\n",
+    );
+    let steps = c.write(
+        "steps.sh",
+        &format!(
+            "#!/bin/bash\n#SBATCH --time=1:00\n#SBATCH --signal=USR2@57\n#SBATCH -o steps.out\n\
+             export PATH={}:$PATH\n\
+             trap 'echo the shell got USR2' USR2\n\
+             srun bash -c \"trap 'echo step got USR2; exit 0' USR2; sleep 50 & wait\"\n",
+            bin.display()
+        ),
+    );
+    let a = submit(&c, &[shell.to_str().unwrap()]);
+    let b = submit(&c, &[steps.to_str().unwrap()]);
+    for id in [a, b] {
+        let j = c.wait_done(id);
+        assert_eq!(j["state"], "COMPLETED", "{j}");
+    }
+    let out = c.read("shell.out");
+    assert!(out.contains("shell got USR1 after"), "{out}");
+    assert!(!out.contains("no warning"), "{out}");
+    let out = c.read("steps.out");
+    assert!(out.contains("step got USR2"), "{out}");
+    assert!(
+        !out.contains("the shell got USR2"),
+        "without B: the batch shell is not signalled: {out}"
+    );
+    // A bad spec is refused at submission, with what to write instead.
+    let (code, _, err) = c.cli(&["sbatch", "--signal=R:USR1", "--wrap=true"]);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("sbatch: error: --signal"), "{err}");
+}
+
+/// `-H` holds a job until `scontrol release`; an admin's hold only an admin releases;
+/// `scontrol update` lowers a pending job's limit and sets its comment, and only an admin
+/// raises a limit; `--begin` waits for its time.
+#[test]
+fn hold_release_update_and_begin() {
+    let c = Cluster::start(Options::default());
+    let alice = c.token("alice", false);
+    let as_alice = |args: &[&str]| c.cli_as(&alice, args);
+    let out = as_alice(&[
+        "sbatch",
+        "--parsable",
+        "-H",
+        "--time=5:00",
+        "--comment=first try",
+        "--wrap=echo ran",
+    ]);
+    assert_eq!(out.0, 0, "{}", out.2);
+    let id: u64 = out.1.trim().parse().unwrap();
+    let ids = id.to_string();
+    std::thread::sleep(Duration::from_millis(600));
+    let j = c.job(id);
+    assert_eq!(
+        (j["state"].as_str(), j["reason"].as_str()),
+        (Some("PENDING"), Some("JobHeldUser")),
+        "{j}"
+    );
+    // Lower the limit and change the comment: the owner may.
+    let (code, _, err) = as_alice(&[
+        "scontrol",
+        "update",
+        &format!("JobId={id}"),
+        "TimeLimit=2:00",
+        "Comment=second try",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let shown = c.cli_ok(&["scontrol", "show", "job", &ids]);
+    assert!(shown.contains("TimeLimit=00:02:00"), "{shown}");
+    assert!(shown.contains("Comment=second try"), "{shown}");
+    assert!(
+        shown.contains("JobState=PENDING Reason=JobHeldUser"),
+        "{shown}"
+    );
+    // Raising it is an admin's.
+    let (code, _, err) = as_alice(&[
+        "scontrol",
+        "update",
+        &format!("JobId={id}"),
+        "TimeLimit=1:00:00",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("only an administrator may raise"), "{err}");
+    // An admin's hold is the admin's to release.
+    c.cli_ok(&["scontrol", "hold", &ids]);
+    assert_eq!(c.job(id)["reason"], "JobHeldAdmin");
+    let (code, _, err) = as_alice(&["scontrol", "release", &ids]);
+    assert_eq!(code, 1);
+    assert!(err.contains("an administrator holds it"), "{err}");
+    c.cli_ok(&["scontrol", "release", &ids]);
+    let j = c.wait_done(id);
+    assert_eq!(j["state"], "COMPLETED", "{j}");
+    let (code, _, err) = as_alice(&["scontrol", "hold", &ids]);
+    assert_eq!(code, 1, "a finished job cannot be held");
+    assert!(err.contains("no longer pending"), "{err}");
+    // --begin: waits for its time, with Slurm's reason.
+    let start = Instant::now();
+    let later = submit(&c, &["--begin=now+3", "--wrap=true"]);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(c.job(later)["reason"], "BeginTime");
+    let j = c.wait_done(later);
+    assert_eq!(j["state"], "COMPLETED", "{j}");
+    assert!(start.elapsed() >= Duration::from_secs(2), "it waited");
+}
+
+/// Output patterns (`%J %s %t %4j` in a batch script's name), `--open-mode=append`, and
+/// `--comment`/`--wckey` in sacct; sacct's filters (`--name`, `-s`, `-S`/`-E`, `-A`),
+/// widths (`State%20`), `-b`, and squeue's `--name`, `-A`, `-w` and unknown ids.
+#[test]
+fn patterns_append_and_the_views_filters() {
+    let c = Cluster::start(Options::default());
+    let one = submit(
+        &c,
+        &[
+            "-J",
+            "patterned",
+            "-o",
+            "p-%J-%s-%t-%n-%4j-%%.out",
+            "--comment=note",
+            "--wckey=proj",
+            "--wrap=echo hi",
+        ],
+    );
+    c.wait_done(one);
+    let name = format!("p-{one}-batch-0-0-{one:04}-%.out");
+    assert_eq!(c.read(&name), "hi\n");
+    for word in ["first", "second"] {
+        let id = submit(
+            &c,
+            &[
+                "-J",
+                "appender",
+                "--open-mode=append",
+                "-o",
+                "appended.out",
+                &format!("--wrap=echo {word}"),
+            ],
+        );
+        c.wait_done(id);
+    }
+    assert_eq!(c.read("appended.out"), "first\nsecond\n");
+    // sacct: by name and state, within a window, with widths and Slurm's padding.
+    let acct = c.cli_ok(&[
+        "sacct",
+        "--name",
+        "patterned",
+        "-X",
+        "-P",
+        "-o",
+        "JobID,JobName,Comment,WCKey,State",
+    ]);
+    assert_eq!(
+        acct,
+        format!("JobID|JobName|Comment|WCKey|State\n{one}|patterned|note|proj|COMPLETED\n")
+    );
+    let acct = c.cli_ok(&[
+        "sacct",
+        "--name=appender",
+        "-s",
+        "CD",
+        "-X",
+        "-n",
+        "-P",
+        "-o",
+        "JobName",
+    ]);
+    assert_eq!(acct, "appender\nappender\n");
+    let acct = c.cli_ok(&["sacct", "-S", "now+1hour", "-X", "-n", "-P", "-o", "JobID"]);
+    assert_eq!(acct, "", "nothing was queued an hour from now");
+    let acct = c.cli_ok(&[
+        "sacct",
+        "-S",
+        "now-1hour",
+        "-E",
+        "now",
+        "-X",
+        "-n",
+        "-P",
+        "-o",
+        "JobID",
+    ]);
+    assert_eq!(acct.lines().count(), 3, "{acct}");
+    let acct = c.cli_ok(&[
+        "sacct",
+        "-j",
+        &one.to_string(),
+        "-X",
+        "-o",
+        "JobID,State%20",
+    ]);
+    let lines: Vec<&str> = acct.lines().collect();
+    assert_eq!(lines[0], format!("{:<12} {:>20} ", "JobID", "State"));
+    assert_eq!(lines[1], format!("{} {} ", "-".repeat(12), "-".repeat(20)));
+    assert_eq!(lines[2], format!("{:<12} {:>20} ", one, "COMPLETED"));
+    let brief = c.cli_ok(&["sacct", "-b", "-X", "-j", &one.to_string()]);
+    assert!(
+        brief.starts_with("JobID             State ExitCode"),
+        "{brief}"
+    );
+    let (code, _, err) = c.cli(&["sacct", "-o", "JobID,Bogus"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown field 'Bogus'"), "{err}");
+    // squeue: filters, and an unknown id is Slurm's error and exit code 1.
+    let s = c.write("sleepy.sh", "#!/bin/bash\n#SBATCH -J sleepy\nsleep 60\n");
+    let sleepy = submit(&c, &[s.to_str().unwrap()]);
+    c.wait_state(sleepy, "RUNNING");
+    let node = c.job(sleepy)["node_list"].as_str().unwrap().to_string();
+    let q = c.cli_ok(&["squeue", "-h", "--name=sleepy", "-o", "%i %j"]);
+    assert_eq!(q, format!("{sleepy} sleepy\n"));
+    assert_eq!(c.cli_ok(&["squeue", "-h", "--name=other", "-o", "%i"]), "");
+    let q = c.cli_ok(&["squeue", "-h", "-w", &node, "-o", "%i"]);
+    assert_eq!(q, format!("{sleepy}\n"));
+    assert_eq!(c.cli_ok(&["squeue", "-h", "-A", "nobody", "-o", "%i"]), "");
+    let (code, _, err) = c.cli(&["squeue", "-j", "999999"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("slurm_load_jobs error: Invalid job id specified"),
+        "{err}"
+    );
+    assert_eq!(
+        c.cli(&["squeue", "-j", &one.to_string()]).0,
+        0,
+        "a finished job is not an error"
+    );
+    // scancel -b without a signal is refused; with one it reaches the batch script.
+    let (code, _, err) = c.cli(&["scancel", "-b", &sleepy.to_string()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("give one with --signal"), "{err}");
+    c.cli_ok(&["scancel", "-b", "-s", "TERM", &sleepy.to_string()]);
+    let j = c.wait_done(sleepy);
+    assert_ne!(j["state"], "RUNNING", "{j}");
+}
+
+/// sinfo's default partition summary (Slurm's columns, `*` on the default partition, one
+/// line per partition and state), `-N`, `-s`, `-o`, `-t`; `scontrol show partition`;
+/// each command's `--version`.
+#[test]
+fn sinfo_and_partitions_as_slurm_shows_them() {
+    let c = Cluster::start(Options::default());
+    let out = c.cli_ok(&["sinfo"]);
+    assert_eq!(
+        out,
+        "PARTITION AVAIL  TIMELIMIT  NODES  STATE NODELIST\n\
+         cpu*         up    1:00:00      2   idle cpu[01-02]\n\
+         gpu          up    1:00:00      1   idle gpu01\n"
+    );
+    let id = submit(&c, &["-N2", "--wrap=sleep 30"]);
+    c.wait_state(id, "RUNNING");
+    let out = c.cli_ok(&["sinfo", "-h", "-p", "cpu"]);
+    assert_eq!(out, "cpu*         up    1:00:00      2    mix cpu[01-02]\n");
+    let out = c.cli_ok(&["sinfo", "-N", "-h", "-t", "idle"]);
+    assert_eq!(out, "gpu01         1 gpu       idle\n");
+    let out = c.cli_ok(&["sinfo", "-s", "-h", "-o", "%R %F %C"]);
+    assert_eq!(out, "cpu 2/0/0/2 2/6/0/8\ngpu 0/1/0/1 0/32/0/32\n");
+    let out = c.cli_ok(&["scontrol", "show", "partition", "gpu"]);
+    assert!(out.starts_with("PartitionName=gpu\n"), "{out}");
+    assert!(out.contains("Default=NO"), "{out}");
+    assert!(out.contains("MaxTime=01:00:00"), "{out}");
+    assert!(out.contains("Nodes=gpu01"), "{out}");
+    let (code, _, err) = c.cli(&["scontrol", "show", "partition", "nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Partition nope not found"), "{err}");
+    for cmd in ["sbatch", "squeue", "sacct", "sinfo", "srun", "scontrol"] {
+        let out = c.cli_ok(&[cmd, "--version"]);
+        assert!(out.starts_with(&format!("{cmd} (Gantry ")), "{out}");
+    }
+    c.cli_ok(&["scancel", &id.to_string()]);
+}
