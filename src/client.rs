@@ -384,9 +384,7 @@ pub async fn queue(conn: &Conn, a: QueueArgs) -> Result<()> {
         }
     }
     if a.json {
-        return print_json(
-            &serde_json::json!({ "jobs": jobs.iter().map(job_json).collect::<Vec<_>>() }),
-        );
+        return print_json(&jobs_json("squeue", jobs.iter().map(job_json).collect()));
     }
     let t = now();
     if a.steps {
@@ -418,40 +416,71 @@ pub async fn queue(conn: &Conn, a: QueueArgs) -> Result<()> {
     Ok(())
 }
 
+/// A job as JSON: Slurm's field names (squeue/sacct `--json`) where they mean the same
+/// (`job_id`, `job_state`, `user_name`, `time_limit` in minutes, `nodes` as a host
+/// list, `node_count`, ...), Gantry's own beside them (`state`, `time_limit_s`,
+/// `allocation`, `steps`, ...).
 fn job_json(j: &api::JobInfo) -> serde_json::Value {
+    let some = |t: i64| (t > 0).then_some(t);
     serde_json::json!({
         "job_id": j.job_id,
         "array_job_id": (j.array_job_id != 0).then_some(j.array_job_id),
         "array_task_id": (j.array_job_id != 0).then_some(j.array_task_id),
         "name": j.name,
+        "user_name": j.user,
+        "user_id": j.uid,
+        "group_id": j.gid,
         "user": j.user,
         "account": j.account,
         "partition": j.partition,
         "qos": j.qos,
+        "job_state": j.state,
         "state": j.state,
+        "state_reason": j.reason,
         "reason": j.reason,
         "priority": j.priority,
         "submit_time": j.submit_time,
-        "start_time": (j.start_time > 0).then_some(j.start_time),
-        "end_time": (j.end_time > 0).then_some(j.end_time),
-        "time_limit_s": (j.time_limit_s > 0).then_some(j.time_limit_s),
+        "eligible_time": j.begin_time.max(j.submit_time),
+        "start_time": some(j.start_time),
+        "end_time": some(j.end_time),
+        "time_limit": some(j.time_limit_s).map(|s| s / 60),
+        "time_limit_s": some(j.time_limit_s),
         "tasks": j.tasks,
         "cpus_per_task": j.cpus_per_task,
-        "nodes": j.nodes,
+        "cpus": j.cores,
+        "node_count": j.nodes,
+        "nodes": j.node_list,
+        "node_list": j.node_list,
+        "batch_host": j.allocation.first().map(|n| n.node.clone()),
         "cores": j.cores,
         "gpus": j.gpus,
-        "node_list": j.node_list,
         "allocation": j.allocation.iter().map(|n| serde_json::json!({
             "node": n.node, "tasks": n.tasks, "cores": n.cores, "memory_mb": n.memory_mb, "gpus": n.gpus,
         })).collect::<Vec<_>>(),
         "exit_code": j.exit_code,
+        "current_working_directory": j.workdir,
         "workdir": j.workdir,
+        "standard_output": j.stdout_path,
+        "standard_error": j.stderr_path,
         "stdout": j.stdout_path,
         "stderr": j.stderr_path,
         "dependency": j.dependency,
+        "comment": j.comment,
+        "wckey": j.wckey,
+        "restart_cnt": j.requeue_count,
         "requeue_count": j.requeue_count,
         "suspended_s": j.suspended_s,
         "steps": j.steps.iter().map(|s| step_json(j, s)).collect::<Vec<_>>(),
+    })
+}
+
+/// The envelope of Slurm's `--json` listings: `meta`, `errors`, `warnings`, and `jobs`.
+fn jobs_json(command: &str, jobs: Vec<serde_json::Value>) -> serde_json::Value {
+    serde_json::json!({
+        "meta": format::json_meta(command),
+        "errors": [],
+        "warnings": [],
+        "jobs": jobs,
     })
 }
 
@@ -1018,7 +1047,7 @@ pub async fn acct(conn: &Conn, a: AcctArgs) -> Result<()> {
                 j
             })
             .collect();
-        return print_json(&serde_json::json!({ "jobs": v }));
+        return print_json(&jobs_json("sacct", v));
     }
     let format = match (&a.format, a.brief, a.long) {
         (Some(f), _, _) => f.as_str(),

@@ -191,6 +191,8 @@ pub fn printable_job(mut j: api::JobInfo) -> api::JobInfo {
         &mut j.dependency,
         &mut j.node_list,
         &mut j.state,
+        &mut j.comment,
+        &mut j.wckey,
     ] {
         if let std::borrow::Cow::Owned(clean) = printable(field) {
             *field = clean;

@@ -4,6 +4,9 @@
 //! Invoked as `sbatch`, `squeue`, `scancel`, `sinfo`, `sacct`, `srun`, `salloc` or
 //! `scontrol` (links made by `gantry install-links`), it behaves as that Slurm command.
 
+// serde_json's json! macro recurses once per field; a job's record has many.
+#![recursion_limit = "256"]
+
 mod batch;
 mod client;
 mod control;

@@ -1021,3 +1021,58 @@ fn async_stream_of(
         Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
 }
+
+/// What users may change after submission stays theirs: another user cannot hold,
+/// release, update or signal a job, nor read its comment; a comment is bounded and shown
+/// escaped; a user cannot release an admin's hold.
+#[test]
+fn job_changes_and_comments_are_the_owners_alone() {
+    needs_root!();
+    let (mallory, victim) = users();
+    let c = Cluster::start(Options::default());
+    let id = victim.submit(
+        &c,
+        &[
+            "-H",
+            "--comment=secret \u{1b}[2J plan",
+            "-o",
+            "/dev/null",
+            "--wrap=sleep 300",
+        ],
+    );
+    let ids = id.to_string();
+    let job = format!("JobId={id}");
+    for args in [
+        vec!["scontrol", "release", ids.as_str()],
+        vec!["scontrol", "hold", ids.as_str()],
+        vec!["scontrol", "update", job.as_str(), "TimeLimit=1"],
+        vec!["scontrol", "update", job.as_str(), "Comment=mine"],
+        vec!["scancel", "-s", "USR1", ids.as_str()],
+    ] {
+        let (code, _, err) = mallory.cli(&c, &args);
+        assert_eq!(code, 1, "{args:?} by another user: {err}");
+        assert!(err.contains("permission denied"), "{args:?}: {err}");
+    }
+    let j = c.job(id);
+    assert_eq!(
+        (j["state"].as_str(), j["reason"].as_str()),
+        (Some("PENDING"), Some("JobHeldUser"))
+    );
+    // Another user's listing shows no comment; the owner's shows it escaped.
+    let (_, out, _) = mallory.cli(&c, &["squeue", "--json", "-j", &ids]);
+    assert!(!out.contains("secret"), "{out}");
+    let (code, out, err) = victim.cli(&c, &["scontrol", "show", "job", &ids]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Comment=secret \\x1b[2J plan"), "{out}");
+    // Bounded: a comment past the limit is refused before anything is stored.
+    let long = format!("--comment={}", "c".repeat(2000));
+    let (code, _, err) = victim.cli(&c, &["sbatch", &long, "--wrap=true"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("comment"), "{err}");
+    // An admin's hold is not the user's to release.
+    c.cli_ok(&["scontrol", "hold", &ids]);
+    let (code, _, err) = victim.cli(&c, &["scontrol", "release", &ids]);
+    assert_eq!(code, 1);
+    assert!(err.contains("an administrator holds it"), "{err}");
+    c.cli_ok(&["scancel", &ids]);
+}

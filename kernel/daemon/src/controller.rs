@@ -1218,6 +1218,7 @@ impl Controller {
             info.stderr_path.clear();
             info.dependency.clear();
             info.allocation.clear();
+            info.comment.clear();
             if self.end_messages.contains_key(&job.id) {
                 info.reason = reason_text(job);
             }
