@@ -388,6 +388,10 @@ impl JobOptions {
             },
         };
         let mut env = export_env(self.export.as_deref())?;
+        // Where the job was submitted from, as Slurm gives every job.
+        if let Some(host) = submit_host() {
+            env.insert("SLURM_SUBMIT_HOST".into(), host);
+        }
         // sbatch's output variables, set only when their option was given.
         if let Some(k) = self.ntasks_per_node {
             env.insert("SLURM_NTASKS_PER_NODE".into(), k.to_string());
@@ -535,6 +539,18 @@ pub(crate) fn own_umask() -> Option<u32> {
 }
 
 /// Splits a directive's text like a shell would for simple quoting.
+/// This machine's host name (the job's `SLURM_SUBMIT_HOST`).
+fn submit_host() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    std::str::from_utf8(&buf[..end]).ok().map(str::to_string)
+}
+
 /// `--signal=[B:]SIG[@SECONDS]`: the signal by number or name, 60 seconds before the
 /// limit unless said (Slurm's default), B: for the batch script alone.
 fn warn_signal(text: &str) -> Result<api::WarnSignal> {

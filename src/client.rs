@@ -200,6 +200,19 @@ pub struct QueueArgs {
     /// Running job steps instead of jobs (%i is JOB.STEP).
     #[arg(short = 's', long = "steps")]
     pub steps: bool,
+    /// One line per array task (pending tasks are otherwise shown together:
+    /// `12_[3-9%2]`).
+    #[arg(short = 'r', long = "array")]
+    pub array: bool,
+    /// More columns (state, time limit), after the time of the listing.
+    #[arg(short = 'l', long = "long")]
+    pub long: bool,
+    /// Fields by name with optional widths (JobID,Name:20,State,...), as squeue's -O.
+    #[arg(short = 'O', long = "Format")]
+    pub format_long: Option<String>,
+    /// Print again every N seconds until interrupted.
+    #[arg(short = 'i', long = "iterate")]
+    pub iterate: Option<u64>,
     #[arg(long)]
     pub json: bool,
 }
@@ -324,6 +337,20 @@ fn long_state(s: &str) -> String {
 }
 
 pub async fn queue(conn: &Conn, a: QueueArgs) -> Result<()> {
+    let Some(every) = a.iterate else {
+        return queue_once(conn, &a).await;
+    };
+    if every == 0 {
+        bail!("--iterate: give a number of seconds, at least 1");
+    }
+    loop {
+        queue_once(conn, &a).await?;
+        println!();
+        tokio::time::sleep(std::time::Duration::from_secs(every)).await;
+    }
+}
+
+async fn queue_once(conn: &Conn, a: &QueueArgs) -> Result<()> {
     let mut c = client(conn).await?;
     let user = if a.me {
         c.who_am_i(api::WhoAmIRequest {})
@@ -403,16 +430,27 @@ pub async fn queue(conn: &Conn, a: QueueArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let fmt = a.format.as_deref().unwrap_or(format::SQUEUE_DEFAULT);
+    let fmt = match (&a.format, &a.format_long, a.long) {
+        (Some(f), _, _) => f.clone(),
+        (None, Some(f), _) => format::squeue_long_format(f)?,
+        (None, None, true) => format::SQUEUE_LONG.to_string(),
+        (None, None, false) => format::SQUEUE_DEFAULT.to_string(),
+    };
+    let jobs: Vec<api::JobInfo> = jobs.into_iter().map(format::printable_job).collect();
+    let lines = format::queue_lines(jobs, a.array);
+    let mut out = String::new();
+    if a.long {
+        out.push_str(&format!("{}\n", crate::when::now().strftime("%a %b %d %H:%M:%S %Y")));
+    }
     if !a.noheader {
-        println!("{}", format::squeue_header(fmt)?);
+        out.push_str(&format::squeue_header(&fmt)?);
+        out.push('\n');
     }
-    for j in jobs {
-        println!(
-            "{}",
-            format::squeue_line(fmt, &format::printable_job(j), t)?
-        );
+    for l in &lines {
+        out.push_str(&format::queue_line(&fmt, l, t)?);
+        out.push('\n');
     }
+    print!("{out}");
     Ok(())
 }
 

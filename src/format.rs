@@ -107,6 +107,7 @@ fn squeue_field(c: char, j: &api::JobInfo, now: i64) -> Result<String> {
             }
         }
         'j' => j.name.clone(),
+        'k' => j.comment.clone(),
         'u' => j.user.clone(),
         'a' => j.account.clone(),
         'P' => j.partition.clone(),
@@ -206,8 +207,61 @@ pub fn printable_job(mut j: api::JobInfo) -> api::JobInfo {
     j
 }
 
-/// squeue's default format.
+/// squeue's default format, and `-l`'s.
 pub const SQUEUE_DEFAULT: &str = "%.18i %.9P %.8j %.8u %.2t %.10M %.6D %R";
+pub const SQUEUE_LONG: &str = "%.18i %.9P %.8j %.8u %.8T %.10M %.9l %.6D %R";
+
+/// `-O JobID,Name:20,...` → an `-o` format (fields 20 wide unless given).
+pub fn squeue_long_format(spec: &str) -> Result<String> {
+    let mut out = Vec::new();
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, width) = match item.split_once(':') {
+            Some((n, w)) => (n, Some(w.trim_start_matches('.'))),
+            None => (item, None),
+        };
+        let letter = match name.to_ascii_lowercase().as_str() {
+            "jobid" | "jobarrayid" => 'i',
+            "name" => 'j',
+            "username" | "user" => 'u',
+            "account" => 'a',
+            "partition" => 'P',
+            "qos" => 'q',
+            "state" => 'T',
+            "statecompact" => 't',
+            "timeused" => 'M',
+            "timelimit" => 'l',
+            "timeleft" => 'L',
+            "numnodes" => 'D',
+            "numcpus" => 'C',
+            "numtasks" => 'A',
+            "mincpus" => 'c',
+            "nodelist" => 'N',
+            "reasonlist" => 'R',
+            "reason" => 'r',
+            "priority" => 'Q',
+            "submittime" => 'V',
+            "starttime" => 'S',
+            "endtime" => 'e',
+            "dependency" => 'E',
+            "workdir" => 'Z',
+            "arrayjobid" => 'F',
+            "arraytaskid" => 'K',
+            "comment" => 'k',
+            other => bail!("squeue: unknown field '{other}' in -O"),
+        };
+        let width = match width {
+            Some(w) => w
+                .parse::<usize>()
+                .map_err(|_| anyhow::anyhow!("squeue: bad width in '{item}'"))?,
+            None => 20,
+        };
+        out.push(format!("%-{width}{letter}"));
+    }
+    if out.is_empty() {
+        bail!("squeue: -O names no field");
+    }
+    Ok(out.join(" "))
+}
 
 /// Walks an `-o` format: text is copied (`\t` is a tab), each `%[.|-][width]x` becomes
 /// `field(x)`, right-justified with `.`, padded and truncated to a width, as Slurm does.
@@ -255,6 +309,79 @@ pub fn squeue_line(format: &str, j: &api::JobInfo, now: i64) -> Result<String> {
     render(format, |c| squeue_field(c, j, now))
 }
 
+/// One line of squeue: a job, or the pending tasks of an array shown together as Slurm
+/// shows them (`12_[3-9%2]`: their indices, and the array's limit).
+pub struct QueueLine {
+    pub job: api::JobInfo,
+    /// `[3-9%2]` for pending tasks shown together.
+    pub tasks: Option<String>,
+}
+
+/// Jobs as squeue lists them: each pending array's waiting tasks on one line (where
+/// its first waiting task is), unless `one_per_task` (`squeue -r`).
+pub fn queue_lines(jobs: Vec<api::JobInfo>, one_per_task: bool) -> Vec<QueueLine> {
+    let mut out: Vec<QueueLine> = Vec::new();
+    let mut pending_arrays: std::collections::HashMap<u64, (usize, Vec<u32>)> =
+        std::collections::HashMap::new();
+    for j in jobs {
+        let waiting = j.array_job_id != 0 && j.state == "PENDING" && !one_per_task;
+        if waiting {
+            if let Some((_, indices)) = pending_arrays.get_mut(&j.array_job_id) {
+                indices.push(j.array_task_id);
+                continue;
+            }
+            pending_arrays.insert(j.array_job_id, (out.len(), vec![j.array_task_id]));
+        }
+        out.push(QueueLine { job: j, tasks: None });
+    }
+    for (at, mut indices) in pending_arrays.into_values() {
+        if indices.len() < 2 && out[at].job.array_throttle == 0 {
+            continue;
+        }
+        indices.sort_unstable();
+        let list: Vec<u32> = indices;
+        let mut text = compress_indices(&list);
+        if out[at].job.array_throttle > 0 {
+            text.push_str(&format!("%{}", out[at].job.array_throttle));
+        }
+        out[at].tasks = Some(format!("[{text}]"));
+    }
+    out
+}
+
+/// `1-3,5,7-9` from sorted indices.
+fn compress_indices(v: &[u32]) -> String {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < v.len() {
+        let start = v[i];
+        let mut end = start;
+        while i + 1 < v.len() && v[i + 1] == end + 1 {
+            i += 1;
+            end = v[i];
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    parts.join(",")
+}
+
+/// Renders an `-o` format for one squeue line.
+pub fn queue_line(format: &str, l: &QueueLine, now: i64) -> Result<String> {
+    match &l.tasks {
+        None => squeue_line(format, &l.job, now),
+        Some(tasks) => render(format, |c| match c {
+            'i' => Ok(format!("{}_{tasks}", l.job.array_job_id)),
+            'K' => Ok(tasks.clone()),
+            _ => squeue_field(c, &l.job, now),
+        }),
+    }
+}
+
 /// `squeue -s`'s default format.
 pub const SQUEUE_STEPS_DEFAULT: &str = "%.15i %.8j %.9P %.8u %.9M %N";
 
@@ -282,6 +409,7 @@ pub fn squeue_header(format: &str) -> Result<String> {
         'F' => "ARRAY_JOB_ID",
         'K' => "ARRAY_TASK_ID",
         'j' => "NAME",
+        'k' => "COMMENT",
         'u' => "USER",
         'a' => "ACCOUNT",
         'P' => "PARTITION",

@@ -250,6 +250,11 @@ impl Scheduler {
         self.arrays.get(&id).map(|g| g.tasks.as_slice())
     }
 
+    /// How many tasks of the array `id` may run at once (`--array=0-9%2`), if limited.
+    pub fn array_throttle(&self, id: JobId) -> Option<u32> {
+        self.arrays.get(&id).and_then(|g| g.throttle)
+    }
+
     fn job_mut(&mut self, id: JobId) -> &mut Job {
         &mut self.jobs[id.0 as usize - 1]
     }

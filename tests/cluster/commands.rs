@@ -295,3 +295,43 @@ fn sinfo_and_partitions_as_slurm_shows_them() {
     }
     c.cli_ok(&["scancel", &id.to_string()]);
 }
+
+/// A pending array's waiting tasks are one squeue line (`12_[3-6%2]`), each with `-r`;
+/// `-l` and `-O`; every task gets Slurm's array variables, the cluster's name and the
+/// submitting host.
+#[test]
+fn arrays_in_squeue_and_their_environment() {
+    let c = Cluster::start(Options::default());
+    let id = submit(
+        &c,
+        &[
+            "-a",
+            "1-6%2",
+            "-o",
+            "arr-%a.out",
+            "--wrap=echo $SLURM_ARRAY_TASK_COUNT $SLURM_ARRAY_TASK_MIN $SLURM_ARRAY_TASK_MAX $SLURM_ARRAY_TASK_STEP $SLURM_CLUSTER_NAME $SLURM_SUBMIT_HOST; sleep 4",
+        ],
+    );
+    c.wait_state(id, "RUNNING");
+    std::thread::sleep(Duration::from_millis(500));
+    let q = c.cli_ok(&["squeue", "-h", "-o", "%i %t"]);
+    assert_eq!(
+        q,
+        format!("{id}_1 R\n{id}_2 R\n{id}_[3-6%2] PD\n"),
+        "pending tasks together"
+    );
+    let q = c.cli_ok(&["squeue", "-h", "-r", "-o", "%i"]);
+    assert_eq!(q.lines().count(), 6, "{q}");
+    let q = c.cli_ok(&["squeue", "-l"]);
+    let head = q.lines().nth(1).unwrap_or_default();
+    assert!(head.contains("STATE") && head.contains("TIME_LIMI"), "{q}");
+    let q = c.cli_ok(&["squeue", "-h", "-O", "JobID:12,State:10"]);
+    assert!(q.starts_with(&format!("{:<12} {:<10}", format!("{id}_1"), "RUNNING")), "{q:?}");
+    for j in c.wait_all_done(&[id]) {
+        assert_eq!(j["state"], "COMPLETED", "{j}");
+    }
+    let line = c.read("arr-3.out");
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&f[..5], ["6", "1", "6", "1", "gantry"], "{line}");
+    assert!(!f[5].is_empty(), "SLURM_SUBMIT_HOST: {line}");
+}

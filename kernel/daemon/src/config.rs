@@ -36,6 +36,9 @@ pub struct DaemonConfig {
     /// Users with admin rights besides root.
     #[serde(default)]
     pub admins: Vec<String>,
+    /// The cluster's name (Slurm's ClusterName): jobs see it as `SLURM_CLUSTER_NAME`.
+    #[serde(default = "defaults::cluster_name")]
+    pub cluster_name: String,
     /// Users with no association are put in this account at submission (created if
     /// needed). Without it, such users are refused with a message.
     #[serde(default)]
@@ -105,6 +108,9 @@ pub struct PolicyFiles {
 }
 
 mod defaults {
+    pub fn cluster_name() -> String {
+        "gantry".into()
+    }
     pub fn heartbeat_s() -> u32 {
         5
     }

@@ -57,6 +57,8 @@ pub enum Refusal {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub admins: Vec<String>,
+    /// `SLURM_CLUSTER_NAME` in every job.
+    pub cluster_name: String,
     pub default_account: Option<String>,
     pub heartbeat_s: u32,
     pub node_timeout_s: u32,
@@ -806,12 +808,39 @@ impl Controller {
         };
         let info = self.job_info(job);
         let run = job.requeue_count;
+        let mut env: HashMap<String, String> = launch.env.iter().cloned().collect();
+        env.insert(
+            "SLURM_CLUSTER_NAME".into(),
+            self.settings.cluster_name.clone(),
+        );
+        if let Some(a) = job.array {
+            // The whole array's indices, as Slurm gives every task.
+            let indices: Vec<u32> = self
+                .sched
+                .array_tasks(a.array_job)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|&t| self.sched.job(t)?.array.map(|x| x.index))
+                .collect();
+            let (min, max) = (
+                indices.iter().min().copied().unwrap_or(a.index),
+                indices.iter().max().copied().unwrap_or(a.index),
+            );
+            let step = match indices.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>()[..] {
+                [first, ref rest @ ..] if rest.iter().all(|&d| d == first) => first,
+                _ => 1,
+            };
+            env.insert("SLURM_ARRAY_TASK_COUNT".into(), indices.len().to_string());
+            env.insert("SLURM_ARRAY_TASK_MIN".into(), min.to_string());
+            env.insert("SLURM_ARRAY_TASK_MAX".into(), max.to_string());
+            env.insert("SLURM_ARRAY_TASK_STEP".into(), step.to_string());
+        }
         let cmd = api::LaunchJob {
             here: Some(self.node_allocation(here)),
             job: Some(info),
             script: launch.script.clone(),
             argv: launch.argv.clone(),
-            env: launch.env.iter().cloned().collect(),
+            env,
             uid: launch.uid,
             gid: launch.gid,
             kill_grace_s: self.settings.kill_grace_s,
@@ -1308,6 +1337,10 @@ impl Controller {
             begin_time: job.begin_time.unwrap_or(0),
             uid: launch.map_or(0, |l| l.uid),
             gid: launch.map_or(0, |l| l.gid),
+            array_throttle: job
+                .array
+                .and_then(|a| self.sched.array_throttle(a.array_job))
+                .unwrap_or(0),
         }
     }
 

@@ -136,6 +136,7 @@ async fn main() -> Result<()> {
     let store = Store::open(&cfg.state)?;
     let settings = Settings {
         admins: cfg.admins.clone(),
+        cluster_name: cfg.cluster_name.clone(),
         default_account: cfg.default_account.clone(),
         heartbeat_s: cfg.heartbeat_s,
         node_timeout_s: cfg.node_timeout_s,

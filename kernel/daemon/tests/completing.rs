@@ -36,6 +36,7 @@ fn controller(state: &std::path::Path) -> Controller {
     };
     let sched = Scheduler::new(cluster, config, Default::default());
     let settings = Settings {
+        cluster_name: "test".into(),
         admins: Vec::new(),
         default_account: Some("default".into()),
         heartbeat_s: HEARTBEAT_S,
