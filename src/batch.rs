@@ -116,6 +116,10 @@ pub struct JobOptions {
     /// Output files: truncate (default) or append.
     #[arg(long = "open-mode", value_parser = ["append", "truncate"])]
     pub open_mode: Option<String>,
+    /// Lower the job's priority by this much (default 100; below 0, which raises it, is
+    /// for admins).
+    #[arg(long, num_args = 0..=1, default_missing_value = "100", allow_negative_numbers = true)]
+    pub nice: Option<i32>,
     /// Submit held: the job waits until `scontrol release`.
     #[arg(short = 'H', long)]
     pub hold: bool,
@@ -211,6 +215,7 @@ impl JobOptions {
             wckey,
             open_mode,
             begin,
+            nice,
             mail_type,
             mail_user,
             time_min
@@ -476,6 +481,7 @@ impl JobOptions {
             append_output: self.open_mode.as_deref() == Some("append"),
             hold: self.hold,
             begin_time,
+            nice: self.nice.unwrap_or(0),
             nodelist: self.nodelist.clone().unwrap_or_default(),
             exclude: self.exclude.clone().unwrap_or_default(),
             allocation_only: false,
@@ -501,8 +507,8 @@ pub(crate) fn export_env(export: Option<&str>) -> Result<HashMap<String, String>
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .peekable();
-    match items.peek() {
-        Some(&"ALL") => {
+    match items.peek().map(|s| s.to_ascii_uppercase()).as_deref() {
+        Some("ALL") => {
             items.next();
             // A variable whose name or value is not UTF-8 cannot cross the wire: left out.
             env.extend(
@@ -510,7 +516,7 @@ pub(crate) fn export_env(export: Option<&str>) -> Result<HashMap<String, String>
                     .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
             );
         }
-        Some(&"NONE") => {
+        Some("NONE" | "NIL") => {
             items.next();
         }
         _ => {}
@@ -520,10 +526,11 @@ pub(crate) fn export_env(export: Option<&str>) -> Result<HashMap<String, String>
             Some((k, v)) => {
                 env.insert(k.to_string(), v.to_string());
             }
+            // A named variable that is not set is left out, as sbatch does.
             None => {
-                let v = std::env::var(item)
-                    .map_err(|_| anyhow!("--export: {item} is not set in this environment"))?;
-                env.insert(item.to_string(), v);
+                if let Ok(v) = std::env::var(item) {
+                    env.insert(item.to_string(), v);
+                }
             }
         }
     }

@@ -90,6 +90,10 @@ pub struct SubmitArgs {
     /// Print only the job id (for scripts).
     #[arg(long)]
     pub parsable: bool,
+    /// Do not exit until the job (every task of an array) has ended; exit with its
+    /// exit code (an array's highest).
+    #[arg(short = 'W', long)]
+    pub wait: bool,
     /// Wrap this command line in a shell script instead of reading a script file.
     #[arg(long)]
     pub wrap: Option<String>,
@@ -102,7 +106,7 @@ pub struct SubmitArgs {
     pub json: bool,
 }
 
-pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<()> {
+pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<u8> {
     let (script, origin, name) = match (&a.wrap, &a.script) {
         (Some(w), None) => (
             format!("#!/bin/sh\n{w}\n"),
@@ -150,14 +154,66 @@ pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<()> {
         .map_err(refused)?
         .into_inner();
     if a.json {
-        print_json(&serde_json::json!({"job_id": reply.job_id, "job_ids": reply.job_ids}))
+        print_json(&serde_json::json!({"job_id": reply.job_id, "job_ids": reply.job_ids}))?;
     } else if a.parsable {
         println!("{}", reply.job_id);
-        Ok(())
     } else {
         println!("Submitted batch job {}", reply.job_id);
-        Ok(())
     }
+    if !a.wait {
+        return Ok(0);
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    wait_for(conn, reply.job_id).await
+}
+
+/// `sbatch --wait`: polls until the job (every task of an array) has ended; its exit
+/// code, or an array's highest; 1 for a job that ended without one (cancelled before
+/// it ran, or lost with its node).
+async fn wait_for(conn: &Conn, id: u64) -> Result<u8> {
+    let mut c = client(conn).await?;
+    let mut pause = std::time::Duration::from_millis(250);
+    loop {
+        let mut pages = c
+            .queue(api::QueueRequest {
+                job_ids: vec![id],
+                ..Default::default()
+            })
+            .await
+            .map_err(refused)?
+            .into_inner();
+        let mut left = 0;
+        while let Some(page) = pages.message().await.map_err(refused)? {
+            left += page.jobs.len();
+        }
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(5));
+    }
+    let mut pages = c
+        .accounting(api::AccountingRequest {
+            job_ids: vec![id],
+            ..Default::default()
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let mut code = 0u8;
+    while let Some(page) = pages.message().await.map_err(refused)? {
+        for r in page.records {
+            let Some(j) = r.job else { continue };
+            let this = match (j.exit_code, j.state.as_str()) {
+                (Some(c), _) => c.clamp(0, 255) as u8,
+                (None, "COMPLETED") => 0,
+                (None, _) => 1,
+            };
+            code = code.max(this);
+        }
+    }
+    Ok(code)
 }
 
 // ----- queue -------------------------------------------------------------------------------
@@ -440,7 +496,10 @@ async fn queue_once(conn: &Conn, a: &QueueArgs) -> Result<()> {
     let lines = format::queue_lines(jobs, a.array);
     let mut out = String::new();
     if a.long {
-        out.push_str(&format!("{}\n", crate::when::now().strftime("%a %b %d %H:%M:%S %Y")));
+        out.push_str(&format!(
+            "{}\n",
+            crate::when::now().strftime("%a %b %d %H:%M:%S %Y")
+        ));
     }
     if !a.noheader {
         out.push_str(&format::squeue_header(&fmt)?);

@@ -332,7 +332,10 @@ pub fn queue_lines(jobs: Vec<api::JobInfo>, one_per_task: bool) -> Vec<QueueLine
             }
             pending_arrays.insert(j.array_job_id, (out.len(), vec![j.array_task_id]));
         }
-        out.push(QueueLine { job: j, tasks: None });
+        out.push(QueueLine {
+            job: j,
+            tasks: None,
+        });
     }
     for (at, mut indices) in pending_arrays.into_values() {
         if indices.len() < 2 && out[at].job.array_throttle == 0 {
@@ -551,8 +554,9 @@ pub fn scontrol_job(j: &api::JobInfo, now: i64) -> String {
     );
     let _ = writeln!(
         o,
-        "   Priority={} Nice=0 Account={} QOS={} WCKey={}",
+        "   Priority={} Nice={} Account={} QOS={} WCKey={}",
         j.priority.max(0),
+        j.nice,
         or_null(&j.account),
         j.qos,
         if j.wckey.is_empty() {

@@ -206,7 +206,7 @@ fn main() -> std::process::ExitCode {
             Command::Token(a) => client::token(a).map(|()| 0)?,
             Command::Credential(a) => client::credential(a).map(|()| 0)?,
             Command::InstallLinks { dir } => client::install_links(&dir).map(|()| 0)?,
-            Command::Submit(a) => rt.block_on(client::submit(&conn, a)).map(|()| 0)?,
+            Command::Submit(a) => rt.block_on(client::submit(&conn, a))?,
             Command::Run(a) => rt.block_on(steps::srun(&conn, a))?,
             Command::Alloc(a) => rt.block_on(steps::salloc(&conn, a))?,
             Command::Queue(a) => rt.block_on(client::queue(&conn, a)).map(|()| 0)?,

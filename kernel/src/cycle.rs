@@ -49,6 +49,8 @@ struct PendingJob {
     has_dependencies: bool,
     /// Held, or before its begin time: waits whatever is free.
     blocked: Option<PendingReason>,
+    /// `--nice`, subtracted from its priority.
+    nice: i32,
 }
 
 /// Where a job of the placement batch stands in the walk; the job itself (its id and
@@ -632,6 +634,7 @@ fn prioritize(s: &mut Scheduler, now: Time, b: &mut CycleBuffers) {
                 (None, Some(b)) if b > now => Some(PendingReason::BeginTime),
                 _ => None,
             },
+            nice: j.nice,
         });
         batch.push(PriorityInput {
             job: id.0,
@@ -649,7 +652,7 @@ fn prioritize(s: &mut Scheduler, now: Time, b: &mut CycleBuffers) {
             account: j.account.0,
         });
     }
-    let prios = {
+    let mut prios = {
         let p = s.parts();
         match p.policies.priority.prioritize(now, &batch) {
             Ok(v) if v.len() == batch.len() => v,
@@ -660,6 +663,10 @@ fn prioritize(s: &mut Scheduler, now: Time, b: &mut CycleBuffers) {
             }
         }
     };
+    // A job's nice is the user's own adjustment, whatever policy answers.
+    for (p, prio) in b.pending.iter().zip(prios.iter_mut()) {
+        *prio = prio.saturating_sub(i64::from(p.nice));
+    }
     // The index breaks ties as the job id would: both follow job order.
     let keyed = &mut b.keyed;
     keyed.clear();

@@ -237,6 +237,9 @@ pub struct JobSpec {
     /// `--begin`: not eligible before this time.
     #[serde(default)]
     pub begin: Option<Time>,
+    /// `--nice`: subtracted from the priority the policy gives (negative raises it).
+    #[serde(default)]
+    pub nice: i32,
 }
 
 impl JobSpec {
@@ -255,6 +258,7 @@ impl JobSpec {
             requeue: None,
             hold: false,
             begin: None,
+            nice: 0,
         }
     }
 }
@@ -579,6 +583,8 @@ pub struct Job {
     pub hold: Option<Hold>,
     /// Not eligible before this time (`--begin`).
     pub begin_time: Option<Time>,
+    /// Subtracted from the priority policy's answer (`--nice`).
+    pub nice: i32,
 }
 
 impl Job {

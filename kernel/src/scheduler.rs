@@ -364,6 +364,7 @@ impl Scheduler {
                 running_since: None,
                 hold: spec.hold.then_some(Hold::User),
                 begin_time: spec.begin.filter(|&b| b > now),
+                nice: spec.nice,
             });
             self.enqueue(id);
             self.singletons

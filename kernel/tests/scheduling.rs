@@ -1002,3 +1002,23 @@ fn a_job_waits_for_its_begin_time() {
     assert_eq!(s.job(later).unwrap().reason, PendingReason::BeginTime);
     assert_eq!(s.cycle(50).started, vec![later]);
 }
+
+/// `--nice` is subtracted from whatever priority the policy gives: a negative nice
+/// goes ahead of an earlier job, a positive one behind a later job.
+#[test]
+fn nice_moves_a_job_in_the_walk_order() {
+    let mut s = scheduler(Cluster::homogeneous(1, 1, 1000), SchedulerConfig::default());
+    let running = s.submit(cpu_job("u", 1, 100), 0).unwrap()[0];
+    assert_eq!(s.cycle(0).started, vec![running]);
+    let mut polite = cpu_job("u", 1, 100);
+    polite.nice = 1_000_000;
+    let polite = s.submit(polite, 1).unwrap()[0];
+    let plain = s.submit(cpu_job("u", 1, 100), 2).unwrap()[0];
+    s.cycle(3);
+    assert!(
+        s.job(plain).unwrap().priority > s.job(polite).unwrap().priority,
+        "the nice job is behind"
+    );
+    s.cancel(running, 4).unwrap();
+    assert_eq!(s.cycle(4).started, vec![plain]);
+}

@@ -326,7 +326,10 @@ fn arrays_in_squeue_and_their_environment() {
     let head = q.lines().nth(1).unwrap_or_default();
     assert!(head.contains("STATE") && head.contains("TIME_LIMI"), "{q}");
     let q = c.cli_ok(&["squeue", "-h", "-O", "JobID:12,State:10"]);
-    assert!(q.starts_with(&format!("{:<12} {:<10}", format!("{id}_1"), "RUNNING")), "{q:?}");
+    assert!(
+        q.starts_with(&format!("{:<12} {:<10}", format!("{id}_1"), "RUNNING")),
+        "{q:?}"
+    );
     for j in c.wait_all_done(&[id]) {
         assert_eq!(j["state"], "COMPLETED", "{j}");
     }
@@ -334,4 +337,36 @@ fn arrays_in_squeue_and_their_environment() {
     let f: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(&f[..5], ["6", "1", "6", "1", "gantry"], "{line}");
     assert!(!f[5].is_empty(), "SLURM_SUBMIT_HOST: {line}");
+}
+
+/// `sbatch --wait` exits with the job's exit code; `--export=VAR=value,...` passes only
+/// those (a named variable that is not set is left out, as sbatch does); `--nice`
+/// defaults to 100 and a negative one is an admin's.
+#[test]
+fn wait_export_and_nice() {
+    let c = Cluster::start(Options::default());
+    let (code, out, err) = c.cli(&[
+        "sbatch",
+        "--wait",
+        "-o",
+        "waited.out",
+        "--export=FOO=bar,GANTRY_NOT_SET_ANYWHERE",
+        "--wrap=echo ${FOO} ${HOME:-nohome} ${GANTRY_NOT_SET_ANYWHERE:-unset}; exit 3",
+    ]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(out.starts_with("Submitted batch job "), "{out}");
+    assert_eq!(c.read("waited.out"), "bar nohome unset\n");
+    let (code, _, _) = c.cli(&["sbatch", "-W", "-o", "/dev/null", "--wrap=true"]);
+    assert_eq!(code, 0);
+    let id = submit(&c, &["--nice", "-H", "--wrap=true"]);
+    let shown = c.cli_ok(&["scontrol", "show", "job", &id.to_string()]);
+    assert!(shown.contains(" Nice=100 "), "{shown}");
+    let alice = c.token("alice", false);
+    let (code, _, err) = c.cli_as(&alice, &["sbatch", "--nice=-5", "--wrap=true"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("only an administrator may give a negative"),
+        "{err}"
+    );
+    c.cli_ok(&["scancel", &id.to_string()]);
 }

@@ -1337,6 +1337,7 @@ impl Controller {
             begin_time: job.begin_time.unwrap_or(0),
             uid: launch.map_or(0, |l| l.uid),
             gid: launch.map_or(0, |l| l.gid),
+            nice: job.nice,
             array_throttle: job
                 .array
                 .and_then(|a| self.sched.array_throttle(a.array_job))
@@ -1586,6 +1587,16 @@ fn spec_from(
     }
     spec.requeue = sub.requeue;
     spec.hold = sub.hold;
+    // Slurm's bound; a negative nice (a higher priority) is an admin's to give.
+    if sub.nice.unsigned_abs() > 2_147_483_645 {
+        return Err(invalid("--nice: at most ±2147483645"));
+    }
+    if sub.nice < 0 && !who.admin {
+        return Err(Refusal::Denied(
+            "--nice: only an administrator may give a negative adjustment".into(),
+        ));
+    }
+    spec.nice = sub.nice;
     spec.begin = (sub.begin_time > 0).then_some(sub.begin_time);
     let warn_signal = match sub.warn_signal {
         Some(w) if !(1..=64).contains(&w.signal) => {
