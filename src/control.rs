@@ -1,4 +1,5 @@
-//! `scontrol`'s verbs that change jobs: `hold`, `release`, `update` (`gantry control`).
+//! `scontrol`'s verbs that change jobs: `hold`, `release`, `requeue`, `requeuehold`,
+//! `update` (`gantry control`).
 //! `scontrol show` is `gantry show` (in `client.rs`).
 
 use anyhow::{anyhow, bail, Result};
@@ -24,6 +25,17 @@ pub enum ControlAction {
     },
     /// Let held jobs start again.
     Release {
+        #[arg(required = true)]
+        jobs: Vec<String>,
+    },
+    /// Put running jobs back in the queue: their processes end and they run again
+    /// later.
+    Requeue {
+        #[arg(required = true)]
+        jobs: Vec<String>,
+    },
+    /// Requeue, then hold (until `scontrol release`).
+    Requeuehold {
         #[arg(required = true)]
         jobs: Vec<String>,
     },
@@ -64,6 +76,8 @@ pub async fn control(conn: &Conn, a: ControlArgs) -> Result<()> {
     let (ids, change) = match a.action {
         ControlAction::Hold { jobs } => (job_ids(&jobs)?, Change::Hold(true)),
         ControlAction::Release { jobs } => (job_ids(&jobs)?, Change::Release(true)),
+        ControlAction::Requeue { jobs } => (job_ids(&jobs)?, Change::Requeue(false)),
+        ControlAction::Requeuehold { jobs } => (job_ids(&jobs)?, Change::Requeue(true)),
         ControlAction::Update { fields } => {
             let (ids, f) = update_fields(&fields)?;
             (ids, Change::Fields(f))

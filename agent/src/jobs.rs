@@ -296,6 +296,11 @@ impl Jobs {
         if job.time_limit_s > 0 {
             set("SLURM_JOB_TIME_LIMIT", job.time_limit_s.to_string());
         }
+        // Set once a job runs again (requeued after a node failure, a preemption or
+        // `scontrol requeue`), as Slurm does.
+        if job.requeue_count > 0 {
+            set("SLURM_RESTART_COUNT", job.requeue_count.to_string());
+        }
         if !gpus.is_empty() {
             set("CUDA_VISIBLE_DEVICES", gpus.join(","));
             set("SLURM_JOB_GPUS", gpus.join(","));

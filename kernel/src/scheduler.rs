@@ -654,6 +654,18 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Puts a running or suspended job back in the queue (`scontrol requeue`): its run
+    /// is told to stop (COMPLETING until its processes are gone) and it waits to run
+    /// again, as after a node failure.
+    pub fn requeue_job(&mut self, id: JobId, now: Time) -> Result<(), JobError> {
+        let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
+        if !matches!(job.state, JobState::Running | JobState::Suspended) {
+            return Err(JobError::NotRunning(id));
+        }
+        self.requeue(id, now, Stop::ProcessesMayLinger);
+        Ok(())
+    }
+
     /// Sets a waiting job's time limit (`scontrol update TimeLimit=`); `None` is
     /// unlimited. The next cycle plans with it.
     pub fn set_time_limit(&mut self, id: JobId, limit: Option<Time>) -> Result<(), JobError> {

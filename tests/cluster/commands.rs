@@ -370,3 +370,48 @@ fn wait_export_and_nice() {
     );
     c.cli_ok(&["scancel", &id.to_string()]);
 }
+
+/// `scontrol requeue` ends a running job's run and queues it again (it runs again with
+/// `SLURM_RESTART_COUNT`); `requeuehold` leaves it held until released.
+#[test]
+fn requeue_and_requeuehold() {
+    let c = Cluster::start(Options::default());
+    let id = submit(
+        &c,
+        &[
+            "--open-mode=append",
+            "-o",
+            "runs.out",
+            "--wrap=echo run ${SLURM_RESTART_COUNT:-0}; sleep 60",
+        ],
+    );
+    let ids = id.to_string();
+    c.wait_state(id, "RUNNING");
+    c.cli_ok(&["scontrol", "requeue", &ids]);
+    let j = c.wait_until(id, |j| j["requeue_count"] == 1 && j["state"] == "RUNNING");
+    assert_eq!(j["restart_cnt"], 1, "{j}");
+    let since = Instant::now();
+    while c.read("runs.out") != "run 0\nrun 1\n" {
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "{}",
+            c.read("runs.out")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.cli_ok(&["scontrol", "requeuehold", &ids]);
+    let j = c.wait_until(id, |j| j["requeue_count"] == 2);
+    assert_eq!(j["reason"], "JobHeldAdmin", "{j}");
+    std::thread::sleep(Duration::from_millis(600));
+    let j = c.job(id);
+    assert!(
+        j["state"] == "PENDING" || j["state"] == "REQUEUED",
+        "held, it does not run: {j}"
+    );
+    c.cli_ok(&["scontrol", "release", &ids]);
+    c.wait_state(id, "RUNNING");
+    let (code, _, err) = c.cli(&["scontrol", "requeue", "999999"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Invalid job id"), "{err}");
+    c.cli_ok(&["scancel", &ids]);
+}

@@ -425,6 +425,7 @@ impl Controller {
                 cpu_s,
             } => self.restore_step_end(*job, *step, *state, *exit_code, *cpu_s, time),
             Entry::Held { job, by } => self.sched.hold(*job, *by)?,
+            Entry::Requeued { job } => self.sched.requeue_job(*job, time)?,
             Entry::Released { job, by } => self.sched.release(*job, *by)?,
             Entry::Updated {
                 job,
@@ -763,7 +764,7 @@ impl Controller {
         }
     }
 
-    fn broadcast_to_agents(&mut self, what: api::agent_command::What) {
+    pub(super) fn broadcast_to_agents(&mut self, what: api::agent_command::What) {
         for i in 0..self.nodes.len() {
             if self.nodes[i].commands.is_some() {
                 self.send(NodeId(i as u32), what.clone());

@@ -344,6 +344,7 @@ impl ControllerApi for Service {
         let done = match change {
             Change::Hold(_) => c.hold_or_release(&who, &r.job_ids, true, now),
             Change::Release(_) => c.hold_or_release(&who, &r.job_ids, false, now),
+            Change::Requeue(hold) => c.requeue(&who, &r.job_ids, hold, now),
             Change::Fields(f) => {
                 let time_limit = match f.time_limit_s {
                     None => None,

@@ -184,6 +184,10 @@ pub enum Entry {
         job: JobId,
         by: gantry_kernel::job::Hold,
     },
+    /// `scontrol requeue`: a running job back in the queue (its run told to stop).
+    Requeued {
+        job: JobId,
+    },
     /// `scontrol update`: the fields given changed.
     Updated {
         job: JobId,

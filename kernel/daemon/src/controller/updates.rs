@@ -94,6 +94,53 @@ impl Controller {
         Ok(waiting)
     }
 
+    /// `scontrol requeue` (and `requeuehold`): running or suspended jobs back in the
+    /// queue, their runs told to stop; the owner's or an admin's to do.
+    pub fn requeue(
+        &mut self,
+        who: &Caller,
+        ids: &[u64],
+        then_hold: bool,
+        now: Time,
+    ) -> Result<Vec<JobId>, Refusal> {
+        let targets: Vec<JobId> = self
+            .owned_targets(who, ids)?
+            .into_iter()
+            .filter(|&id| {
+                self.sched
+                    .job(id)
+                    .is_some_and(|j| matches!(j.state, JobState::Running | JobState::Suspended))
+            })
+            .collect();
+        if targets.is_empty() {
+            let id = ids.first().copied().unwrap_or_default();
+            return Err(Refusal::Conflict(format!(
+                "Job is not running or suspended, so it cannot be requeued: {id}"
+            )));
+        }
+        let by = if who.admin { Hold::Admin } else { Hold::User };
+        let mut entries: Vec<Entry> = targets.iter().map(|&job| Entry::Requeued { job }).collect();
+        if then_hold {
+            entries.extend(targets.iter().map(|&job| Entry::Held { job, by }));
+        }
+        self.log(now, &entries)?;
+        for &id in &targets {
+            let Some(run) = self.sched.job(id).map(job_run) else {
+                continue;
+            };
+            self.sched.requeue_job(id, now).map_err(invalid)?;
+            if then_hold {
+                self.sched.hold(id, by).map_err(invalid)?;
+            }
+            // The run that was, wherever it is, ends; the job starts a new run later.
+            self.broadcast_to_agents(api::agent_command::What::Cancel(run));
+            tracing::info!(job = id.0, by = %who.user, "requeued");
+            self.publish_job(id, now);
+        }
+        self.stop_steps_of_ended_jobs();
+        Ok(targets)
+    }
+
     /// `scontrol update job`: a waiting job's time limit (its owner may only lower it;
     /// an admin may set any) and any job's comment.
     pub fn update_jobs(
