@@ -10,6 +10,7 @@
 mod batch;
 mod client;
 mod control;
+mod diag;
 mod format;
 mod policies;
 mod sim;
@@ -21,8 +22,9 @@ mod when;
 use clap::{Parser, Subcommand};
 
 /// The Slurm command names this binary answers to.
-pub const SLURM_NAMES: [&str; 8] = [
-    "sbatch", "squeue", "scancel", "sinfo", "sacct", "srun", "salloc", "scontrol",
+pub const SLURM_NAMES: [&str; 10] = [
+    "sbatch", "squeue", "scancel", "sinfo", "sacct", "srun", "salloc", "scontrol", "sshare",
+    "sdiag",
 ];
 
 #[derive(Parser)]
@@ -64,6 +66,10 @@ enum Command {
     Node(client::NodeAction),
     /// Accounting records of jobs (as sacct).
     Acct(client::AcctArgs),
+    /// The share tree: shares, usage and fairshare factors (as sshare).
+    Shares(diag::SharesArgs),
+    /// Scheduler statistics: cycles, what the last one decided, calls per RPC (as sdiag).
+    Diag(diag::DiagArgs),
     /// Job and node events as they happen.
     Watch(client::WatchArgs),
     /// Policy components of the running controller: list, load, shadow, rollback.
@@ -74,8 +80,8 @@ enum Command {
     /// Write a node's agent credential, derived from the cluster key (for admins): it
     /// proves that node only, so the agent never needs the cluster key.
     Credential(client::CredentialArgs),
-    /// Make sbatch, squeue, scancel, sinfo, sacct, srun, salloc and scontrol links to
-    /// this binary.
+    /// Make sbatch, squeue, scancel, sinfo, sacct, srun, salloc, scontrol, sshare and
+    /// sdiag links to this binary.
     InstallLinks {
         /// Directory for the links (e.g. /usr/local/bin).
         dir: std::path::PathBuf,
@@ -103,6 +109,8 @@ fn slurm_argv(mut args: Vec<String>) -> Vec<String> {
         "srun" => "run",
         "salloc" => "alloc",
         "scontrol" => "show",
+        "sshare" => "shares",
+        "sdiag" => "diag",
         _ => return args,
     };
     let mut rest = args.split_off(1);
@@ -216,6 +224,8 @@ fn main() -> std::process::ExitCode {
             Command::Nodes(a) => rt.block_on(sinfo::nodes(&conn, a)).map(|()| 0)?,
             Command::Node(a) => rt.block_on(client::node(&conn, a)).map(|()| 0)?,
             Command::Acct(a) => rt.block_on(client::acct(&conn, a)).map(|()| 0)?,
+            Command::Shares(a) => rt.block_on(diag::shares(&conn, a)).map(|()| 0)?,
+            Command::Diag(a) => rt.block_on(diag::diag(&conn, a)).map(|()| 0)?,
             Command::Policy(a) => rt.block_on(client::policy(&conn, a)).map(|()| 0)?,
             Command::Watch(a) => rt.block_on(client::watch(&conn, a)).map(|()| 0)?,
         })

@@ -449,6 +449,36 @@ const SLURM_OPTIONS: &[(&str, &[&str])] = &[
             "yaml",
         ],
     ),
+    (
+        "sshare",
+        &[
+            "accounts",
+            "all",
+            "format",
+            "helpformat",
+            "json",
+            "long",
+            "noheader",
+            "parsable",
+            "parsable2",
+            "partition",
+            "users",
+            "verbose",
+            "yaml",
+        ],
+    ),
+    (
+        "sdiag",
+        &[
+            "all",
+            "json",
+            "reset",
+            "sort-by-id",
+            "sort-by-time",
+            "sort-by-time2",
+            "yaml",
+        ],
+    ),
 ];
 
 /// Slurm's `scontrol` verbs and whether Gantry takes them.
@@ -485,6 +515,8 @@ fn gantry_name(slurm: &str) -> &'static str {
         "scancel" => "cancel",
         "sinfo" => "nodes",
         "sacct" => "acct",
+        "sshare" => "shares",
+        "sdiag" => "diag",
         _ => "",
     }
 }

@@ -276,6 +276,11 @@ pub(crate) struct FairshareFactors {
 }
 
 impl FairshareFactors {
+    /// One factor per node of the share tree, in its order.
+    pub(crate) fn factors(&self) -> &[f64] {
+        &self.factors
+    }
+
     /// Whether they must be computed again: the interval has passed (or the clock went
     /// back), the tree changed shape, or another policy answers now.
     fn stale(&self, now: Time, interval: Time, tree_len: usize, revision: u64) -> bool {
@@ -689,6 +694,24 @@ fn prioritize(s: &mut Scheduler, now: Time, b: &mut CycleBuffers) {
 /// the accounts), built in `tree`, and the fairshare policy's factors for it: one batched
 /// call, or classic fairshare when the answer is refused.
 fn fairshare(s: &mut Scheduler, now: Time, tree: &mut ShareTree) -> Vec<f64> {
+    build_share_tree(s, now, tree);
+    let p = s.parts();
+    match p.policies.fairshare.factors(now, tree) {
+        Ok(f) if f.len() == tree.len() && f.iter().all(|x| x.is_finite()) => f,
+        other => {
+            p.fallbacks.fairshare += 1;
+            tracing::warn!(policy = p.policies.fairshare.name(), answer = ?other.err(), "fairshare answer rejected; using classic");
+            ClassicFairshare
+                .factors(now, tree)
+                .unwrap_or_else(|_| vec![1.0; tree.len()])
+        }
+    }
+}
+
+/// The share tree at `now`: the accounts, then the user associations (ids with
+/// `ASSOCIATION_IDS` set), with usage of finished work plus running jobs so far, rolled
+/// up to the accounts.
+pub(crate) fn build_share_tree(s: &Scheduler, now: Time, tree: &mut ShareTree) {
     let cluster = s.cluster();
     let n_accounts = cluster.accounts.len();
     tree.clear();
@@ -716,17 +739,6 @@ fn fairshare(s: &mut Scheduler, now: Time, tree: &mut ShareTree) -> Vec<f64> {
             cores as f64 * (now - j.running_since.unwrap_or(now)).max(0) as f64;
     }
     tree.roll_usage_up();
-    let p = s.parts();
-    match p.policies.fairshare.factors(now, tree) {
-        Ok(f) if f.len() == tree.len() && f.iter().all(|x| x.is_finite()) => f,
-        other => {
-            p.fallbacks.fairshare += 1;
-            tracing::warn!(policy = p.policies.fairshare.name(), answer = ?other.err(), "fairshare answer rejected; using classic");
-            ClassicFairshare
-                .factors(now, tree)
-                .unwrap_or_else(|_| vec![1.0; tree.len()])
-        }
-    }
 }
 
 /// The earliest time the blocked job `id` can start without touching other reservations,

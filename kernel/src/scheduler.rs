@@ -16,7 +16,7 @@ use crate::cluster::{
     AssocId, Cluster, NodeId, NodeState, PartitionId, PreemptMode, QosId, UserId, ROOT_ACCOUNT,
 };
 use crate::job::*;
-use crate::policy::{PolicyFallbacks, PolicySet};
+use crate::policy::{PolicyFallbacks, PolicySet, ShareTree};
 use crate::units::Time;
 
 /// How the cycle fills the machine around blocked jobs.
@@ -94,6 +94,24 @@ pub struct Reservation {
     pub start: Time,
     pub end: Time,
     pub nodes: Vec<NodeId>,
+}
+
+/// One line of `sshare`: an account, or a user's association in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShareRow {
+    pub account: String,
+    /// `None` for the account itself.
+    pub user: Option<String>,
+    /// Depth in the tree (the root's children are 0).
+    pub depth: u32,
+    pub raw_shares: u32,
+    /// Its shares over its siblings' and its own.
+    pub norm_shares: f64,
+    /// Core-seconds, rolled up to accounts.
+    pub raw_usage: f64,
+    /// Its usage over the whole cluster's.
+    pub effective_usage: f64,
+    pub fairshare: Option<f64>,
 }
 
 /// What one cycle decided.
@@ -1043,6 +1061,62 @@ impl Scheduler {
     /// are RUNNING with their allocations when it returns.
     pub fn cycle(&mut self, now: Time) -> CycleOutcome {
         crate::cycle::run(self, now)
+    }
+
+    /// The share tree as `sshare` shows it, accounts before their children: shares,
+    /// usage (core-seconds, running jobs counted to `now`), and the fairshare factor the
+    /// last cycle computed (`None` before the first).
+    pub fn share_rows(&self, now: Time) -> Vec<ShareRow> {
+        let mut tree = ShareTree::new();
+        crate::cycle::build_share_tree(self, now, &mut tree);
+        let n = tree.len();
+        let factors = self.fairshare.as_ref().map(|f| f.factors());
+        let total: f64 = (0..n)
+            .filter(|&i| tree.parent_of(i).is_none())
+            .map(|i| tree.usage()[i])
+            .sum();
+        // Siblings' shares, for the normalised shares.
+        let mut sibling_shares = vec![0u64; n + 1];
+        let slot = |i: usize| tree.parent_of(i).map_or(n, |p| p);
+        for i in 0..n {
+            sibling_shares[slot(i)] += u64::from(tree.shares()[i]);
+        }
+        let mut children: Vec<Vec<usize>> = vec![Vec::new(); n + 1];
+        for i in 0..n {
+            children[slot(i)].push(i);
+        }
+        let mut rows = Vec::with_capacity(n);
+        let mut stack: Vec<(usize, u32)> = children[n].iter().rev().map(|&i| (i, 0)).collect();
+        let n_accounts = self.cluster.accounts.len();
+        while let Some((i, depth)) = stack.pop() {
+            let (account, user) = if i < n_accounts {
+                (self.cluster.accounts[i].name.clone(), None)
+            } else {
+                let a = self.cluster.associations[i - n_accounts];
+                (
+                    self.cluster.accounts[a.account.index()].name.clone(),
+                    Some(self.cluster.users[a.user.index()].clone()),
+                )
+            };
+            let shares = tree.shares()[i];
+            let siblings = sibling_shares[slot(i)].max(1);
+            rows.push(ShareRow {
+                account,
+                user,
+                depth,
+                raw_shares: shares,
+                norm_shares: f64::from(shares) / siblings as f64,
+                raw_usage: tree.usage()[i],
+                effective_usage: if total > 0.0 {
+                    tree.usage()[i] / total
+                } else {
+                    0.0
+                },
+                fairshare: factors.and_then(|f| f.get(i).copied()),
+            });
+            stack.extend(children[i].iter().rev().map(|&c| (c, depth + 1)));
+        }
+        rows
     }
 
     // Narrow accessors for `cycle`, which lives in its own module.

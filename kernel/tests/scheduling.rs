@@ -1022,3 +1022,52 @@ fn nice_moves_a_job_in_the_walk_order() {
     s.cancel(running, 4).unwrap();
     assert_eq!(s.cycle(4).started, vec![plain]);
 }
+
+/// `sshare`'s view: accounts before their users, shares normalised among siblings, usage
+/// in core-seconds with running jobs counted to now, and the factor the last cycle used.
+#[test]
+fn the_share_tree_view_rolls_usage_up() {
+    let mut s = scheduler(Cluster::homogeneous(2, 2, 1000), SchedulerConfig::default());
+    s.register_user("physics", "alice");
+    s.register_user("chemistry", "bob");
+    let mut spec = cpu_job("alice", 2, 1000);
+    spec.account = Some("physics".into());
+    let a = s.submit(spec, 0).unwrap()[0];
+    assert_eq!(s.cycle(0).started, vec![a]);
+    let rows = s.share_rows(100);
+    let find = |acct: &str, user: Option<&str>| {
+        rows.iter()
+            .find(|r| r.account == acct && r.user.as_deref() == user)
+            .unwrap_or_else(|| panic!("{acct} {user:?} in {rows:?}"))
+            .clone()
+    };
+    let root = find("root", None);
+    assert_eq!(
+        (root.depth, root.raw_usage),
+        (0, 200.0),
+        "2 cores for 100 s"
+    );
+    let physics = find("physics", None);
+    assert_eq!(physics.depth, 1);
+    assert_eq!(physics.raw_usage, 200.0);
+    assert!((physics.effective_usage - 1.0).abs() < 1e-9);
+    assert!(
+        (physics.norm_shares - 0.5).abs() < 1e-9,
+        "two accounts of one share"
+    );
+    let alice = find("physics", Some("alice"));
+    assert_eq!((alice.depth, alice.raw_usage), (2, 200.0));
+    assert!(alice.fairshare.is_some(), "computed by the cycle");
+    assert_eq!(find("chemistry", Some("bob")).raw_usage, 0.0);
+    let order: Vec<(String, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.account.clone(), r.user.clone()))
+        .collect();
+    let at = |a: &str, u: Option<&str>| {
+        order
+            .iter()
+            .position(|(x, y)| x == a && y.as_deref() == u)
+            .unwrap()
+    };
+    assert!(at("physics", None) < at("physics", Some("alice")));
+}

@@ -415,3 +415,46 @@ fn requeue_and_requeuehold() {
     assert!(err.contains("Invalid job id"), "{err}");
     c.cli_ok(&["scancel", &ids]);
 }
+
+/// `sshare`: the share tree with usage that grows as jobs run and a fairshare factor per
+/// user; `sdiag`: cycles counted and RPCs by type.
+#[test]
+fn sshare_and_sdiag() {
+    let c = Cluster::start(Options::default());
+    let id = submit(&c, &["-n2", "--wrap=sleep 2"]);
+    c.wait_done(id);
+    let out = c.cli_ok(&["sshare", "-a", "-P", "-n"]);
+    let lines: Vec<&str> = out.lines().collect();
+    let root = lines
+        .iter()
+        .find(|l| l.starts_with("root||"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let usage: f64 = root.split('|').nth(4).unwrap().parse().unwrap();
+    assert!(
+        (3.0..=20.0).contains(&usage),
+        "two cores for about 2 s: {out}"
+    );
+    assert!(
+        lines.iter().any(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            f.len() == 7 && !f[1].is_empty() && f[6].parse::<f64>().is_ok()
+        }),
+        "a user's line with a factor: {out}"
+    );
+    let head = c.cli_ok(&["sshare"]);
+    assert!(
+        head.starts_with("Account                    User  RawShares  NormShares"),
+        "{head}"
+    );
+    let diag = c.cli_ok(&["sdiag"]);
+    assert!(
+        diag.contains("Main schedule statistics (microseconds):"),
+        "{diag}"
+    );
+    assert!(diag.contains("Submit"), "{diag}");
+    let v: serde_json::Value = serde_json::from_str(&c.cli_ok(&["sdiag", "--json"])).unwrap();
+    assert!(
+        v["statistics"]["schedule_cycle_total"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+}

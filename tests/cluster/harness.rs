@@ -253,6 +253,7 @@ impl Cluster {
     pub fn slurm_bin(&self) -> PathBuf {
         for name in [
             "sbatch", "squeue", "scancel", "sinfo", "sacct", "srun", "salloc", "scontrol",
+            "sshare", "sdiag",
         ] {
             let _ = self.program(&[name]);
         }
@@ -409,6 +410,7 @@ impl Cluster {
             Some(&name)
                 if [
                     "sbatch", "squeue", "scancel", "sinfo", "sacct", "srun", "salloc", "scontrol",
+                    "sshare", "sdiag",
                 ]
                 .contains(&name) =>
             {

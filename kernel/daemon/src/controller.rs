@@ -126,6 +126,16 @@ pub struct Controller {
     warnings: std::collections::BTreeMap<JobId, u32>,
     /// Comments changed by `scontrol update` (else the submission's).
     comments: HashMap<JobId, String>,
+    /// What the last cycle decided (for `sdiag`).
+    last_cycle: CycleSummary,
+}
+
+/// How much the last scheduling cycle decided.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CycleSummary {
+    pub started: u32,
+    pub reservations: u32,
+    pub placement_batches: u32,
 }
 
 /// What the controller keeps in memory of a submission (shared by an array's tasks).
@@ -270,6 +280,7 @@ impl Controller {
             relays: Arc::default(),
             warnings: Default::default(),
             comments: HashMap::new(),
+            last_cycle: Default::default(),
         };
         let restored = entries.len();
         for (seq, time, entry) in entries {
@@ -610,6 +621,11 @@ impl Controller {
         self.check_heartbeats(now)?;
         self.send_warnings(now);
         let out = self.sched.cycle(now);
+        self.last_cycle = CycleSummary {
+            started: out.started.len() as u32,
+            reservations: out.reservations.len() as u32,
+            placement_batches: out.placement_batches,
+        };
         let mut entries = Vec::new();
         entries.extend(
             out.cancelled
@@ -1184,6 +1200,11 @@ impl Controller {
     }
 
     // ----- views ------------------------------------------------------------------------------
+
+    /// What the last cycle decided.
+    pub fn last_cycle(&self) -> CycleSummary {
+        self.last_cycle
+    }
 
     pub fn scheduler(&self) -> &Scheduler {
         &self.sched

@@ -17,4 +17,5 @@ pub mod auth;
 pub mod config;
 pub mod controller;
 pub mod service;
+pub mod stats;
 pub mod store;

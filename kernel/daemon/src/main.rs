@@ -154,6 +154,7 @@ async fn main() -> Result<()> {
         fatal: tokio::sync::Notify::new(),
         max_component_bytes: cfg.max_component_bytes,
         watches: Default::default(),
+        stats: gantry_daemon::stats::Stats::new(unix_now()),
     });
     let max_request = cfg.max_request_bytes();
     let service = Service(shared.clone());
@@ -236,6 +237,7 @@ async fn main() -> Result<()> {
             let started = std::time::Instant::now();
             let result = looper.lock().cycle(unix_now());
             let took = started.elapsed();
+            looper.stats.cycle(took);
             tracing::debug!(took_us = took.as_micros() as u64, "scheduling cycle");
             // Under a stream of wake-ups (a submission storm), leave the lock free
             // `cycle_pause_factor` times as long as the cycle held it: acknowledgements

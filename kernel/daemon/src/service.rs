@@ -53,6 +53,8 @@ pub struct Shared {
     pub max_component_bytes: usize,
     /// Open `Watch` streams per user.
     pub watches: Mutex<std::collections::HashMap<String, usize>>,
+    /// Counters for `sdiag`.
+    pub stats: crate::stats::Stats,
 }
 
 /// The most `Watch` streams one user may hold open at once.
@@ -105,6 +107,12 @@ const PAGE_BYTES: usize = 1 << 20;
 const PAGES_AHEAD: usize = 2;
 
 impl Shared {
+    /// Who is calling the user-facing RPC `method` (counted for `sdiag`).
+    pub fn caller<T>(&self, method: &str, req: &Request<T>, now: i64) -> Result<Caller, Status> {
+        self.stats.rpc(method);
+        self.auth.caller(req, now)
+    }
+
     pub fn lock(&self) -> MutexGuard<'_, Controller> {
         // A panic while holding the lock would leave state half-changed; the log is the
         // truth, and the daemon restarts from it, so keep serving what memory has.
@@ -279,7 +287,7 @@ impl ControllerApi for Service {
         req: Request<api::SubmitRequest>,
     ) -> Result<Response<api::SubmitReply>, Status> {
         let now = unix_now();
-        let who = self.0.auth.caller(&req, now)?;
+        let who = self.0.caller("Submit", &req, now)?;
         let job = req
             .into_inner()
             .job
@@ -307,7 +315,7 @@ impl ControllerApi for Service {
         req: Request<api::CancelRequest>,
     ) -> Result<Response<api::CancelReply>, Status> {
         let now = unix_now();
-        let who = self.0.auth.caller(&req, now)?;
+        let who = self.0.caller("Cancel", &req, now)?;
         let r = req.into_inner();
         let mut c = self.0.lock();
         if !r.steps.is_empty() {
@@ -335,7 +343,7 @@ impl ControllerApi for Service {
     ) -> Result<Response<api::UpdateJobReply>, Status> {
         use api::update_job_request::Change;
         let now = unix_now();
-        let who = self.0.auth.caller(&req, now)?;
+        let who = self.0.caller("UpdateJob", &req, now)?;
         let r = req.into_inner();
         let Some(change) = r.change else {
             return Err(Status::invalid_argument("nothing to change"));
@@ -366,6 +374,62 @@ impl ControllerApi for Service {
         }))
     }
 
+    async fn shares(
+        &self,
+        req: Request<api::SharesRequest>,
+    ) -> Result<Response<api::SharesReply>, Status> {
+        let now = unix_now();
+        self.0.caller("Shares", &req, now)?;
+        let rows = self
+            .0
+            .lock()
+            .scheduler()
+            .share_rows(now)
+            .into_iter()
+            .map(|r| api::ShareRow {
+                account: r.account,
+                user: r.user.unwrap_or_default(),
+                depth: r.depth,
+                raw_shares: r.raw_shares,
+                norm_shares: r.norm_shares,
+                raw_usage: r.raw_usage,
+                effective_usage: r.effective_usage,
+                fairshare: r.fairshare,
+            })
+            .collect();
+        Ok(Response::new(api::SharesReply { rows }))
+    }
+
+    async fn diagnostics(
+        &self,
+        req: Request<api::DiagnosticsRequest>,
+    ) -> Result<Response<api::DiagnosticsReply>, Status> {
+        let now = unix_now();
+        self.0.caller("Diagnostics", &req, now)?;
+        let mut reply = {
+            let c = self.0.lock();
+            let s = c.scheduler();
+            let f = s.fallbacks();
+            let last = c.last_cycle();
+            api::DiagnosticsReply {
+                now,
+                last_started: last.started,
+                last_reservations: last.reservations,
+                last_placement_batches: last.placement_batches,
+                jobs_waiting: s.waiting().len() as u64,
+                jobs_running: s.running().len() as u64,
+                jobs_total: s.jobs().len() as u64,
+                priority_fallbacks: f.priority,
+                fairshare_fallbacks: f.fairshare,
+                placement_fallbacks: f.placement,
+                preemption_fallbacks: f.preemption,
+                ..Default::default()
+            }
+        };
+        self.0.stats.fill(&mut reply);
+        Ok(Response::new(reply))
+    }
+
     type QueueStream = PageStream<api::QueueReply>;
 
     async fn queue(
@@ -373,7 +437,7 @@ impl ControllerApi for Service {
         req: Request<api::QueueRequest>,
     ) -> Result<Response<Self::QueueStream>, Status> {
         let now = unix_now();
-        let who = self.0.auth.caller(&req, now)?;
+        let who = self.0.caller("Queue", &req, now)?;
         let r = req.into_inner();
         // The order is taken once, under one hold of the lock; the pages follow it.
         let ids = {
@@ -446,7 +510,7 @@ impl ControllerApi for Service {
         req: Request<api::ShowJobRequest>,
     ) -> Result<Response<api::JobInfo>, Status> {
         let now = unix_now();
-        let who = self.0.auth.caller(&req, now)?;
+        let who = self.0.caller("ShowJob", &req, now)?;
         let id = req.into_inner().job_id;
         let c = self.0.lock();
         let job = c
@@ -467,7 +531,7 @@ impl ControllerApi for Service {
         req: Request<api::NodesRequest>,
     ) -> Result<Response<api::NodesReply>, Status> {
         let now = unix_now();
-        self.0.auth.caller(&req, now)?;
+        self.0.caller("Nodes", &req, now)?;
         let c = self.0.lock();
         let nodes = (0..c.scheduler().cluster().nodes.len())
             .map(|i| c.node_info(NodeId(i as u32), now))
@@ -485,7 +549,7 @@ impl ControllerApi for Service {
         req: Request<api::AccountingRequest>,
     ) -> Result<Response<Self::AccountingStream>, Status> {
         let now = unix_now();
-        let who = self.0.auth.caller(&req, now)?;
+        let who = self.0.caller("Accounting", &req, now)?;
         let r = req.into_inner();
         let stream = paged(
             self.0.clone(),
@@ -545,7 +609,7 @@ impl ControllerApi for Service {
         req: Request<api::SetNodeStateRequest>,
     ) -> Result<Response<api::NodeInfo>, Status> {
         let now = unix_now();
-        let who = self.0.auth.caller(&req, now)?;
+        let who = self.0.caller("SetNodeState", &req, now)?;
         let r = req.into_inner();
         let info = self
             .0
@@ -561,7 +625,7 @@ impl ControllerApi for Service {
         req: Request<api::PolicyListRequest>,
     ) -> Result<Response<api::PolicyListReply>, Status> {
         let now = unix_now();
-        self.0.auth.caller(&req, now)?;
+        self.0.caller("PolicyList", &req, now)?;
         let c = self.0.lock();
         let slots = slots(&c)?;
         Ok(Response::new(api::PolicyListReply {
@@ -577,7 +641,7 @@ impl ControllerApi for Service {
         req: Request<api::PolicyLoadRequest>,
     ) -> Result<Response<api::PolicyLoadReply>, Status> {
         let now = unix_now();
-        let who = self.0.auth.caller(&req, now)?;
+        let who = self.0.caller("PolicyLoad", &req, now)?;
         admin_only(&who, "load policies")?;
         let r = req.into_inner();
         let k = kind(&r.kind)?;
@@ -640,7 +704,7 @@ impl ControllerApi for Service {
         req: Request<api::PolicyShadowRequest>,
     ) -> Result<Response<api::PolicyShadowReply>, Status> {
         let now = unix_now();
-        let who = self.0.auth.caller(&req, now)?;
+        let who = self.0.caller("PolicyShadow", &req, now)?;
         admin_only(&who, "shadow policies")?;
         let r = req.into_inner();
         let k = kind(&r.kind)?;
@@ -664,7 +728,7 @@ impl ControllerApi for Service {
         req: Request<api::PolicyRollbackRequest>,
     ) -> Result<Response<api::PolicyListReply>, Status> {
         let now = unix_now();
-        let who = self.0.auth.caller(&req, now)?;
+        let who = self.0.caller("PolicyRollback", &req, now)?;
         admin_only(&who, "roll back policies")?;
         let r = req.into_inner();
         let k = kind(&r.kind)?;
@@ -695,7 +759,7 @@ impl ControllerApi for Service {
         req: Request<api::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let now = unix_now();
-        let who = self.0.auth.caller(&req, now)?;
+        let who = self.0.caller("Watch", &req, now)?;
         let only = req.into_inner().job_ids;
         let slot = WatchSlot::take(&self.0, &who.user)?;
         let rx = self.0.lock().subscribe();
@@ -741,7 +805,7 @@ impl ControllerApi for Service {
         req: Request<api::ReleaseRequest>,
     ) -> Result<Response<api::ReleaseReply>, Status> {
         let now = unix_now();
-        let who = self.0.auth.caller(&req, now)?;
+        let who = self.0.caller("Release", &req, now)?;
         let r = req.into_inner();
         self.0
             .lock()
@@ -755,7 +819,7 @@ impl ControllerApi for Service {
         &self,
         req: Request<api::WhoAmIRequest>,
     ) -> Result<Response<api::Identity>, Status> {
-        let who = self.0.auth.caller(&req, unix_now())?;
+        let who = self.0.caller("WhoAmI", &req, unix_now())?;
         Ok(Response::new(api::Identity {
             user: who.user,
             uid: who.uid,

@@ -35,7 +35,7 @@ pub(super) async fn run_step(
     req: Request<Streaming<api::StepInput>>,
 ) -> Result<Response<StepEvents>, Status> {
     let now = unix_now();
-    let who = shared.auth.caller(&req, now)?;
+    let who = shared.caller("RunStep", &req, now)?;
     let mut input = req.into_inner();
     let first = input
         .message()

@@ -1,0 +1,250 @@
+//! `sshare` (the share tree: shares, usage, fairshare factors) and `sdiag` (scheduler
+//! statistics), in Slurm's layouts.
+
+use anyhow::Result;
+use clap::Args;
+use gantry_api as api;
+
+use crate::client::{client, print_json, refused, Conn};
+
+#[derive(Args, Debug)]
+pub struct SharesArgs {
+    /// Every user's associations (default: accounts and your own).
+    #[arg(short = 'a', long = "all")]
+    pub all: bool,
+    /// Only these users' associations (comma-separated).
+    #[arg(short = 'u', long = "users")]
+    pub users: Option<String>,
+    /// Only these accounts and their users (comma-separated).
+    #[arg(short = 'A', long = "accounts")]
+    pub accounts: Option<String>,
+    /// No header.
+    #[arg(short = 'n', long = "noheader")]
+    pub noheader: bool,
+    /// '|'-separated, no trailing '|'.
+    #[arg(short = 'P', long = "parsable2")]
+    pub parsable2: bool,
+    /// '|'-separated with a trailing '|'.
+    #[arg(short = 'p', long = "parsable")]
+    pub parsable: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn list(v: &Option<String>) -> Vec<String> {
+    v.as_deref()
+        .map(|s| {
+            s.split(',')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub async fn shares(conn: &Conn, a: SharesArgs) -> Result<()> {
+    let mut c = client(conn).await?;
+    let rows = c
+        .shares(api::SharesRequest {})
+        .await
+        .map_err(refused)?
+        .into_inner()
+        .rows;
+    let me = c
+        .who_am_i(api::WhoAmIRequest {})
+        .await
+        .map_err(refused)?
+        .into_inner()
+        .user;
+    let users = list(&a.users);
+    let accounts = list(&a.accounts);
+    let rows: Vec<api::ShareRow> = rows
+        .into_iter()
+        .filter(|r| accounts.is_empty() || accounts.contains(&r.account))
+        .filter(|r| {
+            r.user.is_empty()
+                || if users.is_empty() {
+                    a.all || r.user == me
+                } else {
+                    users.contains(&r.user)
+                }
+        })
+        .collect();
+    if a.json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "account": r.account,
+                    "user": (!r.user.is_empty()).then_some(&r.user),
+                    "depth": r.depth,
+                    "shares": r.raw_shares,
+                    "shares_normalized": r.norm_shares,
+                    "usage": r.raw_usage,
+                    "effective_usage": r.effective_usage,
+                    "fairshare": r.fairshare,
+                })
+            })
+            .collect();
+        return print_json(&serde_json::json!({
+            "meta": crate::format::json_meta("sshare"),
+            "errors": [],
+            "warnings": [],
+            "shares": v,
+        }));
+    }
+    let fields = |r: &api::ShareRow| -> [String; 7] {
+        let indent = " ".repeat(r.depth as usize);
+        [
+            format!("{indent}{}", crate::format::printable(&r.account)),
+            crate::format::printable(&r.user).into_owned(),
+            r.raw_shares.to_string(),
+            format!("{:.6}", r.norm_shares),
+            format!("{:.0}", r.raw_usage),
+            format!("{:.6}", r.effective_usage),
+            match (r.user.is_empty(), r.fairshare) {
+                (false, Some(f)) => format!("{f:.6}"),
+                _ => String::new(),
+            },
+        ]
+    };
+    const HEAD: [&str; 7] = [
+        "Account",
+        "User",
+        "RawShares",
+        "NormShares",
+        "RawUsage",
+        "EffectvUsage",
+        "FairShare",
+    ];
+    if a.parsable || a.parsable2 {
+        let end = if a.parsable { "|" } else { "" };
+        if !a.noheader {
+            println!("{}{end}", HEAD.join("|"));
+        }
+        for r in &rows {
+            println!("{}{end}", fields(r).join("|"));
+        }
+        return Ok(());
+    }
+    let widths = [20usize, 10, 10, 11, 11, 13, 10];
+    if !a.noheader {
+        let head: Vec<String> = HEAD
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(i, (h, w))| {
+                if i == 0 {
+                    format!("{h:<w$}")
+                } else {
+                    format!("{h:>w$}")
+                }
+            })
+            .collect();
+        println!("{} ", head.join(" "));
+        let rule: Vec<String> = widths.iter().map(|&w| "-".repeat(w)).collect();
+        println!("{} ", rule.join(" "));
+    }
+    for r in &rows {
+        let cells: Vec<String> = fields(r)
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(i, (v, w))| {
+                let v: String = v.chars().take(w).collect();
+                if i == 0 {
+                    format!("{v:<w$}")
+                } else {
+                    format!("{v:>w$}")
+                }
+            })
+            .collect();
+        println!("{} ", cells.join(" "));
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct DiagArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn diag(conn: &Conn, a: DiagArgs) -> Result<()> {
+    let d = client(conn)
+        .await?
+        .diagnostics(api::DiagnosticsRequest {})
+        .await
+        .map_err(refused)?
+        .into_inner();
+    if a.json {
+        return print_json(&serde_json::json!({
+            "meta": crate::format::json_meta("sdiag"),
+            "errors": [],
+            "statistics": {
+                "req_time": d.now,
+                "req_time_start": d.since,
+                "schedule_cycle_last": d.cycle_us_last,
+                "schedule_cycle_max": d.cycle_us_max,
+                "schedule_cycle_mean": d.cycle_us_mean,
+                "schedule_cycle_total": d.cycles,
+                "jobs_pending": d.jobs_waiting,
+                "jobs_running": d.jobs_running,
+                "jobs_total": d.jobs_total,
+                "last_cycle_started": d.last_started,
+                "last_cycle_reservations": d.last_reservations,
+                "last_cycle_placement_batches": d.last_placement_batches,
+                "policy_fallbacks": {
+                    "priority": d.priority_fallbacks,
+                    "fairshare": d.fairshare_fallbacks,
+                    "placement": d.placement_fallbacks,
+                    "preemption": d.preemption_fallbacks,
+                },
+                "rpcs_by_message_type": d.rpcs.iter().map(|r| serde_json::json!({
+                    "message_type": r.method, "count": r.count,
+                })).collect::<Vec<_>>(),
+            },
+        }));
+    }
+    let stars = "*".repeat(55);
+    println!("{stars}");
+    println!(
+        "sdiag output at {} ({})",
+        crate::format::timestamp(d.now),
+        d.now
+    );
+    println!(
+        "Data since      {} ({})",
+        crate::format::timestamp(d.since),
+        d.since
+    );
+    println!("{stars}");
+    println!("Jobs pending:   {}", d.jobs_waiting);
+    println!("Jobs running:   {}", d.jobs_running);
+    println!("Jobs in memory: {}", d.jobs_total);
+    println!();
+    println!("Main schedule statistics (microseconds):");
+    println!("\tLast cycle:   {}", d.cycle_us_last);
+    println!("\tMax cycle:    {}", d.cycle_us_max);
+    println!("\tTotal cycles: {}", d.cycles);
+    println!("\tMean cycle:   {}", d.cycle_us_mean);
+    println!();
+    println!("Last cycle (backfill is part of every cycle):");
+    println!("\tJobs started:       {}", d.last_started);
+    println!("\tReservations made:  {}", d.last_reservations);
+    println!("\tPlacement batches:  {}", d.last_placement_batches);
+    println!();
+    println!("Policy answers refused (the native default answered):");
+    println!(
+        "\tpriority: {}  fairshare: {}  placement: {}  preemption: {}",
+        d.priority_fallbacks, d.fairshare_fallbacks, d.placement_fallbacks, d.preemption_fallbacks
+    );
+    println!();
+    println!("Remote Procedure Call statistics by message type");
+    let mut rpcs = d.rpcs.clone();
+    rpcs.sort_by(|a, b| b.count.cmp(&a.count).then(a.method.cmp(&b.method)));
+    for r in rpcs {
+        println!("\t{:<24} count:{}", r.method, r.count);
+    }
+    Ok(())
+}
