@@ -635,9 +635,32 @@ fn print_step(j: &api::JobInfo, s: &api::StepInfo, now: i64) {
 
 #[derive(Args, Debug)]
 pub struct CancelArgs {
-    /// Job ids (an array's id cancels every task).
-    #[arg(required = true)]
+    /// Job ids (an array's id cancels every task); with filters, only those that match.
     pub jobs: Vec<String>,
+    /// Only jobs of these users (comma-separated).
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+    /// Only your own jobs.
+    #[arg(long)]
+    pub me: bool,
+    /// Only jobs with this name.
+    #[arg(short = 'n', long = "name", visible_alias = "jobname")]
+    pub name: Option<String>,
+    /// Only jobs in this state (PENDING, RUNNING, SUSPENDED, or PD, R, S).
+    #[arg(short = 't', long = "state")]
+    pub state: Option<String>,
+    /// Only jobs of this partition.
+    #[arg(short = 'p', long = "partition")]
+    pub partition: Option<String>,
+    /// Only jobs of this account.
+    #[arg(short = 'A', long = "account")]
+    pub account: Option<String>,
+    /// Only jobs on these nodes (a host list).
+    #[arg(short = 'w', long = "nodelist")]
+    pub nodelist: Option<String>,
+    /// Say what is being cancelled.
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
     /// Send this signal (number or name, e.g. USR1) instead of cancelling: to the
     /// job's steps (a job without running steps: its batch script).
     #[arg(short = 's', long)]
@@ -680,8 +703,71 @@ pub fn signal_number(s: &str) -> Result<i32> {
     })
 }
 
+/// The jobs scancel's filters (`-u -n -t -p -A -w --me`) select, among those named if
+/// any: the caller's own (an admin's: anyone's), unfinished.
+async fn filtered_jobs(c: &mut Client, a: &CancelArgs, refs: &JobRefs) -> Result<Vec<u64>> {
+    let me = c
+        .who_am_i(api::WhoAmIRequest {})
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let users: Vec<String> = match (&a.user, a.me || !me.admin) {
+        (Some(u), _) if !a.me => comma_list(&Some(u.clone())),
+        _ => vec![me.user.clone()],
+    };
+    let users = if me.admin || users.iter().all(|u| *u == me.user) {
+        users
+    } else {
+        bail!("Access/permission denied: only an administrator may cancel other users' jobs");
+    };
+    let states: Vec<String> = comma_list(&a.state).iter().map(|s| long_state(s)).collect();
+    let nodes = match &a.nodelist {
+        Some(l) => {
+            gantry_kernel::units::expand_hostlist(l).map_err(|e| anyhow!("--nodelist: {e}"))?
+        }
+        None => Vec::new(),
+    };
+    let mut ids = Vec::new();
+    for u in &users {
+        let mut pages = c
+            .queue(api::QueueRequest {
+                user: u.clone(),
+                job_ids: refs.wanted(),
+                states: states.clone(),
+                partition: a.partition.clone().unwrap_or_default(),
+            })
+            .await
+            .map_err(refused)?
+            .into_inner();
+        while let Some(page) = pages.message().await.map_err(refused)? {
+            ids.extend(
+                page.jobs
+                    .iter()
+                    .filter(|j| refs.ids.is_empty() && refs.tasks.is_empty() || refs.matches(j))
+                    .filter(|j| a.name.as_ref().is_none_or(|n| *n == j.name))
+                    .filter(|j| a.account.as_ref().is_none_or(|x| *x == j.account))
+                    .filter(|j| {
+                        nodes.is_empty() || j.allocation.iter().any(|n| nodes.contains(&n.node))
+                    })
+                    .map(|j| j.job_id),
+            );
+        }
+    }
+    Ok(ids)
+}
+
 pub async fn cancel(conn: &Conn, a: CancelArgs) -> Result<()> {
-    let refs = JobRefs::parse(&Some(a.jobs.join(",")))?;
+    let filtered = a.user.is_some()
+        || a.me
+        || a.name.is_some()
+        || a.state.is_some()
+        || a.partition.is_some()
+        || a.account.is_some()
+        || a.nodelist.is_some();
+    if a.jobs.is_empty() && !filtered {
+        bail!("No job identification provided (give job ids, or filters such as -u, -n, -t)");
+    }
+    let refs = JobRefs::parse(&(!a.jobs.is_empty()).then(|| a.jobs.join(",")))?;
     let signal = a
         .signal
         .as_deref()
@@ -698,6 +784,36 @@ pub async fn cancel(conn: &Conn, a: CancelArgs) -> Result<()> {
         (false, false) => api::SignalTarget::Steps,
     } as i32;
     let mut c = client(conn).await?;
+    if filtered {
+        let ids = filtered_jobs(&mut c, &a, &refs).await?;
+        if a.verbose {
+            eprintln!("scancel: {} job(s) match", ids.len());
+        }
+        // What matched, one call per thousand jobs.
+        for chunk in ids.chunks(1000) {
+            if a.verbose {
+                for id in chunk {
+                    eprintln!(
+                        "scancel: {} job {id}",
+                        if signal == 0 {
+                            "Terminating"
+                        } else {
+                            "Signalling"
+                        }
+                    );
+                }
+            }
+            c.cancel(api::CancelRequest {
+                job_ids: chunk.to_vec(),
+                signal,
+                signal_target,
+                ..Default::default()
+            })
+            .await
+            .map_err(refused)?;
+        }
+        return Ok(());
+    }
     let mut failed = None;
     // One call per job, so one bad id does not stop the others (as scancel does).
     let requests = refs
@@ -741,6 +857,16 @@ pub async fn cancel(conn: &Conn, a: CancelArgs) -> Result<()> {
             )
         }));
     for (id, request) in requests {
+        if a.verbose {
+            eprintln!(
+                "scancel: {} job {id}",
+                if signal == 0 {
+                    "Terminating"
+                } else {
+                    "Signalling"
+                }
+            );
+        }
         if let Err(s) = c.cancel(request).await {
             let msg = match s.code() {
                 Code::NotFound => format!(

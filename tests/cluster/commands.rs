@@ -458,3 +458,32 @@ fn sshare_and_sdiag() {
         "{v}"
     );
 }
+
+/// scancel's filters: by name, by state, `--me`, `-v`; another user's jobs are an
+/// admin's to cancel by `-u`; no ids and no filter is Slurm's error.
+#[test]
+fn scancel_filters() {
+    let c = Cluster::start(Options::default());
+    let a = submit(&c, &["-J", "alpha", "--wrap=sleep 60"]);
+    let b = submit(&c, &["-J", "beta", "--wrap=sleep 60"]);
+    let held = submit(&c, &["-J", "beta", "-H", "--wrap=sleep 60"]);
+    c.wait_state(a, "RUNNING");
+    c.wait_state(b, "RUNNING");
+    c.cli_ok(&["scancel", "--name=alpha"]);
+    assert_eq!(c.wait_done(a)["state"], "CANCELLED");
+    assert_eq!(c.job(b)["state"], "RUNNING", "another name is left");
+    let (code, _, err) = c.cli(&["scancel", "-v", "-t", "PENDING", "--me"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&format!("Terminating job {held}")), "{err}");
+    assert_eq!(c.wait_done(held)["state"], "CANCELLED");
+    assert_eq!(c.job(b)["state"], "RUNNING", "a running job is not pending");
+    let alice = c.token("alice", false);
+    let (code, _, err) = c.cli_as(&alice, &["scancel", "-u", "root"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("only an administrator"), "{err}");
+    let (code, _, err) = c.cli(&["scancel"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("No job identification provided"), "{err}");
+    c.cli_ok(&["scancel", "-u", "root", "-n", "beta"]);
+    assert_eq!(c.wait_done(b)["state"], "CANCELLED");
+}
