@@ -13,6 +13,7 @@ mod control;
 mod diag;
 mod format;
 mod policies;
+mod report;
 mod sim;
 mod sinfo;
 mod slurm_doc;
@@ -22,9 +23,9 @@ mod when;
 use clap::{Parser, Subcommand};
 
 /// The Slurm command names this binary answers to.
-pub const SLURM_NAMES: [&str; 10] = [
+pub const SLURM_NAMES: [&str; 11] = [
     "sbatch", "squeue", "scancel", "sinfo", "sacct", "srun", "salloc", "scontrol", "sshare",
-    "sdiag",
+    "sdiag", "sreport",
 ];
 
 #[derive(Parser)]
@@ -70,6 +71,8 @@ enum Command {
     Shares(diag::SharesArgs),
     /// Scheduler statistics: cycles, what the last one decided, calls per RPC (as sdiag).
     Diag(diag::DiagArgs),
+    /// Usage over a period: cluster utilization, top users and accounts (as sreport).
+    Report(report::ReportArgs),
     /// Job and node events as they happen.
     Watch(client::WatchArgs),
     /// Policy components of the running controller: list, load, shadow, rollback.
@@ -80,8 +83,8 @@ enum Command {
     /// Write a node's agent credential, derived from the cluster key (for admins): it
     /// proves that node only, so the agent never needs the cluster key.
     Credential(client::CredentialArgs),
-    /// Make sbatch, squeue, scancel, sinfo, sacct, srun, salloc, scontrol, sshare and
-    /// sdiag links to this binary.
+    /// Make sbatch, squeue, scancel, sinfo, sacct, srun, salloc, scontrol, sshare, sdiag
+    /// and sreport links to this binary.
     InstallLinks {
         /// Directory for the links (e.g. /usr/local/bin).
         dir: std::path::PathBuf,
@@ -111,6 +114,7 @@ fn slurm_argv(mut args: Vec<String>) -> Vec<String> {
         "scontrol" => "show",
         "sshare" => "shares",
         "sdiag" => "diag",
+        "sreport" => "report",
         _ => return args,
     };
     let mut rest = args.split_off(1);
@@ -226,6 +230,7 @@ fn main() -> std::process::ExitCode {
             Command::Acct(a) => rt.block_on(client::acct(&conn, a)).map(|()| 0)?,
             Command::Shares(a) => rt.block_on(diag::shares(&conn, a)).map(|()| 0)?,
             Command::Diag(a) => rt.block_on(diag::diag(&conn, a)).map(|()| 0)?,
+            Command::Report(a) => rt.block_on(report::report(&conn, a)).map(|()| 0)?,
             Command::Policy(a) => rt.block_on(client::policy(&conn, a)).map(|()| 0)?,
             Command::Watch(a) => rt.block_on(client::watch(&conn, a)).map(|()| 0)?,
         })

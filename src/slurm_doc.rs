@@ -517,6 +517,7 @@ fn gantry_name(slurm: &str) -> &'static str {
         "sacct" => "acct",
         "sshare" => "shares",
         "sdiag" => "diag",
+        "sreport" => "report",
         _ => "",
     }
 }

@@ -487,3 +487,64 @@ fn scancel_filters() {
     c.cli_ok(&["scancel", "-u", "root", "-n", "beta"]);
     assert_eq!(c.wait_done(b)["state"], "CANCELLED");
 }
+
+/// `sreport`: cluster utilization and top users and accounts over a period, in CPU or
+/// GPU time: the cluster's capacity is its cores × seconds, a job counts its cores (or
+/// GPUs) × the seconds it ran inside the period.
+#[test]
+fn sreport_utilization_and_top_usage() {
+    let c = Cluster::start(Options::default());
+    let cpu = submit(&c, &["-n2", "--wrap=sleep 2"]);
+    let gpu = submit(&c, &["-p", "gpu", "--gpus-per-node=2", "--wrap=sleep 2"]);
+    c.wait_done(cpu);
+    c.wait_done(gpu);
+    let period = ["start=now-1hour", "end=now+1hour"];
+    let util = c.cli_ok(
+        &[
+            &[
+                "sreport",
+                "-P",
+                "-n",
+                "-t",
+                "seconds",
+                "cluster",
+                "utilization",
+            ][..],
+            &period[..],
+        ]
+        .concat(),
+    );
+    let f: Vec<&str> = util.trim().split('|').collect();
+    assert_eq!(f[0], "gantry", "{util}");
+    let used: f64 = f[1].parse().unwrap();
+    // Two jobs of about 2 s, on 2 and 1 cores.
+    assert!((4.0..=30.0).contains(&used), "{util}");
+    // 2 × 4 + 32 cores, for two hours.
+    assert_eq!(f[6], (40 * 7200).to_string(), "{util}");
+    let top = c.cli_ok(
+        &[
+            &[
+                "sreport",
+                "-P",
+                "-t",
+                "seconds",
+                "--tres=gres/gpu",
+                "user",
+                "topusage",
+            ][..],
+            &period[..],
+        ]
+        .concat(),
+    );
+    let lines: Vec<&str> = top.lines().collect();
+    assert_eq!(lines[0], "Cluster|Login|Account|Used|Jobs", "{top}");
+    let f: Vec<&str> = lines[1].split('|').collect();
+    assert_eq!((f[1], f[4]), ("root", "2"), "{top}");
+    let gpu_s: f64 = f[3].parse().unwrap();
+    assert!((3.0..=20.0).contains(&gpu_s), "2 GPUs for about 2 s: {top}");
+    let acct = c.cli_ok(&[&["sreport", "-n", "account", "topusage"][..], &period[..]].concat());
+    assert!(acct.contains("root"), "{acct}");
+    let (code, _, err) = c.cli(&["sreport", "job", "sizes"]);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("sreport: error: unknown report"), "{err}");
+}

@@ -9,6 +9,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The Slurm command names the `gantry` binary answers to (links made on first use).
+const SLURM_COMMANDS: [&str; 11] = [
+    "sbatch", "squeue", "scancel", "sinfo", "sacct", "srun", "salloc", "scontrol", "sshare",
+    "sdiag", "sreport",
+];
+
 /// How long any wait may take before the test fails (CI machines are slow and shared).
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -251,10 +257,7 @@ impl Cluster {
     /// The directory of the Slurm-named links (`srun`, `scontrol`, ...), made here, for
     /// job scripts to put on their PATH.
     pub fn slurm_bin(&self) -> PathBuf {
-        for name in [
-            "sbatch", "squeue", "scancel", "sinfo", "sacct", "srun", "salloc", "scontrol",
-            "sshare", "sdiag",
-        ] {
+        for name in SLURM_COMMANDS {
             let _ = self.program(&[name]);
         }
         self.dir.path().join("bin")
@@ -407,13 +410,7 @@ impl Cluster {
     pub fn program<'a>(&self, args: &'a [&'a str]) -> (PathBuf, &'a [&'a str]) {
         let gantry = PathBuf::from(env!("CARGO_BIN_EXE_gantry"));
         match args.first() {
-            Some(&name)
-                if [
-                    "sbatch", "squeue", "scancel", "sinfo", "sacct", "srun", "salloc", "scontrol",
-                    "sshare", "sdiag",
-                ]
-                .contains(&name) =>
-            {
+            Some(&name) if SLURM_COMMANDS.contains(&name) => {
                 let link = self.dir.path().join("bin").join(name);
                 if !link.exists() {
                     std::fs::create_dir_all(link.parent().unwrap()).unwrap();

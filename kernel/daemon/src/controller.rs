@@ -1201,6 +1201,11 @@ impl Controller {
 
     // ----- views ------------------------------------------------------------------------------
 
+    /// The cluster's name (`cluster_name`).
+    pub fn cluster_name(&self) -> &str {
+        &self.settings.cluster_name
+    }
+
     /// What the last cycle decided.
     pub fn last_cycle(&self) -> CycleSummary {
         self.last_cycle

@@ -430,6 +430,92 @@ impl ControllerApi for Service {
         Ok(Response::new(reply))
     }
 
+    async fn usage(
+        &self,
+        req: Request<api::UsageRequest>,
+    ) -> Result<Response<api::UsageReply>, Status> {
+        let now = unix_now();
+        self.0.caller("Usage", &req, now)?;
+        let r = req.into_inner();
+        if r.end <= r.start {
+            return Err(Status::invalid_argument(
+                "the period must end after it starts",
+            ));
+        }
+        let span = |from: Option<i64>, to: Option<i64>| -> f64 {
+            let (Some(from), to) = (from, to.unwrap_or(now)) else {
+                return 0.0;
+            };
+            (to.min(r.end) - from.max(r.start)).max(0) as f64
+        };
+        let mut per: std::collections::HashMap<(String, String), api::UsageRow> =
+            Default::default();
+        let mut reply = api::UsageReply::default();
+        // A chunk of jobs per hold of the lock: other calls go on between chunks.
+        const CHUNK: usize = 4096;
+        let mut from = 0;
+        loop {
+            let c = self.0.lock();
+            let s = c.scheduler();
+            if from == 0 {
+                let cluster = s.cluster();
+                let cores: u64 = cluster
+                    .nodes
+                    .iter()
+                    .map(|n| n.topology.core_count() as u64)
+                    .sum();
+                let gpus: u64 = cluster
+                    .nodes
+                    .iter()
+                    .map(|n| n.topology.gpu_count() as u64)
+                    .sum();
+                let secs = (r.end - r.start) as f64;
+                reply.capacity_core_seconds = cores as f64 * secs;
+                reply.capacity_gpu_seconds = gpus as f64 * secs;
+                reply.cluster = c.cluster_name().to_string();
+            }
+            let jobs = s.jobs();
+            for j in jobs.iter().skip(from).take(CHUNK) {
+                let Some(alloc) = j.allocation.as_ref() else {
+                    continue;
+                };
+                let secs = (span(j.start_time, j.end_time) - j.suspended_for as f64).max(0.0);
+                if secs <= 0.0 {
+                    continue;
+                }
+                let cluster = s.cluster();
+                let key = (
+                    cluster.users[j.user.index()].clone(),
+                    cluster.accounts[j.account.index()].name.clone(),
+                );
+                let row = per.entry(key.clone()).or_insert_with(|| api::UsageRow {
+                    user: key.0,
+                    account: key.1,
+                    ..Default::default()
+                });
+                let core_s = alloc.core_count() as f64 * secs;
+                let gpu_s = alloc.gpu_count() as f64 * secs;
+                row.core_seconds += core_s;
+                row.gpu_seconds += gpu_s;
+                row.jobs += 1;
+                reply.allocated_core_seconds += core_s;
+                reply.allocated_gpu_seconds += gpu_s;
+            }
+            from += CHUNK;
+            if from >= jobs.len() {
+                break;
+            }
+        }
+        let mut rows: Vec<api::UsageRow> = per.into_values().collect();
+        rows.sort_by(|a, b| {
+            b.core_seconds
+                .total_cmp(&a.core_seconds)
+                .then_with(|| a.user.cmp(&b.user))
+        });
+        reply.rows = rows;
+        Ok(Response::new(reply))
+    }
+
     type QueueStream = PageStream<api::QueueReply>;
 
     async fn queue(
