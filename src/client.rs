@@ -94,6 +94,10 @@ pub struct SubmitArgs {
     /// exit code (an array's highest).
     #[arg(short = 'W', long)]
     pub wait: bool,
+    /// Submit nothing: say when and where the job would start, after every waiting job
+    /// (the plan `squeue --start` shows).
+    #[arg(long = "test-only")]
+    pub test_only: bool,
     /// Wrap this command line in a shell script instead of reading a script file.
     #[arg(long)]
     pub wrap: Option<String>,
@@ -147,6 +151,25 @@ pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<u8> {
     };
     let opts = a.opts.with_directives(&script, &origin)?;
     let job = opts.submission(&name, script, Vec::new())?;
+    if a.test_only {
+        let t = client(conn)
+            .await?
+            .test_only(api::SubmitRequest { job: Some(job) })
+            .await
+            .map_err(refused)?
+            .into_inner();
+        if t.start == 0 {
+            bail!("no start time can be given: the job has no time limit, or the nodes it needs are down");
+        }
+        eprintln!(
+            "sbatch: Job to start at {} using {} processors on nodes {} in partition {}",
+            format::timestamp(t.start),
+            t.cpus,
+            t.nodes,
+            t.partition
+        );
+        return Ok(0);
+    }
     let reply = client(conn)
         .await?
         .submit(api::SubmitRequest { job: Some(job) })
@@ -269,6 +292,11 @@ pub struct QueueArgs {
     /// Print again every N seconds until interrupted.
     #[arg(short = 'i', long = "iterate")]
     pub iterate: Option<u64>,
+    /// Pending jobs with when and where they are expected to start (START_TIME,
+    /// SCHEDNODES): every waiting job planned in priority order, running jobs ending at
+    /// their limits.
+    #[arg(long = "start")]
+    pub start: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -486,14 +514,34 @@ async fn queue_once(conn: &Conn, a: &QueueArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let fmt = match (&a.format, &a.format_long, a.long) {
-        (Some(f), _, _) => f.clone(),
-        (None, Some(f), _) => format::squeue_long_format(f)?,
-        (None, None, true) => format::SQUEUE_LONG.to_string(),
-        (None, None, false) => format::SQUEUE_DEFAULT.to_string(),
+    let fmt = match (&a.format, &a.format_long, a.long, a.start) {
+        (Some(f), ..) => f.clone(),
+        (None, Some(f), ..) => format::squeue_long_format(f)?,
+        (None, None, _, true) => format::SQUEUE_START.to_string(),
+        (None, None, true, false) => format::SQUEUE_LONG.to_string(),
+        (None, None, false, false) => format::SQUEUE_DEFAULT.to_string(),
     };
-    let jobs: Vec<api::JobInfo> = jobs.into_iter().map(format::printable_job).collect();
-    let lines = format::queue_lines(jobs, a.array);
+    let mut jobs: Vec<api::JobInfo> = jobs.into_iter().map(format::printable_job).collect();
+    let mut planned = std::collections::HashMap::new();
+    if a.start {
+        jobs.retain(|j| j.state == "PENDING" || j.state == "REQUEUED");
+        for p in c
+            .plan(api::PlanRequest {})
+            .await
+            .map_err(refused)?
+            .into_inner()
+            .starts
+        {
+            planned.insert(p.job_id, (p.start, p.nodes));
+        }
+        for j in &mut jobs {
+            j.start_time = planned.get(&j.job_id).map_or(0, |p| p.0);
+        }
+    }
+    let mut lines = format::queue_lines(jobs, a.array || a.start);
+    for l in &mut lines {
+        l.sched_nodes = planned.get(&l.job.job_id).map(|p| p.1.clone());
+    }
     let mut out = String::new();
     if a.long {
         out.push_str(&format!(

@@ -305,6 +305,7 @@ pub fn render(format: &str, field: impl Fn(char) -> Result<String>) -> Result<St
 }
 
 /// Renders an `-o` format for one job.
+#[cfg(test)]
 pub fn squeue_line(format: &str, j: &api::JobInfo, now: i64) -> Result<String> {
     render(format, |c| squeue_field(c, j, now))
 }
@@ -315,6 +316,8 @@ pub struct QueueLine {
     pub job: api::JobInfo,
     /// `[3-9%2]` for pending tasks shown together.
     pub tasks: Option<String>,
+    /// `squeue --start`: the nodes the plan gives it (`%Y`).
+    pub sched_nodes: Option<String>,
 }
 
 /// Jobs as squeue lists them: each pending array's waiting tasks on one line (where
@@ -335,6 +338,7 @@ pub fn queue_lines(jobs: Vec<api::JobInfo>, one_per_task: bool) -> Vec<QueueLine
         out.push(QueueLine {
             job: j,
             tasks: None,
+            sched_nodes: None,
         });
     }
     for (at, mut indices) in pending_arrays.into_values() {
@@ -375,15 +379,16 @@ fn compress_indices(v: &[u32]) -> String {
 
 /// Renders an `-o` format for one squeue line.
 pub fn queue_line(format: &str, l: &QueueLine, now: i64) -> Result<String> {
-    match &l.tasks {
-        None => squeue_line(format, &l.job, now),
-        Some(tasks) => render(format, |c| match c {
-            'i' => Ok(format!("{}_{tasks}", l.job.array_job_id)),
-            'K' => Ok(tasks.clone()),
-            _ => squeue_field(c, &l.job, now),
-        }),
-    }
+    render(format, |c| match (c, &l.tasks) {
+        ('i', Some(tasks)) => Ok(format!("{}_{tasks}", l.job.array_job_id)),
+        ('K', Some(tasks)) => Ok(tasks.clone()),
+        ('Y', _) => Ok(l.sched_nodes.clone().unwrap_or_else(|| "(null)".into())),
+        _ => squeue_field(c, &l.job, now),
+    })
 }
+
+/// `squeue --start`'s format.
+pub const SQUEUE_START: &str = "%.18i %.9P %.8j %.8u %.2t %.19S %.6D %20Y %R";
 
 /// `squeue -s`'s default format.
 pub const SQUEUE_STEPS_DEFAULT: &str = "%.15i %.8j %.9P %.8u %.9M %N";
@@ -431,6 +436,7 @@ pub fn squeue_header(format: &str) -> Result<String> {
         'Q' | 'p' => "PRIORITY",
         'V' => "SUBMIT_TIME",
         'S' => "START_TIME",
+        'Y' => "SCHEDNODES",
         'e' => "END_TIME",
         'E' => "DEPENDENCY",
         'Z' => "WORK_DIR",

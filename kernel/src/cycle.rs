@@ -745,12 +745,24 @@ pub(crate) fn build_share_tree(s: &Scheduler, now: Time, tree: &mut ShareTree) {
 /// assuming running jobs end at their time limits, and the nodes it would get.
 fn reserve(s: &Scheduler, id: JobId, now: Time, walk: &mut Walk) -> Option<Reservation> {
     let job = s.job(id)?;
-    let limit = job.time_limit?;
+    reserve_shape(s, id, job.partition, &job.shape, job.time_limit?, now, walk)
+}
+
+/// [`reserve`] for a job given by its shape, which need not be in the scheduler (`id`
+/// owns the reservation; `sbatch --test-only` asks for one that is not submitted).
+fn reserve_shape(
+    s: &Scheduler,
+    id: JobId,
+    partition: PartitionId,
+    shape: &crate::job::JobShape,
+    limit: Time,
+    now: Time,
+    walk: &mut Walk,
+) -> Option<Reservation> {
     let cluster = s.cluster();
-    let part = cluster.partition(job.partition);
-    let shape = &job.shape;
+    let part = cluster.partition(partition);
     let needed = shape.units_needed() as u64;
-    let in_part = |n: NodeId| cluster.node(n).partitions.contains(&job.partition);
+    let in_part = |n: NodeId| cluster.node(n).partitions.contains(&partition);
 
     let nodes = cluster.nodes.len();
     walk.build_releases(s, now);
@@ -854,6 +866,56 @@ fn reserve(s: &Scheduler, id: JobId, now: Time, walk: &mut Walk) -> Option<Reser
     future.forget();
     walk.search = scratch;
     found
+}
+
+/// When each waiting job would start if nothing else changed, as conservative backfill
+/// plans it: the eligible waiting jobs in the last cycle's walk order (partition tier,
+/// priority, submission, id), each reserved in turn around the running jobs (ending at
+/// their limits) and the reservations before it; then `extra`, a job not submitted
+/// (`sbatch --test-only`), last. Jobs held, before their begin time, waiting on a
+/// dependency, without a time limit, or past the first `max_jobs` get no entry.
+/// Read-only: nothing is decided, no policy is called.
+pub(crate) fn plan(
+    s: &Scheduler,
+    now: Time,
+    max_jobs: usize,
+    extra: Option<(PartitionId, &crate::job::JobShape, Time)>,
+) -> (Vec<Reservation>, Option<Reservation>) {
+    let mut walk = Walk::default();
+    walk.reset(s, 0);
+    let cluster = s.cluster();
+    let mut order: Vec<(Reverse<u32>, Reverse<i64>, Time, JobId)> = s
+        .waiting()
+        .iter()
+        .filter_map(|&id| {
+            let j = s.job(id)?;
+            let blocked = j.hold.is_some()
+                || j.begin_time.is_some_and(|b| b > now)
+                || (!j.dependencies.is_empty() && s.is_waiting_on_dependency(id) != Some(false))
+                || j.time_limit.is_none();
+            (!blocked).then(|| {
+                (
+                    Reverse(cluster.partition(j.partition).priority_tier),
+                    Reverse(j.priority),
+                    j.submit_time,
+                    id,
+                )
+            })
+        })
+        .collect();
+    order.sort_unstable();
+    let mut out = Vec::new();
+    for &(.., id) in order.iter().take(max_jobs) {
+        if let Some(r) = reserve(s, id, now, &mut walk) {
+            walk.reserve(r.clone());
+            out.push(r);
+        }
+    }
+    let extra = extra.and_then(|(partition, shape, limit)| {
+        let id = JobId(u64::MAX);
+        reserve_shape(s, id, partition, shape, limit, now, &mut walk)
+    });
+    (out, extra)
 }
 
 /// Merges two iterators sorted by key into one sorted iterator.

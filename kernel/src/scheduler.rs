@@ -290,6 +290,40 @@ impl Scheduler {
 
     /// Validates and queues a job (or every task of an array). Rejects what can never run.
     pub fn submit(&mut self, spec: JobSpec, now: Time) -> Result<Vec<JobId>, SubmitError> {
+        let (partition, qos, shape, time_limit) = self.resolve_request(&spec)?;
+        self.submit_resolved(spec, now, partition, qos, shape, time_limit)
+    }
+
+    /// Where and when a job would start if it were submitted now, after every waiting
+    /// job (`sbatch --test-only`), validated as [`Scheduler::submit`] validates it; `None`
+    /// when no time can be given (no time limit, nodes down). Changes nothing.
+    pub fn test_only(
+        &self,
+        spec: &JobSpec,
+        now: Time,
+        max_jobs: usize,
+    ) -> Result<Option<Reservation>, SubmitError> {
+        let (partition, _, shape, time_limit) = self.resolve_request(spec)?;
+        let Some(limit) = time_limit else {
+            return Ok(None);
+        };
+        Ok(crate::cycle::plan(self, now, max_jobs, Some((partition, &shape, limit))).1)
+    }
+
+    /// When each waiting job would start if nothing else changed (`squeue --start`): the
+    /// first `max_jobs` eligible waiting jobs in walk order, each reserved in turn as
+    /// conservative backfill plans them, running jobs ending at their limits. Jobs held,
+    /// before their begin time, on a dependency or without a time limit get none.
+    pub fn planned_starts(&self, now: Time, max_jobs: usize) -> Vec<Reservation> {
+        crate::cycle::plan(self, now, max_jobs, None).0
+    }
+
+    /// A submission's partition, QOS, shape and time limit, checked: what can never run
+    /// here is refused.
+    fn resolve_request(
+        &self,
+        spec: &JobSpec,
+    ) -> Result<(PartitionId, QosId, JobShape, Option<Time>), SubmitError> {
         let partition = match &spec.partition {
             Some(name) => self
                 .cluster
@@ -324,6 +358,18 @@ impl Scheduler {
             None if spec.time_unlimited => part.max_time,
             None => part.default_time.or(part.max_time),
         };
+        Ok((partition, qos, shape, time_limit))
+    }
+
+    fn submit_resolved(
+        &mut self,
+        spec: JobSpec,
+        now: Time,
+        partition: PartitionId,
+        qos: QosId,
+        shape: JobShape,
+        time_limit: Option<Time>,
+    ) -> Result<Vec<JobId>, SubmitError> {
         for dep in &spec.dependencies {
             if let Dependency::On(_, ids) = dep {
                 if let Some(&bad) = ids.iter().find(|&&id| self.job(id).is_none()) {
@@ -331,7 +377,9 @@ impl Scheduler {
                 }
             }
         }
-        let requeue_on_node_fail = spec.requeue.unwrap_or(part.requeue_on_node_fail);
+        let requeue_on_node_fail = spec
+            .requeue
+            .unwrap_or(self.cluster.partition(partition).requeue_on_node_fail);
         let assoc = self.resolve_association(&spec)?;
         let (account, user) = {
             let a = self.cluster.associations[assoc.index()];

@@ -548,3 +548,52 @@ fn sreport_utilization_and_top_usage() {
     assert_eq!(code, 1);
     assert!(err.starts_with("sreport: error: unknown report"), "{err}");
 }
+
+/// `squeue --start` shows each pending job's planned start and nodes; `sbatch
+/// --test-only` answers from the same plan and submits nothing.
+#[test]
+fn squeue_start_and_test_only() {
+    let c = Cluster::start(Options::default());
+    let wide = submit(&c, &["-N2", "-n8", "-t", "10:00", "--wrap=sleep 60"]);
+    c.wait_state(wide, "RUNNING");
+    let next = submit(&c, &["-N2", "-n8", "-t", "5:00", "--wrap=sleep 60"]);
+    std::thread::sleep(Duration::from_millis(600));
+    let out = c.cli_ok(&["squeue", "--start"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].contains("START_TIME") && lines[0].contains("SCHEDNODES"),
+        "{out}"
+    );
+    assert_eq!(lines.len(), 2, "only the pending job: {out}");
+    let started = c.job(wide)["start_time"].as_i64().unwrap();
+    let expected = crate::harness::local_time(started + 600);
+    assert!(
+        lines[1].contains(&expected),
+        "planned when the running job's limit ends ({expected}): {out}"
+    );
+    assert!(lines[1].contains("cpu[01-02]"), "{out}");
+    let (code, out, err) = c.cli(&[
+        "sbatch",
+        "--test-only",
+        "-N1",
+        "-n4",
+        "-t",
+        "1:00",
+        "--wrap=true",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.is_empty(), "{out}");
+    let later = crate::harness::local_time(started + 600 + 300);
+    assert!(
+        err.starts_with(&format!(
+            "sbatch: Job to start at {later} using 4 processors on nodes cpu0"
+        )),
+        "after the waiting job: {err}"
+    );
+    assert_eq!(
+        c.cli_ok(&["squeue", "-h", "-o", "%i"]).lines().count(),
+        2,
+        "nothing submitted"
+    );
+    c.cli_ok(&["scancel", &wide.to_string(), &next.to_string()]);
+}

@@ -594,3 +594,12 @@ impl Drop for Cluster {
             .status();
     }
 }
+
+/// A time as the CLI prints it: `YYYY-MM-DDTHH:MM:SS` in the local zone.
+pub fn local_time(t: i64) -> String {
+    jiff::Timestamp::from_second(t)
+        .expect("a time in range")
+        .to_zoned_datetime(jiff::tz::TimeZone::system())
+        .strftime("%Y-%m-%dT%H:%M:%S")
+        .to_string()
+}

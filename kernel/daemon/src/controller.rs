@@ -75,6 +75,11 @@ pub struct Limits {
     pub max_dependencies: usize,
 }
 
+/// How many waiting jobs a plan (`squeue --start`, `sbatch --test-only`) reserves, in
+/// priority order; later ones show no time. Each reservation searches the ones before
+/// it, under the controller's lock.
+pub const PLAN_DEPTH: usize = 1_000;
+
 /// The longest name (job, account, partition, QOS, feature, GRES) a submission may use.
 pub const MAX_NAME_BYTES: usize = 1024;
 /// The longest path or file pattern a submission may use (Linux's PATH_MAX).
@@ -1200,6 +1205,73 @@ impl Controller {
     }
 
     // ----- views ------------------------------------------------------------------------------
+
+    /// The plan `squeue --start` shows: waiting jobs' expected starts.
+    pub fn plan(&self, now: Time) -> Vec<api::PlannedStart> {
+        let cluster = self.sched.cluster();
+        self.sched
+            .planned_starts(now, PLAN_DEPTH)
+            .into_iter()
+            .map(|r| {
+                let names: Vec<&str> = r
+                    .nodes
+                    .iter()
+                    .map(|&n| cluster.node(n).name.as_str())
+                    .collect();
+                api::PlannedStart {
+                    job_id: r.job.0,
+                    start: r.start,
+                    nodes: compress_hostlist(&names),
+                }
+            })
+            .collect()
+    }
+
+    /// `sbatch --test-only`: the submission checked as `submit` checks it, and when and
+    /// where it would start after every waiting job. Nothing is stored.
+    pub fn test_only(
+        &self,
+        who: &Caller,
+        sub: api::JobSubmission,
+        now: Time,
+    ) -> Result<api::TestOnlyReply, Refusal> {
+        let (spec, _) = spec_from(who, sub, &self.settings.limits)?;
+        let cluster = self.sched.cluster();
+        let partition = spec
+            .partition
+            .clone()
+            .or_else(|| {
+                cluster
+                    .default_partition
+                    .map(|p| cluster.partition(p).name.clone())
+            })
+            .unwrap_or_default();
+        let cpus = u64::from(spec.request.tasks) * u64::from(spec.request.cpus_per_task);
+        let planned = self
+            .sched
+            .test_only(&spec, now, PLAN_DEPTH)
+            .map_err(invalid)?;
+        Ok(match planned {
+            Some(r) => {
+                let names: Vec<&str> = r
+                    .nodes
+                    .iter()
+                    .map(|&n| cluster.node(n).name.as_str())
+                    .collect();
+                api::TestOnlyReply {
+                    start: r.start,
+                    nodes: compress_hostlist(&names),
+                    partition,
+                    cpus,
+                }
+            }
+            None => api::TestOnlyReply {
+                partition,
+                cpus,
+                ..Default::default()
+            },
+        })
+    }
 
     /// The cluster's name (`cluster_name`).
     pub fn cluster_name(&self) -> &str {

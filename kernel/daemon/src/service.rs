@@ -516,6 +516,33 @@ impl ControllerApi for Service {
         Ok(Response::new(reply))
     }
 
+    async fn plan(
+        &self,
+        req: Request<api::PlanRequest>,
+    ) -> Result<Response<api::PlanReply>, Status> {
+        let now = unix_now();
+        self.0.caller("Plan", &req, now)?;
+        let starts = self.0.lock().plan(now);
+        Ok(Response::new(api::PlanReply { starts }))
+    }
+
+    async fn test_only(
+        &self,
+        req: Request<api::SubmitRequest>,
+    ) -> Result<Response<api::TestOnlyReply>, Status> {
+        let now = unix_now();
+        let who = self.0.caller("TestOnly", &req, now)?;
+        let Some(job) = req.into_inner().job else {
+            return Err(Status::invalid_argument("no job in the request"));
+        };
+        let reply = self
+            .0
+            .lock()
+            .test_only(&who, job, now)
+            .map_err(|e| self.0.status(e))?;
+        Ok(Response::new(reply))
+    }
+
     type QueueStream = PageStream<api::QueueReply>;
 
     async fn queue(
