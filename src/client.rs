@@ -954,6 +954,8 @@ pub enum ShowWhat {
     Hostlist { names: Vec<String> },
     /// One partition, or all.
     Partition { name: Option<String> },
+    /// The controller's settings.
+    Config,
 }
 
 /// `scontrol show hostnames|hostlist`: text only, no controller needed. `Ok(None)` for
@@ -1025,6 +1027,26 @@ pub async fn show(conn: &Conn, a: ShowArgs) -> Result<()> {
                 return print_json(&job_json(&j));
             }
             print!("{}", format::scontrol_job(&format::printable_job(j), now()));
+            Ok(())
+        }
+        ShowWhat::Config => {
+            let entries = c
+                .config(api::ConfigRequest {})
+                .await
+                .map_err(refused)?
+                .into_inner()
+                .entries;
+            if a.json {
+                let m: serde_json::Map<String, serde_json::Value> = entries
+                    .into_iter()
+                    .map(|e| (e.key, e.value.into()))
+                    .collect();
+                return print_json(&m);
+            }
+            println!("Configuration data as of {}", format::timestamp(now()));
+            for e in entries {
+                println!("{:<24}= {}", e.key, format::printable(&e.value));
+            }
             Ok(())
         }
         ShowWhat::Partition { name } => {

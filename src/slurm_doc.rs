@@ -489,7 +489,7 @@ const SCONTROL: &[(&str, &str)] = &[
     ("show partition", "supported"),
     ("show hostnames", "supported"),
     ("show hostlist", "supported"),
-    ("show config", "refused"),
+    ("show config", "supported"),
     ("show reservation", "refused"),
     ("hold", "supported"),
     ("release", "supported"),

@@ -289,6 +289,12 @@ fn sinfo_and_partitions_as_slurm_shows_them() {
     let (code, _, err) = c.cli(&["scontrol", "show", "partition", "nope"]);
     assert_eq!(code, 1);
     assert!(err.contains("Partition nope not found"), "{err}");
+    let config = c.cli_ok(&["scontrol", "show", "config"]);
+    assert!(
+        config.contains("\nClusterName             = gantry\n"),
+        "{config}"
+    );
+    assert!(config.contains("SchedulerType"), "{config}");
     for cmd in ["sbatch", "squeue", "sacct", "sinfo", "srun", "scontrol"] {
         let out = c.cli_ok(&[cmd, "--version"]);
         assert!(out.starts_with(&format!("{cmd} (Gantry ")), "{out}");

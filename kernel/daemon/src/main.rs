@@ -101,6 +101,49 @@ fn policies(cfg: &DaemonConfig) -> Result<(PolicySet, Option<WasmSlots>)> {
     Ok((set, Some(slots)))
 }
 
+/// The settings `scontrol show config` shows, by Slurm's names where they mean the
+/// same.
+fn config_view(cfg: &DaemonConfig) -> Vec<(String, String)> {
+    let policies = if cfg.native_policies {
+        "native defaults".to_string()
+    } else {
+        "Wasm components (gantry policy list)".to_string()
+    };
+    vec![
+        ("ClusterName".into(), cfg.cluster_name.clone()),
+        (
+            "SLURM_VERSION".into(),
+            format!("22.05 (Gantry {})", env!("CARGO_PKG_VERSION")),
+        ),
+        (
+            "SlurmdTimeout".into(),
+            format!("{} sec", cfg.node_timeout_s),
+        ),
+        (
+            "HeartbeatInterval".into(),
+            format!("{} sec", cfg.heartbeat_s),
+        ),
+        ("KillWait".into(), format!("{} sec", cfg.kill_grace_s)),
+        (
+            "SchedulerTimeSlice".into(),
+            format!("{} msec", cfg.cycle_interval_ms),
+        ),
+        (
+            "PriorityCalcPeriod".into(),
+            format!("{} sec", cfg.fairshare_interval_s),
+        ),
+        ("MaxScriptSize".into(), cfg.max_script_bytes.to_string()),
+        ("MaxDependencies".into(), cfg.max_dependencies.to_string()),
+        (
+            "DefaultAccount".into(),
+            cfg.default_account
+                .clone()
+                .unwrap_or_else(|| "(null)".into()),
+        ),
+        ("Policies".into(), policies),
+    ]
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -155,6 +198,7 @@ async fn main() -> Result<()> {
         max_component_bytes: cfg.max_component_bytes,
         watches: Default::default(),
         stats: gantry_daemon::stats::Stats::new(unix_now()),
+        config_view: config_view(&cfg),
     });
     let max_request = cfg.max_request_bytes();
     let service = Service(shared.clone());

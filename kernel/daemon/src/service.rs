@@ -55,6 +55,8 @@ pub struct Shared {
     pub watches: Mutex<std::collections::HashMap<String, usize>>,
     /// Counters for `sdiag`.
     pub stats: crate::stats::Stats,
+    /// The settings `scontrol show config` shows, by name.
+    pub config_view: Vec<(String, String)>,
 }
 
 /// The most `Watch` streams one user may hold open at once.
@@ -514,6 +516,35 @@ impl ControllerApi for Service {
         });
         reply.rows = rows;
         Ok(Response::new(reply))
+    }
+
+    async fn config(
+        &self,
+        req: Request<api::ConfigRequest>,
+    ) -> Result<Response<api::ConfigReply>, Status> {
+        self.0.caller("Config", &req, unix_now())?;
+        let mut entries: Vec<api::ConfigEntry> = self
+            .0
+            .config_view
+            .iter()
+            .map(|(k, v)| api::ConfigEntry {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect();
+        let backfill = match self.0.lock().scheduler().config().backfill {
+            gantry_kernel::Backfill::None => "none".to_string(),
+            gantry_kernel::Backfill::Easy => "easy".to_string(),
+            gantry_kernel::Backfill::Conservative { depth } => {
+                format!("conservative (depth {depth})")
+            }
+        };
+        entries.push(api::ConfigEntry {
+            key: "SchedulerType".into(),
+            value: format!("gantry (backfill: {backfill})"),
+        });
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(Response::new(api::ConfigReply { entries }))
     }
 
     async fn plan(
