@@ -1,5 +1,5 @@
 //! `scontrol`'s verbs that change jobs: `hold`, `release`, `requeue`, `requeuehold`,
-//! `update` (`gantry control`).
+//! `suspend`, `resume`, `update` (`gantry control`).
 //! `scontrol show` is `gantry show` (in `client.rs`).
 
 use anyhow::{anyhow, bail, Result};
@@ -36,6 +36,16 @@ pub enum ControlAction {
     },
     /// Requeue, then hold (until `scontrol release`).
     Requeuehold {
+        #[arg(required = true)]
+        jobs: Vec<String>,
+    },
+    /// Stop running jobs: their cores and GPUs go to others, their memory stays (admin).
+    Suspend {
+        #[arg(required = true)]
+        jobs: Vec<String>,
+    },
+    /// Let suspended jobs run again, once their own cores are free (admin).
+    Resume {
         #[arg(required = true)]
         jobs: Vec<String>,
     },
@@ -78,6 +88,8 @@ pub async fn control(conn: &Conn, a: ControlArgs) -> Result<()> {
         ControlAction::Release { jobs } => (job_ids(&jobs)?, Change::Release(true)),
         ControlAction::Requeue { jobs } => (job_ids(&jobs)?, Change::Requeue(false)),
         ControlAction::Requeuehold { jobs } => (job_ids(&jobs)?, Change::Requeue(true)),
+        ControlAction::Suspend { jobs } => (job_ids(&jobs)?, Change::Suspend(true)),
+        ControlAction::Resume { jobs } => (job_ids(&jobs)?, Change::Resume(true)),
         ControlAction::Update { fields } => {
             let (ids, f) = update_fields(&fields)?;
             (ids, Change::Fields(f))

@@ -133,11 +133,13 @@ fn slurm_argv(mut args: Vec<String>) -> Vec<String> {
             Some("show") => {
                 rest.remove(0);
             }
-            Some("hold" | "release" | "update" | "requeue" | "requeuehold") => sub = "control",
+            Some(
+                "hold" | "release" | "update" | "requeue" | "requeuehold" | "suspend" | "resume",
+            ) => sub = "control",
             Some("--help" | "-h" | "help") => sub = "control",
             _ => {
                 eprintln!(
-                    "scontrol: error: Gantry's scontrol takes show (job, step, node, partition, hostnames, hostlist), hold, release, requeue, requeuehold and update"
+                    "scontrol: error: Gantry's scontrol takes show (job, step, node, partition, hostnames, hostlist), hold, release, requeue, requeuehold, suspend, resume and update"
                 );
                 std::process::exit(1);
             }

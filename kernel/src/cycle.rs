@@ -323,7 +323,11 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
         let mut suspended: Vec<(Time, JobId)> = s
             .suspended()
             .iter()
-            .filter_map(|&id| Some((s.job(id)?.suspended_at?, id)))
+            .filter_map(|&id| {
+                let j = s.job(id)?;
+                // An admin's suspension ends only by `resume`.
+                (!j.suspended_by_admin).then_some((j.suspended_at?, id))
+            })
             .collect();
         suspended.sort_unstable();
         for (_, id) in suspended {

@@ -585,6 +585,9 @@ pub struct Job {
     pub begin_time: Option<Time>,
     /// Subtracted from the priority policy's answer (`--nice`).
     pub nice: i32,
+    /// Suspended by an admin (`scontrol suspend`): resumes only by `scontrol resume`,
+    /// never by a cycle.
+    pub suspended_by_admin: bool,
 }
 
 impl Job {

@@ -143,6 +143,8 @@ pub enum JobError {
     NotRestorable(JobId, &'static str),
     #[error("Job is no longer pending execution for job {0}")]
     NotPending(JobId),
+    #[error("job {0} was not suspended by an administrator")]
+    NotSuspended(JobId),
     #[error("Access/permission denied for job {0}: an administrator holds it")]
     HeldByAdmin(JobId),
 }
@@ -431,6 +433,7 @@ impl Scheduler {
                 hold: spec.hold.then_some(Hold::User),
                 begin_time: spec.begin.filter(|&b| b > now),
                 nice: spec.nice,
+                suspended_by_admin: false,
             });
             self.enqueue(id);
             self.singletons
@@ -732,6 +735,30 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Suspends a running job by an admin's word (`scontrol suspend`): its cores and GPUs
+    /// go back to the pool, its memory stays, and no cycle resumes it.
+    pub fn suspend_job(&mut self, id: JobId, now: Time) -> Result<(), JobError> {
+        let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
+        if job.state != JobState::Running {
+            return Err(JobError::NotRunning(id));
+        }
+        self.suspend(id, now);
+        self.job_mut(id).suspended_by_admin = true;
+        Ok(())
+    }
+
+    /// Ends an admin's suspension (`scontrol resume`): the job runs again at once if
+    /// the very cores and GPUs it held are free (returns true), else as soon as a cycle
+    /// finds them free.
+    pub fn resume_job(&mut self, id: JobId, now: Time) -> Result<bool, JobError> {
+        let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
+        if job.state != JobState::Suspended || !job.suspended_by_admin {
+            return Err(JobError::NotSuspended(id));
+        }
+        self.job_mut(id).suspended_by_admin = false;
+        Ok(self.try_resume(id, now))
+    }
+
     /// Sets a waiting job's time limit (`scontrol update TimeLimit=`); `None` is
     /// unlimited. The next cycle plans with it.
     pub fn set_time_limit(&mut self, id: JobId, limit: Option<Time>) -> Result<(), JobError> {
@@ -940,6 +967,7 @@ impl Scheduler {
         self.stop_running(id, now, stop);
         let job = self.job_mut(id);
         job.state = JobState::Requeued;
+        job.suspended_by_admin = false;
         job.reason = PendingReason::None;
         job.start_time = None;
         job.allocation = None;

@@ -1150,3 +1150,34 @@ fn planned_starts_are_when_jobs_start_in_a_replay() {
         "a node-sharing job, no later than planned"
     );
 }
+
+/// `scontrol suspend`: the job's cores go to others, no cycle resumes it; `resume`
+/// brings it back once its own cores are free.
+#[test]
+fn an_admin_suspension_ends_only_by_resume() {
+    let mut s = scheduler(Cluster::homogeneous(1, 2, 1000), SchedulerConfig::default());
+    let first = s.submit(cpu_job("u", 2, 100), 0).unwrap()[0];
+    assert_eq!(s.cycle(0).started, vec![first]);
+    s.suspend_job(first, 10).unwrap();
+    assert_eq!(s.job(first).unwrap().state, JobState::Suspended);
+    let urgent = s.submit(cpu_job("u", 2, 20), 10).unwrap()[0];
+    assert_eq!(
+        s.cycle(10).started,
+        vec![urgent],
+        "the suspended job's cores are free"
+    );
+    s.job_ended(urgent, 30, gantry_kernel::job::JobOutcome::Exited(0))
+        .unwrap();
+    let out = s.cycle(30);
+    assert!(
+        out.resumed.is_empty(),
+        "no cycle resumes an admin's suspension"
+    );
+    assert!(
+        s.resume_job(first, 40).unwrap(),
+        "its cores are free: it runs at once"
+    );
+    assert_eq!(s.job(first).unwrap().state, JobState::Running);
+    assert_eq!(s.job(first).unwrap().suspended_for, 30);
+    assert!(s.resume_job(first, 41).is_err(), "running, not suspended");
+}

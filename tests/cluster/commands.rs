@@ -603,3 +603,46 @@ fn squeue_start_and_test_only() {
     );
     c.cli_ok(&["scancel", &wide.to_string(), &next.to_string()]);
 }
+
+/// `scontrol suspend` stops a job (its processes stopped, its cores free for others) and
+/// only `scontrol resume` brings it back; both are an admin's.
+#[test]
+fn suspend_and_resume_are_an_admins() {
+    let c = Cluster::start(Options::default());
+    let id = submit(
+        &c,
+        &[
+            "-w",
+            "cpu01",
+            "-n4",
+            "-o",
+            "ticks.out",
+            "--wrap=while true; do echo t; sleep 0.1; done",
+        ],
+    );
+    let ids = id.to_string();
+    c.wait_state(id, "RUNNING");
+    let alice = c.token("alice", false);
+    let (code, _, err) = c.cli_as(&alice, &["scontrol", "suspend", &ids]);
+    assert_eq!(code, 1);
+    assert!(err.contains("only an administrator"), "{err}");
+    c.cli_ok(&["scontrol", "suspend", &ids]);
+    assert_eq!(c.job(id)["state"], "SUSPENDED");
+    std::thread::sleep(Duration::from_millis(500));
+    let before = c.read("ticks.out").len();
+    // Its cores are free: a job for all of cpu01 runs meanwhile.
+    let other = submit(&c, &["-w", "cpu01", "-n4", "--wrap=true"]);
+    assert_eq!(c.wait_done(other)["state"], "COMPLETED");
+    assert_eq!(c.read("ticks.out").len(), before, "stopped while suspended");
+    assert_eq!(c.job(id)["state"], "SUSPENDED", "no cycle resumes it");
+    c.cli_ok(&["scontrol", "resume", &ids]);
+    c.wait_state(id, "RUNNING");
+    let since = Instant::now();
+    while c.read("ticks.out").len() == before {
+        assert!(since.elapsed() < Duration::from_secs(20), "it runs again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, _, err) = c.cli(&["scontrol", "resume", &ids]);
+    assert_eq!(code, 1, "{err}");
+    c.cli_ok(&["scancel", &ids]);
+}

@@ -442,6 +442,10 @@ impl Controller {
             } => self.restore_step_end(*job, *step, *state, *exit_code, *cpu_s, time),
             Entry::Held { job, by } => self.sched.hold(*job, *by)?,
             Entry::Requeued { job } => self.sched.requeue_job(*job, time)?,
+            Entry::SuspendedByAdmin { job } => self.sched.suspend_job(*job, time)?,
+            Entry::ResumedByAdmin { job } => {
+                self.sched.resume_job(*job, time)?;
+            }
             Entry::Released { job, by } => self.sched.release(*job, *by)?,
             Entry::Updated {
                 job,

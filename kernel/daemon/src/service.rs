@@ -355,6 +355,8 @@ impl ControllerApi for Service {
             Change::Hold(_) => c.hold_or_release(&who, &r.job_ids, true, now),
             Change::Release(_) => c.hold_or_release(&who, &r.job_ids, false, now),
             Change::Requeue(hold) => c.requeue(&who, &r.job_ids, hold, now),
+            Change::Suspend(_) => c.suspend_or_resume(&who, &r.job_ids, true, now),
+            Change::Resume(_) => c.suspend_or_resume(&who, &r.job_ids, false, now),
             Change::Fields(f) => {
                 let time_limit = match f.time_limit_s {
                     None => None,

@@ -184,6 +184,15 @@ pub enum Entry {
         job: JobId,
         by: gantry_kernel::job::Hold,
     },
+    /// `scontrol suspend` (an admin's): the job stops; no cycle resumes it.
+    SuspendedByAdmin {
+        job: JobId,
+    },
+    /// `scontrol resume`: an admin's suspension ended (the job runs again at once if its
+    /// cores are free, else when a cycle finds them).
+    ResumedByAdmin {
+        job: JobId,
+    },
     /// `scontrol requeue`: a running job back in the queue (its run told to stop).
     Requeued {
         job: JobId,

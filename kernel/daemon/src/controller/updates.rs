@@ -141,6 +141,88 @@ impl Controller {
         Ok(targets)
     }
 
+    /// `scontrol suspend` and `resume` (admins only): a running job stops (SIGSTOP to
+    /// its batch script and steps), its cores and GPUs free for others, its memory kept;
+    /// resumed, it runs again (SIGCONT) at once if those very cores are free, else as
+    /// soon as a cycle finds them.
+    pub fn suspend_or_resume(
+        &mut self,
+        who: &Caller,
+        ids: &[u64],
+        suspend: bool,
+        now: Time,
+    ) -> Result<Vec<JobId>, Refusal> {
+        if !who.admin {
+            return Err(Refusal::Denied(
+                "Access/permission denied: only an administrator may suspend or resume jobs".into(),
+            ));
+        }
+        let targets: Vec<JobId> = self
+            .owned_targets(who, ids)?
+            .into_iter()
+            .filter(|&id| {
+                self.sched.job(id).is_some_and(|j| {
+                    if suspend {
+                        j.state == JobState::Running
+                    } else {
+                        j.state == JobState::Suspended && j.suspended_by_admin
+                    }
+                })
+            })
+            .collect();
+        if targets.is_empty() {
+            let id = ids.first().copied().unwrap_or_default();
+            return Err(Refusal::Conflict(if suspend {
+                format!("Job {id} is not running, so it cannot be suspended")
+            } else {
+                format!("Job {id} was not suspended by an administrator")
+            }));
+        }
+        let entries: Vec<Entry> = targets
+            .iter()
+            .map(|&job| {
+                if suspend {
+                    Entry::SuspendedByAdmin { job }
+                } else {
+                    Entry::ResumedByAdmin { job }
+                }
+            })
+            .collect();
+        self.log(now, &entries)?;
+        use api::agent_command::What;
+        for &id in &targets {
+            if suspend {
+                self.sched.suspend_job(id, now).map_err(invalid)?;
+            } else if !self.sched.resume_job(id, now).map_err(invalid)? {
+                // Its cores are taken: a cycle resumes it (and tells its node) later.
+                self.publish_job(id, now);
+                continue;
+            }
+            if let (Some(node), Some(j)) = (self.first_node(id), self.sched.job(id)) {
+                let run = job_run(j);
+                self.send(
+                    node,
+                    if suspend {
+                        What::Suspend(run)
+                    } else {
+                        What::Resume(run)
+                    },
+                );
+            }
+            self.signal_steps_of(
+                id,
+                if suspend {
+                    libc::SIGSTOP
+                } else {
+                    libc::SIGCONT
+                },
+            );
+            tracing::info!(job = id.0, by = %who.user, suspend, "suspended or resumed by an admin");
+            self.publish_job(id, now);
+        }
+        Ok(targets)
+    }
+
     /// `scontrol update job`: a waiting job's time limit (its owner may only lower it;
     /// an admin may set any) and any job's comment.
     pub fn update_jobs(
