@@ -191,6 +191,19 @@ pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<u8> {
     wait_for(conn, reply.job_id).await
 }
 
+/// Every unfinished job the controller lists for `request`, all pages read.
+pub(crate) async fn queued(
+    c: &mut Client,
+    request: api::QueueRequest,
+) -> Result<Vec<api::JobInfo>> {
+    let mut pages = c.queue(request).await.map_err(refused)?.into_inner();
+    let mut jobs = Vec::new();
+    while let Some(page) = pages.message().await.map_err(refused)? {
+        jobs.extend(page.jobs);
+    }
+    Ok(jobs)
+}
+
 /// `sbatch --wait`: polls until the job (every task of an array) has ended; its exit
 /// code, or an array's highest; 1 for a job that ended without one (cancelled before
 /// it ran, or lost with its node).
@@ -198,19 +211,15 @@ async fn wait_for(conn: &Conn, id: u64) -> Result<u8> {
     let mut c = client(conn).await?;
     let mut pause = std::time::Duration::from_millis(250);
     loop {
-        let mut pages = c
-            .queue(api::QueueRequest {
+        let left = queued(
+            &mut c,
+            api::QueueRequest {
                 job_ids: vec![id],
                 ..Default::default()
-            })
-            .await
-            .map_err(refused)?
-            .into_inner();
-        let mut left = 0;
-        while let Some(page) = pages.message().await.map_err(refused)? {
-            left += page.jobs.len();
-        }
-        if left == 0 {
+            },
+        )
+        .await?;
+        if left.is_empty() {
             break;
         }
         tokio::time::sleep(pause).await;
@@ -453,19 +462,18 @@ async fn queue_once(conn: &Conn, a: &QueueArgs) -> Result<()> {
     let refs = JobRefs::parse(&a.jobs)?;
     let mut jobs = Vec::new();
     for u in user.split(',') {
-        let mut pages = c
-            .queue(api::QueueRequest {
-                user: u.to_string(),
-                job_ids: refs.wanted(),
-                states: states.clone(),
-                partition: a.partition.clone().unwrap_or_default(),
-            })
-            .await
-            .map_err(refused)?
-            .into_inner();
-        while let Some(page) = pages.message().await.map_err(refused)? {
-            jobs.extend(page.jobs.into_iter().filter(|j| refs.matches(j)));
-        }
+        let request = api::QueueRequest {
+            user: u.to_string(),
+            job_ids: refs.wanted(),
+            states: states.clone(),
+            partition: a.partition.clone().unwrap_or_default(),
+        };
+        jobs.extend(
+            queued(&mut c, request)
+                .await?
+                .into_iter()
+                .filter(|j| refs.matches(j)),
+        );
     }
     let names = comma_list(&a.name);
     let accounts = comma_list(&a.account);
@@ -777,20 +785,16 @@ async fn filtered_jobs(c: &mut Client, a: &CancelArgs, refs: &JobRefs) -> Result
     };
     let mut ids = Vec::new();
     for u in &users {
-        let mut pages = c
-            .queue(api::QueueRequest {
-                user: u.clone(),
-                job_ids: refs.wanted(),
-                states: states.clone(),
-                partition: a.partition.clone().unwrap_or_default(),
-            })
-            .await
-            .map_err(refused)?
-            .into_inner();
-        while let Some(page) = pages.message().await.map_err(refused)? {
+        let request = api::QueueRequest {
+            user: u.clone(),
+            job_ids: refs.wanted(),
+            states: states.clone(),
+            partition: a.partition.clone().unwrap_or_default(),
+        };
+        {
+            let jobs = queued(c, request).await?;
             ids.extend(
-                page.jobs
-                    .iter()
+                jobs.iter()
                     .filter(|j| refs.ids.is_empty() && refs.tasks.is_empty() || refs.matches(j))
                     .filter(|j| a.name.as_ref().is_none_or(|n| *n == j.name))
                     .filter(|j| a.account.as_ref().is_none_or(|x| *x == j.account))
@@ -1076,19 +1080,11 @@ pub async fn show(conn: &Conn, a: ShowArgs) -> Result<()> {
                     (vec![j], step)
                 }
                 None => {
-                    let mut pages = c
-                        .queue(api::QueueRequest {
-                            states: vec!["RUNNING".into()],
-                            ..Default::default()
-                        })
-                        .await
-                        .map_err(refused)?
-                        .into_inner();
-                    let mut jobs = Vec::new();
-                    while let Some(page) = pages.message().await.map_err(refused)? {
-                        jobs.extend(page.jobs);
-                    }
-                    (jobs, None)
+                    let request = api::QueueRequest {
+                        states: vec!["RUNNING".into()],
+                        ..Default::default()
+                    };
+                    (queued(&mut c, request).await?, None)
                 }
             };
             let all = id.is_some();
@@ -1256,23 +1252,50 @@ pub struct AcctArgs {
     /// List the fields -o takes.
     #[arg(short = 'e', long = "helpformat")]
     pub helpformat: bool,
-    /// No header.
-    #[arg(short = 'n', long = "noheader")]
-    pub noheader: bool,
-    /// '|'-separated, no padding, no trailing '|' (sacct -P).
-    #[arg(short = 'P', long = "parsable2")]
-    pub parsable2: bool,
-    /// '|'-separated with a trailing '|' (sacct -p).
-    #[arg(short = 'p', long = "parsable")]
-    pub parsable: bool,
+    #[command(flatten)]
+    pub table: TableArgs,
     /// Jobs only: no lines for their batch scripts and steps.
     #[arg(short = 'X', long = "allocations")]
     pub allocations: bool,
+}
+
+/// How a table is printed (sacct, sshare, sreport): `-n` without the header, `-P`
+/// '|'-separated, `-p` the same with a trailing '|', `--json`.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct TableArgs {
+    /// No header.
+    #[arg(short = 'n', long = "noheader")]
+    pub noheader: bool,
+    /// '|'-separated, no padding, no trailing '|'.
+    #[arg(short = 'P', long = "parsable2")]
+    pub parsable2: bool,
+    /// '|'-separated with a trailing '|'.
+    #[arg(short = 'p', long = "parsable")]
+    pub parsable: bool,
     #[arg(long)]
     pub json: bool,
 }
 
-fn comma_list(v: &Option<String>) -> Vec<String> {
+impl TableArgs {
+    /// Prints `head` and `rows` '|'-separated if `-P` or `-p` asked for it; returns
+    /// whether it did.
+    pub fn print_delimited<S: AsRef<str>>(&self, head: &[S], rows: &[Vec<String>]) -> bool {
+        if !(self.parsable || self.parsable2) {
+            return false;
+        }
+        let end = if self.parsable { "|" } else { "" };
+        if !self.noheader {
+            let names: Vec<&str> = head.iter().map(AsRef::as_ref).collect();
+            println!("{}{end}", names.join("|"));
+        }
+        for r in rows {
+            println!("{}{end}", r.join("|"));
+        }
+        true
+    }
+}
+
+pub(crate) fn comma_list(v: &Option<String>) -> Vec<String> {
     v.as_deref()
         .map(|s| {
             s.split(',')
@@ -1328,7 +1351,7 @@ pub async fn acct(conn: &Conn, a: AcctArgs) -> Result<()> {
                 .filter(|r| r.job.as_ref().is_some_and(|j| refs.matches(j))),
         );
     }
-    if a.json {
+    if a.table.json {
         let v: Vec<_> = records
             .iter()
             .map(|r| {
@@ -1371,20 +1394,13 @@ pub async fn acct(conn: &Conn, a: AcctArgs) -> Result<()> {
             );
         }
     }
-    if a.parsable || a.parsable2 {
-        let end = if a.parsable { "|" } else { "" };
-        if !a.noheader {
-            let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
-            println!("{}{end}", names.join("|"));
-        }
-        for r in rows {
-            println!("{}{end}", r.join("|"));
-        }
+    let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+    if a.table.print_delimited(&names, &rows) {
         return Ok(());
     }
     // As sacct: each column its width and a space; names cut to fit, values cut with a
     // '+' where they do not fit.
-    if !a.noheader {
+    if !a.table.noheader {
         let head: String = fields
             .iter()
             .map(|f| f.cell(&f.name, false) + " ")

@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::Args;
 use gantry_api as api;
 
-use crate::client::{client, print_json, refused, Conn};
+use crate::client::{client, comma_list, print_json, refused, Conn, TableArgs};
 
 #[derive(Args, Debug)]
 pub struct SharesArgs {
@@ -18,28 +18,8 @@ pub struct SharesArgs {
     /// Only these accounts and their users (comma-separated).
     #[arg(short = 'A', long = "accounts")]
     pub accounts: Option<String>,
-    /// No header.
-    #[arg(short = 'n', long = "noheader")]
-    pub noheader: bool,
-    /// '|'-separated, no trailing '|'.
-    #[arg(short = 'P', long = "parsable2")]
-    pub parsable2: bool,
-    /// '|'-separated with a trailing '|'.
-    #[arg(short = 'p', long = "parsable")]
-    pub parsable: bool,
-    #[arg(long)]
-    pub json: bool,
-}
-
-fn list(v: &Option<String>) -> Vec<String> {
-    v.as_deref()
-        .map(|s| {
-            s.split(',')
-                .map(|x| x.trim().to_string())
-                .filter(|x| !x.is_empty())
-                .collect()
-        })
-        .unwrap_or_default()
+    #[command(flatten)]
+    pub table: TableArgs,
 }
 
 pub async fn shares(conn: &Conn, a: SharesArgs) -> Result<()> {
@@ -56,8 +36,8 @@ pub async fn shares(conn: &Conn, a: SharesArgs) -> Result<()> {
         .map_err(refused)?
         .into_inner()
         .user;
-    let users = list(&a.users);
-    let accounts = list(&a.accounts);
+    let users = comma_list(&a.users);
+    let accounts = comma_list(&a.accounts);
     let rows: Vec<api::ShareRow> = rows
         .into_iter()
         .filter(|r| accounts.is_empty() || accounts.contains(&r.account))
@@ -70,7 +50,7 @@ pub async fn shares(conn: &Conn, a: SharesArgs) -> Result<()> {
                 }
         })
         .collect();
-    if a.json {
+    if a.table.json {
         let v: Vec<serde_json::Value> = rows
             .iter()
             .map(|r| {
@@ -117,18 +97,12 @@ pub async fn shares(conn: &Conn, a: SharesArgs) -> Result<()> {
         "EffectvUsage",
         "FairShare",
     ];
-    if a.parsable || a.parsable2 {
-        let end = if a.parsable { "|" } else { "" };
-        if !a.noheader {
-            println!("{}{end}", HEAD.join("|"));
-        }
-        for r in &rows {
-            println!("{}{end}", fields(r).join("|"));
-        }
+    let cells: Vec<Vec<String>> = rows.iter().map(|r| fields(r).to_vec()).collect();
+    if a.table.print_delimited(&HEAD, &cells) {
         return Ok(());
     }
     let widths = [20usize, 10, 10, 11, 11, 13, 10];
-    if !a.noheader {
+    if !a.table.noheader {
         let head: Vec<String> = HEAD
             .iter()
             .zip(widths)
@@ -145,8 +119,8 @@ pub async fn shares(conn: &Conn, a: SharesArgs) -> Result<()> {
         let rule: Vec<String> = widths.iter().map(|&w| "-".repeat(w)).collect();
         println!("{} ", rule.join(" "));
     }
-    for r in &rows {
-        let cells: Vec<String> = fields(r)
+    for r in &cells {
+        let cells: Vec<String> = r
             .iter()
             .zip(widths)
             .enumerate()

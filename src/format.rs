@@ -211,15 +211,40 @@ pub fn printable_job(mut j: api::JobInfo) -> api::JobInfo {
 pub const SQUEUE_DEFAULT: &str = "%.18i %.9P %.8j %.8u %.2t %.10M %.6D %R";
 pub const SQUEUE_LONG: &str = "%.18i %.9P %.8j %.8u %.8T %.10M %.9l %.6D %R";
 
-/// `-O JobID,Name:20,...` → an `-o` format (fields 20 wide unless given).
-pub fn squeue_long_format(spec: &str) -> Result<String> {
+/// `-O Name,Other:12,...` (squeue's and sinfo's named fields, 20 wide unless a width is
+/// given) → the matching `-o` format, with `letter` naming each field's letter.
+pub fn named_fields_format(
+    command: &str,
+    spec: &str,
+    letter: impl Fn(&str) -> Option<char>,
+) -> Result<String> {
     let mut out = Vec::new();
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (name, width) = match item.split_once(':') {
             Some((n, w)) => (n, Some(w.trim_start_matches('.'))),
             None => (item, None),
         };
-        let letter = match name.to_ascii_lowercase().as_str() {
+        let Some(letter) = letter(&name.to_ascii_lowercase()) else {
+            bail!("{command}: unknown field '{name}' in -O");
+        };
+        let width = match width {
+            Some(w) => w
+                .parse::<usize>()
+                .map_err(|_| anyhow::anyhow!("{command}: bad width in '{item}'"))?,
+            None => 20,
+        };
+        out.push(format!("%-{width}{letter}"));
+    }
+    if out.is_empty() {
+        bail!("{command}: -O names no field");
+    }
+    Ok(out.join(" "))
+}
+
+/// squeue's `-O JobID,Name:20,...`.
+pub fn squeue_long_format(spec: &str) -> Result<String> {
+    named_fields_format("squeue", spec, |name| {
+        Some(match name {
             "jobid" | "jobarrayid" => 'i',
             "name" => 'j',
             "username" | "user" => 'u',
@@ -247,20 +272,9 @@ pub fn squeue_long_format(spec: &str) -> Result<String> {
             "arrayjobid" => 'F',
             "arraytaskid" => 'K',
             "comment" => 'k',
-            other => bail!("squeue: unknown field '{other}' in -O"),
-        };
-        let width = match width {
-            Some(w) => w
-                .parse::<usize>()
-                .map_err(|_| anyhow::anyhow!("squeue: bad width in '{item}'"))?,
-            None => 20,
-        };
-        out.push(format!("%-{width}{letter}"));
-    }
-    if out.is_empty() {
-        bail!("squeue: -O names no field");
-    }
-    Ok(out.join(" "))
+            _ => return None,
+        })
+    })
 }
 
 /// Walks an `-o` format: text is copied (`\t` is a tab), each `%[.|-][width]x` becomes
@@ -347,34 +361,13 @@ pub fn queue_lines(jobs: Vec<api::JobInfo>, one_per_task: bool) -> Vec<QueueLine
         }
         indices.sort_unstable();
         let list: Vec<u32> = indices;
-        let mut text = compress_indices(&list);
+        let mut text = ranges(&list);
         if out[at].job.array_throttle > 0 {
             text.push_str(&format!("%{}", out[at].job.array_throttle));
         }
         out[at].tasks = Some(format!("[{text}]"));
     }
     out
-}
-
-/// `1-3,5,7-9` from sorted indices.
-fn compress_indices(v: &[u32]) -> String {
-    let mut parts = Vec::new();
-    let mut i = 0;
-    while i < v.len() {
-        let start = v[i];
-        let mut end = start;
-        while i + 1 < v.len() && v[i + 1] == end + 1 {
-            i += 1;
-            end = v[i];
-        }
-        parts.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
-        i += 1;
-    }
-    parts.join(",")
 }
 
 /// Renders an `-o` format for one squeue line.
@@ -657,7 +650,7 @@ pub fn scontrol_job(j: &api::JobInfo, now: i64) -> String {
     o
 }
 
-/// `0-3,8,10-11`: sorted ids in runs, as Slurm lists CPU and GPU ids.
+/// `0-3,8,10-11`: ids in runs, as Slurm lists CPU and GPU ids and array indices.
 fn ranges(ids: &[u32]) -> String {
     let mut v = ids.to_vec();
     v.sort_unstable();

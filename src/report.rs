@@ -5,7 +5,7 @@ use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use gantry_api as api;
 
-use crate::client::{client, print_json, refused, Conn};
+use crate::client::{client, print_json, refused, Conn, TableArgs};
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
@@ -15,17 +15,8 @@ pub struct ReportArgs {
     /// What to count: cpu (default) or gres/gpu.
     #[arg(short = 'T', long = "tres", default_value = "cpu")]
     pub tres: String,
-    /// No header.
-    #[arg(short = 'n', long = "noheader")]
-    pub noheader: bool,
-    /// '|'-separated, no trailing '|'.
-    #[arg(short = 'P', long = "parsable2")]
-    pub parsable2: bool,
-    /// '|'-separated with a trailing '|'.
-    #[arg(short = 'p', long = "parsable")]
-    pub parsable: bool,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub table: TableArgs,
     /// The report and its options: `cluster utilization`, `user topusage`,
     /// `account topusage`, then `start=TIME end=TIME topcount=N` (Slurm's time forms;
     /// default: yesterday).
@@ -192,7 +183,7 @@ pub async fn report(conn: &Conn, a: ReportArgs) -> Result<()> {
             )
         }
     };
-    if a.json {
+    if a.table.json {
         let v: Vec<serde_json::Value> = rows
             .iter()
             .map(|r| {
@@ -213,18 +204,11 @@ pub async fn report(conn: &Conn, a: ReportArgs) -> Result<()> {
             "rows": v,
         }));
     }
-    if a.parsable || a.parsable2 {
-        let end_mark = if a.parsable { "|" } else { "" };
-        if !a.noheader {
-            println!("{}{end_mark}", head.join("|"));
-        }
-        for r in rows {
-            println!("{}{end_mark}", r.join("|"));
-        }
+    if a.table.print_delimited(&head, &rows) {
         return Ok(());
     }
     let rule = "-".repeat(80);
-    if !a.noheader {
+    if !a.table.noheader {
         println!("{rule}");
         println!(
             "{title} {} - {} ({} secs)",
@@ -246,7 +230,7 @@ pub async fn report(conn: &Conn, a: ReportArgs) -> Result<()> {
                 .unwrap_or(9)
         })
         .collect();
-    if !a.noheader {
+    if !a.table.noheader {
         let h: Vec<String> = head
             .iter()
             .zip(&widths)

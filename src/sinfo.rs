@@ -9,7 +9,7 @@ use clap::Args;
 use gantry_api as api;
 use gantry_kernel::units::{compress_hostlist, expand_hostlist};
 
-use crate::client::{client, print_json, refused, Conn};
+use crate::client::{client, comma_list, print_json, refused, Conn};
 use crate::format::{self, render};
 
 #[derive(Args, Debug)]
@@ -222,13 +222,8 @@ fn header(c: char) -> &'static str {
 
 /// `-O Partition,NodeList:20,...` → an `-o` format.
 fn long_format(spec: &str) -> Result<String> {
-    let mut out = Vec::new();
-    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (name, width) = match item.split_once(':') {
-            Some((n, w)) => (n, Some(w.trim_start_matches('.'))),
-            None => (item, None),
-        };
-        let letter = match name.to_ascii_lowercase().as_str() {
+    format::named_fields_format("sinfo", spec, |name| {
+        Some(match name {
             "partition" => 'P',
             "partitionname" => 'R',
             "available" => 'a',
@@ -248,20 +243,9 @@ fn long_format(spec: &str) -> Result<String> {
             "gres" => 'G',
             "features" | "availablefeatures" => 'f',
             "reason" => 'E',
-            other => bail!("sinfo: unknown field '{other}' in -O"),
-        };
-        let width = match width {
-            Some(w) => w
-                .parse::<usize>()
-                .map_err(|_| anyhow!("sinfo: bad width in '{item}'"))?,
-            None => 20,
-        };
-        out.push(format!("%-{width}{letter}"));
-    }
-    if out.is_empty() {
-        bail!("sinfo: -O names no field");
-    }
-    Ok(out.join(" "))
+            _ => return None,
+        })
+    })
 }
 
 pub async fn nodes(conn: &Conn, a: NodesArgs) -> Result<()> {
@@ -274,8 +258,8 @@ pub async fn nodes(conn: &Conn, a: NodesArgs) -> Result<()> {
     if a.json {
         return print_json(&sinfo_json(&reply));
     }
-    let wanted_parts: Vec<String> = list(&a.partition);
-    let wanted_states: Vec<String> = list(&a.states);
+    let wanted_parts: Vec<String> = comma_list(&a.partition);
+    let wanted_states: Vec<String> = comma_list(&a.states);
     let wanted_nodes = match &a.nodes {
         Some(l) => expand_hostlist(l).map_err(|e| anyhow!("--nodes: {e}"))?,
         None => Vec::new(),
@@ -374,17 +358,6 @@ pub async fn nodes(conn: &Conn, a: NodesArgs) -> Result<()> {
         println!("{}", render(&fmt, |c| field(c, g))?.trim_end());
     }
     Ok(())
-}
-
-fn list(v: &Option<String>) -> Vec<String> {
-    v.as_deref()
-        .map(|s| {
-            s.split(',')
-                .map(|x| x.trim().to_string())
-                .filter(|x| !x.is_empty())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// sinfo --json: Slurm's field names where they mean the same, with its `meta` and

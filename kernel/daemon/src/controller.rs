@@ -179,6 +179,15 @@ impl Submission {
     }
 }
 
+/// Nodes as one Slurm host list (`cpu[01-02]`).
+fn host_list(cluster: &gantry_kernel::Cluster, nodes: &[NodeId]) -> String {
+    let names: Vec<&str> = nodes
+        .iter()
+        .map(|&n| cluster.node(n).name.as_str())
+        .collect();
+    compress_hostlist(&names)
+}
+
 /// The umask of a job whose submission carried none.
 pub const DEFAULT_UMASK: u32 = 0o022;
 
@@ -543,15 +552,7 @@ impl Controller {
         tasks: &[api::ArrayTasks],
         now: Time,
     ) -> Result<Vec<JobId>, Refusal> {
-        let mut targets = Vec::new();
-        for &raw in ids {
-            let id = JobId(raw);
-            self.owned(who, id)?;
-            match self.sched.array_tasks(id) {
-                Some(tasks) => targets.extend_from_slice(tasks),
-                None => targets.push(id),
-            }
-        }
+        let mut targets = self.owned_targets(who, ids)?;
         for t in tasks {
             targets.extend(self.array_members(who, t)?);
         }
@@ -1216,17 +1217,10 @@ impl Controller {
         self.sched
             .planned_starts(now, PLAN_DEPTH)
             .into_iter()
-            .map(|r| {
-                let names: Vec<&str> = r
-                    .nodes
-                    .iter()
-                    .map(|&n| cluster.node(n).name.as_str())
-                    .collect();
-                api::PlannedStart {
-                    job_id: r.job.0,
-                    start: r.start,
-                    nodes: compress_hostlist(&names),
-                }
+            .map(|r| api::PlannedStart {
+                job_id: r.job.0,
+                start: r.start,
+                nodes: host_list(cluster, &r.nodes),
             })
             .collect()
     }
@@ -1256,19 +1250,12 @@ impl Controller {
             .test_only(&spec, now, PLAN_DEPTH)
             .map_err(invalid)?;
         Ok(match planned {
-            Some(r) => {
-                let names: Vec<&str> = r
-                    .nodes
-                    .iter()
-                    .map(|&n| cluster.node(n).name.as_str())
-                    .collect();
-                api::TestOnlyReply {
-                    start: r.start,
-                    nodes: compress_hostlist(&names),
-                    partition,
-                    cpus,
-                }
-            }
+            Some(r) => api::TestOnlyReply {
+                start: r.start,
+                nodes: host_list(cluster, &r.nodes),
+                partition,
+                cpus,
+            },
             None => api::TestOnlyReply {
                 partition,
                 cpus,

@@ -22,7 +22,7 @@ pub struct JobUpdate {
 
 impl Controller {
     /// The jobs `ids` name (an array's id: all its tasks) that `who` may act on.
-    fn owned_targets(&self, who: &Caller, ids: &[u64]) -> Result<Vec<JobId>, Refusal> {
+    pub(super) fn owned_targets(&self, who: &Caller, ids: &[u64]) -> Result<Vec<JobId>, Refusal> {
         let mut targets = Vec::new();
         for &raw in ids {
             let id = JobId(raw);
