@@ -169,8 +169,11 @@ fn patterns_append_and_the_views_filters() {
     }
     assert_eq!(c.read("appended.out"), "first\nsecond\n");
     // sacct: by name and state, within a window, with widths and Slurm's padding.
+    // (A start time, so a run across midnight still finds today's jobs.)
     let acct = c.cli_ok(&[
         "sacct",
+        "-S",
+        "now-1day",
         "--name",
         "patterned",
         "-X",
