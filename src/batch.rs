@@ -126,6 +126,10 @@ pub struct JobOptions {
     /// Not before this time (now+1hour, 16:00, 2026-12-24T08:00, tomorrow, ...).
     #[arg(short = 'b', long)]
     pub begin: Option<String>,
+    /// Remove the job if it can no longer end by this time (its start + time limit);
+    /// Slurm's time forms.
+    #[arg(long)]
+    pub deadline: Option<String>,
     /// Mail events: accepted and ignored (Gantry sends no mail).
     #[arg(long = "mail-type")]
     pub mail_type: Option<String>,
@@ -216,6 +220,7 @@ impl JobOptions {
             open_mode,
             begin,
             nice,
+            deadline,
             mail_type,
             mail_user,
             time_min
@@ -429,6 +434,11 @@ impl JobOptions {
             parse_duration(t).map_err(|e| anyhow!("--time-min: {e}"))?;
         }
         let warn_signal = self.signal.as_deref().map(warn_signal).transpose()?;
+        let deadline = match &self.deadline {
+            Some(d) => crate::when::parse(d, &crate::when::now())
+                .map_err(|e| anyhow!("--deadline: {e}"))?,
+            None => 0,
+        };
         let begin_time = match &self.begin {
             Some(b) => {
                 crate::when::parse(b, &crate::when::now()).map_err(|e| anyhow!("--begin: {e}"))?
@@ -482,6 +492,7 @@ impl JobOptions {
             hold: self.hold,
             begin_time,
             nice: self.nice.unwrap_or(0),
+            deadline,
             nodelist: self.nodelist.clone().unwrap_or_default(),
             exclude: self.exclude.clone().unwrap_or_default(),
             allocation_only: false,

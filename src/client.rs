@@ -423,6 +423,7 @@ fn long_state(s: &str) -> String {
         "F" => "FAILED".into(),
         "TO" => "TIMEOUT".into(),
         "NF" => "NODE_FAIL".into(),
+        "DL" => "DEADLINE".into(),
         "PR" => "PREEMPTED".into(),
         "CG" => "COMPLETING".into(),
         other => other.to_string(),

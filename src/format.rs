@@ -16,6 +16,7 @@ pub fn state_code(state: &str) -> &'static str {
         "CANCELLED" => "CA",
         "TIMEOUT" => "TO",
         "NODE_FAIL" => "NF",
+        "DEADLINE" => "DL",
         "PREEMPTED" => "PR",
         "REQUEUED" => "PD",
         "COMPLETING" => "CG",

@@ -240,6 +240,10 @@ pub struct JobSpec {
     /// `--nice`: subtracted from the priority the policy gives (negative raises it).
     #[serde(default)]
     pub nice: i32,
+    /// `--deadline`: a job that can no longer end by then (its start + time limit) is
+    /// removed, as DEADLINE.
+    #[serde(default)]
+    pub deadline: Option<Time>,
 }
 
 impl JobSpec {
@@ -259,6 +263,7 @@ impl JobSpec {
             hold: false,
             begin: None,
             nice: 0,
+            deadline: None,
         }
     }
 }
@@ -324,6 +329,8 @@ pub enum JobState {
     /// Stopped by preemption: holds its memory, not its cores or GPUs; resumes when
     /// they are free again.
     Suspended,
+    /// Removed while waiting: it could no longer end by its `--deadline`.
+    Deadline,
 }
 
 impl JobState {
@@ -349,6 +356,7 @@ impl JobState {
             Self::Preempted => "PREEMPTED",
             Self::Requeued => "REQUEUED",
             Self::Suspended => "SUSPENDED",
+            Self::Deadline => "DEADLINE",
         }
     }
 }
@@ -588,6 +596,8 @@ pub struct Job {
     /// Suspended by an admin (`scontrol suspend`): resumes only by `scontrol resume`,
     /// never by a cycle.
     pub suspended_by_admin: bool,
+    /// `--deadline`: it must end by then.
+    pub deadline: Option<Time>,
 }
 
 impl Job {

@@ -122,6 +122,8 @@ pub struct CycleOutcome {
     pub requeued: Vec<JobId>,
     /// Jobs suspended by preemption this cycle.
     pub suspended: Vec<JobId>,
+    /// Waiting jobs removed because they could no longer end by their `--deadline`.
+    pub past_deadline: Vec<JobId>,
     /// Suspended jobs that resumed this cycle (before anything new started).
     pub resumed: Vec<JobId>,
     /// Jobs cancelled because a dependency can never be satisfied.
@@ -173,6 +175,9 @@ pub struct Scheduler {
     /// The waiting jobs that have dependencies: the only ones a cycle checks for
     /// dependencies that can never be met.
     waiting_with_dependencies: BTreeSet<JobId>,
+    /// Waiting jobs with a `--deadline`, by the latest time they may start (deadline
+    /// less time limit): a cycle removes those whose time has passed.
+    latest_starts: BTreeSet<(Time, JobId)>,
     /// Per job (by index): its shape's class. Equal shapes share a class, so a cycle can
     /// remember which requests found no room without hashing whole shapes.
     job_shape_class: Vec<u32>,
@@ -213,6 +218,7 @@ impl Scheduler {
             jobs: Vec::new(),
             waiting: BTreeSet::new(),
             waiting_with_dependencies: BTreeSet::new(),
+            latest_starts: BTreeSet::new(),
             job_shape_class: Vec::new(),
             shape_classes: Default::default(),
             running: BTreeSet::new(),
@@ -360,6 +366,11 @@ impl Scheduler {
             None if spec.time_unlimited => part.max_time,
             None => part.default_time.or(part.max_time),
         };
+        if spec.deadline.is_some() && time_limit.is_none() {
+            return Err(SubmitError::Invalid(
+                "--deadline needs a time limit (--time, or a partition with one)".into(),
+            ));
+        }
         Ok((partition, qos, shape, time_limit))
     }
 
@@ -434,6 +445,7 @@ impl Scheduler {
                 begin_time: spec.begin.filter(|&b| b > now),
                 nice: spec.nice,
                 suspended_by_admin: false,
+                deadline: spec.deadline,
             });
             self.enqueue(id);
             self.singletons
@@ -767,6 +779,7 @@ impl Scheduler {
             return Err(JobError::NotPending(id));
         }
         self.job_mut(id).time_limit = limit;
+        self.index_deadline(id);
         Ok(())
     }
 
@@ -1106,6 +1119,17 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Removes waiting job `id` past its deadline, as a cycle once did.
+    pub fn restore_past_deadline(&mut self, id: JobId, now: Time) -> Result<(), JobError> {
+        let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
+        if !job.state.is_waiting() {
+            return Err(JobError::NotPending(id));
+        }
+        self.dequeue(id);
+        self.retire(id, now, JobState::Deadline);
+        Ok(())
+    }
+
     /// Resumes suspended job `id` as a cycle once did.
     pub fn restore_resume(&mut self, id: JobId, now: Time) -> Result<(), JobError> {
         let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
@@ -1228,6 +1252,42 @@ impl Scheduler {
         if self.job(id).is_some_and(|j| !j.dependencies.is_empty()) {
             self.waiting_with_dependencies.insert(id);
         }
+        self.index_deadline(id);
+    }
+
+    /// Files a waiting job with a deadline under the latest time it may start (a stale
+    /// entry of another time is skipped when its time comes).
+    fn index_deadline(&mut self, id: JobId) {
+        if let Some(j) = self.job(id).filter(|j| j.state.is_waiting()) {
+            if let (Some(d), Some(l)) = (j.deadline, j.time_limit) {
+                self.latest_starts.insert((d.saturating_sub(l), id));
+            }
+        }
+    }
+
+    /// Removes waiting jobs that can no longer end by their deadline (state DEADLINE).
+    pub(crate) fn remove_past_deadline(&mut self, now: Time) -> Vec<JobId> {
+        let mut gone = Vec::new();
+        while let Some(&(latest, id)) = self.latest_starts.first() {
+            if latest >= now {
+                break;
+            }
+            self.latest_starts.pop_first();
+            let Some(j) = self.job(id).filter(|j| j.state.is_waiting()) else {
+                continue;
+            };
+            let current = match (j.deadline, j.time_limit) {
+                (Some(d), Some(l)) => d.saturating_sub(l),
+                _ => continue,
+            };
+            if current != latest {
+                continue; // filed again under its current time
+            }
+            self.dequeue(id);
+            self.retire(id, now, JobState::Deadline);
+            gone.push(id);
+        }
+        gone
     }
     fn dequeue(&mut self, id: JobId) {
         self.waiting.remove(&id);

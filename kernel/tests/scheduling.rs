@@ -1181,3 +1181,34 @@ fn an_admin_suspension_ends_only_by_resume() {
     assert_eq!(s.job(first).unwrap().suspended_for, 30);
     assert!(s.resume_job(first, 41).is_err(), "running, not suspended");
 }
+
+/// `--deadline`: a waiting job that can no longer end by its deadline (its start plus its
+/// time limit) is removed as DEADLINE; one that still can waits and runs.
+#[test]
+fn a_job_past_its_deadline_is_removed() {
+    let mut s = scheduler(Cluster::homogeneous(1, 1, 1000), SchedulerConfig::default());
+    let busy = s.submit(cpu_job("u", 1, 100), 0).unwrap()[0];
+    assert_eq!(s.cycle(0).started, vec![busy]);
+    let mut tight = cpu_job("u", 1, 50);
+    tight.deadline = Some(120);
+    let tight = s.submit(tight, 1).unwrap()[0];
+    let mut loose = cpu_job("u", 1, 50);
+    loose.deadline = Some(200);
+    let loose = s.submit(loose, 1).unwrap()[0];
+    assert!(
+        s.cycle(70).past_deadline.is_empty(),
+        "it may still start at 70"
+    );
+    assert_eq!(s.cycle(71).past_deadline, vec![tight]);
+    assert_eq!(s.job(tight).unwrap().state, JobState::Deadline);
+    s.job_ended(busy, 100, gantry_kernel::job::JobOutcome::Exited(0))
+        .unwrap();
+    assert_eq!(s.cycle(100).started, vec![loose]);
+    let mut unlimited = cpu_job("u", 1, 50);
+    unlimited.time_limit = None;
+    unlimited.deadline = Some(500);
+    assert!(
+        s.submit(unlimited, 101).is_err(),
+        "a deadline needs a time limit"
+    );
+}

@@ -649,3 +649,44 @@ fn suspend_and_resume_are_an_admins() {
     assert_eq!(code, 1, "{err}");
     c.cli_ok(&["scancel", &ids]);
 }
+
+/// `--deadline`: a waiting job that can no longer end by then (its 5 minutes would
+/// overrun a deadline 4 minutes away) is removed as DEADLINE, which sacct shows.
+#[test]
+fn deadline_removes_a_job_that_cannot_end_in_time() {
+    let c = Cluster::start(Options::default());
+    let busy = submit(
+        &c,
+        &["-w", "cpu01", "-n4", "-t", "10:00", "--wrap=sleep 60"],
+    );
+    c.wait_state(busy, "RUNNING");
+    let late = submit(
+        &c,
+        &[
+            "-w",
+            "cpu01",
+            "-n4",
+            "-t",
+            "5:00",
+            "--deadline=now+4minutes",
+            "--wrap=true",
+        ],
+    );
+    let j = c.wait_done(late);
+    assert_eq!(j["state"], "DEADLINE", "{j}");
+    let acct = c.cli_ok(&[
+        "sacct",
+        "-j",
+        &late.to_string(),
+        "-X",
+        "-n",
+        "-P",
+        "-o",
+        "State",
+    ]);
+    assert_eq!(acct, "DEADLINE\n");
+    let (code, _, err) = c.cli(&["sbatch", "--deadline=soonish", "--wrap=true"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--deadline"), "{err}");
+    c.cli_ok(&["scancel", &busy.to_string()]);
+}

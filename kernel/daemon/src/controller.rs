@@ -451,6 +451,7 @@ impl Controller {
             } => self.restore_step_end(*job, *step, *state, *exit_code, *cpu_s, time),
             Entry::Held { job, by } => self.sched.hold(*job, *by)?,
             Entry::Requeued { job } => self.sched.requeue_job(*job, time)?,
+            Entry::PastDeadline { job } => self.sched.restore_past_deadline(*job, time)?,
             Entry::SuspendedByAdmin { job } => self.sched.suspend_job(*job, time)?,
             Entry::ResumedByAdmin { job } => {
                 self.sched.resume_job(*job, time)?;
@@ -642,6 +643,11 @@ impl Controller {
                 .iter()
                 .map(|&job| Entry::DependencyNeverSatisfied { job }),
         );
+        entries.extend(
+            out.past_deadline
+                .iter()
+                .map(|&job| Entry::PastDeadline { job }),
+        );
         entries.extend(out.resumed.iter().map(|&job| Entry::Resumed { job }));
         let victims = [
             (&out.preempted, gantry_abi::PreemptMode::Cancel),
@@ -704,6 +710,7 @@ impl Controller {
         let changed = out
             .cancelled
             .iter()
+            .chain(&out.past_deadline)
             .chain(&out.resumed)
             .chain(&out.preempted)
             .chain(&out.requeued)
@@ -1687,6 +1694,7 @@ fn spec_from(
         ));
     }
     spec.nice = sub.nice;
+    spec.deadline = (sub.deadline > 0).then_some(sub.deadline);
     spec.begin = (sub.begin_time > 0).then_some(sub.begin_time);
     let warn_signal = match sub.warn_signal {
         Some(w) if !(1..=64).contains(&w.signal) => {

@@ -127,6 +127,10 @@ pub enum Entry {
     DependencyNeverSatisfied {
         job: JobId,
     },
+    /// A waiting job could no longer end by its `--deadline` (DEADLINE).
+    PastDeadline {
+        job: JobId,
+    },
     Preempted {
         job: JobId,
         mode: gantry_abi::PreemptMode,
