@@ -299,8 +299,10 @@ fn end_of(limit: Option<Time>, now: Time) -> Time {
 }
 
 pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
-    let mut out = CycleOutcome::default();
-    out.past_deadline = s.remove_past_deadline(now);
+    let mut out = CycleOutcome {
+        past_deadline: s.remove_past_deadline(now),
+        ..CycleOutcome::default()
+    };
     // Cancel what can never run; repeat, since one cancellation can doom a dependent job.
     loop {
         let doomed: Vec<JobId> = s

@@ -640,12 +640,15 @@ fn a_hundred_thousand_jobs_list_and_cancel_and_one_array_task_is_one_task() {
         "/dev/null",
         "--wrap=true",
     ]);
-    let listed = c.cli_ok(&["squeue", "-h", "-o", "%i"]);
+    let listed = c.cli_ok(&["squeue", "-h", "-r", "-o", "%i"]);
     assert_eq!(listed.lines().count(), 100_001, "every job, in pages");
+    // Without -r the waiting tasks are one line, as Slurm shows them.
+    let together = c.cli_ok(&["squeue", "-h", "-o", "%i"]);
+    assert_eq!(together, format!("{blocker}\n{array}_[0-99999]\n"));
     // scancel ARRAY_TASK cancels that task only, a range that range.
     c.cli_ok(&["scancel", &format!("{array}_3")]);
     c.cli_ok(&["scancel", &format!("{array}_[10-12]")]);
-    let left = c.cli_ok(&["squeue", "-h", "-j", &array.to_string(), "-o", "%i"]);
+    let left = c.cli_ok(&["squeue", "-h", "-r", "-j", &array.to_string(), "-o", "%i"]);
     assert_eq!(left.lines().count(), 99_996, "four tasks cancelled");
     let t3 = c.cli_ok(&[
         "sacct",
