@@ -49,10 +49,13 @@ pub enum ControlAction {
         #[arg(required = true)]
         jobs: Vec<String>,
     },
-    /// Change a job: `update JobId=12 TimeLimit=30:00 Comment="..."`. The owner may lower
-    /// a pending job's time limit and change its comment; raising a limit is for admins.
+    /// Change a job: `update JobId=12 TimeLimit=30:00 Nice=50 Dependency=afterok:11
+    /// Comment="..."`. The owner may lower a pending job's time limit, raise its nice,
+    /// change its dependencies and any comment; the rest (QOS, raising a limit) is for
+    /// admins.
     Update {
-        /// KEY=VALUE pairs (keys in any case): JobId (required), TimeLimit, Comment.
+        /// KEY=VALUE pairs (keys in any case): JobId (required), TimeLimit, Nice, QOS,
+        /// Dependency, Comment.
         #[arg(required = true)]
         fields: Vec<String>,
     },
@@ -125,16 +128,25 @@ fn update_fields(words: &[String]) -> Result<(Vec<u64>, api::JobFields)> {
                 )
             }
             "comment" => f.comment = Some(value.to_string()),
+            "nice" => {
+                f.nice = Some(
+                    value
+                        .parse()
+                        .map_err(|_| anyhow!("Nice: '{value}' is not a number"))?,
+                )
+            }
+            "qos" => f.qos = Some(value.to_string()),
+            "dependency" => f.dependency = Some(value.to_string()),
             other => bail!(
-                "Update of this parameter is not supported: {other} (Gantry updates TimeLimit and Comment)"
+                "Update of this parameter is not supported: {other} (Gantry updates TimeLimit, Nice, QOS, Dependency and Comment)"
             ),
         }
     }
     if ids.is_empty() {
         bail!("name the job: JobId=ID");
     }
-    if f.time_limit_s.is_none() && f.comment.is_none() {
-        bail!("nothing to change: give TimeLimit= or Comment=");
+    if f == api::JobFields::default() {
+        bail!("nothing to change: give TimeLimit=, Nice=, QOS=, Dependency= or Comment=");
     }
     Ok((ids, f))
 }

@@ -493,7 +493,7 @@ const SCONTROL: &[(&str, &str)] = &[
     ("show reservation", "refused"),
     ("hold", "supported"),
     ("release", "supported"),
-    ("update job (TimeLimit, Comment)", "supported"),
+    ("update job (TimeLimit, Nice, QOS, Dependency, Comment)", "supported"),
     ("update job (other fields)", "refused"),
     ("requeue", "supported"),
     ("requeuehold", "supported"),

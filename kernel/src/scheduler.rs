@@ -747,6 +747,68 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Sets a waiting job's nice (`scontrol update Nice=`); the next cycle orders by it.
+    pub fn set_nice(&mut self, id: JobId, nice: i32) -> Result<(), JobError> {
+        let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
+        if !job.state.is_waiting() {
+            return Err(JobError::NotPending(id));
+        }
+        self.job_mut(id).nice = nice;
+        Ok(())
+    }
+
+    /// Moves a waiting job to another QOS (`scontrol update QOS=`).
+    pub fn set_qos(&mut self, id: JobId, qos: &str) -> Result<(), SubmitError> {
+        let job = self
+            .job(id)
+            .ok_or(SubmitError::Invalid(format!("no job {id}")))?;
+        if !job.state.is_waiting() {
+            return Err(SubmitError::Invalid(format!(
+                "Job is no longer pending execution for job {id}"
+            )));
+        }
+        let q = self
+            .cluster
+            .qos_by_name(qos)
+            .ok_or_else(|| SubmitError::UnknownQos(qos.to_string()))?;
+        self.job_mut(id).qos = q;
+        Ok(())
+    }
+
+    /// Replaces a waiting job's dependencies (`scontrol update Dependency=`; empty
+    /// removes them). Every job named must exist.
+    pub fn set_dependencies(
+        &mut self,
+        id: JobId,
+        dependencies: Vec<Dependency>,
+    ) -> Result<(), SubmitError> {
+        let job = self
+            .job(id)
+            .ok_or(SubmitError::Invalid(format!("no job {id}")))?;
+        if !job.state.is_waiting() {
+            return Err(SubmitError::Invalid(format!(
+                "Job is no longer pending execution for job {id}"
+            )));
+        }
+        for dep in &dependencies {
+            if let Dependency::On(_, ids) = dep {
+                if let Some(&bad) = ids.iter().find(|&&d| self.job(d).is_none() || d == id) {
+                    return Err(SubmitError::UnknownDependency(bad));
+                }
+            }
+        }
+        let empty = dependencies.is_empty();
+        let job = self.job_mut(id);
+        job.dependencies = dependencies;
+        job.reason = PendingReason::None;
+        if empty {
+            self.waiting_with_dependencies.remove(&id);
+        } else {
+            self.waiting_with_dependencies.insert(id);
+        }
+        Ok(())
+    }
+
     /// Suspends a running job by an admin's word (`scontrol suspend`): its cores and GPUs
     /// go back to the pool, its memory stays, and no cycle resumes it.
     pub fn suspend_job(&mut self, id: JobId, now: Time) -> Result<(), JobError> {

@@ -690,3 +690,56 @@ fn deadline_removes_a_job_that_cannot_end_in_time() {
     assert!(err.contains("--deadline"), "{err}");
     c.cli_ok(&["scancel", &busy.to_string()]);
 }
+
+/// `scontrol update` of a pending job's Nice (its owner may only raise it), QOS (an
+/// admin's) and Dependency (removed, the job runs).
+#[test]
+fn update_nice_qos_and_dependency() {
+    let c = Cluster::start(Options::default());
+    let held = submit(&c, &["-H", "--wrap=true"]);
+    let after = submit(
+        &c,
+        &[&format!("--dependency=afterok:{held}"), "--wrap=true"],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(c.job(after)["reason"], "Dependency");
+    c.cli_ok(&[
+        "scontrol",
+        "update",
+        &format!("JobId={after}"),
+        "Dependency=",
+    ]);
+    assert_eq!(c.wait_done(after)["state"], "COMPLETED");
+    let alice = c.token("alice", false);
+    let (code, out, err) = c.cli_as(&alice, &["sbatch", "--parsable", "-H", "--wrap=true"]);
+    assert_eq!(code, 0, "{err}");
+    let mine = out.trim().to_string();
+    let job = format!("JobId={mine}");
+    let (code, _, err) = c.cli_as(&alice, &["scontrol", "update", &job, "Nice=50"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = c.cli_as(&alice, &["scontrol", "update", &job, "Nice=10"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("only an administrator may lower the nice"),
+        "{err}"
+    );
+    let (code, _, err) = c.cli_as(&alice, &["scontrol", "update", &job, "QOS=normal"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("only an administrator may change a job's QOS"),
+        "{err}"
+    );
+    c.cli_ok(&["scontrol", "update", &job, "Nice=-10", "QOS=normal"]);
+    let shown = c.cli_ok(&["scontrol", "show", "job", &mine]);
+    assert!(
+        shown.contains(" Nice=-10 ") && shown.contains("QOS=normal"),
+        "{shown}"
+    );
+    let (code, _, err) = c.cli(&["scontrol", "update", &job, "QOS=nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown qos"), "{err}");
+    let (code, _, err) = c.cli(&["scontrol", "update", &job, "Dependency=afterok:999999"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown job 999999"), "{err}");
+    c.cli_ok(&["scancel", &mine, &held.to_string()]);
+}

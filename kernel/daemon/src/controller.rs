@@ -131,6 +131,8 @@ pub struct Controller {
     warnings: std::collections::BTreeMap<JobId, u32>,
     /// Comments changed by `scontrol update` (else the submission's).
     comments: HashMap<JobId, String>,
+    /// Dependency texts changed by `scontrol update` (else the submission's).
+    dependency_texts: HashMap<JobId, String>,
     /// What the last cycle decided (for `sdiag`).
     last_cycle: CycleSummary,
 }
@@ -294,6 +296,7 @@ impl Controller {
             relays: Arc::default(),
             warnings: Default::default(),
             comments: HashMap::new(),
+            dependency_texts: HashMap::new(),
             last_cycle: Default::default(),
         };
         let restored = entries.len();
@@ -461,7 +464,19 @@ impl Controller {
                 job,
                 time_limit,
                 comment,
-            } => self.apply_update(*job, *time_limit, comment.clone())?,
+                nice,
+                qos,
+                dependency,
+            } => self.apply_update(
+                *job,
+                &JobUpdate {
+                    time_limit: *time_limit,
+                    comment: comment.clone(),
+                    nice: *nice,
+                    qos: qos.clone(),
+                    dependency: dependency.clone(),
+                },
+            )?,
         }
         Ok(())
     }
@@ -1424,7 +1439,10 @@ impl Controller {
             stdout_path: output_path(&out_pattern, job, &user, &first, &workdir),
             stderr_path: output_path(&err_pattern, job, &user, &first, &workdir),
             workdir,
-            dependency: launch.map(|l| l.dependency.clone()).unwrap_or_default(),
+            dependency: match self.dependency_texts.get(&job.id) {
+                Some(d) => d.clone(),
+                None => launch.map(|l| l.dependency.clone()).unwrap_or_default(),
+            },
             requeue_count: job.requeue_count,
             suspended_s: job.suspended_for,
             steps: self.step_infos(job.id),

@@ -366,6 +366,9 @@ impl ControllerApi for Service {
                 let update = crate::controller::JobUpdate {
                     time_limit,
                     comment: f.comment,
+                    nice: f.nice,
+                    qos: f.qos,
+                    dependency: f.dependency,
                 };
                 c.update_jobs(&who, &r.job_ids, update, now)
             }

@@ -208,6 +208,13 @@ pub enum Entry {
         time_limit: Option<TimeLimit>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nice: Option<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        qos: Option<String>,
+        /// The new dependency text (empty: none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dependency: Option<String>,
     },
 }
 

@@ -18,6 +18,10 @@ pub const MAX_COMMENT_BYTES: usize = 1024;
 pub struct JobUpdate {
     pub time_limit: Option<TimeLimit>,
     pub comment: Option<String>,
+    pub nice: Option<i32>,
+    pub qos: Option<String>,
+    /// Slurm's dependency text; empty removes them.
+    pub dependency: Option<String>,
 }
 
 impl Controller {
@@ -223,8 +227,9 @@ impl Controller {
         Ok(targets)
     }
 
-    /// `scontrol update job`: a waiting job's time limit (its owner may only lower it;
-    /// an admin may set any) and any job's comment.
+    /// `scontrol update job`: a waiting job's time limit (its owner may only lower it),
+    /// nice (its owner may only raise it), QOS (admins) and dependencies; any
+    /// unfinished job's comment. Every change is checked before any is logged.
     pub fn update_jobs(
         &mut self,
         who: &Caller,
@@ -246,18 +251,40 @@ impl Controller {
                 ));
             }
         }
+        if change.qos.is_some() && !who.admin {
+            return Err(Refusal::Denied(
+                "Access/permission denied: only an administrator may change a job's QOS".into(),
+            ));
+        }
+        if let Some(d) = &change.dependency {
+            if d.len() > super::MAX_PATH_BYTES {
+                return Err(invalid("the dependency text is too long"));
+            }
+            if !d.trim().is_empty() {
+                gantry_kernel::job::parse_dependencies(d).map_err(invalid)?;
+            }
+        }
+        if let Some(q) = &change.qos {
+            if self.sched.cluster().qos_by_name(q).is_none() {
+                return Err(invalid(format!("unknown qos '{q}'")));
+            }
+        }
         let targets = self.owned_targets(who, ids)?;
+        let pending_only = change.time_limit.is_some()
+            || change.nice.is_some()
+            || change.qos.is_some()
+            || change.dependency.is_some();
         for &id in &targets {
             let Some(job) = self.sched.job(id) else {
                 continue;
             };
+            if pending_only && !job.state.is_waiting() {
+                return Err(Refusal::Conflict(format!(
+                    "Job is no longer pending execution for job {}: only a pending job's TimeLimit, Nice, QOS and Dependency change",
+                    id.0
+                )));
+            }
             if let Some(limit) = change.time_limit {
-                if !job.state.is_waiting() {
-                    return Err(Refusal::Conflict(format!(
-                        "Job is no longer pending execution for job {}: the time limit of a started job cannot be changed",
-                        id.0
-                    )));
-                }
                 let raises = match (limit.seconds(), job.time_limit) {
                     (None, Some(_)) => true,
                     (Some(new), Some(old)) => new > old,
@@ -270,11 +297,35 @@ impl Controller {
                     )));
                 }
             }
+            if let Some(n) = change.nice {
+                if n < job.nice && !who.admin {
+                    return Err(Refusal::Denied(format!(
+                        "Access/permission denied: only an administrator may lower the nice of job {} (raise its priority)",
+                        id.0
+                    )));
+                }
+            }
             if change.comment.is_some() && job.state.is_terminal() {
                 return Err(Refusal::Conflict(format!(
                     "Job/step already completing or completed: {}",
                     id.0
                 )));
+            }
+            if let Some(Ok(deps)) = change
+                .dependency
+                .as_deref()
+                .filter(|d| !d.trim().is_empty())
+                .map(gantry_kernel::job::parse_dependencies)
+            {
+                for dep in deps {
+                    if let gantry_kernel::job::Dependency::On(_, on) = dep {
+                        if let Some(bad) =
+                            on.iter().find(|&&d| self.sched.job(d).is_none() || d == id)
+                        {
+                            return Err(invalid(format!("dependency on unknown job {bad}")));
+                        }
+                    }
+                }
             }
         }
         let entries: Vec<Entry> = targets
@@ -283,30 +334,43 @@ impl Controller {
                 job,
                 time_limit: change.time_limit,
                 comment: change.comment.clone(),
+                nice: change.nice,
+                qos: change.qos.clone(),
+                dependency: change.dependency.clone(),
             })
             .collect();
         self.log(now, &entries)?;
         for &id in &targets {
-            self.apply_update(id, change.time_limit, change.comment.clone())?;
+            self.apply_update(id, &change)?;
             self.publish_job(id, now);
         }
         Ok(targets)
     }
 
     /// Applies a logged update (live and on restore).
-    pub(super) fn apply_update(
-        &mut self,
-        id: JobId,
-        time_limit: Option<TimeLimit>,
-        comment: Option<String>,
-    ) -> Result<(), Refusal> {
-        if let Some(limit) = time_limit {
+    pub(super) fn apply_update(&mut self, id: JobId, change: &JobUpdate) -> Result<(), Refusal> {
+        if let Some(limit) = change.time_limit {
             self.sched
                 .set_time_limit(id, limit.seconds())
                 .map_err(invalid)?;
         }
-        if let Some(c) = comment {
-            self.comments.insert(id, c);
+        if let Some(n) = change.nice {
+            self.sched.set_nice(id, n).map_err(invalid)?;
+        }
+        if let Some(q) = &change.qos {
+            self.sched.set_qos(id, q).map_err(invalid)?;
+        }
+        if let Some(d) = &change.dependency {
+            let deps = if d.trim().is_empty() {
+                Vec::new()
+            } else {
+                gantry_kernel::job::parse_dependencies(d).map_err(invalid)?
+            };
+            self.sched.set_dependencies(id, deps).map_err(invalid)?;
+            self.dependency_texts.insert(id, d.clone());
+        }
+        if let Some(c) = &change.comment {
+            self.comments.insert(id, c.clone());
         }
         Ok(())
     }
