@@ -222,3 +222,117 @@ pub async fn diag(conn: &Conn, a: DiagArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct StatArgs {
+    /// The running job (JOB, or JOB.STEP / JOB.batch for one of its steps).
+    #[arg(short = 'j', long = "jobs", required = true)]
+    pub job: String,
+    /// Fields (JobID,AveCPU,TotalCPU,AveRSS,MaxRSS,MaxRSSNode,NTasks,NNodes).
+    #[arg(
+        short = 'o',
+        long = "format",
+        default_value = "JobID,AveCPU,AveRSS,MaxRSS,MaxRSSNode,NTasks"
+    )]
+    pub format: String,
+    /// Every step (the default here: all of the job's running steps are shown).
+    #[arg(short = 'a', long = "allsteps")]
+    pub all_steps: bool,
+    #[command(flatten)]
+    pub table: TableArgs,
+}
+
+/// `sstat`: CPU and memory of a running job's batch script and steps, as the nodes saw
+/// them at their last heartbeat.
+pub async fn stat(conn: &Conn, a: StatArgs) -> Result<()> {
+    let (job, only) = match a.job.split_once('.') {
+        Some((j, s)) => (j, Some(s.to_string())),
+        None => (a.job.as_str(), None),
+    };
+    let job_id: u64 = job
+        .parse()
+        .map_err(|_| anyhow::anyhow!("'{}' is not a job id (JOB or JOB.STEP)", a.job))?;
+    let steps = client(conn)
+        .await?
+        .job_stats(api::JobStatsRequest { job_id })
+        .await
+        .map_err(refused)?
+        .into_inner()
+        .steps;
+    let name = |s: &api::StepStats| s.step_id.map_or("batch".to_string(), |i| i.to_string());
+    let steps: Vec<&api::StepStats> = steps
+        .iter()
+        .filter(|s| only.as_ref().is_none_or(|o| *o == name(s)))
+        .collect();
+    if a.table.json {
+        let v: Vec<serde_json::Value> = steps
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "step_id": format!("{job_id}.{}", name(s)),
+                    "cpu_s": s.cpu_s,
+                    "max_rss_mb": s.max_rss_mb,
+                    "max_rss_node": s.max_rss_node,
+                    "total_rss_mb": s.total_rss_mb,
+                    "tasks": s.tasks,
+                    "nodes": s.nodes,
+                })
+            })
+            .collect();
+        return print_json(&serde_json::json!({
+            "meta": crate::format::json_meta("sstat"),
+            "errors": [],
+            "steps": v,
+        }));
+    }
+    let fields: Vec<&str> = a
+        .format
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .collect();
+    let value = |f: &str, s: &api::StepStats| -> Result<String> {
+        let tasks = u64::from(s.tasks.max(1));
+        Ok(match f.to_ascii_lowercase().as_str() {
+            "jobid" => format!("{job_id}.{}", name(s)),
+            "avecpu" => crate::format::clock((s.cpu_s / tasks as f64).round() as i64),
+            "totalcpu" => crate::format::clock(s.cpu_s.round() as i64),
+            "averss" => format!("{}M", s.total_rss_mb / tasks),
+            "maxrss" => format!("{}M", s.max_rss_mb),
+            "maxrssnode" => s.max_rss_node.clone(),
+            "ntasks" => s.tasks.to_string(),
+            "nnodes" => s.nodes.to_string(),
+            other => anyhow::bail!(
+                "sstat: unknown field '{other}' (JobID, AveCPU, TotalCPU, AveRSS, MaxRSS, MaxRSSNode, NTasks, NNodes)"
+            ),
+        })
+    };
+    let rows: Vec<Vec<String>> = steps
+        .iter()
+        .map(|s| fields.iter().map(|f| value(f, s)).collect::<Result<_>>())
+        .collect::<Result<_>>()?;
+    if a.table.print_delimited(&fields, &rows) {
+        return Ok(());
+    }
+    let cell = |v: &str, f: &str| {
+        if f.eq_ignore_ascii_case("jobid") {
+            format!("{v:<12}")
+        } else {
+            format!("{v:>10}")
+        }
+    };
+    if !a.table.noheader {
+        let head: Vec<String> = fields.iter().map(|f| cell(f, f)).collect();
+        println!("{} ", head.join(" "));
+        let rule: Vec<String> = fields
+            .iter()
+            .map(|f| "-".repeat(cell("", f).len()))
+            .collect();
+        println!("{} ", rule.join(" "));
+    }
+    for r in rows {
+        let cells: Vec<String> = r.iter().zip(&fields).map(|(v, f)| cell(v, f)).collect();
+        println!("{} ", cells.join(" "));
+    }
+    Ok(())
+}

@@ -23,9 +23,9 @@ mod when;
 use clap::{Parser, Subcommand};
 
 /// The Slurm command names this binary answers to.
-pub const SLURM_NAMES: [&str; 11] = [
+pub const SLURM_NAMES: [&str; 12] = [
     "sbatch", "squeue", "scancel", "sinfo", "sacct", "srun", "salloc", "scontrol", "sshare",
-    "sdiag", "sreport",
+    "sdiag", "sreport", "sstat",
 ];
 
 #[derive(Parser)]
@@ -73,6 +73,8 @@ enum Command {
     Diag(diag::DiagArgs),
     /// Usage over a period: cluster utilization, top users and accounts (as sreport).
     Report(report::ReportArgs),
+    /// CPU and memory a running job's batch script and steps use now (as sstat).
+    Stat(diag::StatArgs),
     /// Job and node events as they happen.
     Watch(client::WatchArgs),
     /// Policy components of the running controller: list, load, shadow, rollback.
@@ -83,8 +85,8 @@ enum Command {
     /// Write a node's agent credential, derived from the cluster key (for admins): it
     /// proves that node only, so the agent never needs the cluster key.
     Credential(client::CredentialArgs),
-    /// Make sbatch, squeue, scancel, sinfo, sacct, srun, salloc, scontrol, sshare, sdiag
-    /// and sreport links to this binary.
+    /// Make sbatch, squeue, scancel, sinfo, sacct, srun, salloc, scontrol, sshare, sdiag,
+    /// sreport and sstat links to this binary.
     InstallLinks {
         /// Directory for the links (e.g. /usr/local/bin).
         dir: std::path::PathBuf,
@@ -115,6 +117,7 @@ fn slurm_argv(mut args: Vec<String>) -> Vec<String> {
         "sshare" => "shares",
         "sdiag" => "diag",
         "sreport" => "report",
+        "sstat" => "stat",
         _ => return args,
     };
     let mut rest = args.split_off(1);
@@ -233,6 +236,7 @@ fn main() -> std::process::ExitCode {
             Command::Shares(a) => rt.block_on(diag::shares(&conn, a)).map(|()| 0)?,
             Command::Diag(a) => rt.block_on(diag::diag(&conn, a)).map(|()| 0)?,
             Command::Report(a) => rt.block_on(report::report(&conn, a)).map(|()| 0)?,
+            Command::Stat(a) => rt.block_on(diag::stat(&conn, a)).map(|()| 0)?,
             Command::Policy(a) => rt.block_on(client::policy(&conn, a)).map(|()| 0)?,
             Command::Watch(a) => rt.block_on(client::watch(&conn, a)).map(|()| 0)?,
         })

@@ -493,7 +493,10 @@ const SCONTROL: &[(&str, &str)] = &[
     ("show reservation", "refused"),
     ("hold", "supported"),
     ("release", "supported"),
-    ("update job (TimeLimit, Nice, QOS, Dependency, Comment)", "supported"),
+    (
+        "update job (TimeLimit, Nice, QOS, Dependency, Comment)",
+        "supported",
+    ),
     ("update job (other fields)", "refused"),
     ("requeue", "supported"),
     ("requeuehold", "supported"),
@@ -518,6 +521,7 @@ fn gantry_name(slurm: &str) -> &'static str {
         "sshare" => "shares",
         "sdiag" => "diag",
         "sreport" => "report",
+        "sstat" => "stat",
         _ => "",
     }
 }

@@ -155,6 +155,15 @@ impl Jobs {
         out
     }
 
+    /// The process group of each running batch script, by job.
+    pub fn groups(&self) -> Vec<(u64, i32)> {
+        self.lock()
+            .running
+            .iter()
+            .map(|(&(job, _), r)| (job, r.pgid))
+            .collect()
+    }
+
     /// The controller has these ends (reported, or seen in a heartbeat).
     pub fn settled(&self, runs: &[RunKey]) {
         let mut inner = self.lock();

@@ -19,3 +19,4 @@ pub mod link;
 pub mod spool;
 pub mod steps;
 pub mod topology;
+pub mod usage;

@@ -154,6 +154,51 @@ impl Link {
         }
     }
 
+    /// What each running batch script and step uses here now (read off the command
+    /// loop's path only once per heartbeat).
+    fn usage(&self) -> Vec<api::NodeUsage> {
+        let jobs = self.jobs.groups();
+        let steps = self.steps.groups();
+        let all: Vec<i32> = jobs
+            .iter()
+            .map(|&(_, g)| g)
+            .chain(steps.iter().flat_map(|(_, gs)| gs.iter().copied()))
+            .collect();
+        let seen = crate::usage::sample(&all);
+        let sum = |groups: &[i32]| {
+            groups
+                .iter()
+                .filter_map(|g| seen.get(g))
+                .fold((0.0, 0u64, 0u32), |(c, r, t), u| {
+                    (c + u.cpu_s, r + u.rss_mb, t + 1)
+                })
+        };
+        let mut out: Vec<api::NodeUsage> = jobs
+            .iter()
+            .map(|&(job, g)| {
+                let (cpu_s, rss_mb, tasks) = sum(&[g]);
+                api::NodeUsage {
+                    job_id: job,
+                    step_id: None,
+                    cpu_s,
+                    rss_mb,
+                    tasks,
+                }
+            })
+            .collect();
+        out.extend(steps.iter().map(|&((job, step), ref groups)| {
+            let (cpu_s, rss_mb, tasks) = sum(groups);
+            api::NodeUsage {
+                job_id: job,
+                step_id: Some(step),
+                cpu_s,
+                rss_mb,
+                tasks,
+            }
+        }));
+        out
+    }
+
     async fn heartbeat(&self, client: &mut Client) -> anyhow::Result<()> {
         let jobs = self.jobs.snapshot();
         let dead: Vec<_> = jobs
@@ -161,10 +206,12 @@ impl Link {
             .filter(|j| !j.alive)
             .map(|j| (j.job_id, j.run))
             .collect();
+        let usage = self.usage();
         client
             .heartbeat(api::HeartbeatRequest {
                 node: self.node.clone(),
                 jobs,
+                usage,
             })
             .await?;
         // The controller settled those ends while answering.

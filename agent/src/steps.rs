@@ -357,6 +357,14 @@ impl Steps {
     }
 
     /// Sends `sig` to every task of the step here.
+    /// The process groups of the running tasks of every step here.
+    pub fn groups(&self) -> Vec<(StepKey, Vec<i32>)> {
+        self.lock()
+            .iter()
+            .map(|(&k, h)| (k, h.groups.clone()))
+            .collect()
+    }
+
     pub fn signal(&self, key: StepKey, sig: i32) {
         if let Some(here) = self.lock().get(&key) {
             for &g in &here.groups {

@@ -743,3 +743,55 @@ fn update_nice_qos_and_dependency() {
     assert!(err.contains("unknown job 999999"), "{err}");
     c.cli_ok(&["scancel", &mine, &held.to_string()]);
 }
+
+/// `sstat`: a running job's batch script and steps with the CPU and memory their
+/// processes use on each node (from the agents' heartbeats); a finished job is sacct's.
+#[test]
+fn sstat_shows_what_running_steps_use() {
+    let c = Cluster::start(Options::default());
+    let bin = c.slurm_bin();
+    let script = c.write(
+        "burn.sh",
+        &format!(
+            "#!/bin/bash\n#SBATCH -N2 -n2 -o burn.out\nexport PATH={}:$PATH\n\
+             srun bash -c 'end=$((SECONDS+8)); while [ $SECONDS -lt $end ]; do :; done'\n",
+            bin.display()
+        ),
+    );
+    let id = submit(&c, &[script.to_str().unwrap()]);
+    c.wait_state(id, "RUNNING");
+    let step = format!("{id}.0");
+    let since = Instant::now();
+    let row = loop {
+        let (_, out, _) = c.cli(&[
+            "sstat",
+            "-j",
+            &step,
+            "-P",
+            "-n",
+            "-o",
+            "JobID,TotalCPU,MaxRSS,NTasks,NNodes",
+        ]);
+        let f: Vec<String> = out.trim().split('|').map(String::from).collect();
+        if f.len() == 5 && f[1] != "00:00:00" && f[3] == "2" {
+            break f;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "no usage seen: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(row[0], step);
+    assert_eq!(row[4], "2", "both nodes");
+    assert!(row[2].ends_with('M'), "{row:?}");
+    let all = c.cli_ok(&["sstat", "-j", &id.to_string()]);
+    assert!(
+        all.contains(&format!("{id}.batch")) && all.contains(&step),
+        "{all}"
+    );
+    c.wait_done(id);
+    let (code, _, err) = c.cli(&["sstat", "-j", &id.to_string()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not running"), "{err}");
+}

@@ -75,6 +75,9 @@ pub struct Limits {
     pub max_dependencies: usize,
 }
 
+/// The most job and step usage entries one node's heartbeat may leave for `sstat`.
+const MAX_USAGE_PER_NODE: usize = 4096;
+
 /// How many waiting jobs a plan (`squeue --start`, `sbatch --test-only`) reserves, in
 /// priority order; later ones show no time. Each reservation searches the ones before
 /// it, under the controller's lock.
@@ -101,6 +104,8 @@ struct NodeLive {
     commands: Option<mpsc::UnboundedSender<api::AgentCommand>>,
     /// Commands waiting for the agent to attach.
     queued: Vec<api::AgentCommand>,
+    /// What its part of each running job and step used at its last heartbeat (sstat).
+    usage: Vec<api::NodeUsage>,
 }
 
 pub struct Controller {
@@ -968,6 +973,23 @@ impl Controller {
             )));
         }
         self.nodes[id.index()].last_seen = Some(now);
+        // What it says its own parts of running jobs use: kept for sstat, bounded, and
+        // only for jobs that run here.
+        let usage: Vec<api::NodeUsage> = req
+            .usage
+            .iter()
+            .filter(|u| {
+                self.sched.job(JobId(u.job_id)).is_some_and(|j| {
+                    j.state == JobState::Running
+                        && j.allocation
+                            .as_ref()
+                            .is_some_and(|a| a.nodes.iter().any(|n| n.node == id))
+                })
+            })
+            .take(MAX_USAGE_PER_NODE)
+            .cloned()
+            .collect();
+        self.nodes[id.index()].usage = usage;
         let mut reported = HashSet::new();
         let mut freed = false;
         for j in &req.jobs {
@@ -1284,6 +1306,43 @@ impl Controller {
                 ..Default::default()
             },
         })
+    }
+
+    /// `sstat`: what a running job's batch script and steps use now, summed over the
+    /// nodes' last heartbeats.
+    pub fn job_stats(&self, who: &Caller, id: JobId) -> Result<Vec<api::StepStats>, Refusal> {
+        let job = self.owned(who, id)?;
+        if job.state != JobState::Running {
+            return Err(Refusal::Conflict(format!(
+                "job {} is not running: sstat shows running jobs (sacct, finished ones)",
+                id.0
+            )));
+        }
+        let cluster = self.sched.cluster();
+        let mut by_step: std::collections::BTreeMap<Option<u32>, api::StepStats> =
+            Default::default();
+        for n in job.allocation.iter().flat_map(|a| &a.nodes) {
+            let name = &cluster.node(n.node).name;
+            for u in self.nodes[n.node.index()]
+                .usage
+                .iter()
+                .filter(|u| u.job_id == id.0)
+            {
+                let s = by_step.entry(u.step_id).or_insert_with(|| api::StepStats {
+                    step_id: u.step_id,
+                    ..Default::default()
+                });
+                s.cpu_s += u.cpu_s;
+                s.total_rss_mb += u.rss_mb;
+                s.tasks += u.tasks;
+                s.nodes += 1;
+                if u.rss_mb >= s.max_rss_mb {
+                    s.max_rss_mb = u.rss_mb;
+                    s.max_rss_node = name.clone();
+                }
+            }
+        }
+        Ok(by_step.into_values().collect())
     }
 
     /// The cluster's name (`cluster_name`).

@@ -552,6 +552,21 @@ impl ControllerApi for Service {
         Ok(Response::new(api::ConfigReply { entries }))
     }
 
+    async fn job_stats(
+        &self,
+        req: Request<api::JobStatsRequest>,
+    ) -> Result<Response<api::JobStatsReply>, Status> {
+        let now = unix_now();
+        let who = self.0.caller("JobStats", &req, now)?;
+        let id = gantry_kernel::JobId(req.into_inner().job_id);
+        let steps = self
+            .0
+            .lock()
+            .job_stats(&who, id)
+            .map_err(|e| self.0.status(e))?;
+        Ok(Response::new(api::JobStatsReply { steps }))
+    }
+
     async fn plan(
         &self,
         req: Request<api::PlanRequest>,

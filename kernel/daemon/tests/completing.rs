@@ -137,6 +137,7 @@ fn a_completing_run_ends_with_its_nodes_end_report_and_not_with_a_notice() {
             run: 0,
             ..Default::default()
         }],
+        ..Default::default()
     };
     assert!(!c.heartbeat(&alive, 4).unwrap());
     assert_eq!(shown(&c, a), "COMPLETING");
@@ -165,7 +166,7 @@ fn a_node_that_stops_listing_a_completing_run_ends_it_after_two_heartbeats() {
     c.cancel(&alice(), &[a.0], &[], 10).unwrap();
     let silent = api::HeartbeatRequest {
         node: "n1".into(),
-        jobs: Vec::new(),
+        ..Default::default()
     };
     // The cancel may not have reached the node yet: not an end so soon.
     assert!(!c
