@@ -61,6 +61,65 @@ impl Interceptor for NodeCredential {
     }
 }
 
+/// The latest reading of what this node's jobs and steps use.
+type UsageCache = std::sync::Arc<std::sync::Mutex<Vec<api::NodeUsage>>>;
+
+/// How often the agent reads what its jobs and steps use (for `sstat`).
+const USAGE_EVERY: Duration = Duration::from_secs(2);
+
+/// Ends a task when dropped (the usage sampler ends with the link it serves).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What each running batch script and step uses here now, from `/proc`.
+fn sample_usage(jobs: &Jobs, steps: &Steps) -> Vec<api::NodeUsage> {
+    let jobs = jobs.groups();
+    let steps = steps.groups();
+    let all: Vec<i32> = jobs
+        .iter()
+        .map(|&(_, g)| g)
+        .chain(steps.iter().flat_map(|(_, gs)| gs.iter().copied()))
+        .collect();
+    let seen = crate::usage::sample(&all);
+    let sum = |groups: &[i32]| {
+        groups
+            .iter()
+            .filter_map(|g| seen.get(g))
+            .fold((0.0, 0u64, 0u32), |(c, r, t), u| {
+                (c + u.cpu_s, r + u.rss_mb, t + 1)
+            })
+    };
+    let mut out: Vec<api::NodeUsage> = jobs
+        .iter()
+        .map(|&(job, g)| {
+            let (cpu_s, rss_mb, tasks) = sum(&[g]);
+            api::NodeUsage {
+                job_id: job,
+                step_id: None,
+                cpu_s,
+                rss_mb,
+                tasks,
+            }
+        })
+        .collect();
+    out.extend(steps.iter().map(|((job, step), groups)| {
+        let (cpu_s, rss_mb, tasks) = sum(groups);
+        api::NodeUsage {
+            job_id: *job,
+            step_id: Some(*step),
+            cpu_s,
+            rss_mb,
+            tasks,
+        }
+    }));
+    out
+}
+
 pub struct Link {
     pub controller: String,
     /// Which authority vouches for an `https://` controller.
@@ -125,7 +184,25 @@ impl Link {
             .into_inner();
         let every = Duration::from_secs(reply.heartbeat_s.max(1) as u64);
         tracing::info!(node = %self.node, heartbeat = ?every, "registered");
-        self.heartbeat(&mut client).await?;
+        // What jobs and steps use is read from /proc on a thread of its own, every few
+        // seconds; a heartbeat carries the latest reading and never waits for one.
+        let usage: UsageCache = Default::default();
+        let sampler = {
+            let (jobs, steps, usage) = (self.jobs.clone(), self.steps.clone(), usage.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(USAGE_EVERY);
+                loop {
+                    every.tick().await;
+                    let (j, s) = (jobs.clone(), steps.clone());
+                    if let Ok(now) = tokio::task::spawn_blocking(move || sample_usage(&j, &s)).await
+                    {
+                        *usage.lock().unwrap_or_else(|p| p.into_inner()) = now;
+                    }
+                }
+            })
+        };
+        let _stop_sampler = AbortOnDrop(sampler);
+        self.heartbeat(&mut client, &usage).await?;
         let mut commands = client
             .commands(api::CommandsRequest {
                 node: self.node.clone(),
@@ -148,65 +225,20 @@ impl Link {
                         self.jobs.settled(&[(e.job_id, e.run)]);
                     }
                 }
-                _ = beat.tick() => self.heartbeat(&mut client).await?,
+                _ = beat.tick() => self.heartbeat(&mut client, &usage).await?,
                 _ = limits.tick() => self.jobs.enforce_limits(),
             }
         }
     }
 
-    /// What each running batch script and step uses here now (read off the command
-    /// loop's path only once per heartbeat).
-    fn usage(&self) -> Vec<api::NodeUsage> {
-        let jobs = self.jobs.groups();
-        let steps = self.steps.groups();
-        let all: Vec<i32> = jobs
-            .iter()
-            .map(|&(_, g)| g)
-            .chain(steps.iter().flat_map(|(_, gs)| gs.iter().copied()))
-            .collect();
-        let seen = crate::usage::sample(&all);
-        let sum = |groups: &[i32]| {
-            groups
-                .iter()
-                .filter_map(|g| seen.get(g))
-                .fold((0.0, 0u64, 0u32), |(c, r, t), u| {
-                    (c + u.cpu_s, r + u.rss_mb, t + 1)
-                })
-        };
-        let mut out: Vec<api::NodeUsage> = jobs
-            .iter()
-            .map(|&(job, g)| {
-                let (cpu_s, rss_mb, tasks) = sum(&[g]);
-                api::NodeUsage {
-                    job_id: job,
-                    step_id: None,
-                    cpu_s,
-                    rss_mb,
-                    tasks,
-                }
-            })
-            .collect();
-        out.extend(steps.iter().map(|&((job, step), ref groups)| {
-            let (cpu_s, rss_mb, tasks) = sum(groups);
-            api::NodeUsage {
-                job_id: job,
-                step_id: Some(step),
-                cpu_s,
-                rss_mb,
-                tasks,
-            }
-        }));
-        out
-    }
-
-    async fn heartbeat(&self, client: &mut Client) -> anyhow::Result<()> {
+    async fn heartbeat(&self, client: &mut Client, usage: &UsageCache) -> anyhow::Result<()> {
         let jobs = self.jobs.snapshot();
         let dead: Vec<_> = jobs
             .iter()
             .filter(|j| !j.alive)
             .map(|j| (j.job_id, j.run))
             .collect();
-        let usage = self.usage();
+        let usage = usage.lock().unwrap_or_else(|p| p.into_inner()).clone();
         client
             .heartbeat(api::HeartbeatRequest {
                 node: self.node.clone(),

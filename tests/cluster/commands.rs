@@ -396,6 +396,15 @@ fn requeue_and_requeuehold() {
     );
     let ids = id.to_string();
     c.wait_state(id, "RUNNING");
+    // The first run has begun (not only been sent) before it is requeued.
+    let since = Instant::now();
+    while !c.work().join("runs.out").exists() || c.read("runs.out") != "run 0\n" {
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "the first run never wrote"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     c.cli_ok(&["scontrol", "requeue", &ids]);
     let j = c.wait_until(id, |j| j["requeue_count"] == 1 && j["state"] == "RUNNING");
     assert_eq!(j["restart_cnt"], 1, "{j}");
