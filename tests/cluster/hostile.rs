@@ -668,6 +668,8 @@ fn a_hundred_thousand_jobs_list_and_cancel_and_one_array_task_is_one_task() {
     // The whole array, then sacct over all of it.
     c.cli_ok(&["scancel", &array.to_string()]);
     c.cli_ok(&["scancel", &blocker.to_string()]);
+    // The running blocker shows COMPLETING until its processes are gone.
+    c.wait_until(blocker, |j| j["state"] == "CANCELLED");
     let acct = c.cli_ok(&["sacct", "-X", "-P", "--noheader", "-o", "JobID,State"]);
     let cancelled = acct.lines().filter(|l| l.contains("|CANCELLED")).count();
     assert_eq!(cancelled, 100_001, "every finished job is listed");
