@@ -476,19 +476,8 @@ async fn queue_once(conn: &Conn, a: &QueueArgs) -> Result<()> {
                 .filter(|j| refs.matches(j)),
         );
     }
-    let names = comma_list(&a.name);
-    let accounts = comma_list(&a.account);
-    let nodes = match &a.nodelist {
-        Some(l) => {
-            gantry_kernel::units::expand_hostlist(l).map_err(|e| anyhow!("--nodelist: {e}"))?
-        }
-        None => Vec::new(),
-    };
-    jobs.retain(|j| {
-        (names.is_empty() || names.contains(&j.name))
-            && (accounts.is_empty() || accounts.contains(&j.account))
-            && (nodes.is_empty() || j.allocation.iter().any(|n| nodes.contains(&n.node)))
-    });
+    let filter = JobFilter::new(&a.name, &a.account, &a.nodelist)?;
+    jobs.retain(|j| filter.keeps(j));
     // As squeue: a job named by id that does not exist is an error, exit code 1 (a
     // finished one is merely not listed).
     if jobs.is_empty() {
@@ -778,12 +767,7 @@ async fn filtered_jobs(c: &mut Client, a: &CancelArgs, refs: &JobRefs) -> Result
         bail!("Access/permission denied: only an administrator may cancel other users' jobs");
     };
     let states: Vec<String> = comma_list(&a.state).iter().map(|s| long_state(s)).collect();
-    let nodes = match &a.nodelist {
-        Some(l) => {
-            gantry_kernel::units::expand_hostlist(l).map_err(|e| anyhow!("--nodelist: {e}"))?
-        }
-        None => Vec::new(),
-    };
+    let filter = JobFilter::new(&a.name, &a.account, &a.nodelist)?;
     let mut ids = Vec::new();
     for u in &users {
         let request = api::QueueRequest {
@@ -797,11 +781,7 @@ async fn filtered_jobs(c: &mut Client, a: &CancelArgs, refs: &JobRefs) -> Result
             ids.extend(
                 jobs.iter()
                     .filter(|j| refs.ids.is_empty() && refs.tasks.is_empty() || refs.matches(j))
-                    .filter(|j| a.name.as_ref().is_none_or(|n| *n == j.name))
-                    .filter(|j| a.account.as_ref().is_none_or(|x| *x == j.account))
-                    .filter(|j| {
-                        nodes.is_empty() || j.allocation.iter().any(|n| nodes.contains(&n.node))
-                    })
+                    .filter(|j| filter.keeps(j))
                     .map(|j| j.job_id),
             );
         }
@@ -1293,6 +1273,40 @@ impl TableArgs {
             println!("{}{end}", r.join("|"));
         }
         true
+    }
+}
+
+/// squeue's and scancel's filters on what a listing returns: job names and accounts
+/// (comma-separated), and nodes (a host list); each empty keeps every job.
+struct JobFilter {
+    names: Vec<String>,
+    accounts: Vec<String>,
+    nodes: Vec<String>,
+}
+
+impl JobFilter {
+    fn new(
+        names: &Option<String>,
+        accounts: &Option<String>,
+        nodes: &Option<String>,
+    ) -> Result<Self> {
+        let nodes = match nodes {
+            Some(l) => {
+                gantry_kernel::units::expand_hostlist(l).map_err(|e| anyhow!("--nodelist: {e}"))?
+            }
+            None => Vec::new(),
+        };
+        Ok(Self {
+            names: comma_list(names),
+            accounts: comma_list(accounts),
+            nodes,
+        })
+    }
+
+    fn keeps(&self, j: &api::JobInfo) -> bool {
+        (self.names.is_empty() || self.names.contains(&j.name))
+            && (self.accounts.is_empty() || self.accounts.contains(&j.account))
+            && (self.nodes.is_empty() || j.allocation.iter().any(|n| self.nodes.contains(&n.node)))
     }
 }
 

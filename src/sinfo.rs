@@ -248,13 +248,18 @@ fn long_format(spec: &str) -> Result<String> {
     })
 }
 
-pub async fn nodes(conn: &Conn, a: NodesArgs) -> Result<()> {
-    let reply = client(conn)
+/// Every node and partition, as the controller sees them.
+async fn nodes_and_partitions(conn: &Conn) -> Result<api::NodesReply> {
+    Ok(client(conn)
         .await?
         .nodes(api::NodesRequest {})
         .await
         .map_err(refused)?
-        .into_inner();
+        .into_inner())
+}
+
+pub async fn nodes(conn: &Conn, a: NodesArgs) -> Result<()> {
+    let reply = nodes_and_partitions(conn).await?;
     if a.json {
         return print_json(&sinfo_json(&reply));
     }
@@ -399,12 +404,7 @@ fn sinfo_json(r: &api::NodesReply) -> serde_json::Value {
 
 /// `scontrol show partition [NAME]`, in Slurm's layout.
 pub async fn show_partition(conn: &Conn, name: Option<&str>, json: bool) -> Result<()> {
-    let reply = client(conn)
-        .await?
-        .nodes(api::NodesRequest {})
-        .await
-        .map_err(refused)?
-        .into_inner();
+    let reply = nodes_and_partitions(conn).await?;
     let parts: Vec<&api::PartitionInfo> = reply
         .partitions
         .iter()

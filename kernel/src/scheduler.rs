@@ -302,20 +302,21 @@ impl Scheduler {
         self.submit_resolved(spec, now, partition, qos, shape, time_limit)
     }
 
-    /// Where and when a job would start if it were submitted now, after every waiting
-    /// job (`sbatch --test-only`), validated as [`Scheduler::submit`] validates it; `None`
-    /// when no time can be given (no time limit, nodes down). Changes nothing.
+    /// The partition a job would go to, and where and when it would start if it were
+    /// submitted now, after every waiting job (`sbatch --test-only`), validated as
+    /// [`Scheduler::submit`] validates it; no time when none can be given (no time
+    /// limit, nodes down). Changes nothing.
     pub fn test_only(
         &self,
         spec: &JobSpec,
         now: Time,
         max_jobs: usize,
-    ) -> Result<Option<Reservation>, SubmitError> {
+    ) -> Result<(PartitionId, Option<Reservation>), SubmitError> {
         let (partition, _, shape, time_limit) = self.resolve_request(spec)?;
-        let Some(limit) = time_limit else {
-            return Ok(None);
-        };
-        Ok(crate::cycle::plan(self, now, max_jobs, Some((partition, &shape, limit))).1)
+        let planned = time_limit.and_then(|limit| {
+            crate::cycle::plan(self, now, max_jobs, Some((partition, &shape, limit))).1
+        });
+        Ok((partition, planned))
     }
 
     /// When each waiting job would start if nothing else changed (`squeue --start`): the
@@ -701,13 +702,28 @@ impl Scheduler {
 
     // ----- changes asked for by users ---------------------------------------------------
 
-    /// Holds a waiting job back (`scontrol hold`): no cycle starts it until released.
-    /// An admin's hold replaces a user's.
-    pub fn hold(&mut self, id: JobId, by: Hold) -> Result<(), JobError> {
+    /// Job `id`, if it is waiting (pending or requeued).
+    fn waiting_job(&self, id: JobId) -> Result<&Job, JobError> {
         let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
         if !job.state.is_waiting() {
             return Err(JobError::NotPending(id));
         }
+        Ok(job)
+    }
+
+    /// Job `id`, if it has a run that was started (running or suspended).
+    fn started_job(&self, id: JobId) -> Result<&Job, JobError> {
+        let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
+        if !matches!(job.state, JobState::Running | JobState::Suspended) {
+            return Err(JobError::NotRunning(id));
+        }
+        Ok(job)
+    }
+
+    /// Holds a waiting job back (`scontrol hold`): no cycle starts it until released.
+    /// An admin's hold replaces a user's.
+    pub fn hold(&mut self, id: JobId, by: Hold) -> Result<(), JobError> {
+        self.waiting_job(id)?;
         let job = self.job_mut(id);
         if job.hold != Some(Hold::Admin) {
             job.hold = Some(by);
@@ -722,10 +738,7 @@ impl Scheduler {
     /// Releases a held job (`scontrol release`); a user may not release an admin's hold.
     /// Releasing a job that is not held changes nothing.
     pub fn release(&mut self, id: JobId, by: Hold) -> Result<(), JobError> {
-        let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
-        if !job.state.is_waiting() {
-            return Err(JobError::NotPending(id));
-        }
+        let job = self.waiting_job(id)?;
         if job.hold == Some(Hold::Admin) && by == Hold::User {
             return Err(JobError::HeldByAdmin(id));
         }
@@ -739,34 +752,22 @@ impl Scheduler {
     /// is told to stop (COMPLETING until its processes are gone) and it waits to run
     /// again, as after a node failure.
     pub fn requeue_job(&mut self, id: JobId, now: Time) -> Result<(), JobError> {
-        let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
-        if !matches!(job.state, JobState::Running | JobState::Suspended) {
-            return Err(JobError::NotRunning(id));
-        }
+        self.started_job(id)?;
         self.requeue(id, now, Stop::ProcessesMayLinger);
         Ok(())
     }
 
     /// Sets a waiting job's nice (`scontrol update Nice=`); the next cycle orders by it.
     pub fn set_nice(&mut self, id: JobId, nice: i32) -> Result<(), JobError> {
-        let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
-        if !job.state.is_waiting() {
-            return Err(JobError::NotPending(id));
-        }
+        self.waiting_job(id)?;
         self.job_mut(id).nice = nice;
         Ok(())
     }
 
     /// Moves a waiting job to another QOS (`scontrol update QOS=`).
     pub fn set_qos(&mut self, id: JobId, qos: &str) -> Result<(), SubmitError> {
-        let job = self
-            .job(id)
-            .ok_or(SubmitError::Invalid(format!("no job {id}")))?;
-        if !job.state.is_waiting() {
-            return Err(SubmitError::Invalid(format!(
-                "Job is no longer pending execution for job {id}"
-            )));
-        }
+        self.waiting_job(id)
+            .map_err(|e| SubmitError::Invalid(e.to_string()))?;
         let q = self
             .cluster
             .qos_by_name(qos)
@@ -782,14 +783,8 @@ impl Scheduler {
         id: JobId,
         dependencies: Vec<Dependency>,
     ) -> Result<(), SubmitError> {
-        let job = self
-            .job(id)
-            .ok_or(SubmitError::Invalid(format!("no job {id}")))?;
-        if !job.state.is_waiting() {
-            return Err(SubmitError::Invalid(format!(
-                "Job is no longer pending execution for job {id}"
-            )));
-        }
+        self.waiting_job(id)
+            .map_err(|e| SubmitError::Invalid(e.to_string()))?;
         for dep in &dependencies {
             if let Dependency::On(_, ids) = dep {
                 if let Some(&bad) = ids.iter().find(|&&d| self.job(d).is_none() || d == id) {
@@ -836,10 +831,7 @@ impl Scheduler {
     /// Sets a waiting job's time limit (`scontrol update TimeLimit=`); `None` is
     /// unlimited. The next cycle plans with it.
     pub fn set_time_limit(&mut self, id: JobId, limit: Option<Time>) -> Result<(), JobError> {
-        let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
-        if !job.state.is_waiting() {
-            return Err(JobError::NotPending(id));
-        }
+        self.waiting_job(id)?;
         self.job_mut(id).time_limit = limit;
         self.index_deadline(id);
         Ok(())
@@ -885,10 +877,7 @@ impl Scheduler {
     /// to stop: it ends as TIMEOUT, and what it holds waits for them as a cancelled
     /// job's does (with [`SchedulerConfig::hold_until_processes_end`]).
     pub fn time_limit_reached(&mut self, id: JobId, now: Time) -> Result<(), JobError> {
-        let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
-        if !matches!(job.state, JobState::Running | JobState::Suspended) {
-            return Err(JobError::NotRunning(id));
-        }
+        self.started_job(id)?;
         self.stop_running(id, now, Stop::ProcessesMayLinger);
         self.job_mut(id).exit_code = None;
         self.retire(id, now, JobState::Timeout);
@@ -1183,10 +1172,7 @@ impl Scheduler {
 
     /// Removes waiting job `id` past its deadline, as a cycle once did.
     pub fn restore_past_deadline(&mut self, id: JobId, now: Time) -> Result<(), JobError> {
-        let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
-        if !job.state.is_waiting() {
-            return Err(JobError::NotPending(id));
-        }
+        self.waiting_job(id)?;
         self.dequeue(id);
         self.retire(id, now, JobState::Deadline);
         Ok(())

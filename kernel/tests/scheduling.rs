@@ -1108,6 +1108,7 @@ fn planned_starts_are_when_jobs_start_in_a_replay() {
     let probe = s
         .test_only(&cpu_job("u", 8, 20), now, 10_000)
         .unwrap()
+        .1
         .expect("a time");
     assert_eq!(
         plan.len(),

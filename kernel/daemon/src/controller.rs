@@ -1279,20 +1279,12 @@ impl Controller {
     ) -> Result<api::TestOnlyReply, Refusal> {
         let (spec, _) = spec_from(who, sub, &self.settings.limits)?;
         let cluster = self.sched.cluster();
-        let partition = spec
-            .partition
-            .clone()
-            .or_else(|| {
-                cluster
-                    .default_partition
-                    .map(|p| cluster.partition(p).name.clone())
-            })
-            .unwrap_or_default();
         let cpus = u64::from(spec.request.tasks) * u64::from(spec.request.cpus_per_task);
-        let planned = self
+        let (partition, planned) = self
             .sched
             .test_only(&spec, now, PLAN_DEPTH)
             .map_err(invalid)?;
+        let partition = cluster.partition(partition).name.clone();
         Ok(match planned {
             Some(r) => api::TestOnlyReply {
                 start: r.start,
