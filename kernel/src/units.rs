@@ -150,8 +150,11 @@ pub fn expand_hostlist_at_most(list: &str, max: usize) -> Result<Vec<String>, Un
 /// a prefix and a zero-padded number of the same width are folded into ranges, in the
 /// order first seen (`cpu001,cpu002,cpu004,gpu1` → `cpu[001-002,004],gpu1`).
 pub fn compress_hostlist<S: AsRef<str>>(names: &[S]) -> String {
-    // (prefix, width) → numbers, in order of first appearance.
+    // (prefix, width) → numbers, in order of first appearance; found through an index,
+    // since names that differ before their last digits (`a0b1`, `a1b1`, ...) make one
+    // group each, and a linear search over them would be quadratic.
     let mut groups: Vec<((String, usize), Vec<u64>)> = Vec::new();
+    let mut group_of: rustc_hash::FxHashMap<(String, usize), usize> = Default::default();
     let mut plain: Vec<(usize, String)> = Vec::new();
     for (order, name) in names.iter().enumerate() {
         let name = name.as_ref();
@@ -160,9 +163,12 @@ pub fn compress_hostlist<S: AsRef<str>>(names: &[S]) -> String {
         match number.parse::<u64>() {
             Ok(n) if digits > 0 => {
                 let key = (prefix.to_string(), digits);
-                match groups.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, ns)) => ns.push(n),
-                    None => groups.push((key, vec![n])),
+                match group_of.get(&key) {
+                    Some(&g) => groups[g].1.push(n),
+                    None => {
+                        group_of.insert(key.clone(), groups.len());
+                        groups.push((key, vec![n]));
+                    }
                 }
             }
             _ => plain.push((order, name.to_string())),
