@@ -304,6 +304,32 @@ pub fn expand_file_pattern(pattern: &str, field: impl Fn(char) -> Option<Pattern
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn file_patterns_expand_as_slurm_expands_them() {
+        let f = |c: char| match c {
+            'j' => Some(PatternField::Number(42)),
+            'x' => Some(PatternField::Text("train".into())),
+            _ => None,
+        };
+        assert_eq!(expand_file_pattern("slurm-%j.out", f), "slurm-42.out");
+        assert_eq!(expand_file_pattern("%x-%5j.out", f), "train-00042.out");
+        assert_eq!(expand_file_pattern("100%%-%q-%", f), "100%-%q-%");
+        assert_eq!(expand_file_pattern("%99j", f), "0000000042");
+    }
+
+    #[test]
+    fn a_million_names_of_a_million_prefixes_compress_in_linear_time() {
+        let names = expand_hostlist("a[0-999999]b1").unwrap();
+        assert_eq!(names.len(), 1_000_000);
+        let folded = compress_hostlist(&names);
+        assert!(
+            folded.starts_with("a0b1,a1b1,"),
+            "one group per prefix: {}",
+            &folded[..20]
+        );
+    }
 
     #[test]
     fn durations_too_long_to_hold_are_errors_not_overflows() {
@@ -335,8 +361,6 @@ mod tests {
         got.sort();
         assert_eq!(got, want);
     }
-
-    use super::*;
 
     #[test]
     fn durations_in_slurm_formats() {
