@@ -1081,3 +1081,63 @@ fn job_changes_and_comments_are_the_owners_alone() {
     assert!(err.contains("an administrator holds it"), "{err}");
     c.cli_ok(&["scancel", &ids]);
 }
+
+/// What a node says jobs use (`sstat`) counts only for jobs running on that node: cpu02,
+/// with its own credential, cannot make a job on cpu01 look busy or large.
+#[test]
+fn a_node_reports_usage_only_for_jobs_it_runs() {
+    let c = Cluster::start(Options::default());
+    let id: u64 = c.sbatch(&["-w", "cpu01", "-o", "/dev/null", "--wrap=sleep 60"]);
+    c.wait_state(id, "RUNNING");
+    let ids = id.to_string();
+    let shown = |c: &Cluster| {
+        c.cli_ok(&[
+            "sstat",
+            "-j",
+            &ids,
+            "-P",
+            "-n",
+            "-o",
+            "JobID,MaxRSS,MaxRSSNode,NNodes",
+        ])
+    };
+    let since = Instant::now();
+    while shown(&c).trim().is_empty() {
+        assert!(since.elapsed() < Duration::from_secs(30), "no usage seen");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + 300;
+    let cpu02 = std::fs::read(c.root().join("credential-cpu02")).unwrap();
+    let token = agent_token(&cpu02, "cpu02", later);
+    let (tcp, trust) = (c.tcp(), c.trust());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let channel = gantry_api::client::connect(&tcp, &trust).await.unwrap();
+        let with = gantry_api::client::WithToken::new(Some(&token)).unwrap();
+        let mut client = api::agent_link_client::AgentLinkClient::with_interceptor(channel, with);
+        let forged = (0..10_000).map(|i| api::NodeUsage {
+            job_id: id,
+            step_id: (i > 0).then_some(i),
+            cpu_s: 1e9,
+            rss_mb: 999_999,
+            tasks: 64,
+        });
+        client
+            .heartbeat(api::HeartbeatRequest {
+                node: "cpu02".into(),
+                usage: forged.collect(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    });
+    let out = shown(&c);
+    assert_eq!(out.lines().count(), 1, "only the batch script: {out}");
+    assert!(out.contains("|cpu01|1"), "cpu01's own reading alone: {out}");
+    assert!(!out.contains("999999"), "{out}");
+    c.cli_ok(&["scancel", &ids]);
+}
