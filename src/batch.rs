@@ -113,6 +113,10 @@ pub struct JobOptions {
     /// A workload characterization key, kept and shown by sacct.
     #[arg(long)]
     pub wckey: Option<String>,
+    /// Run inside this advance reservation (its nodes, while it is open; ended when it
+    /// ends).
+    #[arg(long)]
+    pub reservation: Option<String>,
     /// Output files: truncate (default) or append.
     #[arg(long = "open-mode", value_parser = ["append", "truncate"])]
     pub open_mode: Option<String>,
@@ -493,6 +497,7 @@ impl JobOptions {
             begin_time,
             nice: self.nice.unwrap_or(0),
             deadline,
+            reservation: self.reservation.clone().unwrap_or_default(),
             nodelist: self.nodelist.clone().unwrap_or_default(),
             exclude: self.exclude.clone().unwrap_or_default(),
             allocation_only: false,

@@ -939,6 +939,9 @@ pub enum ShowWhat {
     Hostlist { names: Vec<String> },
     /// One partition, or all.
     Partition { name: Option<String> },
+    /// One advance reservation, or all.
+    #[command(visible_alias = "res", alias = "reservations")]
+    Reservation { name: Option<String> },
     /// The controller's settings.
     Config,
 }
@@ -1037,6 +1040,10 @@ pub async fn show(conn: &Conn, a: ShowArgs) -> Result<()> {
         ShowWhat::Partition { name } => {
             drop(c);
             crate::sinfo::show_partition(conn, name.as_deref(), a.json).await
+        }
+        ShowWhat::Reservation { name } => {
+            drop(c);
+            crate::reservations::show(conn, name.as_deref(), a.json).await
         }
         // Answered without the controller, above.
         ShowWhat::Hostnames { .. } | ShowWhat::Hostlist { .. } => Ok(()),

@@ -1,5 +1,7 @@
 //! `scontrol`'s verbs that change jobs: `hold`, `release`, `requeue`, `requeuehold`,
-//! `suspend`, `resume`, `update` (`gantry control`).
+//! `suspend`, `resume`, `update` (`gantry control`); and reservations: `create
+//! reservation`, `update ReservationName=`, `delete ReservationName=` (in
+//! `reservations.rs`).
 //! `scontrol show` is `gantry show` (in `client.rs`).
 
 use anyhow::{anyhow, bail, Result};
@@ -55,9 +57,27 @@ pub enum ControlAction {
     /// admins.
     Update {
         /// KEY=VALUE pairs (keys in any case): JobId (required), TimeLimit, Nice, QOS,
-        /// Dependency, Comment.
+        /// Dependency, Comment; or ReservationName and the reservation's fields.
         #[arg(required = true)]
         fields: Vec<String>,
+    },
+    /// Create an advance reservation (admin): `create reservation StartTime=now+1hour
+    /// Duration=2:00:00 Nodes=cpu[01-02] Users=root Flags=MAINT`. Jobs outside it do not
+    /// start where they would run into it; jobs with `--reservation=NAME` run inside it.
+    Create {
+        /// `reservation` (or `res`).
+        #[arg(value_parser = ["reservation", "res"])]
+        what: String,
+        /// KEY=VALUE pairs: ReservationName, StartTime (Slurm's time forms), EndTime or
+        /// Duration, Nodes (a host list or ALL) or NodeCnt, PartitionName, Users,
+        /// Accounts, Flags (MAINT, IGNORE_JOBS, OVERLAP).
+        #[arg(required = true)]
+        fields: Vec<String>,
+    },
+    /// Delete an advance reservation (admin): `delete ReservationName=NAME`.
+    Delete {
+        #[arg(required = true)]
+        what: Vec<String>,
     },
 }
 
@@ -94,9 +114,22 @@ pub async fn control(conn: &Conn, a: ControlArgs) -> Result<()> {
         ControlAction::Suspend { jobs } => (job_ids(&jobs)?, Change::Suspend(true)),
         ControlAction::Resume { jobs } => (job_ids(&jobs)?, Change::Resume(true)),
         ControlAction::Update { fields } => {
+            let names_reservation = fields.iter().any(|w| {
+                w.split_once('=').is_some_and(|(k, _)| {
+                    k.eq_ignore_ascii_case("reservationname")
+                        || k.eq_ignore_ascii_case("reservation")
+                })
+            });
+            if names_reservation {
+                return crate::reservations::update(conn, &fields).await;
+            }
             let (ids, f) = update_fields(&fields)?;
             (ids, Change::Fields(f))
         }
+        ControlAction::Create { what: _, fields } => {
+            return crate::reservations::create(conn, &fields).await
+        }
+        ControlAction::Delete { what } => return crate::reservations::delete(conn, &what).await,
     };
     let mut c = client(conn).await?;
     c.update_job(api::UpdateJobRequest {

@@ -66,6 +66,15 @@ pub fn limit(s: i64) -> String {
     }
 }
 
+/// Slurm's `(null)` for an empty value.
+fn or_null(s: &str) -> String {
+    if s.is_empty() {
+        "(null)".into()
+    } else {
+        s.to_string()
+    }
+}
+
 /// `YYYY-MM-DDTHH:MM:SS` in the local time zone, or `N/A`.
 pub fn timestamp(t: i64) -> String {
     crate::when::format(t).unwrap_or_else(|| "N/A".into())
@@ -109,6 +118,7 @@ fn squeue_field(c: char, j: &api::JobInfo, now: i64) -> Result<String> {
         }
         'j' => j.name.clone(),
         'k' => j.comment.clone(),
+        'v' => or_null(&j.reservation),
         'u' => j.user.clone(),
         'a' => j.account.clone(),
         'P' => j.partition.clone(),
@@ -273,6 +283,7 @@ pub fn squeue_long_format(spec: &str) -> Result<String> {
             "arrayjobid" => 'F',
             "arraytaskid" => 'K',
             "comment" => 'k',
+            "reservation" => 'v',
             _ => return None,
         })
     })
@@ -412,6 +423,7 @@ pub fn squeue_header(format: &str) -> Result<String> {
         'K' => "ARRAY_TASK_ID",
         'j' => "NAME",
         'k' => "COMMENT",
+        'v' => "RESERVATION",
         'u' => "USER",
         'a' => "ACCOUNT",
         'P' => "PARTITION",
@@ -607,6 +619,9 @@ pub fn scontrol_job(j: &api::JobInfo, now: i64) -> String {
     );
     let _ = writeln!(o, "   SuspendTime=None SecsPreSuspend={}", j.suspended_s);
     let _ = writeln!(o, "   Partition={}", j.partition);
+    if !j.reservation.is_empty() {
+        let _ = writeln!(o, "   Reservation={}", printable(&j.reservation));
+    }
     let _ = writeln!(o, "   NodeList={}", or_null(&j.node_list));
     let _ = writeln!(
         o,
@@ -723,6 +738,7 @@ pub const SACCT_FIELDS: &[&str] = &[
     "ReqCPUS",
     "ReqMem",
     "ReqNodes",
+    "Reservation",
     "Start",
     "State",
     "Submit",
@@ -881,6 +897,7 @@ pub fn sacct_field(
         "derivedexitcode" => "0:0".into(),
         "comment" => j.comment.clone(),
         "wckey" => j.wckey.clone(),
+        "reservation" => j.reservation.clone(),
         "uid" => j.uid.to_string(),
         "gid" => j.gid.to_string(),
         "group" => group_name(j.gid),

@@ -14,6 +14,7 @@ mod diag;
 mod format;
 mod policies;
 mod report;
+mod reservations;
 mod sim;
 mod sinfo;
 mod slurm_doc;
@@ -137,12 +138,13 @@ fn slurm_argv(mut args: Vec<String>) -> Vec<String> {
                 rest.remove(0);
             }
             Some(
-                "hold" | "release" | "update" | "requeue" | "requeuehold" | "suspend" | "resume",
+                "hold" | "release" | "update" | "requeue" | "requeuehold" | "suspend" | "resume"
+                | "create" | "delete",
             ) => sub = "control",
             Some("--help" | "-h" | "help") => sub = "control",
             _ => {
                 eprintln!(
-                    "scontrol: error: Gantry's scontrol takes show (job, step, node, partition, hostnames, hostlist), hold, release, requeue, requeuehold, suspend, resume and update"
+                    "scontrol: error: Gantry's scontrol takes show (job, step, node, partition, reservation, config, hostnames, hostlist), hold, release, requeue, requeuehold, suspend, resume, update, create reservation and delete"
                 );
                 std::process::exit(1);
             }

@@ -32,6 +32,9 @@ pub struct NodesArgs {
     /// Why nodes are down or drained.
     #[arg(short = 'R', long = "list-reasons")]
     pub reasons: bool,
+    /// The advance reservations instead of nodes.
+    #[arg(short = 'T', long = "reservation")]
+    pub reservations: bool,
     /// Only these partitions (comma-separated).
     #[arg(short = 'p', long = "partition")]
     pub partition: Option<String>,
@@ -75,6 +78,7 @@ fn short_state(state: &str) -> String {
         "DRAINED" => "drain",
         "DRAINING" => "drng",
         "DOWN" => "down",
+        "RESERVED" => "resv",
         other => return other.to_ascii_lowercase(),
     }
     .into()
@@ -259,6 +263,9 @@ async fn nodes_and_partitions(conn: &Conn) -> Result<api::NodesReply> {
 }
 
 pub async fn nodes(conn: &Conn, a: NodesArgs) -> Result<()> {
+    if a.reservations {
+        return crate::reservations::sinfo(conn, a.noheader, a.json).await;
+    }
     let reply = nodes_and_partitions(conn).await?;
     if a.json {
         return print_json(&sinfo_json(&reply));

@@ -9,7 +9,9 @@
 //! that job: no job is ever started out of priority order by a stale candidate list.
 //!
 //! Invariant: a job started by backfill never overlaps, on any node, the time window of a
-//! reservation held by a job ahead of it.
+//! reservation held by a job ahead of it, nor an advance reservation it is not in. A job
+//! in an advance reservation starts only while it is open, only on its nodes, and is
+//! planned as ending at the latest when the reservation ends.
 //!
 //! Within one walk, free resources only shrink (jobs start, reservations are added;
 //! nothing is released before the preemption step). So a request that found no nodes
@@ -30,6 +32,7 @@ use crate::policy::{
     PreemptionCandidate, PreemptionQuery, PriorityInput, PriorityPolicy, ShareNode, ShareTree,
     KERNEL_PRIORITY_FIELDS,
 };
+use crate::reservation::ResvId;
 use crate::scheduler::{CycleOutcome, Reservation, Scheduler};
 use crate::units::Time;
 
@@ -51,6 +54,16 @@ struct PendingJob {
     blocked: Option<PendingReason>,
     /// `--nice`, subtracted from its priority.
     nice: i32,
+    /// `--reservation`, open now (a job whose reservation is not is `blocked`).
+    resv: Option<ResvId>,
+}
+
+/// Who holds a reserved window on a node: a blocked job of this cycle, or an advance
+/// reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    Job(JobId),
+    Advance(ResvId),
 }
 
 /// Where a job of the placement batch stands in the walk; the job itself (its id and
@@ -70,7 +83,7 @@ struct Walk {
     depth: usize,
     reservations: Vec<Reservation>,
     /// Reserved windows per node index: (start, end, holder).
-    reserved: Vec<Vec<(Time, Time, JobId)>>,
+    reserved: Vec<Vec<(Time, Time, Holder)>>,
     /// Reserved windows by start and by end, sorted, for the reservation search's event
     /// stream. Sorted vectors: a reservation adds all its nodes at one start and one
     /// end, and a cycle makes few reservations but may read them many times.
@@ -92,8 +105,9 @@ struct Walk {
     batch_array: HashMap<JobId, u32>,
     /// Blocked jobs with their positions in the order.
     blocked: Vec<(usize, JobId)>,
-    /// Requests that found no nodes this walk: (partition, shape, end of its window).
-    no_room: FxHashSet<(PartitionId, u32, Time)>,
+    /// Requests that found no nodes this walk: (partition, shape, end of its window,
+    /// advance reservation).
+    no_room: FxHashSet<(PartitionId, u32, Time, Option<ResvId>)>,
     /// Per partition: no node of it is up (checked once per walk, not once per job).
     partition_down: Vec<bool>,
     /// Why each pending job waits, by its index in the pending list.
@@ -160,7 +174,7 @@ impl FutureNodes {
 impl Walk {
     /// Ready for a new walk over `pending` jobs. Buffers keep their capacity: a cycle
     /// runs on every event, and allocating them afresh was a fifth of a trace replay.
-    fn reset(&mut self, s: &Scheduler, pending: usize) {
+    fn reset(&mut self, s: &Scheduler, pending: usize, now: Time) {
         let cluster = s.cluster();
         self.depth = s.config().backfill.reservation_depth();
         self.reasons.clear();
@@ -192,6 +206,11 @@ impl Walk {
                 .iter()
                 .map(|p| p.nodes.iter().all(|&n| !cluster.node(n).schedulable())),
         );
+        for (id, r) in s.reservations() {
+            if r.end > now {
+                self.hold_window(r.start.max(now), r.end, &r.nodes, Holder::Advance(id));
+            }
+        }
     }
 
     /// Expected ends of running jobs, sorted; built on first use, then kept up to date.
@@ -207,11 +226,41 @@ impl Walk {
         }
     }
 
-    /// True when `node` is free of other jobs' reservations over `[from, to)`.
-    fn free_over(&self, node: NodeId, from: Time, to: Time, owner: JobId) -> bool {
-        self.reserved[node.index()]
-            .iter()
-            .all(|&(s, e, j)| j == owner || to <= s || from >= e)
+    /// True when `node` is free over `[from, to)` of windows held by other jobs and by
+    /// advance reservations other than `resv` (the job's own).
+    fn free_over(
+        &self,
+        node: NodeId,
+        from: Time,
+        to: Time,
+        owner: JobId,
+        resv: Option<ResvId>,
+    ) -> bool {
+        self.reserved[node.index()].iter().all(|&(s, e, h)| {
+            to <= s
+                || from >= e
+                || match h {
+                    Holder::Job(j) => j == owner,
+                    Holder::Advance(r) => Some(r) == resv,
+                }
+        })
+    }
+
+    /// Whether job `owner` may use `node` over `[from, to)`: free of others' windows,
+    /// and inside its advance reservation when it has one.
+    fn may_use(
+        &self,
+        s: &Scheduler,
+        node: NodeId,
+        from: Time,
+        to: Time,
+        owner: JobId,
+        resv: Option<ResvId>,
+    ) -> bool {
+        resv.is_none_or(|r| {
+            s.reservation(r)
+                .is_some_and(|r| r.nodes.binary_search(&node).is_ok())
+        }) && self.free_over(node, from, to, owner, resv)
     }
 
     /// Whether a job blocked now would reserve or stop the walk. Both are decided
@@ -229,17 +278,21 @@ impl Walk {
     }
 
     fn reserve(&mut self, r: Reservation) {
-        for &n in &r.nodes {
-            self.reserved[n.index()].push((r.start, r.end, r.job));
+        self.hold_window(r.start, r.end, &r.nodes, Holder::Job(r.job));
+        self.reservations.push(r);
+    }
+
+    fn hold_window(&mut self, start: Time, end: Time, nodes: &[NodeId], holder: Holder) {
+        for &n in nodes {
+            self.reserved[n.index()].push((start, end, holder));
         }
         fn add(sorted: &mut Vec<(Time, NodeId)>, at: Time, nodes: &[NodeId]) {
             sorted.extend(nodes.iter().map(|&n| (at, n)));
             sorted.sort_unstable();
             sorted.dedup();
         }
-        add(&mut self.reserved_starts, r.start, &r.nodes);
-        add(&mut self.reserved_ends, r.end, &r.nodes);
-        self.reservations.push(r);
+        add(&mut self.reserved_starts, start, nodes);
+        add(&mut self.reserved_ends, end, nodes);
     }
 
     fn started(&mut self, end: Option<Time>, id: JobId) {
@@ -296,6 +349,44 @@ const MAX_BATCH: usize = 512;
 
 fn end_of(limit: Option<Time>, now: Time) -> Time {
     limit.map_or(Time::MAX, |l| now.saturating_add(l))
+}
+
+/// Where and until when a job starting now may run, owned, so it can be checked while
+/// the scheduler is borrowed for the allocation.
+struct StartWindow {
+    id: JobId,
+    end: Time,
+    resv: Option<ResvId>,
+    /// Its advance reservation's nodes (sorted), when it has one.
+    resv_nodes: Option<Vec<NodeId>>,
+}
+
+impl StartWindow {
+    fn new(s: &Scheduler, id: JobId, resv: Option<ResvId>, end: Time) -> Self {
+        Self {
+            id,
+            end,
+            resv,
+            resv_nodes: resv.and_then(|r| Some(s.reservation(r)?.nodes.clone())),
+        }
+    }
+
+    fn usable(&self, walk: &Walk, n: NodeId, now: Time) -> bool {
+        self.resv_nodes
+            .as_ref()
+            .is_none_or(|r| r.binary_search(&n).is_ok())
+            && walk.free_over(n, now, self.end, self.id, self.resv)
+    }
+}
+
+/// The end of a run started at `now`: its time limit, or its advance reservation's end
+/// when that comes first (the run is ended there).
+fn run_end(s: &Scheduler, limit: Option<Time>, resv: Option<ResvId>, now: Time) -> Time {
+    let end = end_of(limit, now);
+    match resv.and_then(|r| s.reservation(r)) {
+        Some(r) => end.min(r.end),
+        None => end,
+    }
 }
 
 pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
@@ -381,7 +472,7 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
     ordered.clear();
     ordered.extend(order.iter().map(|&k| pending[k as usize]));
     let slack = s.config().placement_slack;
-    walk.reset(s, pending.len());
+    walk.reset(s, pending.len(), now);
     let mut stopped = false;
     let mut i = 0;
     'walk: loop {
@@ -399,8 +490,8 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
                 i += 1;
                 continue;
             }
-            let end = end_of(p.time_limit, now);
-            let request = (p.partition, p.shape_class, end);
+            let end = run_end(s, p.time_limit, p.resv, now);
+            let request = (p.partition, p.shape_class, end, p.resv);
             let found = if walk.no_room.contains(&request) {
                 None
             } else {
@@ -420,7 +511,7 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
                     }
                     continue;
                 }
-                let usable = |n: NodeId| walk.free_over(n, now, end, id);
+                let usable = |n: NodeId| walk.may_use(s, n, now, end, id, p.resv);
                 let (units, gpus_per_node) = (job.shape.units_needed(), job.shape.gpus_per_node);
                 s.cluster()
                     .candidates(p.partition, &job.shape, &usable, slack)
@@ -479,6 +570,18 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
     out.reservations = std::mem::take(&mut walk.reservations);
     s.cycle_buffers = buffers;
     out
+}
+
+/// Why a job in an advance reservation cannot start now because of the reservation:
+/// not open yet, or gone.
+fn reservation_closed(s: &Scheduler, j: &crate::job::Job, now: Time) -> Option<PendingReason> {
+    let r = j.reservation?;
+    match s.reservation(r) {
+        None => Some(PendingReason::ReservationDeleted),
+        Some(r) if r.end <= now => Some(PendingReason::ReservationDeleted),
+        Some(r) if now < r.start => Some(PendingReason::Reservation),
+        Some(_) => None,
+    }
 }
 
 /// Why a waiting job may not start regardless of free resources, if anything.
@@ -563,12 +666,10 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
                 .map(|i| NodeId(cands[i as usize])),
         );
         let job = s.job(id).expect("batched jobs exist");
-        let (part, shape, end) = (
-            job.partition,
-            job.shape.clone(),
-            end_of(job.time_limit, now),
-        );
-        let usable = |n: NodeId| walk.free_over(n, now, end, id);
+        let (part, shape, resv) = (job.partition, job.shape.clone(), job.reservation);
+        let end = run_end(s, job.time_limit, resv, now);
+        let window = StartWindow::new(s, id, resv, end);
+        let usable = |n: NodeId| window.usable(walk, n, now);
         let cluster = s.parts().cluster;
         let alloc = cluster.allocate(&shape, &nodes, &usable).or_else(|| {
             let fresh: Vec<NodeId> = cluster
@@ -589,7 +690,7 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
                     resume = Some(b.pos);
                     break;
                 }
-                walk.no_room.insert((part, s.shape_class(id), end));
+                walk.no_room.insert((part, s.shape_class(id), end, resv));
                 walk.blocked.push((b.pos, id));
                 walk.reasons[b.at] = PendingReason::Priority;
             }
@@ -644,9 +745,10 @@ fn prioritize(s: &mut Scheduler, now: Time, b: &mut CycleBuffers) {
                 (Some(Hold::Admin), _) => Some(PendingReason::JobHeldAdmin),
                 (Some(Hold::User), _) => Some(PendingReason::JobHeldUser),
                 (None, Some(b)) if b > now => Some(PendingReason::BeginTime),
-                _ => None,
+                _ => reservation_closed(s, j, now),
             },
             nice: j.nice,
+            resv: j.reservation,
         });
         batch.push(PriorityInput {
             job: id.0,
@@ -752,24 +854,54 @@ pub(crate) fn build_share_tree(s: &Scheduler, now: Time, tree: &mut ShareTree) {
 /// assuming running jobs end at their time limits, and the nodes it would get.
 fn reserve(s: &Scheduler, id: JobId, now: Time, walk: &mut Walk) -> Option<Reservation> {
     let job = s.job(id)?;
-    reserve_shape(s, id, job.partition, &job.shape, job.time_limit?, now, walk)
+    let target = Target {
+        id,
+        partition: job.partition,
+        resv: job.reservation,
+    };
+    reserve_shape(s, target, &job.shape, job.time_limit?, now, walk)
+}
+
+/// Whom a reservation search is for: the job (or a job not submitted), where it may go.
+#[derive(Clone, Copy)]
+struct Target {
+    id: JobId,
+    partition: PartitionId,
+    resv: Option<ResvId>,
 }
 
 /// [`reserve`] for a job given by its shape, which need not be in the scheduler (`id`
 /// owns the reservation; `sbatch --test-only` asks for one that is not submitted).
 fn reserve_shape(
     s: &Scheduler,
-    id: JobId,
-    partition: PartitionId,
+    target: Target,
     shape: &crate::job::JobShape,
     limit: Time,
     now: Time,
     walk: &mut Walk,
 ) -> Option<Reservation> {
+    let Target {
+        id,
+        partition,
+        resv,
+    } = target;
     let cluster = s.cluster();
     let part = cluster.partition(partition);
     let needed = shape.units_needed() as u64;
-    let in_part = |n: NodeId| cluster.node(n).partitions.contains(&partition);
+    // A job in an advance reservation looks only at its nodes and is planned as ending
+    // when the reservation does, if that comes first.
+    let resv_nodes = resv
+        .and_then(|r| s.reservation(r))
+        .map(|r| r.nodes.as_slice());
+    let resv_end = resv.and_then(|r| s.reservation(r)).map(|r| r.end);
+    let in_part = |n: NodeId| {
+        cluster.node(n).partitions.contains(&partition)
+            && resv_nodes.is_none_or(|r| r.binary_search(&n).is_ok())
+    };
+    let end_from = |t: Time| {
+        let e = t.saturating_add(limit);
+        resv_end.map_or(e, |r| e.min(r))
+    };
 
     let nodes = cluster.nodes.len();
     walk.build_releases(s, now);
@@ -801,7 +933,7 @@ fn reserve_shape(
 
     let units_at = |n: NodeId, t: Time, future: &FutureNodes| -> u32 {
         let node = cluster.node(n);
-        if !node.schedulable() || !walk.free_over(n, t, t.saturating_add(limit), id) {
+        if !node.schedulable() || !in_part(n) || !walk.free_over(n, t, end_from(t), id, resv) {
             return 0;
         }
         node_units(node, future.get(n, &node.free), shape)
@@ -829,7 +961,7 @@ fn reserve_shape(
             break Some(Reservation {
                 job: id,
                 start: t,
-                end: t.saturating_add(limit),
+                end: end_from(t),
                 nodes,
             });
         }
@@ -889,7 +1021,7 @@ pub(crate) fn plan(
     extra: Option<(PartitionId, &crate::job::JobShape, Time)>,
 ) -> (Vec<Reservation>, Option<Reservation>) {
     let mut walk = Walk::default();
-    walk.reset(s, 0);
+    walk.reset(s, 0, now);
     let cluster = s.cluster();
     let mut order: Vec<(Reverse<u32>, Reverse<i64>, Time, JobId)> = s
         .waiting()
@@ -899,6 +1031,7 @@ pub(crate) fn plan(
             let blocked = j.hold.is_some()
                 || j.begin_time.is_some_and(|b| b > now)
                 || (!j.dependencies.is_empty() && s.is_waiting_on_dependency(id) != Some(false))
+                || reservation_closed(s, j, now).is_some()
                 || j.time_limit.is_none();
             (!blocked).then(|| {
                 (
@@ -919,8 +1052,12 @@ pub(crate) fn plan(
         }
     }
     let extra = extra.and_then(|(partition, shape, limit)| {
-        let id = JobId(u64::MAX);
-        reserve_shape(s, id, partition, shape, limit, now, &mut walk)
+        let target = Target {
+            id: JobId(u64::MAX),
+            partition,
+            resv: None,
+        };
+        reserve_shape(s, target, shape, limit, now, &mut walk)
     });
     (out, extra)
 }
@@ -959,8 +1096,8 @@ fn starts_once_completing_runs_end(
         return false;
     }
     let Some(job) = s.job(id) else { return false };
-    let end = end_of(job.time_limit, now);
-    let usable = |n: NodeId| walk.free_over(n, now, end, id);
+    let end = run_end(s, job.time_limit, job.reservation, now);
+    let usable = |n: NodeId| walk.may_use(s, n, now, end, id, job.reservation);
     let trial = after.get_or_insert_with(|| {
         let mut c = s.cluster().clone();
         for run in s.completing().values() {
@@ -1074,12 +1211,10 @@ fn preempt(s: &mut Scheduler, walk: &Walk, now: Time, out: &mut CycleOutcome) {
             continue;
         }
         let job = s.job(id).expect("queried jobs exist");
-        let (part, shape, end) = (
-            job.partition,
-            job.shape.clone(),
-            end_of(job.time_limit, now),
-        );
-        let usable = |n: NodeId| walk.free_over(n, now, end, id);
+        let (part, shape, resv) = (job.partition, job.shape.clone(), job.reservation);
+        let end = run_end(s, job.time_limit, resv, now);
+        let window = StartWindow::new(s, id, resv, end);
+        let usable = |n: NodeId| window.usable(walk, n, now);
         // Dry run on a copy: only preempt when it really lets the job start.
         let mut trial = s.cluster().clone();
         for &(v, mode) in &victims {

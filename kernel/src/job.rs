@@ -244,6 +244,9 @@ pub struct JobSpec {
     /// removed, as DEADLINE.
     #[serde(default)]
     pub deadline: Option<Time>,
+    /// `--reservation`: runs only inside this advance reservation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<String>,
 }
 
 impl JobSpec {
@@ -264,6 +267,7 @@ impl JobSpec {
             begin: None,
             nice: 0,
             deadline: None,
+            reservation: None,
         }
     }
 }
@@ -310,6 +314,10 @@ pub enum SubmitError {
     UnknownDependency(JobId),
     #[error("{0}")]
     Spec(#[from] JobSpecError),
+    #[error("Requested reservation is invalid: '{0}' does not exist")]
+    UnknownReservation(String),
+    #[error("Access denied to requested reservation '{0}'")]
+    ReservationAccess(String),
 }
 
 /// Where a job is in its life.
@@ -384,6 +392,10 @@ pub enum PendingReason {
     JobHeldAdmin,
     /// Its `--begin` time has not come.
     BeginTime,
+    /// Its advance reservation has not started yet.
+    Reservation,
+    /// Its advance reservation was deleted or has ended.
+    ReservationDeleted,
 }
 
 impl PendingReason {
@@ -401,6 +413,8 @@ impl PendingReason {
             Self::JobHeldUser => "JobHeldUser",
             Self::JobHeldAdmin => "JobHeldAdmin",
             Self::BeginTime => "BeginTime",
+            Self::Reservation => "Reservation",
+            Self::ReservationDeleted => "ReservationDeleted",
         }
     }
 }
@@ -598,6 +612,8 @@ pub struct Job {
     pub suspended_by_admin: bool,
     /// `--deadline`: it must end by then.
     pub deadline: Option<Time>,
+    /// `--reservation`: the advance reservation it runs in.
+    pub reservation: Option<crate::reservation::ResvId>,
 }
 
 impl Job {

@@ -20,6 +20,7 @@
 //! - [`alloc`]: candidate search and all-or-nothing allocation.
 //! - [`job`]: requests, jobs, states, arrays, dependencies.
 //! - [`policy`]: the batched decision-point traits and their native defaults.
+//! - [`reservation`]: advance reservations (nodes set aside over a window).
 //! - [`scheduler`]: the state machine and its entry points; `cycle` (private) is one cycle.
 //! - [`step`]: where a job step's tasks go inside the job's allocation.
 
@@ -29,6 +30,7 @@ pub mod config;
 mod cycle;
 pub mod job;
 pub mod policy;
+pub mod reservation;
 pub mod scheduler;
 pub mod step;
 pub mod topology;

@@ -205,6 +205,8 @@ pub struct Scheduler {
     pub(crate) fairshare: Option<crate::cycle::FairshareFactors>,
     /// Core-seconds of finished work per association.
     usage: Vec<f64>,
+    /// Advance reservations by id; a deleted one leaves its slot empty.
+    pub(crate) reservations: Vec<Option<crate::reservation::AdvanceReservation>>,
 }
 
 impl Scheduler {
@@ -231,6 +233,7 @@ impl Scheduler {
             priority_batch: Default::default(),
             cycle_buffers: Default::default(),
             fairshare: None,
+            reservations: Vec::new(),
         }
     }
 
@@ -367,6 +370,11 @@ impl Scheduler {
             None if spec.time_unlimited => part.max_time,
             None => part.default_time.or(part.max_time),
         };
+        if let Some(name) = &spec.reservation {
+            if self.reservation_by_name(name).is_none() {
+                return Err(SubmitError::UnknownReservation(name.clone()));
+            }
+        }
         if spec.deadline.is_some() && time_limit.is_none() {
             return Err(SubmitError::Invalid(
                 "--deadline needs a time limit (--time, or a partition with one)".into(),
@@ -398,6 +406,20 @@ impl Scheduler {
         let (account, user) = {
             let a = self.cluster.associations[assoc.index()];
             (a.account, a.user)
+        };
+        let reservation = match &spec.reservation {
+            None => None,
+            Some(name) => {
+                let id = self
+                    .reservation_by_name(name)
+                    .ok_or_else(|| SubmitError::UnknownReservation(name.clone()))?;
+                let r = self.reservation(id).expect("found by name");
+                let account_name = &self.cluster.accounts[account.index()].name;
+                if !r.admits(&spec.user, account_name) {
+                    return Err(SubmitError::ReservationAccess(name.clone()));
+                }
+                Some(id)
+            }
         };
 
         let indices: Vec<Option<u32>> = match &spec.array {
@@ -447,6 +469,7 @@ impl Scheduler {
                 nice: spec.nice,
                 suspended_by_admin: false,
                 deadline: spec.deadline,
+                reservation,
             });
             self.enqueue(id);
             self.singletons

@@ -804,3 +804,179 @@ fn sstat_shows_what_running_steps_use() {
     assert_eq!(code, 1);
     assert!(err.contains("is not running"), "{err}");
 }
+
+/// Advance reservations: a maintenance window on both CPU nodes an hour ahead keeps a job
+/// that would run into it from starting there while a shorter one runs; a job with
+/// `--reservation` runs inside an open reservation, on its nodes only, and is ended when
+/// it ends; only admins manage them, only the users they name use them; they survive a
+/// controller restart.
+#[test]
+fn advance_reservations() {
+    let mut c = Cluster::start(Options::default());
+    let probe = submit(&c, &["--wrap=true"]);
+    let me = c.wait_done(probe)["user"].as_str().unwrap().to_string();
+    let users = format!("Users={me}");
+    let out = c.cli_ok(&[
+        "scontrol",
+        "create",
+        "reservation",
+        "ReservationName=maint",
+        "StartTime=now+1hour",
+        "Duration=1:00:00",
+        "Nodes=cpu[01-02]",
+        &users,
+        "Flags=MAINT",
+    ]);
+    assert_eq!(out.trim(), "Reservation created: maint");
+    let alice = c.token("alice", false);
+    let (code, _, err) = c.cli_as(
+        &alice,
+        &[
+            "scontrol",
+            "create",
+            "res",
+            "StartTime=now",
+            "Duration=10",
+            "NodeCnt=1",
+            "Users=alice",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("only an administrator"), "{err}");
+    let show = c.cli_ok(&["scontrol", "show", "reservation", "maint"]);
+    assert!(
+        show.starts_with("ReservationName=maint StartTime="),
+        "{show}"
+    );
+    assert!(show.contains("Duration=01:00:00"), "{show}");
+    assert!(
+        show.contains("Nodes=cpu[01-02] NodeCnt=2 CoreCnt=8")
+            && show.contains("Flags=MAINT,SPEC_NODES"),
+        "{show}"
+    );
+    assert!(show.contains("State=INACTIVE"), "{show}");
+
+    // Two hours on cpu01 would run into the window; thirty minutes end before it.
+    let long = submit(&c, &["-w", "cpu01", "-t", "2:00:00", "--wrap=sleep 30"]);
+    let short = submit(&c, &["-w", "cpu01", "-t", "30:00", "--wrap=sleep 1"]);
+    assert_eq!(c.wait_done(short)["state"], "COMPLETED");
+    assert_eq!(c.job(long)["state"], "PENDING", "{}", c.job(long));
+
+    // A reservation open now on cpu02, for me: my job runs there, others' do not.
+    c.cli_ok(&[
+        "scontrol",
+        "create",
+        "reservation",
+        "ReservationName=team",
+        "StartTime=now",
+        "Duration=30:00",
+        "Nodes=cpu02",
+        &users,
+    ]);
+    let inside = submit(
+        &c,
+        &[
+            "--reservation=team",
+            "-t",
+            "10:00",
+            "-o",
+            "resv.out",
+            "--wrap=echo $SLURM_JOB_RESERVATION; sleep 30",
+        ],
+    );
+    c.wait_state(inside, "RUNNING");
+    assert_eq!(c.job(inside)["node_list"], "cpu02");
+    let outside = submit(&c, &["-w", "cpu02", "-t", "5:00", "--wrap=true"]);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(c.job(outside)["state"], "PENDING");
+    assert!(c
+        .cli_ok(&["scontrol", "show", "job", &inside.to_string()])
+        .contains("   Reservation=team\n"));
+    assert_eq!(
+        c.cli_ok(&["squeue", "-h", "-j", &inside.to_string(), "-o", "%v"])
+            .trim(),
+        "team"
+    );
+    let (code, _, err) = c.cli_as(&alice, &["sbatch", "--reservation=team", "--wrap=true"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("sbatch: error:") && err.contains("Access denied to requested reservation"),
+        "{err}"
+    );
+    let (code, _, err) = c.cli(&["sbatch", "--reservation=nosuch", "--wrap=true"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Requested reservation is invalid"), "{err}");
+    let table = c.cli_ok(&["sinfo", "-T"]);
+    assert!(table.starts_with("RESV_NAME"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("team") && l.contains("ACTIVE") && l.ends_with("cpu02")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("maint") && l.contains("INACTIVE")),
+        "{table}"
+    );
+
+    // Changed, then deleted: the job outside starts where the reservation was.
+    assert_eq!(
+        c.cli_ok(&[
+            "scontrol",
+            "update",
+            "ReservationName=team",
+            "Duration=20:00"
+        ])
+        .trim(),
+        "Reservation updated."
+    );
+    assert!(c
+        .cli_ok(&["scontrol", "show", "res", "team"])
+        .contains("Duration=00:20:00"));
+    c.cli_ok(&["scancel", &inside.to_string()]);
+    assert_eq!(c.read("resv.out").trim(), "team");
+    c.cli_ok(&["scontrol", "delete", "ReservationName=team"]);
+    assert_eq!(c.wait_done(outside)["state"], "COMPLETED");
+    let (code, _, err) = c.cli(&["scontrol", "show", "reservation", "team"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Reservation team not found"), "{err}");
+
+    // A job in a reservation ends when the reservation does, whatever its limit.
+    c.cli_ok(&[
+        "scontrol",
+        "create",
+        "reservation",
+        "ReservationName=brief",
+        "StartTime=now",
+        "Duration=0:00:04",
+        "Nodes=cpu02",
+        &users,
+    ]);
+    let cut = submit(
+        &c,
+        &["--reservation=brief", "-t", "10:00", "--wrap=sleep 60"],
+    );
+    assert_eq!(c.wait_done(cut)["state"], "TIMEOUT");
+    let table = c.cli_ok(&["sinfo", "-T", "-h"]);
+    assert!(!table.contains("brief"), "deleted once ended: {table}");
+
+    // Kept across a restart; a job for it waits for it to open.
+    c.kill_controller();
+    c.restart_controller();
+    let show = c.cli_ok(&["scontrol", "show", "reservation"]);
+    assert!(
+        show.contains("ReservationName=maint") && show.contains("Flags=MAINT"),
+        "{show}"
+    );
+    let early = submit(&c, &["--reservation=maint", "-t", "10:00", "--wrap=true"]);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(c.job(early)["reason"], "Reservation");
+    assert_eq!(c.job(long)["state"], "PENDING");
+    c.cli_ok(&["scancel", &early.to_string(), &long.to_string()]);
+    c.cli_ok(&["scontrol", "delete", "reservation", "maint"]);
+    assert!(c
+        .cli_ok(&["scontrol", "show", "res"])
+        .contains("No reservations in the system"));
+}

@@ -23,6 +23,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::store::{Entry, Journal, Launch, LogReader, Store, StoreError, Ticket, Usage};
 
+mod reservations;
 mod steps;
 mod updates;
 pub use steps::{check_step_bounds, NodePart, Relay, Relays, Step};
@@ -465,6 +466,11 @@ impl Controller {
                 self.sched.resume_job(*job, time)?;
             }
             Entry::Released { job, by } => self.sched.release(*job, *by)?,
+            Entry::ReservationSet(r) => {
+                let r = self.reservation_from_record(r)?;
+                self.sched.set_reservation(r);
+            }
+            Entry::ReservationDeleted { name } => self.sched.delete_reservation(name)?,
             Entry::Updated {
                 job,
                 time_limit,
@@ -651,6 +657,7 @@ impl Controller {
     pub fn cycle(&mut self, now: Time) -> Result<(), Refusal> {
         self.check_heartbeats(now)?;
         self.send_warnings(now);
+        self.end_reservations(now)?;
         let out = self.sched.cycle(now);
         self.last_cycle = CycleSummary {
             started: out.started.len() as u32,
@@ -860,13 +867,20 @@ impl Controller {
                 return;
             }
         };
-        let info = self.job_info(job);
+        let mut info = self.job_info(job);
+        // A job in a reservation is ended when the reservation ends, as its limit.
+        if let Some(cap) = self.reservation_cap(job) {
+            info.time_limit_s = cap;
+        }
         let run = job.requeue_count;
         let mut env: HashMap<String, String> = launch.env.iter().cloned().collect();
         env.insert(
             "SLURM_CLUSTER_NAME".into(),
             self.settings.cluster_name.clone(),
         );
+        if let Some(r) = job.reservation.and_then(|r| self.sched.reservation(r)) {
+            env.insert("SLURM_JOB_RESERVATION".into(), r.name.clone());
+        }
         if let Some(a) = job.array {
             // The whole array's indices, as Slurm gives every task.
             let indices: Vec<u32> = self
@@ -1504,6 +1518,11 @@ impl Controller {
             uid: launch.map_or(0, |l| l.uid),
             gid: launch.map_or(0, |l| l.gid),
             nice: job.nice,
+            reservation: job
+                .reservation
+                .and_then(|r| self.sched.reservation(r))
+                .map(|r| r.name.clone())
+                .unwrap_or_default(),
             array_throttle: job
                 .array
                 .and_then(|a| self.sched.array_throttle(a.array_job))
@@ -1551,7 +1570,17 @@ impl Controller {
             (NodeState::Up, true) if cores_alloc == t.core_count() => "ALLOCATED",
             (NodeState::Up, true) => "MIXED",
         };
+        let (reservations, maintenance) = self.node_reservations(id, now);
+        // Slurm's display: an up node in a maintenance reservation is MAINT; an idle one
+        // in any other open reservation RESERVED.
+        let state = match (node.state, maintenance, state, reservations.is_empty()) {
+            (NodeState::Up, true, _, _) => "MAINT",
+            (NodeState::Up, false, "IDLE", false) => "RESERVED",
+            _ => state,
+        };
         api::NodeInfo {
+            reservations,
+            maintenance,
             name: node.name.clone(),
             addr: node.addr.clone(),
             state: state.into(),
@@ -1753,6 +1782,12 @@ fn spec_from(
     }
     spec.requeue = sub.requeue;
     spec.hold = sub.hold;
+    if let Some(r) = some(sub.reservation.clone()) {
+        if r.len() > gantry_kernel::reservation::MAX_NAME_BYTES || r.chars().any(char::is_control) {
+            return Err(invalid("--reservation: not a reservation name"));
+        }
+        spec.reservation = Some(r);
+    }
     // Slurm's bound; a negative nice (a higher priority) is an admin's to give.
     if sub.nice.unsigned_abs() > 2_147_483_645 {
         return Err(invalid("--nice: at most ±2147483645"));

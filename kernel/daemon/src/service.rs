@@ -523,6 +523,40 @@ impl ControllerApi for Service {
         Ok(Response::new(reply))
     }
 
+    async fn reservations(
+        &self,
+        req: Request<api::ReservationsRequest>,
+    ) -> Result<Response<api::ReservationsReply>, Status> {
+        let now = unix_now();
+        self.0.caller("Reservations", &req, now)?;
+        let name = req.into_inner().name;
+        let reservations = self
+            .0
+            .lock()
+            .reservation_infos(&name, now)
+            .map_err(|e| self.0.status(e))?;
+        Ok(Response::new(api::ReservationsReply { reservations }))
+    }
+
+    async fn change_reservation(
+        &self,
+        req: Request<api::ReservationChange>,
+    ) -> Result<Response<api::ReservationsReply>, Status> {
+        let now = unix_now();
+        let who = self.0.caller("ChangeReservation", &req, now)?;
+        let Some(change) = req.into_inner().change else {
+            return Err(Status::invalid_argument("nothing to change"));
+        };
+        let reservations = self
+            .0
+            .lock()
+            .change_reservation(&who, change, now)
+            .map_err(|e| self.0.status(e))?;
+        // Jobs may start (a deletion) or stop being startable where they were.
+        self.0.wake.notify_one();
+        Ok(Response::new(api::ReservationsReply { reservations }))
+    }
+
     async fn config(
         &self,
         req: Request<api::ConfigRequest>,

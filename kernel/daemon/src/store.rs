@@ -216,6 +216,30 @@ pub enum Entry {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         dependency: Option<String>,
     },
+    /// An advance reservation created or changed, as resolved (its nodes chosen).
+    ReservationSet(Box<ReservationRecord>),
+    /// An advance reservation deleted (by an admin, or because it ended).
+    ReservationDeleted {
+        name: String,
+    },
+}
+
+/// An advance reservation as the log keeps it: nodes by name, so a record stays valid
+/// when the cluster's node order changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationRecord {
+    pub name: String,
+    pub start: Time,
+    pub end: Time,
+    pub nodes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<String>,
+    #[serde(default)]
+    pub flags: gantry_kernel::reservation::ReservationFlags,
 }
 
 /// How a job step ended (or that it runs).
