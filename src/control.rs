@@ -52,12 +52,13 @@ pub enum ControlAction {
         jobs: Vec<String>,
     },
     /// Change a job: `update JobId=12 TimeLimit=30:00 Nice=50 Dependency=afterok:11
-    /// Comment="..."`. The owner may lower a pending job's time limit, raise its nice,
-    /// change its dependencies and any comment; the rest (QOS, raising a limit) is for
-    /// admins.
+    /// Partition=gpu NumNodes=2 Comment="..."`. The owner may lower a pending or running
+    /// job's time limit, raise a pending job's nice, change its dependencies, partition
+    /// and node count, and any comment; the rest (QOS, raising a limit) is for admins.
     Update {
         /// KEY=VALUE pairs (keys in any case): JobId (required), TimeLimit, Nice, QOS,
-        /// Dependency, Comment; or ReservationName and the reservation's fields.
+        /// Dependency, Partition, NumNodes, Comment; or ReservationName and the
+        /// reservation's fields.
         #[arg(required = true)]
         fields: Vec<String>,
     },
@@ -170,8 +171,17 @@ fn update_fields(words: &[String]) -> Result<(Vec<u64>, api::JobFields)> {
             }
             "qos" => f.qos = Some(value.to_string()),
             "dependency" => f.dependency = Some(value.to_string()),
+            "partition" => f.partition = Some(value.to_string()),
+            "numnodes" => {
+                // Slurm's MIN[-MAX]: Gantry allocates exactly MIN.
+                let min = value.split('-').next().unwrap_or(value);
+                f.num_nodes = Some(
+                    min.parse()
+                        .map_err(|_| anyhow!("NumNodes: '{value}' is not a node count"))?,
+                )
+            }
             other => bail!(
-                "Update of this parameter is not supported: {other} (Gantry updates TimeLimit, Nice, QOS, Dependency and Comment)"
+                "Update of this parameter is not supported: {other} (Gantry updates TimeLimit, Nice, QOS, Dependency, Partition, NumNodes and Comment)"
             ),
         }
     }
@@ -179,7 +189,7 @@ fn update_fields(words: &[String]) -> Result<(Vec<u64>, api::JobFields)> {
         bail!("name the job: JobId=ID");
     }
     if f == api::JobFields::default() {
-        bail!("nothing to change: give TimeLimit=, Nice=, QOS=, Dependency= or Comment=");
+        bail!("nothing to change: give TimeLimit=, Nice=, QOS=, Dependency=, Partition=, NumNodes= or Comment=");
     }
     Ok((ids, f))
 }
@@ -199,7 +209,13 @@ mod tests {
         assert_eq!(f.time_limit_s, Some(api::TIME_UNLIMITED));
         assert!(update_fields(&w(&["JobId=3"])).is_err());
         assert!(update_fields(&w(&["TimeLimit=5"])).is_err());
-        assert!(update_fields(&w(&["JobId=3", "NumNodes=4"])).is_err());
+        let (_, f) = update_fields(&w(&["JobId=3", "NumNodes=2-4", "Partition=gpu"])).unwrap();
+        assert_eq!(
+            (f.num_nodes, f.partition.as_deref()),
+            (Some(2), Some("gpu"))
+        );
+        assert!(update_fields(&w(&["JobId=3", "NumNodes=many"])).is_err());
+        assert!(update_fields(&w(&["JobId=3", "Features=x"])).is_err());
         assert_eq!(job_ids(&w(&["12,13", "14"])).unwrap(), vec![12, 13, 14]);
     }
 }

@@ -494,7 +494,7 @@ const SCONTROL: &[(&str, &str)] = &[
     ("hold", "supported"),
     ("release", "supported"),
     (
-        "update job (TimeLimit, Nice, QOS, Dependency, Comment)",
+        "update job (TimeLimit, Nice, QOS, Dependency, Partition, NumNodes, Comment)",
         "supported",
     ),
     ("update job (other fields)", "refused"),

@@ -506,6 +506,16 @@ impl Jobs {
         }
     }
 
+    /// A run's new time limit: `remaining` seconds from now (`None`: no limit). A run
+    /// past it is ended by the next `enforce_limits`.
+    pub fn set_time_limit(&self, key: RunKey, remaining: Option<u64>) {
+        let mut inner = self.lock();
+        if let Some(r) = inner.running.get_mut(&key) {
+            r.deadline = remaining.map(|s| Instant::now() + Duration::from_secs(s));
+            tracing::info!(job = key.0, run = key.1, ?remaining, "time limit changed");
+        }
+    }
+
     /// Ends runs past their time limit; called every second.
     pub fn enforce_limits(&self) {
         let now = Instant::now();

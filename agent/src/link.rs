@@ -263,6 +263,9 @@ impl Link {
             Some(What::Signal(s)) => self.jobs.signal((s.job_id, s.run), s.signal, s.shell_only),
             Some(What::Suspend(r)) => self.jobs.suspend((r.job_id, r.run)),
             Some(What::Resume(r)) => self.jobs.resume((r.job_id, r.run)),
+            Some(What::TimeLimit(t)) => self
+                .jobs
+                .set_time_limit((t.job_id, t.run), t.remaining_s.map(|s| s.max(0) as u64)),
             None => {}
         }
     }

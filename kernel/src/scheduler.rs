@@ -787,6 +787,72 @@ impl Scheduler {
         Ok(())
     }
 
+    /// What a waiting job would become with another partition and/or node count
+    /// (`scontrol update Partition= NumNodes=`): refused when the job is not waiting, the
+    /// partition is unknown, the count is outside 1 ..= tasks, or the shape could never
+    /// run there. Changes nothing.
+    pub fn check_reshape(
+        &self,
+        id: JobId,
+        partition: Option<&str>,
+        nodes: Option<u32>,
+    ) -> Result<(PartitionId, JobShape), SubmitError> {
+        let job = self
+            .waiting_job(id)
+            .map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        let p = match partition {
+            Some(name) => self
+                .cluster
+                .partition_by_name(name)
+                .ok_or_else(|| SubmitError::UnknownPartition(name.to_string()))?,
+            None => job.partition,
+        };
+        let mut shape = job.shape.clone();
+        if let Some(n) = nodes {
+            if n == 0 || n > shape.tasks {
+                return Err(SubmitError::Invalid(format!(
+                    "NumNodes must be between 1 and the job's {} tasks",
+                    shape.tasks
+                )));
+            }
+            shape.nodes = Some(n);
+        }
+        self.check_fits_ever(p, &shape)?;
+        Ok((p, shape))
+    }
+
+    /// Applies [`Scheduler::check_reshape`]'s answer.
+    pub fn reshape(
+        &mut self,
+        id: JobId,
+        partition: Option<&str>,
+        nodes: Option<u32>,
+    ) -> Result<(), SubmitError> {
+        let (p, shape) = self.check_reshape(id, partition, nodes)?;
+        let classes = self.shape_classes.len() as u32;
+        let class = *self.shape_classes.entry(shape.clone()).or_insert(classes);
+        self.job_shape_class[id.0 as usize - 1] = class;
+        let job = self.job_mut(id);
+        job.partition = p;
+        job.shape = shape;
+        Ok(())
+    }
+
+    /// Changes a running job's time limit (`scontrol update TimeLimit=` by an admin, or
+    /// lowered by its owner); the daemon tells its agent.
+    pub fn set_running_time_limit(
+        &mut self,
+        id: JobId,
+        limit: Option<Time>,
+    ) -> Result<(), JobError> {
+        let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
+        if !matches!(job.state, JobState::Running | JobState::Suspended) {
+            return Err(JobError::NotRunning(id));
+        }
+        self.job_mut(id).time_limit = limit;
+        Ok(())
+    }
+
     /// Moves a waiting job to another QOS (`scontrol update QOS=`).
     pub fn set_qos(&mut self, id: JobId, qos: &str) -> Result<(), SubmitError> {
         self.waiting_job(id)

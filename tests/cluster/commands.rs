@@ -980,3 +980,78 @@ fn advance_reservations() {
         .cli_ok(&["scontrol", "show", "res"])
         .contains("No reservations in the system"));
 }
+
+/// `scontrol update` of a pending job's Partition and NumNodes (refused when the job
+/// could never run so), and of a running job's TimeLimit: lowered, its agent ends it
+/// there as TIMEOUT; raised by an admin, it runs on.
+#[test]
+fn update_partition_nodes_and_a_running_limit() {
+    let c = Cluster::start(Options::default());
+    let held = submit(&c, &["-H", "-n2", "--wrap=hostname"]);
+    let job = format!("JobId={held}");
+    c.cli_ok(&["scontrol", "update", &job, "NumNodes=2"]);
+    let (code, _, err) = c.cli(&["scontrol", "update", &job, "NumNodes=3"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("between 1 and the job's 2 tasks"), "{err}");
+    let (code, _, err) = c.cli(&["scontrol", "update", &job, "Partition=gpu"]);
+    assert_eq!(code, 1, "two nodes never fit the one-node gpu partition");
+    assert!(err.contains("can never run in partition 'gpu'"), "{err}");
+    let (code, _, err) = c.cli(&["scontrol", "update", &job, "Partition=nosuch"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("invalid partition name specified: nosuch"),
+        "{err}"
+    );
+    let shown = c.cli_ok(&["scontrol", "show", "job", &held.to_string()]);
+    assert!(
+        shown.contains("Partition=cpu") && shown.contains("NumNodes=2 "),
+        "{shown}"
+    );
+    c.cli_ok(&["scontrol", "release", &held.to_string()]);
+    let done = c.wait_done(held);
+    assert_eq!(
+        (done["state"].as_str(), done["node_list"].as_str()),
+        (Some("COMPLETED"), Some("cpu[01-02]"))
+    );
+
+    let moved = submit(&c, &["-H", "--wrap=hostname"]);
+    c.cli_ok(&[
+        "scontrol",
+        "update",
+        &format!("JobId={moved}"),
+        "Partition=gpu",
+    ]);
+    c.cli_ok(&["scontrol", "release", &moved.to_string()]);
+    let done = c.wait_done(moved);
+    assert_eq!(
+        (done["partition"].as_str(), done["node_list"].as_str()),
+        (Some("gpu"), Some("gpu01"))
+    );
+
+    // Running: lowered to 3 s, it ends as TIMEOUT though its own limit was 10 minutes.
+    let short = submit(&c, &["-t", "10:00", "--wrap=sleep 120"]);
+    let long = submit(&c, &["-t", "0:05", "--wrap=sleep 8"]);
+    c.wait_state(short, "RUNNING");
+    c.wait_state(long, "RUNNING");
+    let (code, _, err) = c.cli(&["scontrol", "update", &format!("JobId={short}"), "Nice=5"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no longer pending"), "{err}");
+    c.cli_ok(&[
+        "scontrol",
+        "update",
+        &format!("JobId={short}"),
+        "TimeLimit=0:03",
+    ]);
+    // Raised from 5 s to 30 s by an admin: it finishes its 8 s.
+    c.cli_ok(&[
+        "scontrol",
+        "update",
+        &format!("JobId={long}"),
+        "TimeLimit=0:30",
+    ]);
+    assert!(c
+        .cli_ok(&["scontrol", "show", "job", &long.to_string()])
+        .contains("TimeLimit=00:00:30"));
+    assert_eq!(c.wait_done(short)["state"], "TIMEOUT");
+    assert_eq!(c.wait_done(long)["state"], "COMPLETED");
+}

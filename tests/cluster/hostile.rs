@@ -1052,6 +1052,13 @@ fn job_changes_and_comments_are_the_owners_alone() {
         vec!["scontrol", "hold", ids.as_str()],
         vec!["scontrol", "update", job.as_str(), "TimeLimit=1"],
         vec!["scontrol", "update", job.as_str(), "Comment=mine"],
+        vec![
+            "scontrol",
+            "update",
+            job.as_str(),
+            "Partition=gpu",
+            "NumNodes=1",
+        ],
         vec!["scancel", "-s", "USR1", ids.as_str()],
     ] {
         let (code, _, err) = mallory.cli(&c, &args);

@@ -478,6 +478,8 @@ impl Controller {
                 nice,
                 qos,
                 dependency,
+                partition,
+                nodes,
             } => self.apply_update(
                 *job,
                 &JobUpdate {
@@ -486,6 +488,8 @@ impl Controller {
                     nice: *nice,
                     qos: qos.clone(),
                     dependency: dependency.clone(),
+                    partition: partition.clone(),
+                    nodes: *nodes,
                 },
             )?,
         }

@@ -369,6 +369,8 @@ impl ControllerApi for Service {
                     nice: f.nice,
                     qos: f.qos,
                     dependency: f.dependency,
+                    partition: f.partition,
+                    nodes: f.num_nodes,
                 };
                 c.update_jobs(&who, &r.job_ids, update, now)
             }

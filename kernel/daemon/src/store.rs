@@ -215,6 +215,11 @@ pub enum Entry {
         /// The new dependency text (empty: none).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         dependency: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partition: Option<String>,
+        /// The new node count.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nodes: Option<u32>,
     },
     /// An advance reservation created or changed, as resolved (its nodes chosen).
     ReservationSet(Box<ReservationRecord>),

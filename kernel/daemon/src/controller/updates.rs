@@ -22,6 +22,9 @@ pub struct JobUpdate {
     pub qos: Option<String>,
     /// Slurm's dependency text; empty removes them.
     pub dependency: Option<String>,
+    pub partition: Option<String>,
+    /// `NumNodes`.
+    pub nodes: Option<u32>,
 }
 
 impl Controller {
@@ -269,18 +272,36 @@ impl Controller {
                 return Err(invalid(format!("unknown qos '{q}'")));
             }
         }
+        if let Some(p) = &change.partition {
+            if self.sched.cluster().partition_by_name(p).is_none() {
+                return Err(invalid(format!(
+                    "invalid partition name specified: {}",
+                    p.chars().take(64).collect::<String>().escape_debug()
+                )));
+            }
+        }
         let targets = self.owned_targets(who, ids)?;
-        let pending_only = change.time_limit.is_some()
-            || change.nice.is_some()
+        let pending_only = change.nice.is_some()
             || change.qos.is_some()
-            || change.dependency.is_some();
+            || change.dependency.is_some()
+            || change.partition.is_some()
+            || change.nodes.is_some();
         for &id in &targets {
             let Some(job) = self.sched.job(id) else {
                 continue;
             };
             if pending_only && !job.state.is_waiting() {
                 return Err(Refusal::Conflict(format!(
-                    "Job is no longer pending execution for job {}: only a pending job's TimeLimit, Nice, QOS and Dependency change",
+                    "Job is no longer pending execution for job {}: only a pending job's Nice, QOS, Dependency, Partition and NumNodes change",
+                    id.0
+                )));
+            }
+            if change.time_limit.is_some()
+                && !job.state.is_waiting()
+                && !matches!(job.state, JobState::Running | JobState::Suspended)
+            {
+                return Err(Refusal::Conflict(format!(
+                    "Job/step already completing or completed: {}",
                     id.0
                 )));
             }
@@ -337,21 +358,73 @@ impl Controller {
                 nice: change.nice,
                 qos: change.qos.clone(),
                 dependency: change.dependency.clone(),
+                partition: change.partition.clone(),
+                nodes: change.nodes,
             })
             .collect();
+        // Checked by the kernel before anything is logged: an update the kernel would
+        // refuse (a shape that can never run) must not reach the log.
+        for &id in &targets {
+            self.check_update(id, &change)?;
+        }
         self.log(now, &entries)?;
         for &id in &targets {
             self.apply_update(id, &change)?;
+            if change.time_limit.is_some() {
+                self.send_time_limit(id, now);
+            }
             self.publish_job(id, now);
         }
         Ok(targets)
     }
 
+    /// Whether the kernel takes a partition or node count change (asked before the
+    /// change is logged).
+    fn check_update(&self, id: JobId, change: &JobUpdate) -> Result<(), Refusal> {
+        if change.partition.is_some() || change.nodes.is_some() {
+            self.sched
+                .check_reshape(id, change.partition.as_deref(), change.nodes)
+                .map_err(invalid)?;
+        }
+        Ok(())
+    }
+
+    /// Tells the agent of a running job its new limit.
+    fn send_time_limit(&mut self, id: JobId, now: Time) {
+        let Some(job) = self.sched.job(id) else {
+            return;
+        };
+        if !matches!(job.state, JobState::Running | JobState::Suspended) {
+            return;
+        }
+        let remaining = job.expected_end().map(|end| (end - now).max(0));
+        let run = job.requeue_count;
+        if let Some(node) = self.first_node(id) {
+            self.send(
+                node,
+                api::agent_command::What::TimeLimit(api::RunTimeLimit {
+                    job_id: id.0,
+                    run,
+                    remaining_s: remaining,
+                }),
+            );
+        }
+    }
+
     /// Applies a logged update (live and on restore).
     pub(super) fn apply_update(&mut self, id: JobId, change: &JobUpdate) -> Result<(), Refusal> {
         if let Some(limit) = change.time_limit {
+            let waiting = self.sched.job(id).is_some_and(|j| j.state.is_waiting());
+            if waiting {
+                self.sched.set_time_limit(id, limit.seconds())
+            } else {
+                self.sched.set_running_time_limit(id, limit.seconds())
+            }
+            .map_err(invalid)?;
+        }
+        if change.partition.is_some() || change.nodes.is_some() {
             self.sched
-                .set_time_limit(id, limit.seconds())
+                .reshape(id, change.partition.as_deref(), change.nodes)
                 .map_err(invalid)?;
         }
         if let Some(n) = change.nice {
