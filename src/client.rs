@@ -1420,25 +1420,7 @@ pub async fn acct(conn: &Conn, a: AcctArgs) -> Result<()> {
     if a.table.print_delimited(&names, &rows) {
         return Ok(());
     }
-    // As sacct: each column its width and a space; names cut to fit, values cut with a
-    // '+' where they do not fit.
-    if !a.table.noheader {
-        let head: String = fields
-            .iter()
-            .map(|f| f.cell(&f.name, false) + " ")
-            .collect();
-        println!("{head}");
-        let rule: String = fields.iter().map(|f| "-".repeat(f.width) + " ").collect();
-        println!("{rule}");
-    }
-    for r in rows {
-        let line: String = r
-            .iter()
-            .zip(&fields)
-            .map(|(v, f)| f.cell(v, true) + " ")
-            .collect();
-        println!("{line}");
-    }
+    format::print_columns(&fields, &rows, !a.table.noheader);
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use clap::Args;
 use gantry_api as api;
 
 use crate::client::{client, comma_list, print_json, refused, Conn, TableArgs};
+use crate::format::Column;
 
 #[derive(Args, Debug)]
 pub struct SharesArgs {
@@ -101,40 +102,16 @@ pub async fn shares(conn: &Conn, a: SharesArgs) -> Result<()> {
     if a.table.print_delimited(&HEAD, &cells) {
         return Ok(());
     }
-    let widths = [20usize, 10, 10, 11, 11, 13, 10];
-    if !a.table.noheader {
-        let head: Vec<String> = HEAD
-            .iter()
-            .zip(widths)
-            .enumerate()
-            .map(|(i, (h, w))| {
-                if i == 0 {
-                    format!("{h:<w$}")
-                } else {
-                    format!("{h:>w$}")
-                }
-            })
-            .collect();
-        println!("{} ", head.join(" "));
-        let rule: Vec<String> = widths.iter().map(|&w| "-".repeat(w)).collect();
-        println!("{} ", rule.join(" "));
-    }
-    for r in &cells {
-        let cells: Vec<String> = r
-            .iter()
-            .zip(widths)
-            .enumerate()
-            .map(|(i, (v, w))| {
-                let v: String = v.chars().take(w).collect();
-                if i == 0 {
-                    format!("{v:<w$}")
-                } else {
-                    format!("{v:>w$}")
-                }
-            })
-            .collect();
-        println!("{} ", cells.join(" "));
-    }
+    let columns: Vec<Column> = HEAD
+        .iter()
+        .zip([20usize, 10, 10, 11, 11, 13, 10])
+        .enumerate()
+        .map(|(i, (h, w))| Column {
+            left: i == 0,
+            ..Column::right(*h, w)
+        })
+        .collect();
+    crate::format::print_columns(&columns, &cells, !a.table.noheader);
     Ok(())
 }
 
@@ -314,25 +291,19 @@ pub async fn stat(conn: &Conn, a: StatArgs) -> Result<()> {
     if a.table.print_delimited(&fields, &rows) {
         return Ok(());
     }
-    let cell = |v: &str, f: &str| {
-        if f.eq_ignore_ascii_case("jobid") {
-            format!("{v:<12}")
-        } else {
-            format!("{v:>10}")
-        }
-    };
-    if !a.table.noheader {
-        let head: Vec<String> = fields.iter().map(|f| cell(f, f)).collect();
-        println!("{} ", head.join(" "));
-        let rule: Vec<String> = fields
-            .iter()
-            .map(|f| "-".repeat(cell("", f).len()))
-            .collect();
-        println!("{} ", rule.join(" "));
-    }
-    for r in rows {
-        let cells: Vec<String> = r.iter().zip(&fields).map(|(v, f)| cell(v, f)).collect();
-        println!("{} ", cells.join(" "));
-    }
+    let columns: Vec<Column> = fields
+        .iter()
+        .map(|f| {
+            if f.eq_ignore_ascii_case("jobid") {
+                Column {
+                    left: true,
+                    ..Column::right(*f, 12)
+                }
+            } else {
+                Column::right(*f, 10)
+            }
+        })
+        .collect();
+    crate::format::print_columns(&columns, &rows, !a.table.noheader);
     Ok(())
 }

@@ -754,16 +754,27 @@ pub const SACCT_FIELDS: &[&str] = &[
     "WorkDir",
 ];
 
-/// One column of sacct's table: a field and its width.
+/// One column of the fixed-width tables of sacct, sshare, sstat and sreport (Slurm's
+/// `print_fields`): a name, a width, and which side text sits on.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SacctColumn {
+pub struct Column {
     pub name: String,
     pub width: usize,
+    pub left: bool,
 }
 
-impl SacctColumn {
-    /// The text padded to the column: job ids left, the rest right; too long a value
-    /// is cut with a `+` at its end, as sacct marks it.
+impl Column {
+    /// A right-justified column.
+    pub fn right(name: impl Into<String>, width: usize) -> Self {
+        Self {
+            name: name.into(),
+            width,
+            left: false,
+        }
+    }
+
+    /// The text padded to the column; too long a value is cut with a `+` at its end,
+    /// as Slurm marks it (a name is only cut).
     pub fn cell(&self, text: &str, value: bool) -> String {
         let w = self.width;
         let count = text.chars().count();
@@ -780,7 +791,7 @@ impl SacctColumn {
         } else {
             text.to_string()
         };
-        if self.name.eq_ignore_ascii_case("jobid") || self.name.eq_ignore_ascii_case("jobidraw") {
+        if self.left {
             format!("{text:<w$}")
         } else {
             format!("{text:>w$}")
@@ -788,9 +799,28 @@ impl SacctColumn {
     }
 }
 
+/// Prints a fixed-width table: names, a rule of dashes, then the rows; each cell
+/// followed by a space, as Slurm's tools print them.
+pub fn print_columns(columns: &[Column], rows: &[Vec<String>], header: bool) {
+    if header {
+        let head: String = columns.iter().map(|c| c.cell(&c.name, false) + " ").collect();
+        println!("{head}");
+        let rule: String = columns.iter().map(|c| "-".repeat(c.width) + " ").collect();
+        println!("{rule}");
+    }
+    for r in rows {
+        let line: String = r
+            .iter()
+            .zip(columns)
+            .map(|(v, c)| c.cell(v, true) + " ")
+            .collect();
+        println!("{line}");
+    }
+}
+
 /// `JobID,State%20,ExitCode` → columns with sacct's default widths (JobID 12, ExitCode
 /// 8, NodeList 15, WorkDir 30, the rest 10) unless one is given.
-pub fn sacct_columns(format: &str) -> Result<Vec<SacctColumn>> {
+pub fn sacct_columns(format: &str) -> Result<Vec<Column>> {
     let mut out = Vec::new();
     for f in format.split(',').map(str::trim).filter(|f| !f.is_empty()) {
         let (name, width) = match f.split_once('%') {
@@ -819,9 +849,10 @@ pub fn sacct_columns(format: &str) -> Result<Vec<SacctColumn>> {
             "Start" | "End" | "Submit" | "Eligible" => 19,
             _ => 10,
         };
-        out.push(SacctColumn {
+        out.push(Column {
             name: canonical.to_string(),
             width: width.unwrap_or(default),
+            left: matches!(canonical, "JobID" | "JobIDRaw"),
         });
     }
     if out.is_empty() {

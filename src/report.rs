@@ -219,34 +219,20 @@ pub async fn report(conn: &Conn, a: ReportArgs) -> Result<()> {
         println!("Usage reported in {what} {unit_name}");
         println!("{rule}");
     }
-    let widths: Vec<usize> = head
+    // Each column as wide as its widest value (at least 9), so nothing is cut.
+    let columns: Vec<crate::format::Column> = head
         .iter()
         .enumerate()
         .map(|(i, h)| {
-            rows.iter()
+            let width = rows
+                .iter()
                 .map(|r| r[i].chars().count())
                 .chain([h.len(), 9])
                 .max()
-                .unwrap_or(9)
+                .unwrap_or(9);
+            crate::format::Column::right(*h, width)
         })
         .collect();
-    if !a.table.noheader {
-        let h: Vec<String> = head
-            .iter()
-            .zip(&widths)
-            .map(|(h, w)| format!("{h:>w$}"))
-            .collect();
-        println!("{} ", h.join(" "));
-        let d: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-        println!("{} ", d.join(" "));
-    }
-    for r in rows {
-        let cells: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(v, w)| format!("{v:>w$}"))
-            .collect();
-        println!("{} ", cells.join(" "));
-    }
+    crate::format::print_columns(&columns, &rows, !a.table.noheader);
     Ok(())
 }
