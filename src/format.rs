@@ -67,7 +67,7 @@ pub fn limit(s: i64) -> String {
 }
 
 /// Slurm's `(null)` for an empty value.
-fn or_null(s: &str) -> String {
+pub fn or_null(s: &str) -> String {
     if s.is_empty() {
         "(null)".into()
     } else {
@@ -533,13 +533,6 @@ pub fn user_with_id(j: &api::JobInfo) -> String {
 /// names its array; each node's cores and GPUs follow, as `scontrol -d` shows them).
 pub fn scontrol_job(j: &api::JobInfo, now: i64) -> String {
     use std::fmt::Write;
-    let or_null = |s: &str| {
-        if s.is_empty() {
-            "(null)".to_string()
-        } else {
-            s.to_string()
-        }
-    };
     let or_none = |t: i64| {
         if t > 0 {
             timestamp(t)
@@ -803,7 +796,10 @@ impl Column {
 /// followed by a space, as Slurm's tools print them.
 pub fn print_columns(columns: &[Column], rows: &[Vec<String>], header: bool) {
     if header {
-        let head: String = columns.iter().map(|c| c.cell(&c.name, false) + " ").collect();
+        let head: String = columns
+            .iter()
+            .map(|c| c.cell(&c.name, false) + " ")
+            .collect();
         println!("{head}");
         let rule: String = columns.iter().map(|c| "-".repeat(c.width) + " ").collect();
         println!("{rule}");

@@ -10,7 +10,7 @@ use crate::client::{client, print_json, refused, Conn};
 use crate::format::{self, printable};
 
 /// `KEY=VALUE` words (keys in any case) → the fields of a reservation request.
-pub fn parse_fields(words: &[String]) -> Result<api::ReservationFields> {
+fn parse_fields(words: &[String]) -> Result<api::ReservationFields> {
     let now = crate::when::now();
     let mut f = api::ReservationFields::default();
     for w in words {
@@ -99,7 +99,7 @@ async fn change(
     .reservations)
 }
 
-pub async fn fetch(conn: &Conn, name: Option<&str>) -> Result<Vec<api::ReservationInfo>> {
+async fn fetch(conn: &Conn, name: Option<&str>) -> Result<Vec<api::ReservationInfo>> {
     let mut c = client(conn).await?;
     Ok(c.reservations(api::ReservationsRequest {
         name: name.unwrap_or_default().to_string(),
@@ -119,15 +119,11 @@ fn state(r: &api::ReservationInfo) -> &'static str {
 }
 
 fn or_null(list: &[String]) -> String {
-    if list.is_empty() {
-        "(null)".into()
-    } else {
-        printable(&list.join(",")).into_owned()
-    }
+    format::or_null(&printable(&list.join(",")))
 }
 
 /// `scontrol show reservation` for one reservation, in Slurm's layout.
-pub fn scontrol_text(r: &api::ReservationInfo) -> String {
+fn scontrol_text(r: &api::ReservationInfo) -> String {
     let mut flags = r.flags.clone();
     if !flags.is_empty() {
         flags.push(',');
@@ -142,7 +138,7 @@ pub fn scontrol_text(r: &api::ReservationInfo) -> String {
         compress_hostlist(&r.nodes),
         r.nodes.len(),
         r.cores,
-        if r.partition.is_empty() { "(null)" } else { &r.partition },
+        format::or_null(&r.partition),
         flags,
         r.cores,
         or_null(&r.users),

@@ -206,9 +206,11 @@ impl Walk {
                 .iter()
                 .map(|p| p.nodes.iter().all(|&n| !cluster.node(n).schedulable())),
         );
-        for (id, r) in s.reservations() {
-            if r.end > now {
-                self.hold_window(r.start.max(now), r.end, &r.nodes, Holder::Advance(id));
+        // Straight from the table: `Scheduler::reservations` sorts for display.
+        for (i, r) in s.reservations.iter().enumerate() {
+            if let Some(r) = r.as_ref().filter(|r| r.end > now) {
+                let holder = Holder::Advance(ResvId(i as u32));
+                self.hold_window(r.start.max(now), r.end, &r.nodes, holder);
             }
         }
     }
@@ -247,10 +249,10 @@ impl Walk {
     }
 
     /// Whether job `owner` may use `node` over `[from, to)`: free of others' windows,
-    /// and inside its advance reservation when it has one.
+    /// and, when it has an advance reservation, one of its nodes (those that carry its
+    /// window; `reset` gives every reservation not yet ended one).
     fn may_use(
         &self,
-        s: &Scheduler,
         node: NodeId,
         from: Time,
         to: Time,
@@ -258,8 +260,9 @@ impl Walk {
         resv: Option<ResvId>,
     ) -> bool {
         resv.is_none_or(|r| {
-            s.reservation(r)
-                .is_some_and(|r| r.nodes.binary_search(&node).is_ok())
+            self.reserved[node.index()]
+                .iter()
+                .any(|&(_, _, h)| h == Holder::Advance(r))
         }) && self.free_over(node, from, to, owner, resv)
     }
 
@@ -349,34 +352,6 @@ const MAX_BATCH: usize = 512;
 
 fn end_of(limit: Option<Time>, now: Time) -> Time {
     limit.map_or(Time::MAX, |l| now.saturating_add(l))
-}
-
-/// Where and until when a job starting now may run, owned, so it can be checked while
-/// the scheduler is borrowed for the allocation.
-struct StartWindow {
-    id: JobId,
-    end: Time,
-    resv: Option<ResvId>,
-    /// Its advance reservation's nodes (sorted), when it has one.
-    resv_nodes: Option<Vec<NodeId>>,
-}
-
-impl StartWindow {
-    fn new(s: &Scheduler, id: JobId, resv: Option<ResvId>, end: Time) -> Self {
-        Self {
-            id,
-            end,
-            resv,
-            resv_nodes: resv.and_then(|r| Some(s.reservation(r)?.nodes.clone())),
-        }
-    }
-
-    fn usable(&self, walk: &Walk, n: NodeId, now: Time) -> bool {
-        self.resv_nodes
-            .as_ref()
-            .is_none_or(|r| r.binary_search(&n).is_ok())
-            && walk.free_over(n, now, self.end, self.id, self.resv)
-    }
 }
 
 /// The end of a run started at `now`: its time limit, or its advance reservation's end
@@ -511,7 +486,7 @@ pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {
                     }
                     continue;
                 }
-                let usable = |n: NodeId| walk.may_use(s, n, now, end, id, p.resv);
+                let usable = |n: NodeId| walk.may_use(n, now, end, id, p.resv);
                 let (units, gpus_per_node) = (job.shape.units_needed(), job.shape.gpus_per_node);
                 s.cluster()
                     .candidates(p.partition, &job.shape, &usable, slack)
@@ -668,8 +643,7 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
         let job = s.job(id).expect("batched jobs exist");
         let (part, shape, resv) = (job.partition, job.shape.clone(), job.reservation);
         let end = run_end(s, job.time_limit, resv, now);
-        let window = StartWindow::new(s, id, resv, end);
-        let usable = |n: NodeId| window.usable(walk, n, now);
+        let usable = |n: NodeId| walk.may_use(n, now, end, id, resv);
         let cluster = s.parts().cluster;
         let alloc = cluster.allocate(&shape, &nodes, &usable).or_else(|| {
             let fresh: Vec<NodeId> = cluster
@@ -1097,7 +1071,7 @@ fn starts_once_completing_runs_end(
     }
     let Some(job) = s.job(id) else { return false };
     let end = run_end(s, job.time_limit, job.reservation, now);
-    let usable = |n: NodeId| walk.may_use(s, n, now, end, id, job.reservation);
+    let usable = |n: NodeId| walk.may_use(n, now, end, id, job.reservation);
     let trial = after.get_or_insert_with(|| {
         let mut c = s.cluster().clone();
         for run in s.completing().values() {
@@ -1213,8 +1187,7 @@ fn preempt(s: &mut Scheduler, walk: &Walk, now: Time, out: &mut CycleOutcome) {
         let job = s.job(id).expect("queried jobs exist");
         let (part, shape, resv) = (job.partition, job.shape.clone(), job.reservation);
         let end = run_end(s, job.time_limit, resv, now);
-        let window = StartWindow::new(s, id, resv, end);
-        let usable = |n: NodeId| window.usable(walk, n, now);
+        let usable = |n: NodeId| walk.may_use(n, now, end, id, resv);
         // Dry run on a copy: only preempt when it really lets the job start.
         let mut trial = s.cluster().clone();
         for &(v, mode) in &victims {

@@ -231,32 +231,38 @@ impl Scheduler {
             Some(p) => cluster.partition(p).nodes.clone(),
             None => cluster.nodes.iter().map(|n| n.id).collect(),
         };
-        // Another reservation's window on a node over ours, unless one of us may overlap.
-        let reserved_elsewhere = |n: NodeId| {
-            !(req.flags.overlap || req.flags.maint)
-                && self.reservations.iter().enumerate().any(|(i, r)| {
-                    r.as_ref().is_some_and(|r| {
-                        Some(ResvId(i as u32)) != replacing
-                            && !(r.flags.overlap || r.flags.maint)
-                            && r.overlaps(req.start, req.end)
-                            && r.nodes.binary_search(&n).is_ok()
-                    })
-                })
-        };
-        // A running job that may still run at the start (no limit, or one past it), other
-        // than the reservation's own.
-        let busy_with_jobs = |n: NodeId| {
-            !req.flags.ignore_jobs
-                && self.running().iter().any(|&j| {
-                    self.job(j).is_some_and(|j| {
-                        (replacing.is_none() || j.reservation != replacing)
-                            && j.expected_end().is_none_or(|e| e > req.start)
-                            && j.allocation
-                                .as_ref()
-                                .is_some_and(|a| a.nodes.iter().any(|x| x.node == n))
-                    })
-                })
-        };
+        // Per node: in another reservation over our window (unless one of us may
+        // overlap), and running a job that may still run at our start (no limit, or one
+        // past it) other than our own. Each computed in one pass, so a request over a
+        // large cluster costs nodes + jobs, not their product.
+        let mut reserved = vec![false; cluster.nodes.len()];
+        if !(req.flags.overlap || req.flags.maint) {
+            for (i, r) in self.reservations.iter().enumerate() {
+                let Some(r) = r else { continue };
+                if Some(ResvId(i as u32)) != replacing
+                    && !(r.flags.overlap || r.flags.maint)
+                    && r.overlaps(req.start, req.end)
+                {
+                    for &n in &r.nodes {
+                        reserved[n.index()] = true;
+                    }
+                }
+            }
+        }
+        let mut busy = vec![false; cluster.nodes.len()];
+        if !req.flags.ignore_jobs {
+            for j in self.running().iter().filter_map(|&j| self.job(j)) {
+                if (replacing.is_none() || j.reservation != replacing)
+                    && j.expected_end().is_none_or(|e| e > req.start)
+                {
+                    for a in j.allocation.iter().flat_map(|a| &a.nodes) {
+                        busy[a.node.index()] = true;
+                    }
+                }
+            }
+        }
+        let reserved_elsewhere = |n: NodeId| reserved[n.index()];
+        let busy_with_jobs = |n: NodeId| busy[n.index()];
         // Nodes named (or all): every one must be free of both.
         let all_free = |nodes: &[NodeId]| -> Result<(), ReservationError> {
             if let Some(&n) = nodes.iter().find(|&&n| reserved_elsewhere(n)) {

@@ -211,6 +211,12 @@ fn bounded(text: &str, max: usize) -> String {
     text[..end].to_string()
 }
 
+/// A user-given name as an error may quote it: at most 64 bytes, control characters
+/// escaped.
+fn quoted(name: &str) -> String {
+    bounded(name, 64).escape_debug().to_string()
+}
+
 /// The run of `job` that is (or was last) sent to an agent.
 fn job_run(job: &Job) -> api::JobRun {
     api::JobRun {

@@ -11,7 +11,7 @@ use gantry_kernel::reservation::{
 use gantry_kernel::units::expand_hostlist_at_most;
 use gantry_kernel::Time;
 
-use super::{invalid, Caller, Controller, Refusal};
+use super::{invalid, quoted, Caller, Controller, Refusal};
 use crate::store::{Entry, ReservationRecord};
 
 /// The longest user or account name a reservation may list.
@@ -87,7 +87,7 @@ impl Controller {
             Change::Delete(name) => {
                 if self.sched.reservation_by_name(&name).is_none() {
                     return Err(Refusal::NotFound(
-                        ReservationError::NotFound(bounded(&name)).to_string(),
+                        ReservationError::NotFound(quoted(&name)).to_string(),
                     ));
                 }
                 self.log(now, &[Entry::ReservationDeleted { name: name.clone() }])?;
@@ -98,7 +98,7 @@ impl Controller {
             Change::Create(f) => (f, None),
             Change::Update(f) => {
                 let id = self.sched.reservation_by_name(&f.name).ok_or_else(|| {
-                    Refusal::NotFound(ReservationError::NotFound(bounded(&f.name)).to_string())
+                    Refusal::NotFound(ReservationError::NotFound(quoted(&f.name)).to_string())
                 })?;
                 (f, Some(id))
             }
@@ -182,7 +182,7 @@ impl Controller {
             (Some(p), _) => Some(cluster.partition_by_name(p).ok_or_else(|| {
                 invalid(format!(
                     "Reservation request invalid: unknown partition '{}'",
-                    bounded(p)
+                    quoted(p)
                 ))
             })?),
             (None, Some(o)) => o.partition,
@@ -202,7 +202,7 @@ impl Controller {
                     .iter()
                     .map(|n| {
                         cluster.node_by_name(n).ok_or_else(|| {
-                            invalid(format!("invalid node name specified: {}", bounded(n)))
+                            invalid(format!("invalid node name specified: {}", quoted(n)))
                         })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
@@ -240,7 +240,7 @@ impl Controller {
             }) {
                 return Err(invalid(format!(
                     "Reservation request invalid: '{}' is not a name {what} may list (negated lists are not supported)",
-                    bounded(bad)
+                    quoted(bad)
                 )));
             }
             Ok(names)
@@ -279,7 +279,7 @@ impl Controller {
         if !name.is_empty() && shown.is_empty() {
             return Err(Refusal::NotFound(format!(
                 "Reservation {} not found",
-                bounded(name)
+                quoted(name)
             )));
         }
         Ok(shown)
@@ -350,11 +350,4 @@ impl Controller {
             .is_none_or(|l| left < l)
             .then_some(left.max(1))
     }
-}
-
-/// A user-given name as it may appear in an error: at most 64 characters, control
-/// characters escaped.
-fn bounded(s: &str) -> String {
-    let cut: String = s.chars().take(64).collect();
-    cut.escape_debug().to_string()
 }

@@ -276,7 +276,7 @@ impl Controller {
             if self.sched.cluster().partition_by_name(p).is_none() {
                 return Err(invalid(format!(
                     "invalid partition name specified: {}",
-                    p.chars().take(64).collect::<String>().escape_debug()
+                    super::quoted(p)
                 )));
             }
         }
