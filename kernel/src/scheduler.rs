@@ -156,6 +156,35 @@ struct ArrayGroup {
     throttle: Option<u32>,
     running: u32,
     tasks: Vec<JobId>,
+    indices: ArrayIndices,
+}
+
+/// An array's task indices in summary, as every task's environment gives them
+/// (`SLURM_ARRAY_TASK_COUNT`, `_MIN`, `_MAX`, `_STEP`): kept at submission, so a
+/// launch does not walk a 100,000-task array.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArrayIndices {
+    pub count: u32,
+    pub min: u32,
+    pub max: u32,
+    /// The distance between consecutive indices when it is always the same, else 1.
+    pub step: u32,
+}
+
+impl ArrayIndices {
+    fn of(indices: &[u32]) -> Self {
+        let mut gaps = indices.windows(2).map(|w| w[1].abs_diff(w[0]));
+        let step = match gaps.next() {
+            Some(first) if gaps.all(|g| g == first) => first,
+            _ => 1,
+        };
+        Self {
+            count: indices.len() as u32,
+            min: indices.iter().copied().min().unwrap_or(0),
+            max: indices.iter().copied().max().unwrap_or(0),
+            step,
+        }
+    }
 }
 
 enum DependencyStatus {
@@ -282,6 +311,11 @@ impl Scheduler {
     /// How many tasks of the array `id` may run at once (`--array=0-9%2`), if limited.
     pub fn array_throttle(&self, id: JobId) -> Option<u32> {
         self.arrays.get(&id).and_then(|g| g.throttle)
+    }
+
+    /// The task indices of the array `id`, in summary.
+    pub fn array_indices(&self, id: JobId) -> Option<ArrayIndices> {
+        self.arrays.get(&id).map(|g| g.indices)
     }
 
     fn job_mut(&mut self, id: JobId) -> &mut Job {
@@ -485,6 +519,7 @@ impl Scheduler {
                     throttle: a.throttle,
                     running: 0,
                     tasks: ids.clone(),
+                    indices: ArrayIndices::of(&a.indices),
                 },
             );
         }

@@ -1213,3 +1213,22 @@ fn a_job_past_its_deadline_is_removed() {
         "a deadline needs a time limit"
     );
 }
+
+#[test]
+fn an_arrays_indices_are_summarised_once_for_every_task() {
+    let mut s = scheduler(
+        Cluster::homogeneous(1, 4, 16_000),
+        SchedulerConfig::default(),
+    );
+    let mut stepped = cpu_job("u", 1, 60);
+    stepped.array = Some(ArraySpec::parse("1-9:4").unwrap());
+    let first = s.submit(stepped, 0).unwrap()[0];
+    let a = s.array_indices(first).unwrap();
+    assert_eq!((a.count, a.min, a.max, a.step), (3, 1, 9, 4));
+    let mut uneven = cpu_job("u", 1, 60);
+    uneven.array = Some(ArraySpec::parse("1,2,5").unwrap());
+    let first = s.submit(uneven, 0).unwrap()[0];
+    let a = s.array_indices(first).unwrap();
+    assert_eq!((a.count, a.min, a.max, a.step), (3, 1, 5, 1));
+    assert_eq!(s.array_indices(JobId(999)), None);
+}

@@ -891,27 +891,15 @@ impl Controller {
         if let Some(r) = job.reservation.and_then(|r| self.sched.reservation(r)) {
             env.insert("SLURM_JOB_RESERVATION".into(), r.name.clone());
         }
-        if let Some(a) = job.array {
-            // The whole array's indices, as Slurm gives every task.
-            let indices: Vec<u32> = self
-                .sched
-                .array_tasks(a.array_job)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|&t| self.sched.job(t)?.array.map(|x| x.index))
-                .collect();
-            let (min, max) = (
-                indices.iter().min().copied().unwrap_or(a.index),
-                indices.iter().max().copied().unwrap_or(a.index),
-            );
-            let step = match indices.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>()[..] {
-                [first, ref rest @ ..] if rest.iter().all(|&d| d == first) => first,
-                _ => 1,
-            };
-            env.insert("SLURM_ARRAY_TASK_COUNT".into(), indices.len().to_string());
-            env.insert("SLURM_ARRAY_TASK_MIN".into(), min.to_string());
-            env.insert("SLURM_ARRAY_TASK_MAX".into(), max.to_string());
-            env.insert("SLURM_ARRAY_TASK_STEP".into(), step.to_string());
+        // The whole array's indices, as Slurm gives every task.
+        if let Some(a) = job
+            .array
+            .and_then(|a| self.sched.array_indices(a.array_job))
+        {
+            env.insert("SLURM_ARRAY_TASK_COUNT".into(), a.count.to_string());
+            env.insert("SLURM_ARRAY_TASK_MIN".into(), a.min.to_string());
+            env.insert("SLURM_ARRAY_TASK_MAX".into(), a.max.to_string());
+            env.insert("SLURM_ARRAY_TASK_STEP".into(), a.step.to_string());
         }
         let cmd = api::LaunchJob {
             here: Some(self.node_allocation(here)),
