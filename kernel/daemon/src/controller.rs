@@ -987,9 +987,12 @@ impl Controller {
         self.nodes[id.index()].last_seen = Some(now);
         // What it says its own parts of running jobs use: kept for sstat, bounded, and
         // only for jobs that run here.
+        // Bounded before it is looked at: a node sends one entry per part of a job it
+        // runs, so more than the bound is not a node speaking for itself.
         let usage: Vec<api::NodeUsage> = req
             .usage
             .iter()
+            .take(MAX_USAGE_PER_NODE)
             .filter(|u| {
                 self.sched.job(JobId(u.job_id)).is_some_and(|j| {
                     j.state == JobState::Running
@@ -998,7 +1001,6 @@ impl Controller {
                             .is_some_and(|a| a.nodes.iter().any(|n| n.node == id))
                 })
             })
-            .take(MAX_USAGE_PER_NODE)
             .cloned()
             .collect();
         self.nodes[id.index()].usage = usage;
