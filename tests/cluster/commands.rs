@@ -959,6 +959,35 @@ fn advance_reservations() {
         &["--reservation=brief", "-t", "10:00", "--wrap=sleep 60"],
     );
     assert_eq!(c.wait_done(cut)["state"], "TIMEOUT");
+    // Shortened while its job runs: the job ends at the new end.
+    c.cli_ok(&[
+        "scontrol",
+        "create",
+        "reservation",
+        "ReservationName=brief2",
+        "StartTime=now",
+        "Duration=10:00",
+        "Nodes=cpu02",
+        &users,
+    ]);
+    let shortened = submit(
+        &c,
+        &["--reservation=brief2", "-t", "10:00", "--wrap=sleep 60"],
+    );
+    c.wait_state(shortened, "RUNNING");
+    c.cli_ok(&[
+        "scontrol",
+        "update",
+        "ReservationName=brief2",
+        "EndTime=now+3",
+    ]);
+    let since = Instant::now();
+    assert_eq!(c.wait_done(shortened)["state"], "TIMEOUT");
+    assert!(
+        since.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        since.elapsed()
+    );
     let table = c.cli_ok(&["sinfo", "-T", "-h"]);
     assert!(!table.contains("brief"), "deleted once ended: {table}");
 

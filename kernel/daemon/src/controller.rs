@@ -878,9 +878,9 @@ impl Controller {
             }
         };
         let mut info = self.job_info(job);
-        // A job in a reservation is ended when the reservation ends, as its limit.
-        if let Some(cap) = self.reservation_cap(job) {
-            info.time_limit_s = cap;
+        // Its limit from its start, or its reservation's end when that comes first.
+        if let (Some(end), Some(start)) = (self.run_end(job), job.start_time) {
+            info.time_limit_s = (end - start).max(1);
         }
         let run = job.requeue_count;
         let mut env: HashMap<String, String> = launch.env.iter().cloned().collect();

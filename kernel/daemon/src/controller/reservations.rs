@@ -6,7 +6,7 @@
 use gantry_api as api;
 use gantry_kernel::reservation::{
     AdvanceReservation, NodeSelection, ReservationError, ReservationFlags, ReservationRequest,
-    MAX_LISTED, MAX_NAME_BYTES,
+    ResvId, MAX_LISTED, MAX_NAME_BYTES,
 };
 use gantry_kernel::units::expand_hostlist_at_most;
 use gantry_kernel::Time;
@@ -85,13 +85,17 @@ impl Controller {
         }
         let (fields, replacing) = match change {
             Change::Delete(name) => {
-                if self.sched.reservation_by_name(&name).is_none() {
+                let Some(id) = self.sched.reservation_by_name(&name) else {
                     return Err(Refusal::NotFound(
                         ReservationError::NotFound(quoted(&name)).to_string(),
                     ));
-                }
+                };
                 self.log(now, &[Entry::ReservationDeleted { name: name.clone() }])?;
                 self.sched.delete_reservation(&name).map_err(invalid)?;
+                // Its running jobs run on, to their own limits.
+                for j in self.running_in(id) {
+                    self.send_time_limit(j, now);
+                }
                 tracing::info!(reservation = %name, by = %who.user, "reservation deleted");
                 return Ok(Vec::new());
             }
@@ -117,6 +121,10 @@ impl Controller {
         let record = self.record_of(&planned);
         self.log(now, &[Entry::ReservationSet(Box::new(record))])?;
         let id = self.sched.set_reservation(planned);
+        // Its running jobs end when it now ends.
+        for j in self.running_in(id) {
+            self.send_time_limit(j, now);
+        }
         tracing::info!(reservation = %req.name, by = %who.user, "reservation set");
         Ok(self
             .sched
@@ -131,7 +139,7 @@ impl Controller {
     fn reservation_request(
         &self,
         f: &api::ReservationFields,
-        replacing: Option<gantry_kernel::reservation::ResvId>,
+        replacing: Option<ResvId>,
         who: &Caller,
     ) -> Result<ReservationRequest, Refusal> {
         let cluster = self.sched.cluster();
@@ -341,13 +349,27 @@ impl Controller {
         (names, maint)
     }
 
-    /// The seconds a job in a reservation may run from its start before the
-    /// reservation ends (`None`: not in one, or its limit ends first).
-    pub(super) fn reservation_cap(&self, job: &gantry_kernel::job::Job) -> Option<Time> {
-        let r = self.sched.reservation(job.reservation?)?;
-        let left = r.end - job.start_time?;
-        job.time_limit
-            .is_none_or(|l| left < l)
-            .then_some(left.max(1))
+    /// When a running job's run must end: at its time limit (suspensions added), or
+    /// when its advance reservation ends if that comes first; `None`: never.
+    pub(super) fn run_end(&self, job: &gantry_kernel::job::Job) -> Option<Time> {
+        let own = job.expected_end();
+        let resv = job
+            .reservation
+            .and_then(|r| self.sched.reservation(r))
+            .map(|r| r.end);
+        match (own, resv) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The running jobs inside reservation `id`.
+    fn running_in(&self, id: ResvId) -> Vec<gantry_kernel::JobId> {
+        self.sched
+            .running()
+            .iter()
+            .copied()
+            .filter(|&j| self.sched.job(j).is_some_and(|j| j.reservation == Some(id)))
+            .collect()
     }
 }
