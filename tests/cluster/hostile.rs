@@ -1089,6 +1089,107 @@ fn job_changes_and_comments_are_the_owners_alone() {
     c.cli_ok(&["scancel", &ids]);
 }
 
+/// A user may not extend a running job's time limit (its agent still ends it at the
+/// old one), touch another's, manage reservations, or smuggle an oversized or
+/// terminal-controlling reservation name into a submission or an error.
+#[test]
+fn running_limits_and_reservations_resist_users() {
+    needs_root!();
+    let (mallory, victim) = users();
+    let c = Cluster::start(Options::default());
+    let theirs = victim.submit(&c, &["-t", "10:00", "-o", "/dev/null", "--wrap=sleep 60"]);
+    let mine = mallory.submit(&c, &["-t", "0:04", "-o", "/dev/null", "--wrap=sleep 30"]);
+    c.wait_state(theirs, "RUNNING");
+    c.wait_state(mine, "RUNNING");
+    let (code, _, err) = mallory.cli(
+        &c,
+        &[
+            "scontrol",
+            "update",
+            &format!("JobId={theirs}"),
+            "TimeLimit=0:01",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("permission denied"), "{err}");
+    let (code, _, err) = mallory.cli(
+        &c,
+        &[
+            "scontrol",
+            "update",
+            &format!("JobId={mine}"),
+            "TimeLimit=1:00:00",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("only an administrator may raise"), "{err}");
+    let since = Instant::now();
+    assert_eq!(c.wait_done(mine)["state"], "TIMEOUT");
+    assert!(
+        since.elapsed() < Duration::from_secs(20),
+        "ended at its own limit"
+    );
+    assert_eq!(c.job(theirs)["state"], "RUNNING");
+
+    let users = format!("Users={}", victim.name);
+    c.cli_ok(&[
+        "scontrol",
+        "create",
+        "reservation",
+        "ReservationName=theirs",
+        "StartTime=now+1hour",
+        "Duration=10:00",
+        "Nodes=gpu01",
+        &users,
+    ]);
+    for args in [
+        vec!["scontrol", "delete", "ReservationName=theirs"],
+        vec![
+            "scontrol",
+            "update",
+            "ReservationName=theirs",
+            "Users=mallory",
+        ],
+        vec![
+            "scontrol",
+            "create",
+            "reservation",
+            "StartTime=now",
+            "Duration=10",
+            "Nodes=ALL",
+            "Users=mallory",
+            "Flags=MAINT,IGNORE_JOBS",
+        ],
+    ] {
+        let (code, _, err) = mallory.cli(&c, &args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains("only an administrator"), "{args:?}: {err}");
+    }
+    let show = c.cli_ok(&["scontrol", "show", "reservation"]);
+    assert!(
+        show.contains("ReservationName=theirs") && show.contains(&users),
+        "unchanged: {show}"
+    );
+    assert_eq!(show.matches("ReservationName=").count(), 1, "{show}");
+    let (code, _, err) = mallory.cli(&c, &["sbatch", "--reservation=theirs", "--wrap=true"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("Access denied to requested reservation"),
+        "{err}"
+    );
+    let long = format!("--reservation={}", "r".repeat(5000));
+    let (code, _, err) = mallory.cli(&c, &["sbatch", &long, "--wrap=true"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("not a reservation name") && err.len() < 500,
+        "{err}"
+    );
+    let (code, _, err) = mallory.cli(&c, &["sbatch", "--reservation=x\u{1b}[2J", "--wrap=true"]);
+    assert_eq!(code, 1);
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    c.cli_ok(&["scancel", &theirs.to_string()]);
+}
+
 /// What a node says jobs use (`sstat`) counts only for jobs running on that node: cpu02,
 /// with its own credential, cannot make a job on cpu01 look busy or large.
 #[test]
