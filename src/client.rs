@@ -313,7 +313,7 @@ pub struct QueueArgs {
 /// Jobs named on a command line: plain ids (an array's id stands for the whole array),
 /// array tasks (`12_3`, `12_[1-3,7]`) and steps (`12.0`; `12.batch` is the job).
 #[derive(Debug, Default, PartialEq)]
-struct JobRefs {
+pub(crate) struct JobRefs {
     ids: Vec<u64>,
     tasks: Vec<ArrayTasks>,
     steps: Vec<(u64, u32)>,
@@ -330,7 +330,7 @@ struct ArrayTasks {
 }
 
 impl JobRefs {
-    fn parse(list: &Option<String>) -> Result<Self> {
+    pub(crate) fn parse(list: &Option<String>) -> Result<Self> {
         let mut refs = Self::default();
         let Some(list) = list else {
             return Ok(refs);
@@ -397,19 +397,26 @@ impl JobRefs {
 
     /// Whether a listed job is one of those named (the controller answered whole arrays).
     fn matches(&self, j: &api::JobInfo) -> bool {
+        self.names(j.job_id, j.array_job_id, j.array_task_id)
+    }
+
+    /// Whether job `id` (task `task` of array `array`, or `array` 0) is one of those
+    /// named; every job is when none are.
+    pub(crate) fn names(&self, id: u64, array: u64, task: u32) -> bool {
         if self.ids.is_empty() && self.tasks.is_empty() && self.steps.is_empty() {
             return true;
         }
-        if self.ids.contains(&j.job_id)
-            || self.steps.iter().any(|&(job, _)| job == j.job_id)
-            || (j.array_job_id != 0 && self.ids.contains(&j.array_job_id))
+        if self.ids.contains(&id)
+            || self.steps.iter().any(|&(job, _)| job == id)
+            || (array != 0 && self.ids.contains(&array))
         {
             return true;
         }
-        j.array_job_id != 0
-            && self.tasks.iter().any(|t| {
-                t.array == j.array_job_id && t.indices.binary_search(&j.array_task_id).is_ok()
-            })
+        array != 0
+            && self
+                .tasks
+                .iter()
+                .any(|t| t.array == array && t.indices.binary_search(&task).is_ok())
     }
 }
 

@@ -1,8 +1,8 @@
 //! `gantry`: the command line of the Gantry scheduler. It parses arguments, calls the
 //! libraries or the controller, and formats the answers; no scheduling logic lives here.
 //!
-//! Invoked as `sbatch`, `squeue`, `scancel`, `sinfo`, `sacct`, `srun`, `salloc` or
-//! `scontrol` (links made by `gantry install-links`), it behaves as that Slurm command.
+//! Invoked by a Slurm command's name (`sbatch`, `squeue`, ..., `sprio`: the links
+//! `gantry install-links` makes), it behaves as that Slurm command.
 
 // serde_json's json! macro recurses once per field; a job's record has many.
 #![recursion_limit = "256"]
@@ -18,15 +18,16 @@ mod reservations;
 mod sim;
 mod sinfo;
 mod slurm_doc;
+mod sprio;
 mod steps;
 mod when;
 
 use clap::{Parser, Subcommand};
 
 /// The Slurm command names this binary answers to.
-pub const SLURM_NAMES: [&str; 12] = [
+pub const SLURM_NAMES: [&str; 13] = [
     "sbatch", "squeue", "scancel", "sinfo", "sacct", "srun", "salloc", "scontrol", "sshare",
-    "sdiag", "sreport", "sstat",
+    "sdiag", "sreport", "sstat", "sprio",
 ];
 
 #[derive(Parser)]
@@ -70,6 +71,8 @@ enum Command {
     Acct(client::AcctArgs),
     /// The share tree: shares, usage and fairshare factors (as sshare).
     Shares(diag::SharesArgs),
+    /// Waiting jobs' priorities and the factors the priority policy weighs (as sprio).
+    Prio(sprio::SprioArgs),
     /// Scheduler statistics: cycles, what the last one decided, calls per RPC (as sdiag).
     Diag(diag::DiagArgs),
     /// Usage over a period: cluster utilization, top users and accounts (as sreport).
@@ -86,8 +89,8 @@ enum Command {
     /// Write a node's agent credential, derived from the cluster key (for admins): it
     /// proves that node only, so the agent never needs the cluster key.
     Credential(client::CredentialArgs),
-    /// Make sbatch, squeue, scancel, sinfo, sacct, srun, salloc, scontrol, sshare, sdiag,
-    /// sreport and sstat links to this binary.
+    /// Make sbatch, squeue, scancel, sinfo, sacct, srun, salloc, scontrol, sshare, sprio,
+    /// sdiag, sreport and sstat links to this binary.
     InstallLinks {
         /// Directory for the links (e.g. /usr/local/bin).
         dir: std::path::PathBuf,
@@ -116,6 +119,7 @@ fn slurm_argv(mut args: Vec<String>) -> Vec<String> {
         "salloc" => "alloc",
         "scontrol" => "show",
         "sshare" => "shares",
+        "sprio" => "prio",
         "sdiag" => "diag",
         "sreport" => "report",
         "sstat" => "stat",
@@ -236,6 +240,7 @@ fn main() -> std::process::ExitCode {
             Command::Node(a) => rt.block_on(client::node(&conn, a)).map(|()| 0)?,
             Command::Acct(a) => rt.block_on(client::acct(&conn, a)).map(|()| 0)?,
             Command::Shares(a) => rt.block_on(diag::shares(&conn, a)).map(|()| 0)?,
+            Command::Prio(a) => rt.block_on(sprio::sprio(&conn, a)).map(|()| 0)?,
             Command::Diag(a) => rt.block_on(diag::diag(&conn, a)).map(|()| 0)?,
             Command::Report(a) => rt.block_on(report::report(&conn, a)).map(|()| 0)?,
             Command::Stat(a) => rt.block_on(diag::stat(&conn, a)).map(|()| 0)?,

@@ -468,6 +468,25 @@ const SLURM_OPTIONS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "sprio",
+        &[
+            "clusters",
+            "federation",
+            "format",
+            "jobs",
+            "local",
+            "long",
+            "noheader",
+            "norm",
+            "partition",
+            "sibling",
+            "sort",
+            "user",
+            "verbose",
+            "weights",
+        ],
+    ),
+    (
         "sdiag",
         &[
             "all",
@@ -521,6 +540,7 @@ fn gantry_name(slurm: &str) -> &'static str {
         "sinfo" => "nodes",
         "sacct" => "acct",
         "sshare" => "shares",
+        "sprio" => "prio",
         "sdiag" => "diag",
         "sreport" => "report",
         "sstat" => "stat",

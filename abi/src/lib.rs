@@ -967,6 +967,26 @@ pub trait Priority: Policy {
         PriorityFields::ALL
     }
     fn prioritize(&mut self, now: Time, jobs: &PriorityBatch) -> Vec<i64>;
+    /// The priorities of `jobs` broken into weighted factors, for `sprio`: each job's
+    /// priority should read as the sum of `weight × value` over the factors. Asked only
+    /// on demand, never by the cycle. The default explains nothing (sprio then shows
+    /// the priorities alone).
+    fn explain(&mut self, now: Time, jobs: &PriorityBatch) -> Vec<PriorityFactor> {
+        let _ = (now, jobs);
+        Vec::new()
+    }
+}
+
+/// One factor of the priorities of a batch (see `priority-factor` in the WIT).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriorityFactor {
+    /// Upper case, as sprio's columns: `AGE`, `FAIRSHARE`, `JOBSIZE`, `PARTITION`,
+    /// `QOS` for the factors Slurm has, or the policy's own.
+    pub name: String,
+    /// What the policy multiplies the factor by.
+    pub weight: f64,
+    /// The factor of each job of the batch, in the batch's order.
+    pub values: Vec<f64>,
 }
 
 /// One factor in `[0, 1]` per share-tree node.

@@ -26,11 +26,11 @@ use rustc_hash::FxHashSet;
 
 use crate::alloc::{give_back_into, node_units};
 use crate::cluster::{Cluster, NodeFree, NodeId, PartitionId, PreemptMode, QosId, UserId};
-use crate::job::{Hold, JobId, NodeAllocation, PendingReason};
+use crate::job::{Hold, Job, JobId, NodeAllocation, PendingReason};
 use crate::policy::{
     first_fit, ClassicFairshare, FairsharePolicy, FifoPriority, PlacementBatch,
-    PreemptionCandidate, PreemptionQuery, PriorityInput, PriorityPolicy, ShareNode, ShareTree,
-    KERNEL_PRIORITY_FIELDS,
+    PreemptionCandidate, PreemptionQuery, PriorityBatch, PriorityInput, PriorityPolicy, ShareNode,
+    ShareTree, KERNEL_PRIORITY_FIELDS,
 };
 use crate::reservation::ResvId;
 use crate::scheduler::{CycleOutcome, Reservation, Scheduler};
@@ -683,29 +683,14 @@ fn flush(s: &mut Scheduler, walk: &mut Walk, now: Time, out: &mut CycleOutcome) 
 /// with their priorities, and `b.order` with the order the walk considers them in
 /// (indices into the first): partition tier, then priority, then submission.
 fn prioritize(s: &mut Scheduler, now: Time, b: &mut CycleBuffers) {
-    let n_accounts = s.cluster().accounts.len();
-    let tree_len = n_accounts + s.cluster().associations.len();
-    let revision = s.parts().policies.fairshare.revision();
-    let interval = s.config().fairshare_interval;
-    if s.fairshare
-        .as_ref()
-        .is_none_or(|f| f.stale(now, interval, tree_len, revision))
-    {
-        s.fairshare = Some(FairshareFactors {
-            factors: fairshare(s, now, &mut b.tree),
-            at: now,
-            revision,
-        });
-    }
+    refresh_fairshare(s, now, &mut b.tree);
     let mut batch = std::mem::take(&mut s.priority_batch);
     batch.reset(s.parts().policies.priority.fields() | KERNEL_PRIORITY_FIELDS);
     let factors = &s.fairshare.as_ref().expect("computed above").factors;
-    let cluster = s.cluster();
     let pending = &mut b.pending;
     pending.clear();
     for &id in s.waiting() {
         let j = s.job(id).expect("waiting jobs exist");
-        let part = cluster.partition(j.partition);
         pending.push(PendingJob {
             id,
             partition: j.partition,
@@ -724,33 +709,9 @@ fn prioritize(s: &mut Scheduler, now: Time, b: &mut CycleBuffers) {
             nice: j.nice,
             resv: j.reservation,
         });
-        batch.push(PriorityInput {
-            job: id.0,
-            submit_time: j.submit_time,
-            age: (now - j.submit_time).max(0),
-            cores: j.shape.cores(),
-            nodes: j.shape.nodes.unwrap_or(1),
-            gpus: j.shape.gpus(),
-            time_limit: j.time_limit,
-            partition_tier: part.priority_tier,
-            qos: j.qos.0 as u32,
-            qos_priority: cluster.qos[j.qos.index()].priority,
-            fairshare: factors[n_accounts + j.assoc.index()].clamp(0.0, 1.0),
-            user: j.user.0,
-            account: j.account.0,
-        });
+        batch.push(priority_input(s, factors, j, now));
     }
-    let mut prios = {
-        let p = s.parts();
-        match p.policies.priority.prioritize(now, &batch) {
-            Ok(v) if v.len() == batch.len() => v,
-            other => {
-                p.fallbacks.priority += 1;
-                tracing::warn!(policy = p.policies.priority.name(), answer = ?other.err(), "priority answer rejected; using FIFO");
-                FifoPriority.prioritize(now, &batch).unwrap_or_default()
-            }
-        }
-    };
+    let mut prios = priorities(s, now, &batch);
     // A job's nice is the user's own adjustment, whatever policy answers.
     for (p, prio) in b.pending.iter().zip(prios.iter_mut()) {
         *prio = prio.saturating_sub(i64::from(p.nice));
@@ -771,6 +732,59 @@ fn prioritize(s: &mut Scheduler, now: Time, b: &mut CycleBuffers) {
     keyed.sort_unstable();
     b.order.clear();
     b.order.extend(keyed.iter().map(|k| k.3));
+}
+
+/// Computes the fairshare factors again when they are stale (see
+/// [`FairshareFactors::stale`]); `s.fairshare` is then `Some`.
+pub(crate) fn refresh_fairshare(s: &mut Scheduler, now: Time, tree: &mut ShareTree) {
+    let tree_len = s.cluster().accounts.len() + s.cluster().associations.len();
+    let revision = s.parts().policies.fairshare.revision();
+    let interval = s.config().fairshare_interval;
+    if s.fairshare
+        .as_ref()
+        .is_none_or(|f| f.stale(now, interval, tree_len, revision))
+    {
+        s.fairshare = Some(FairshareFactors {
+            factors: fairshare(s, now, tree),
+            at: now,
+            revision,
+        });
+    }
+}
+
+/// What the priority batch holds of waiting job `j`; `factors` are the fairshare
+/// factors of the share tree.
+pub(crate) fn priority_input(s: &Scheduler, factors: &[f64], j: &Job, now: Time) -> PriorityInput {
+    let cluster = s.cluster();
+    PriorityInput {
+        job: j.id.0,
+        submit_time: j.submit_time,
+        age: (now - j.submit_time).max(0),
+        cores: j.shape.cores(),
+        nodes: j.shape.nodes.unwrap_or(1),
+        gpus: j.shape.gpus(),
+        time_limit: j.time_limit,
+        partition_tier: cluster.partition(j.partition).priority_tier,
+        qos: j.qos.0 as u32,
+        qos_priority: cluster.qos[j.qos.index()].priority,
+        fairshare: factors[cluster.accounts.len() + j.assoc.index()].clamp(0.0, 1.0),
+        user: j.user.0,
+        account: j.account.0,
+    }
+}
+
+/// The priority policy's answer for `batch`, or FIFO's when it is refused (counted as a
+/// fallback). Before nice.
+pub(crate) fn priorities(s: &mut Scheduler, now: Time, batch: &PriorityBatch) -> Vec<i64> {
+    let p = s.parts();
+    match p.policies.priority.prioritize(now, batch) {
+        Ok(v) if v.len() == batch.len() => v,
+        other => {
+            p.fallbacks.priority += 1;
+            tracing::warn!(policy = p.policies.priority.name(), answer = ?other.err(), "priority answer rejected; using FIFO");
+            FifoPriority.prioritize(now, batch).unwrap_or_default()
+        }
+    }
 }
 
 /// The share tree at `now` (usage of finished work plus running jobs so far, rolled up to

@@ -20,11 +20,13 @@
 //! - [`alloc`]: candidate search and all-or-nothing allocation.
 //! - [`job`]: requests, jobs, states, arrays, dependencies.
 //! - [`policy`]: the batched decision-point traits and their native defaults.
+//! - [`breakdown`]: waiting jobs' priorities broken into the policy's factors (sprio).
 //! - [`reservation`]: advance reservations (nodes set aside over a window).
 //! - [`scheduler`]: the state machine and its entry points; `cycle` (private) is one cycle.
 //! - [`step`]: where a job step's tasks go inside the job's allocation.
 
 pub mod alloc;
+pub mod breakdown;
 pub mod cluster;
 pub mod config;
 mod cycle;

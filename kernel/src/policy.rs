@@ -11,7 +11,7 @@ use thiserror::Error;
 pub use gantry_abi::{
     Candidate, PlacementBatch, PlacementColumns, PlacementQuery, PlacementRanking, PolicyInfo,
     PreemptMode, PreemptionCandidate, PreemptionQuery, PriorityBatch, PriorityColumns,
-    PriorityFields, PriorityInput, ShareNode, ShareTree, Victim,
+    PriorityFactor, PriorityFields, PriorityInput, ShareNode, ShareTree, Victim,
 };
 
 use crate::units::Time;
@@ -36,6 +36,16 @@ pub trait PriorityPolicy: Send {
     }
     /// One priority per job of the batch, in the same order.
     fn prioritize(&mut self, now: Time, jobs: &PriorityBatch) -> Result<Vec<i64>, PolicyError>;
+    /// The priorities of `jobs` broken into weighted factors, for `sprio`; asked on
+    /// demand, never by the cycle. Empty when the policy does not explain itself (FIFO).
+    fn explain(
+        &mut self,
+        now: Time,
+        jobs: &PriorityBatch,
+    ) -> Result<Vec<PriorityFactor>, PolicyError> {
+        let _ = (now, jobs);
+        Ok(Vec::new())
+    }
 }
 
 /// Turns shares and usage into a factor per tree node (1 = under-served, 0 = over-served).
@@ -206,6 +216,13 @@ impl<P: gantry_abi::Priority + Send> PriorityPolicy for Native<P> {
     }
     fn prioritize(&mut self, now: Time, jobs: &PriorityBatch) -> Result<Vec<i64>, PolicyError> {
         Ok(self.policy.prioritize(now, jobs))
+    }
+    fn explain(
+        &mut self,
+        now: Time,
+        jobs: &PriorityBatch,
+    ) -> Result<Vec<PriorityFactor>, PolicyError> {
+        Ok(self.policy.explain(now, jobs))
     }
 }
 

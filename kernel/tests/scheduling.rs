@@ -1232,3 +1232,111 @@ fn an_arrays_indices_are_summarised_once_for_every_task() {
     assert_eq!((a.count, a.min, a.max, a.step), (3, 1, 5, 1));
     assert_eq!(s.array_indices(JobId(999)), None);
 }
+
+/// Priority = 10 × cores + age: a policy that explains itself as two factors, one of
+/// them named in lower case; `names` replaces its factor names, to test the checks.
+struct BySize {
+    names: [&'static str; 2],
+}
+
+impl PriorityPolicy for BySize {
+    fn name(&self) -> &str {
+        "by-size"
+    }
+    fn fields(&self) -> PriorityFields {
+        PriorityFields::CORES | PriorityFields::AGE
+    }
+    fn prioritize(&mut self, _: Time, jobs: &PriorityBatch) -> Result<Vec<i64>, PolicyError> {
+        Ok(jobs
+            .cores()
+            .iter()
+            .zip(jobs.age())
+            .map(|(&c, &a)| 10 * c as i64 + a)
+            .collect())
+    }
+    fn explain(
+        &mut self,
+        _: Time,
+        jobs: &PriorityBatch,
+    ) -> Result<Vec<gantry_kernel::policy::PriorityFactor>, PolicyError> {
+        use gantry_kernel::policy::PriorityFactor;
+        Ok(vec![
+            PriorityFactor {
+                name: self.names[0].into(),
+                weight: 10.0,
+                values: jobs.cores().iter().map(|&c| c as f64).collect(),
+            },
+            PriorityFactor {
+                name: self.names[1].into(),
+                weight: 1.0,
+                values: jobs.age().iter().map(|&a| a as f64).collect(),
+            },
+        ])
+    }
+}
+
+#[test]
+fn a_priority_breakdown_is_the_policys_factors_of_the_waiting_jobs() {
+    let policies = PolicySet {
+        priority: Box::new(BySize {
+            names: ["cores", "AGE"],
+        }),
+        ..PolicySet::default()
+    };
+    let mut s = Scheduler::new(example_cluster(), SchedulerConfig::default(), policies);
+    let in_cpu = |user, tasks| {
+        let mut spec = cpu_job(user, tasks, 600);
+        spec.partition = Some("cpu".into());
+        spec
+    };
+    // The whole partition is busy: the two after it wait.
+    s.submit(in_cpu("carol", 512), 0).unwrap();
+    s.cycle(0);
+    let a = s.submit(in_cpu("alice", 64), 10).unwrap()[0];
+    let b = s.submit(in_cpu("bob", 2), 40).unwrap()[0];
+    s.set_nice(b, 5).unwrap();
+    s.cycle(100);
+    let running = s.running().len();
+    assert_eq!(running, 1);
+    let breakdown = s.priority_breakdown(100);
+    assert_eq!(s.running().len(), running, "a breakdown starts nothing");
+    let waiting: Vec<JobId> = s.waiting().iter().copied().collect();
+    assert_eq!(breakdown.jobs, waiting);
+    let factors = breakdown.factors.expect("a valid breakdown");
+    assert_eq!(factors[0].name, "CORES", "names are shown upper-cased");
+    for (i, id) in breakdown.jobs.iter().enumerate() {
+        let j = s.job(*id).unwrap();
+        let expected = 10 * j.shape.cores() as i64 + (100 - j.submit_time) - i64::from(j.nice);
+        assert_eq!(breakdown.priority[i], expected, "job {id:?}");
+        assert_eq!(breakdown.nice[i], j.nice);
+        let sum: f64 = factors.iter().map(|f| f.weight * f.values[i]).sum();
+        assert_eq!(sum as i64 - i64::from(j.nice), expected);
+    }
+    assert_eq!(breakdown.jobs, [a, b]);
+
+    // A breakdown that names a factor twice, or with a name that is not a word, is
+    // refused; the priorities stand.
+    for names in [["AGE", "age"], ["AGE", "a\u{1b}[31m"], ["", "AGE"]] {
+        let policies = PolicySet {
+            priority: Box::new(BySize { names }),
+            ..PolicySet::default()
+        };
+        let mut s = Scheduler::new(example_cluster(), SchedulerConfig::default(), policies);
+        s.submit(cpu_job("alice", 2, 600), 0).unwrap();
+        let breakdown = s.priority_breakdown(10);
+        assert!(
+            matches!(breakdown.factors, Err(PolicyError::Invalid(_))),
+            "{names:?}: {:?}",
+            breakdown.factors
+        );
+        assert_eq!(breakdown.priority.len(), 1);
+    }
+
+    // FIFO explains nothing: priorities only, older first.
+    let mut s = scheduler(example_cluster(), SchedulerConfig::default());
+    s.submit(cpu_job("alice", 2, 600), 0).unwrap();
+    s.submit(cpu_job("alice", 2, 600), 7).unwrap();
+    let breakdown = s.priority_breakdown(10);
+    assert_eq!(breakdown.factors, Ok(Vec::new()));
+    assert_eq!(breakdown.priority, [0, -7]);
+}

@@ -57,7 +57,8 @@ pub fn log(level: Level, message: &str) {
     let _ = (level, message);
 }
 
-/// Exports a [`Priority`] policy as the component's `priority` world.
+/// Exports a [`Priority`] policy as the component's `explained-priority` world (the
+/// `priority` world and [`Priority::explain`], for `sprio`).
 /// The type must implement `Default`; the host calls `init` before any decision.
 #[macro_export]
 macro_rules! export_priority {
@@ -84,6 +85,12 @@ macro_rules! export_priority {
                     jobs: __w::gantry::policy::types::PriorityBatch,
                 ) -> $crate::wasm::Vec<i64> {
                     __w::prioritize(&__STATE, now, jobs)
+                }
+                fn explain(
+                    now: i64,
+                    jobs: __w::gantry::policy::types::PriorityBatch,
+                ) -> $crate::wasm::Vec<__w::gantry::policy::types::PriorityFactor> {
+                    __w::explain(&__STATE, now, jobs)
                 }
             }
     __w::__export_priority_world!(__GantryExport with_types_in $crate::wasm::priority);

@@ -68,7 +68,7 @@ macro_rules! world_common {
 #[cfg(feature = "priority")]
 pub mod priority {
     wit_bindgen::generate!({
-        world: "priority",
+        world: "explained-priority",
         path: "../wit",
         pub_export_macro: true,
         export_macro_name: "__export_priority_world",
@@ -87,9 +87,18 @@ pub mod priority {
         now: i64,
         b: t::PriorityBatch,
     ) -> Vec<i64> {
-        // The lists arrive as vectors the guest already owns: moving them is free. A
-        // column the policy did not ask for arrives as `none`, and is empty here.
-        let columns = crate::PriorityColumns {
+        let columns = columns(b);
+        s.with(|p| match crate::PriorityBatch::from_columns(columns) {
+            Some(jobs) if jobs.fields().contains(p.fields()) => p.prioritize(now, &jobs),
+            // A malformed batch: answering nothing makes the host fall back.
+            _ => Vec::new(),
+        })
+    }
+
+    /// The lists arrive as vectors the guest already owns: moving them is free. A
+    /// column the policy did not ask for arrives as `none`, and is empty here.
+    fn columns(b: t::PriorityBatch) -> crate::PriorityColumns {
+        crate::PriorityColumns {
             len: b.len as usize,
             job: b.job.unwrap_or_default(),
             submit_time: b.submit_time.unwrap_or_default(),
@@ -104,10 +113,26 @@ pub mod priority {
             fairshare: b.fairshare.unwrap_or_default(),
             user: b.user.unwrap_or_default(),
             account: b.account.unwrap_or_default(),
-        };
+        }
+    }
+
+    pub fn explain<T: crate::Priority + Default>(
+        s: &State<T>,
+        now: i64,
+        b: t::PriorityBatch,
+    ) -> Vec<t::PriorityFactor> {
+        let columns = columns(b);
         s.with(|p| match crate::PriorityBatch::from_columns(columns) {
-            Some(jobs) if jobs.fields().contains(p.fields()) => p.prioritize(now, &jobs),
-            // A malformed batch: answering nothing makes the host fall back.
+            Some(jobs) if jobs.fields().contains(p.fields()) => p
+                .explain(now, &jobs)
+                .into_iter()
+                .map(|f| t::PriorityFactor {
+                    name: f.name,
+                    weight: f.weight,
+                    values: f.values,
+                })
+                .collect(),
+            // A malformed batch: no breakdown.
             _ => Vec::new(),
         })
     }

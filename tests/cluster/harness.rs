@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// The Slurm command names the `gantry` binary answers to (links made on first use).
-const SLURM_COMMANDS: [&str; 12] = [
+const SLURM_COMMANDS: [&str; 13] = [
     "sbatch", "squeue", "scancel", "sinfo", "sacct", "srun", "salloc", "scontrol", "sshare",
-    "sdiag", "sreport", "sstat",
+    "sdiag", "sreport", "sstat", "sprio",
 ];
 
 /// How long any wait may take before the test fails (CI machines are slow and shared).

@@ -781,6 +781,20 @@ fn what_users_name_reaches_terminals_escaped_and_the_cli_never_panics() {
         );
         assert!(out.contains("x\\x1b[2J"), "{args:?}: {out:?}");
     }
+    // sprio's formats, sorts and job lists: a bad one is an error that says why.
+    for (args, why) in [
+        (vec!["sprio", "-o", "%i %"], "ends in '%'"),
+        (vec!["sprio", "-o", "%i %Z"], "'%Z' is not a field"),
+        (vec!["sprio", "-S", "-yy"], "not a sort field"),
+        (vec!["sprio", "-j", "12;rm"], "is not a job id"),
+    ] {
+        let (code, _, err) = c.cli(&args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(
+            err.contains(why) && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
     // A closed pipe ends the CLI quietly (SIGPIPE, as Slurm's tools), with no panic.
     let (program, rest) = c.program(&["sacct"]);
     let piped = Command::new("sh")

@@ -289,14 +289,16 @@ fn scancel_and_time_limits_end_jobs_as_cancelled_and_timeout() {
     // processes; only then does the next job start there.
     let stubborn = c.write(
         "stubborn.sh",
-        "#!/bin/bash\ntrap '' TERM\necho $$ > stubborn.pid\nsleep 300\n",
+        // Named, so that a later check cannot mistake a process that reused its pid
+        // (pid_max may be 32768 on a busy test machine) for it.
+        "#!/bin/bash\ntrap '' TERM\necho $$ > stubborn.pid\nexec -a gantry-stubborn sleep 300\n",
     );
     let whole = ["-p", "cpu", "-N", "2", "-n", "8"];
     let s = c.sbatch(&[&whole[..], &[stubborn.to_str().unwrap()]].concat());
     c.wait_state(s, "RUNNING");
     let after = c.write(
         "after.sh",
-        "#!/bin/bash\nif kill -0 $(cat stubborn.pid) 2>/dev/null; then echo overlap; else echo clean; fi > after.out\n",
+        "#!/bin/bash\nif grep -qas gantry-stubborn /proc/$(cat stubborn.pid)/cmdline; then echo overlap; else echo clean; fi > after.out\n",
     );
     let n = c.sbatch(&[&whole[..], &[after.to_str().unwrap()]].concat());
     let since = Instant::now();
@@ -576,12 +578,30 @@ fn a_priority_swap_changes_what_starts_next_and_loses_nothing() {
         vec![long, short],
         "queue order before the swap"
     );
+    sprio_shows_the_multifactor_breakdown(&c, long, short);
     // The expansion-factor policy prefers the short job once it has waited a little.
     let component = harness::policy_component("xfactor-priority");
     let loaded = c.cli_ok(&["policy", "load", "priority", component.to_str().unwrap()]);
     assert!(loaded.contains("active"), "{loaded}");
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(pending(&c), vec![short, long], "queue order after the swap");
+    // xfactor explains itself by factors of its own, which Slurm has no letter for.
+    let out = c.cli_ok(&["sprio", "-S", "-y"]);
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["JOBID", "PARTITION", "PRIORITY", "XFACTOR", "GPUBOOST"],
+        "{out}"
+    );
+    let ids: Vec<u64> = lines[1..].iter().map(|l| l[0].parse().unwrap()).collect();
+    assert_eq!(ids, [short, long], "in the order the queue uses: {out}");
+    for l in &lines[1..] {
+        let (priority, x): (i64, i64) = (l[2].parse().unwrap(), l[3].parse().unwrap());
+        assert!((priority - x).abs() <= 1 && l[4] == "0", "{out}");
+    }
     // One node frees: the short job starts next, the blockers were never touched.
     std::fs::write(c.work().join(format!("release-{b1}")), "").unwrap();
     c.wait_state(short, "RUNNING");
@@ -611,6 +631,74 @@ fn a_priority_swap_changes_what_starts_next_and_loses_nothing() {
     assert_eq!(active, vec!["xfactor"], "{list}");
     let back = c.cli_ok(&["policy", "rollback", "priority"]);
     assert!(back.contains("multifactor"), "{back}");
+}
+
+/// `sprio` under the multifactor component: each waiting job's priority and the five
+/// factors it weighs, which add up to that priority (within rounding).
+fn sprio_shows_the_multifactor_breakdown(c: &Cluster, long: u64, short: u64) {
+    let out = c.cli_ok(&["sprio"]);
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        [
+            "JOBID",
+            "PARTITION",
+            "PRIORITY",
+            "AGE",
+            "FAIRSHARE",
+            "JOBSIZE",
+            "PARTITION",
+            "QOS"
+        ],
+        "{out}"
+    );
+    let ids: Vec<u64> = lines[1..].iter().map(|l| l[0].parse().unwrap()).collect();
+    assert_eq!(ids, [long, short], "waiting jobs by id: {out}");
+    for l in &lines[1..] {
+        let priority: f64 = l[2].parse().unwrap();
+        let sum: f64 = l[3..].iter().map(|v| v.parse::<f64>().unwrap()).sum();
+        assert!((sum - priority).abs() <= 5.0, "the factors add up: {l:?}");
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&c.cli_ok(&["sprio", "--json", "-j", &long.to_string()])).unwrap();
+    let job = &v["jobs"][0];
+    assert_eq!(job["job_id"], long, "{v}");
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 1, "{v}");
+    let fairshare = &job["factors"]["FAIRSHARE"];
+    assert!(
+        (0.0..=1.0).contains(&fairshare["value"].as_f64().unwrap()),
+        "{v}"
+    );
+    assert_eq!(
+        v["weights"]["FAIRSHARE"], 10000.0,
+        "the default weight: {v}"
+    );
+    let long_format = c.cli_ok(&["sprio", "-l", "-h", "-j", &short.to_string()]);
+    let cells: Vec<&str> = long_format.split_whitespace().collect();
+    assert_eq!(cells[0], short.to_string(), "{long_format}");
+    assert_eq!(cells.last(), Some(&"0"), "nice, last: {long_format}");
+    let weights = c.cli_ok(&["sprio", "-w", "-h"]);
+    assert_eq!(
+        weights.split_whitespace().collect::<Vec<_>>(),
+        ["Weights", "1000", "10000", "1000", "1000", "2000"],
+        "{weights}"
+    );
+    let norm = c.cli_ok(&["sprio", "-n", "-h", "-o", "%i %f"]);
+    assert!(
+        norm.lines().all(|l| l
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|f| f.starts_with("0.") || f.starts_with("1."))),
+        "{norm}"
+    );
+    let none = c.cli_ok(&["sprio", "-j", "999999"]);
+    assert_eq!(
+        none.trim(),
+        "Unable to find jobs matching user/id(s) specified"
+    );
 }
 
 #[test]

@@ -14,7 +14,9 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use gantry_sdk::{log, Level, Policy, PolicyInfo, Priority, PriorityBatch, PriorityFields, Time};
+use gantry_sdk::{
+    log, Level, Policy, PolicyInfo, Priority, PriorityBatch, PriorityFactor, PriorityFields, Time,
+};
 
 pub struct XFactor {
     unlimited_as_s: i64,
@@ -89,15 +91,38 @@ impl Priority for XFactor {
     fn prioritize(&mut self, _now: Time, jobs: &PriorityBatch) -> Vec<i64> {
         jobs.iter()
             .map(|j| {
-                let length = j.time_limit.unwrap_or(self.unlimited_as_s).max(1) as f64;
-                let mut x = (j.age.max(0) as f64 + length) / length;
-                if j.gpus > 0 {
-                    x += self.boost_gpu_jobs;
-                }
+                let (x, boost) = self.factors(j.age, j.time_limit, j.gpus);
                 // Three decimals of the expansion factor survive the integer priority.
-                (x * 1000.0) as i64
+                ((x + boost) * 1000.0) as i64
             })
             .collect()
+    }
+
+    /// For `sprio`: the expansion factor and the GPU boost, each weighted 1000 as
+    /// `prioritize` scales their sum.
+    fn explain(&mut self, _now: Time, jobs: &PriorityBatch) -> Vec<PriorityFactor> {
+        let (x, boost): (Vec<f64>, Vec<f64>) = jobs
+            .iter()
+            .map(|j| self.factors(j.age, j.time_limit, j.gpus))
+            .unzip();
+        [("XFACTOR", x), ("GPUBOOST", boost)]
+            .into_iter()
+            .map(|(name, values)| PriorityFactor {
+                name: name.to_string(),
+                weight: 1000.0,
+                values,
+            })
+            .collect()
+    }
+}
+
+impl XFactor {
+    /// A job's expansion factor, and its GPU boost (0 for a job without GPUs).
+    fn factors(&self, age: Time, time_limit: Option<Time>, gpus: u64) -> (f64, f64) {
+        let length = time_limit.unwrap_or(self.unlimited_as_s).max(1) as f64;
+        let x = (age.max(0) as f64 + length) / length;
+        let boost = if gpus > 0 { self.boost_gpu_jobs } else { 0.0 };
+        (x, boost)
     }
 }
 

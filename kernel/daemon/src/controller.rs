@@ -1283,6 +1283,53 @@ impl Controller {
             .collect()
     }
 
+    /// `sprio`: the waiting jobs' priorities and the policy's factors, computed now. Runs
+    /// the priority policy once on the whole queue, as a cycle does.
+    pub fn priority_factors(&mut self, now: Time) -> api::PriorityFactorsReply {
+        let b = self.sched.priority_breakdown(now);
+        let (factors, error) = match b.factors {
+            Ok(f) => (f, String::new()),
+            Err(e) => {
+                tracing::warn!(error = %e, "priority breakdown refused");
+                (Vec::new(), e.to_string())
+            }
+        };
+        let cluster = self.sched.cluster();
+        let jobs = b
+            .jobs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &id)| {
+                let job = self.sched.job(id)?;
+                Some(api::JobPriority {
+                    job_id: id.0,
+                    array_job_id: job.array.map_or(0, |a| a.array_job.0),
+                    array_task_id: job.array.map_or(0, |a| a.index),
+                    user: cluster.users[job.user.index()].clone(),
+                    account: cluster.accounts[job.account.index()].name.clone(),
+                    partition: cluster.partition(job.partition).name.clone(),
+                    qos: cluster.qos[job.qos.index()].name.clone(),
+                    priority: b.priority[i],
+                    nice: b.nice[i],
+                    factors: factors.iter().map(|f| f.values[i]).collect(),
+                    uid: self.submissions.get(&id).map_or(0, |l| l.uid),
+                })
+            })
+            .collect();
+        api::PriorityFactorsReply {
+            factors: factors
+                .into_iter()
+                .map(|f| api::PriorityFactor {
+                    name: f.name,
+                    weight: f.weight,
+                })
+                .collect(),
+            jobs,
+            error,
+            at: now,
+        }
+    }
+
     /// `sbatch --test-only`: the submission checked as `submit` checks it, and when and
     /// where it would start after every waiting job. Nothing is stored.
     pub fn test_only(

@@ -613,6 +613,16 @@ impl ControllerApi for Service {
         Ok(Response::new(api::PlanReply { starts }))
     }
 
+    async fn priority_factors(
+        &self,
+        req: Request<api::PriorityFactorsRequest>,
+    ) -> Result<Response<api::PriorityFactorsReply>, Status> {
+        let now = unix_now();
+        self.0.caller("PriorityFactors", &req, now)?;
+        let reply = self.0.lock().priority_factors(now);
+        Ok(Response::new(reply))
+    }
+
     async fn test_only(
         &self,
         req: Request<api::SubmitRequest>,

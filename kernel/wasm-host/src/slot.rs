@@ -714,6 +714,43 @@ impl PolicySlot<PriorityWorld> {
     }
 }
 
+impl PolicySlot<PriorityWorld> {
+    /// The breakdown of `batch`'s priorities by the version that answers them now (the
+    /// active one while it is healthy), empty when it has no `explain`; `None` when no
+    /// version answers (the native default does). A failure drops the instance,
+    /// as a failed decision does, but leaves the version healthy: it is a display, and
+    /// the cycle's own calls judge the version.
+    pub fn explain(
+        &mut self,
+        now: Time,
+        batch: &abi::PriorityBatch,
+    ) -> Option<Result<Vec<abi::PriorityFactor>, String>> {
+        let i = self.active.filter(|&i| self.versions[i].healthy)?;
+        if self.versions[i].instance.is_none() {
+            let v = &self.versions[i];
+            match self.new_instance(&v.pre, &v.info.name, &v.config) {
+                Ok((live, needs)) => {
+                    self.versions[i].instance = Some(live);
+                    self.versions[i].needs = needs;
+                }
+                Err(e) => return Some(Err(e.to_string())),
+            }
+        }
+        let ms = self.host.limits().call_timeout.as_millis();
+        let ticks = self.host.deadline_ticks();
+        let v = &mut self.versions[i];
+        let (store, bindings) = v.instance.as_mut()?;
+        store.set_epoch_deadline(ticks);
+        match world::explain(bindings, store, now, batch, v.needs) {
+            Ok(answer) => Some(Ok(answer.unwrap_or_default())),
+            Err(e) => {
+                v.instance = None;
+                Some(Err(short(&e, ms)))
+            }
+        }
+    }
+}
+
 impl<N: PriorityPolicy> PriorityPolicy for SharedSlot<PriorityWorld, N> {
     fn name(&self) -> &str {
         "priority"
@@ -730,6 +767,21 @@ impl<N: PriorityPolicy> PriorityPolicy for SharedSlot<PriorityWorld, N> {
         match self.decide(now, jobs) {
             Some(a) => Ok(a),
             None => self.native.prioritize(now, jobs),
+        }
+    }
+    fn explain(
+        &mut self,
+        now: Time,
+        jobs: &abi::PriorityBatch,
+    ) -> Result<Vec<abi::PriorityFactor>, PolicyError> {
+        let answer = self
+            .slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .explain(now, jobs);
+        match answer {
+            Some(a) => a.map_err(PolicyError::Failed),
+            None => self.native.explain(now, jobs),
         }
     }
 }

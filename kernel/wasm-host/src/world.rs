@@ -3,7 +3,7 @@
 
 use gantry_abi as abi;
 use wasmtime::component::{
-    ComponentType, HasSelf, Instance, InstancePre, Linker, Lower, TypedFunc,
+    ComponentType, HasSelf, Instance, InstancePre, Lift, Linker, Lower, TypedFunc,
 };
 use wasmtime::{Store, StoreLimits};
 
@@ -62,12 +62,39 @@ macro_rules! hot {
     };
 }
 
-hot!(
-    Prioritize,
-    "prioritize",
-    (abi::Time, PriorityBatchRef<'static>),
-    (Vec<i64>,)
-);
+/// `prioritize`, and `explain` when the component exports it (the
+/// `explained-priority` world), typed for [`Hot`].
+pub struct Prioritize {
+    prioritize: TypedFunc<PriorityParams, (Vec<i64>,)>,
+    explain: Option<TypedFunc<PriorityParams, (Vec<PriorityFactorOut>,)>>,
+}
+
+/// What `prioritize` and `explain` take.
+type PriorityParams = (abi::Time, PriorityBatchRef<'static>);
+
+impl Hot for Prioritize {
+    fn find(store: &mut Store<HostState>, instance: &Instance) -> wasmtime::Result<Self> {
+        Ok(Self {
+            prioritize: instance.get_typed_func(&mut *store, "prioritize")?,
+            // Optional: a component of the plain `priority` world has no breakdown. One
+            // that exports `explain` with another type is refused at load, as any
+            // export of the wrong shape.
+            explain: match instance.get_export_index(&mut *store, None, "explain") {
+                Some(_) => Some(instance.get_typed_func(&mut *store, "explain")?),
+                None => None,
+            },
+        })
+    }
+}
+
+/// `priority-factor` as the guest returns it.
+#[derive(ComponentType, Lift)]
+#[component(record)]
+pub(crate) struct PriorityFactorOut {
+    name: String,
+    weight: f64,
+    values: Vec<f64>,
+}
 hot!(
     Factors,
     "factors",
@@ -269,8 +296,39 @@ pub(crate) fn prioritize(
     let len = u32::try_from(batch.len())
         .map_err(|_| wasmtime::format_err!("{} jobs is more than a batch can hold", batch.len()))?;
     let params = (now, PriorityBatchRef::masked(batch, fields, len));
-    let (answer,) = b.hot.0.call(&mut *store, params)?;
+    let (answer,) = b.hot.prioritize.call(&mut *store, params)?;
     Ok(answer)
+}
+
+/// Calls `explain` as [`prioritize`] is called; `None` when the component does not
+/// export it.
+pub(crate) fn explain(
+    b: &Bound<priority::Priority, Prioritize>,
+    store: &mut Store<HostState>,
+    now: abi::Time,
+    batch: &abi::PriorityBatch,
+    fields: abi::PriorityFields,
+) -> wasmtime::Result<Option<Vec<abi::PriorityFactor>>> {
+    let Some(explain) = &b.hot.explain else {
+        return Ok(None);
+    };
+    if !batch.fields().contains(fields) {
+        wasmtime::bail!("the batch lacks columns this version reads");
+    }
+    let len = u32::try_from(batch.len())
+        .map_err(|_| wasmtime::format_err!("{} jobs is more than a batch can hold", batch.len()))?;
+    let params = (now, PriorityBatchRef::masked(batch, fields, len));
+    let (answer,) = explain.call(&mut *store, params)?;
+    Ok(Some(
+        answer
+            .into_iter()
+            .map(|f| abi::PriorityFactor {
+                name: f.name,
+                weight: f.weight,
+                values: f.values,
+            })
+            .collect(),
+    ))
 }
 
 /// `share-tree` lowered straight from the kernel's [`abi::ShareTree`]: as for priority,

@@ -476,3 +476,98 @@ fn a_priority_version_gets_only_the_columns_it_reads() {
     );
     assert!(slot.failures()[0].reason.contains("lacks columns"));
 }
+
+/// The multifactor component breaks its priorities into the factors its native build
+/// gives, xfactor into its own; a version without a breakdown gives none; with no
+/// version answering, the slot leaves the breakdown to the native default.
+#[test]
+fn the_multifactor_component_explains_its_priorities_as_its_native_build() {
+    let now = 50_000;
+    let jobs: PriorityBatch = (0..40u64)
+        .map(|i| PriorityInput {
+            job: i + 1,
+            submit_time: i as i64 * 997,
+            age: now - i as i64 * 997,
+            cores: 1 + i % 24,
+            partition_tier: (i % 3) as u32,
+            qos_priority: (i % 5) as u32 * 10,
+            fairshare: (i % 7) as f64 / 7.0,
+            nodes: 1,
+            gpus: 0,
+            time_limit: None,
+            qos: 0,
+            user: 0,
+            account: 0,
+        })
+        .collect();
+    let mut native = Multifactor::default();
+    native.init(&default_config("multifactor")).unwrap();
+
+    let mut slot = PolicySlot::<PriorityWorld>::new(host()).unwrap();
+    assert_eq!(slot.explain(now, &jobs), None, "nothing active");
+    let v1 = slot
+        .load(&component("multifactor"), &default_config("multifactor"))
+        .unwrap();
+    slot.activate(v1, "t", 0).unwrap();
+    let factors = slot.explain(now, &jobs).unwrap().unwrap();
+    assert_eq!(factors, native.explain(now, &jobs));
+    assert_eq!(factors.len(), 5);
+    assert!(factors.iter().all(|f| f.values.len() == jobs.len()));
+
+    let v2 = slot.load(&component("xfactor-priority"), "").unwrap();
+    slot.activate(v2, "t", 1).unwrap();
+    let names: Vec<String> = slot
+        .explain(now, &jobs)
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["XFACTOR", "GPUBOOST"],
+        "a site policy's own factors"
+    );
+
+    // A version that does not explain itself (the SDK's default) has no breakdown.
+    let v3 = slot.load(&component("fifo-by-job-id"), "").unwrap();
+    slot.activate(v3, "t", 2).unwrap();
+    assert_eq!(
+        slot.explain(now, &jobs),
+        Some(Ok(Vec::new())),
+        "no breakdown"
+    );
+}
+
+/// A component built before `explain` existed (the plain `priority` world) loads,
+/// answers as it always did, and explains nothing.
+#[test]
+fn a_component_of_the_plain_priority_world_loads_and_explains_nothing() {
+    use gantry_abi::PriorityFields as F;
+    let mut slot = PolicySlot::<PriorityWorld>::new(host()).unwrap();
+    let v = slot
+        .load(&kept_component("priority-world-fifo-by-job-id"), "")
+        .unwrap();
+    slot.activate(v, "t", 0).unwrap();
+    assert_eq!(slot.fields(), F::JOB);
+    let mut batch = PriorityBatch::with_fields(F::JOB);
+    for id in [5, 3, 9] {
+        batch.push(PriorityInput {
+            job: id,
+            submit_time: 0,
+            age: 0,
+            cores: 1,
+            nodes: 1,
+            gpus: 0,
+            time_limit: None,
+            partition_tier: 0,
+            qos: 0,
+            qos_priority: 0,
+            fairshare: 1.0,
+            user: 0,
+            account: 0,
+        });
+    }
+    assert_eq!(slot.decide(10, &batch), Some(vec![-5, -3, -9]));
+    assert_eq!(slot.explain(10, &batch), Some(Ok(Vec::new())));
+}

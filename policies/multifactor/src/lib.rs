@@ -13,7 +13,9 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use gantry_sdk::{Policy, PolicyInfo, Priority, PriorityBatch, PriorityFields, Time};
+use gantry_sdk::{
+    Policy, PolicyInfo, Priority, PriorityBatch, PriorityFactor, PriorityFields, Time,
+};
 use serde::Deserialize;
 
 /// Configuration (TOML). Every key is optional.
@@ -104,18 +106,7 @@ impl Priority for Multifactor {
         );
         let n = age.len();
         let (cores, tier, qos, fairshare) = (&cores[..n], &tier[..n], &qos[..n], &fairshare[..n]);
-        let (largest_cores, max_tier, max_qos) = largest(cores, tier, qos);
-        let max_cores = if c.cluster_cores > 0 {
-            c.cluster_cores
-        } else {
-            largest_cores
-        };
-        let scale = Scale {
-            per_core: 1.0 / max_cores.max(1) as f64,
-            per_tier: 1.0 / max_tier.max(1) as f64,
-            per_qos: 1.0 / max_qos.max(1) as f64,
-            per_second: 1.0 / c.max_age_s as f64,
-        };
+        let scale = Scale::of(c, cores, tier, qos);
         // `JOBS_PER_ITERATION` jobs per loop iteration, written into spare capacity, as
         // `push` would check the capacity for each.
         let per = JOBS_PER_ITERATION;
@@ -146,6 +137,42 @@ impl Priority for Multifactor {
         }
         // SAFETY: the loops above wrote all `n` elements.
         unsafe { out.set_len(n) };
+        out
+    }
+
+    /// The five factors `prioritize` weighs, each job's in `[0, 1]`, with their weights:
+    /// a job's priority is their weighted sum, truncated.
+    fn explain(&mut self, _now: Time, jobs: &PriorityBatch) -> Vec<PriorityFactor> {
+        let c = &self.config;
+        let (age, cores, tier, qos, fairshare) = (
+            jobs.age(),
+            jobs.cores(),
+            jobs.partition_tier(),
+            jobs.qos_priority(),
+            jobs.fairshare(),
+        );
+        let scale = Scale::of(c, cores, tier, qos);
+        let weights = [
+            ("AGE", c.weight_age),
+            ("FAIRSHARE", c.weight_fairshare),
+            ("JOBSIZE", c.weight_job_size),
+            ("PARTITION", c.weight_partition),
+            ("QOS", c.weight_qos),
+        ];
+        let mut out: Vec<PriorityFactor> = weights
+            .iter()
+            .map(|&(name, weight)| PriorityFactor {
+                name: name.to_string(),
+                weight,
+                values: Vec::with_capacity(age.len()),
+            })
+            .collect();
+        for j in 0..age.len() {
+            let f = factors(c, &scale, age[j], cores[j], tier[j], qos[j], fairshare[j]);
+            for (column, value) in out.iter_mut().zip(f) {
+                column.values.push(value);
+            }
+        }
         out
     }
 }
@@ -189,19 +216,57 @@ struct Scale {
     per_second: f64,
 }
 
+impl Scale {
+    fn of(c: &Config, cores: &[u64], tier: &[u32], qos: &[u32]) -> Self {
+        let (largest_cores, max_tier, max_qos) = largest(cores, tier, qos);
+        let max_cores = if c.cluster_cores > 0 {
+            c.cluster_cores
+        } else {
+            largest_cores
+        };
+        Self {
+            per_core: 1.0 / max_cores.max(1) as f64,
+            per_tier: 1.0 / max_tier.max(1) as f64,
+            per_qos: 1.0 / max_qos.max(1) as f64,
+            per_second: 1.0 / c.max_age_s as f64,
+        }
+    }
+}
+
 /// One job's priority: the weighted sum of its factors, each in `[0, 1]`. Always inlined,
 /// so that the loop in `prioritize` holds four copies rather than four calls.
 #[inline(always)]
 fn score(c: &Config, s: &Scale, age: i64, cores: u64, tier: u32, qos: u32, fairshare: f64) -> i64 {
+    let [age, fairshare, size, tier, qos] = factors(c, s, age, cores, tier, qos, fairshare);
+    let sum = c.weight_age * age
+        + c.weight_fairshare * fairshare
+        + c.weight_job_size * size
+        + c.weight_partition * tier
+        + c.weight_qos * qos;
+    sum as i64
+}
+
+/// One job's factors, each in `[0, 1]`: age, fairshare, job size, partition, QOS.
+#[inline(always)]
+fn factors(
+    c: &Config,
+    s: &Scale,
+    age: i64,
+    cores: u64,
+    tier: u32,
+    qos: u32,
+    fairshare: f64,
+) -> [f64; 5] {
     let age = at_most_one(not_below_zero(age as f64 * s.per_second));
     let size = at_most_one(from_unsigned(cores) * s.per_core);
     let size = if c.favor_small { 1.0 - size } else { size };
-    let sum = c.weight_age * age
-        + c.weight_fairshare * fairshare.clamp(0.0, 1.0)
-        + c.weight_job_size * size
-        + c.weight_partition * (tier as f64 * s.per_tier)
-        + c.weight_qos * (qos as f64 * s.per_qos);
-    sum as i64
+    [
+        age,
+        fairshare.clamp(0.0, 1.0),
+        size,
+        tier as f64 * s.per_tier,
+        qos as f64 * s.per_qos,
+    ]
 }
 
 /// `x.max(0.0)` for the non-NaN `x` used here, written as a comparison (see
@@ -289,6 +354,19 @@ mod tests {
         assert_eq!(queue_order(&mut p, now, &jobs).unwrap(), vec![1, 2]);
     }
 
+    /// `n` jobs submitted `spacing` seconds apart, each factor varying its own way.
+    fn varied_jobs(n: u64, spacing: i64, now: Time) -> Vec<PriorityInput> {
+        (0..n)
+            .map(|i| PriorityInput {
+                cores: 1 + (i * 37) % 64,
+                partition_tier: (i % 3) as u32,
+                qos_priority: ((i * 7) % 5) as u32,
+                fairshare: (i as f64 * 0.13) % 1.0,
+                ..job(i + 1, i as i64 * spacing, now)
+            })
+            .collect()
+    }
+
     /// Jobs are scored several per loop iteration, the rest one by one: a job's
     /// priority must not depend on where in the batch it sits.
     #[test]
@@ -297,15 +375,7 @@ mod tests {
         p.init("").unwrap();
         let now = 100_000;
         for n in 0..=11u64 {
-            let jobs: Vec<PriorityInput> = (0..n)
-                .map(|i| PriorityInput {
-                    cores: 1 + (i * 37) % 64,
-                    partition_tier: (i % 3) as u32,
-                    qos_priority: ((i * 7) % 5) as u32,
-                    fairshare: (i as f64 * 0.13) % 1.0,
-                    ..job(i + 1, (i as i64) * 977, now)
-                })
-                .collect();
+            let jobs = varied_jobs(n, 977, now);
             let batch: PriorityBatch = jobs.iter().copied().collect();
             let answer = p.prioritize(now, &batch);
             for shift in 1..n as usize {
@@ -379,6 +449,39 @@ mod tests {
                 assert_eq!(ours, direct, "{x}");
             }
         }
+    }
+
+    /// `explain` gives the factors `prioritize` sums: each job's priority is the
+    /// weighted sum of its factors, truncated, whatever the weights.
+    #[test]
+    fn the_explained_factors_add_up_to_the_priority() {
+        let mut p = Multifactor::default();
+        let now = 500_000;
+        let jobs = varied_jobs(9, 40_000, now);
+        let batch: PriorityBatch = jobs.iter().copied().collect();
+        for config in [
+            "",
+            "weight_qos = 0\nfavor_small = false\ncluster_cores = 96",
+        ] {
+            p.init(config).unwrap();
+            let priorities = p.prioritize(now, &batch);
+            let factors = p.explain(now, &batch);
+            let names: Vec<&str> = factors.iter().map(|f| f.name.as_str()).collect();
+            assert_eq!(names, ["AGE", "FAIRSHARE", "JOBSIZE", "PARTITION", "QOS"]);
+            for (j, &priority) in priorities.iter().enumerate() {
+                let sum = factors
+                    .iter()
+                    .fold(0.0, |sum, f| sum + f.weight * f.values[j]);
+                assert_eq!(sum as i64, priority, "job {j} with config {config:?}");
+                assert!(factors.iter().all(|f| (0.0..=1.0).contains(&f.values[j])));
+            }
+        }
+        p.init("").unwrap();
+        assert_eq!(
+            p.explain(now, &batch)[1].weight,
+            10_000.0,
+            "the default weight"
+        );
     }
 
     #[test]

@@ -22,6 +22,15 @@ pub fn component(name: &str) -> Vec<u8> {
     })
 }
 
+/// The bytes of `testdata/components/<name>.wasm` (components kept as an earlier build
+/// made them).
+pub fn kept_component(name: &str) -> Vec<u8> {
+    let path = root()
+        .join("testdata/components")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// A built-in's default configuration file.
 pub fn default_config(policy_dir: &str) -> String {
     std::fs::read_to_string(
