@@ -51,6 +51,8 @@ pub struct Options {
     /// Eight 64-core 8-GPU NVLink nodes (`gpu[01-08]`, partition `gpu`) instead of the
     /// one 32-core `gpu01`: the shape of a multi-node training job.
     pub eight_gpu_nodes: bool,
+    /// A state database to start from (copied in as the controller's `state.db`).
+    pub state_from: Option<PathBuf>,
 }
 
 const CLUSTER: &str = r#"
@@ -237,6 +239,9 @@ impl Cluster {
                 ),
             )
             .unwrap();
+        }
+        if let Some(state) = &opts.state_from {
+            std::fs::copy(state, root.join("state.db")).expect("the state database copies");
         }
         let mut c = Self {
             dir,

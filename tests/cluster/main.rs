@@ -350,6 +350,65 @@ fn scancel_and_time_limits_end_jobs_as_cancelled_and_timeout() {
     assert!(err.contains("Invalid job id specified"), "{err}");
 }
 
+/// A state database written before the schema was versioned (testdata/state/README.md)
+/// opens in this build: migrated, with every job, step and reservation as it was, and
+/// new jobs numbered after the old ones.
+#[test]
+fn a_state_written_by_the_previous_build_opens_in_this_one() {
+    let c = Cluster::start(Options {
+        state_from: Some(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/state/schema-0.db"),
+        ),
+        ..Options::default()
+    });
+    let acct = c.cli_ok(&[
+        "sacct",
+        "-j",
+        "1,2,3,6,7",
+        "-o",
+        "JobID,JobName,State,ExitCode",
+        "-P",
+        "-n",
+    ]);
+    let lines: Vec<&str> = acct.lines().filter(|l| !l.contains(".batch")).collect();
+    assert_eq!(
+        lines,
+        [
+            "1|ok|COMPLETED|0:0",
+            "2|bad|FAILED|3:0",
+            "3_1|arr|COMPLETED|0:0",
+            "3_2|arr|COMPLETED|0:0",
+            "3_3|arr|COMPLETED|0:0",
+            "6|steps|COMPLETED|0:0",
+            "6.0|true|COMPLETED|0:0",
+            "6.1|false|FAILED|1:0",
+            "7|cancelled|CANCELLED|0:0",
+        ],
+        "{acct}"
+    );
+    let held = c.job(8);
+    assert_eq!(
+        (held["state"].as_str(), held["reason"].as_str()),
+        (Some("PENDING"), Some("JobHeldUser")),
+        "{held}"
+    );
+    let shown = c.cli_ok(&["scontrol", "show", "job", "8"]);
+    assert!(
+        shown.contains("Comment=waits") && shown.contains("Nice=5"),
+        "{shown}"
+    );
+    let resv = c.cli_ok(&["scontrol", "show", "reservation", "maint"]);
+    assert!(
+        resv.contains("Nodes=cpu01") && resv.contains("MAINT"),
+        "{resv}"
+    );
+    let id = c.sbatch(&["-o", "/dev/null", "--wrap=true"]);
+    assert_eq!(id, 9, "numbered after the old jobs");
+    assert_eq!(c.wait_done(id)["state"], "COMPLETED");
+    c.cli_ok(&["scancel", "8"]);
+    assert_eq!(c.wait_done(8)["state"], "CANCELLED");
+}
+
 #[test]
 fn a_killed_controller_loses_no_acknowledged_job_and_runs_none_twice() {
     let mut c = Cluster::start(Options::default());

@@ -10,13 +10,28 @@
 //!
 //! A restart rebuilds the scheduler by applying the log from the start
 //! (`state::Controller::restore`). The log is the truth; memory is a cache of it.
+//!
+//! The database records its schema version (`PRAGMA user_version`, [`SCHEMA_VERSION`]):
+//! an older database is migrated forward when opened, a newer one is refused with a
+//! message that says which gantryd wrote it.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use gantry_kernel::job::{Allocation, JobOutcome, JobSpec};
 use gantry_kernel::{JobId, Time};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The schema this build writes and the newest it reads.
+///
+/// - 0: the `log` and `components` tables; every `submitted` entry holds its
+///   environment (builds before versions were recorded).
+/// - 1: the `environments` table: a `submitted` entry names its environment by sha256
+///   (`launch.env_sha256`), each distinct environment is kept once. Entries of schema 0
+///   stay as they are and read the same.
+pub const SCHEMA_VERSION: i64 = 1;
 
 /// What a job needs besides the kernel's view of it: what to run and where its output goes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -24,6 +39,9 @@ pub struct Launch {
     pub script: String,
     pub argv: Vec<String>,
     pub workdir: String,
+    /// Kept in the log once per distinct value (the `environments` table; see
+    /// [`SCHEMA_VERSION`]): absent from a `submitted` entry that names it by sha256.
+    #[serde(default)]
     pub env: Vec<(String, String)>,
     pub output: String,
     pub error: String,
@@ -290,6 +308,19 @@ pub enum StoreError {
     Corrupt { seq: i64, source: serde_json::Error },
     #[error("state database: cannot encode an entry: {0}")]
     Encode(serde_json::Error),
+    #[error(
+        "state database entry {seq} names an environment ({sha256}) that is not in the database"
+    )]
+    MissingEnvironment { seq: i64, sha256: String },
+    #[error(
+        "state database {path} has schema version {found}, newer than this gantryd {ours} reads (up to {max}): run the gantryd that wrote it or a newer one; nothing was changed"
+    )]
+    Newer {
+        path: String,
+        found: i64,
+        max: i64,
+        ours: &'static str,
+    },
 }
 
 pub struct Store {
@@ -311,9 +342,68 @@ impl LogReader {
             .prepare_cached("SELECT entry FROM log WHERE seq = ?1")?
             .query_row(params![seq], |r| r.get(0))
             .optional()?;
-        text.map(|t| serde_json::from_str(&t).map_err(|source| StoreError::Corrupt { seq, source }))
-            .transpose()
+        let mut envs = Environments::new(&self.conn);
+        text.map(|t| decode(seq, &t, &mut envs)).transpose()
     }
+}
+
+/// Environments read back by sha256, each looked up once.
+struct Environments<'c> {
+    conn: &'c Connection,
+    known: HashMap<String, Vec<(String, String)>>,
+}
+
+impl<'c> Environments<'c> {
+    fn new(conn: &'c Connection) -> Self {
+        Self {
+            conn,
+            known: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, seq: i64, sha256: &str) -> Result<Vec<(String, String)>, StoreError> {
+        if let Some(env) = self.known.get(sha256) {
+            return Ok(env.clone());
+        }
+        let text: Option<String> = self
+            .conn
+            .prepare_cached("SELECT env FROM environments WHERE sha256 = ?1")?
+            .query_row(params![sha256], |r| r.get(0))
+            .optional()?;
+        let missing = || StoreError::MissingEnvironment {
+            seq,
+            sha256: sha256.to_string(),
+        };
+        let env: Vec<(String, String)> = serde_json::from_str(&text.ok_or_else(missing)?)
+            .map_err(|source| StoreError::Corrupt { seq, source })?;
+        self.known.insert(sha256.to_string(), env.clone());
+        Ok(env)
+    }
+}
+
+/// What a `submitted` entry names its environment by (schema 1).
+#[derive(Deserialize)]
+struct EnvironmentRef {
+    launch: LaunchEnvironmentRef,
+}
+
+#[derive(Deserialize)]
+struct LaunchEnvironmentRef {
+    env_sha256: Option<String>,
+}
+
+/// An entry as stored, with its environment put back from the `environments` table
+/// when it names one.
+fn decode(seq: i64, text: &str, envs: &mut Environments) -> Result<Entry, StoreError> {
+    let corrupt = |source| StoreError::Corrupt { seq, source };
+    let mut entry: Entry = serde_json::from_str(text).map_err(corrupt)?;
+    if let Entry::Submitted { launch, .. } = &mut entry {
+        let named: EnvironmentRef = serde_json::from_str(text).map_err(corrupt)?;
+        if let Some(sha) = named.launch.env_sha256 {
+            launch.env = envs.get(seq, &sha)?;
+        }
+    }
+    Ok(entry)
 }
 
 /// One entry read back: its sequence number, the time it happened, what happened.
@@ -333,7 +423,21 @@ impl Store {
         // acknowledged.
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
-        conn.execute_batch(
+        let found: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(open_err)?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::Newer {
+                path: path.display().to_string(),
+                found,
+                max: SCHEMA_VERSION,
+                ours: env!("CARGO_PKG_VERSION"),
+            });
+        }
+        // Every step is idempotent, and all of them commit together with the new
+        // version: a migration cut short leaves the old schema, to be migrated again.
+        let tx = conn.unchecked_transaction().map_err(open_err)?;
+        tx.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS log (
                  seq INTEGER PRIMARY KEY,
                  time INTEGER NOT NULL,
@@ -342,13 +446,29 @@ impl Store {
              CREATE TABLE IF NOT EXISTS components (
                  sha256 TEXT PRIMARY KEY,
                  bytes BLOB NOT NULL
-             );",
-        )
+             );
+             CREATE TABLE IF NOT EXISTS environments (
+                 sha256 TEXT PRIMARY KEY,
+                 env TEXT NOT NULL
+             );
+             PRAGMA user_version = {SCHEMA_VERSION};"
+        ))
         .map_err(open_err)?;
+        tx.commit().map_err(open_err)?;
+        if found < SCHEMA_VERSION {
+            tracing::info!(path = %path.display(), from = found, to = SCHEMA_VERSION, "state database schema migrated");
+        }
         Ok(Self {
             conn,
             path: path.to_path_buf(),
         })
+    }
+
+    /// The schema version the database records.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 
     /// Appends entries in one transaction; they are on disk when this returns. (A running
@@ -390,12 +510,11 @@ impl Store {
                 r.get::<_, String>(2)?,
             ))
         })?;
+        let mut envs = Environments::new(&self.conn);
         let mut out = Vec::new();
         for row in rows {
             let (seq, time, text) = row?;
-            let entry = serde_json::from_str(&text)
-                .map_err(|source| StoreError::Corrupt { seq, source })?;
-            out.push((seq, time, entry));
+            out.push((seq, time, decode(seq, &text, &mut envs)?));
         }
         Ok(out)
     }
@@ -425,20 +544,40 @@ impl Store {
 /// durable once it is.
 pub type Ticket = u64;
 
+/// Entries as stored: a submission's environment goes to the `environments` table
+/// (once per distinct value) and the entry names it by sha256.
 fn encode(time: Time, entries: &[Entry]) -> Result<Vec<Record>, StoreError> {
-    entries
-        .iter()
-        .map(|e| {
-            serde_json::to_string(e)
-                .map(|text| Record::Entry(time, text))
-                .map_err(StoreError::Encode)
-        })
-        .collect()
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let Entry::Submitted { .. } = e else {
+            out.push(Record::Entry(
+                time,
+                serde_json::to_string(e).map_err(StoreError::Encode)?,
+            ));
+            continue;
+        };
+        let mut v = serde_json::to_value(e).map_err(StoreError::Encode)?;
+        if let Some(launch) = v.get_mut("launch").and_then(|l| l.as_object_mut()) {
+            if let Some(env) = launch.remove("env") {
+                let text = env.to_string();
+                let sha: String = Sha256::digest(text.as_bytes())
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                launch.insert("env_sha256".into(), sha.clone().into());
+                out.push(Record::Environment(sha, text));
+            }
+        }
+        out.push(Record::Entry(time, v.to_string()));
+    }
+    Ok(out)
 }
 
 enum Record {
     Entry(Time, String),
     Component(String, Vec<u8>),
+    /// A submission's environment (JSON), by sha256: kept once.
+    Environment(String, String),
 }
 
 #[derive(Default)]
@@ -497,7 +636,8 @@ impl Journal {
             return Err(e.clone().into());
         }
         for r in records {
-            // Components go to their own table: they take no place in the log.
+            // Components and environments go to their own tables: they take no place
+            // in the log.
             if matches!(r, Record::Entry(..)) {
                 q.queued += 1;
             }
@@ -583,6 +723,9 @@ impl Store {
             let mut component = tx.prepare_cached(
                 "INSERT OR IGNORE INTO components (sha256, bytes) VALUES (?1, ?2)",
             )?;
+            let mut environment = tx.prepare_cached(
+                "INSERT OR IGNORE INTO environments (sha256, env) VALUES (?1, ?2)",
+            )?;
             for r in records {
                 match r {
                     Record::Entry(time, text) => {
@@ -590,6 +733,9 @@ impl Store {
                     }
                     Record::Component(sha, bytes) => {
                         component.execute(params![sha, bytes])?;
+                    }
+                    Record::Environment(sha, env) => {
+                        environment.execute(params![sha, env])?;
                     }
                 }
             }
@@ -735,6 +881,112 @@ mod tests {
         let s = Store::open(&path).unwrap();
         assert_eq!(s.entries().unwrap().len(), 402);
         assert_eq!(s.component("abc").unwrap().as_deref(), Some(&b"bytes"[..]));
+    }
+
+    fn environment(n: usize) -> Vec<(String, String)> {
+        (0..n)
+            .map(|i| (format!("VAR_{i}"), format!("value {i} {}", "x".repeat(40))))
+            .collect()
+    }
+
+    fn submitted(first: u64, env: Vec<(String, String)>) -> Entry {
+        Entry::Submitted {
+            first: JobId(first),
+            count: 1,
+            spec: Box::new(JobSpec::new("j", "alice", ResourceRequest::default())),
+            launch: Box::new(Launch {
+                env,
+                ..Launch::default()
+            }),
+        }
+    }
+
+    /// A thousand submissions from one shell keep one copy of its environment; each
+    /// reads back with it, through the journal and through a reader.
+    #[test]
+    fn a_submissions_environment_is_kept_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path).unwrap();
+        let reader = store.reader().unwrap();
+        let journal = Journal::start(store).unwrap();
+        let (same, other) = (environment(60), environment(3));
+        let mut last = 0;
+        for i in 0..1000 {
+            let env = if i == 500 {
+                other.clone()
+            } else {
+                same.clone()
+            };
+            last = journal.queue(i, &[submitted(i as u64 + 1, env)]).unwrap();
+        }
+        journal.wait(last).unwrap();
+        assert_eq!(
+            reader.entry(501).unwrap(),
+            Some(submitted(501, other.clone()))
+        );
+        drop(journal);
+        let s = Store::open(&path).unwrap();
+        let kept: i64 = s
+            .conn
+            .query_row("SELECT COUNT(*) FROM environments", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 2, "two distinct environments");
+        let logged: i64 = s
+            .conn
+            .query_row("SELECT SUM(LENGTH(entry)) FROM log", [], |r| r.get(0))
+            .unwrap();
+        let one_env = serde_json::to_string(&same).unwrap().len() as i64;
+        assert!(
+            logged < 1000 * one_env / 4,
+            "the log holds no environment: {logged} bytes for 1,000 entries ({one_env} per environment)"
+        );
+        let entries = s.entries().unwrap();
+        assert_eq!(entries.len(), 1000);
+        assert_eq!(entries[0].2, submitted(1, same.clone()));
+        assert_eq!(entries[500].2, submitted(501, other));
+        assert_eq!(entries[999].2, submitted(1000, same));
+    }
+
+    /// A database of schema 0 (entries with their environment inline, no version) opens
+    /// as schema 1 and reads the same; one of a newer schema is refused untouched.
+    #[test]
+    fn an_older_schema_is_migrated_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let old = submitted(1, environment(2));
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE log (seq INTEGER PRIMARY KEY, time INTEGER NOT NULL, entry TEXT NOT NULL);
+                 CREATE TABLE components (sha256 TEXT PRIMARY KEY, bytes BLOB NOT NULL);",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO log (time, entry) VALUES (3, ?1)",
+                params![serde_json::to_string(&old).unwrap()],
+            )
+            .unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        s.append(4, &[submitted(2, environment(2))]).unwrap();
+        let entries = s.entries().unwrap();
+        assert_eq!(entries[0].2, old, "the inline environment reads as before");
+        assert_eq!(entries[1].2, submitted(2, environment(2)));
+        s.conn.pragma_update(None, "user_version", 7).unwrap();
+        drop(s);
+        let err = Store::open(&path).err().expect("a newer schema is refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("schema version 7") && text.contains("up to 1"),
+            "{text}"
+        );
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 7, "left as it was");
     }
 
     #[test]
