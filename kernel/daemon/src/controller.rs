@@ -374,7 +374,7 @@ impl Controller {
                 launch,
             } => {
                 self.associate_if_needed(&spec.user, spec.account.as_deref());
-                let ids = self.sched.submit(spec.as_ref().clone(), time)?;
+                let ids = self.sched.submit((**spec).clone().into(), time)?;
                 if ids.first() != Some(first) || ids.len() != *count as usize {
                     anyhow::bail!(
                         "submission restored as jobs {ids:?}, logged as {count} from {first}"
@@ -386,7 +386,7 @@ impl Controller {
                 }
             }
             Entry::Started { job, allocation } => {
-                self.sched.restore_start(*job, time, allocation.clone())?
+                self.sched.restore_start(*job, time, allocation.into())?
             }
             Entry::Ended {
                 job,
@@ -398,7 +398,7 @@ impl Controller {
                 if !message.is_empty() {
                     self.end_messages.insert(*job, message.clone());
                 }
-                self.sched.job_ended(*job, time, *outcome)?;
+                self.sched.job_ended(*job, time, (*outcome).into())?;
             }
             Entry::Cancelled { job } => {
                 self.sched.cancel(*job, time)?;
@@ -410,7 +410,9 @@ impl Controller {
             Entry::DependencyNeverSatisfied { job } => {
                 self.sched.restore_dependency_cancel(*job, time)?
             }
-            Entry::Preempted { job, mode } => self.sched.restore_preempt(*job, time, *mode)?,
+            Entry::Preempted { job, mode } => {
+                self.sched.restore_preempt(*job, time, (*mode).into())?
+            }
             Entry::Resumed { job } => self.sched.restore_resume(*job, time)?,
             Entry::NodeFailed { node } => {
                 let id = self.node_id(node)?;
@@ -464,14 +466,14 @@ impl Controller {
                 exit_code,
                 cpu_s,
             } => self.restore_step_end(*job, *step, *state, *exit_code, *cpu_s, time),
-            Entry::Held { job, by } => self.sched.hold(*job, *by)?,
+            Entry::Held { job, by } => self.sched.hold(*job, (*by).into())?,
             Entry::Requeued { job } => self.sched.requeue_job(*job, time)?,
             Entry::PastDeadline { job } => self.sched.restore_past_deadline(*job, time)?,
             Entry::SuspendedByAdmin { job } => self.sched.suspend_job(*job, time)?,
             Entry::ResumedByAdmin { job } => {
                 self.sched.resume_job(*job, time)?;
             }
-            Entry::Released { job, by } => self.sched.release(*job, *by)?,
+            Entry::Released { job, by } => self.sched.release(*job, (*by).into())?,
             Entry::ReservationSet(r) => {
                 let r = self.reservation_from_record(r)?;
                 self.sched.set_reservation(r);
@@ -545,11 +547,12 @@ impl Controller {
     ) -> Result<(Vec<JobId>, Ticket), Refusal> {
         let (spec, launch) = spec_from(who, sub, &self.settings.limits)?;
         self.associate_if_needed(&spec.user, spec.account.as_deref());
-        let ids = self.sched.submit(spec.clone(), now).map_err(invalid)?;
+        let logged = Box::new((&spec).into());
+        let ids = self.sched.submit(spec, now).map_err(invalid)?;
         let entry = Entry::Submitted {
             first: ids[0],
             count: ids.len() as u32,
-            spec: Box::new(spec),
+            spec: logged,
             launch: Box::new(launch.clone()),
         };
         let ticket = self.journal.queue(now, &[entry])?;
@@ -692,13 +695,17 @@ impl Controller {
             (&out.suspended, gantry_abi::PreemptMode::Suspend),
         ];
         for (jobs, mode) in victims {
-            entries.extend(jobs.iter().map(|&job| Entry::Preempted { job, mode }));
+            entries.extend(jobs.iter().map(|&job| Entry::Preempted {
+                job,
+                mode: mode.into(),
+            }));
         }
         for &job in &out.started {
             let allocation = self
                 .sched
                 .job(job)
-                .and_then(|j| j.allocation.clone())
+                .and_then(|j| j.allocation.as_ref())
+                .map(Into::into)
                 .unwrap_or_default();
             entries.push(Entry::Started { job, allocation });
         }
@@ -1185,7 +1192,7 @@ impl Controller {
             now,
             &[Entry::Ended {
                 job: id,
-                outcome,
+                outcome: outcome.into(),
                 usage,
                 message: message.clone(),
             }],

@@ -5,7 +5,7 @@
 //! admins, the agent link, authentication, the wall clock, and the loop that runs
 //! scheduling cycles.
 //!
-//! Layers: [`store`] (the log) ← [`controller`] (state and rules, no network) ←
+//! Layers: [`store`] (the log, in its own types: [`logged`]) ← [`controller`] (state and rules, no network) ←
 //! [`service`] (gRPC, identity) ← `main.rs` (configuration, sockets, signals).
 //!
 //! ## What it must not depend on
@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod config;
 pub mod controller;
+pub mod logged;
 pub mod service;
 pub mod stats;
 pub mod store;

@@ -18,8 +18,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use gantry_kernel::job::{Allocation, JobOutcome, JobSpec};
 use gantry_kernel::{JobId, Time};
+
+use crate::logged;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -113,16 +114,16 @@ pub enum Entry {
     Submitted {
         first: JobId,
         count: u32,
-        spec: Box<JobSpec>,
+        spec: Box<logged::Spec>,
         launch: Box<Launch>,
     },
     Started {
         job: JobId,
-        allocation: Allocation,
+        allocation: logged::Allocation,
     },
     Ended {
         job: JobId,
-        outcome: JobOutcome,
+        outcome: logged::Outcome,
         usage: Usage,
         /// Why it ended, when the agent said (a launch that failed: which file, which
         /// directory), shown as the job's reason.
@@ -151,7 +152,7 @@ pub enum Entry {
     },
     Preempted {
         job: JobId,
-        mode: gantry_abi::PreemptMode,
+        mode: logged::PreemptMode,
     },
     Resumed {
         job: JobId,
@@ -200,11 +201,11 @@ pub enum Entry {
     /// Held (`scontrol hold`, by its user or an admin) or released.
     Held {
         job: JobId,
-        by: gantry_kernel::job::Hold,
+        by: logged::HoldBy,
     },
     Released {
         job: JobId,
-        by: gantry_kernel::job::Hold,
+        by: logged::HoldBy,
     },
     /// `scontrol suspend` (an admin's): the job stops; no cycle resumes it.
     SuspendedByAdmin {
@@ -262,7 +263,7 @@ pub struct ReservationRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub accounts: Vec<String>,
     #[serde(default)]
-    pub flags: gantry_kernel::reservation::ReservationFlags,
+    pub flags: logged::ReservationFlags,
 }
 
 /// How a job step ended (or that it runs).
@@ -748,6 +749,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gantry_kernel::job::{JobOutcome, JobSpec};
     use gantry_kernel::ResourceRequest;
 
     #[test]
@@ -762,7 +764,7 @@ mod tests {
                 &[Entry::Submitted {
                     first: JobId(1),
                     count: 1,
-                    spec: Box::new(spec.clone()),
+                    spec: Box::new((&spec).into()),
                     launch: Box::default(),
                 }],
             )
@@ -785,11 +787,11 @@ mod tests {
                 &[
                     Entry::Started {
                         job: JobId(1),
-                        allocation: allocation.clone(),
+                        allocation: (&allocation).into(),
                     },
                     Entry::Ended {
                         job: JobId(1),
-                        outcome: JobOutcome::Exited(3),
+                        outcome: JobOutcome::Exited(3).into(),
                         usage: Usage::default(),
                         message: String::new(),
                     },
@@ -804,9 +806,12 @@ mod tests {
         let e = s.entries().unwrap();
         assert_eq!(e.len(), 4);
         assert_eq!(e[0].1, 5);
-        assert!(matches!(&e[0].2, Entry::Submitted { spec: s, .. } if **s == spec));
+        assert!(
+            matches!(&e[0].2, Entry::Submitted { spec: s, .. } if JobSpec::from((**s).clone()) == spec)
+        );
         match &e[1].2 {
             Entry::Started { allocation, .. } => {
+                let allocation = gantry_kernel::job::Allocation::from(allocation);
                 let n = &allocation.nodes[0];
                 assert_eq!(n.cores.ones().collect::<Vec<_>>(), vec![2, 5]);
                 assert_eq!(n.cores.len(), 8);
@@ -818,7 +823,7 @@ mod tests {
         assert!(matches!(
             e[2].2,
             Entry::Ended {
-                outcome: JobOutcome::Exited(3),
+                outcome: logged::Outcome::Exited(3),
                 ..
             }
         ));
@@ -893,7 +898,7 @@ mod tests {
         Entry::Submitted {
             first: JobId(first),
             count: 1,
-            spec: Box::new(JobSpec::new("j", "alice", ResourceRequest::default())),
+            spec: Box::new((&JobSpec::new("j", "alice", ResourceRequest::default())).into()),
             launch: Box::new(Launch {
                 env,
                 ..Launch::default()

@@ -45,7 +45,7 @@ impl Controller {
             partition,
             users: r.users.clone(),
             accounts: r.accounts.clone(),
-            flags: r.flags,
+            flags: r.flags.into(),
         })
     }
 
@@ -63,7 +63,7 @@ impl Controller {
             partition: r.partition.map(|p| cluster.partition(p).name.clone()),
             users: r.users.clone(),
             accounts: r.accounts.clone(),
-            flags: r.flags,
+            flags: r.flags.into(),
         }
     }
 

@@ -883,7 +883,7 @@ impl Controller {
             now,
             &[Entry::Ended {
                 job: id,
-                outcome,
+                outcome: outcome.into(),
                 usage,
                 message: String::new(),
             }],

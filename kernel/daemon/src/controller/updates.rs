@@ -83,9 +83,9 @@ impl Controller {
             .iter()
             .map(|&job| {
                 if hold {
-                    Entry::Held { job, by }
+                    Entry::Held { job, by: by.into() }
                 } else {
-                    Entry::Released { job, by }
+                    Entry::Released { job, by: by.into() }
                 }
             })
             .collect();
@@ -128,7 +128,11 @@ impl Controller {
         let by = if who.admin { Hold::Admin } else { Hold::User };
         let mut entries: Vec<Entry> = targets.iter().map(|&job| Entry::Requeued { job }).collect();
         if then_hold {
-            entries.extend(targets.iter().map(|&job| Entry::Held { job, by }));
+            entries.extend(
+                targets
+                    .iter()
+                    .map(|&job| Entry::Held { job, by: by.into() }),
+            );
         }
         self.log(now, &entries)?;
         for &id in &targets {
