@@ -1,0 +1,153 @@
+//! Restart: how long `gantryd` takes from its start to listening with N finished jobs in
+//! its log (each a submission, a start and an end), the log written with each
+//! submission's environment inline (as schema 0 wrote it) or kept once (schema 1); and
+//! the state's size per finished job. A restart replays the whole log today, so its time
+//! grows with history.
+//!
+//! `GANTRY_RESTART_JOBS` sets N (default 20,000 under `cargo bench`, 500 for the smoke
+//! pass under `cargo test`). Needs the daemon built with the same profile: `cargo build
+//! --release -p gantry-daemon`, then `cargo bench --bench restart`.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::submit::{gantryd, start_with};
+use criterion::{criterion_group, criterion_main, Criterion};
+use gantry_daemon::logged;
+use gantry_daemon::store::{Entry, Launch, Store, Usage};
+use gantry_kernel::job::{Allocation, JobOutcome, JobSpec, NodeAllocation};
+use gantry_kernel::{JobId, ResourceRequest};
+
+/// A login shell's environment: about 3 KB, as a submission carries.
+fn environment() -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = (0..60)
+        .map(|i| {
+            (
+                format!("VARIABLE_{i:02}"),
+                format!("/opt/site/tool-{i}/bin:{}", "x".repeat(24)),
+            )
+        })
+        .collect();
+    env.sort();
+    env
+}
+
+/// Job `id`'s three entries: submitted, started on one core of a node, ended.
+fn job_entries(id: u64, env: &[(String, String)]) -> [Entry; 3] {
+    let mut cores = fixedbitset::FixedBitSet::with_capacity(128);
+    cores.insert(0);
+    let allocation = Allocation {
+        nodes: vec![NodeAllocation {
+            node: gantry_kernel::cluster::NodeId((id % 64) as u32),
+            tasks: 1,
+            cores,
+            memory_mb: 0,
+            gpus: 0,
+            gres: Vec::new(),
+        }],
+    };
+    let spec = JobSpec::new("job", "bench", ResourceRequest::default());
+    [
+        Entry::Submitted {
+            first: JobId(id),
+            count: 1,
+            spec: Box::new((&spec).into()),
+            launch: Box::new(Launch {
+                script: "#!/bin/bash\nsrun ./train --epochs 10\n".into(),
+                workdir: "/home/bench/project".into(),
+                env: env.to_vec(),
+                output: "slurm-%j.out".into(),
+                uid: 1000,
+                gid: 1000,
+                ..Launch::default()
+            }),
+        },
+        Entry::Started {
+            job: JobId(id),
+            allocation: (&allocation).into(),
+        },
+        Entry::Ended {
+            job: JobId(id),
+            outcome: logged::Outcome::from(JobOutcome::Exited(0)),
+            usage: Usage::default(),
+            message: String::new(),
+        },
+    ]
+}
+
+/// Writes `n` finished jobs to a new state database at `path`: through the store (the
+/// environment kept once), or with every entry as schema 0 wrote it (inline).
+fn write_state(path: &Path, n: u64, inline: bool) {
+    let mut store = Store::open(path).unwrap();
+    let env = environment();
+    if inline {
+        drop(store);
+        let mut conn = rusqlite::Connection::open(path).unwrap();
+        let tx = conn.transaction().unwrap();
+        {
+            let mut insert = tx
+                .prepare("INSERT INTO log (time, entry) VALUES (?1, ?2)")
+                .unwrap();
+            for id in 1..=n {
+                for e in job_entries(id, &env) {
+                    insert
+                        .execute(rusqlite::params![
+                            id as i64,
+                            serde_json::to_string(&e).unwrap()
+                        ])
+                        .unwrap();
+                }
+            }
+        }
+        tx.commit().unwrap();
+        return;
+    }
+    for chunk in (1..=n).collect::<Vec<_>>().chunks(1000) {
+        let entries: Vec<Entry> = chunk.iter().flat_map(|&id| job_entries(id, &env)).collect();
+        store.append(chunk[0] as i64, &entries).unwrap();
+    }
+}
+
+fn restart(c: &mut Criterion) {
+    let benching = std::env::args().any(|a| a == "--bench");
+    let n: u64 = std::env::var("GANTRY_RESTART_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if benching { 20_000 } else { 500 });
+    let daemon = gantryd();
+    let mut g = c.benchmark_group(format!("gantryd restart, {n} finished jobs in the log"));
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(if benching { 20 } else { 1 }));
+    for (label, inline) in [
+        ("environment inline (schema 0)", true),
+        ("environment kept once (schema 1)", false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.db");
+        write_state(&state, n, inline);
+        let bytes = std::fs::metadata(&state).unwrap().len();
+        println!(
+            "{label}: {} bytes per finished job ({:.1} MB for {n})",
+            bytes / n,
+            bytes as f64 / 1e6
+        );
+        g.bench_function(label, |b| {
+            b.iter_custom(|iters| {
+                let mut took = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let d = start_with(&daemon, dir.path(), "native_policies = true\n");
+                    took += t.elapsed();
+                    drop(d);
+                }
+                took
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, restart);
+criterion_main!(benches);
