@@ -298,7 +298,10 @@ fn scancel_and_time_limits_end_jobs_as_cancelled_and_timeout() {
     c.wait_state(s, "RUNNING");
     let after = c.write(
         "after.sh",
-        "#!/bin/bash\nif grep -qas gantry-stubborn /proc/$(cat stubborn.pid)/cmdline; then echo overlap; else echo clean; fi > after.out\n",
+        // The first word of the process's command line, read by the shell itself: a
+        // `grep` given the name would find it in its own command line if it took the
+        // freed pid.
+        "#!/bin/bash\npid=$(cat stubborn.pid)\nif IFS= read -r -d '' first < /proc/$pid/cmdline 2>/dev/null && [ \"$first\" = gantry-stubborn ]; then echo overlap; else echo clean; fi > after.out\n",
     );
     let n = c.sbatch(&[&whole[..], &[after.to_str().unwrap()]].concat());
     let since = Instant::now();
