@@ -337,8 +337,9 @@ impl<W: Decision> PolicySlot<W> {
         Ok(W::compare(batch, &current, &candidate))
     }
 
-    fn run(&mut self, i: usize, now: Time, batch: &W::Batch) -> Result<W::Answer, String> {
-        let ms = self.host.limits().call_timeout.as_millis();
+    /// Version `i`, with a live instance (a fresh one after a failure) whose deadline
+    /// starts now.
+    fn live(&mut self, i: usize) -> Result<&mut Version<W>, String> {
         if self.versions[i].instance.is_none() {
             let v = &self.versions[i];
             let (live, needs) = self
@@ -349,8 +350,16 @@ impl<W: Decision> PolicySlot<W> {
         }
         let ticks = self.host.deadline_ticks();
         let v = &mut self.versions[i];
-        let (store, bindings) = v.instance.as_mut().expect("instantiated above");
-        store.set_epoch_deadline(ticks);
+        if let Some((store, _)) = v.instance.as_mut() {
+            store.set_epoch_deadline(ticks);
+        }
+        Ok(v)
+    }
+
+    fn run(&mut self, i: usize, now: Time, batch: &W::Batch) -> Result<W::Answer, String> {
+        let ms = self.host.limits().call_timeout.as_millis();
+        let v = self.live(i)?;
+        let (store, bindings) = v.instance.as_mut().expect("made live above");
         match W::call(bindings, store, now, batch, v.needs) {
             Ok(answer) => W::check(batch, &answer).map(|()| answer),
             Err(e) => {
@@ -726,21 +735,12 @@ impl PolicySlot<PriorityWorld> {
         batch: &abi::PriorityBatch,
     ) -> Option<Result<Vec<abi::PriorityFactor>, String>> {
         let i = self.active.filter(|&i| self.versions[i].healthy)?;
-        if self.versions[i].instance.is_none() {
-            let v = &self.versions[i];
-            match self.new_instance(&v.pre, &v.info.name, &v.config) {
-                Ok((live, needs)) => {
-                    self.versions[i].instance = Some(live);
-                    self.versions[i].needs = needs;
-                }
-                Err(e) => return Some(Err(e.to_string())),
-            }
-        }
         let ms = self.host.limits().call_timeout.as_millis();
-        let ticks = self.host.deadline_ticks();
-        let v = &mut self.versions[i];
-        let (store, bindings) = v.instance.as_mut()?;
-        store.set_epoch_deadline(ticks);
+        let v = match self.live(i) {
+            Ok(v) => v,
+            Err(e) => return Some(Err(e)),
+        };
+        let (store, bindings) = v.instance.as_mut().expect("made live above");
         match world::explain(bindings, store, now, batch, v.needs) {
             Ok(answer) => Some(Ok(answer.unwrap_or_default())),
             Err(e) => {

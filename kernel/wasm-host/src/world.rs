@@ -237,6 +237,22 @@ pub(crate) struct PriorityBatchRef<'a> {
 }
 
 impl<'a> PriorityBatchRef<'a> {
+    /// The batch as a version that reads `fields` gets it. A batch lacking a column the
+    /// version reads is refused before any call: the slot then falls back as for any
+    /// other failure.
+    fn lowered(b: &'a abi::PriorityBatch, fields: abi::PriorityFields) -> wasmtime::Result<Self> {
+        if !b.fields().contains(fields) {
+            wasmtime::bail!(
+                "the batch lacks columns this version reads (has {:#x}, needs {:#x})",
+                b.fields().bits(),
+                fields.bits()
+            );
+        }
+        let len = u32::try_from(b.len())
+            .map_err(|_| wasmtime::format_err!("{} jobs is more than a batch can hold", b.len()))?;
+        Ok(Self::masked(b, fields, len))
+    }
+
     /// The columns in `fields`; the others go as `none`, so a version pays only for
     /// what it reads even when the kernel built more (for the kernel's own ordering, or
     /// for a fallback version that reads other columns).
@@ -276,9 +292,6 @@ pub(crate) fn fields(
 }
 
 /// Calls `prioritize` with the batch lowered from [`PriorityBatchRef`].
-///
-/// A batch lacking a column the version reads is refused before the call: the slot
-/// then falls back as for any other failure.
 pub(crate) fn prioritize(
     b: &Bound<priority::Priority, Prioritize>,
     store: &mut Store<HostState>,
@@ -286,17 +299,10 @@ pub(crate) fn prioritize(
     batch: &abi::PriorityBatch,
     fields: abi::PriorityFields,
 ) -> wasmtime::Result<Vec<i64>> {
-    if !batch.fields().contains(fields) {
-        wasmtime::bail!(
-            "the batch lacks columns this version reads (has {:#x}, needs {:#x})",
-            batch.fields().bits(),
-            fields.bits()
-        );
-    }
-    let len = u32::try_from(batch.len())
-        .map_err(|_| wasmtime::format_err!("{} jobs is more than a batch can hold", batch.len()))?;
-    let params = (now, PriorityBatchRef::masked(batch, fields, len));
-    let (answer,) = b.hot.prioritize.call(&mut *store, params)?;
+    let (answer,) = b.hot.prioritize.call(
+        &mut *store,
+        (now, PriorityBatchRef::lowered(batch, fields)?),
+    )?;
     Ok(answer)
 }
 
@@ -312,13 +318,10 @@ pub(crate) fn explain(
     let Some(explain) = &b.hot.explain else {
         return Ok(None);
     };
-    if !batch.fields().contains(fields) {
-        wasmtime::bail!("the batch lacks columns this version reads");
-    }
-    let len = u32::try_from(batch.len())
-        .map_err(|_| wasmtime::format_err!("{} jobs is more than a batch can hold", batch.len()))?;
-    let params = (now, PriorityBatchRef::masked(batch, fields, len));
-    let (answer,) = explain.call(&mut *store, params)?;
+    let (answer,) = explain.call(
+        &mut *store,
+        (now, PriorityBatchRef::lowered(batch, fields)?),
+    )?;
     Ok(Some(
         answer
             .into_iter()

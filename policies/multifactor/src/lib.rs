@@ -97,13 +97,7 @@ impl Priority for Multifactor {
     /// one that scores every job.
     fn prioritize(&mut self, _now: Time, jobs: &PriorityBatch) -> Vec<i64> {
         let c = &self.config;
-        let (age, cores, tier, qos, fairshare) = (
-            jobs.age(),
-            jobs.cores(),
-            jobs.partition_tier(),
-            jobs.qos_priority(),
-            jobs.fairshare(),
-        );
+        let (age, cores, tier, qos, fairshare) = columns(jobs);
         let n = age.len();
         let (cores, tier, qos, fairshare) = (&cores[..n], &tier[..n], &qos[..n], &fairshare[..n]);
         let scale = Scale::of(c, cores, tier, qos);
@@ -144,13 +138,7 @@ impl Priority for Multifactor {
     /// a job's priority is their weighted sum, truncated.
     fn explain(&mut self, _now: Time, jobs: &PriorityBatch) -> Vec<PriorityFactor> {
         let c = &self.config;
-        let (age, cores, tier, qos, fairshare) = (
-            jobs.age(),
-            jobs.cores(),
-            jobs.partition_tier(),
-            jobs.qos_priority(),
-            jobs.fairshare(),
-        );
+        let (age, cores, tier, qos, fairshare) = columns(jobs);
         let scale = Scale::of(c, cores, tier, qos);
         let weights = [
             ("AGE", c.weight_age),
@@ -175,6 +163,20 @@ impl Priority for Multifactor {
         }
         out
     }
+}
+
+/// The five columns multifactor weighs: age, cores, partition tier, QOS priority,
+/// fairshare.
+type Columns<'a> = (&'a [Time], &'a [u64], &'a [u32], &'a [u32], &'a [f64]);
+
+fn columns(jobs: &PriorityBatch) -> Columns<'_> {
+    (
+        jobs.age(),
+        jobs.cores(),
+        jobs.partition_tier(),
+        jobs.qos_priority(),
+        jobs.fairshare(),
+    )
 }
 
 /// How many jobs `prioritize` scores per loop iteration. In Wasm, every iteration checks
