@@ -357,11 +357,8 @@ fn end_of(limit: Option<Time>, now: Time) -> Time {
 /// The end of a run started at `now`: its time limit, or its advance reservation's end
 /// when that comes first (the run is ended there).
 fn run_end(s: &Scheduler, limit: Option<Time>, resv: Option<ResvId>, now: Time) -> Time {
-    let end = end_of(limit, now);
-    match resv.and_then(|r| s.reservation(r)) {
-        Some(r) => end.min(r.end),
-        None => end,
-    }
+    s.end_within_reservation(resv, Some(end_of(limit, now)))
+        .unwrap_or(Time::MAX)
 }
 
 pub(crate) fn run(s: &mut Scheduler, now: Time) -> CycleOutcome {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::cluster::{NodeId, PartitionId};
+use crate::job::Job;
 use crate::scheduler::Scheduler;
 use crate::units::Time;
 
@@ -164,6 +165,22 @@ impl Scheduler {
 
     pub fn reservation(&self, id: ResvId) -> Option<&AdvanceReservation> {
         self.reservations.get(id.index())?.as_ref()
+    }
+
+    /// When a run that would otherwise end at `end` (`None`: never) must end: at the end
+    /// of its advance reservation `resv` if that comes first (the run is ended there).
+    pub fn end_within_reservation(&self, resv: Option<ResvId>, end: Option<Time>) -> Option<Time> {
+        let cap = resv.and_then(|r| self.reservation(r)).map(|r| r.end);
+        match (end, cap) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When running job `job`'s run must end: at its time limit (suspensions added), or
+    /// when its advance reservation ends if that comes first; `None`: never.
+    pub fn run_end(&self, job: &Job) -> Option<Time> {
+        self.end_within_reservation(job.reservation, job.expected_end())
     }
 
     /// Every reservation, by start time.

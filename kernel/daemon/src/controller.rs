@@ -886,7 +886,7 @@ impl Controller {
         };
         let mut info = self.job_info(job);
         // Its limit from its start, or its reservation's end when that comes first.
-        if let (Some(end), Some(start)) = (self.run_end(job), job.start_time) {
+        if let (Some(end), Some(start)) = (self.sched.run_end(job), job.start_time) {
             info.time_limit_s = (end - start).max(1);
         }
         let run = job.requeue_count;

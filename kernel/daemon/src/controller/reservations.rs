@@ -349,20 +349,6 @@ impl Controller {
         (names, maint)
     }
 
-    /// When a running job's run must end: at its time limit (suspensions added), or
-    /// when its advance reservation ends if that comes first; `None`: never.
-    pub(super) fn run_end(&self, job: &gantry_kernel::job::Job) -> Option<Time> {
-        let own = job.expected_end();
-        let resv = job
-            .reservation
-            .and_then(|r| self.sched.reservation(r))
-            .map(|r| r.end);
-        match (own, resv) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
     /// The running jobs inside reservation `id`.
     fn running_in(&self, id: ResvId) -> Vec<gantry_kernel::JobId> {
         self.sched

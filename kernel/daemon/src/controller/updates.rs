@@ -393,7 +393,8 @@ impl Controller {
         Ok(())
     }
 
-    /// Tells the agent of a running job when its run must now end ([`Self::run_end`]).
+    /// Tells the agent of a running job when its run must now end
+    /// ([`gantry_kernel::Scheduler::run_end`]).
     pub(super) fn send_time_limit(&mut self, id: JobId, now: Time) {
         let Some(job) = self.sched.job(id) else {
             return;
@@ -401,7 +402,7 @@ impl Controller {
         if !matches!(job.state, JobState::Running | JobState::Suspended) {
             return;
         }
-        let remaining = self.run_end(job).map(|end| (end - now).max(0));
+        let remaining = self.sched.run_end(job).map(|end| (end - now).max(0));
         let run = job.requeue_count;
         if let Some(node) = self.first_node(id) {
             self.send(
