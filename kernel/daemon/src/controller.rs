@@ -864,7 +864,10 @@ impl Controller {
     }
 
     fn send_launch(&mut self, id: JobId) {
-        let Some(job) = self.sched.job(id) else {
+        // Only a running job is launched: one that stopped (cancelled, timed out,
+        // requeued, its node failed) must not start again on a late resend.
+        let Some(job) = self.sched.job(id).filter(|j| j.state == JobState::Running) else {
+            self.unconfirmed.remove(&id);
             return;
         };
         let Some(alloc) = job.allocation.as_ref() else {
@@ -1062,7 +1065,8 @@ impl Controller {
             }
         }
         // Running here per the kernel, but the agent never got it: launch it again (the
-        // agent ignores a launch of a job it already has).
+        // agent ignores a launch of a job it already has; `send_launch` drops one that
+        // stopped meanwhile).
         let missing: Vec<JobId> = self
             .unconfirmed
             .iter()

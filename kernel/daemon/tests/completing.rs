@@ -59,8 +59,11 @@ fn alice() -> Caller {
     }
 }
 
+/// What the controller sends n1.
+type Commands = tokio::sync::mpsc::UnboundedReceiver<api::AgentCommand>;
+
 /// A controller over the log at `state` whose node n1 has registered and listens.
-fn with_node(state: &std::path::Path) -> (Controller, impl Sized) {
+fn with_node(state: &std::path::Path) -> (Controller, Commands) {
     let mut c = controller(state);
     c.register(
         &api::RegisterRequest {
@@ -175,4 +178,43 @@ fn a_node_that_stops_listing_a_completing_run_ends_it_after_two_heartbeats() {
     assert_eq!(shown(&c, a), "COMPLETING");
     assert!(c.heartbeat(&silent, 10 + 2 * HEARTBEAT_S as i64).unwrap());
     assert_eq!(shown(&c, a), "CANCELLED");
+}
+
+/// The launches in `commands` so far, by job.
+fn launches(commands: &mut Commands) -> Vec<u64> {
+    let mut out = Vec::new();
+    while let Ok(cmd) = commands.try_recv() {
+        if let Some(api::agent_command::What::Launch(l)) = cmd.what {
+            out.extend(l.job.map(|j| j.job_id));
+        }
+    }
+    out
+}
+
+/// A launch the node has not confirmed yet is sent again when its heartbeat lacks the
+/// job, but only while the job still runs: a job cancelled (or ended otherwise) before
+/// its node listed it must never be launched again, or it would run after its end.
+#[test]
+fn a_job_stopped_before_its_node_confirmed_it_is_never_launched_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, mut commands) = with_node(&dir.path().join("state.db"));
+    let a = running_job(&mut c, 1);
+    assert_eq!(launches(&mut commands), [a.0]);
+    let silent = api::HeartbeatRequest {
+        node: "n1".into(),
+        ..Default::default()
+    };
+    // Still running and not listed: the launch may have been lost; it is sent again.
+    c.heartbeat(&silent, 2).unwrap();
+    assert_eq!(launches(&mut commands), [a.0]);
+    c.cancel(&alice(), &[a.0], &[], 3).unwrap();
+    for now in [4, 10, 20, 30] {
+        c.heartbeat(&silent, now).unwrap();
+    }
+    assert_eq!(shown(&c, a), "CANCELLED");
+    assert_eq!(
+        launches(&mut commands),
+        Vec::<u64>::new(),
+        "a cancelled job launched again"
+    );
 }
