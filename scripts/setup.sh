@@ -31,6 +31,9 @@ pkg-config --exists libudev 2>/dev/null || missing+=(libudev-dev)
 command -v mpirun >/dev/null 2>&1 || missing+=(openmpi-bin)
 command -v mpicc >/dev/null 2>&1 || missing+=(libopenmpi-dev)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# The PostgreSQL backend's tests start a throwaway server of their own (initdb in a
+# temporary directory): the server binaries, not a running service.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 # The client-library tests run submitit and dask-jobqueue from a virtual environment.
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then

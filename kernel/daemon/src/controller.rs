@@ -270,7 +270,7 @@ impl Controller {
     /// to come back; the others are DOWN until their agents register.
     pub fn open(
         sched: Scheduler,
-        store: Store,
+        mut store: Store,
         settings: Settings,
         slots: Option<WasmSlots>,
         now: Time,

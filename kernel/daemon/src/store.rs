@@ -1,29 +1,38 @@
-//! The controller's durable log: every accepted submission and every decision, in order,
-//! in an SQLite database in WAL mode with full synchronous commits. An entry is
-//! acknowledged or acted on only once its commit has returned.
+//! The controller's durable log: every accepted submission and every decision, in order.
+//! An entry is acknowledged or acted on only once its commit has returned.
+//!
+//! Two backends keep it behind one interface ([`Backend`]): an SQLite file on the
+//! controller's machine (WAL mode, full synchronous commits; `sqlite`), or a PostgreSQL
+//! database that several controllers share, one of them active under a lease whose
+//! epoch fences out the others' writes (`postgres`).
 //!
 //! While the daemon runs, the log is written through a [`Journal`]: entries are queued in
 //! order under the controller's lock and one writer thread commits everything queued
 //! so far in one transaction (group commit), so a thousand concurrent submissions cost a
-//! few fsyncs, not a thousand. A caller learns its entries are durable by waiting for
+//! few commits, not a thousand. A caller learns its entries are durable by waiting for
 //! its ticket; submissions wait outside the controller's lock.
 //!
 //! A restart rebuilds the scheduler by applying the log from the start
-//! (`state::Controller::restore`). The log is the truth; memory is a cache of it.
+//! (`Controller::open`). The log is the truth; memory is a cache of it.
 //!
-//! The database records its schema version (`PRAGMA user_version`, [`SCHEMA_VERSION`]):
-//! an older database is migrated forward when opened, a newer one is refused with a
-//! message that says which gantryd wrote it.
+//! The database records its schema version ([`SCHEMA_VERSION`]): an older database is
+//! migrated forward when opened, a newer one is refused with a message that says which
+//! gantryd wrote it.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use gantry_kernel::{JobId, Time};
 
 use crate::logged;
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+mod journal;
+pub mod postgres;
+mod sqlite;
+
+pub use journal::{Journal, JournalError, Ticket};
 
 /// The schema this build writes and the newest it reads.
 ///
@@ -290,10 +299,6 @@ impl StepState {
     }
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct JournalError(pub String);
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("state database writer stopped: {0}")]
@@ -305,6 +310,18 @@ pub enum StoreError {
     },
     #[error("state database: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("state database {location}: {source}")]
+    Postgres {
+        location: String,
+        source: ::postgres::Error,
+    },
+    #[error("state database {location}: {message}")]
+    Unusable { location: String, message: String },
+    /// Another controller holds the lease: this one's epoch is past.
+    #[error(
+        "another controller took over (this one's epoch {epoch} is past): its writes are refused"
+    )]
+    Fenced { epoch: i64 },
     #[error("state database entry {seq} is unreadable: {source}")]
     Corrupt { seq: i64, source: serde_json::Error },
     #[error("state database: cannot encode an entry: {0}")]
@@ -324,61 +341,106 @@ pub enum StoreError {
     },
 }
 
-pub struct Store {
-    conn: Connection,
-    path: std::path::PathBuf,
+/// Where the state is kept: `state = "..."` in gantryd's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An SQLite database file on this machine (created if missing).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, `postgres://USER@HOST:PORT/DB` (or `postgresql://`), which
+    /// several controllers may share: one is active at a time.
+    Postgres(String),
 }
 
-/// A second, read-only connection to the log, for reading entries back while the
-/// journal's writer appends (WAL lets one writer and readers work at once).
+impl Location {
+    /// `postgres://…` or `postgresql://…` names a PostgreSQL database; anything else is
+    /// a file path.
+    pub fn parse(text: &str) -> Self {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            Self::Postgres(text.to_string())
+        } else {
+            Self::Sqlite(PathBuf::from(text))
+        }
+    }
+
+    /// How messages name it: the path, or the URL without its password.
+    pub fn display(&self) -> String {
+        match self {
+            Self::Sqlite(p) => p.display().to_string(),
+            Self::Postgres(url) => self::postgres::redacted(url),
+        }
+    }
+}
+
+/// What one storage engine provides; [`Store`] and the [`Journal`] are written against
+/// it, so both engines keep the same log with the same guarantees.
+///
+/// Invariants every backend keeps:
+/// - `commit` is atomic and durable when it returns `Ok`: all of its records or none,
+///   on disk (SQLite: fsynced; PostgreSQL: committed with `synchronous_commit` on).
+/// - Log entries get consecutive sequence numbers from 1, in the order committed; a
+///   number is never reused.
+/// - Components and environments are content-addressed by sha256, kept once.
+pub(crate) trait Backend: Send {
+    /// The schema version the database records.
+    fn schema_version(&mut self) -> Result<i64, StoreError>;
+    /// The sequence number of the last entry (0 when the log is empty).
+    fn last_seq(&mut self) -> Result<i64, StoreError>;
+    /// Raw entries after `seq`, oldest first.
+    fn entries_after(&mut self, seq: i64) -> Result<Vec<(i64, Time, String)>, StoreError>;
+    /// One raw entry.
+    fn entry(&mut self, seq: i64) -> Result<Option<String>, StoreError>;
+    /// An environment's JSON by sha256.
+    fn environment(&mut self, sha256: &str) -> Result<Option<String>, StoreError>;
+    fn component(&mut self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Writes `records` in one transaction.
+    fn commit(&mut self, records: Vec<Record>) -> Result<(), StoreError>;
+    /// A second connection to the same database, for reads beside the writer.
+    fn another(&self) -> Result<Box<dyn Backend>, StoreError>;
+}
+
+/// The controller's state: the log and what it names, in one of the backends.
+pub struct Store {
+    pub(crate) backend: Box<dyn Backend>,
+}
+
+/// A second connection to the log, for reading entries back while the journal's writer
+/// appends.
 pub struct LogReader {
-    conn: Connection,
+    backend: std::sync::Mutex<Box<dyn Backend>>,
 }
 
 impl LogReader {
     /// The entry with sequence number `seq`, if it is committed.
     pub fn entry(&self, seq: i64) -> Result<Option<Entry>, StoreError> {
-        let text: Option<String> = self
-            .conn
-            .prepare_cached("SELECT entry FROM log WHERE seq = ?1")?
-            .query_row(params![seq], |r| r.get(0))
-            .optional()?;
-        let mut envs = Environments::new(&self.conn);
-        text.map(|t| decode(seq, &t, &mut envs)).transpose()
+        let mut b = self.backend.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(text) = b.entry(seq)? else {
+            return Ok(None);
+        };
+        let (mut entry, env) = decode(seq, &text)?;
+        if let Some(sha) = env {
+            set_environment(&mut entry, environment(&mut **b, seq, &sha)?);
+        }
+        Ok(Some(entry))
     }
 }
 
-/// Environments read back by sha256, each looked up once.
-struct Environments<'c> {
-    conn: &'c Connection,
-    known: HashMap<String, Vec<(String, String)>>,
-}
-
-impl<'c> Environments<'c> {
-    fn new(conn: &'c Connection) -> Self {
-        Self {
-            conn,
-            known: HashMap::new(),
-        }
-    }
-
-    fn get(&mut self, seq: i64, sha256: &str) -> Result<Vec<(String, String)>, StoreError> {
-        if let Some(env) = self.known.get(sha256) {
-            return Ok(env.clone());
-        }
-        let text: Option<String> = self
-            .conn
-            .prepare_cached("SELECT env FROM environments WHERE sha256 = ?1")?
-            .query_row(params![sha256], |r| r.get(0))
-            .optional()?;
-        let missing = || StoreError::MissingEnvironment {
+fn environment(
+    b: &mut dyn Backend,
+    seq: i64,
+    sha256: &str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let text = b
+        .environment(sha256)?
+        .ok_or_else(|| StoreError::MissingEnvironment {
             seq,
             sha256: sha256.to_string(),
-        };
-        let env: Vec<(String, String)> = serde_json::from_str(&text.ok_or_else(missing)?)
-            .map_err(|source| StoreError::Corrupt { seq, source })?;
-        self.known.insert(sha256.to_string(), env.clone());
-        Ok(env)
+        })?;
+    serde_json::from_str(&text).map_err(|source| StoreError::Corrupt { seq, source })
+}
+
+fn set_environment(entry: &mut Entry, env: Vec<(String, String)>) {
+    if let Entry::Submitted { launch, .. } = entry {
+        launch.env = env;
     }
 }
 
@@ -393,157 +455,131 @@ struct LaunchEnvironmentRef {
     env_sha256: Option<String>,
 }
 
-/// An entry as stored, with its environment put back from the `environments` table
-/// when it names one.
-fn decode(seq: i64, text: &str, envs: &mut Environments) -> Result<Entry, StoreError> {
+/// An entry as stored, and the sha256 of the environment it names, if it names one (its
+/// environment is then to be put back from the `environments` table).
+fn decode(seq: i64, text: &str) -> Result<(Entry, Option<String>), StoreError> {
     let corrupt = |source| StoreError::Corrupt { seq, source };
-    let mut entry: Entry = serde_json::from_str(text).map_err(corrupt)?;
-    if let Entry::Submitted { launch, .. } = &mut entry {
-        let named: EnvironmentRef = serde_json::from_str(text).map_err(corrupt)?;
-        if let Some(sha) = named.launch.env_sha256 {
-            launch.env = envs.get(seq, &sha)?;
-        }
+    let entry: Entry = serde_json::from_str(text).map_err(corrupt)?;
+    if !matches!(entry, Entry::Submitted { .. }) {
+        return Ok((entry, None));
     }
-    Ok(entry)
+    let named: EnvironmentRef = serde_json::from_str(text).map_err(corrupt)?;
+    Ok((entry, named.launch.env_sha256))
 }
 
 /// One entry read back: its sequence number, the time it happened, what happened.
 pub type Logged = (i64, Time, Entry);
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the SQLite database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let open_err = |source| StoreError::Open {
-            path: path.display().to_string(),
-            source,
-        };
-        let conn = Connection::open(path).map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_err)?;
-        // FULL: a commit is fsynced before it returns; a power cut loses nothing
-        // acknowledged.
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open_err)?;
-        let found: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(open_err)?;
-        if found > SCHEMA_VERSION {
-            return Err(StoreError::Newer {
-                path: path.display().to_string(),
-                found,
-                max: SCHEMA_VERSION,
-                ours: env!("CARGO_PKG_VERSION"),
-            });
-        }
-        // Every step is idempotent, and all of them commit together with the new
-        // version: a migration cut short leaves the old schema, to be migrated again.
-        let tx = conn.unchecked_transaction().map_err(open_err)?;
-        tx.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS log (
-                 seq INTEGER PRIMARY KEY,
-                 time INTEGER NOT NULL,
-                 entry TEXT NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS components (
-                 sha256 TEXT PRIMARY KEY,
-                 bytes BLOB NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS environments (
-                 sha256 TEXT PRIMARY KEY,
-                 env TEXT NOT NULL
-             );
-             PRAGMA user_version = {SCHEMA_VERSION};"
-        ))
-        .map_err(open_err)?;
-        tx.commit().map_err(open_err)?;
-        if found < SCHEMA_VERSION {
-            tracing::info!(path = %path.display(), from = found, to = SCHEMA_VERSION, "state database schema migrated");
-        }
         Ok(Self {
-            conn,
-            path: path.to_path_buf(),
+            backend: Box::new(sqlite::Sqlite::open(path)?),
+        })
+    }
+
+    /// Opens the state at `location`. A PostgreSQL state is opened for reading; writing
+    /// needs the lease ([`postgres::Lease`]), whose epoch [`Store::fence`] sets.
+    pub fn open_location(location: &Location) -> Result<Self, StoreError> {
+        match location {
+            Location::Sqlite(path) => Self::open(path),
+            Location::Postgres(url) => Ok(Self {
+                backend: Box::new(postgres::Postgres::open(url, None)?),
+            }),
+        }
+    }
+
+    /// A PostgreSQL state written under lease `epoch`: every entry carries it, and the
+    /// database refuses entries of a past epoch.
+    pub fn open_fenced(url: &str, epoch: i64) -> Result<Self, StoreError> {
+        Ok(Self {
+            backend: Box::new(postgres::Postgres::open(url, Some(epoch))?),
         })
     }
 
     /// The schema version the database records.
-    pub fn schema_version(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    pub fn schema_version(&mut self) -> Result<i64, StoreError> {
+        self.backend.schema_version()
     }
 
-    /// Appends entries in one transaction; they are on disk when this returns. (A running
-    /// daemon writes through a [`Journal`] instead.)
+    /// Appends entries in one transaction; they are durable when this returns. (A
+    /// running daemon writes through a [`Journal`] instead.)
     pub fn append(&mut self, time: Time, entries: &[Entry]) -> Result<(), StoreError> {
         let records = encode(time, entries)?;
-        self.commit_records(&records)
+        self.backend.commit(records)
     }
 
-    /// A read-only connection to the same database.
+    /// A second connection to the same database.
     pub fn reader(&self) -> Result<LogReader, StoreError> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| StoreError::Open {
-            path: self.path.display().to_string(),
-            source,
-        })?;
-        Ok(LogReader { conn })
+        Ok(LogReader {
+            backend: std::sync::Mutex::new(self.backend.another()?),
+        })
     }
 
     /// The sequence number of the last entry (0 when the log is empty).
-    pub fn last_seq(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .conn
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM log", [], |r| r.get(0))?)
+    pub fn last_seq(&mut self) -> Result<i64, StoreError> {
+        self.backend.last_seq()
     }
 
     /// Every entry, oldest first.
-    pub fn entries(&self) -> Result<Vec<Logged>, StoreError> {
-        let mut q = self
-            .conn
-            .prepare("SELECT seq, time, entry FROM log ORDER BY seq")?;
-        let rows = q.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
-        let mut envs = Environments::new(&self.conn);
-        let mut out = Vec::new();
-        for row in rows {
-            let (seq, time, text) = row?;
-            out.push((seq, time, decode(seq, &text, &mut envs)?));
+    pub fn entries(&mut self) -> Result<Vec<Logged>, StoreError> {
+        self.entries_after(0)
+    }
+
+    /// The entries after `seq`, oldest first, each submission with its environment.
+    pub fn entries_after(&mut self, seq: i64) -> Result<Vec<Logged>, StoreError> {
+        let raw = self.backend.entries_after(seq)?;
+        let mut out = Vec::with_capacity(raw.len());
+        let mut named = Vec::new();
+        for (seq, time, text) in raw {
+            let (entry, env) = decode(seq, &text)?;
+            if let Some(sha) = env {
+                named.push((out.len(), sha));
+            }
+            out.push((seq, time, entry));
+        }
+        // Environments are shared: each is read once.
+        let mut known: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for (i, sha) in named {
+            let env = match known.get(&sha) {
+                Some(env) => env.clone(),
+                None => {
+                    let env = environment(&mut *self.backend, out[i].0, &sha)?;
+                    known.insert(sha, env.clone());
+                    env
+                }
+            };
+            set_environment(&mut out[i].2, env);
         }
         Ok(out)
     }
 
     /// Keeps a component's bytes (once per sha256).
     pub fn put_component(&mut self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT OR IGNORE INTO components (sha256, bytes) VALUES (?1, ?2)",
-            params![sha256, bytes],
-        )?;
-        Ok(())
+        self.backend
+            .commit(vec![Record::Component(sha256.to_string(), bytes.to_vec())])
     }
 
-    pub fn component(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT bytes FROM components WHERE sha256 = ?1",
-                params![sha256],
-                |r| r.get(0),
-            )
-            .optional()?)
+    pub fn component(&mut self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.backend.component(sha256)
     }
 }
 
-/// A position in the log: the sequence number of an entry. Entries up to a ticket are
-/// durable once it is.
-pub type Ticket = u64;
+/// The sha256 of `bytes`, in lower-case hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What a commit writes.
+pub(crate) enum Record {
+    Entry(Time, String),
+    Component(String, Vec<u8>),
+    /// A submission's environment (JSON), by sha256: kept once.
+    Environment(String, String),
+}
 
 /// Entries as stored: a submission's environment goes to the `environments` table
 /// (once per distinct value) and the entry names it by sha256.
@@ -561,10 +597,7 @@ fn encode(time: Time, entries: &[Entry]) -> Result<Vec<Record>, StoreError> {
         if let Some(launch) = v.get_mut("launch").and_then(|l| l.as_object_mut()) {
             if let Some(env) = launch.remove("env") {
                 let text = env.to_string();
-                let sha: String = Sha256::digest(text.as_bytes())
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
+                let sha = sha256_hex(text.as_bytes());
                 launch.insert("env_sha256".into(), sha.clone().into());
                 out.push(Record::Environment(sha, text));
             }
@@ -574,183 +607,12 @@ fn encode(time: Time, entries: &[Entry]) -> Result<Vec<Record>, StoreError> {
     Ok(out)
 }
 
-enum Record {
-    Entry(Time, String),
-    Component(String, Vec<u8>),
-    /// A submission's environment (JSON), by sha256: kept once.
-    Environment(String, String),
-}
-
-#[derive(Default)]
-struct Queue {
-    records: Vec<Record>,
-    /// Ticket of the last record queued.
-    queued: Ticket,
-    /// Everything up to this ticket is committed.
-    durable: Ticket,
-    failed: Option<JournalError>,
-}
-
-struct JournalShared {
-    queue: std::sync::Mutex<Queue>,
-    work: std::sync::Condvar,
-    committed: std::sync::Condvar,
-    durable: tokio::sync::watch::Sender<Ticket>,
-}
-
-/// The log's group-committing writer. Cloning gives another handle to the same writer.
-#[derive(Clone)]
-pub struct Journal(std::sync::Arc<JournalShared>);
-
-impl Journal {
-    /// Hands `store` to a writer thread. Nothing else may write to it afterwards.
-    pub fn start(store: Store) -> Result<Self, StoreError> {
-        // Tickets continue the log's sequence numbers: the n-th entry queued from here is
-        // row `last + n`, since rows are only ever appended.
-        let last = store.last_seq()? as Ticket;
-        let (durable, _) = tokio::sync::watch::channel(last);
-        let shared = std::sync::Arc::new(JournalShared {
-            queue: std::sync::Mutex::new(Queue {
-                queued: last,
-                durable: last,
-                ..Queue::default()
-            }),
-            work: std::sync::Condvar::new(),
-            committed: std::sync::Condvar::new(),
-            durable,
-        });
-        let writer = shared.clone();
-        std::thread::Builder::new()
-            .name("gantry-journal".into())
-            .spawn(move || write_loop(store, &writer))
-            .map_err(|e| JournalError(format!("cannot start the writer thread: {e}")))?;
-        Ok(Self(shared))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.0.queue.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn push(&self, records: impl IntoIterator<Item = Record>) -> Result<Ticket, StoreError> {
-        let mut q = self.lock();
-        if let Some(e) = &q.failed {
-            return Err(e.clone().into());
-        }
-        for r in records {
-            // Components and environments go to their own tables: they take no place
-            // in the log.
-            if matches!(r, Record::Entry(..)) {
-                q.queued += 1;
-            }
-            q.records.push(r);
-        }
-        let ticket = q.queued;
-        drop(q);
-        self.0.work.notify_one();
-        Ok(ticket)
-    }
-
-    /// Queues entries (in order, after everything queued before); returns their ticket.
-    pub fn queue(&self, time: Time, entries: &[Entry]) -> Result<Ticket, StoreError> {
-        self.push(encode(time, entries)?)
-    }
-
-    /// Queues a component's bytes (kept once per sha256).
-    pub fn queue_component(&self, sha256: &str, bytes: &[u8]) -> Result<Ticket, StoreError> {
-        self.push([Record::Component(sha256.to_string(), bytes.to_vec())])
-    }
-
-    /// Blocks until everything up to `ticket` is on disk.
-    pub fn wait(&self, ticket: Ticket) -> Result<(), StoreError> {
-        let mut q = self.lock();
-        loop {
-            if let Some(e) = &q.failed {
-                return Err(e.clone().into());
-            }
-            if q.durable >= ticket {
-                return Ok(());
-            }
-            q = self.0.committed.wait(q).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    /// Waits, without blocking a thread, until everything up to `ticket` is on disk.
-    pub async fn durable(&self, ticket: Ticket) -> Result<(), StoreError> {
-        let mut rx = self.0.durable.subscribe();
-        let _ = rx.wait_for(|&d| d >= ticket).await;
-        match &self.lock().failed {
-            Some(e) => Err(e.clone().into()),
-            None => Ok(()),
-        }
-    }
-}
-
-fn write_loop(mut store: Store, j: &JournalShared) {
-    loop {
-        let (records, upto) = {
-            let mut q = j.queue.lock().unwrap_or_else(|p| p.into_inner());
-            while q.records.is_empty() {
-                q = j.work.wait(q).unwrap_or_else(|p| p.into_inner());
-            }
-            (std::mem::take(&mut q.records), q.queued)
-        };
-        let result = store.commit_records(&records);
-        let mut q = j.queue.lock().unwrap_or_else(|p| p.into_inner());
-        match result {
-            Ok(()) => q.durable = upto,
-            Err(e) => {
-                tracing::error!(error = %e, "state database write failed");
-                q.failed = Some(JournalError(e.to_string()));
-            }
-        }
-        let failed = q.failed.is_some();
-        drop(q);
-        j.committed.notify_all();
-        // Failure wakes every async waiter too; they read the error from the queue.
-        j.durable
-            .send_replace(if failed { Ticket::MAX } else { upto });
-        if failed {
-            return;
-        }
-    }
-}
-
-impl Store {
-    /// Writes queued records in one transaction: one fsync for the whole group.
-    fn commit_records(&mut self, records: &[Record]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut insert = tx.prepare_cached("INSERT INTO log (time, entry) VALUES (?1, ?2)")?;
-            let mut component = tx.prepare_cached(
-                "INSERT OR IGNORE INTO components (sha256, bytes) VALUES (?1, ?2)",
-            )?;
-            let mut environment = tx.prepare_cached(
-                "INSERT OR IGNORE INTO environments (sha256, env) VALUES (?1, ?2)",
-            )?;
-            for r in records {
-                match r {
-                    Record::Entry(time, text) => {
-                        insert.execute(params![time, text])?;
-                    }
-                    Record::Component(sha, bytes) => {
-                        component.execute(params![sha, bytes])?;
-                    }
-                    Record::Environment(sha, env) => {
-                        environment.execute(params![sha, env])?;
-                    }
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use gantry_kernel::job::{JobOutcome, JobSpec};
     use gantry_kernel::ResourceRequest;
+    use rusqlite::{params, Connection};
 
     #[test]
     fn entries_survive_reopening_in_order() {
@@ -802,7 +664,7 @@ mod tests {
             s.put_component("abc", b"bytes").unwrap();
             s.put_component("abc", b"bytes").unwrap();
         }
-        let s = Store::open(&path).unwrap();
+        let mut s = Store::open(&path).unwrap();
         let e = s.entries().unwrap();
         assert_eq!(e.len(), 4);
         assert_eq!(e[0].1, 5);
@@ -883,7 +745,7 @@ mod tests {
             .unwrap();
         rt.block_on(journal.durable(ticket)).unwrap();
         drop(journal);
-        let s = Store::open(&path).unwrap();
+        let mut s = Store::open(&path).unwrap();
         assert_eq!(s.entries().unwrap().len(), 402);
         assert_eq!(s.component("abc").unwrap().as_deref(), Some(&b"bytes"[..]));
     }
@@ -931,14 +793,13 @@ mod tests {
             Some(submitted(501, other.clone()))
         );
         drop(journal);
-        let s = Store::open(&path).unwrap();
-        let kept: i64 = s
-            .conn
+        let mut s = Store::open(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let kept: i64 = conn
             .query_row("SELECT COUNT(*) FROM environments", [], |r| r.get(0))
             .unwrap();
         assert_eq!(kept, 2, "two distinct environments");
-        let logged: i64 = s
-            .conn
+        let logged: i64 = conn
             .query_row("SELECT SUM(LENGTH(entry)) FROM log", [], |r| r.get(0))
             .unwrap();
         let one_env = serde_json::to_string(&same).unwrap().len() as i64;
@@ -979,7 +840,10 @@ mod tests {
         let entries = s.entries().unwrap();
         assert_eq!(entries[0].2, old, "the inline environment reads as before");
         assert_eq!(entries[1].2, submitted(2, environment(2)));
-        s.conn.pragma_update(None, "user_version", 7).unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 7)
+            .unwrap();
         drop(s);
         let err = Store::open(&path).err().expect("a newer schema is refused");
         let text = err.to_string();
@@ -998,8 +862,9 @@ mod tests {
     fn an_unreadable_entry_is_an_error_with_its_number() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        let s = Store::open(&path).unwrap();
-        s.conn
+        let mut s = Store::open(&path).unwrap();
+        Connection::open(&path)
+            .unwrap()
             .execute("INSERT INTO log (time, entry) VALUES (1, 'not json')", [])
             .unwrap();
         let err = s.entries().unwrap_err().to_string();
