@@ -11,7 +11,12 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     /// `https://host:port` of gantryd (or `http://` for a plain loopback listener).
-    pub controller: String,
+    #[serde(default)]
+    pub controller: Option<String>,
+    /// Or several: an active gantryd and its standbys over one PostgreSQL state. The
+    /// agent talks to whichever is active, and follows a takeover.
+    #[serde(default)]
+    pub controllers: Vec<String>,
     /// PEM file of the authority that signed gantryd's TLS certificate (default: the
     /// system's authorities).
     #[serde(default)]
@@ -66,6 +71,14 @@ pub enum ConfigError {
 }
 
 impl AgentConfig {
+    /// The controllers to try, as `connect` takes them (comma-separated).
+    pub fn controller_list(&self) -> String {
+        match &self.controller {
+            Some(c) => c.clone(),
+            None => self.controllers.join(","),
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
@@ -106,6 +119,22 @@ impl AgentConfig {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
+        }
+        // Exactly one of the two.
+        if cfg.controller.is_some() != cfg.controllers.is_empty() {
+            return Err(invalid(
+                "set either controller = \"https://HOST:PORT\" or controllers = [\"https://HOST1:PORT\", ...]"
+                    .into(),
+            ));
+        }
+        if let Some(bad) = cfg
+            .controllers
+            .iter()
+            .find(|c| c.contains(',') || c.trim().is_empty())
+        {
+            return Err(invalid(format!(
+                "controllers: {bad:?} is not one address (list each controller as its own string)"
+            )));
         }
         if let Some(t) = &cfg.topology {
             if t.sockets == 0 || t.numa_per_socket == 0 || t.cores_per_numa == 0 {

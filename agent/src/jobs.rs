@@ -69,7 +69,16 @@ struct Inner {
     running: HashMap<RunKey, Running>,
     /// Ended, not yet acknowledged by the controller.
     unsettled: HashMap<RunKey, Ended>,
+    /// Runs ended and settled lately, newest last: a launch of one of them that was
+    /// resent while the run went on (it crossed a heartbeat sent before the first
+    /// arrived) must not start it a second time.
+    settled: std::collections::VecDeque<RunKey>,
+    settled_set: std::collections::HashSet<RunKey>,
 }
+
+/// How many settled runs an agent remembers, to refuse their repeated launches: far
+/// more than can end between two heartbeats.
+const REMEMBERED_SETTLED: usize = 65_536;
 
 fn online_cpus() -> Vec<usize> {
     // SAFETY: sched_getaffinity fills the zeroed set we pass.
@@ -168,7 +177,14 @@ impl Jobs {
     pub fn settled(&self, runs: &[RunKey]) {
         let mut inner = self.lock();
         for run in runs {
-            inner.unsettled.remove(run);
+            if inner.unsettled.remove(run).is_some() && inner.settled_set.insert(*run) {
+                inner.settled.push_back(*run);
+                if inner.settled.len() > REMEMBERED_SETTLED {
+                    if let Some(old) = inner.settled.pop_front() {
+                        inner.settled_set.remove(&old);
+                    }
+                }
+            }
         }
     }
 
@@ -223,8 +239,14 @@ impl Jobs {
         let key = (job.job_id, l.run);
         {
             let inner = self.lock();
-            if inner.running.contains_key(&key) || inner.unsettled.contains_key(&key) {
-                tracing::debug!(job = job.job_id, "launch repeated; already have it");
+            if inner.running.contains_key(&key)
+                || inner.unsettled.contains_key(&key)
+                || inner.settled_set.contains(&key)
+            {
+                tracing::debug!(
+                    job = job.job_id,
+                    "launch repeated; already have it or had it"
+                );
                 return;
             }
         }

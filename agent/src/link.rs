@@ -146,6 +146,19 @@ fn report(node: &str, e: &Ended) -> api::JobReport {
     }
 }
 
+/// How long the controller has to answer a call: a controller that stops answering (paused,
+/// or its machine gone without a reset) is left for the next in the list.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn answered<T>(
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(r) => Ok(r?),
+        Err(_) => anyhow::bail!("the controller did not answer in {CALL_TIMEOUT:?}"),
+    }
+}
+
 impl Link {
     async fn client(&self) -> anyhow::Result<Client> {
         let channel = connect(&self.controller, &self.trust).await?;
@@ -174,14 +187,13 @@ impl Link {
     /// controller goes away.
     async fn session(&self, ended: &mut mpsc::UnboundedReceiver<Ended>) -> anyhow::Result<()> {
         let mut client = self.client().await?;
-        let reply = client
-            .register(api::RegisterRequest {
-                node: self.node.clone(),
-                topology: Some(self.topology.clone()),
-                agent_version: env!("CARGO_PKG_VERSION").into(),
-            })
-            .await?
-            .into_inner();
+        let reply = answered(client.register(api::RegisterRequest {
+            node: self.node.clone(),
+            topology: Some(self.topology.clone()),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+        }))
+        .await?
+        .into_inner();
         let every = Duration::from_secs(reply.heartbeat_s.max(1) as u64);
         tracing::info!(node = %self.node, heartbeat = ?every, "registered");
         // What jobs and steps use is read from /proc on a thread of its own, every few
@@ -219,7 +231,7 @@ impl Link {
                     None => anyhow::bail!("the controller closed the command stream"),
                 },
                 Some(e) = ended.recv() => {
-                    client.report_job(report(&self.node, &e)).await?;
+                    answered(client.report_job(report(&self.node, &e))).await?;
                     // A notice settles nothing: the run's end is still to come.
                     if e.state != crate::jobs::ENDING_AT_TIME_LIMIT {
                         self.jobs.settled(&[(e.job_id, e.run)]);
@@ -239,13 +251,12 @@ impl Link {
             .map(|j| (j.job_id, j.run))
             .collect();
         let usage = usage.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        client
-            .heartbeat(api::HeartbeatRequest {
-                node: self.node.clone(),
-                jobs,
-                usage,
-            })
-            .await?;
+        answered(client.heartbeat(api::HeartbeatRequest {
+            node: self.node.clone(),
+            jobs,
+            usage,
+        }))
+        .await?;
         // The controller settled those ends while answering.
         self.jobs.settled(&dead);
         Ok(())

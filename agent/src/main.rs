@@ -131,9 +131,9 @@ async fn main() -> Result<()> {
     jobs.recover();
     let steps = gantry_agent::steps::Steps::new(node.clone(), jobs.clone(), spool);
     steps.recover();
-    tracing::info!(%node, controller = %cfg.controller, sources = ?topology.sources, "agent starting");
+    tracing::info!(%node, controller = %cfg.controller_list(), sources = ?topology.sources, "agent starting");
     let link = Link {
-        controller: cfg.controller.clone(),
+        controller: cfg.controller_list(),
         trust: gantry_api::client::Trust::ca_file(cfg.ca_file.as_deref()),
         credential: NodeCredential::new(node.clone(), key),
         steps,

@@ -1,6 +1,11 @@
 //! How a client reaches the controller: `unix:/path/to/gantryd.sock` (local, identified
 //! by peer credentials), `https://host:port` (TLS, with a token) or `http://host:port`
 //! (plain, for a loopback listener). Every request carries the token when one is given.
+//!
+//! A target may list several controllers, comma-separated (an active one and its
+//! standbys over one PostgreSQL state): [`connect`] finds the active one. A standby
+//! answers every call with UNAVAILABLE and the active one's address in the
+//! `gantry-active` metadata.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +36,8 @@ pub enum ConnectError {
          signed the controller's certificate with --ca-file or GANTRY_CA_FILE)"
     )]
     CaFile { path: String, error: std::io::Error },
+    #[error("no controller of {tried} is active: {last}")]
+    NoActive { tried: String, last: String },
     #[error("TLS settings for {target}: {source}")]
     Tls {
         target: String,
@@ -92,9 +99,99 @@ impl Interceptor for WithToken {
     }
 }
 
-/// Opens a channel to `target`; `trust` says which authorities vouch for an `https://`
-/// controller.
+/// The metadata key under which a standby names the active controller.
+pub const ACTIVE_KEY: &str = "gantry-active";
+
+/// The metadata key a standby's answers carry (`standby`).
+pub const ROLE_KEY: &str = "gantry-role";
+
+/// How long [`connect`] keeps trying a list of controllers none of which is active (a
+/// takeover under way): a little more than a lease and a restore.
+const TAKEOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// How long one controller of a list has to answer.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens a channel to `target`, one address or several separated by commas (the active
+/// controller is found among them, following what standbys say; during a takeover it
+/// waits for one to become active); `trust` says which authorities vouch for an
+/// `https://` controller.
 pub async fn connect(target: &str, trust: &Trust) -> Result<Channel, ConnectError> {
+    let targets: Vec<&str> = target
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    match targets[..] {
+        [] => Err(ConnectError::BadAddress(target.to_string())),
+        [one] => connect_one(one, trust).await,
+        _ => connect_active(&targets, trust).await,
+    }
+}
+
+/// What one controller of a list said.
+enum Probe {
+    Active(Channel),
+    /// A standby, and the active controller's address if there is one.
+    Standby(Option<String>, String),
+    Unreachable(String),
+}
+
+async fn probe(target: &str, trust: &Trust) -> Result<Probe, ConnectError> {
+    let channel = match tokio::time::timeout(PROBE_TIMEOUT, connect_one(target, trust)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e @ (ConnectError::BadAddress(_) | ConnectError::CaFile { .. }))) => return Err(e),
+        Ok(Err(e)) => return Ok(Probe::Unreachable(e.to_string())),
+        Err(_) => return Ok(Probe::Unreachable(format!("{target} did not answer"))),
+    };
+    let mut client = crate::controller_client::ControllerClient::new(channel.clone());
+    let asked = tokio::time::timeout(PROBE_TIMEOUT, client.who_am_i(crate::WhoAmIRequest {})).await;
+    Ok(match asked {
+        Err(_) => Probe::Unreachable(format!("{target} did not answer")),
+        // Any answer but UNAVAILABLE is the active controller's (an unauthenticated
+        // caller is refused by the active one too).
+        Ok(Ok(_)) => Probe::Active(channel),
+        Ok(Err(s)) if s.code() != tonic::Code::Unavailable => Probe::Active(channel),
+        Ok(Err(s)) if s.metadata().get(ROLE_KEY).is_some() => {
+            let active = s.metadata().get(ACTIVE_KEY).and_then(|v| v.to_str().ok());
+            Probe::Standby(active.map(str::to_string), s.message().to_string())
+        }
+        Ok(Err(s)) => Probe::Unreachable(format!("{target}: {}", s.message())),
+    })
+}
+
+async fn connect_active(targets: &[&str], trust: &Trust) -> Result<Channel, ConnectError> {
+    let started = std::time::Instant::now();
+    loop {
+        let mut last = String::new();
+        let mut order: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+        let mut i = 0;
+        while i < order.len() {
+            match probe(&order[i], trust).await? {
+                Probe::Active(c) => return Ok(c),
+                Probe::Standby(Some(active), message) => {
+                    // Followed only to a controller of the list, and first.
+                    if let Some(at) = order.iter().skip(i + 1).position(|t| *t == active) {
+                        let t = order.remove(i + 1 + at);
+                        order.insert(i + 1, t);
+                    }
+                    last = message;
+                }
+                Probe::Standby(None, message) | Probe::Unreachable(message) => last = message,
+            }
+            i += 1;
+        }
+        if started.elapsed() > TAKEOVER_WAIT {
+            return Err(ConnectError::NoActive {
+                tried: targets.join(", "),
+                last,
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
+
+async fn connect_one(target: &str, trust: &Trust) -> Result<Channel, ConnectError> {
     let transport = |source| ConnectError::Transport {
         target: target.to_string(),
         source,

@@ -53,6 +53,23 @@ pub struct Options {
     pub eight_gpu_nodes: bool,
     /// A state database to start from (copied in as the controller's `state.db`).
     pub state_from: Option<PathBuf>,
+    /// The state in this PostgreSQL database instead of `state.db`.
+    pub postgres: Option<String>,
+    /// A second controller on the same PostgreSQL state, standing by (started once the
+    /// first is active); agents and the CLI are given both.
+    pub standby: bool,
+}
+
+/// One PostgreSQL server for the whole test binary, started on first use.
+pub fn postgres() -> &'static gantry_test_postgres::Server {
+    static SERVER: std::sync::OnceLock<gantry_test_postgres::Server> = std::sync::OnceLock::new();
+    SERVER
+        .get_or_init(|| gantry_test_postgres::Server::start().expect("a PostgreSQL server starts"))
+}
+
+/// A new database on [`postgres`].
+pub fn postgres_database(name: &str) -> String {
+    postgres().database(name).expect("a database is created")
 }
 
 const CLUSTER: &str = r#"
@@ -120,6 +137,9 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     port: u16,
     controller: Option<Child>,
+    /// The second controller's port and process ([`Options::standby`]).
+    standby_port: Option<u16>,
+    standby: Option<Child>,
     agents: Vec<(String, Child)>,
 }
 
@@ -210,13 +230,30 @@ impl Cluster {
             "native_policies = true\n".to_string()
         };
         let policies = format!("{policies}{}", opts.extra_config);
-        std::fs::write(
-            root.join("gantryd.toml"),
-            format!(
-                "listen = \"127.0.0.1:{port}\"\ntls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\nsocket = \"gantryd.sock\"\nstate = \"state.db\"\nkey_file = \"key\"\nheartbeat_s = 1\nnode_timeout_s = 3\nkill_grace_s = 1\ncycle_interval_ms = 200\ncluster_file = \"cluster.toml\"\n{policies}"
-            ),
-        )
-        .unwrap();
+        let state = match &opts.postgres {
+            Some(url) => format!("state = \"{url}\"\nlease_s = 2"),
+            None => "state = \"state.db\"".to_string(),
+        };
+        let standby_port = opts.standby.then(free_port);
+        for (file, port, socket) in [
+            ("gantryd.toml", Some(port), "gantryd.sock"),
+            ("gantryd-2.toml", standby_port, "gantryd-2.sock"),
+        ] {
+            let Some(port) = port else { continue };
+            std::fs::write(
+                root.join(file),
+                format!(
+                    "listen = \"127.0.0.1:{port}\"\ntls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\nsocket = \"{socket}\"\n{state}\nkey_file = \"key\"\nheartbeat_s = 1\nnode_timeout_s = 3\nkill_grace_s = 1\ncycle_interval_ms = 200\ncluster_file = \"cluster.toml\"\n{policies}"
+                ),
+            )
+            .unwrap();
+        }
+        let controllers = match standby_port {
+            Some(p2) => {
+                format!("controllers = [\"https://127.0.0.1:{port}\", \"https://127.0.0.1:{p2}\"]")
+            }
+            None => format!("controller = \"https://127.0.0.1:{port}\""),
+        };
         for node in &nodes {
             let credential = root.join(format!("credential-{node}"));
             let made = Command::new(env!("CARGO_BIN_EXE_gantry"))
@@ -234,7 +271,7 @@ impl Cluster {
             std::fs::write(
                 root.join(format!("agent-{node}.toml")),
                 format!(
-                    "controller = \"https://127.0.0.1:{port}\"\nca_file = \"ca.pem\"\nnode = \"{node}\"\ncredential_file = \"credential-{node}\"\nspool = \"spool/{node}\"\n{}",
+                    "{controllers}\nca_file = \"ca.pem\"\nnode = \"{node}\"\ncredential_file = \"credential-{node}\"\nspool = \"spool/{node}\"\n{}",
                     agent_topology(node, opts.eight_gpu_nodes)
                 ),
             )
@@ -247,9 +284,15 @@ impl Cluster {
             dir,
             port,
             controller: None,
+            standby_port,
+            standby: None,
             agents: Vec::new(),
         };
         c.restart_controller();
+        if c.standby_port.is_some() {
+            c.wait_log("gantryd.log", "active: serving");
+            c.start_standby();
+        }
         for node in &nodes {
             c.start_agent(node);
         }
@@ -273,9 +316,12 @@ impl Cluster {
         self.dir.path()
     }
 
-    /// The TCP address of the controller (TLS).
+    /// The TCP address of the controller (TLS): with a standby, both, as a list.
     pub fn tcp(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        match self.standby_port {
+            Some(p2) => format!("https://127.0.0.1:{},https://127.0.0.1:{p2}", self.port),
+            None => format!("https://127.0.0.1:{}", self.port),
+        }
     }
 
     /// The authority that signed the controller's certificate.
@@ -296,8 +342,55 @@ impl Cluster {
         self.dir.path().join("work")
     }
 
+    /// The controller's Unix socket: with a standby, both, as a list.
     pub fn socket(&self) -> String {
-        format!("unix:{}", self.dir.path().join("gantryd.sock").display())
+        let one = format!("unix:{}", self.dir.path().join("gantryd.sock").display());
+        match self.standby_port {
+            Some(_) => format!(
+                "{one},unix:{}",
+                self.dir.path().join("gantryd-2.sock").display()
+            ),
+            None => one,
+        }
+    }
+
+    /// The second controller's socket alone.
+    pub fn standby_socket(&self) -> String {
+        format!("unix:{}", self.dir.path().join("gantryd-2.sock").display())
+    }
+
+    /// Waits until the log `name` holds `text`.
+    pub fn wait_log(&self, name: &str, text: &str) {
+        let since = Instant::now();
+        while !self.read_log(name).contains(text) {
+            assert!(
+                since.elapsed() < PATIENCE,
+                "{name} never said {text:?}:\n{}",
+                self.read_log(name)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the second controller ([`Options::standby`]), logging to `gantryd-2.log`.
+    pub fn start_standby(&mut self) {
+        let _ = std::fs::remove_file(self.dir.path().join("gantryd-2.sock"));
+        let child = Command::new(bin("gantryd"))
+            .args(["--config", "gantryd-2.toml"])
+            .current_dir(self.dir.path())
+            .stdout(self.log("gantryd-2.log"))
+            .stderr(self.log("gantryd-2.log"))
+            .spawn()
+            .expect("gantryd starts");
+        self.standby = Some(child);
+    }
+
+    /// The process ids of the first and the second controller.
+    pub fn controller_pids(&self) -> (Option<u32>, Option<u32>) {
+        (
+            self.controller.as_ref().map(Child::id),
+            self.standby.as_ref().map(Child::id),
+        )
     }
 
     pub fn cli_command_line(&self) -> CliLine {
@@ -363,7 +456,7 @@ impl Cluster {
         }
     }
 
-    fn read_log(&self, name: &str) -> String {
+    pub fn read_log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
 
@@ -589,6 +682,10 @@ impl Drop for Cluster {
             let _ = a.wait();
         }
         self.kill_controller();
+        if let Some(mut c) = self.standby.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         // Jobs are their own process groups; end any the test left running.
         let _ = Command::new("pkill")
             .args([

@@ -6,6 +6,7 @@
 
 mod clients;
 mod commands;
+mod failover;
 mod harness;
 mod hostile;
 mod steps;

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gantry_kernel::ClusterDescription;
+
+use crate::store::Location;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -29,8 +31,19 @@ pub struct DaemonConfig {
     /// Unix socket of the API for local callers (identified by their uid, no token).
     #[serde(default)]
     pub socket: Option<PathBuf>,
-    /// The state database (SQLite, created if missing).
-    pub state: PathBuf,
+    /// Where the state is kept: an SQLite file (created if missing), or a PostgreSQL
+    /// database, `postgres://USER@HOST:PORT/DB`, that several controllers may share —
+    /// one active, the others standing by (docs/CLUSTER.md).
+    pub state: Location,
+    /// How clients and agents reach this controller, as they list it
+    /// (`https://ctl1.example:6817`): what a standby tells callers about the active one.
+    /// Default: `listen` (with `https://` when it has TLS).
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// With a PostgreSQL state: seconds the active controller's lease lasts. It renews
+    /// it every third of that; a standby takes over once it has run out.
+    #[serde(default = "defaults::lease_s")]
+    pub lease_s: u32,
     /// File with the cluster key (at least 32 bytes) that signs tokens.
     pub key_file: PathBuf,
     /// Users with admin rights besides root.
@@ -67,7 +80,8 @@ pub struct DaemonConfig {
     #[serde(default)]
     pub policy_dir: Option<PathBuf>,
     /// Where compiled policy code is kept, so a restart or a re-load of a component seen
-    /// before skips the compile (default: `policy-code/` beside the state database).
+    /// before skips the compile (default: `policy-code/` beside the state database, or
+    /// beside this file when the state is in PostgreSQL).
     #[serde(default)]
     pub policy_code_cache: Option<PathBuf>,
     /// The largest batch script accepted, in bytes (as Slurm's `max_script_size`); also
@@ -108,6 +122,9 @@ pub struct PolicyFiles {
 }
 
 mod defaults {
+    pub fn lease_s() -> u32 {
+        3
+    }
     pub fn cluster_name() -> String {
         "gantry".into()
     }
@@ -152,6 +169,31 @@ pub enum ConfigError {
 }
 
 impl DaemonConfig {
+    /// What a standby tells callers about this controller once it is active.
+    pub fn advertised(&self) -> String {
+        if let Some(a) = &self.advertise {
+            return a.clone();
+        }
+        let scheme = if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        match &self.listen {
+            Some(l) => format!("{scheme}://{l}"),
+            None => self
+                .socket
+                .as_ref()
+                .map(|s| format!("unix:{}", s.display()))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The PostgreSQL lease's length.
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_s.max(1).into())
+    }
+
     /// The largest request the API decodes: a component or a script at its limit, and
     /// room for the rest of the message.
     pub fn max_request_bytes(&self) -> usize {
@@ -196,7 +238,19 @@ impl DaemonConfig {
                 *p = base.join(&*p);
             }
         };
-        resolve(&mut cfg.state);
+        if let Location::Sqlite(p) = &mut cfg.state {
+            resolve(p);
+        }
+        if cfg.policy_code_cache.is_none() {
+            let beside = match &cfg.state {
+                Location::Sqlite(p) => p.parent().unwrap_or(base),
+                Location::Postgres(_) => base,
+            };
+            cfg.policy_code_cache = Some(beside.join("policy-code"));
+        }
+        if cfg.lease_s == 0 {
+            return Err(invalid("lease_s must be at least 1".into()));
+        }
         resolve(&mut cfg.key_file);
         if let Some(s) = &mut cfg.socket {
             resolve(s);

@@ -21,7 +21,7 @@ use gantry_kernel::{JobId, ResourceRequest, Scheduler, Time};
 use gantry_wasm_host::{PolicyKind, WasmSlots};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::store::{Entry, Journal, Launch, LogReader, Store, StoreError, Ticket, Usage};
+use crate::store::{Entry, History, Journal, Launch, LogReader, Store, StoreError, Ticket, Usage};
 
 mod reservations;
 mod steps;
@@ -275,20 +275,30 @@ impl Controller {
         slots: Option<WasmSlots>,
         now: Time,
     ) -> Result<Self, anyhow::Error> {
+        let mut history = History::default();
+        history.follow(&mut store)?;
+        Self::restore(sched, store, history, settings, slots, now)
+    }
+
+    /// Rebuilds the controller from `history` (the whole log as read so far: a standby
+    /// has followed it) and what `store` holds after it, then writes through `store`.
+    pub fn restore(
+        sched: Scheduler,
+        mut store: Store,
+        mut history: History,
+        settings: Settings,
+        slots: Option<WasmSlots>,
+        now: Time,
+    ) -> Result<Self, anyhow::Error> {
         let nodes = (0..sched.cluster().nodes.len())
             .map(|_| NodeLive::default())
             .collect();
         let (events, _) = broadcast::channel(1024);
-        let entries = store.entries()?;
-        // Components of logged policy loads, read before the writer takes the database.
-        let mut components = HashMap::new();
-        for (_, _, e) in &entries {
-            if let Entry::PolicyLoaded { sha256, .. } = e {
-                if let Some(bytes) = store.component(sha256)? {
-                    components.insert(sha256.clone(), bytes);
-                }
-            }
-        }
+        history.follow(&mut store)?;
+        let History {
+            entries,
+            components,
+        } = history;
         let reader = store.reader()?;
         let journal = Journal::start(store)?;
         let mut c = Self {

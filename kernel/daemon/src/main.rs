@@ -12,8 +12,9 @@ use gantry_api::controller_server::ControllerServer;
 use gantry_daemon::auth::Authenticator;
 use gantry_daemon::config::DaemonConfig;
 use gantry_daemon::controller::{Controller, Limits, Settings};
+use gantry_daemon::leadership::{hold, stand_by, Candidate, Known, StepDown, Switch};
 use gantry_daemon::service::{unix_now, Service, Shared};
-use gantry_daemon::store::Store;
+use gantry_daemon::store::{History, Location, Store};
 use gantry_kernel::policy::PolicySet;
 use gantry_kernel::{Scheduler, SchedulerConfig};
 use gantry_wasm_host::{
@@ -29,9 +30,10 @@ use tonic::transport::Server;
     version,
     about,
     long_about = "Gantry's controller. Keeps the queue and the \
-cluster's state in an SQLite log (every acknowledged submission is on disk), serves the \
-gRPC API to the `gantry` CLI and to one `gantry-agent` per node, and runs the scheduling \
-kernel with the policy components."
+cluster's state in a durable log (every acknowledged submission is committed) in an SQLite \
+file, or in a PostgreSQL database shared by several gantryd of which one is active and the \
+others stand by to take over; serves the gRPC API to the `gantry` CLI and to one \
+`gantry-agent` per node, and runs the scheduling kernel with the policy components."
 )]
 struct Args {
     /// Configuration file (TOML).
@@ -80,12 +82,10 @@ fn policies(cfg: &DaemonConfig) -> Result<(PolicySet, Option<WasmSlots>)> {
         };
         Ok(ComponentSource { bytes, config })
     };
-    let cache = cfg.policy_code_cache.clone().unwrap_or_else(|| {
-        cfg.state
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .join("policy-code")
-    });
+    let cache = cfg
+        .policy_code_cache
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("policy-code"));
     let host = PolicyHost::with_code_cache(HostLimits::default(), cache)?;
     let components = PolicyComponents {
         priority: source(PolicyKind::Priority)?,
@@ -144,6 +144,15 @@ fn config_view(cfg: &DaemonConfig) -> Vec<(String, String)> {
     ]
 }
 
+/// How a run of the controller ended.
+enum Ended {
+    /// Interrupted or terminated: a clean stop.
+    Stopped,
+    /// Another controller is active now, or this one lost its lease: it starts again as
+    /// a standby.
+    SteppedDown(String),
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -154,6 +163,126 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    match run(&args).await? {
+        Ended::Stopped => Ok(()),
+        Ended::SteppedDown(why) => {
+            tracing::warn!(reason = %why, "stepping down: starting again as a standby");
+            // A fresh process: nothing of the active run's memory survives, so nothing
+            // it decided but did not commit can leak into the next.
+            use std::os::unix::process::CommandExt;
+            let exe = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
+            let err = std::process::Command::new(exe)
+                .args(std::env::args_os().skip(1))
+                .exec();
+            Err(err).context("cannot start again as a standby")
+        }
+    }
+}
+
+/// The listeners, bound once for the process's life.
+struct Listeners {
+    tcp: Option<(
+        tokio::net::TcpListener,
+        Option<tonic::transport::ServerTlsConfig>,
+    )>,
+    unix: Option<UnixListener>,
+}
+
+impl Listeners {
+    async fn bind(cfg: &DaemonConfig) -> Result<Self> {
+        let mut tcp = None;
+        if let Some(addr) = &cfg.listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+                (Some(cert), Some(key)) => {
+                    use std::os::unix::fs::MetadataExt;
+                    if std::fs::metadata(key).is_ok_and(|m| m.mode() & 0o077 != 0) {
+                        tracing::warn!(key = %key.display(), "the TLS private key is readable by other users: chmod 600 it");
+                    }
+                    let read = |p: &std::path::PathBuf| {
+                        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+                    };
+                    Some(tonic::transport::ServerTlsConfig::new().identity(
+                        tonic::transport::Identity::from_pem(read(cert)?, read(key)?),
+                    ))
+                }
+                _ => None,
+            };
+            if tls.is_some() {
+                tracing::info!(addr = %listener.local_addr()?, "listening (TCP with TLS, tokens)");
+            } else {
+                tracing::warn!(addr = %listener.local_addr()?, "listening (plain TCP, tokens): anyone who can watch this network reads them");
+            }
+            tcp = Some((listener, tls));
+        }
+        let mut unix = None;
+        if let Some(path) = &cfg.socket {
+            if path.exists() {
+                std::fs::remove_file(path)
+                    .with_context(|| format!("cannot replace the old socket {}", path.display()))?;
+            }
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let listener = UnixListener::bind(path)
+                .with_context(|| format!("cannot bind {}", path.display()))?;
+            // Anyone local may connect; the kernel tells us who they are.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+            tracing::info!(socket = %path.display(), "listening (Unix socket, peer credentials)");
+            unix = Some(listener);
+        }
+        Ok(Self { tcp, unix })
+    }
+
+    /// Serves the controller's two gRPC services on every listener.
+    fn serve(
+        self,
+        api: Switch<ApiServer, false>,
+        agents: Switch<AgentServer, true>,
+    ) -> Result<tokio::task::JoinSet<Result<(), tonic::transport::Error>>> {
+        let mut servers = tokio::task::JoinSet::new();
+        if let Some((listener, tls)) = self.tcp {
+            let mut builder = Server::builder();
+            if let Some(tls) = tls {
+                builder = builder
+                    .tls_config(tls)
+                    .context("the TLS certificate or key is not usable")?;
+            }
+            let (api, agents) = (api.clone(), agents.clone());
+            servers.spawn(async move {
+                builder
+                    .add_service(api)
+                    .add_service(agents)
+                    .serve_with_incoming(TcpListenerStream::new(listener))
+                    .await
+            });
+        }
+        if let Some(listener) = self.unix {
+            servers.spawn(async move {
+                Server::builder()
+                    .add_service(api)
+                    .add_service(agents)
+                    .serve_with_incoming(UnixListenerStream::new(listener))
+                    .await
+            });
+        }
+        Ok(servers)
+    }
+}
+
+type ApiServer = ControllerServer<Service>;
+type AgentServer = AgentLinkServer<Service>;
+
+/// `host:pid`: how the lease names this controller.
+fn controller_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}:{}", host.trim(), std::process::id())
+}
+
+async fn run(args: &Args) -> Result<Ended> {
     let (cfg, description) = DaemonConfig::load(&args.config)?;
     let cluster = description.build().context("invalid cluster description")?;
     let key = std::fs::read(&cfg.key_file)
@@ -173,10 +302,39 @@ async fn main() -> Result<()> {
         ..SchedulerConfig::default()
     };
     let sched = Scheduler::new(cluster, config, set);
-    if let Some(dir) = cfg.state.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let store = Store::open(&cfg.state)?;
+    let max_request = cfg.max_request_bytes();
+
+    // Listening from the start: a standby tells callers where the active one is.
+    let known = Known::default();
+    let api = Switch::<ApiServer, false>::standby(known.clone());
+    let agents = Switch::<AgentServer, true>::standby(known.clone());
+    let mut servers = Listeners::bind(&cfg)
+        .await?
+        .serve(api.clone(), agents.clone())?;
+
+    let (store, history, lease) = match &cfg.state {
+        Location::Sqlite(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            (Store::open(path)?, History::default(), None)
+        }
+        Location::Postgres(url) => {
+            let me = Candidate {
+                url: url.clone(),
+                name: controller_name(),
+                address: cfg.advertised(),
+                lease: cfg.lease(),
+            };
+            let (lease, epoch, history) = tokio::select! {
+                got = stand_by(&me, &known) => got,
+                _ = stop_signal() => return Ok(Ended::Stopped),
+            };
+            let store = tokio::task::block_in_place(|| Store::open_fenced(url, epoch))?;
+            (store, history, Some((lease, epoch)))
+        }
+    };
     let settings = Settings {
         admins: cfg.admins.clone(),
         cluster_name: cfg.cluster_name.clone(),
@@ -189,7 +347,14 @@ async fn main() -> Result<()> {
             max_dependencies: cfg.max_dependencies,
         },
     };
-    let controller = Controller::open(sched, store, settings, slots, unix_now())?;
+    let restoring = std::time::Instant::now();
+    let controller = tokio::task::block_in_place(|| {
+        Controller::restore(sched, store, history, settings, slots, unix_now())
+    })?;
+    tracing::info!(
+        took_ms = restoring.elapsed().as_millis() as u64,
+        "state restored"
+    );
     let shared = Arc::new(Shared {
         controller: Mutex::new(controller),
         auth: Authenticator::new(key, cfg.admins.clone()),
@@ -200,76 +365,10 @@ async fn main() -> Result<()> {
         stats: gantry_daemon::stats::Stats::new(unix_now()),
         config_view: config_view(&cfg),
     });
-    let max_request = cfg.max_request_bytes();
     let service = Service(shared.clone());
-
-    let mut servers = tokio::task::JoinSet::new();
-    if let Some(addr) = &cfg.listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        let tls = match (&cfg.tls_cert, &cfg.tls_key) {
-            (Some(cert), Some(key)) => {
-                use std::os::unix::fs::MetadataExt;
-                if std::fs::metadata(key).is_ok_and(|m| m.mode() & 0o077 != 0) {
-                    tracing::warn!(key = %key.display(), "the TLS private key is readable by other users: chmod 600 it");
-                }
-                let read = |p: &std::path::PathBuf| {
-                    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
-                };
-                Some(tonic::transport::ServerTlsConfig::new().identity(
-                    tonic::transport::Identity::from_pem(read(cert)?, read(key)?),
-                ))
-            }
-            _ => None,
-        };
-        if tls.is_some() {
-            tracing::info!(addr = %listener.local_addr()?, "listening (TCP with TLS, tokens)");
-        } else {
-            tracing::warn!(addr = %listener.local_addr()?, "listening (plain TCP, tokens): anyone who can watch this network reads them");
-        }
-        let mut builder = Server::builder();
-        if let Some(tls) = tls {
-            builder = builder
-                .tls_config(tls)
-                .context("the TLS certificate or key is not usable")?;
-        }
-        let s = service.clone();
-        servers.spawn(async move {
-            builder
-                .add_service(
-                    ControllerServer::new(s.clone()).max_decoding_message_size(max_request),
-                )
-                .add_service(AgentLinkServer::new(s).max_decoding_message_size(max_request))
-                .serve_with_incoming(TcpListenerStream::new(listener))
-                .await
-        });
-    }
-    if let Some(path) = &cfg.socket {
-        if path.exists() {
-            std::fs::remove_file(path)
-                .with_context(|| format!("cannot replace the old socket {}", path.display()))?;
-        }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let listener =
-            UnixListener::bind(path).with_context(|| format!("cannot bind {}", path.display()))?;
-        // Anyone local may connect; the kernel tells us who they are.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
-        tracing::info!(socket = %path.display(), "listening (Unix socket, peer credentials)");
-        let s = service.clone();
-        servers.spawn(async move {
-            Server::builder()
-                .add_service(
-                    ControllerServer::new(s.clone()).max_decoding_message_size(max_request),
-                )
-                .add_service(AgentLinkServer::new(s).max_decoding_message_size(max_request))
-                .serve_with_incoming(UnixListenerStream::new(listener))
-                .await
-        });
-    }
+    api.activate(ControllerServer::new(service.clone()).max_decoding_message_size(max_request));
+    agents.activate(AgentLinkServer::new(service).max_decoding_message_size(max_request));
+    tracing::info!("active: serving");
 
     // The scheduling loop.
     let interval = cfg.cycle_interval();
@@ -298,10 +397,28 @@ async fn main() -> Result<()> {
         }
     });
 
+    let (held_lease, ttl) = (lease.clone(), cfg.lease());
+    let lease_lost = async move {
+        match held_lease {
+            Some((l, epoch)) => hold(l, epoch, ttl).await,
+            None => std::future::pending().await,
+        }
+    };
+    let journal = shared.lock().journal();
     tokio::select! {
         _ = shared.fatal.notified() => {
             cycles.abort();
-            bail!("stopping: the state database cannot be written");
+            match (&lease, journal.failure()) {
+                (Some(_), Some(f)) => Ok(Ended::SteppedDown(f.message)),
+                _ => bail!("stopping: the state database cannot be written"),
+            }
+        }
+        why = lease_lost => {
+            cycles.abort();
+            Ok(Ended::SteppedDown(match why {
+                StepDown::TakenOver => "another controller took the lease".into(),
+                StepDown::Lapsed => "the lease could not be renewed in time".into(),
+            }))
         }
         r = servers.join_next() => {
             cycles.abort();
@@ -310,9 +427,30 @@ async fn main() -> Result<()> {
                 _ => bail!("the API server stopped"),
             }
         }
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!("interrupted; stopping (the log holds everything)");
-            Ok(())
+        _ = stop_signal() => {
+            tracing::info!("stopping (the log holds everything)");
+            if let Some((l, epoch)) = &lease {
+                // A standby need not wait for the lease to run out.
+                if let Err(e) = tokio::task::block_in_place(|| l.release(*epoch)) {
+                    tracing::warn!(error = %e, "cannot release the lease; a standby takes over when it runs out");
+                }
+            }
+            Ok(Ended::Stopped)
         }
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn stop_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }

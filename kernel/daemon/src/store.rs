@@ -342,13 +342,20 @@ pub enum StoreError {
 }
 
 /// Where the state is kept: `state = "..."` in gantryd's configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "String")]
 pub enum Location {
     /// An SQLite database file on this machine (created if missing).
     Sqlite(PathBuf),
     /// A PostgreSQL database, `postgres://USER@HOST:PORT/DB` (or `postgresql://`), which
     /// several controllers may share: one is active at a time.
     Postgres(String),
+}
+
+impl From<String> for Location {
+    fn from(text: String) -> Self {
+        Self::parse(&text)
+    }
 }
 
 impl Location {
@@ -554,6 +561,24 @@ impl Store {
         Ok(out)
     }
 
+    /// The entries after `seq` as a restore needs them: without what each submitted job
+    /// runs (its script, arguments and environment), which the controller reads back
+    /// from its entry when the job launches.
+    pub fn history_after(&mut self, seq: i64) -> Result<Vec<Logged>, StoreError> {
+        let raw = self.backend.entries_after(seq)?;
+        let mut out = Vec::with_capacity(raw.len());
+        for (seq, time, text) in raw {
+            let (mut entry, _) = decode(seq, &text)?;
+            if let Entry::Submitted { launch, .. } = &mut entry {
+                launch.script = String::new();
+                launch.argv = Vec::new();
+                launch.env = Vec::new();
+            }
+            out.push((seq, time, entry));
+        }
+        Ok(out)
+    }
+
     /// Keeps a component's bytes (once per sha256).
     pub fn put_component(&mut self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
         self.backend
@@ -562,6 +587,40 @@ impl Store {
 
     pub fn component(&mut self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.backend.component(sha256)
+    }
+}
+
+/// The log as read so far, for a restore: its entries as [`Store::history_after`] gives
+/// them, and the components its policy loads name. A standby keeps one up to date
+/// (following the log), so a takeover reads only the tail.
+#[derive(Default)]
+pub struct History {
+    pub entries: Vec<Logged>,
+    pub components: HashMap<String, Vec<u8>>,
+}
+
+impl History {
+    /// The sequence number of the last entry read.
+    pub fn last_seq(&self) -> i64 {
+        self.entries.last().map_or(0, |e| e.0)
+    }
+
+    /// Reads the entries written since the last call, and the components they name.
+    /// Returns how many were new.
+    pub fn follow(&mut self, store: &mut Store) -> Result<usize, StoreError> {
+        let new = store.history_after(self.last_seq())?;
+        for (_, _, e) in &new {
+            if let Entry::PolicyLoaded { sha256, .. } = e {
+                if !self.components.contains_key(sha256) {
+                    if let Some(bytes) = store.component(sha256)? {
+                        self.components.insert(sha256.clone(), bytes);
+                    }
+                }
+            }
+        }
+        let n = new.len();
+        self.entries.extend(new);
+        Ok(n)
     }
 }
 

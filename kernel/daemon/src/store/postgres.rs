@@ -50,7 +50,8 @@ pub fn redacted(url: &str) -> String {
 
 type Work = Box<dyn FnOnce(&mut Client) + Send>;
 
-/// One connection, on a thread of its own.
+/// One connection, on a thread of its own (the thread ends when the last handle goes).
+#[derive(Clone)]
 struct Connection {
     work: mpsc::Sender<Work>,
     location: String,
@@ -381,6 +382,7 @@ pub struct Holder {
 
 /// The active controller's lease, on a connection of its own (a long commit never
 /// delays a renewal).
+#[derive(Clone)]
 pub struct Lease {
     conn: Connection,
 }
