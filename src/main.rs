@@ -7,6 +7,7 @@
 // serde_json's json! macro recurses once per field; a job's record has many.
 #![recursion_limit = "256"]
 
+mod admin;
 mod batch;
 mod client;
 mod control;
@@ -84,6 +85,10 @@ enum Command {
     /// Policy components of the running controller: list, load, shadow, rollback.
     #[command(subcommand)]
     Policy(client::PolicyAction),
+    /// The controllers themselves: which one is active, over a PostgreSQL state shared by
+    /// an active controller and its standbys.
+    #[command(subcommand)]
+    Admin(admin::AdminAction),
     /// Mint an identity token with the cluster key (for admins).
     Token(client::TokenArgs),
     /// Write a node's agent credential, derived from the cluster key (for admins): it
@@ -245,6 +250,7 @@ fn main() -> std::process::ExitCode {
             Command::Report(a) => rt.block_on(report::report(&conn, a)).map(|()| 0)?,
             Command::Stat(a) => rt.block_on(diag::stat(&conn, a)).map(|()| 0)?,
             Command::Policy(a) => rt.block_on(client::policy(&conn, a)).map(|()| 0)?,
+            Command::Admin(a) => rt.block_on(admin::admin(&conn, a))?,
             Command::Watch(a) => rt.block_on(client::watch(&conn, a)).map(|()| 0)?,
         })
     })();

@@ -130,14 +130,17 @@ pub async fn connect(target: &str, trust: &Trust) -> Result<Channel, ConnectErro
 }
 
 /// What one controller of a list said.
-enum Probe {
+pub enum Probe {
+    /// It is the active controller: a channel to it.
     Active(Channel),
-    /// A standby, and the active controller's address if there is one.
+    /// A standby: the active controller's address if there is one, and its message.
     Standby(Option<String>, String),
+    /// It did not answer: why.
     Unreachable(String),
 }
 
-async fn probe(target: &str, trust: &Trust) -> Result<Probe, ConnectError> {
+/// Asks the controller at `target` (one address) whether it is the active one.
+pub async fn probe(target: &str, trust: &Trust) -> Result<Probe, ConnectError> {
     let channel = match tokio::time::timeout(PROBE_TIMEOUT, connect_one(target, trust)).await {
         Ok(Ok(c)) => c,
         Ok(Err(e @ (ConnectError::BadAddress(_) | ConnectError::CaFile { .. }))) => return Err(e),

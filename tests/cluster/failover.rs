@@ -236,6 +236,23 @@ fn a_paused_active_controller_is_fenced_out_and_steps_down() {
     }
     let after = c.sbatch(&["--wrap", "true"]);
     c.wait_done(after);
+    // `gantry admin controllers` over both: the first stands by, naming the second.
+    let token = c.token("root", true);
+    let (code, out, err) = c.cli_as(&token, &["admin", "controllers", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let (one, two) = (&v["controllers"][0], &v["controllers"][1]);
+    assert_eq!(one["role"], "standby", "{v}");
+    assert_eq!(two["role"], "active", "{v}");
+    assert_eq!(two["backend"], "postgresql", "{v}");
+    assert_eq!(one["active"], two["controller"], "{v}");
+    assert!(two["epoch"].as_i64().unwrap() >= 2, "{v}");
+    let (_, table, _) = c.cli_as(&token, &["admin", "controllers"]);
+    assert!(table.starts_with("CONTROLLER"), "{table}");
+    assert!(
+        table.contains("standby") && table.contains("active: https://"),
+        "{table}"
+    );
 
     // Nothing diverged: the log's epochs never go back, and the state a fresh restore
     // of the log gives is what the active controller shows.

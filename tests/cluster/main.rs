@@ -364,11 +364,58 @@ fn scancel_and_time_limits_end_jobs_as_cancelled_and_timeout() {
 #[test]
 fn a_state_written_by_the_previous_build_opens_in_this_one() {
     let c = Cluster::start(Options {
-        state_from: Some(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/state/schema-0.db"),
-        ),
+        state_from: Some(previous_state()),
         ..Options::default()
     });
+    shows_the_previous_state(&c);
+}
+
+fn previous_state() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/state/schema-0.db")
+}
+
+/// The same state copied into PostgreSQL (`gantryd copy-state`, as a site moving to two
+/// controllers does) opens there the same.
+#[test]
+fn a_state_copied_into_postgresql_opens_there_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state.db");
+    std::fs::copy(previous_state(), &file).unwrap();
+    let url = harness::postgres_database("copied");
+    let out = std::process::Command::new(
+        std::path::Path::new(env!("CARGO_BIN_EXE_gantry")).with_file_name("gantryd"),
+    )
+    .args(["copy-state", file.to_str().unwrap(), &url])
+    .output()
+    .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("copied 27 log entries"), "{said}");
+    // Into a state that is not empty: refused.
+    let again = std::process::Command::new(
+        std::path::Path::new(env!("CARGO_BIN_EXE_gantry")).with_file_name("gantryd"),
+    )
+    .args(["copy-state", file.to_str().unwrap(), &url])
+    .output()
+    .unwrap();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("copy only into an empty state"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let c = Cluster::start(Options {
+        postgres: Some(url),
+        ..Options::default()
+    });
+    shows_the_previous_state(&c);
+}
+
+fn shows_the_previous_state(c: &Cluster) {
     let acct = c.cli_ok(&[
         "sacct",
         "-j",

@@ -14,6 +14,7 @@ use gantry_daemon::config::DaemonConfig;
 use gantry_daemon::controller::{Controller, Limits, Settings};
 use gantry_daemon::leadership::{hold, stand_by, Candidate, Known, StepDown, Switch};
 use gantry_daemon::service::{unix_now, Service, Shared};
+use gantry_daemon::store::postgres::Lease;
 use gantry_daemon::store::{History, Location, Store};
 use gantry_kernel::policy::PolicySet;
 use gantry_kernel::{Scheduler, SchedulerConfig};
@@ -39,6 +40,24 @@ struct Args {
     /// Configuration file (TOML).
     #[arg(short, long, default_value = "/etc/gantry/gantryd.toml")]
     config: PathBuf,
+    #[command(subcommand)]
+    admin: Option<Admin>,
+}
+
+/// Work on a state instead of running the controller.
+#[derive(clap::Subcommand)]
+enum Admin {
+    /// Copy a whole state — the log, the environments and the policy components — into
+    /// another, empty one: an SQLite file into PostgreSQL when a site moves to an active
+    /// and a standby controller, or back. Stop every gantryd of both first; jobs keep
+    /// running on their nodes meanwhile, and the agents return to the controller started
+    /// on the new state.
+    CopyState {
+        /// The state to read: a file path or postgres://USER@HOST:PORT/DB.
+        from: String,
+        /// The empty state to write.
+        to: String,
+    },
 }
 
 /// The policy directory: configured, else where the built-ins are found.
@@ -163,6 +182,9 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(Admin::CopyState { from, to }) = &args.admin {
+        return tokio::task::block_in_place(|| copy_state(from, to));
+    }
     match run(&args).await? {
         Ended::Stopped => Ok(()),
         Ended::SteppedDown(why) => {
@@ -177,6 +199,60 @@ async fn main() -> Result<()> {
             Err(err).context("cannot start again as a standby")
         }
     }
+}
+
+/// `gantryd copy-state FROM TO`.
+fn copy_state(from: &str, to: &str) -> Result<()> {
+    let (from, to) = (Location::parse(from), Location::parse(to));
+    if let Location::Sqlite(p) = &from {
+        if !p.is_file() {
+            bail!("{} is not a state database file", p.display());
+        }
+    }
+    // A controller writing either side would make the copy a stale one.
+    let idle = |what: &str, l: &Location| -> Result<Option<(Lease, i64)>> {
+        let Location::Postgres(url) = l else {
+            return Ok(None);
+        };
+        let lease = Lease::connect(url)?;
+        match lease.try_acquire(
+            "gantryd copy-state",
+            "",
+            std::time::Duration::from_secs(600),
+        )? {
+            Some(epoch) => Ok(Some((lease, epoch))),
+            None => {
+                let h = lease.holder()?;
+                bail!(
+                    "a controller is active on the {what} ({} at {}, epoch {}): stop every gantryd using it first",
+                    h.holder,
+                    h.address,
+                    h.epoch
+                )
+            }
+        }
+    };
+    let source_lease = idle("source", &from)?;
+    let target_lease = idle("target", &to)?;
+    let mut source = Store::open_location(&from)?;
+    let mut target = match (&to, &target_lease) {
+        (Location::Postgres(url), Some((_, epoch))) => Store::open_fenced(url, *epoch)?,
+        _ => Store::open_location(&to)?,
+    };
+    let total = source.last_seq()?;
+    let copied = source.copy_to(&mut target, |n| {
+        eprintln!("gantryd: copied {n} of {total} log entries");
+    });
+    for (lease, epoch) in source_lease.iter().chain(&target_lease) {
+        let _ = lease.release(*epoch);
+    }
+    let copied = copied?;
+    println!(
+        "copied {copied} log entries with their environments and policy components from {} to {}",
+        from.display(),
+        to.display()
+    );
+    Ok(())
 }
 
 /// The listeners, bound once for the process's life.
@@ -312,6 +388,12 @@ async fn run(args: &Args) -> Result<Ended> {
         .await?
         .serve(api.clone(), agents.clone())?;
 
+    let mut leadership = gantry_api::LeadershipReply {
+        backend: "sqlite".into(),
+        name: controller_name(),
+        address: cfg.advertised(),
+        ..Default::default()
+    };
     let (store, history, lease) = match &cfg.state {
         Location::Sqlite(path) => {
             if let Some(dir) = path.parent() {
@@ -332,6 +414,9 @@ async fn run(args: &Args) -> Result<Ended> {
                 _ = stop_signal() => return Ok(Ended::Stopped),
             };
             let store = tokio::task::block_in_place(|| Store::open_fenced(url, epoch))?;
+            leadership.backend = "postgresql".into();
+            leadership.epoch = epoch;
+            leadership.lease_s = cfg.lease_s;
             (store, history, Some((lease, epoch)))
         }
     };
@@ -364,6 +449,7 @@ async fn run(args: &Args) -> Result<Ended> {
         watches: Default::default(),
         stats: gantry_daemon::stats::Stats::new(unix_now()),
         config_view: config_view(&cfg),
+        leadership,
     });
     let service = Service(shared.clone());
     api.activate(ControllerServer::new(service.clone()).max_decoding_message_size(max_request));

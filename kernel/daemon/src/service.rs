@@ -57,6 +57,8 @@ pub struct Shared {
     pub stats: crate::stats::Stats,
     /// The settings `scontrol show config` shows, by name.
     pub config_view: Vec<(String, String)>,
+    /// What `Leadership` answers.
+    pub leadership: api::LeadershipReply,
 }
 
 /// The most `Watch` streams one user may hold open at once.
@@ -557,6 +559,14 @@ impl ControllerApi for Service {
         // Jobs may start (a deletion) or stop being startable where they were.
         self.0.wake.notify_one();
         Ok(Response::new(api::ReservationsReply { reservations }))
+    }
+
+    async fn leadership(
+        &self,
+        req: Request<api::LeadershipRequest>,
+    ) -> Result<Response<api::LeadershipReply>, Status> {
+        self.0.caller("Leadership", &req, unix_now())?;
+        Ok(Response::new(self.0.leadership.clone()))
     }
 
     async fn config(

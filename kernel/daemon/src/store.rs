@@ -392,13 +392,20 @@ pub(crate) trait Backend: Send {
     fn schema_version(&mut self) -> Result<i64, StoreError>;
     /// The sequence number of the last entry (0 when the log is empty).
     fn last_seq(&mut self) -> Result<i64, StoreError>;
-    /// Raw entries after `seq`, oldest first.
-    fn entries_after(&mut self, seq: i64) -> Result<Vec<(i64, Time, String)>, StoreError>;
+    /// Raw entries after `seq`, oldest first, at most `limit`.
+    fn entries_after(
+        &mut self,
+        seq: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Time, String)>, StoreError>;
     /// One raw entry.
     fn entry(&mut self, seq: i64) -> Result<Option<String>, StoreError>;
     /// An environment's JSON by sha256.
     fn environment(&mut self, sha256: &str) -> Result<Option<String>, StoreError>;
     fn component(&mut self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every environment and every component (to copy the state to another backend).
+    fn all_environments(&mut self) -> Result<Vec<(String, String)>, StoreError>;
+    fn all_components(&mut self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Writes `records` in one transaction.
     fn commit(&mut self, records: Vec<Record>) -> Result<(), StoreError>;
     /// A second connection to the same database, for reads beside the writer.
@@ -474,6 +481,9 @@ fn decode(seq: i64, text: &str) -> Result<(Entry, Option<String>), StoreError> {
     Ok((entry, named.launch.env_sha256))
 }
 
+/// How many entries are read at once.
+const PAGE: i64 = 10_000;
+
 /// One entry read back: its sequence number, the time it happened, what happened.
 pub type Logged = (i64, Time, Entry);
 
@@ -533,9 +543,26 @@ impl Store {
         self.entries_after(0)
     }
 
+    /// Raw entries after `seq`, all of them, read a page at a time.
+    fn raw_after(&mut self, mut seq: i64) -> Result<Vec<(i64, Time, String)>, StoreError> {
+        let mut out = Vec::new();
+        loop {
+            let page = self.backend.entries_after(seq, PAGE)?;
+            let Some(last) = page.last() else {
+                return Ok(out);
+            };
+            seq = last.0;
+            let full = page.len() as i64 == PAGE;
+            out.extend(page);
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+
     /// The entries after `seq`, oldest first, each submission with its environment.
     pub fn entries_after(&mut self, seq: i64) -> Result<Vec<Logged>, StoreError> {
-        let raw = self.backend.entries_after(seq)?;
+        let raw = self.raw_after(seq)?;
         let mut out = Vec::with_capacity(raw.len());
         let mut named = Vec::new();
         for (seq, time, text) in raw {
@@ -564,19 +591,81 @@ impl Store {
     /// The entries after `seq` as a restore needs them: without what each submitted job
     /// runs (its script, arguments and environment), which the controller reads back
     /// from its entry when the job launches.
-    pub fn history_after(&mut self, seq: i64) -> Result<Vec<Logged>, StoreError> {
-        let raw = self.backend.entries_after(seq)?;
-        let mut out = Vec::with_capacity(raw.len());
-        for (seq, time, text) in raw {
-            let (mut entry, _) = decode(seq, &text)?;
-            if let Entry::Submitted { launch, .. } = &mut entry {
-                launch.script = String::new();
-                launch.argv = Vec::new();
-                launch.env = Vec::new();
+    pub fn history_after(&mut self, mut seq: i64) -> Result<Vec<Logged>, StoreError> {
+        let mut out = Vec::new();
+        loop {
+            // A page at a time: the raw text of the whole log is never held at once.
+            let page = self.backend.entries_after(seq, PAGE)?;
+            let full = page.len() as i64 == PAGE;
+            for (s, time, text) in page {
+                let (mut entry, _) = decode(s, &text)?;
+                if let Entry::Submitted { launch, .. } = &mut entry {
+                    launch.script = String::new();
+                    launch.argv = Vec::new();
+                    launch.env = Vec::new();
+                }
+                seq = s;
+                out.push((s, time, entry));
             }
-            out.push((seq, time, entry));
+            if !full {
+                return Ok(out);
+            }
         }
-        Ok(out)
+    }
+
+    /// Copies everything `self` holds into `to`, which must be empty and writable: the
+    /// environments and components, then the log a page at a time in order, each entry
+    /// keeping its sequence number and time. `progress` hears how many entries are
+    /// copied so far. Returns that count.
+    pub fn copy_to(
+        &mut self,
+        to: &mut Store,
+        mut progress: impl FnMut(i64),
+    ) -> Result<i64, StoreError> {
+        let not_empty = |what: String| StoreError::Unusable {
+            location: "the copy's target".into(),
+            message: what,
+        };
+        if to.last_seq()? != 0 {
+            return Err(not_empty(
+                "it already holds a log: copy only into an empty state".into(),
+            ));
+        }
+        let mut records: Vec<Record> = self
+            .backend
+            .all_environments()?
+            .into_iter()
+            .map(|(sha, env)| Record::Environment(sha, env))
+            .collect();
+        records.extend(
+            self.backend
+                .all_components()?
+                .into_iter()
+                .map(|(sha, bytes)| Record::Component(sha, bytes)),
+        );
+        to.backend.commit(records)?;
+        let mut seq = 0;
+        loop {
+            let page = self.backend.entries_after(seq, PAGE)?;
+            let Some(&(last, _, _)) = page.last() else {
+                break;
+            };
+            // Sequence numbers carry over only if they have no gaps: the target numbers
+            // its entries from 1.
+            if page.first().map(|e| e.0) != Some(seq + 1) || last != seq + page.len() as i64 {
+                return Err(not_empty(format!(
+                    "the source's log has a gap after entry {seq}: it cannot be copied entry for entry"
+                )));
+            }
+            to.backend.commit(
+                page.into_iter()
+                    .map(|(_, time, text)| Record::Entry(time, text))
+                    .collect(),
+            )?;
+            seq = last;
+            progress(seq);
+        }
+        Ok(seq)
     }
 
     /// Keeps a component's bytes (once per sha256).

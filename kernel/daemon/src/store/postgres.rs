@@ -235,11 +235,15 @@ impl Backend for Postgres {
         })
     }
 
-    fn entries_after(&mut self, seq: i64) -> Result<Vec<(i64, Time, String)>, StoreError> {
+    fn entries_after(
+        &mut self,
+        seq: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Time, String)>, StoreError> {
         self.conn.call(move |c| {
             let rows = c.query(
-                "SELECT seq, time, entry FROM log WHERE seq > $1 ORDER BY seq",
-                &[&seq],
+                "SELECT seq, time, entry FROM log WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&seq, &limit],
             )?;
             Ok(rows
                 .iter()
@@ -274,6 +278,24 @@ impl Backend for Postgres {
                 c.query_opt("SELECT bytes FROM components WHERE sha256 = $1", &[&sha])?
                     .map(|r| r.get(0)),
             )
+        })
+    }
+
+    fn all_environments(&mut self) -> Result<Vec<(String, String)>, StoreError> {
+        self.conn.call(|c| {
+            Ok(c.query("SELECT sha256, env FROM environments", &[])?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect())
+        })
+    }
+
+    fn all_components(&mut self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.conn.call(|c| {
+            Ok(c.query("SELECT sha256, bytes FROM components", &[])?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect())
         })
     }
 

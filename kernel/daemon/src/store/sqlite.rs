@@ -82,11 +82,29 @@ impl Backend for Sqlite {
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM log", [], |r| r.get(0))?)
     }
 
-    fn entries_after(&mut self, seq: i64) -> Result<Vec<(i64, Time, String)>, StoreError> {
-        let mut q = self
-            .conn
-            .prepare("SELECT seq, time, entry FROM log WHERE seq > ?1 ORDER BY seq")?;
-        let rows = q.query_map(params![seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    fn entries_after(
+        &mut self,
+        seq: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Time, String)>, StoreError> {
+        let mut q = self.conn.prepare_cached(
+            "SELECT seq, time, entry FROM log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = q.query_map(params![seq, limit], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn all_environments(&mut self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut q = self.conn.prepare("SELECT sha256, env FROM environments")?;
+        let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn all_components(&mut self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut q = self.conn.prepare("SELECT sha256, bytes FROM components")?;
+        let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
