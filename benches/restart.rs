@@ -1,8 +1,9 @@
-//! Restart: how long `gantryd` takes from its start to listening with N finished jobs in
+//! Restart: how long `gantryd` takes from its start to serving with N finished jobs in
 //! its log (each a submission, a start and an end), the log written with each
-//! submission's environment inline (as schema 0 wrote it) or kept once (schema 1); and
-//! the state's size per finished job. A restart replays the whole log today, so its time
-//! grows with history.
+//! submission's environment inline (as schema 0 wrote it) or kept once (schema 1), in
+//! SQLite; and the same log copied into a real PostgreSQL server on loopback (a
+//! throwaway one, started here); and the state's size per finished job. A restart
+//! replays the whole log today, so its time grows with history.
 //!
 //! `GANTRY_RESTART_JOBS` sets N (default 20,000 under `cargo bench`, 500 for the smoke
 //! pass under `cargo test`). Needs the daemon built with the same profile: `cargo build
@@ -13,7 +14,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::submit::{gantryd, start_with};
+use common::submit::{gantryd, start_on, start_with};
 use criterion::{criterion_group, criterion_main, Criterion};
 use gantry_daemon::logged;
 use gantry_daemon::store::{Entry, Launch, Store, Usage};
@@ -139,6 +140,48 @@ fn restart(c: &mut Criterion) {
                 for _ in 0..iters {
                     let t = Instant::now();
                     let d = start_with(&daemon, dir.path(), "native_policies = true\n");
+                    took += t.elapsed();
+                    drop(d);
+                }
+                took
+            })
+        });
+        if inline {
+            continue;
+        }
+        // The same log in PostgreSQL, copied as `gantryd copy-state` copies it.
+        let server = gantry_test_postgres::Server::start().unwrap();
+        let url = server.database("restart").unwrap();
+        let lease = gantry_daemon::store::postgres::Lease::connect(&url).unwrap();
+        let epoch = lease
+            .try_acquire("bench", "", Duration::from_secs(600))
+            .unwrap()
+            .unwrap();
+        let mut to = Store::open_fenced(&url, epoch).unwrap();
+        Store::open(&state)
+            .unwrap()
+            .copy_to(&mut to, |_| {})
+            .unwrap();
+        drop(to);
+        lease.release(epoch).unwrap();
+        let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let bytes: i64 = db
+            .query_one("SELECT pg_database_size(current_database())", &[])
+            .unwrap()
+            .get(0);
+        println!(
+            "PostgreSQL (schema 1): {} bytes per finished job ({:.1} MB for {n}, the whole database)",
+            bytes as u64 / n,
+            bytes as f64 / 1e6
+        );
+        let pg_dir = tempfile::tempdir().unwrap();
+        let line = format!("state = \"{url}\"");
+        g.bench_function("PostgreSQL, environment kept once", |b| {
+            b.iter_custom(|iters| {
+                let mut took = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let d = start_on(&daemon, pg_dir.path(), &line, "native_policies = true\n");
                     took += t.elapsed();
                     drop(d);
                 }

@@ -1,5 +1,7 @@
 //! Durable submissions to a real `gantryd` over gRPC on loopback TCP, from concurrent
-//! clients: each acknowledged job is committed to the state database (group commit).
+//! clients: each acknowledged job is committed to the state database (group commit) —
+//! an SQLite file, and a real PostgreSQL server on loopback (a throwaway one, started
+//! here: Debian's binaries, as `scripts/setup.sh` installs them).
 //! Also reports the controller's resident memory per pending job, and the CPU time the
 //! controller and the clients spent per submission.
 //!
@@ -10,7 +12,7 @@
 
 mod common;
 
-use common::submit::{clients, cpu_s, resident_kib, start, submit_all, CLIENTS};
+use common::submit::{clients, cpu_s, gantryd, resident_kib, start, start_on, submit_all, CLIENTS};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn submissions(c: &mut Criterion) {
@@ -24,10 +26,25 @@ fn submissions(c: &mut Criterion) {
     ));
     g.throughput(Throughput::Elements(1));
     g.sample_size(10);
-    g.bench_function("one job per request", |b| {
+    g.bench_function("one job per request, SQLite", |b| {
         b.iter_custom(|iters| rt.block_on(submit_all(&cl, iters)))
     });
+    let server = gantry_test_postgres::Server::start().unwrap();
+    let url = server.database("submit").unwrap();
+    let pg_dir = tempfile::tempdir().unwrap();
+    let pg_daemon = start_on(
+        &gantryd(),
+        pg_dir.path(),
+        &format!("state = \"{url}\""),
+        "native_policies = true\n",
+    );
+    let pg_clients = rt.block_on(clients(&pg_daemon));
+    g.bench_function("one job per request, PostgreSQL", |b| {
+        b.iter_custom(|iters| rt.block_on(submit_all(&pg_clients, iters)))
+    });
     g.finish();
+    drop(pg_clients);
+    drop(pg_daemon);
 
     // Memory: resident growth over 100,000 more pending jobs.
     let pid = daemon.child.id();

@@ -24,7 +24,18 @@ pub struct Daemon {
 }
 
 impl Drop for Daemon {
+    /// A clean stop (SIGTERM), so that over PostgreSQL the lease is given up and the next
+    /// start need not wait for it to run out; SIGKILL if that takes over 10 s.
     fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -59,6 +70,35 @@ pub fn start(dir: &Path) -> Daemon {
 /// The `gantryd` at `daemon`, started as [`start`] does, with `policies`
 /// (configuration lines) saying which policies it runs.
 pub fn start_with(daemon: &Path, dir: &Path, policies: &str) -> Daemon {
+    start_on(daemon, dir, "state = \"state.db\"", policies)
+}
+
+/// [`start_with`] with the state where `state` (a configuration line) says: serving
+/// (its state restored, or over PostgreSQL the lease taken) when this returns.
+pub fn start_on(daemon: &Path, dir: &Path, state: &str, policies: &str) -> Daemon {
+    let d = configure(dir, state, policies, |dir| {
+        Command::new(daemon)
+            .args(["--config", "gantryd.toml"])
+            .current_dir(dir)
+            .env("GANTRY_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    });
+    d.wait_serving(Instant::now() + Duration::from_secs(600));
+    d
+}
+
+/// Writes a `gantryd` configuration in `dir` (a free loopback port, `state` and
+/// `policies` as configuration lines), starts it with `spawn`, and waits until it
+/// listens (not until it serves: see [`Daemon::wait_serving`]).
+pub fn configure(
+    dir: &Path,
+    state: &str,
+    policies: &str,
+    spawn: impl FnOnce(&Path) -> Child,
+) -> Daemon {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -75,21 +115,14 @@ pub fn start_with(daemon: &Path, dir: &Path, policies: &str) -> Daemon {
     std::fs::write(
         dir.join("gantryd.toml"),
         format!(
-            "listen = \"127.0.0.1:{port}\"\nstate = \"state.db\"\nkey_file = \"key\"\n\
+            "listen = \"127.0.0.1:{port}\"\n{state}\nkey_file = \"key\"\n\
              cluster_file = \"cluster.toml\"\n{policies}"
         ),
     )
     .unwrap();
-    let child = Command::new(daemon)
-        .args(["--config", "gantryd.toml"])
-        .current_dir(dir)
-        .env("GANTRY_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let child = spawn(dir);
     let addr = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(600);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "gantryd did not start listening");
         std::thread::sleep(Duration::from_millis(50));
@@ -116,6 +149,30 @@ pub fn start_with(daemon: &Path, dir: &Path, policies: &str) -> Daemon {
 }
 
 impl Daemon {
+    /// Waits until it answers calls (it listens from its start, before its state is
+    /// restored).
+    pub fn wait_serving(&self, deadline: Instant) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            loop {
+                if let Ok(ch) = connect(&self.addr, &Default::default()).await {
+                    let mut c = ControllerClient::with_interceptor(
+                        ch,
+                        WithToken::new(Some(&self.token)).unwrap(),
+                    );
+                    if c.leadership(gantry_api::LeadershipRequest {}).await.is_ok() {
+                        return;
+                    }
+                }
+                assert!(Instant::now() < deadline, "gantryd did not start serving");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    }
+
     /// Where it listens (`http://127.0.0.1:PORT`).
     pub fn addr(&self) -> &str {
         &self.addr

@@ -304,3 +304,42 @@ fn a_paused_active_controller_is_fenced_out_and_steps_down() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The active controller's database connections cut (as by a network partition between
+/// it and the database): it cannot renew its lease, so it steps down, and the standby
+/// takes over; nothing committed is lost.
+#[test]
+fn the_standby_takes_over_when_the_active_one_loses_its_database() {
+    let c = two_controllers("cut");
+    let before = c.sbatch(&["--wrap", "true"]);
+    c.wait_done(before);
+    let (old, _) = c.controller_pids();
+    let url = std::fs::read_to_string(c.root().join("gantryd.toml")).unwrap();
+    let url = url
+        .lines()
+        .find_map(|l| l.strip_prefix("state = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_string();
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let cut: i64 = db
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+            &[&format!("gantryd {}", old.unwrap())],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        cut >= 2,
+        "the active one's lease and log connections: {cut}"
+    );
+    c.wait_log("gantryd-2.log", "active: serving");
+    c.wait_log("gantryd.log", "stepping down");
+    let after = c.sbatch(&["--wrap", "true"]);
+    assert_eq!(c.wait_done(after)["state"], "COMPLETED");
+    let shown: Vec<u64> = acct(&c)
+        .iter()
+        .filter_map(|j| j["job_id"].as_u64())
+        .collect();
+    assert_eq!(shown, vec![before, after]);
+}

@@ -409,6 +409,10 @@ impl Cluster {
     }
 
     pub fn restart_controller(&mut self) {
+        let served = self
+            .read_log("gantryd.log")
+            .matches("active: serving")
+            .count();
         let _ = std::fs::remove_file(self.dir.path().join("gantryd.sock"));
         let child = Command::new(bin("gantryd"))
             .args(["--config", "gantryd.toml"])
@@ -427,6 +431,23 @@ impl Cluster {
                 self.read_log("gantryd.log")
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+        // It listens from its start, and serves once its state is restored (over
+        // PostgreSQL, once it holds the lease: a standby waits here until it does).
+        if self.standby.is_none() {
+            while self
+                .read_log("gantryd.log")
+                .matches("active: serving")
+                .count()
+                <= served
+            {
+                assert!(
+                    since.elapsed() < PATIENCE,
+                    "gantryd never served:\n{}",
+                    self.read_log("gantryd.log")
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 

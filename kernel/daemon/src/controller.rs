@@ -122,8 +122,9 @@ pub struct Controller {
     /// Why finished jobs ended, where their agent said (a failed launch).
     end_messages: HashMap<JobId, String>,
     nodes: Vec<NodeLive>,
-    /// Launch commands sent and not yet confirmed by the agent (heartbeat or report).
-    unconfirmed: HashSet<JobId>,
+    /// Launch commands sent and not yet confirmed by the agent (heartbeat or report),
+    /// and when each was last sent.
+    unconfirmed: HashMap<JobId, Time>,
     events: broadcast::Sender<api::Event>,
     slots: Option<WasmSlots>,
     /// Job steps (srun inside allocations), per job, running and ended.
@@ -310,7 +311,7 @@ impl Controller {
             usage: HashMap::new(),
             end_messages: HashMap::new(),
             nodes,
-            unconfirmed: HashSet::new(),
+            unconfirmed: HashMap::new(),
             events,
             slots,
             steps: HashMap::new(),
@@ -345,7 +346,7 @@ impl Controller {
         }
         // Launches of running jobs may not have reached their agents before the restart:
         // the agents' heartbeats say which they have; the rest are sent again.
-        c.unconfirmed = c.sched.running().iter().copied().collect();
+        c.unconfirmed = c.sched.running().iter().map(|&id| (id, now)).collect();
         let running: Vec<JobId> = c.sched.running().iter().copied().collect();
         for id in running {
             c.arm_warning(id, now);
@@ -758,7 +759,7 @@ impl Controller {
             self.signal_steps_of(id, libc::SIGCONT);
         }
         for &id in &out.started {
-            self.send_launch(id);
+            self.send_launch(id, now);
             self.arm_warning(id, now);
         }
         let changed = out
@@ -873,7 +874,7 @@ impl Controller {
         }
     }
 
-    fn send_launch(&mut self, id: JobId) {
+    fn send_launch(&mut self, id: JobId, now: Time) {
         // Only a running job is launched: one that stopped (cancelled, timed out,
         // requeued, its node failed) must not start again on a late resend.
         let Some(job) = self.sched.job(id).filter(|j| j.state == JobState::Running) else {
@@ -893,7 +894,7 @@ impl Controller {
                 // Unconfirmed: the next heartbeat from the node finds it missing and the
                 // launch is tried again.
                 tracing::error!(job = id.0, error = %e, "cannot read the job's launch from the log");
-                self.unconfirmed.insert(id);
+                self.unconfirmed.insert(id, now);
                 return;
             }
         };
@@ -935,7 +936,7 @@ impl Controller {
             allocation_only: launch.allocation_only,
             append_output: launch.append_output,
         };
-        self.unconfirmed.insert(id);
+        self.unconfirmed.insert(id, now);
         self.send(node, api::agent_command::What::Launch(cmd));
     }
 
@@ -1075,17 +1076,19 @@ impl Controller {
             }
         }
         // Running here per the kernel, but the agent never got it: launch it again (the
-        // agent ignores a launch of a job it already has; `send_launch` drops one that
-        // stopped meanwhile).
+        // agent ignores a launch of a run it has or had; `send_launch` drops one that
+        // stopped meanwhile). Not before two heartbeats: a heartbeat sent before the
+        // launch arrived crosses it and does not list the job.
+        let crossing = Time::from(self.settings.heartbeat_s).saturating_mul(2);
         let missing: Vec<JobId> = self
             .unconfirmed
             .iter()
-            .copied()
-            .filter(|j| !reported.contains(j))
+            .filter(|(j, &sent)| !reported.contains(*j) && now - sent >= crossing)
+            .map(|(&j, _)| j)
             .filter(|&j| self.first_node(j) == Some(id))
             .collect();
         for j in missing {
-            self.send_launch(j);
+            self.send_launch(j, now);
         }
         // Completing runs this node no longer has at all (it never got the launch, or
         // settled the end already): their processes are gone. A run told to stop less

@@ -30,19 +30,49 @@ use crate::store::{History, Store, StoreError};
 
 use gantry_api::client::{ACTIVE_KEY, ROLE_KEY};
 
-/// What a standby knows of the active controller (nothing: none is, or this one is).
+/// What a controller not yet serving tells callers: the active controller a standby
+/// knows of, or that it is still restoring its own state.
 #[derive(Clone, Default)]
-pub struct Known(Arc<Mutex<Option<Holder>>>);
+pub struct Known(Arc<Mutex<Waiting>>);
+
+#[derive(Clone, Default)]
+enum Waiting {
+    /// A standby: the active controller, if one holds the lease.
+    #[default]
+    Standby,
+    Behind(Holder),
+    /// The only controller (SQLite), restoring its state.
+    Restoring,
+}
 
 impl Known {
+    fn put(&self, w: Waiting) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = w;
+    }
+
+    /// A standby behind `h` (or behind nobody).
     pub fn set(&self, h: Option<Holder>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = h;
+        self.put(h.map_or(Waiting::Standby, Waiting::Behind));
+    }
+
+    /// The only controller, restoring its state before it serves.
+    pub fn restoring(&self) {
+        self.put(Waiting::Restoring);
     }
 
     fn status(&self) -> Status {
-        let holder = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let waiting = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Waiting::Restoring = waiting {
+            return Status::unavailable(
+                "the controller is starting (restoring its state from the log); try again in a moment",
+            );
+        }
         let mut meta = MetadataMap::new();
         meta.insert(ROLE_KEY, MetadataValue::from_static("standby"));
+        let holder = match waiting {
+            Waiting::Behind(h) => Some(h),
+            _ => None,
+        };
         let message = match holder {
             Some(h) if h.expires_in_ms > 0 && !h.address.is_empty() => {
                 if let Ok(v) = MetadataValue::try_from(h.address.as_str()) {

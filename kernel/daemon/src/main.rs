@@ -396,6 +396,7 @@ async fn run(args: &Args) -> Result<Ended> {
     };
     let (store, history, lease) = match &cfg.state {
         Location::Sqlite(path) => {
+            known.restoring();
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("cannot create {}", dir.display()))?;

@@ -192,8 +192,10 @@ fn launches(commands: &mut Commands) -> Vec<u64> {
 }
 
 /// A launch the node has not confirmed yet is sent again when its heartbeat lacks the
-/// job, but only while the job still runs: a job cancelled (or ended otherwise) before
-/// its node listed it must never be launched again, or it would run after its end.
+/// job two heartbeats after it was sent (a heartbeat sent before the launch arrived
+/// crosses it), but only while the job still runs: a job cancelled (or ended otherwise)
+/// before its node listed it must never be launched again, or it would run after its
+/// end.
 #[test]
 fn a_job_stopped_before_its_node_confirmed_it_is_never_launched_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -204,11 +206,16 @@ fn a_job_stopped_before_its_node_confirmed_it_is_never_launched_again() {
         node: "n1".into(),
         ..Default::default()
     };
-    // Still running and not listed: the launch may have been lost; it is sent again.
+    // Not listed by a heartbeat that may have crossed the launch: not sent again yet.
     c.heartbeat(&silent, 2).unwrap();
+    assert_eq!(launches(&mut commands), Vec::<u64>::new());
+    // Still running and not listed two heartbeats on: the launch may have been lost; it
+    // is sent again.
+    let sent_again = 1 + 2 * HEARTBEAT_S as i64;
+    c.heartbeat(&silent, sent_again).unwrap();
     assert_eq!(launches(&mut commands), [a.0]);
-    c.cancel(&alice(), &[a.0], &[], 3).unwrap();
-    for now in [4, 10, 20, 30] {
+    c.cancel(&alice(), &[a.0], &[], sent_again + 1).unwrap();
+    for now in [20, 30, 40, 60] {
         c.heartbeat(&silent, now).unwrap();
     }
     assert_eq!(shown(&c, a), "CANCELLED");

@@ -78,7 +78,8 @@ impl Connection {
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(10));
         if config.get_application_name().is_none() {
-            config.application_name("gantryd");
+            // Which process a session belongs to, in `pg_stat_activity`.
+            config.application_name(&format!("gantryd {}", std::process::id()));
         }
         let (work, queue) = mpsc::channel::<Work>();
         let (ready, connected) = mpsc::sync_channel(1);
