@@ -11,23 +11,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::submit::{clients, gantryd, start_on, submit_all, Daemon};
-
-/// Starts a second `gantryd` in `dir` on the same state, as `start_on` writes it, without
-/// waiting: it stands by.
-fn standby(daemon: &Path, dir: &Path) -> Child {
-    Command::new(daemon)
-        .args(["--config", "gantryd.toml"])
-        .current_dir(dir)
-        .env("GANTRY_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
-}
+use common::submit::{clients, configure, gantryd, spawn, start_on, submit_all, Daemon};
 
 fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
@@ -78,7 +64,7 @@ fn main() {
 /// A standby: a `gantryd` on `state` in `dir` that is not serving yet, as a [`Daemon`]
 /// (its address and tokens) whose process stands by.
 fn start_standby(daemon: &Path, dir: &Path, state: &str) -> Daemon {
-    common::submit::configure(dir, state, "native_policies = true\n", |dir| {
-        standby(daemon, dir)
+    configure(dir, state, "native_policies = true\n", |dir| {
+        spawn(daemon, dir)
     })
 }

@@ -576,7 +576,63 @@ fn slurm_counts(values: &[u64]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::slurm_counts;
+    use super::*;
+
+    /// A launch repeated after its run ended and was settled (the controller resent it:
+    /// a heartbeat crossed the first) is ignored: the run happened once.
+    #[test]
+    fn a_launch_repeated_after_its_run_was_settled_starts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        std::fs::create_dir(&spool_dir).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&spool_dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+        }
+        let (jobs, mut ended) =
+            Jobs::new("n1".into(), Spool::open(&spool_dir).unwrap(), Vec::new());
+        let marks = dir.path().join("runs");
+        // SAFETY: getuid and getgid have no preconditions.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let launch = api::LaunchJob {
+            job: Some(api::JobInfo {
+                job_id: 7,
+                workdir: dir.path().display().to_string(),
+                stdout_path: "/dev/null".into(),
+                stderr_path: "/dev/null".into(),
+                ..Default::default()
+            }),
+            script: format!("#!/bin/bash\necho ran >> {}\n", marks.display()),
+            uid,
+            gid,
+            umask: 0o022,
+            ..Default::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _in_runtime = rt.enter();
+        let next_end = |ended: &mut mpsc::UnboundedReceiver<Ended>| {
+            rt.block_on(tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                ended.recv(),
+            ))
+        };
+        jobs.launch(launch.clone());
+        let first = next_end(&mut ended).expect("the run ends").unwrap();
+        assert_eq!((first.job_id, first.run, first.exit_code), (7, 0, Some(0)));
+        // Repeated while its end is not yet settled: nothing new either.
+        jobs.launch(launch.clone());
+        jobs.settled(&[(7, 0)]);
+        jobs.launch(launch.clone());
+        let none = rt.block_on(tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            ended.recv(),
+        ));
+        assert!(none.is_err(), "a second run ended: {none:?}");
+        assert_eq!(std::fs::read_to_string(&marks).unwrap(), "ran\n");
+    }
 
     #[test]
     fn per_node_counts_are_written_as_slurm_writes_them() {

@@ -76,18 +76,21 @@ pub fn start_with(daemon: &Path, dir: &Path, policies: &str) -> Daemon {
 /// [`start_with`] with the state where `state` (a configuration line) says: serving
 /// (its state restored, or over PostgreSQL the lease taken) when this returns.
 pub fn start_on(daemon: &Path, dir: &Path, state: &str, policies: &str) -> Daemon {
-    let d = configure(dir, state, policies, |dir| {
-        Command::new(daemon)
-            .args(["--config", "gantryd.toml"])
-            .current_dir(dir)
-            .env("GANTRY_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap()
-    });
+    let d = configure(dir, state, policies, |dir| spawn(daemon, dir));
     d.wait_serving(Instant::now() + Duration::from_secs(600));
     d
+}
+
+/// Starts the `gantryd` at `daemon` on the configuration [`configure`] wrote in `dir`.
+pub fn spawn(daemon: &Path, dir: &Path) -> Child {
+    Command::new(daemon)
+        .args(["--config", "gantryd.toml"])
+        .current_dir(dir)
+        .env("GANTRY_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
 }
 
 /// Writes a `gantryd` configuration in `dir` (a free loopback port, `state` and

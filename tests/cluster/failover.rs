@@ -50,6 +50,17 @@ fn runs(c: &Cluster, file: &str) -> HashMap<u64, usize> {
     n
 }
 
+/// The PostgreSQL URL the controllers keep their state at.
+fn state_url(c: &Cluster) -> String {
+    let config = std::fs::read_to_string(c.root().join("gantryd.toml")).unwrap();
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix("state = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_string()
+}
+
 fn acct(c: &Cluster) -> Vec<Value> {
     let v: Value = serde_json::from_str(&c.cli_ok(&["acct", "--json"])).unwrap();
     v["jobs"].as_array().cloned().unwrap_or_default()
@@ -256,13 +267,7 @@ fn a_paused_active_controller_is_fenced_out_and_steps_down() {
 
     // Nothing diverged: the log's epochs never go back, and the state a fresh restore
     // of the log gives is what the active controller shows.
-    let url = std::fs::read_to_string(c.root().join("gantryd.toml")).unwrap();
-    let url = url
-        .lines()
-        .find_map(|l| l.strip_prefix("state = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .unwrap()
-        .to_string();
+    let url = state_url(&c);
     let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     let epochs: Vec<i64> = db
         .query("SELECT epoch FROM log ORDER BY seq", &[])
@@ -314,13 +319,7 @@ fn the_standby_takes_over_when_the_active_one_loses_its_database() {
     let before = c.sbatch(&["--wrap", "true"]);
     c.wait_done(before);
     let (old, _) = c.controller_pids();
-    let url = std::fs::read_to_string(c.root().join("gantryd.toml")).unwrap();
-    let url = url
-        .lines()
-        .find_map(|l| l.strip_prefix("state = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .unwrap()
-        .to_string();
+    let url = state_url(&c);
     let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     let cut: i64 = db
         .query_one(
