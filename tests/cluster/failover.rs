@@ -311,27 +311,29 @@ fn a_paused_active_controller_is_fenced_out_and_steps_down() {
 }
 
 /// The active controller's database connections cut (as by a network partition between
-/// it and the database): it cannot renew its lease, so it steps down, and the standby
-/// takes over; nothing committed is lost.
+/// it and the database): it cannot renew its lease, so it steps down, and the standby —
+/// whose own connections were cut just before, and which connected again — takes over;
+/// nothing committed is lost.
 #[test]
 fn the_standby_takes_over_when_the_active_one_loses_its_database() {
     let c = two_controllers("cut");
     let before = c.sbatch(&["--wrap", "true"]);
     c.wait_done(before);
-    let (old, _) = c.controller_pids();
+    let (old, standby) = c.controller_pids();
     let url = state_url(&c);
     let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    let cut: i64 = db
-        .query_one(
+    let mut cut = |pid: Option<u32>| -> i64 {
+        db.query_one(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
-            &[&format!("gantryd {}", old.unwrap())],
+            &[&format!("gantryd {}", pid.unwrap())],
         )
         .unwrap()
-        .get(0);
-    assert!(
-        cut >= 2,
-        "the active one's lease and log connections: {cut}"
-    );
+        .get(0)
+    };
+    // The standby's first: it connects again, and goes on standing by.
+    assert!(cut(standby) >= 2, "the standby's lease and log connections");
+    c.wait_log("gantryd-2.log", "connecting again");
+    assert!(cut(old) >= 2, "the active one's lease and log connections");
     c.wait_log("gantryd-2.log", "active: serving");
     c.wait_log("gantryd.log", "stepping down");
     let after = c.sbatch(&["--wrap", "true"]);

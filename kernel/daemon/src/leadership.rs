@@ -172,11 +172,63 @@ pub struct Candidate {
 /// Stands by until the lease is ours, following the log meanwhile. Returns the lease,
 /// its epoch, and the history read so far.
 pub async fn stand_by(me: &Candidate, known: &Known) -> (Lease, i64, History) {
-    // Database calls block (on a connection thread of their own): off the async workers.
-    use tokio::task::block_in_place as blocking;
+    let mut history = History::default();
+    let poll = (me.lease / 6).max(Duration::from_millis(100));
+    let mut announced: Option<i64> = None;
+    loop {
+        // A connection that failed is not used again: a new one, from where the
+        // history stopped.
+        let (lease, mut reader) = connect(me).await;
+        loop {
+            let taken = blocking(|| -> Result<_, StoreError> {
+                match lease.try_acquire(&me.name, &me.address, me.lease)? {
+                    Some(epoch) => Ok(Ok(epoch)),
+                    None => Ok(Err(lease.holder()?)),
+                }
+            });
+            match taken {
+                Ok(Ok(epoch)) => {
+                    known.set(None);
+                    tracing::info!(
+                        epoch,
+                        "took the lease: this controller is now the active one"
+                    );
+                    return (lease, epoch, history);
+                }
+                Ok(Err(holder)) => {
+                    if announced != Some(holder.epoch) {
+                        tracing::info!(active = %holder.holder, address = %holder.address, epoch = holder.epoch, "standing by");
+                        announced = Some(holder.epoch);
+                    }
+                    known.set(Some(holder));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the lease; connecting again");
+                    known.set(None);
+                    break;
+                }
+            }
+            // Follow the log: a takeover then reads only what came after.
+            if let Err(e) = blocking(|| history.follow(&mut reader)) {
+                tracing::warn!(error = %e, "cannot follow the log; connecting again");
+                break;
+            }
+            tokio::time::sleep(poll).await;
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// Database calls block (on a connection thread of their own): off the async workers.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    tokio::task::block_in_place(f)
+}
+
+/// The lease and a reader of the log, retrying until the database answers (it may come
+/// up after us).
+async fn connect(me: &Candidate) -> (Lease, Store) {
     let mut backoff = Duration::from_millis(500);
-    // Connect, retrying: the database may come up after us.
-    let (lease, mut reader) = loop {
+    loop {
         let opened = blocking(|| -> Result<_, StoreError> {
             Ok((
                 Lease::connect(&me.url)?,
@@ -184,47 +236,13 @@ pub async fn stand_by(me: &Candidate, known: &Known) -> (Lease, i64, History) {
             ))
         });
         match opened {
-            Ok(both) => break both,
+            Ok(both) => return both,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "cannot reach the state database")
             }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
-    };
-    let mut history = History::default();
-    let poll = (me.lease / 6).max(Duration::from_millis(100));
-    let mut announced: Option<i64> = None;
-    loop {
-        let taken = blocking(|| -> Result<_, StoreError> {
-            match lease.try_acquire(&me.name, &me.address, me.lease)? {
-                Some(epoch) => Ok(Ok(epoch)),
-                None => Ok(Err(lease.holder()?)),
-            }
-        });
-        match taken {
-            Ok(Ok(epoch)) => {
-                known.set(None);
-                tracing::info!(
-                    epoch,
-                    "took the lease: this controller is now the active one"
-                );
-                return (lease, epoch, history);
-            }
-            Ok(Err(holder)) => {
-                if announced != Some(holder.epoch) {
-                    tracing::info!(active = %holder.holder, address = %holder.address, epoch = holder.epoch, "standing by");
-                    announced = Some(holder.epoch);
-                }
-                known.set(Some(holder));
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot read the lease"),
-        }
-        // Follow the log: a takeover then reads only what came after.
-        if let Err(e) = blocking(|| history.follow(&mut reader)) {
-            tracing::warn!(error = %e, "cannot follow the log");
-        }
-        tokio::time::sleep(poll).await;
     }
 }
 

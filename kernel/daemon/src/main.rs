@@ -394,6 +394,7 @@ async fn run(args: &Args) -> Result<Ended> {
         address: cfg.advertised(),
         ..Default::default()
     };
+    let mut holding = None;
     let (store, history, lease) = match &cfg.state {
         Location::Sqlite(path) => {
             known.restoring();
@@ -414,6 +415,8 @@ async fn run(args: &Args) -> Result<Ended> {
                 got = stand_by(&me, &known) => got,
                 _ = stop_signal() => return Ok(Ended::Stopped),
             };
+            // Renewed from now on: a restore of a long log takes longer than a lease.
+            holding = Some(tokio::spawn(hold(lease.clone(), epoch, cfg.lease())));
             let store = tokio::task::block_in_place(|| Store::open_fenced(url, epoch))?;
             leadership.backend = "postgresql".into();
             leadership.epoch = epoch;
@@ -484,10 +487,9 @@ async fn run(args: &Args) -> Result<Ended> {
         }
     });
 
-    let (held_lease, ttl) = (lease.clone(), cfg.lease());
     let lease_lost = async move {
-        match held_lease {
-            Some((l, epoch)) => hold(l, epoch, ttl).await,
+        match holding {
+            Some(h) => h.await.unwrap_or(StepDown::Lapsed),
             None => std::future::pending().await,
         }
     };
