@@ -19,6 +19,8 @@ pub enum AdminAction {
 
 #[derive(Args, Debug)]
 pub struct ControllersArgs {
+    /// One JSON object (`controllers`: controller, role, backend, epoch, name,
+    /// address, lease_s, active, note) instead of the table.
     #[arg(long)]
     pub json: bool,
 }

@@ -22,7 +22,8 @@ pub(crate) type Client = ControllerClient<InterceptedService<Channel, WithToken>
 #[derive(Args, Debug, Clone)]
 pub struct Conn {
     /// Controller address: unix:/path/to/gantryd.sock, https://host:port (TLS) or
-    /// http://host:port (a plain loopback listener).
+    /// http://host:port (a plain loopback listener); or several, comma-separated (an
+    /// active controller and its standbys: the active one is found and followed).
     #[arg(
         long,
         env = "GANTRY_CONTROLLER",
