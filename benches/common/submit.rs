@@ -155,25 +155,31 @@ impl Daemon {
     /// Waits until it answers calls (it listens from its start, before its state is
     /// restored).
     pub fn wait_serving(&self, deadline: Instant) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            loop {
-                if let Ok(ch) = connect(&self.addr, &Default::default()).await {
-                    let mut c = ControllerClient::with_interceptor(
-                        ch,
-                        WithToken::new(Some(&self.token)).unwrap(),
-                    );
-                    if c.leadership(gantry_api::LeadershipRequest {}).await.is_ok() {
-                        return;
+        // On a thread of its own, with a runtime of its own: callers may be inside one.
+        let (addr, token) = (self.addr.clone(), self.token.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                loop {
+                    if let Ok(ch) = connect(&addr, &Default::default()).await {
+                        let mut c = ControllerClient::with_interceptor(
+                            ch,
+                            WithToken::new(Some(&token)).unwrap(),
+                        );
+                        if c.leadership(gantry_api::LeadershipRequest {}).await.is_ok() {
+                            return;
+                        }
                     }
+                    assert!(Instant::now() < deadline, "gantryd did not start serving");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                assert!(Instant::now() < deadline, "gantryd did not start serving");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            })
         })
+        .join()
+        .expect("gantryd starts serving");
     }
 
     /// Where it listens (`http://127.0.0.1:PORT`).
