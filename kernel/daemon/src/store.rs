@@ -317,6 +317,8 @@ pub enum StoreError {
     },
     #[error("state database {location}: {message}")]
     Unusable { location: String, message: String },
+    #[error("cannot copy the state: {0}")]
+    CopyRefused(String),
     /// Another controller holds the lease: this one's epoch is past.
     #[error(
         "another controller took over (this one's epoch {epoch} is past): its writes are refused"
@@ -543,35 +545,41 @@ impl Store {
         self.entries_after(0)
     }
 
-    /// Raw entries after `seq`, all of them, read a page at a time.
-    fn raw_after(&mut self, mut seq: i64) -> Result<Vec<(i64, Time, String)>, StoreError> {
-        let mut out = Vec::new();
+    /// Hands `each` the raw entries after `seq`, a page at a time, oldest first: the raw
+    /// text of a whole log is never held at once.
+    fn pages(
+        &mut self,
+        mut seq: i64,
+        mut each: impl FnMut(Vec<(i64, Time, String)>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         loop {
             let page = self.backend.entries_after(seq, PAGE)?;
-            let Some(last) = page.last() else {
-                return Ok(out);
+            let Some(&(last, _, _)) = page.last() else {
+                return Ok(());
             };
-            seq = last.0;
             let full = page.len() as i64 == PAGE;
-            out.extend(page);
+            each(page)?;
             if !full {
-                return Ok(out);
+                return Ok(());
             }
+            seq = last;
         }
     }
 
     /// The entries after `seq`, oldest first, each submission with its environment.
     pub fn entries_after(&mut self, seq: i64) -> Result<Vec<Logged>, StoreError> {
-        let raw = self.raw_after(seq)?;
-        let mut out = Vec::with_capacity(raw.len());
+        let mut out = Vec::new();
         let mut named = Vec::new();
-        for (seq, time, text) in raw {
-            let (entry, env) = decode(seq, &text)?;
-            if let Some(sha) = env {
-                named.push((out.len(), sha));
+        self.pages(seq, |page| {
+            for (seq, time, text) in page {
+                let (entry, env) = decode(seq, &text)?;
+                if let Some(sha) = env {
+                    named.push((out.len(), sha));
+                }
+                out.push((seq, time, entry));
             }
-            out.push((seq, time, entry));
-        }
+            Ok(())
+        })?;
         // Environments are shared: each is read once.
         let mut known: HashMap<String, Vec<(String, String)>> = HashMap::new();
         for (i, sha) in named {
@@ -591,26 +599,21 @@ impl Store {
     /// The entries after `seq` as a restore needs them: without what each submitted job
     /// runs (its script, arguments and environment), which the controller reads back
     /// from its entry when the job launches.
-    pub fn history_after(&mut self, mut seq: i64) -> Result<Vec<Logged>, StoreError> {
+    pub fn history_after(&mut self, seq: i64) -> Result<Vec<Logged>, StoreError> {
         let mut out = Vec::new();
-        loop {
-            // A page at a time: the raw text of the whole log is never held at once.
-            let page = self.backend.entries_after(seq, PAGE)?;
-            let full = page.len() as i64 == PAGE;
-            for (s, time, text) in page {
-                let (mut entry, _) = decode(s, &text)?;
+        self.pages(seq, |page| {
+            for (seq, time, text) in page {
+                let (mut entry, _) = decode(seq, &text)?;
                 if let Entry::Submitted { launch, .. } = &mut entry {
                     launch.script = String::new();
                     launch.argv = Vec::new();
                     launch.env = Vec::new();
                 }
-                seq = s;
-                out.push((s, time, entry));
+                out.push((seq, time, entry));
             }
-            if !full {
-                return Ok(out);
-            }
-        }
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// Copies everything `self` holds into `to`, which must be empty and writable: the
@@ -622,13 +625,9 @@ impl Store {
         to: &mut Store,
         mut progress: impl FnMut(i64),
     ) -> Result<i64, StoreError> {
-        let not_empty = |what: String| StoreError::Unusable {
-            location: "the copy's target".into(),
-            message: what,
-        };
         if to.last_seq()? != 0 {
-            return Err(not_empty(
-                "it already holds a log: copy only into an empty state".into(),
+            return Err(StoreError::CopyRefused(
+                "the target already holds a log: copy only into an empty state".into(),
             ));
         }
         let mut records: Vec<Record> = self
@@ -644,17 +643,14 @@ impl Store {
                 .map(|(sha, bytes)| Record::Component(sha, bytes)),
         );
         to.backend.commit(records)?;
-        let mut seq = 0;
-        loop {
-            let page = self.backend.entries_after(seq, PAGE)?;
-            let Some(&(last, _, _)) = page.last() else {
-                break;
-            };
+        let mut copied = 0;
+        self.pages(0, |page| {
             // Sequence numbers carry over only if they have no gaps: the target numbers
             // its entries from 1.
-            if page.first().map(|e| e.0) != Some(seq + 1) || last != seq + page.len() as i64 {
-                return Err(not_empty(format!(
-                    "the source's log has a gap after entry {seq}: it cannot be copied entry for entry"
+            let last = copied + page.len() as i64;
+            if page.first().map(|e| e.0) != Some(copied + 1) || page.last().map(|e| e.0) != Some(last) {
+                return Err(StoreError::CopyRefused(format!(
+                    "the source's log has a gap after entry {copied}: it cannot be copied entry for entry"
                 )));
             }
             to.backend.commit(
@@ -662,10 +658,11 @@ impl Store {
                     .map(|(_, time, text)| Record::Entry(time, text))
                     .collect(),
             )?;
-            seq = last;
-            progress(seq);
-        }
-        Ok(seq)
+            copied = last;
+            progress(copied);
+            Ok(())
+        })?;
+        Ok(copied)
     }
 
     /// Keeps a component's bytes (once per sha256).
@@ -840,62 +837,6 @@ mod tests {
         assert_eq!(e[3].2, Entry::Cancelled { job: JobId(2) });
         assert_eq!(s.component("abc").unwrap().as_deref(), Some(&b"bytes"[..]));
         assert_eq!(s.component("def").unwrap(), None);
-    }
-
-    #[test]
-    fn the_journal_commits_concurrent_entries_in_groups_and_tickets_are_sequence_numbers() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
-        let mut store = Store::open(&path).unwrap();
-        store
-            .append(1, &[Entry::Cancelled { job: JobId(99) }])
-            .unwrap();
-        let reader = store.reader().unwrap();
-        let journal = Journal::start(store).unwrap();
-        let threads: Vec<_> = (0..8)
-            .map(|t| {
-                let j = journal.clone();
-                std::thread::spawn(move || {
-                    (0..50)
-                        .map(|i| {
-                            let job = JobId(t * 1000 + i);
-                            let ticket = j.queue(t as i64, &[Entry::Cancelled { job }]).unwrap();
-                            j.wait(ticket).unwrap();
-                            (ticket, job)
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        let mut all: Vec<(Ticket, JobId)> = threads
-            .into_iter()
-            .flat_map(|t| t.join().unwrap())
-            .collect();
-        all.sort();
-        // Every ticket is the entry's own row, after the one entry already there.
-        assert_eq!(all.first().unwrap().0, 2);
-        assert_eq!(all.last().unwrap().0, 401);
-        for (ticket, job) in &all {
-            assert_eq!(
-                reader.entry(*ticket as i64).unwrap(),
-                Some(Entry::Cancelled { job: *job })
-            );
-        }
-        let component = journal.queue_component("abc", b"bytes").unwrap();
-        assert_eq!(component, 401, "a component takes no place in the log");
-        let ticket = journal
-            .queue(9, &[Entry::Resumed { job: JobId(1) }])
-            .unwrap();
-        journal.wait(ticket).unwrap();
-        assert_eq!(ticket, 402);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(journal.durable(ticket)).unwrap();
-        drop(journal);
-        let mut s = Store::open(&path).unwrap();
-        assert_eq!(s.entries().unwrap().len(), 402);
-        assert_eq!(s.component("abc").unwrap().as_deref(), Some(&b"bytes"[..]));
     }
 
     fn environment(n: usize) -> Vec<(String, String)> {

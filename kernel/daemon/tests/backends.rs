@@ -1,6 +1,7 @@
-//! The PostgreSQL backend against a real server (Debian's, started by the test in a
-//! temporary directory on a loopback port): the same log as SQLite's, group commit,
-//! environments kept once, the schema version, and the lease's fencing.
+//! The two backends behind one journal, and the PostgreSQL one against a real server
+//! (Debian's, started by the test in a temporary directory on a loopback port): the same
+//! log as SQLite's, group commit, environments kept once, the schema version, and the
+//! lease's fencing.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -48,11 +49,11 @@ fn lead(url: &str, who: &str) -> (Lease, i64) {
     (lease, epoch)
 }
 
-#[test]
-fn the_journal_commits_concurrent_entries_in_groups_with_sequence_numbers() {
-    let url = database("journal");
-    let (_lease, epoch) = lead(&url, "a");
-    let store = Store::open_fenced(&url, epoch).unwrap();
+/// Through the journal, on either backend: eight threads' entries committed in groups,
+/// each ticket the entry's own sequence number; a component takes no place in the log;
+/// submissions from one shell keep one environment and each reads back with it.
+/// `reopen` opens the same state again afterwards.
+fn the_journal_keeps_order_and_environments(store: Store, reopen: impl Fn() -> Store) {
     let reader = store.reader().unwrap();
     let journal = Journal::start(store).unwrap();
     let threads: Vec<_> = (0..8)
@@ -83,7 +84,6 @@ fn the_journal_commits_concurrent_entries_in_groups_with_sequence_numbers() {
             Some(Entry::Cancelled { job: *job })
         );
     }
-    // Submissions from one shell keep one environment; each reads back with it.
     let mut last = 0;
     for i in 0..100 {
         let env = if i == 50 {
@@ -94,19 +94,47 @@ fn the_journal_commits_concurrent_entries_in_groups_with_sequence_numbers() {
         last = journal.queue(i, &[submitted(i as u64 + 1, env)]).unwrap();
     }
     journal.wait(last).unwrap();
-    journal.queue_component("abc", b"bytes").unwrap();
+    let component = journal.queue_component("abc", b"bytes").unwrap();
+    assert_eq!(component, 420, "a component takes no place in the log");
     let end = journal
         .queue(9, &[Entry::Resumed { job: JobId(1) }])
         .unwrap();
-    journal.wait(end).unwrap();
+    assert_eq!(end, 421);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(journal.durable(end)).unwrap();
+    assert_eq!(
+        reader.entry(371).unwrap(),
+        Some(submitted(51, environment(3)))
+    );
     drop(journal);
 
-    let mut s = Store::open_location(&Location::Postgres(url.clone())).unwrap();
+    let mut s = reopen();
     let entries = s.entries().unwrap();
     assert_eq!(entries.len(), 421);
     assert_eq!(entries[320].2, submitted(1, environment(40)));
     assert_eq!(entries[370].2, submitted(51, environment(3)));
+    assert_eq!(entries[419].2, submitted(100, environment(40)));
     assert_eq!(s.component("abc").unwrap().as_deref(), Some(&b"bytes"[..]));
+}
+
+#[test]
+fn the_sqlite_journal_commits_concurrent_entries_in_groups_with_sequence_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    the_journal_keeps_order_and_environments(Store::open(&path).unwrap(), || {
+        Store::open(&path).unwrap()
+    });
+}
+
+#[test]
+fn the_postgresql_journal_commits_concurrent_entries_in_groups_with_sequence_numbers() {
+    let url = database("journal");
+    let (_lease, epoch) = lead(&url, "a");
+    the_journal_keeps_order_and_environments(Store::open_fenced(&url, epoch).unwrap(), || {
+        Store::open_location(&Location::Postgres(url.clone())).unwrap()
+    });
     let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     let kept: i64 = c
         .query_one("SELECT COUNT(*) FROM environments", &[])
