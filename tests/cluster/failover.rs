@@ -344,3 +344,66 @@ fn the_standby_takes_over_when_the_active_one_loses_its_database() {
         .collect();
     assert_eq!(shown, vec![before, after]);
 }
+
+/// A standby acts for nobody: a user's submission, cancellation or node drain sent to it
+/// is answered UNAVAILABLE (naming the active controller) and changes nothing; and the
+/// active controller says who it is only to an authenticated caller.
+#[test]
+fn a_standby_acts_for_nobody_and_leadership_needs_a_token() {
+    let c = two_controllers("refuses");
+    let token = c.token("mallory", false);
+    let standby = c.tcp().split(',').nth(1).unwrap().to_string();
+    let active = c.tcp().split(',').next().unwrap().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = gantry_api::client::connect(&standby, &c.trust())
+            .await
+            .unwrap();
+        let mut s =
+            ControllerClient::with_interceptor(channel, WithToken::new(Some(&token)).unwrap());
+        let refused = [
+            s.submit(SubmitRequest {
+                job: Some(recorded(0, &c)),
+            })
+            .await
+            .map(|_| ()),
+            s.cancel(gantry_api::CancelRequest {
+                job_ids: vec![1],
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+            s.set_node_state(gantry_api::SetNodeStateRequest {
+                node: "cpu01".into(),
+                state: "drain".into(),
+                reason: "taken".into(),
+            })
+            .await
+            .map(|_| ()),
+        ];
+        for r in refused {
+            let err = r.expect_err("a standby acts for nobody");
+            assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+            assert_eq!(
+                err.metadata()
+                    .get("gantry-active")
+                    .and_then(|v| v.to_str().ok()),
+                Some(active.as_str()),
+                "{err:?}"
+            );
+        }
+        let channel = gantry_api::client::connect(&active, &c.trust())
+            .await
+            .unwrap();
+        let err = ControllerClient::new(channel)
+            .leadership(gantry_api::LeadershipRequest {})
+            .await
+            .expect_err("no token over TCP");
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    });
+    assert!(acct(&c).is_empty(), "nothing was submitted");
+    c.wait_node_state("cpu01", "IDLE");
+}
