@@ -68,7 +68,13 @@ fn acct(c: &Cluster) -> Vec<Value> {
 
 #[test]
 fn the_standby_takes_over_from_a_killed_active_controller_and_loses_nothing() {
-    let mut c = two_controllers("takeover");
+    // 4,000 jobs on two cores: alone, so that no other test's agents starve.
+    let mut c = Cluster::start(Options {
+        postgres: Some(postgres_database("takeover")),
+        standby: true,
+        alone: true,
+        ..Options::default()
+    });
     let (first_pid, _) = c.controller_pids();
     // A standby answers with where the active one is.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))

@@ -58,6 +58,18 @@ pub struct Options {
     /// A second controller on the same PostgreSQL state, standing by (started once the
     /// first is active); agents and the CLI are given both.
     pub standby: bool,
+    /// Runs with no other cluster of this test binary: for a test whose load (thousands
+    /// of jobs) would starve other clusters' agents past their 3 s node timeout.
+    pub alone: bool,
+}
+
+/// Every cluster holds this shared while it lives; an [`Options::alone`] one exclusively.
+static RUNNING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// A cluster's hold on [`RUNNING`].
+enum Turn {
+    Shared(#[allow(dead_code)] std::sync::RwLockReadGuard<'static, ()>),
+    Alone(#[allow(dead_code)] std::sync::RwLockWriteGuard<'static, ()>),
 }
 
 /// One PostgreSQL server for the whole test binary, started on first use.
@@ -141,6 +153,8 @@ pub struct Cluster {
     standby_port: Option<u16>,
     standby: Option<Child>,
     agents: Vec<(String, Child)>,
+    /// Released last, once every process is gone (fields drop after `Drop::drop`).
+    _turn: Turn,
 }
 
 /// What a thread needs to run the CLI against this cluster.
@@ -196,6 +210,11 @@ fn free_port() -> u16 {
 
 impl Cluster {
     pub fn start(opts: Options) -> Self {
+        let turn = if opts.alone {
+            Turn::Alone(RUNNING.write().unwrap_or_else(|p| p.into_inner()))
+        } else {
+            Turn::Shared(RUNNING.read().unwrap_or_else(|p| p.into_inner()))
+        };
         let dir = tempfile::tempdir().expect("a temporary directory");
         let root = dir.path();
         // Local users other than the test's reach the socket and their own directories
@@ -287,6 +306,7 @@ impl Cluster {
             standby_port,
             standby: None,
             agents: Vec::new(),
+            _turn: turn,
         };
         c.restart_controller();
         if c.standby_port.is_some() {
