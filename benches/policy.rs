@@ -5,6 +5,7 @@
 //! accounts, 320 users), Wasm against native. Needs `scripts/build-policies.sh` first.
 //! Run with `cargo bench --bench policy`; `cargo bench --bench policy_ratio` measures the
 //! same Wasm/native pairs call by call in turn, for a ratio that holds on a noisy machine.
+//! Group `language *`: the xfactor example as written in each language.
 
 mod common;
 
@@ -100,11 +101,46 @@ fn hot_swap(c: &mut Criterion) {
     g.finish();
 }
 
+/// The same policy (xfactor) written in each language: the cost of one call over
+/// 100,000 waiting jobs, a hot swap of a component compiled before, and a first load
+/// (compile included) — docs/POLICIES.md's table per language.
+fn languages(c: &mut Criterion) {
+    let jobs = common::jobs(100_000, 1_000_000);
+    for (language, name) in [("rust", "xfactor-priority"), ("c", "xfactor-priority-c")] {
+        let bytes = common::component(name);
+        let mut g = c.benchmark_group(format!("language {language}"));
+        g.sample_size(10);
+        let host = PolicyHost::new(HostLimits::default()).unwrap();
+        let mut slot = PolicySlot::<PriorityWorld>::new(host).unwrap();
+        let id = slot.load(&bytes, "").unwrap();
+        slot.activate(id, "bench", 0).unwrap();
+        g.bench_function("call, 100,000 jobs", |b| {
+            b.iter(|| slot.decide(1_000_000, &jobs).unwrap())
+        });
+        g.bench_function("hot swap", |b| {
+            b.iter(|| {
+                let id = slot.load(&bytes, "").unwrap();
+                slot.activate(id, "bench", 0).unwrap();
+            })
+        });
+        g.bench_function("first load", |b| {
+            b.iter(|| {
+                let host = PolicyHost::new(HostLimits::default()).unwrap();
+                let mut slot = PolicySlot::<PriorityWorld>::new(host).unwrap();
+                let id = slot.load(&bytes, "").unwrap();
+                slot.activate(id, "bench", 0).unwrap();
+            })
+        });
+        g.finish();
+    }
+}
+
 criterion_group!(
     benches,
     priority_100k,
     fairshare_kth,
     placement_512,
-    hot_swap
+    hot_swap,
+    languages
 );
 criterion_main!(benches);

@@ -2,8 +2,14 @@
 //! its log (each a submission, a start and an end), the log written with each
 //! submission's environment inline (as schema 0 wrote it) or kept once (schema 1), in
 //! SQLite; and the same log copied into a real PostgreSQL server on loopback (a
-//! throwaway one, started here); and the state's size per finished job. A restart
-//! replays the whole log today, so its time grows with history.
+//! throwaway one, started here); and the state's size per finished job. Without a
+//! snapshot a restart replays the whole log, so its time grows with history; then the
+//! same states after `gantry admin snapshot --retention 0` (every finished job moved to
+//! the accounting table, the log compacted), where it grows with live work only, and
+//! filtered `sacct` queries over the accounting table.
+//!
+//! The jobs belong to 100 users (`user0` …); one in a thousand failed; job `i` is
+//! submitted, started and ended at second `i` (rounded down to a thousand).
 //!
 //! `GANTRY_RESTART_JOBS` sets N (default 20,000 under `cargo bench`, 500 for the smoke
 //! pass under `cargo test`); `GANTRY_RESTART_SKIP_INLINE=1` leaves out the schema-0 log
@@ -50,7 +56,12 @@ fn job_entries(id: u64, env: &[(String, String)]) -> [Entry; 3] {
             gres: Vec::new(),
         }],
     };
-    let spec = JobSpec::new("job", "bench", ResourceRequest::default());
+    let spec = JobSpec::new(
+        "job",
+        format!("user{}", id % 100),
+        ResourceRequest::default(),
+    );
+    let exit = i32::from(id % 1000 == 0);
     [
         Entry::Submitted {
             first: JobId(id),
@@ -72,7 +83,7 @@ fn job_entries(id: u64, env: &[(String, String)]) -> [Entry; 3] {
         },
         Entry::Ended {
             job: JobId(id),
-            outcome: logged::Outcome::from(JobOutcome::Exited(0)),
+            outcome: logged::Outcome::from(JobOutcome::Exited(exit)),
             usage: Usage::default(),
             message: String::new(),
         },
@@ -139,18 +150,7 @@ fn restart(c: &mut Criterion) {
             bytes / n,
             bytes as f64 / 1e6
         );
-        g.bench_function(label, |b| {
-            b.iter_custom(|iters| {
-                let mut took = Duration::ZERO;
-                for _ in 0..iters {
-                    let t = Instant::now();
-                    let d = start_with(&daemon, dir.path(), "native_policies = true\n");
-                    took += t.elapsed();
-                    drop(d);
-                }
-                took
-            })
-        });
+        time_starts(&mut g, label, || start_with(&daemon, dir.path(), CONFIG));
         if inline {
             continue;
         }
@@ -181,20 +181,147 @@ fn restart(c: &mut Criterion) {
         );
         let pg_dir = tempfile::tempdir().unwrap();
         let line = format!("state = \"{url}\"");
-        g.bench_function("PostgreSQL, environment kept once", |b| {
-            b.iter_custom(|iters| {
-                let mut took = Duration::ZERO;
-                for _ in 0..iters {
-                    let t = Instant::now();
-                    let d = start_on(&daemon, pg_dir.path(), &line, "native_policies = true\n");
-                    took += t.elapsed();
-                    drop(d);
-                }
-                took
-            })
+        time_starts(&mut g, "PostgreSQL, environment kept once", || {
+            start_on(&daemon, pg_dir.path(), &line, CONFIG)
+        });
+
+        // After a snapshot: every finished job in the accounting table.
+        let d = start_with(&daemon, dir.path(), CONFIG);
+        snapshot_all(&d, "SQLite");
+        sacct_queries(&d, n, "SQLite");
+        drop(d);
+        let bytes = std::fs::metadata(&state).unwrap().len();
+        println!(
+            "SQLite after the snapshot: {} bytes per finished job ({:.1} MB; not vacuumed)",
+            bytes / n,
+            bytes as f64 / 1e6
+        );
+        time_starts(&mut g, "SQLite after a snapshot", || {
+            start_with(&daemon, dir.path(), CONFIG)
+        });
+        let d = start_on(&daemon, pg_dir.path(), &line, CONFIG);
+        snapshot_all(&d, "PostgreSQL");
+        sacct_queries(&d, n, "PostgreSQL");
+        drop(d);
+        let bytes: i64 = db
+            .query_one("SELECT pg_database_size(current_database())", &[])
+            .unwrap()
+            .get(0);
+        println!(
+            "PostgreSQL after the snapshot: {} bytes per finished job ({:.1} MB, the whole database; not vacuumed)",
+            bytes as u64 / n,
+            bytes as f64 / 1e6
+        );
+        time_starts(&mut g, "PostgreSQL after a snapshot", || {
+            start_on(&daemon, pg_dir.path(), &line, CONFIG)
         });
     }
     g.finish();
+}
+
+/// Times `start` (a gantryd from its start to serving) as the benchmark `label`; each
+/// daemon is stopped cleanly before the next starts.
+fn time_starts(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    label: &str,
+    start: impl Fn() -> common::submit::Daemon,
+) {
+    g.bench_function(label, |b| {
+        b.iter_custom(|iters| {
+            let mut took = Duration::ZERO;
+            for _ in 0..iters {
+                let t = Instant::now();
+                let d = start();
+                took += t.elapsed();
+                drop(d);
+            }
+            took
+        })
+    });
+}
+
+/// The daemon's configuration: native policies, no periodic snapshot (the bench takes
+/// them).
+const CONFIG: &str = "native_policies = true\nsnapshot_interval_s = 0\n";
+
+/// `gantry admin snapshot --retention 0` until no finished job is left in memory (one
+/// snapshot forgets at most 200,000).
+fn snapshot_all(d: &common::submit::Daemon, backend: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = common::submit::admin_client(d).await;
+        let t = Instant::now();
+        let mut forgotten = 0;
+        loop {
+            let r = c
+                .snapshot(gantry_api::SnapshotRequest {
+                    retention_s: Some(0),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            forgotten += r.forgotten;
+            if r.forgotten == 0 {
+                break;
+            }
+        }
+        println!(
+            "{backend}: snapshots forgot {forgotten} finished jobs in {:.2} s",
+            t.elapsed().as_secs_f64()
+        );
+    });
+}
+
+/// Filtered `sacct` queries (as the API streams them) over the accounting table.
+fn sacct_queries(d: &common::submit::Daemon, n: u64, backend: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let recent = n as i64 - 3_600;
+    let queries = [
+        (
+            "the last hour (-S)",
+            gantry_api::AccountingRequest {
+                window_start: recent,
+                ..Default::default()
+            },
+        ),
+        (
+            "one user's jobs, all history (-u)",
+            gantry_api::AccountingRequest {
+                users: vec!["user7".into()],
+                ..Default::default()
+            },
+        ),
+        (
+            "failed jobs, all history (-s F)",
+            gantry_api::AccountingRequest {
+                states: vec!["FAILED".into()],
+                ..Default::default()
+            },
+        ),
+        (
+            "one user's jobs in the last hour (-u -S)",
+            gantry_api::AccountingRequest {
+                users: vec!["user7".into()],
+                window_start: recent,
+                ..Default::default()
+            },
+        ),
+    ];
+    rt.block_on(async {
+        let mut c = common::submit::admin_client(d).await;
+        for (what, q) in queries {
+            let t = Instant::now();
+            let mut stream = c.accounting(q).await.unwrap().into_inner();
+            let mut records = 0;
+            while let Some(page) = stream.message().await.unwrap() {
+                records += page.records.len();
+            }
+            println!(
+                "{backend}: sacct {what}: {records} jobs in {:.0} ms",
+                t.elapsed().as_secs_f64() * 1e3
+            );
+        }
+    });
 }
 
 criterion_group!(benches, restart);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds every policy component: the four built-ins, the example site policy, and the
-# test components (hostile ones for the sandbox tests, and one that reads only the job
-# ids). Output: target/policies/<name>.wasm
+# Builds every policy component: the four built-ins, the example site policy (in Rust
+# and in C), and the test components (hostile ones for the sandbox tests, and one that
+# reads only the job ids). Output: target/policies/<name>.wasm
 #
 # Route A (first choice): rustup's wasm32-unknown-unknown target, linked by the
 # toolchain's wasm-component-ld. Route B (fallback, when the target cannot be fetched):
@@ -40,6 +40,7 @@ if [ "$route" = a ]; then
             cargo build -q --locked --profile policy --target wasm32-unknown-unknown -p "$1" ${2:+--features "$2"}
     }
     artifacts=target/wasm32-unknown-unknown/policy
+    c_linker="$linker"
 else
     if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
     $SUDO apt-get update -qq
@@ -54,6 +55,7 @@ else
             -Z build-std=core,alloc -p "$1" ${2:+--features "$2"}
     }
     artifacts=target/debian/wasm32-unknown-unknown/policy
+    c_linker=/usr/lib/rustlib/x86_64-unknown-linux-gnu/bin/wasm-component-ld
 fi
 
 # Each component is built on its own so that only its world's bindings are linked in.
@@ -71,6 +73,17 @@ for f in infinite-loop memory-bomb panic wrong-length; do
     component "hostile-$f" gantry-test-hostile-policy "$f"
 done
 component fifo-by-job-id gantry-test-hostile-policy job-ids
+# The C example: clang's wasm32 target and wasi-libc (scripts/setup.sh installs them),
+# linked into a component by the same wasm-component-ld.
+say xfactor-priority-c
+make -s -C examples/xfactor-priority-c OUT="$PWD/$out/xfactor-priority-c.wasm" \
+    WASM_COMPONENT_LD="$c_linker" >/dev/null
+# The same without the SDK's virtual WASI: a component that imports WASI, which the
+# host must refuse at load.
+say hostile-wasi
+make -s -C examples/xfactor-priority-c OUT="$PWD/$out/hostile-wasi.wasm" \
+    WASM_COMPONENT_LD="$c_linker" LIBRARY="../../sdk/c/gantry.c ../../sdk/c/bindings/priority.c" >/dev/null
+rm -rf "$out"/*.wasm.obj
 # About 4 MB of code, for benches/policy_load_stall.rs only (half a minute to build).
 if [ "${GANTRY_LARGE_POLICY:-0}" = 1 ]; then
     component large-priority gantry-test-large-policy large

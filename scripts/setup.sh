@@ -11,6 +11,18 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
+# The Rust release of rust-toolchain.toml, with clippy, rustfmt and the wasm32 target
+# (rustup fetches it once; about 10 s here).
+if command -v rustup >/dev/null 2>&1; then
+    channel=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
+    if ! rustup toolchain list | grep -q "^$channel-"; then
+        say "installing Rust $channel (rust-toolchain.toml)"
+    fi
+    rustup toolchain install "$channel" --profile minimal \
+        --component clippy --component rustfmt --target wasm32-unknown-unknown >/dev/null 2>&1 ||
+        { echo "setup: cannot install Rust $channel with rustup (rust-toolchain.toml)" >&2; exit 1; }
+fi
+
 # Rust 1.85 or newer (edition 2021 features and let-else chains used across the workspace).
 version=$(rustc --version | awk '{print $2}')
 major=${version%%.*}; rest=${version#*.}; minor=${rest%%.*}
@@ -34,6 +46,13 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 # The PostgreSQL backend's tests start a throwaway server of their own (initdb in a
 # temporary directory): the server binaries, not a running service.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+# Policies in C (sdk/c, examples/xfactor-priority-c): clang's wasm32 target, its
+# runtime library for wasm32, and wasi-libc.
+command -v clang >/dev/null 2>&1 || missing+=(clang)
+compgen -G '/usr/bin/wasm-ld*' >/dev/null || missing+=(lld)
+[ -f /usr/lib/wasm32-wasi/libc.a ] || missing+=(wasi-libc)
+compgen -G '/usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a' >/dev/null ||
+    missing+=(libclang-rt-14-dev-wasm32)
 # The client-library tests run submitit and dask-jobqueue from a virtual environment.
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then

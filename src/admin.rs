@@ -1,4 +1,5 @@
-//! `gantry admin`: the controllers themselves — which of them is active.
+//! `gantry admin`: the controllers themselves — which of them is active, and
+//! snapshots of the active one's state.
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -15,6 +16,23 @@ pub enum AdminAction {
     /// active one (its state's backend, its lease's epoch), standbys (and whom they name
     /// as active), and those that do not answer. Exits 1 when none is active.
     Controllers(ControllersArgs),
+    /// Takes a snapshot now (admins): finished jobs that ended at least the retention
+    /// ago leave the controller's memory for the accounting table (sacct and sreport
+    /// still show them), and the log behind the snapshot keeps only what concerns jobs
+    /// in memory, so a restart or takeover reads live work, not history. The
+    /// controller also takes one every `snapshot_interval_s`.
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotArgs {
+    /// Forget finished jobs that ended at least this many seconds ago (default: the
+    /// controller's `finished_retention_s`; 0 forgets every finished job).
+    #[arg(long, value_name = "SECONDS")]
+    pub retention: Option<u32>,
+    /// One JSON object (upto, forgotten, deleted, kept, in_memory, took_ms).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -28,7 +46,31 @@ pub struct ControllersArgs {
 pub async fn admin(conn: &Conn, a: AdminAction) -> Result<u8> {
     match a {
         AdminAction::Controllers(a) => controllers(conn, a).await,
+        AdminAction::Snapshot(a) => snapshot(conn, a).await,
     }
+}
+
+async fn snapshot(conn: &Conn, a: SnapshotArgs) -> Result<u8> {
+    let mut c = crate::client::client(conn).await?;
+    let r = c
+        .snapshot(api::SnapshotRequest {
+            retention_s: a.retention,
+        })
+        .await
+        .map_err(crate::client::refused)?
+        .into_inner();
+    if a.json {
+        print_json(&serde_json::json!({
+            "upto": r.upto, "forgotten": r.forgotten, "deleted": r.deleted,
+            "kept": r.kept, "in_memory": r.in_memory, "took_ms": r.took_ms,
+        }))?;
+    } else {
+        println!(
+            "snapshot at log entry {}: {} finished jobs moved to accounting, {} log entries deleted, {} kept; {} jobs in memory ({} ms)",
+            r.upto, r.forgotten, r.deleted, r.kept, r.in_memory, r.took_ms
+        );
+    }
+    Ok(0)
 }
 
 async fn controllers(conn: &Conn, a: ControllersArgs) -> Result<u8> {

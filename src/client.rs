@@ -1242,6 +1242,10 @@ pub struct AcctArgs {
     /// Only JobID, State and ExitCode.
     #[arg(short = 'b', long = "brief")]
     pub brief: bool,
+    /// The finished jobs selected as an SWF trace (Standard Workload Format 2.2), for
+    /// `gantry sim --trace` (unfinished jobs are left out).
+    #[arg(long, conflicts_with_all = ["format", "brief", "long"])]
+    pub swf: bool,
     /// Many fields.
     #[arg(short = 'l', long = "long")]
     pub long: bool,
@@ -1381,6 +1385,17 @@ pub async fn acct(conn: &Conn, a: AcctArgs) -> Result<()> {
                 .filter(|r| r.job.as_ref().is_some_and(|j| refs.matches(j))),
         );
     }
+    if a.swf {
+        let nodes = client(conn)
+            .await?
+            .nodes(api::NodesRequest {})
+            .await
+            .map_err(refused)?
+            .into_inner()
+            .nodes;
+        print!("{}", crate::swf_export::render(&records, &nodes));
+        return Ok(());
+    }
     if a.table.json {
         let v: Vec<_> = records
             .iter()
@@ -1430,141 +1445,6 @@ pub async fn acct(conn: &Conn, a: AcctArgs) -> Result<()> {
     }
     format::print_columns(&fields, &rows, !a.table.noheader);
     Ok(())
-}
-
-// ----- policy ------------------------------------------------------------------------------
-
-#[derive(Subcommand, Debug)]
-pub enum PolicyAction {
-    /// Versions per slot, the active one marked, and the swap history.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Load a component into a slot and activate it between two cycles (admin).
-    Load {
-        /// priority, fairshare, preemption or placement.
-        kind: String,
-        file: PathBuf,
-        /// Configuration text for the policy's init (a file).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Load only; activate later with `policy rollback KIND --to VERSION`.
-        #[arg(long)]
-        no_activate: bool,
-    },
-    /// What a loaded version would change on the queue the slot last saw (admin).
-    Shadow { kind: String, version: u32 },
-    /// Back to the version before, or to --to VERSION (admin).
-    Rollback {
-        kind: String,
-        #[arg(long)]
-        to: Option<u32>,
-    },
-}
-
-pub async fn policy(conn: &Conn, a: PolicyAction) -> Result<()> {
-    let mut c = client(conn).await?;
-    match a {
-        PolicyAction::List { json } => {
-            let slots = c
-                .policy_list(api::PolicyListRequest {})
-                .await
-                .map_err(refused)?
-                .into_inner()
-                .slots;
-            if json {
-                let v: Vec<_> = slots.iter().map(|s| serde_json::json!({
-                    "kind": s.kind,
-                    "versions": s.versions.iter().map(|v| serde_json::json!({"id": v.id, "name": v.name, "version": v.version, "sha256": v.sha256, "active": v.active, "healthy": v.healthy})).collect::<Vec<_>>(),
-                    "history": s.history.iter().map(|h| serde_json::json!({"at": h.at, "who": h.who, "action": h.action, "from": h.from, "to": h.to, "sha256": h.sha256})).collect::<Vec<_>>(),
-                    "failures": s.failures,
-                    "native_answers": s.native_answers,
-                })).collect();
-                return print_json(&serde_json::json!({ "slots": v }));
-            }
-            println!(
-                "{:<11} {:>3}  {:<22} {:<8} {:<7} {:<8} SHA256",
-                "SLOT", "ID", "NAME", "VERSION", "ACTIVE", "HEALTHY"
-            );
-            for s in &slots {
-                for v in &s.versions {
-                    println!(
-                        "{:<11} {:>3}  {:<22} {:<8} {:<7} {:<8} {}",
-                        s.kind,
-                        v.id,
-                        v.name,
-                        v.version,
-                        if v.active { "*" } else { "" },
-                        if v.healthy { "yes" } else { "no" },
-                        &v.sha256[..16.min(v.sha256.len())]
-                    );
-                }
-            }
-            Ok(())
-        }
-        PolicyAction::Load {
-            kind,
-            file,
-            config,
-            no_activate,
-        } => {
-            let component =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let config = match config {
-                Some(p) => std::fs::read_to_string(&p)
-                    .with_context(|| format!("cannot read {}", p.display()))?,
-                None => String::new(),
-            };
-            let r = c
-                .policy_load(api::PolicyLoadRequest {
-                    kind: kind.clone(),
-                    component,
-                    config,
-                    no_activate,
-                })
-                .await
-                .map_err(refused)?
-                .into_inner();
-            println!(
-                "{kind} policy version {} loaded ({}){}",
-                r.version,
-                &r.sha256[..16.min(r.sha256.len())],
-                if r.activated { ", active" } else { "" }
-            );
-            Ok(())
-        }
-        PolicyAction::Shadow { kind, version } => {
-            let r = c
-                .policy_shadow(api::PolicyShadowRequest { kind, version })
-                .await
-                .map_err(refused)?
-                .into_inner();
-            println!("{} of {} decisions would change", r.changed, r.batch);
-            for e in r.examples {
-                println!("  {e}");
-            }
-            Ok(())
-        }
-        PolicyAction::Rollback { kind, to } => {
-            let r = c
-                .policy_rollback(api::PolicyRollbackRequest {
-                    kind: kind.clone(),
-                    to: to.unwrap_or(0),
-                })
-                .await
-                .map_err(refused)?
-                .into_inner();
-            if let Some(v) = r
-                .slots
-                .first()
-                .and_then(|s| s.versions.iter().find(|v| v.active))
-            {
-                println!("{kind} policy: version {} ({}) active", v.id, v.name);
-            }
-            Ok(())
-        }
-    }
 }
 
 // ----- watch -------------------------------------------------------------------------------

@@ -13,7 +13,10 @@ mod client;
 mod control;
 mod diag;
 mod format;
+mod live_policy;
 mod policies;
+mod policy_new;
+mod policy_test;
 mod report;
 mod reservations;
 mod sim;
@@ -21,6 +24,7 @@ mod sinfo;
 mod slurm_doc;
 mod sprio;
 mod steps;
+mod swf_export;
 mod when;
 
 use clap::{Parser, Subcommand};
@@ -84,7 +88,7 @@ enum Command {
     Watch(client::WatchArgs),
     /// Policy components of the running controller: list, load, shadow, rollback.
     #[command(subcommand)]
-    Policy(client::PolicyAction),
+    Policy(live_policy::PolicyAction),
     /// The controllers themselves: which one is active, over a PostgreSQL state shared by
     /// an active controller and its standbys.
     #[command(subcommand)]
@@ -168,7 +172,11 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // A policy's own log lines while it loads (init) or is tried or
+                // shadowed are for the person loading it; those of each cycle are not.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("warn,gantry_policy::load=info")
+                }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -249,7 +257,7 @@ fn main() -> std::process::ExitCode {
             Command::Diag(a) => rt.block_on(diag::diag(&conn, a)).map(|()| 0)?,
             Command::Report(a) => rt.block_on(report::report(&conn, a)).map(|()| 0)?,
             Command::Stat(a) => rt.block_on(diag::stat(&conn, a)).map(|()| 0)?,
-            Command::Policy(a) => rt.block_on(client::policy(&conn, a)).map(|()| 0)?,
+            Command::Policy(a) => rt.block_on(live_policy::policy(&conn, a))?,
             Command::Admin(a) => rt.block_on(admin::admin(&conn, a))?,
             Command::Watch(a) => rt.block_on(client::watch(&conn, a)).map(|()| 0)?,
         })
@@ -257,7 +265,11 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
-            let code = e.downcast_ref::<client::Refused>().map_or(1, |r| r.code);
+            let code = match e.downcast_ref::<client::Refused>() {
+                Some(r) => r.code,
+                None if e.is::<sim::StrictFailure>() => 3,
+                None => 1,
+            };
             eprintln!("{speaker}: error: {e:#}");
             std::process::ExitCode::from(code)
         }

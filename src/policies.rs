@@ -36,6 +36,56 @@ impl FromStr for KindPath {
     }
 }
 
+/// `KIND=deadline_ms=N,memory_mb=N,instances=N`: a slot's own limits (`--policy-limits`).
+#[derive(Debug, Clone)]
+pub struct KindLimits {
+    pub kind: Kind,
+    pub limits: HostLimits,
+}
+
+impl FromStr for KindLimits {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (k, rest) = s.split_once('=').ok_or_else(|| {
+            format!("'{s}' must be KIND=LIMITS, e.g. priority=deadline_ms=2000,memory_mb=512")
+        })?;
+        let kind: Kind = k.parse()?;
+        let limits = slot_limits(rest.split(',').map(|kv| {
+            kv.split_once('=')
+                .ok_or_else(|| format!("'{kv}' must be NAME=NUMBER"))
+                .and_then(|(key, v)| {
+                    v.trim()
+                        .parse::<u64>()
+                        .map(|n| (key.trim().to_string(), n))
+                        .map_err(|_| format!("{key}: '{v}' is not a whole number"))
+                })
+        }))?;
+        Ok(Self { kind, limits })
+    }
+}
+
+/// Limits from `deadline_ms`, `memory_mb` and `instances` (the others stay the
+/// defaults), checked.
+pub fn slot_limits(
+    pairs: impl IntoIterator<Item = Result<(String, u64), String>>,
+) -> Result<HostLimits, String> {
+    let (mut deadline_ms, mut memory_mb, mut instances) = (None, None, None);
+    for pair in pairs {
+        let (key, n) = pair?;
+        match key.as_str() {
+            "deadline_ms" => deadline_ms = Some(n),
+            "memory_mb" => memory_mb = Some(n),
+            "instances" => instances = Some(n),
+            other => {
+                return Err(format!(
+                    "unknown limit '{other}' (deadline_ms, memory_mb, instances)"
+                ))
+            }
+        }
+    }
+    HostLimits::with_settings(deadline_ms, memory_mb, instances).map_err(|e| e.to_string())
+}
+
 /// Where the built-in components live: `$GANTRY_POLICY_DIR`, else `policies/` beside the
 /// binary's directory (`target/policies` for a build tree), else `../lib/gantry/policies`.
 pub fn builtin_dir(explicit: Option<&Path>) -> Result<PathBuf> {
@@ -137,8 +187,10 @@ pub fn wasm(
     code_cache: Option<PathBuf>,
     replace: &[KindPath],
     configs: &[KindPath],
+    limits: &[KindLimits],
     defer: bool,
 ) -> Result<Loaded> {
+    let limits_of = |k: Kind| limits.iter().rev().find(|l| l.kind == k).map(|l| l.limits);
     let host = match code_cache {
         Some(cache) => PolicyHost::with_code_cache(HostLimits::default(), cache)?,
         None => PolicyHost::new(HostLimits::default())?,
@@ -152,13 +204,18 @@ pub fn wasm(
         let config = config_for(k, own, || {
             Ok(std::fs::read_to_string(&toml).unwrap_or_default())
         })?;
-        Ok(ComponentSource { bytes, config })
+        Ok(ComponentSource {
+            bytes,
+            config,
+            limits: limits_of(k),
+        })
     };
     let pick = |k: Kind| -> Result<ComponentSource> {
         match replace.iter().rev().find(|r| r.kind == k) {
             Some(r) if !defer => Ok(ComponentSource {
                 bytes: read(&r.path, "policy component")?,
                 config: config_for(k, configs, || Ok(String::new()))?,
+                limits: limits_of(k),
             }),
             _ => builtin(k),
         }

@@ -79,6 +79,11 @@ pub struct SimArgs {
     /// Configuration text for KIND's policy (TOML for the built-ins): KIND=FILE. Repeatable.
     #[arg(long = "policy-config", value_name = "KIND=FILE")]
     policy_config: Vec<KindPath>,
+    /// KIND's slot's own limits, as gantryd's `[policies.KIND]` takes them:
+    /// `KIND=deadline_ms=N,memory_mb=N,instances=N` (any of the three; the rest keep
+    /// the defaults: 500 ms, 256 MiB, 8). Repeatable.
+    #[arg(long = "policy-limits", value_name = "KIND=LIMITS")]
+    policy_limits: Vec<policies::KindLimits>,
     /// Start with the built-ins and swap the --policy components in at this time (seconds
     /// on the trace's clock), between two cycles.
     #[arg(long, value_name = "T", requires = "policy")]
@@ -113,6 +118,11 @@ pub struct SimArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+    /// Exit with status 3 (after printing the report) when any policy call failed, so
+    /// a figure computed partly by a fallback or the native default never passes for
+    /// the policy's own.
+    #[arg(long)]
+    strict: bool,
 }
 
 /// The synthetic scenario's knobs (`--synthetic`).
@@ -270,7 +280,52 @@ pub fn run(args: SimArgs) -> Result<()> {
     if report.unfinished > 0 {
         bail!("{} jobs never finished: the schedule is stuck (this is a bug; please report it with the trace)", report.unfinished);
     }
+    if args.strict {
+        let failed = policy_failures(&policy_summary);
+        if !failed.is_empty() {
+            return Err(StrictFailure(failed.join("; ")).into());
+        }
+    }
     Ok(())
+}
+
+/// `--strict` found failed policy calls: the report stands, its figures are not the
+/// policy's own.
+#[derive(Debug)]
+pub struct StrictFailure(String);
+
+impl std::fmt::Display for StrictFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "--strict: a policy failed, so these figures are partly a fallback's or the native default's: {}",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for StrictFailure {}
+
+/// Each slot's failures, as `KIND vN at T: reason` (the first per slot, and how many).
+fn policy_failures(summary: &serde_json::Value) -> Vec<String> {
+    let Some(slots) = summary.as_object() else {
+        return Vec::new();
+    };
+    slots
+        .iter()
+        .filter_map(|(kind, slot)| {
+            let failures = slot["failures"].as_array()?;
+            let first = failures.first()?;
+            Some(format!(
+                "{kind} v{} at {}: {} ({} failure(s), {} native answers)",
+                first["version"],
+                first["at"],
+                first["reason"].as_str().unwrap_or_default(),
+                failures.len(),
+                slot["native_answers"]
+            ))
+        })
+        .collect()
 }
 
 fn scheduler_config(args: &SimArgs) -> SchedulerConfig {
@@ -311,6 +366,7 @@ fn policy_set(args: &SimArgs) -> Result<(PolicySet, Option<policies::Loaded>)> {
             code_cache,
             &args.policy,
             &args.policy_config,
+            &args.policy_limits,
             args.swap_at.is_some(),
         )?;
         let set = std::mem::take(&mut loaded.set);

@@ -213,6 +213,27 @@ fn a_policy_swapped_mid_replay_is_recorded() {
     assert_eq!(report["unfinished"], 0);
 }
 
+/// What a policy logs while it loads reaches the person loading it at the default log
+/// level (no GANTRY_LOG needed).
+#[test]
+fn a_policys_own_lines_at_load_show_by_default() {
+    let xfactor = repo("target/policies/xfactor-priority.wasm");
+    let out = gantry()
+        .env_remove("GANTRY_LOG")
+        .args(["sim", "-q", "--take", "50", "--policy"])
+        .arg(format!("priority={}", xfactor.display()))
+        .arg("--trace")
+        .arg(repo("testdata/traces/lublin_256.swf"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("xfactor ready: unlimited jobs count as"),
+        "{err}"
+    );
+}
+
 #[test]
 fn policy_flags_are_checked() {
     let err = |args: &[&str]| {
@@ -249,4 +270,76 @@ fn policy_flags_are_checked() {
     assert!(String::from_utf8(out.stderr)
         .unwrap()
         .contains("cannot read built-in policy"));
+}
+
+/// A policy that fails mid-replay: the report says so, and `--strict` exits 3 so that a
+/// script never takes the fallback's figures for the policy's own.
+#[test]
+fn strict_fails_a_replay_whose_policy_failed() {
+    let panic = format!(
+        "priority={}",
+        repo("target/policies/hostile-panic.wasm").display()
+    );
+    let run = |strict: bool| {
+        let mut cmd = gantry();
+        cmd.args(["sim", "-q", "--take", "300", "--policy", &panic])
+            .arg("--trace")
+            .arg(repo("testdata/traces/lublin_256.swf"));
+        if strict {
+            cmd.arg("--strict");
+        }
+        cmd.output().unwrap()
+    };
+    let lenient = run(false);
+    assert!(lenient.status.success());
+    let table = String::from_utf8(lenient.stdout).unwrap();
+    assert!(table.contains("failures"), "{table}");
+    let strict = run(true);
+    assert_eq!(strict.status.code(), Some(3));
+    let err = String::from_utf8(strict.stderr).unwrap();
+    assert!(
+        err.contains("--strict: a policy failed") && err.contains("hostile policy panics"),
+        "{err}"
+    );
+    assert!(String::from_utf8(strict.stdout)
+        .unwrap()
+        .contains("failures"));
+}
+
+/// `--policy-limits` gives a slot its own deadline; bad limits are refused with the
+/// reason.
+#[test]
+fn policy_limits_bound_a_slot() {
+    let looping = format!(
+        "priority={}",
+        repo("target/policies/hostile-infinite-loop.wasm").display()
+    );
+    let report = json_of(&[
+        "sim",
+        "--take",
+        "50",
+        "--policy",
+        &looping,
+        "--policy-limits",
+        "priority=deadline_ms=30",
+    ]);
+    let reason = report["policies"]["priority"]["failures"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reason.contains("timed out after 30 ms"), "{reason}");
+    for (bad, says) in [
+        ("priority=deadline_ms=0", "must be between"),
+        ("priority=speed=3", "unknown limit 'speed'"),
+        ("priority=memory_mb=lots", "not a whole number"),
+    ] {
+        let out = gantry()
+            .args(["sim", "-q", "--policy-limits", bad, "--trace"])
+            .arg(repo("testdata/traces/lublin_256.swf"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "accepted {bad}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(says), "{bad}: {err}");
+    }
 }

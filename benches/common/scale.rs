@@ -13,6 +13,7 @@ fn source(kind: PolicyKind) -> ComponentSource {
     ComponentSource {
         bytes: super::component(name),
         config: super::config(name),
+        limits: None,
     }
 }
 

@@ -69,6 +69,9 @@ pub struct SchedulerConfig {
 }
 
 /// The default [`SchedulerConfig::fairshare_interval`], Slurm's `PriorityCalcPeriod`.
+/// In [`Scheduler`]'s id table: the job is no longer in memory.
+const FORGOTTEN: u32 = u32::MAX;
+
 pub const DEFAULT_FAIRSHARE_INTERVAL: Time = 300;
 
 fn default_fairshare_interval() -> Time {
@@ -199,7 +202,12 @@ pub struct Scheduler {
     config: SchedulerConfig,
     policies: PolicySet,
     fallbacks: PolicyFallbacks,
+    /// The jobs in memory: unfinished ones and finished ones not yet forgotten, in no
+    /// particular order (forgetting one moves the last into its place).
     jobs: Vec<Job>,
+    /// Per job id (`id - 1`): its position in `jobs`, or [`FORGOTTEN`]. Four bytes per
+    /// job ever submitted, so a lookup stays two array reads.
+    positions: Vec<u32>,
     waiting: BTreeSet<JobId>,
     /// The waiting jobs that have dependencies: the only ones a cycle checks for
     /// dependencies that can never be met.
@@ -207,8 +215,9 @@ pub struct Scheduler {
     /// Waiting jobs with a `--deadline`, by the latest time they may start (deadline
     /// less time limit): a cycle removes those whose time has passed.
     latest_starts: BTreeSet<(Time, JobId)>,
-    /// Per job (by index): its shape's class. Equal shapes share a class, so a cycle can
-    /// remember which requests found no room without hashing whole shapes.
+    /// Per job (by its position in `jobs`): its shape's class. Equal shapes share a
+    /// class, so a cycle can remember which requests found no room without hashing whole
+    /// shapes.
     job_shape_class: Vec<u32>,
     shape_classes: rustc_hash::FxHashMap<JobShape, u32>,
     running: BTreeSet<JobId>,
@@ -247,6 +256,7 @@ impl Scheduler {
             policies,
             fallbacks: PolicyFallbacks::default(),
             jobs: Vec::new(),
+            positions: Vec::new(),
             waiting: BTreeSet::new(),
             waiting_with_dependencies: BTreeSet::new(),
             latest_starts: BTreeSet::new(),
@@ -276,10 +286,30 @@ impl Scheduler {
         self.fallbacks
     }
     pub fn job(&self, id: JobId) -> Option<&Job> {
-        self.jobs.get((id.0 as usize).checked_sub(1)?)
+        self.jobs.get(self.position(id)?)
     }
+    fn position(&self, id: JobId) -> Option<usize> {
+        let p = *self.positions.get((id.0 as usize).checked_sub(1)?)?;
+        (p != FORGOTTEN).then_some(p as usize)
+    }
+    /// The jobs in memory (unfinished, and finished ones not yet forgotten), in no
+    /// particular order; [`Scheduler::jobs_from`] gives them by id.
     pub fn jobs(&self) -> &[Job] {
         &self.jobs
+    }
+    /// The jobs in memory by id, from the `from`-th id issued on, each with the cursor
+    /// that resumes after it (for paging a listing between which the kernel changes).
+    pub fn jobs_from(&self, from: usize) -> impl Iterator<Item = (usize, &Job)> {
+        self.positions
+            .iter()
+            .enumerate()
+            .skip(from)
+            .filter(|(_, &p)| p != FORGOTTEN)
+            .map(|(i, &p)| (i + 1, &self.jobs[p as usize]))
+    }
+    /// The id the next submission gets.
+    pub fn next_job_id(&self) -> JobId {
+        JobId(self.positions.len() as u64 + 1)
     }
     pub fn waiting(&self) -> &BTreeSet<JobId> {
         &self.waiting
@@ -318,8 +348,11 @@ impl Scheduler {
         self.arrays.get(&id).map(|g| g.indices)
     }
 
+    /// # Panics
+    /// If `id` is not in memory: callers hold an id they found there.
     fn job_mut(&mut self, id: JobId) -> &mut Job {
-        &mut self.jobs[id.0 as usize - 1]
+        let p = self.position(id).expect("a job in memory");
+        &mut self.jobs[p]
     }
 
     /// Makes `user` a member of `account` (created under root if new). Used where users
@@ -463,12 +496,13 @@ impl Scheduler {
             Some(a) => a.indices.iter().map(|&i| Some(i)).collect(),
             None => vec![None],
         };
-        let first = JobId(self.jobs.len() as u64 + 1);
+        let first = self.next_job_id();
         let classes = self.shape_classes.len() as u32;
         let class = *self.shape_classes.entry(shape.clone()).or_insert(classes);
         let mut ids = Vec::with_capacity(indices.len());
         for index in indices {
-            let id = JobId(self.jobs.len() as u64 + 1);
+            let id = self.next_job_id();
+            self.positions.push(self.jobs.len() as u32);
             self.job_shape_class.push(class);
             self.jobs.push(Job {
                 id,
@@ -866,7 +900,8 @@ impl Scheduler {
         let (p, shape) = self.check_reshape(id, partition, nodes)?;
         let classes = self.shape_classes.len() as u32;
         let class = *self.shape_classes.entry(shape.clone()).or_insert(classes);
-        self.job_shape_class[id.0 as usize - 1] = class;
+        let at = self.position(id).expect("a job in memory");
+        self.job_shape_class[at] = class;
         let job = self.job_mut(id);
         job.partition = p;
         job.shape = shape;
@@ -1063,7 +1098,7 @@ impl Scheduler {
     /// linger and the configuration says so, keeps it held by the completing run) and
     /// stops counting it.
     fn stop_running(&mut self, id: JobId, now: Time, stop: Stop) {
-        let job = &self.jobs[id.0 as usize - 1];
+        let job = self.job(id).expect("a running job");
         let alloc = job.allocation.clone().unwrap_or_default();
         let (user, qos, assoc, array, since, suspended, run) = (
             job.user,
@@ -1102,7 +1137,7 @@ impl Scheduler {
     /// Suspends a running job: its cores and GPUs go back to the pool, its memory stays
     /// allocated. It still counts against per-user and array limits, as it will resume.
     fn suspend(&mut self, id: JobId, now: Time) {
-        let job = &self.jobs[id.0 as usize - 1];
+        let job = self.job(id).expect("a running job");
         let alloc = job.allocation.clone().unwrap_or_default();
         let (assoc, since) = (job.assoc, job.running_since.unwrap_or(now));
         self.cluster.release(&alloc.compute());
@@ -1317,6 +1352,144 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Submits as [`Scheduler::submit`] does, as jobs `first ..`: a log compacted by a
+    /// snapshot keeps only the submissions whose jobs were still in memory, so the ids
+    /// between them were issued to jobs since forgotten.
+    pub fn restore_submit(
+        &mut self,
+        first: JobId,
+        spec: JobSpec,
+        now: Time,
+    ) -> Result<Vec<JobId>, SubmitError> {
+        self.skip_ids_to(first).map_err(|next| {
+            SubmitError::Invalid(format!(
+                "restored as job {first}, but ids up to {next} are issued already"
+            ))
+        })?;
+        self.submit(spec, now)
+    }
+
+    /// Issues no job the ids before `next` (they went to jobs since forgotten). `Err`
+    /// with the next id if ids past `next` are issued already.
+    pub fn skip_ids_to(&mut self, next: JobId) -> Result<(), JobId> {
+        let issued = self.positions.len() as u64;
+        if next.0 <= issued {
+            return Err(self.next_job_id());
+        }
+        self.positions.resize((next.0 - 1) as usize, FORGOTTEN);
+        Ok(())
+    }
+
+    // ----- forgetting finished jobs -------------------------------------------------------
+    //
+    // A finished job stays in memory for a while (Slurm's MinJobAge) so `squeue` and
+    // `scontrol show job` still show it, then the controller forgets it: its record moves
+    // to accounting, and memory, restart and takeover grow with live work, not history.
+    // Forgetting never changes a scheduling decision: only finished jobs that no waiting
+    // job depends on, whose runs' processes are gone, and (for an array) whose every
+    // task is finished are forgotten; a dependency on a job no longer in memory counts as
+    // met, as it was (Slurm does the same).
+
+    /// The finished jobs that ended at or before `ended_by` and may be forgotten, by id.
+    pub fn forgettable(&self, ended_by: Time) -> Vec<JobId> {
+        let mut named: std::collections::HashSet<JobId> = Default::default();
+        for &w in &self.waiting_with_dependencies {
+            let Some(j) = self.job(w) else { continue };
+            for d in &j.dependencies {
+                if let Dependency::On(_, ids) = d {
+                    named.extend(ids.iter().copied());
+                }
+            }
+        }
+        let finished = |j: &Job| {
+            j.state.is_terminal()
+                && j.end_time.is_some_and(|e| e <= ended_by)
+                && !self.is_completing(j.id)
+                && !named.contains(&j.id)
+        };
+        let mut out: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|j| match j.array {
+                None => finished(j),
+                Some(a) => {
+                    a.array_job == j.id
+                        && !named.contains(&a.array_job)
+                        && self
+                            .array_tasks(a.array_job)
+                            .unwrap_or_default()
+                            .iter()
+                            .all(|&t| self.job(t).is_none_or(finished))
+                }
+            })
+            .flat_map(|j| match j.array {
+                None => vec![j.id],
+                Some(a) => self.array_tasks(a.array_job).unwrap_or_default().to_vec(),
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Removes finished jobs from memory (as [`Scheduler::forgettable`] chose them) and
+    /// returns them. An id not in memory, or of a job that is not finished, is left.
+    pub fn forget(&mut self, ids: &[JobId]) -> Vec<Job> {
+        let mut gone = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let Some(p) = self.position(id) else { continue };
+            let job = &self.jobs[p];
+            if !job.state.is_terminal() || self.is_completing(id) {
+                continue;
+            }
+            if let Some(a) = job.array {
+                self.arrays.remove(&a.array_job);
+            }
+            self.positions[id.0 as usize - 1] = FORGOTTEN;
+            let job = self.jobs.swap_remove(p);
+            self.job_shape_class.swap_remove(p);
+            if let Some(moved) = self.jobs.get(p) {
+                self.positions[moved.id.0 as usize - 1] = p as u32;
+            }
+            gone.push(job);
+        }
+        gone
+    }
+
+    /// Core-seconds of finished work per association, by account and user name (what a
+    /// snapshot keeps of fairshare usage).
+    pub fn usage_by_association(&self) -> Vec<(String, String, f64)> {
+        self.cluster
+            .associations
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.usage.get(*i).is_some_and(|&u| u != 0.0))
+            .map(|(i, a)| {
+                (
+                    self.cluster.accounts[a.account.index()].name.clone(),
+                    self.cluster.users[a.user.index()].clone(),
+                    self.usage[i],
+                )
+            })
+            .collect()
+    }
+
+    /// Sets the usage of finished work to `rows` (account, user, core-seconds), as
+    /// [`Scheduler::usage_by_association`] gave them; an association `rows` names that
+    /// does not exist yet is made, as the submission that first made it did.
+    pub fn restore_usage(&mut self, rows: &[(String, String, f64)]) {
+        self.usage.iter_mut().for_each(|u| *u = 0.0);
+        for (account, user, core_s) in rows {
+            let a = self.cluster.ensure_account(account);
+            let u = self.cluster.intern_user(user);
+            let assoc = match self.cluster.association(a, u) {
+                Some(x) => x,
+                None => self.cluster.associate(a, u, 1),
+            };
+            self.usage.resize(self.cluster.associations.len(), 0.0);
+            self.usage[assoc.index()] = *core_s;
+        }
+    }
+
     /// Cancels waiting job `id` because a dependency can never be met, as a cycle once did.
     pub fn restore_dependency_cancel(&mut self, id: JobId, now: Time) -> Result<(), JobError> {
         let job = self.job(id).ok_or(JobError::UnknownJob(id))?;
@@ -1349,7 +1522,7 @@ impl Scheduler {
             .sum();
         // Siblings' shares, for the normalised shares.
         let mut sibling_shares = vec![0u64; n + 1];
-        let slot = |i: usize| tree.parent_of(i).map_or(n, |p| p);
+        let slot = |i: usize| tree.parent_of(i).unwrap_or(n);
         for i in 0..n {
             sibling_shares[slot(i)] += u64::from(tree.shares()[i]);
         }
@@ -1466,7 +1639,8 @@ impl Scheduler {
         self.waiting_with_dependencies.remove(&id);
     }
     pub(crate) fn shape_class(&self, id: JobId) -> u32 {
-        self.job_shape_class[id.0 as usize - 1]
+        self.position(id)
+            .map_or(u32::MAX, |p| self.job_shape_class[p])
     }
     pub(crate) fn waiting_with_dependencies(&self) -> &BTreeSet<JobId> {
         &self.waiting_with_dependencies

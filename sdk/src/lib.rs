@@ -13,10 +13,13 @@
 //! gantry_sdk::export_priority!(Oldest);
 //! ```
 //!
-//! Build with `cargo build --target wasm32-unknown-unknown` and the SDK feature of the
-//! world you export (`priority`, `fairshare`, `preemption` or `placement`); the crate must
-//! be a `cdylib`. See `examples/xfactor-priority` for a complete policy, and its README
-//! for the build command (with `-C llvm-args=-disable-lsr`: docs/POLICIES.md says why).
+//! `gantry policy new KIND DIR` makes a project with this crate copied in that builds
+//! as it is: `cargo build --release --target wasm32-unknown-unknown`, linked by the
+//! toolchain's `wasm-component-ld` (set as the target's linker in the project's
+//! `.cargo/config.toml`), with the SDK feature of the world it exports (`priority`,
+//! `fairshare`, `preemption` or `placement`); the crate must be a `cdylib`. See
+//! `examples/xfactor-priority` for a complete policy, and docs/POLICIES.md for the
+//! tutorial and the reference of every input.
 //!
 //! ## What it must not depend on
 //!
@@ -47,6 +50,23 @@ pub enum Level {
     Info,
     Warn,
     Error,
+}
+
+/// The `key = value` lines of a policy's configuration text: `#` starts a comment,
+/// blank lines are skipped, key and value are trimmed. Each item is `(line number, key,
+/// value)`, or the message for a line without `=` (`line N: expected key = value`); a
+/// policy matches the keys it knows and names the line in its own messages.
+pub fn config_lines(
+    config: &str,
+) -> impl Iterator<Item = Result<(usize, &str, &str), alloc::string::String>> + '_ {
+    config.lines().enumerate().filter_map(|(i, line)| {
+        let line = line.split('#').next().unwrap_or("").trim();
+        let n = i + 1;
+        (!line.is_empty()).then(|| match line.split_once('=') {
+            Some((key, value)) => Ok((n, key.trim(), value.trim())),
+            None => Err(alloc::format!("line {n}: expected key = value")),
+        })
+    })
 }
 
 /// Writes a line to the controller's log (inside a component), or nowhere (natively).
@@ -186,4 +206,23 @@ macro_rules! export_placement {
     __w::__export_placement_world!(__GantryExport with_types_in $crate::wasm::placement);
         };
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+
+    #[test]
+    fn config_lines_skip_comments_and_blanks_and_number_every_line() {
+        let text = "# header\n\n  a = 1  # one\nb=two\nbroken\n";
+        let lines: Vec<_> = super::config_lines(text).collect();
+        assert_eq!(
+            lines,
+            [
+                Ok((3, "a", "1")),
+                Ok((4, "b", "two")),
+                Err("line 5: expected key = value".into())
+            ]
+        );
+    }
 }

@@ -12,7 +12,28 @@ pub use wit_bindgen;
 static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
 #[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! {
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    // Say what panicked and where, as an error line the host keeps with the failure
+    // (the trap itself carries neither) — once: a panic while saying it (out of memory)
+    // only traps.
+    static SAID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, core::sync::atomic::Ordering::Relaxed) {
+        let mut text = String::new();
+        let _ = match info.location() {
+            Some(l) => core::fmt::write(
+                &mut text,
+                format_args!(
+                    "panicked at {}:{}:{}: {}",
+                    l.file(),
+                    l.line(),
+                    l.column(),
+                    info.message()
+                ),
+            ),
+            None => core::fmt::write(&mut text, format_args!("panicked: {}", info.message())),
+        };
+        log(crate::Level::Error, &text);
+    }
     // A trap: the host sees it, falls back, and never reuses this instance.
     core::arch::wasm32::unreachable()
 }

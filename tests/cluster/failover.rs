@@ -246,8 +246,9 @@ fn a_paused_active_controller_is_fenced_out_and_steps_down() {
     while !c.read_log("gantryd.log")[since..].contains("standing by") {
         assert!(
             since_log.elapsed() < Duration::from_secs(30),
-            "{}",
-            c.read_log("gantryd.log")
+            "{}\n{}",
+            c.read_log("gantryd.log"),
+            Cluster::process_state(old as u32)
         );
         std::thread::sleep(Duration::from_millis(50));
     }

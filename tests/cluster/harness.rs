@@ -312,6 +312,8 @@ impl Cluster {
         if c.standby_port.is_some() {
             c.wait_log("gantryd.log", "active: serving");
             c.start_standby();
+            // Until it has read the lease, a standby cannot say where the active one is.
+            c.wait_log("gantryd-2.log", "standing by");
         }
         for node in &nodes {
             c.start_agent(node);
@@ -377,6 +379,35 @@ impl Cluster {
     /// The second controller's socket alone.
     pub fn standby_socket(&self) -> String {
         format!("unix:{}", self.dir.path().join("gantryd-2.sock").display())
+    }
+
+    /// What the kernel says of a process and each of its threads (state, where it
+    /// waits, what it runs): for a failure message when a controller goes silent.
+    pub fn process_state(pid: u32) -> String {
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        let exe = std::fs::read_link(proc.join("exe"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|e| format!("({e})"));
+        let mut out = format!("process {pid}: exe {exe}\n");
+        let Ok(tasks) = std::fs::read_dir(proc.join("task")) else {
+            out.push_str("(gone)\n");
+            return out;
+        };
+        for task in tasks.flatten() {
+            let read = |f: &str| std::fs::read_to_string(task.path().join(f)).unwrap_or_default();
+            let stat = read("stat");
+            // `pid (comm) state ...`: the name may hold spaces, the state follows it.
+            let state = stat
+                .rsplit_once(") ")
+                .map_or("?", |(_, r)| &r[..1.min(r.len())]);
+            out.push_str(&format!(
+                "  thread {} {:?} state {state} waiting in {}\n",
+                task.file_name().to_string_lossy(),
+                read("comm").trim(),
+                read("wchan")
+            ));
+        }
+        out
     }
 
     /// Waits until the log `name` holds `text`.

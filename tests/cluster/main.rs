@@ -9,6 +9,7 @@ mod commands;
 mod failover;
 mod harness;
 mod hostile;
+mod snapshots;
 mod steps;
 
 use std::collections::HashMap;
@@ -922,4 +923,122 @@ fn jobs_run_as_the_submitting_user_when_the_agent_is_root() {
     let id: u64 = out.trim().parse().unwrap();
     assert_eq!(c.wait_done(id)["state"], "COMPLETED");
     assert_eq!(c.read(&format!("nobody/id-{id}.out")).trim(), "65534");
+}
+
+/// Activation you can trust on a live controller: a version that fails on the last
+/// cycle's batch is refused by `policy load` and `policy activate` (exit non-zero, the
+/// active one stays, the failed one marked unhealthy); `policy activate` makes a
+/// healthy one active with the one it replaced as its fallback; `policy list` says who
+/// answers and what the slot falls back to.
+#[test]
+fn a_failing_version_is_refused_before_activation_and_fallbacks_follow() {
+    let c = Cluster::start(Options {
+        wasm_policies: true,
+        ..Options::default()
+    });
+    // A job waiting behind a running one: every cycle decides a priority batch.
+    let running = c.sbatch(&["-w", "cpu01", "-c", "4", "--wrap", "sleep 300"]);
+    c.wait_state(running, "RUNNING");
+    let waiting = c.sbatch(&["-w", "cpu01", "-c", "4", "--wrap", "true"]);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let panic = harness::policy_component("hostile-panic");
+    let (code, _, err) = c.cli(&["policy", "load", "priority", panic.to_str().unwrap()]);
+    assert_ne!(code, 0, "a version that fails its trial is not activated");
+    assert!(
+        err.contains("failed on the last cycle's batch")
+            && err.contains("hostile policy panics")
+            && err.contains("v1 stays active"),
+        "{err}"
+    );
+    let list = |c: &Cluster| -> serde_json::Value {
+        serde_json::from_str(&c.cli_ok(&["policy", "list", "--json"])).unwrap()
+    };
+    let slot = list(&c)["slots"][0].clone();
+    assert_eq!(slot["versions"][0]["active"], true, "{slot}");
+    assert_eq!(slot["versions"][1]["healthy"], false, "{slot}");
+    assert_eq!(slot["last_failure"]["version"], 2, "{slot}");
+
+    // Loaded without activating, then activated: v1 becomes its fallback.
+    let xfactor = harness::policy_component("xfactor-priority");
+    c.cli_ok(&[
+        "policy",
+        "load",
+        "--no-activate",
+        "priority",
+        xfactor.to_str().unwrap(),
+    ]);
+    let alice = c.token("alice", false);
+    let (code, _, err) = c.cli_as(&alice, &["policy", "activate", "priority", "3"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("admin"), "{err}");
+    let out = c.cli_ok(&["policy", "activate", "priority", "3"]);
+    assert!(out.contains("version 3 (xfactor) active"), "{out}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let slot = list(&c)["slots"][0].clone();
+    assert_eq!(slot["fallbacks"], serde_json::json!([1]), "{slot}");
+    assert!(
+        slot["answering"]
+            .as_str()
+            .unwrap()
+            .starts_with("v3 xfactor"),
+        "{slot}"
+    );
+    let (code, _, err) = c.cli(&["policy", "activate", "priority", "2"]);
+    assert_ne!(code, 0, "still failing: {err}");
+    assert!(err.contains("v3 stays active"), "{err}");
+    let (code, _, err) = c.cli(&["policy", "rollback", "priority", "--to", "2"]);
+    assert_ne!(code, 0, "rollback --to is tried too: {err}");
+    // A shadow over time: v1 beside v3 on the next two cycles.
+    let out = c.cli_ok(&["policy", "shadow", "priority", "1", "--cycles", "2"]);
+    assert!(out.contains("next 2 cycles"), "{out}");
+    let since = std::time::Instant::now();
+    let shadow = loop {
+        let w = list(&c)["slots"][0]["shadowing"].clone();
+        if w["cycles"] == 2 || since.elapsed() > Duration::from_secs(20) {
+            break w;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(shadow["version"], 1, "{shadow}");
+    assert_eq!(
+        (shadow["cycles"].as_u64(), shadow["cycles_left"].as_u64()),
+        (Some(2), Some(0)),
+        "{shadow}"
+    );
+    let table = c.cli_ok(&["policy", "list"]);
+    assert!(
+        table.contains("priority: answered by v3 xfactor")
+            && table.contains("fallbacks: v1")
+            && table.contains("shadowing v1: 2 cycles of 2"),
+        "{table}"
+    );
+    let back = c.cli_ok(&["policy", "rollback", "priority"]);
+    assert!(back.contains("version 1 (multifactor) active"), "{back}");
+
+    // A policy written in C loads and answers as any other; one whose runtime imports
+    // WASI is refused at load, naming what it imports.
+    let in_c = harness::policy_component("xfactor-priority-c");
+    let out = c.cli_ok(&["policy", "load", "priority", in_c.to_str().unwrap()]);
+    assert!(
+        out.contains("version 4 loaded") && out.ends_with("active\n"),
+        "{out}"
+    );
+    let since = std::time::Instant::now();
+    while !list(&c)["slots"][0]["answering"]
+        .as_str()
+        .unwrap()
+        .contains("xfactor-c")
+    {
+        assert!(since.elapsed() < Duration::from_secs(20), "{}", list(&c));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let wasi = harness::policy_component("hostile-wasi");
+    let (code, _, err) = c.cli(&["policy", "load", "priority", wasi.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("imports what Gantry does not offer") && err.contains("wasi:"),
+        "{err}"
+    );
+    c.cli_ok(&["scancel", &running.to_string(), &waiting.to_string()]);
 }

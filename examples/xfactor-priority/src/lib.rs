@@ -43,20 +43,13 @@ impl Policy for XFactor {
     /// Config: `key = value` lines; `#` starts a comment.
     fn init(&mut self, config: &str) -> Result<(), String> {
         *self = Self::default();
-        for (n, line) in config.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
-                continue;
-            }
-            let (key, value) = line
-                .split_once('=')
-                .ok_or_else(|| format!("line {}: expected key = value", n + 1))?;
-            let value = value.trim();
-            match key.trim() {
+        for line in gantry_sdk::config_lines(config) {
+            let (n, key, value) = line?;
+            match key {
                 "unlimited_as_s" => {
                     self.unlimited_as_s =
                         value.parse().ok().filter(|v: &i64| *v > 0).ok_or_else(|| {
-                            format!("line {}: unlimited_as_s must be a positive integer", n + 1)
+                            format!("line {n}: unlimited_as_s must be a positive integer")
                         })?
                 }
                 "boost_gpu_jobs" => {
@@ -64,11 +57,9 @@ impl Policy for XFactor {
                         .parse()
                         .ok()
                         .filter(|v: &f64| v.is_finite() && *v >= 0.0)
-                        .ok_or_else(|| {
-                            format!("line {}: boost_gpu_jobs must be a number >= 0", n + 1)
-                        })?
+                        .ok_or_else(|| format!("line {n}: boost_gpu_jobs must be a number >= 0"))?
                 }
-                other => return Err(format!("line {}: unknown key '{other}'", n + 1)),
+                other => return Err(format!("line {n}: unknown key '{other}'")),
             }
         }
         log(

@@ -64,6 +64,15 @@ pub struct DaemonConfig {
     /// Seconds between SIGTERM and SIGKILL when a job is cancelled or times out.
     #[serde(default = "defaults::kill_grace_s")]
     pub kill_grace_s: u32,
+    /// How long a finished job stays in memory (`squeue`, `scontrol show job`) before a
+    /// snapshot forgets it; `sacct` shows it from the accounting table after (Slurm's
+    /// MinJobAge).
+    #[serde(default = "defaults::finished_retention_s")]
+    pub finished_retention_s: u32,
+    /// Seconds between snapshots (each forgets finished jobs past their retention and
+    /// compacts the log behind it); 0: only `gantry admin snapshot` takes one.
+    #[serde(default = "defaults::snapshot_interval_s")]
+    pub snapshot_interval_s: u32,
     /// Longest wait between scheduling cycles (a submission or a job end runs one at once).
     #[serde(default = "defaults::cycle_interval_ms")]
     pub cycle_interval_ms: u64,
@@ -119,6 +128,32 @@ pub struct PolicyFiles {
     /// Its configuration (text for `init`); default: the built-in's `default.toml`.
     #[serde(default)]
     pub config: Option<PathBuf>,
+    /// The slot's own limits, for every version loaded into it (an interpreter needs
+    /// more than a Rust guest); unset, the defaults: a 500 ms deadline per call, a
+    /// 256 MiB memory cap per instance, 8 core instances.
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    #[serde(default)]
+    pub instances: Option<u32>,
+}
+
+impl PolicyFiles {
+    /// The slot's limits, if any is set (checked: out of bounds is an error that says
+    /// which).
+    pub fn limits(&self) -> Result<Option<gantry_wasm_host::HostLimits>, String> {
+        if self.deadline_ms.is_none() && self.memory_mb.is_none() && self.instances.is_none() {
+            return Ok(None);
+        }
+        gantry_wasm_host::HostLimits::with_settings(
+            self.deadline_ms,
+            self.memory_mb,
+            self.instances.map(u64::from),
+        )
+        .map(Some)
+        .map_err(|e| e.to_string())
+    }
 }
 
 mod defaults {
@@ -136,6 +171,12 @@ mod defaults {
     }
     pub fn kill_grace_s() -> u32 {
         10
+    }
+    pub fn finished_retention_s() -> u32 {
+        300
+    }
+    pub fn snapshot_interval_s() -> u32 {
+        300
     }
     pub fn cycle_interval_ms() -> u64 {
         1000
@@ -389,6 +430,24 @@ mod tests {
         assert_eq!(c.pause_after_cycle(ms(50)), ms(150));
         assert_eq!(c.pause_after_cycle(ms(100)), ms(200));
         assert_eq!(c.pause_after_cycle(Duration::MAX), ms(200), "no overflow");
+    }
+
+    #[test]
+    fn a_policy_slot_takes_limits_of_its_own_within_bounds() {
+        let c = config("[policies.priority]\ndeadline_ms = 2000\nmemory_mb = 512\ninstances = 16");
+        let l = c.policies["priority"].limits().unwrap().unwrap();
+        assert_eq!(l.call_timeout, Duration::from_millis(2000));
+        assert_eq!(l.memory_bytes, 512 << 20);
+        assert_eq!(l.instances, 16);
+        let c = config("[policies.priority]\nconfig = \"x.toml\"");
+        assert_eq!(
+            c.policies["priority"].limits(),
+            Ok(None),
+            "none set: the defaults"
+        );
+        let c = config("[policies.fairshare]\nmemory_mb = 100000");
+        let e = c.policies["fairshare"].limits().unwrap_err();
+        assert!(e.contains("memory cap must be between"), "{e}");
     }
 
     fn load(text: &str) -> Result<DaemonConfig, String> {

@@ -24,8 +24,10 @@ use tokio::sync::{broadcast, mpsc};
 use crate::store::{Entry, History, Journal, Launch, LogReader, Store, StoreError, Ticket, Usage};
 
 mod reservations;
+mod snapshots;
 mod steps;
 mod updates;
+pub use snapshots::SnapshotWork;
 pub use steps::{check_step_bounds, NodePart, Relay, Relays, Step};
 pub use updates::{JobUpdate, MAX_COMMENT_BYTES};
 
@@ -64,6 +66,8 @@ pub struct Settings {
     pub heartbeat_s: u32,
     pub node_timeout_s: u32,
     pub kill_grace_s: u32,
+    /// Seconds a finished job stays in memory before a snapshot may forget it.
+    pub finished_retention_s: u32,
     pub limits: Limits,
 }
 
@@ -142,6 +146,8 @@ pub struct Controller {
     dependency_texts: HashMap<JobId, String>,
     /// What the last cycle decided (for `sdiag`).
     last_cycle: CycleSummary,
+    /// Snapshots and the accounting table.
+    archive: snapshots::Archive,
 }
 
 /// How much the last scheduling cycle decided.
@@ -297,10 +303,13 @@ impl Controller {
         let (events, _) = broadcast::channel(1024);
         history.follow(&mut store)?;
         let History {
+            snapshot,
             entries,
             components,
+            ..
         } = history;
         let reader = store.reader()?;
+        let archive = snapshots::Archive::open(&store)?;
         let journal = Journal::start(store)?;
         let mut c = Self {
             sched,
@@ -321,12 +330,21 @@ impl Controller {
             comments: HashMap::new(),
             dependency_texts: HashMap::new(),
             last_cycle: Default::default(),
+            archive,
         };
         let restored = entries.len();
+        // The snapshot applies after the entries it keeps, before those after it.
+        let mut snapshot = snapshot;
         for (seq, time, entry) in entries {
+            if let Some(s) = snapshot.take_if(|s| seq > s.upto) {
+                c.apply_snapshot(&s);
+            }
             if let Err(e) = c.apply(seq, time, &entry, &components) {
                 tracing::error!(seq, error = %e, "log entry could not be applied; continuing");
             }
+        }
+        if let Some(s) = snapshot {
+            c.apply_snapshot(&s);
         }
         // Nodes holding jobs keep them: their agents have a node timeout to return.
         let busy: HashSet<NodeId> = c
@@ -385,7 +403,9 @@ impl Controller {
                 launch,
             } => {
                 self.associate_if_needed(&spec.user, spec.account.as_deref());
-                let ids = self.sched.submit((**spec).clone().into(), time)?;
+                let ids = self
+                    .sched
+                    .restore_submit(*first, (**spec).clone().into(), time)?;
                 if ids.first() != Some(first) || ids.len() != *count as usize {
                     anyhow::bail!(
                         "submission restored as jobs {ids:?}, logged as {count} from {first}"
@@ -538,6 +558,10 @@ impl Controller {
     fn log(&mut self, time: Time, entries: &[Entry]) -> Result<(), Refusal> {
         let ticket = self.journal.queue(time, entries)?;
         self.journal.wait(ticket).map_err(Refusal::Storage)
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// The log's writer, for waiting on a ticket without holding the controller.

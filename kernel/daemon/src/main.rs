@@ -23,6 +23,7 @@ use gantry_wasm_host::{
 };
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::StreamExt;
 use tonic::transport::Server;
 
 /// Gantry's controller daemon.
@@ -99,7 +100,16 @@ fn policies(cfg: &DaemonConfig) -> Result<(PolicySet, Option<WasmSlots>)> {
             None => std::fs::read_to_string(dir.join(format!("{}.toml", k.builtin())))
                 .unwrap_or_default(),
         };
-        Ok(ComponentSource { bytes, config })
+        let limits = files
+            .map(|f| f.limits())
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("[policies.{}]: {e}", k.name()))?
+            .flatten();
+        Ok(ComponentSource {
+            bytes,
+            config,
+            limits,
+        })
     };
     let cache = cfg
         .policy_code_cache
@@ -143,6 +153,14 @@ fn config_view(cfg: &DaemonConfig) -> Vec<(String, String)> {
             format!("{} sec", cfg.heartbeat_s),
         ),
         ("KillWait".into(), format!("{} sec", cfg.kill_grace_s)),
+        (
+            "MinJobAge".into(),
+            format!("{} sec", cfg.finished_retention_s),
+        ),
+        (
+            "SnapshotInterval".into(),
+            format!("{} sec", cfg.snapshot_interval_s),
+        ),
         (
             "SchedulerTimeSlice".into(),
             format!("{} msec", cfg.cycle_interval_ms),
@@ -193,10 +211,13 @@ async fn main() -> Result<()> {
             // it decided but did not commit can leak into the next.
             use std::os::unix::process::CommandExt;
             let exe = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
-            let err = std::process::Command::new(exe)
+            let err = std::process::Command::new(&exe)
                 .args(std::env::args_os().skip(1))
                 .exec();
-            Err(err).context("cannot start again as a standby")
+            // Not through the runtime's shutdown, which waits for blocking calls: a
+            // controller that cannot start again must be seen to stop.
+            tracing::error!(error = %err, exe = %exe.display(), "cannot start again as a standby; stopping");
+            std::process::exit(1)
         }
     }
 }
@@ -328,11 +349,19 @@ impl Listeners {
                     .context("the TLS certificate or key is not usable")?;
             }
             let (api, agents) = (api.clone(), agents.clone());
+            // No Nagle: a reply's last small frame must not wait for the caller's
+            // delayed acknowledgement (40 ms on Linux).
+            let incoming = TcpListenerStream::new(listener).map(|conn| {
+                if let Ok(c) = &conn {
+                    let _ = c.set_nodelay(true);
+                }
+                conn
+            });
             servers.spawn(async move {
                 builder
                     .add_service(api)
                     .add_service(agents)
-                    .serve_with_incoming(TcpListenerStream::new(listener))
+                    .serve_with_incoming(incoming)
                     .await
             });
         }
@@ -431,6 +460,7 @@ async fn run(args: &Args) -> Result<Ended> {
         heartbeat_s: cfg.heartbeat_s,
         node_timeout_s: cfg.node_timeout_s,
         kill_grace_s: cfg.kill_grace_s,
+        finished_retention_s: cfg.finished_retention_s,
         limits: Limits {
             max_script_bytes: cfg.max_script_bytes,
             max_dependencies: cfg.max_dependencies,
@@ -487,6 +517,29 @@ async fn run(args: &Args) -> Result<Ended> {
         }
     });
 
+    // Snapshots: finished jobs past their retention leave memory for the accounting
+    // table, and the log is compacted behind them.
+    let snapshots = (cfg.snapshot_interval_s > 0).then(|| {
+        let every = std::time::Duration::from_secs(cfg.snapshot_interval_s.into());
+        let (taker, retention) = (shared.clone(), cfg.finished_retention_s);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await; // the first tick is at once
+            loop {
+                tick.tick().await;
+                // A refusal (one being written on an admin's request) waits for the next.
+                let _ = gantry_daemon::service::snapshot(&taker, retention).await;
+            }
+        })
+    });
+    let cycles = AbortOnDrop(
+        vec![Some(cycles), snapshots]
+            .into_iter()
+            .flatten()
+            .collect(),
+    );
+
     let lease_lost = async move {
         match holding {
             Some(h) => h.await.unwrap_or(StepDown::Lapsed),
@@ -496,21 +549,21 @@ async fn run(args: &Args) -> Result<Ended> {
     let journal = shared.lock().journal();
     tokio::select! {
         _ = shared.fatal.notified() => {
-            cycles.abort();
+            cycles.abort_all();
             match (&lease, journal.failure()) {
                 (Some(_), Some(f)) => Ok(Ended::SteppedDown(f.message)),
                 _ => bail!("stopping: the state database cannot be written"),
             }
         }
         why = lease_lost => {
-            cycles.abort();
+            cycles.abort_all();
             Ok(Ended::SteppedDown(match why {
                 StepDown::TakenOver => "another controller took the lease".into(),
                 StepDown::Lapsed => "the lease could not be renewed in time".into(),
             }))
         }
         r = servers.join_next() => {
-            cycles.abort();
+            cycles.abort_all();
             match r {
                 Some(Ok(Err(e))) => bail!("the API server failed: {e}"),
                 _ => bail!("the API server stopped"),
@@ -526,6 +579,21 @@ async fn run(args: &Args) -> Result<Ended> {
             }
             Ok(Ended::Stopped)
         }
+    }
+}
+
+/// The daemon's background tasks, stopped together.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl AbortOnDrop {
+    fn abort_all(&self) {
+        self.0.iter().for_each(|t| t.abort());
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.abort_all();
     }
 }
 

@@ -21,7 +21,7 @@ use gantry_kernel::policy::{
     PlacementPolicy, PreemptionPolicy, PriorityPolicy,
 };
 use gantry_kernel::JobId;
-use gantry_wasm_host::{PolicyKind, ShadowReport, VersionId, WasmSlots};
+use gantry_wasm_host::{Answering, PolicyKind, ShadowReport, VersionId, WasmSlots};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tokio_stream::wrappers::{BroadcastStream, UnboundedReceiverStream};
@@ -32,7 +32,9 @@ use crate::auth::Authenticator;
 use crate::controller::{Caller, Controller, Refusal};
 use crate::store::Entry;
 
+mod accounting;
 mod steps;
+pub use accounting::snapshot;
 
 /// Seconds since the Unix epoch: the controller's clock.
 pub fn unix_now() -> i64 {
@@ -60,6 +62,9 @@ pub struct Shared {
     /// What `Leadership` answers.
     pub leadership: api::LeadershipReply,
 }
+
+/// The most cycles one shadow over time may run (a day at one cycle a second).
+pub const MAX_SHADOW_CYCLES: u32 = 86_400;
 
 /// The most `Watch` streams one user may hold open at once.
 pub const MAX_WATCHES_PER_USER: usize = 64;
@@ -123,7 +128,7 @@ impl Shared {
         self.controller.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn status(&self, r: Refusal) -> Status {
+    pub(crate) fn status(&self, r: Refusal) -> Status {
         match r {
             Refusal::Invalid(m) => Status::invalid_argument(m),
             Refusal::NotFound(m) => Status::not_found(m),
@@ -142,6 +147,31 @@ impl Shared {
 
 #[derive(Clone)]
 pub struct Service(pub Arc<Shared>);
+
+impl Service {
+    /// Activates version `v` of `k` and logs it, under the controller's lock (so the
+    /// swap lands between two cycles).
+    fn activate(
+        &self,
+        slots: &WasmSlots,
+        k: PolicyKind,
+        v: VersionId,
+        who: &Caller,
+        now: i64,
+    ) -> Result<(), Status> {
+        let mut c = self.0.lock();
+        slots
+            .activate(k, v, &who.user, now)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let activated = Entry::PolicyActivated {
+            kind: k.name().into(),
+            version: v.0,
+            who: who.user.clone(),
+        };
+        c.log_policy(now, activated, None)
+            .map_err(|e| self.0.status(e))
+    }
+}
 
 pub(crate) type EventStream = Pin<Box<dyn Stream<Item = Result<api::Event, Status>> + Send>>;
 pub(crate) type PageStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -216,7 +246,32 @@ fn slot_info(slots: &WasmSlots, k: PolicyKind) -> api::PolicySlotInfo {
         s: &Mutex<gantry_wasm_host::PolicySlot<W>>,
     ) -> api::PolicySlotInfo {
         let s = s.lock().unwrap_or_else(|p| p.into_inner());
+        let last = s.failures().last();
         api::PolicySlotInfo {
+            answering: match s.answering() {
+                Answering::Nobody => String::new(),
+                Answering::Version(v) => v.to_string(),
+                Answering::Native => "native".into(),
+            },
+            fallbacks: s.fallbacks().iter().map(|v| v.0).collect(),
+            last_failure_version: last.map_or(0, |f| f.version.0),
+            last_failure_at: last.map_or(0, |f| f.at),
+            last_failure: last.map(|f| f.reason.clone()).unwrap_or_default(),
+            shadowing: s.shadow_watch().map(|w| api::ShadowWatch {
+                version: w.version.0,
+                cycles: w.cycles,
+                cycles_left: w.cycles_left,
+                differing: w.differing,
+                changed: w.changed,
+                most_changed: w.most_changed as u64,
+                batch: w.batch as u64,
+                examples: w
+                    .examples
+                    .iter()
+                    .map(|(id, a, b)| format!("{id}: {a} -> {b}"))
+                    .collect(),
+                failed: w.failed.unwrap_or_default(),
+            }),
             kind: k.name().into(),
             versions: s
                 .versions()
@@ -282,6 +337,29 @@ fn shadow(slots: &WasmSlots, k: PolicyKind, v: VersionId) -> Result<ShadowReport
             .shadow(v, |_, b| FirstFitPlacement.rank(b).unwrap_or_default()),
     };
     r.map_err(|e| e.to_string())
+}
+
+/// Tries version `v` of `k` on the last cycle's batch before it is made active, off
+/// the async runtime and outside the controller's lock (a trial may take the policy's
+/// whole deadline). `Ok(false)`: no cycle has decided anything yet. A failure is
+/// FAILED_PRECONDITION naming the version that stays active.
+async fn trial(slots: &WasmSlots, k: PolicyKind, v: VersionId) -> Result<bool, Status> {
+    let trying = slots.clone();
+    let tried = tokio::task::spawn_blocking(move || trying.trial(k, v))
+        .await
+        .map_err(|e| Status::internal(format!("the trial stopped: {e}")))?;
+    tried.map_err(|e| {
+        let info = slot_info(slots, k);
+        let active = info
+            .versions
+            .iter()
+            .find(|x| x.active)
+            .map_or_else(|| "the native default".to_string(), |x| format!("v{}", x.id));
+        Status::failed_precondition(format!(
+            "{} policy {v} failed on the last cycle's batch and is marked unhealthy: {e}; {active} stays active",
+            k.name()
+        ))
+    })
 }
 
 #[tonic::async_trait]
@@ -445,86 +523,7 @@ impl ControllerApi for Service {
         &self,
         req: Request<api::UsageRequest>,
     ) -> Result<Response<api::UsageReply>, Status> {
-        let now = unix_now();
-        self.0.caller("Usage", &req, now)?;
-        let r = req.into_inner();
-        if r.end <= r.start {
-            return Err(Status::invalid_argument(
-                "the period must end after it starts",
-            ));
-        }
-        let span = |from: Option<i64>, to: Option<i64>| -> f64 {
-            let (Some(from), to) = (from, to.unwrap_or(now)) else {
-                return 0.0;
-            };
-            (to.min(r.end) - from.max(r.start)).max(0) as f64
-        };
-        let mut per: std::collections::HashMap<(String, String), api::UsageRow> =
-            Default::default();
-        let mut reply = api::UsageReply::default();
-        // A chunk of jobs per hold of the lock: other calls go on between chunks.
-        const CHUNK: usize = 4096;
-        let mut from = 0;
-        loop {
-            let c = self.0.lock();
-            let s = c.scheduler();
-            if from == 0 {
-                let cluster = s.cluster();
-                let cores: u64 = cluster
-                    .nodes
-                    .iter()
-                    .map(|n| n.topology.core_count() as u64)
-                    .sum();
-                let gpus: u64 = cluster
-                    .nodes
-                    .iter()
-                    .map(|n| n.topology.gpu_count() as u64)
-                    .sum();
-                let secs = (r.end - r.start) as f64;
-                reply.capacity_core_seconds = cores as f64 * secs;
-                reply.capacity_gpu_seconds = gpus as f64 * secs;
-                reply.cluster = c.cluster_name().to_string();
-            }
-            let jobs = s.jobs();
-            for j in jobs.iter().skip(from).take(CHUNK) {
-                let Some(alloc) = j.allocation.as_ref() else {
-                    continue;
-                };
-                let secs = (span(j.start_time, j.end_time) - j.suspended_for as f64).max(0.0);
-                if secs <= 0.0 {
-                    continue;
-                }
-                let cluster = s.cluster();
-                let key = (
-                    cluster.users[j.user.index()].clone(),
-                    cluster.accounts[j.account.index()].name.clone(),
-                );
-                let row = per.entry(key.clone()).or_insert_with(|| api::UsageRow {
-                    user: key.0,
-                    account: key.1,
-                    ..Default::default()
-                });
-                let core_s = alloc.core_count() as f64 * secs;
-                let gpu_s = alloc.gpu_count() as f64 * secs;
-                row.core_seconds += core_s;
-                row.gpu_seconds += gpu_s;
-                row.jobs += 1;
-                reply.allocated_core_seconds += core_s;
-                reply.allocated_gpu_seconds += gpu_s;
-            }
-            from += CHUNK;
-            if from >= jobs.len() {
-                break;
-            }
-        }
-        let mut rows: Vec<api::UsageRow> = per.into_values().collect();
-        rows.sort_by(|a, b| {
-            b.core_seconds
-                .total_cmp(&a.core_seconds)
-                .then_with(|| a.user.cmp(&b.user))
-        });
-        reply.rows = rows;
-        Ok(Response::new(reply))
+        accounting::usage(self.0.clone(), req).await
     }
 
     async fn reservations(
@@ -762,66 +761,20 @@ impl ControllerApi for Service {
         }))
     }
 
-    type AccountingStream = PageStream<api::AccountingReply>;
+    type AccountingStream = accounting::AccountingStream;
 
     async fn accounting(
         &self,
         req: Request<api::AccountingRequest>,
     ) -> Result<Response<Self::AccountingStream>, Status> {
-        let now = unix_now();
-        let who = self.0.caller("Accounting", &req, now)?;
-        let r = req.into_inner();
-        let stream = paged(
-            self.0.clone(),
-            move |c, from, page, bytes| {
-                let jobs = c.scheduler().jobs();
-                for (i, j) in jobs.iter().enumerate().skip(from) {
-                    if page_full(page, *bytes) {
-                        return Some(i);
-                    }
-                    let cluster = c.scheduler().cluster();
-                    let owner = &cluster.users[j.user.index()];
-                    let any = |list: &[String], value: &str| {
-                        list.is_empty() || list.iter().any(|v| v == value)
-                    };
-                    let in_window = (r.window_end == 0 || j.submit_time <= r.window_end)
-                        && (r.window_start == 0 || j.end_time.is_none_or(|e| e >= r.window_start));
-                    if !c.may_see(&who, j)
-                        || j.submit_time < r.since
-                        || !in_window
-                        || !named(&r.job_ids, j)
-                        || (!r.user.is_empty() && *owner != r.user)
-                        || !any(&r.users, owner)
-                        || !any(&r.names, &j.name)
-                        || !any(&r.states, c.shown_state(j))
-                        || !any(&r.accounts, &cluster.accounts[j.account.index()].name)
-                        || !any(&r.partitions, &cluster.partition(j.partition).name)
-                    {
-                        continue;
-                    }
-                    let info = c.job_info(j);
-                    let usage = c.usage(j.id);
-                    let ran = match (j.start_time, j.end_time) {
-                        (Some(s), Some(e)) => (e - s - j.suspended_for).max(0),
-                        (Some(s), None) => (now - s - j.suspended_for).max(0),
-                        _ => 0,
-                    };
-                    let cores = j.allocation.as_ref().map_or(0, |a| a.core_count());
-                    let record = api::AccountingRecord {
-                        job: Some(info),
-                        cpu_core_seconds: (cores as i64 * ran) as f64,
-                        max_rss_mb: usage.max_rss_mb,
-                        user_cpu_s: usage.user_cpu_s,
-                        system_cpu_s: usage.system_cpu_s,
-                    };
-                    *bytes += prost::Message::encoded_len(&record);
-                    page.push(record);
-                }
-                None
-            },
-            |records| api::AccountingReply { records },
-        );
-        Ok(Response::new(stream))
+        accounting::accounting(self.0.clone(), req).await
+    }
+
+    async fn snapshot(
+        &self,
+        req: Request<api::SnapshotRequest>,
+    ) -> Result<Response<api::SnapshotReply>, Status> {
+        accounting::snapshot_call(self.0.clone(), req).await
     }
 
     async fn set_node_state(
@@ -884,38 +837,54 @@ impl ControllerApi for Service {
             .await
             .map_err(|e| Status::internal(format!("the compile stopped: {e}")))?
             .map_err(|e| Status::invalid_argument(format!("{} policy refused: {e}", k.name())))?;
-        // The lock is held from load to activation: the swap lands between two cycles.
-        let mut c = self.0.lock();
-        let version = slots
-            .load(k, &r.component, &r.config)
-            .map_err(|e| Status::invalid_argument(format!("{} policy refused: {e}", k.name())))?;
-        let loaded = Entry::PolicyLoaded {
-            kind: k.name().into(),
-            sha256: sha.clone(),
-            config: r.config.clone(),
-            who: who.user.clone(),
-        };
-        c.log_policy(now, loaded, Some((&sha, &r.component)))
-            .map_err(|e| self.0.status(e))?;
-        tracing::info!(kind = k.name(), version = version.0, sha256 = %sha, who = %who.user, "policy loaded");
-        if !r.no_activate {
-            slots
-                .activate(k, version, &who.user, now)
-                .map_err(|e| Status::internal(e.to_string()))?;
-            let activated = Entry::PolicyActivated {
+        // Loaded and logged under the lock; tried outside it; activated (between two
+        // cycles) and logged under it again.
+        let version = {
+            let mut c = self.0.lock();
+            let version = slots.load(k, &r.component, &r.config).map_err(|e| {
+                Status::invalid_argument(format!("{} policy refused: {e}", k.name()))
+            })?;
+            let loaded = Entry::PolicyLoaded {
                 kind: k.name().into(),
-                version: version.0,
+                sha256: sha.clone(),
+                config: r.config.clone(),
                 who: who.user.clone(),
             };
-            c.log_policy(now, activated, None)
+            c.log_policy(now, loaded, Some((&sha, &r.component)))
                 .map_err(|e| self.0.status(e))?;
+            version
+        };
+        tracing::info!(kind = k.name(), version = version.0, sha256 = %sha, who = %who.user, "policy loaded");
+        let mut tried = false;
+        if !r.no_activate {
+            tried = trial(&slots, k, version).await?;
+            self.activate(&slots, k, version, &who, now)?;
         }
-        drop(c);
         self.0.wake.notify_one();
         Ok(Response::new(api::PolicyLoadReply {
             version: version.0,
             sha256: sha,
             activated: !r.no_activate,
+            tried,
+        }))
+    }
+
+    async fn policy_activate(
+        &self,
+        req: Request<api::PolicyActivateRequest>,
+    ) -> Result<Response<api::PolicyListReply>, Status> {
+        let now = unix_now();
+        let who = self.0.caller("PolicyActivate", &req, now)?;
+        admin_only(&who, "activate policies")?;
+        let r = req.into_inner();
+        let k = kind(&r.kind)?;
+        let version = VersionId(r.version);
+        let slots = slots(&self.0.lock())?;
+        trial(&slots, k, version).await?;
+        self.activate(&slots, k, version, &who, now)?;
+        self.0.wake.notify_one();
+        Ok(Response::new(api::PolicyListReply {
+            slots: vec![slot_info(&slots, k)],
         }))
     }
 
@@ -930,6 +899,13 @@ impl ControllerApi for Service {
         let k = kind(&r.kind)?;
         let c = self.0.lock();
         let slots = slots(&c)?;
+        if r.cycles > 0 {
+            slots
+                .watch_shadow(k, VersionId(r.version), r.cycles.min(MAX_SHADOW_CYCLES))
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            tracing::info!(kind = k.name(), version = r.version, cycles = r.cycles, who = %who.user, "shadow over time started");
+            return Ok(Response::new(api::PolicyShadowReply::default()));
+        }
         let report =
             shadow(&slots, k, VersionId(r.version)).map_err(Status::failed_precondition)?;
         Ok(Response::new(api::PolicyShadowReply {
@@ -953,8 +929,11 @@ impl ControllerApi for Service {
         let r = req.into_inner();
         let k = kind(&r.kind)?;
         let to = (r.to != 0).then_some(VersionId(r.to));
+        let slots = slots(&self.0.lock())?;
+        if let Some(v) = to {
+            trial(&slots, k, v).await?;
+        }
         let mut c = self.0.lock();
-        let slots = slots(&c)?;
         slots
             .rollback(k, to, &who.user, now)
             .map_err(|e| Status::failed_precondition(e.to_string()))?;

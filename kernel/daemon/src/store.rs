@@ -13,7 +13,9 @@
 //! its ticket; submissions wait outside the controller's lock.
 //!
 //! A restart rebuilds the scheduler by applying the log from the start
-//! (`Controller::open`). The log is the truth; memory is a cache of it.
+//! (`Controller::open`), or from the latest snapshot: a snapshot compacts the log to
+//! what concerns live work (see `snapshot`). The log is the truth; memory is a cache of
+//! it.
 //!
 //! The database records its schema version ([`SCHEMA_VERSION`]): an older database is
 //! migrated forward when opened, a newer one is refused with a message that says which
@@ -30,9 +32,11 @@ use sha2::{Digest, Sha256};
 
 mod journal;
 pub mod postgres;
+mod snapshot;
 mod sqlite;
 
 pub use journal::{Journal, JournalError, Ticket};
+pub use snapshot::{AccountingFilter, AccountingRow, Compacted, Snapshot, UsageSum};
 
 /// The schema this build writes and the newest it reads.
 ///
@@ -41,7 +45,9 @@ pub use journal::{Journal, JournalError, Ticket};
 /// - 1: the `environments` table: a `submitted` entry names its environment by sha256
 ///   (`launch.env_sha256`), each distinct environment is kept once. Entries of schema 0
 ///   stay as they are and read the same.
-pub const SCHEMA_VERSION: i64 = 1;
+/// - 2: the `snapshots` and `accounting` tables. A log may have gaps where a snapshot
+///   deleted the entries of jobs it forgot.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// What a job needs besides the kernel's view of it: what to run and where its output goes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -257,6 +263,39 @@ pub enum Entry {
     },
 }
 
+impl Entry {
+    /// The job the entry concerns (a submission's first job), if any.
+    pub fn job(&self) -> Option<JobId> {
+        match self {
+            Self::Submitted { first, .. } => Some(*first),
+            Self::Started { job, .. }
+            | Self::Ended { job, .. }
+            | Self::Cancelled { job }
+            | Self::TimedOut { job }
+            | Self::ProcessesGone { job, .. }
+            | Self::DependencyNeverSatisfied { job }
+            | Self::PastDeadline { job }
+            | Self::Preempted { job, .. }
+            | Self::Resumed { job }
+            | Self::StepStarted { job, .. }
+            | Self::StepEnded { job, .. }
+            | Self::Held { job, .. }
+            | Self::Released { job, .. }
+            | Self::SuspendedByAdmin { job }
+            | Self::ResumedByAdmin { job }
+            | Self::Requeued { job }
+            | Self::Updated { job, .. } => Some(*job),
+            Self::NodeFailed { .. }
+            | Self::NodeState { .. }
+            | Self::PolicyLoaded { .. }
+            | Self::PolicyActivated { .. }
+            | Self::PolicyRolledBack { .. }
+            | Self::ReservationSet(_)
+            | Self::ReservationDeleted { .. } => None,
+        }
+    }
+}
+
 /// An advance reservation as the log keeps it: nodes by name, so a record stays valid
 /// when the cluster's node order changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -392,7 +431,8 @@ impl Location {
 pub(crate) trait Backend: Send {
     /// The schema version the database records.
     fn schema_version(&mut self) -> Result<i64, StoreError>;
-    /// The sequence number of the last entry (0 when the log is empty).
+    /// The sequence number of the last entry, or of the latest snapshot's position if
+    /// that is later (0 when there are neither): the next entry is numbered after it.
     fn last_seq(&mut self) -> Result<i64, StoreError>;
     /// Raw entries after `seq`, oldest first, at most `limit`.
     fn entries_after(
@@ -412,6 +452,26 @@ pub(crate) trait Backend: Send {
     fn commit(&mut self, records: Vec<Record>) -> Result<(), StoreError>;
     /// A second connection to the same database, for reads beside the writer.
     fn another(&self) -> Result<Box<dyn Backend>, StoreError>;
+    /// A second connection that may write what a compaction writes (under the same
+    /// lease epoch, on PostgreSQL).
+    fn writer(&self) -> Result<Box<dyn Backend>, StoreError>;
+    /// The latest snapshot's position and JSON.
+    fn latest_snapshot(&mut self) -> Result<Option<(i64, String)>, StoreError>;
+    fn latest_snapshot_upto(&mut self) -> Result<i64, StoreError>;
+    /// Writes a snapshot (and drops older ones) in one transaction; PostgreSQL refuses
+    /// it from a past epoch.
+    fn write_snapshot(&mut self, upto: i64, time: Time, json: String) -> Result<(), StoreError>;
+    /// Inserts (or replaces) accounting rows in one transaction.
+    fn write_accounting(&mut self, rows: Vec<AccountingRow>) -> Result<(), StoreError>;
+    /// Deletes log entries by sequence number, in one transaction.
+    fn delete_entries(&mut self, seqs: Vec<i64>) -> Result<(), StoreError>;
+    /// Whole accounting rows after job `after`, by job id, at most `limit`.
+    fn accounting_rows(&mut self, after: u64, limit: i64)
+        -> Result<Vec<AccountingRow>, StoreError>;
+    /// Accounting rows (job id, encoded record) as `filter` asks, by job id.
+    fn accounting(&mut self, filter: &AccountingFilter) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// Use of the accounted jobs between `start` and `end`, per (user, account).
+    fn accounting_usage(&mut self, start: Time, end: Time) -> Result<Vec<UsageSum>, StoreError>;
 }
 
 /// The controller's state: the log and what it names, in one of the backends.
@@ -528,6 +588,21 @@ impl Store {
         self.backend.commit(records)
     }
 
+    /// A second connection to the same database, for reading.
+    pub fn another(&self) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: self.backend.another()?,
+        })
+    }
+
+    /// A second connection that writes snapshots and accounting rows (under the same
+    /// lease epoch, on PostgreSQL).
+    pub fn writer(&self) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: self.backend.writer()?,
+        })
+    }
+
     /// A second connection to the same database.
     pub fn reader(&self) -> Result<LogReader, StoreError> {
         Ok(LogReader {
@@ -618,7 +693,8 @@ impl Store {
 
     /// Copies everything `self` holds into `to`, which must be empty and writable: the
     /// environments and components, then the log a page at a time in order, each entry
-    /// keeping its sequence number and time. `progress` hears how many entries are
+    /// keeping its sequence number and time, then the accounting rows and the latest
+    /// snapshot. `progress` hears how many entries are
     /// copied so far. Returns that count.
     pub fn copy_to(
         &mut self,
@@ -645,23 +721,30 @@ impl Store {
         to.backend.commit(records)?;
         let mut copied = 0;
         self.pages(0, |page| {
-            // Sequence numbers carry over only if they have no gaps: the target numbers
-            // its entries from 1.
-            let last = copied + page.len() as i64;
-            if page.first().map(|e| e.0) != Some(copied + 1) || page.last().map(|e| e.0) != Some(last) {
-                return Err(StoreError::CopyRefused(format!(
-                    "the source's log has a gap after entry {copied}: it cannot be copied entry for entry"
-                )));
-            }
+            copied += page.len() as i64;
             to.backend.commit(
                 page.into_iter()
-                    .map(|(_, time, text)| Record::Entry(time, text))
+                    .map(|(seq, time, text)| Record::EntryAt(seq, time, text))
                     .collect(),
             )?;
-            copied = last;
             progress(copied);
             Ok(())
         })?;
+        let mut after = 0;
+        loop {
+            let rows = self.backend.accounting_rows(after, PAGE)?;
+            let Some(last) = rows.last().map(|r| r.job) else {
+                break;
+            };
+            to.backend.write_accounting(rows)?;
+            after = last;
+        }
+        if let Some((upto, text)) = self.backend.latest_snapshot()? {
+            let time = serde_json::from_str::<Snapshot>(&text)
+                .map_err(|source| StoreError::Corrupt { seq: upto, source })?
+                .time;
+            to.backend.write_snapshot(upto, time, text)?;
+        }
         Ok(copied)
     }
 
@@ -676,25 +759,42 @@ impl Store {
     }
 }
 
-/// The log as read so far, for a restore: its entries as [`Store::history_after`] gives
-/// them, and the components its policy loads name. A standby keeps one up to date
-/// (following the log), so a takeover reads only the tail.
+/// The log as read so far, for a restore: the latest snapshot, the entries it keeps
+/// and those after it as [`Store::history_after`] gives them, and the components their
+/// policy loads name. A standby keeps one up to date (following the log), so a takeover
+/// reads only the tail.
 #[derive(Default)]
 pub struct History {
+    pub snapshot: Option<Snapshot>,
     pub entries: Vec<Logged>,
     pub components: HashMap<String, Vec<u8>>,
+    /// Read up to here.
+    position: i64,
 }
 
 impl History {
-    /// The sequence number of the last entry read.
+    /// The position read up to.
     pub fn last_seq(&self) -> i64 {
-        self.entries.last().map_or(0, |e| e.0)
+        self.position
     }
 
-    /// Reads the entries written since the last call, and the components they name.
-    /// Returns how many were new.
+    /// Reads what was written since the last call, and the components it names: when a
+    /// newer snapshot was taken, everything afresh from it (so a follower's memory, like
+    /// the controller's, holds live work, not history). Returns how many entries were
+    /// read.
     pub fn follow(&mut self, store: &mut Store) -> Result<usize, StoreError> {
-        let new = store.history_after(self.last_seq())?;
+        let latest = store.latest_snapshot_upto()?;
+        if latest > self.snapshot.as_ref().map_or(0, |s| s.upto) {
+            let snapshot = store.latest_snapshot()?;
+            *self = Self {
+                snapshot,
+                ..Self::default()
+            };
+        }
+        let mut new = store.history_after(self.position)?;
+        if let Some(s) = &self.snapshot {
+            new.retain(|(seq, _, e)| s.applies(*seq, e));
+        }
         for (_, _, e) in &new {
             if let Entry::PolicyLoaded { sha256, .. } = e {
                 if !self.components.contains_key(sha256) {
@@ -705,6 +805,9 @@ impl History {
             }
         }
         let n = new.len();
+        if let Some(&(last, _, _)) = new.last() {
+            self.position = last;
+        }
         self.entries.extend(new);
         Ok(n)
     }
@@ -720,7 +823,10 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// What a commit writes.
 pub(crate) enum Record {
+    /// The next entry.
     Entry(Time, String),
+    /// An entry with its sequence number (a copy of another state's log).
+    EntryAt(i64, Time, String),
     Component(String, Vec<u8>),
     /// A submission's environment (JSON), by sha256: kept once.
     Environment(String, String),
@@ -937,7 +1043,7 @@ mod tests {
         let err = Store::open(&path).err().expect("a newer schema is refused");
         let text = err.to_string();
         assert!(
-            text.contains("schema version 7") && text.contains("up to 1"),
+            text.contains("schema version 7") && text.contains(&format!("up to {SCHEMA_VERSION}")),
             "{text}"
         );
         let conn = Connection::open(&path).unwrap();

@@ -42,6 +42,7 @@ fn controller(state: &std::path::Path) -> Controller {
         heartbeat_s: HEARTBEAT_S,
         node_timeout_s: 30,
         kill_grace_s: 10,
+        finished_retention_s: 300,
         limits: Limits {
             max_script_bytes: 1 << 20,
             max_dependencies: 10,

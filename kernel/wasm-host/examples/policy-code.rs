@@ -1,6 +1,6 @@
 //! Writes the machine code the policy host runs for a component, as an ELF object to
 //! read with `objdump -d --no-show-raw-insn OUT` (symbols name each function when the
-//! component keeps its name section; see docs/POLICIES.md, "Hot loops"):
+//! component keeps its name section; see docs/PERFORMANCE.md, "Hot loops"):
 //!
 //!     cargo run --release -p gantry-wasm-host --example policy-code -- IN.wasm OUT.o
 

@@ -38,11 +38,12 @@ use wasmtime::component::Component;
 use wasmtime::{Config, Engine, ProfilingStrategy};
 
 pub use slot::{
-    CallFailure, Decision, LoadedVersion, PolicySlot, ShadowReport, SharedSlot, SlotError,
-    SwapRecord, VersionId,
+    Answering, CallFailure, Decision, LoadedVersion, PolicySlot, ShadowReport, ShadowWatch,
+    SharedSlot, SlotError, SwapAction, SwapRecord, VersionId,
 };
 pub use world::{
-    FairshareWorld, HostState, PlacementWorld, PolicyWorld, PreemptionWorld, PriorityWorld,
+    FairshareWorld, HostState, Phase, PlacementWorld, PolicyWorld, PreemptionWorld, PriorityWorld,
+    MAX_LOG_LINE,
 };
 
 /// Safety limits of every policy call and instance. Validated once by [`PolicyHost::new`].
@@ -52,6 +53,9 @@ pub struct HostLimits {
     pub call_timeout: Duration,
     /// Largest linear memory an instance may grow to, in bytes.
     pub memory_bytes: usize,
+    /// Most core instances (and so memories and tables) one component instance may
+    /// make: a Rust component makes one or two; an interpreter's may make more.
+    pub instances: u32,
 }
 
 impl Default for HostLimits {
@@ -59,7 +63,65 @@ impl Default for HostLimits {
         Self {
             call_timeout: Duration::from_millis(500),
             memory_bytes: 256 << 20,
+            instances: 8,
         }
+    }
+}
+
+impl HostLimits {
+    /// The tightest and loosest limits a host or a slot may be given.
+    pub const MIN_CALL_TIMEOUT: Duration = Duration::from_millis(2);
+    pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const MIN_MEMORY_BYTES: usize = 1 << 20;
+    pub const MAX_MEMORY_BYTES: usize = 16 << 30;
+    pub const MAX_INSTANCES: u32 = 64;
+
+    /// The defaults with any of a slot's settings in an administrator's units (as
+    /// gantryd's `[policies.KIND]` and `gantry sim --policy-limits` take them), checked.
+    pub fn with_settings(
+        deadline_ms: Option<u64>,
+        memory_mb: Option<u64>,
+        instances: Option<u64>,
+    ) -> Result<Self, LoadError> {
+        let mut l = Self::default();
+        if let Some(ms) = deadline_ms {
+            l.call_timeout = Duration::from_millis(ms);
+        }
+        if let Some(mb) = memory_mb {
+            l.memory_bytes = usize::try_from(mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = instances {
+            l.instances = u32::try_from(n).unwrap_or(u32::MAX);
+        }
+        l.check()?;
+        Ok(l)
+    }
+
+    /// Refuses limits outside those bounds, saying which.
+    pub fn check(&self) -> Result<(), LoadError> {
+        let bad = |m: String| Err(LoadError::Limits(m));
+        if !(Self::MIN_CALL_TIMEOUT..=Self::MAX_CALL_TIMEOUT).contains(&self.call_timeout) {
+            return bad(format!(
+                "the call deadline must be between {:?} and {:?}",
+                Self::MIN_CALL_TIMEOUT,
+                Self::MAX_CALL_TIMEOUT
+            ));
+        }
+        if !(Self::MIN_MEMORY_BYTES..=Self::MAX_MEMORY_BYTES).contains(&self.memory_bytes) {
+            return bad("the memory cap must be between 1 MiB and 16 GiB".into());
+        }
+        if !(1..=Self::MAX_INSTANCES).contains(&self.instances) {
+            return bad(format!(
+                "the instance count must be between 1 and {}",
+                Self::MAX_INSTANCES
+            ));
+        }
+        Ok(())
+    }
+
+    /// The epoch ticks of a call's deadline.
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        (self.call_timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
     }
 }
 
@@ -88,6 +150,11 @@ fn profiler(value: Option<&str>) -> Result<ProfilingStrategy, &str> {
 }
 
 /// The resolution of call deadlines: the epoch ticks this often.
+/// What a policy may import: the package's interfaces (`host`, and `types` for the
+/// types its worlds use), of any version — a component of another version is refused
+/// by its world's check, with the reason.
+pub(crate) const POLICY_PACKAGE: &str = "gantry:policy/";
+
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Error)]
@@ -96,6 +163,22 @@ pub enum LoadError {
     Limits(String),
     #[error("not a valid policy component: {0}")]
     Compile(String),
+    /// A core WebAssembly module, as `cargo build --target wasm32-unknown-unknown` makes
+    /// without the component linker.
+    #[error(
+        "this is a core WebAssembly module, not a component: link it with the Rust \
+         toolchain's wasm-component-ld (Cargo setting target.wasm32-unknown-unknown.linker \
+         = \"wasm-component-ld\", as the project `gantry policy new` makes has it), or \
+         encode it with `wasm-tools component new`"
+    )]
+    CoreModule,
+    /// Imports the host does not offer (WASI, most often).
+    #[error(
+        "the component imports what Gantry does not offer: {0}. A policy may import only \
+         gantry:policy's interfaces (no WASI: no files, clock, environment or randomness); \
+         docs/POLICIES.md says how each language does without"
+    )]
+    ForeignImports(String),
     #[error("component does not implement the '{world}' world of gantry:policy@0.3.0: {detail}")]
     WrongWorld { world: &'static str, detail: String },
     #[error("policy refused its configuration: {0}")]
@@ -136,17 +219,7 @@ impl PolicyHost {
     }
 
     fn build(limits: HostLimits, code_cache: Option<PathBuf>) -> Result<Arc<Self>, LoadError> {
-        if limits.call_timeout < EPOCH_TICK * 2 {
-            return Err(LoadError::Limits(format!(
-                "call_timeout must be at least {:?}",
-                EPOCH_TICK * 2
-            )));
-        }
-        if limits.memory_bytes < 1 << 20 {
-            return Err(LoadError::Limits(
-                "memory_bytes must be at least 1 MiB".into(),
-            ));
-        }
+        limits.check()?;
         let mut config = Config::new();
         config
             .wasm_component_model(true)
@@ -184,13 +257,12 @@ impl PolicyHost {
         &self.engine
     }
 
-    /// Deadline of one call, in epoch ticks.
-    pub(crate) fn deadline_ticks(&self) -> u64 {
-        (self.limits.call_timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
-    }
-
     /// Compiles `bytes`, or returns the component compiled earlier from the same bytes.
     pub(crate) fn compile(&self, bytes: &[u8]) -> Result<(Component, [u8; 32]), LoadError> {
+        // The preamble's version field: 1 for a core module, 0x0d (layer 1) a component.
+        if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0] {
+            return Err(LoadError::CoreModule);
+        }
         let sha: [u8; 32] = Sha256::digest(bytes).into();
         if let Some(c) = self
             .compiled
@@ -229,6 +301,12 @@ impl PolicyHost {
     /// compiles it to (what the code cache holds), with one symbol per function. For
     /// reading with `objdump -d`, to see how a policy's hot loop came out of Cranelift
     /// (`examples/policy-code.rs`). Compiles anew and keeps nothing.
+    /// Compiles a component into this host's cache (a later load of the same bytes
+    /// only instantiates it), so the two costs can be told apart.
+    pub fn precompile(&self, bytes: &[u8]) -> Result<(), LoadError> {
+        self.compile(bytes).map(|_| ())
+    }
+
     pub fn compiled_object(&self, bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
         self.engine
             .precompile_component(bytes)
@@ -303,6 +381,8 @@ pub fn hex(sha: &[u8; 32]) -> String {
 pub struct ComponentSource {
     pub bytes: Vec<u8>,
     pub config: String,
+    /// The slot's own limits (default: the host's).
+    pub limits: Option<HostLimits>,
 }
 
 /// Handles to the slots of a Wasm [`gantry_kernel::policy::PolicySet`], for swaps.
@@ -448,6 +528,31 @@ impl WasmSlots {
         locked(&self.placement, |s| s.record_batches(on));
     }
 
+    /// [`PolicySlot::watch_shadow`] on the slot of `kind`.
+    pub fn watch_shadow(
+        &self,
+        kind: PolicyKind,
+        id: VersionId,
+        cycles: u32,
+    ) -> Result<(), SlotError> {
+        match kind {
+            PolicyKind::Priority => locked(&self.priority, |s| s.watch_shadow(id, cycles)),
+            PolicyKind::Fairshare => locked(&self.fairshare, |s| s.watch_shadow(id, cycles)),
+            PolicyKind::Preemption => locked(&self.preemption, |s| s.watch_shadow(id, cycles)),
+            PolicyKind::Placement => locked(&self.placement, |s| s.watch_shadow(id, cycles)),
+        }
+    }
+
+    /// [`PolicySlot::trial`] on the slot of `kind`.
+    pub fn trial(&self, kind: PolicyKind, id: VersionId) -> Result<bool, SlotError> {
+        match kind {
+            PolicyKind::Priority => locked(&self.priority, |s| s.trial(id)),
+            PolicyKind::Fairshare => locked(&self.fairshare, |s| s.trial(id)),
+            PolicyKind::Preemption => locked(&self.preemption, |s| s.trial(id)),
+            PolicyKind::Placement => locked(&self.placement, |s| s.trial(id)),
+        }
+    }
+
     /// [`PolicySlot::rollback`] on the slot of `kind`.
     pub fn rollback(
         &self,
@@ -493,6 +598,9 @@ pub fn policy_set(
         at: gantry_kernel::Time,
     ) -> Result<PolicySlot<W>, LoadError> {
         let mut s = PolicySlot::<W>::new(host.clone())?;
+        if let Some(limits) = src.limits {
+            s.set_limits(limits)?;
+        }
         let id = s.load(&src.bytes, &src.config)?;
         s.activate(id, who, at)
             .map_err(|e| LoadError::Engine(e.to_string()))?;

@@ -12,6 +12,7 @@ use gantry_kernel::Time;
 use wasmtime::component::Linker;
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
+use crate::world::Phase;
 use crate::world::{
     self, FairshareWorld, HostState, PlacementWorld, PolicyWorld, PreemptionWorld, PriorityWorld,
 };
@@ -21,7 +22,7 @@ use crate::{hex, LoadError, PolicyHost};
 const LIVE_FALLBACKS: usize = 2;
 
 /// A loaded version's number within its slot (1, 2, …).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VersionId(pub u32);
 
 impl std::fmt::Display for VersionId {
@@ -41,6 +42,67 @@ pub struct LoadedVersion {
     /// False once it trapped, timed out or answered wrongly; it is not used again unless
     /// an admin activates it explicitly.
     pub healthy: bool,
+}
+
+/// Who answered a slot's last call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answering {
+    /// No call yet.
+    Nobody,
+    Version(VersionId),
+    /// Every version failed (or none is active): the kernel's native default answered.
+    Native,
+}
+
+/// A shadow over time: a candidate version run beside the answering one on every
+/// call, for a number of calls, and the running summary of how its answers differ.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ShadowWatch {
+    pub version: VersionId,
+    /// Calls still to shadow, and shadowed so far.
+    pub cycles_left: u32,
+    pub cycles: u32,
+    /// Calls on which the candidate would have decided differently.
+    pub differing: u32,
+    /// Entries whose decision differed, summed over the calls, and the most in one.
+    pub changed: u64,
+    pub most_changed: usize,
+    /// The size of the last batch shadowed.
+    pub batch: usize,
+    /// The last call's largest differences: `(job or node id, before, after)`.
+    pub examples: Vec<(u64, String, String)>,
+    /// Why the candidate failed (it is then marked unhealthy and the watch ends).
+    pub failed: Option<String>,
+}
+
+/// A watch and the index of its version.
+struct Watch {
+    index: usize,
+    summary: ShadowWatch,
+    cycles_left: u32,
+}
+
+/// How a version became the active one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwapAction {
+    /// An admin activated it (`policy load`, `policy activate`).
+    Activate,
+    /// An admin went back to the last fallback (`policy rollback`).
+    Rollback,
+    /// An admin rolled back to a named version (`policy rollback --to`).
+    RollbackTo,
+    /// The host, after the active version failed.
+    Fallback,
+}
+
+impl SwapAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Activate => "activate",
+            Self::Rollback | Self::RollbackTo => "rollback",
+            Self::Fallback => "fallback",
+        }
+    }
 }
 
 /// One entry of the swap history.
@@ -127,6 +189,8 @@ struct Version<W: Decision> {
 /// The versions of one decision point.
 pub struct PolicySlot<W: Decision> {
     host: Arc<PolicyHost>,
+    /// This slot's deadline, memory cap and instance count (the host's unless set).
+    limits: crate::HostLimits,
     linker: Linker<HostState>,
     versions: Vec<Version<W>>,
     active: Option<usize>,
@@ -135,6 +199,10 @@ pub struct PolicySlot<W: Decision> {
     history: Vec<SwapRecord>,
     failures: Vec<CallFailure>,
     native_answers: u64,
+    answering: Answering,
+    /// A candidate run beside the answering version on every call (`policy shadow
+    /// --cycles`), and what it would have changed so far.
+    watch: Option<Watch>,
     record: bool,
     last_batch: Option<(Time, <W::Batch as ToOwned>::Owned)>,
 }
@@ -154,6 +222,7 @@ impl<W: Decision> PolicySlot<W> {
         let mut linker = Linker::new(host.engine());
         W::add_to_linker(&mut linker).map_err(|e| LoadError::Engine(e.to_string()))?;
         Ok(Self {
+            limits: host.limits(),
             host,
             linker,
             versions: Vec::new(),
@@ -162,9 +231,24 @@ impl<W: Decision> PolicySlot<W> {
             history: Vec::new(),
             failures: Vec::new(),
             native_answers: 0,
+            answering: Answering::Nobody,
+            watch: None,
             record: false,
             last_batch: None,
         })
+    }
+
+    /// Gives this slot limits of its own (an interpreter needs more memory and time
+    /// than a Rust guest). Instances made from then on get them.
+    pub fn set_limits(&mut self, limits: crate::HostLimits) -> Result<(), LoadError> {
+        limits.check()?;
+        self.limits = limits;
+        Ok(())
+    }
+
+    /// This slot's limits.
+    pub fn limits(&self) -> crate::HostLimits {
+        self.limits
     }
 
     fn new_instance(
@@ -174,8 +258,8 @@ impl<W: Decision> PolicySlot<W> {
         config: &str,
     ) -> Result<(Live<W>, W::Needs), LoadError> {
         let limits = StoreLimitsBuilder::new()
-            .memory_size(self.host.limits().memory_bytes)
-            .instances(8)
+            .memory_size(self.limits.memory_bytes)
+            .instances(self.limits.instances as usize)
             .trap_on_grow_failure(true)
             .build();
         let mut store = Store::new(
@@ -183,19 +267,21 @@ impl<W: Decision> PolicySlot<W> {
             HostState {
                 limits,
                 policy: name.to_string(),
+                phase: Phase::Setup,
+                last_error: None,
             },
         );
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.host.deadline_ticks());
-        let ms = self.host.limits().call_timeout.as_millis();
+        store.set_epoch_deadline(self.limits.deadline_ticks());
+        let ms = self.limits.call_timeout.as_millis();
         let bindings =
             W::instantiate(pre, &mut store).map_err(|e| LoadError::Trap(short(&e, ms)))?;
-        store.set_epoch_deadline(self.host.deadline_ticks());
+        store.set_epoch_deadline(self.limits.deadline_ticks());
         W::init(&bindings, &mut store, config)
             .map_err(|e| LoadError::Trap(short(&e, ms)))?
             .map_err(LoadError::Config)?;
-        store.set_epoch_deadline(self.host.deadline_ticks());
+        store.set_epoch_deadline(self.limits.deadline_ticks());
         let needs = W::needs(&bindings, &mut store).map_err(|e| LoadError::Trap(short(&e, ms)))?;
         Ok(((store, bindings), needs))
     }
@@ -204,6 +290,24 @@ impl<W: Decision> PolicySlot<W> {
     /// The version is loaded, not active.
     pub fn load(&mut self, bytes: &[u8], config: &str) -> Result<VersionId, LoadError> {
         let (component, sha) = self.host.compile(bytes)?;
+        // Said plainly before the linker's "implementation is missing": WASI (a
+        // language runtime's clock, files, environment) is not offered, and how to do
+        // without it depends on the language (docs/POLICIES.md, "Other languages").
+        let foreign: Vec<String> = component
+            .component_type()
+            .imports(self.host.engine())
+            .map(|(name, _)| name.to_string())
+            .filter(|name| !name.starts_with(crate::POLICY_PACKAGE))
+            .collect();
+        if !foreign.is_empty() {
+            // Names the component chose: a few are enough to act on, and bound the message.
+            const SHOWN: usize = 12;
+            let mut names = foreign[..foreign.len().min(SHOWN)].join(", ");
+            if foreign.len() > SHOWN {
+                names.push_str(&format!(" and {} more", foreign.len() - SHOWN));
+            }
+            return Err(LoadError::ForeignImports(names));
+        }
         let wrong = |e: wasmtime::Error| LoadError::WrongWorld {
             world: W::NAME,
             detail: short(&e, 0),
@@ -211,9 +315,9 @@ impl<W: Decision> PolicySlot<W> {
         let pre = self.linker.instantiate_pre(&component).map_err(wrong)?;
         let pre = W::pre(pre).map_err(wrong)?;
         let ((mut store, bindings), needs) = self.new_instance(&pre, W::NAME, config)?;
-        store.set_epoch_deadline(self.host.deadline_ticks());
+        store.set_epoch_deadline(self.limits.deadline_ticks());
         let info = W::info(&bindings, &mut store)
-            .map_err(|e| LoadError::Trap(short(&e, self.host.limits().call_timeout.as_millis())))?;
+            .map_err(|e| LoadError::Trap(short(&e, self.limits.call_timeout.as_millis())))?;
         store.data_mut().policy = info.name.clone();
         let id = VersionId(self.versions.len() as u32 + 1);
         tracing::info!(slot = W::NAME, %id, name = %info.name, version = %info.version, sha256 = %hex(&sha), "policy loaded");
@@ -238,20 +342,28 @@ impl<W: Decision> PolicySlot<W> {
             .ok_or(SlotError::UnknownVersion(id))
     }
 
-    fn switch(&mut self, to: usize, who: &str, at: Time, action: &'static str) {
+    /// Makes version `to` the active one. Every way a version becomes active keeps the
+    /// fallback order true: the versions active before it, most recent last, each once,
+    /// never the active one. An admin's activation (`activate`, or `rollback` to a named
+    /// version) keeps the version it replaces as the first fallback; going back
+    /// (`rollback` with no version) and the host's own `fallback` drop it, since it is
+    /// the one being left.
+    fn switch(&mut self, to: usize, who: &str, at: Time, action: SwapAction) {
         let from = self.active.map(|i| self.versions[i].id);
-        if let Some(old) = self.active {
-            if action != "rollback" {
+        if let Some(old) = self.active.filter(|&old| old != to) {
+            if matches!(action, SwapAction::Activate | SwapAction::RollbackTo) {
+                self.earlier.retain(|&e| e != old);
                 self.earlier.push(old);
             }
         }
+        self.earlier.retain(|&e| e != to);
         self.active = Some(to);
         let v = &self.versions[to];
-        tracing::info!(slot = W::NAME, action, from = ?from, to = %v.id, who, "policy swap");
+        tracing::info!(slot = W::NAME, action = action.name(), from = ?from, to = %v.id, who, "policy swap");
         self.history.push(SwapRecord {
             at,
             who: who.to_string(),
-            action,
+            action: action.name(),
             from,
             to: Some(v.id),
             sha256: Some(hex(&v.sha)),
@@ -273,28 +385,77 @@ impl<W: Decision> PolicySlot<W> {
         }
     }
 
-    /// Makes a loaded version the active one. Call it between two cycles.
+    /// Makes a loaded version the active one (the one it replaces becomes the first
+    /// fallback). Call it between two cycles.
     pub fn activate(&mut self, id: VersionId, who: &str, at: Time) -> Result<(), SlotError> {
         let i = self.index(id)?;
         self.versions[i].healthy = true;
-        self.switch(i, who, at, "activate");
+        self.switch(i, who, at, SwapAction::Activate);
         Ok(())
     }
 
-    /// Goes back to the version active before the current one, or to `to`.
+    /// Goes back to the most recent healthy fallback, or makes `to` active as
+    /// [`Self::activate`] does (recorded as a rollback).
     pub fn rollback(
         &mut self,
         to: Option<VersionId>,
         who: &str,
         at: Time,
     ) -> Result<VersionId, SlotError> {
-        let i = match to {
-            Some(id) => self.index(id)?,
-            None => self.earlier.pop().ok_or(SlotError::NothingToRollBack)?,
+        let (i, action) = match to {
+            Some(id) => (self.index(id)?, SwapAction::RollbackTo),
+            None => {
+                let healthy = self
+                    .earlier
+                    .iter()
+                    .rposition(|&e| self.versions[e].healthy)
+                    .ok_or(SlotError::NothingToRollBack)?;
+                (self.earlier[healthy], SwapAction::Rollback)
+            }
         };
         self.versions[i].healthy = true;
-        self.switch(i, who, at, "rollback");
+        self.switch(i, who, at, action);
         Ok(self.versions[i].id)
+    }
+
+    /// The versions a failure of the active one falls back to, the first tried first.
+    pub fn fallbacks(&self) -> Vec<VersionId> {
+        self.earlier
+            .iter()
+            .rev()
+            .map(|&i| self.versions[i].id)
+            .collect()
+    }
+
+    /// Runs version `id` on the last batch decided, as a trial before activating it.
+    /// `Ok(false)`: no batch was recorded yet (nothing to try it on). A failure marks
+    /// the version unhealthy and is recorded, as a failure in a cycle is.
+    pub fn trial(&mut self, id: VersionId) -> Result<bool, SlotError> {
+        let i = self.index(id)?;
+        let Some((now, batch)) = self.last_batch.take() else {
+            return Ok(false);
+        };
+        let result = self.run(i, now, batch.borrow(), Phase::Setup);
+        self.last_batch = Some((now, batch));
+        match result {
+            Ok(_) => Ok(true),
+            Err(reason) => {
+                self.failed(i, now, reason.clone());
+                Err(SlotError::Failed(reason))
+            }
+        }
+    }
+
+    /// Marks version `i` unhealthy after a failure at `now`, and records it.
+    fn failed(&mut self, i: usize, now: Time, reason: String) {
+        let v = &mut self.versions[i];
+        v.healthy = false;
+        tracing::warn!(slot = W::NAME, version = %v.id, name = %v.info.name, %reason, "policy failed");
+        self.failures.push(CallFailure {
+            at: now,
+            version: v.id,
+            reason,
+        });
     }
 
     /// Keeps a copy of every batch decided, so [`Self::shadow`] can replay the latest.
@@ -330,10 +491,18 @@ impl<W: Decision> PolicySlot<W> {
     ) -> Result<ShadowReport, SlotError> {
         let cand = self.index(id)?;
         let current = match self.active {
-            Some(a) => self.run(a, now, batch).map_err(SlotError::Failed)?,
+            Some(a) => self
+                .run(a, now, batch, Phase::Setup)
+                .map_err(SlotError::Failed)?,
             None => native(now, batch),
         };
-        let candidate = self.run(cand, now, batch).map_err(SlotError::Failed)?;
+        let candidate = match self.run(cand, now, batch, Phase::Setup) {
+            Ok(c) => c,
+            Err(reason) => {
+                self.failed(cand, now, reason.clone());
+                return Err(SlotError::Failed(reason));
+            }
+        };
         Ok(W::compare(batch, &current, &candidate))
     }
 
@@ -348,7 +517,7 @@ impl<W: Decision> PolicySlot<W> {
             self.versions[i].instance = Some(live);
             self.versions[i].needs = needs;
         }
-        let ticks = self.host.deadline_ticks();
+        let ticks = self.limits.deadline_ticks();
         let v = &mut self.versions[i];
         if let Some((store, _)) = v.instance.as_mut() {
             store.set_epoch_deadline(ticks);
@@ -356,16 +525,31 @@ impl<W: Decision> PolicySlot<W> {
         Ok(v)
     }
 
-    fn run(&mut self, i: usize, now: Time, batch: &W::Batch) -> Result<W::Answer, String> {
-        let ms = self.host.limits().call_timeout.as_millis();
+    fn run(
+        &mut self,
+        i: usize,
+        now: Time,
+        batch: &W::Batch,
+        phase: Phase,
+    ) -> Result<W::Answer, String> {
+        let ms = self.limits.call_timeout.as_millis();
         let v = self.live(i)?;
         let (store, bindings) = v.instance.as_mut().expect("made live above");
+        store.data_mut().phase = phase;
+        store.data_mut().last_error = None;
         match W::call(bindings, store, now, batch, v.needs) {
             Ok(answer) => W::check(batch, &answer).map(|()| answer),
             Err(e) => {
+                // What the guest said last before it trapped (a Rust guest's panic
+                // message and location).
+                let said = store.data_mut().last_error.take();
                 // A trapped instance may hold broken state: never call it again.
                 v.instance = None;
-                Err(short(&e, ms))
+                let reason = short(&e, ms);
+                Err(match said {
+                    Some(line) => format!("{reason} ({line})"),
+                    None => reason,
+                })
             }
         }
     }
@@ -382,38 +566,93 @@ impl<W: Decision> PolicySlot<W> {
             None => self.last_batch = Some((now, batch.to_owned())),
         }
         let mut order: Vec<usize> = self.active.into_iter().collect();
-        order.extend(
-            self.earlier
-                .iter()
-                .rev()
-                .copied()
-                .filter(|&i| Some(i) != self.active),
-        );
+        order.extend(self.earlier.iter().rev().copied());
         for i in order {
             if !self.versions[i].healthy {
                 continue;
             }
-            match self.run(i, now, batch) {
+            match self.run(i, now, batch, Phase::Cycle) {
                 Ok(answer) => {
                     if Some(i) != self.active {
-                        self.switch(i, "gantry", now, "fallback");
+                        self.switch(i, "gantry", now, SwapAction::Fallback);
                     }
+                    self.answering = Answering::Version(self.versions[i].id);
+                    self.shadow_call(i, now, batch, &answer);
                     return Some(answer);
                 }
-                Err(reason) => {
-                    let v = &mut self.versions[i];
-                    v.healthy = false;
-                    tracing::warn!(slot = W::NAME, version = %v.id, name = %v.info.name, %reason, "policy failed; falling back");
-                    self.failures.push(CallFailure {
-                        at: now,
-                        version: v.id,
-                        reason,
-                    });
-                }
+                Err(reason) => self.failed(i, now, reason),
             }
         }
         self.native_answers += 1;
+        self.answering = Answering::Native;
         None
+    }
+
+    /// Runs the watched candidate (if any, and not the version that answered) on the
+    /// batch just decided and adds how its answer differs to the watch's summary.
+    fn shadow_call(&mut self, answered_by: usize, now: Time, batch: &W::Batch, answer: &W::Answer) {
+        let Some(w) = self.watch.as_ref().filter(|w| w.cycles_left > 0) else {
+            return;
+        };
+        let cand = w.index;
+        if cand == answered_by || !self.versions[cand].healthy {
+            return;
+        }
+        let result = self.run(cand, now, batch, Phase::Cycle);
+        let failure = match &result {
+            Err(reason) => Some(reason.clone()),
+            Ok(_) => None,
+        };
+        if let Some(reason) = &failure {
+            self.failed(cand, now, reason.clone());
+        }
+        let Some(w) = self.watch.as_mut() else { return };
+        w.cycles_left -= 1;
+        match result {
+            Ok(candidate) => {
+                let report = W::compare(batch, answer, &candidate);
+                let s = &mut w.summary;
+                s.cycles += 1;
+                s.batch = report.batch;
+                if report.changed > 0 {
+                    s.differing += 1;
+                    s.changed += report.changed as u64;
+                    s.most_changed = s.most_changed.max(report.changed);
+                    s.examples = report.examples;
+                }
+            }
+            Err(_) => {
+                w.summary.failed = failure;
+                w.cycles_left = 0;
+            }
+        }
+        w.summary.cycles_left = w.cycles_left;
+    }
+
+    /// Starts shadowing version `id` beside the answering one for the next `cycles`
+    /// calls (replacing any watch); 0 stops watching.
+    pub fn watch_shadow(&mut self, id: VersionId, cycles: u32) -> Result<(), SlotError> {
+        let index = self.index(id)?;
+        self.watch = (cycles > 0).then(|| Watch {
+            index,
+            cycles_left: cycles,
+            summary: ShadowWatch {
+                version: id,
+                cycles_left: cycles,
+                ..ShadowWatch::default()
+            },
+        });
+        Ok(())
+    }
+
+    /// The running (or last) shadow over time.
+    pub fn shadow_watch(&self) -> Option<ShadowWatch> {
+        self.watch.as_ref().map(|w| w.summary.clone())
+    }
+
+    /// Who answered the last call.
+    pub fn answering(&self) -> Answering {
+        self.answering
     }
 
     pub fn versions(&self) -> Vec<LoadedVersion> {
@@ -717,6 +956,12 @@ impl PolicySlot<PriorityWorld> {
         self.active
             .into_iter()
             .chain(self.earlier.iter().copied())
+            .chain(
+                self.watch
+                    .as_ref()
+                    .filter(|w| w.cycles_left > 0)
+                    .map(|w| w.index),
+            )
             .map(|i| &self.versions[i])
             .filter(|v| v.healthy)
             .fold(abi::PriorityFields::NONE, |f, v| f | v.needs)
@@ -735,7 +980,7 @@ impl PolicySlot<PriorityWorld> {
         batch: &abi::PriorityBatch,
     ) -> Option<Result<Vec<abi::PriorityFactor>, String>> {
         let i = self.active.filter(|&i| self.versions[i].healthy)?;
-        let ms = self.host.limits().call_timeout.as_millis();
+        let ms = self.limits.call_timeout.as_millis();
         let v = match self.live(i) {
             Ok(v) => v,
             Err(e) => return Some(Err(e)),

@@ -7,18 +7,54 @@ use wasmtime::component::{
 };
 use wasmtime::{Store, StoreLimits};
 
-/// Per-instance host state: its memory limiter and the name logs are tagged with.
+/// Per-instance host state: its memory limiter, the name logs are tagged with, what it
+/// is doing (which decides where its log lines go), and its last error line (a Rust
+/// guest's panic message and location, which the trap itself does not carry).
 pub struct HostState {
     pub(crate) limits: StoreLimits,
     pub(crate) policy: String,
+    pub(crate) phase: Phase,
+    pub(crate) last_error: Option<String>,
 }
 
-fn log(policy: &str, level: u8, message: &str) {
-    match level {
-        0 => tracing::debug!(policy, "{message}"),
-        1 => tracing::info!(policy, "{message}"),
-        2 => tracing::warn!(policy, "{message}"),
-        _ => tracing::error!(policy, "{message}"),
+/// What an instance is doing, for its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Loading (`init`), a trial before activation, or a shadow run: an admin is
+    /// watching, so its lines go to the `gantry_policy::load` target, shown at `info`
+    /// by default in both gantryd and the CLI.
+    Setup,
+    /// A scheduling cycle: `gantry_policy::cycle`, shown at `info` by gantryd only.
+    Cycle,
+}
+
+/// The longest log line a policy may write; longer ones are cut (at a character
+/// boundary) before they reach the host's log.
+pub const MAX_LOG_LINE: usize = 1024;
+
+fn log(state: &mut HostState, level: u8, message: &str) {
+    let mut end = message.len().min(MAX_LOG_LINE);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let message = message[..end].escape_debug().to_string();
+    let policy = state.policy.as_str();
+    macro_rules! emit {
+        ($target:literal) => {
+            match level {
+                0 => tracing::debug!(target: $target, policy, "{message}"),
+                1 => tracing::info!(target: $target, policy, "{message}"),
+                2 => tracing::warn!(target: $target, policy, "{message}"),
+                _ => tracing::error!(target: $target, policy, "{message}"),
+            }
+        };
+    }
+    match state.phase {
+        Phase::Setup => emit!("gantry_policy::load"),
+        Phase::Cycle => emit!("gantry_policy::cycle"),
+    }
+    if level >= 3 {
+        state.last_error = Some(message);
     }
 }
 
@@ -143,7 +179,7 @@ macro_rules! world {
                     L::Warn => 2,
                     L::Error => 3,
                 };
-                log(&self.policy, l, &message);
+                log(self, l, &message);
             }
         }
         impl $module::gantry::policy::types::Host for HostState {}

@@ -5,10 +5,7 @@ mod common;
 
 use common::*;
 use gantry_abi::{PriorityBatch, PriorityInput};
-use gantry_kernel::policy::{FifoPriority, PolicySet};
-use gantry_kernel::{Backfill, SchedulerConfig};
-use gantry_sim::{cluster_from_header, replay, ReplayOptions};
-use gantry_wasm_host::{HostLimits, LoadError, PolicyHost, PolicySlot, PriorityWorld, SharedSlot};
+use gantry_wasm_host::{Answering, HostLimits, LoadError, PolicyHost, PolicySlot, PriorityWorld};
 
 fn jobs(n: u64) -> PriorityBatch {
     (0..n)
@@ -82,6 +79,7 @@ fn a_memory_bomb_hits_the_cap() {
     let host = PolicyHost::new(HostLimits {
         call_timeout: std::time::Duration::from_secs(60),
         memory_bytes: 64 << 20,
+        ..HostLimits::default()
     })
     .unwrap();
     let slot = slot_on(host, "hostile-memory-bomb");
@@ -89,8 +87,112 @@ fn a_memory_bomb_hits_the_cap() {
 }
 
 #[test]
-fn a_panic_is_a_contained_trap() {
+fn a_panic_is_a_contained_trap_with_its_message_and_location() {
     contained("hostile-panic", "unreachable");
+    contained("hostile-panic", "panicked at");
+    contained("hostile-panic", "hostile policy panics");
+    contained("hostile-panic", "src/lib.rs:");
+}
+
+/// Every way a version becomes active keeps the versions before it as fallbacks, most
+/// recent first: a failing version falls back to the last healthy one, never straight
+/// to the native default while a healthy one exists.
+#[test]
+fn every_activation_path_keeps_the_earlier_versions_as_fallbacks() {
+    let batch = jobs(20);
+    let answered_by = |slot: &mut PolicySlot<PriorityWorld>, t| {
+        let answer = slot.decide(t, &batch);
+        assert!(
+            answer.is_some(),
+            "a healthy version answers, not the native default"
+        );
+        slot.active().unwrap()
+    };
+    let fresh = || {
+        let mut slot = PolicySlot::<PriorityWorld>::new(host()).unwrap();
+        let v1 = slot.load(&component("multifactor"), "").unwrap();
+        slot.activate(v1, "admin", 0).unwrap();
+        (slot, v1)
+    };
+
+    // `policy load` (load, then activate) and `policy activate`.
+    let (mut slot, v1) = fresh();
+    let bad = slot.load(&component("hostile-panic"), "").unwrap();
+    slot.activate(bad, "admin", 1).unwrap();
+    assert_eq!(slot.fallbacks(), vec![v1]);
+    assert_eq!(answered_by(&mut slot, 2), v1);
+    assert_eq!(slot.answering(), Answering::Version(v1));
+
+    // `policy load --no-activate`, then `policy rollback --to`.
+    let (mut slot, v1) = fresh();
+    let bad = slot.load(&component("hostile-panic"), "").unwrap();
+    slot.rollback(Some(bad), "admin", 1).unwrap();
+    assert_eq!(slot.fallbacks(), vec![v1]);
+    assert_eq!(answered_by(&mut slot, 2), v1);
+
+    // `policy rollback`: back to the previous one, which keeps its own fallbacks.
+    let (mut slot, v1) = fresh();
+    let v2 = slot.load(&component("multifactor"), "").unwrap();
+    slot.activate(v2, "admin", 1).unwrap();
+    let bad = slot.load(&component("hostile-panic"), "").unwrap();
+    slot.activate(bad, "admin", 2).unwrap();
+    assert_eq!(slot.fallbacks(), vec![v2, v1]);
+    assert_eq!(slot.rollback(None, "admin", 3).unwrap(), v2);
+    assert_eq!(
+        slot.fallbacks(),
+        vec![v1],
+        "the version left is no fallback"
+    );
+    slot.activate(bad, "admin", 4).unwrap();
+    assert_eq!(slot.fallbacks(), vec![v2, v1], "each version once");
+    assert_eq!(answered_by(&mut slot, 5), v2);
+
+    // Two failing versions in a row: the first healthy one before them answers.
+    let (mut slot, v1) = fresh();
+    let short = slot.load(&component("hostile-wrong-length"), "").unwrap();
+    slot.activate(short, "admin", 1).unwrap();
+    let bad = slot.load(&component("hostile-panic"), "").unwrap();
+    slot.activate(bad, "admin", 2).unwrap();
+    assert_eq!(answered_by(&mut slot, 3), v1);
+    assert_eq!(slot.failures().len(), 2);
+    // A rollback skips the failed versions; with none healthy left, it says so.
+    let err = slot.rollback(None, "admin", 4).unwrap_err();
+    assert_eq!(err, gantry_wasm_host::SlotError::NothingToRollBack);
+
+    // Only when no version is healthy does the native default answer.
+    let (mut slot, v1) = fresh();
+    let bad = slot.load(&component("hostile-panic"), "").unwrap();
+    slot.activate(bad, "admin", 1).unwrap();
+    assert_eq!(answered_by(&mut slot, 2), v1);
+    let bad2 = slot.load(&component("hostile-wrong-length"), "").unwrap();
+    slot.activate(bad2, "admin", 3).unwrap();
+    assert_eq!(answered_by(&mut slot, 4), v1);
+}
+
+/// A trial on the batch the slot last decided catches a failing version before it is
+/// activated: it is marked unhealthy, its failure kept, and the active version stays.
+#[test]
+fn a_trial_before_activation_catches_a_failing_version() {
+    let mut slot = PolicySlot::<PriorityWorld>::new(host()).unwrap();
+    let v1 = slot.load(&component("multifactor"), "").unwrap();
+    slot.activate(v1, "admin", 0).unwrap();
+    let bad = slot.load(&component("hostile-panic"), "").unwrap();
+    assert_eq!(
+        slot.trial(bad),
+        Ok(false),
+        "nothing decided yet: nothing to try"
+    );
+    slot.record_batches(true);
+    assert!(slot.decide(1, &jobs(10)).is_some());
+    let err = slot.trial(bad).unwrap_err().to_string();
+    assert!(err.contains("hostile policy panics"), "{err}");
+    assert!(!slot.versions()[1].healthy);
+    assert_eq!(slot.active(), Some(v1));
+    assert_eq!(slot.trial(v1), Ok(true));
+    // A failed shadow marks the candidate unhealthy too.
+    let short = slot.load(&component("hostile-wrong-length"), "").unwrap();
+    assert!(slot.shadow(short, |_, b| vec![0; b.len()]).is_err());
+    assert!(!slot.versions()[2].healthy);
 }
 
 #[test]
@@ -156,26 +258,7 @@ fn a_replay_completes_with_every_job_scheduled_under_each_hostile_policy() {
         let mut slot = PolicySlot::<PriorityWorld>::new(host()).unwrap();
         let id = slot.load(&component(hostile), "").unwrap();
         slot.activate(id, "admin", 0).unwrap();
-        let (priority, handle) = SharedSlot::new(slot, FifoPriority);
-        let policies = PolicySet {
-            priority: Box::new(priority),
-            ..PolicySet::default()
-        };
-        let opts = ReplayOptions {
-            scheduler: SchedulerConfig {
-                backfill: Backfill::Easy,
-                ..SchedulerConfig::default()
-            },
-            partition: None,
-        };
-        let report = replay(
-            &trace,
-            cluster_from_header(&trace, 1).unwrap(),
-            policies,
-            &opts,
-            &mut |_| {},
-        )
-        .unwrap();
+        let (report, handle) = replay_with_priority(&trace, slot);
         assert_eq!(report.jobs, 300, "{hostile}: every job ran");
         assert_eq!(report.unfinished, 0);
         let slot = handle.lock().unwrap();
@@ -264,4 +347,114 @@ fn the_compiled_code_of_a_component_can_be_read_and_garbage_is_refused() {
     assert_eq!(&object[..4], b"\x7fELF", "an ELF object, for objdump");
     let err = host.compiled_object(b"not a component").unwrap_err();
     assert!(matches!(err, LoadError::Compile(_)), "{err}");
+}
+
+/// What `cargo build --target wasm32-unknown-unknown` makes without the component
+/// linker is a core module: loading one says how to make a component of it.
+#[test]
+fn a_core_module_is_refused_with_how_to_make_a_component() {
+    // The smallest valid core module: the preamble alone.
+    let module = b"\0asm\x01\0\0\0";
+    let mut slot = PolicySlot::<PriorityWorld>::new(host()).unwrap();
+    let err = slot.load(module, "").unwrap_err();
+    assert!(matches!(err, LoadError::CoreModule), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("not a component") && msg.contains("wasm-component-ld"),
+        "{msg}"
+    );
+}
+
+/// A slot's own limits bound every version loaded into it; limits out of bounds are
+/// refused with the reason.
+#[test]
+fn a_slots_own_limits_bound_its_versions() {
+    use std::time::Duration;
+    let mut slot = PolicySlot::<PriorityWorld>::new(host()).unwrap();
+    slot.set_limits(HostLimits {
+        call_timeout: Duration::from_millis(40),
+        ..HostLimits::default()
+    })
+    .unwrap();
+    let looping = slot.load(&component("hostile-infinite-loop"), "").unwrap();
+    slot.activate(looping, "admin", 0).unwrap();
+    assert!(slot.decide(1, &jobs(5)).is_none());
+    let reason = &slot.failures()[0].reason;
+    assert!(reason.contains("timed out after 40 ms"), "{reason}");
+
+    let mut slot = PolicySlot::<PriorityWorld>::new(host()).unwrap();
+    slot.set_limits(HostLimits {
+        call_timeout: Duration::from_secs(30),
+        memory_bytes: 8 << 20,
+        ..HostLimits::default()
+    })
+    .unwrap();
+    let bomb = slot.load(&component("hostile-memory-bomb"), "").unwrap();
+    slot.activate(bomb, "admin", 0).unwrap();
+    assert!(slot.decide(1, &jobs(5)).is_none());
+    let reason = &slot.failures()[0].reason;
+    assert!(reason.contains("memory"), "{reason}");
+
+    for bad in [
+        HostLimits {
+            call_timeout: Duration::from_secs(3600),
+            ..HostLimits::default()
+        },
+        HostLimits {
+            memory_bytes: 1024,
+            ..HostLimits::default()
+        },
+        HostLimits {
+            instances: 0,
+            ..HostLimits::default()
+        },
+    ] {
+        let err = slot.set_limits(bad).unwrap_err().to_string();
+        assert!(err.contains("must be between"), "{err}");
+    }
+}
+
+/// A shadow over time runs the candidate beside the answering version on each call,
+/// for as many calls as asked, and sums up how its answers differ; a candidate that
+/// fails ends the watch, marked unhealthy, and never disturbs the answers.
+#[test]
+fn a_shadow_over_time_sums_up_each_calls_differences() {
+    let mut slot = PolicySlot::<PriorityWorld>::new(host()).unwrap();
+    let v1 = slot.load(&component("multifactor"), "").unwrap();
+    slot.activate(v1, "admin", 0).unwrap();
+    // FIFO by job id, which orders this batch otherwise than multifactor (sizes and
+    // fairshare weigh there).
+    let by_id = slot.load(&component("fifo-by-job-id"), "").unwrap();
+    slot.watch_shadow(by_id, 3).unwrap();
+    let batch = jobs(30);
+    let alone = {
+        let mut s = PolicySlot::<PriorityWorld>::new(host()).unwrap();
+        let v = s.load(&component("multifactor"), "").unwrap();
+        s.activate(v, "admin", 0).unwrap();
+        s.decide(1, &batch).unwrap()
+    };
+    for t in 1..=5 {
+        assert_eq!(
+            slot.decide(t, &batch).unwrap(),
+            alone,
+            "answers are the active one's"
+        );
+    }
+    let w = slot.shadow_watch().unwrap();
+    assert_eq!((w.version, w.cycles, w.cycles_left), (by_id, 3, 0));
+    assert_eq!(w.batch, 30);
+    assert_eq!(w.differing, 3, "each call ordered differently: {w:?}");
+    assert_eq!(w.changed, 3 * w.most_changed as u64);
+    assert!(!w.examples.is_empty());
+    assert_eq!(w.failed, None);
+    assert_eq!(slot.active(), Some(v1));
+
+    let bad = slot.load(&component("hostile-panic"), "").unwrap();
+    slot.watch_shadow(bad, 10).unwrap();
+    assert_eq!(slot.decide(6, &batch).unwrap(), alone);
+    let w = slot.shadow_watch().unwrap();
+    assert!(w.failed.unwrap().contains("hostile policy panics"));
+    assert_eq!(w.cycles_left, 0);
+    assert!(!slot.versions()[2].healthy);
+    assert_eq!(slot.active(), Some(v1), "a failing shadow changes nothing");
 }

@@ -231,7 +231,7 @@ impl Fairshare for FairTree {
 
 // The stages of `factors` are functions of their own, kept out of line: inlined into one
 // large function, the compiled Wasm kept even the linear memory's base in a stack slot
-// and reloaded it at every access (docs/POLICIES.md, "Hot loops"). Split, each loop has
+// and reloaded it at every access (docs/PERFORMANCE.md, "Hot loops"). Split, each loop has
 // few values live across it.
 
 /// Children lists, flat: counts, then offsets, then fill in index order. Slot `n`

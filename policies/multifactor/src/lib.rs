@@ -182,7 +182,7 @@ fn columns(jobs: &PriorityBatch) -> Columns<'_> {
 /// How many jobs `prioritize` scores per loop iteration. In Wasm, every iteration checks
 /// the call's deadline, and around that check the compiled loop stores and reloads the
 /// weights and scales it would otherwise keep in registers; four jobs per iteration pay
-/// that once per four (docs/POLICIES.md, "Hot loops"). Natively, LLVM vectorizes the
+/// that once per four (docs/PERFORMANCE.md, "Hot loops"). Natively, LLVM vectorizes the
 /// loop in pairs, and four per iteration made it 10–15 % slower. The answers are the
 /// same either way.
 const JOBS_PER_ITERATION: usize = if cfg!(target_arch = "wasm32") { 4 } else { 2 };

@@ -102,6 +102,12 @@ impl Journal {
         self.push([Record::Component(sha256.to_string(), bytes.to_vec())])
     }
 
+    /// The ticket of the last entry queued: everything queued so far is durable once it
+    /// is.
+    pub fn queued(&self) -> Ticket {
+        self.lock().queued
+    }
+
     /// Blocks until everything up to `ticket` is on disk.
     pub fn wait(&self, ticket: Ticket) -> Result<(), StoreError> {
         let mut q = self.lock();

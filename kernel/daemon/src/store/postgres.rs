@@ -25,7 +25,10 @@ use gantry_kernel::Time;
 use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 
-use super::{Backend, Record, StoreError, SCHEMA_VERSION};
+use super::sqlite::{accounting_where, SqlValue, ACCOUNTING_INDEXES};
+use super::{
+    AccountingFilter, AccountingRow, Backend, Record, StoreError, UsageSum, SCHEMA_VERSION,
+};
 
 /// The SQLSTATE the fencing trigger raises.
 const FENCED: &str = "GF001";
@@ -179,6 +182,31 @@ fn migrate(c: &Connection) -> Result<(), StoreError> {
              END $$;
              DROP TRIGGER IF EXISTS log_fence ON log;
              CREATE TRIGGER log_fence BEFORE INSERT ON log FOR EACH ROW EXECUTE FUNCTION gantry_fence();
+             CREATE TABLE IF NOT EXISTS snapshots (
+                 upto bigint PRIMARY KEY,
+                 time bigint NOT NULL,
+                 snapshot text NOT NULL,
+                 epoch bigint NOT NULL
+             );
+             DROP TRIGGER IF EXISTS snapshots_fence ON snapshots;
+             CREATE TRIGGER snapshots_fence BEFORE INSERT ON snapshots FOR EACH ROW EXECUTE FUNCTION gantry_fence();
+             CREATE TABLE IF NOT EXISTS accounting (
+                 job bigint PRIMARY KEY,
+                 array_job bigint NOT NULL,
+                 user_name text NOT NULL,
+                 account text NOT NULL,
+                 partition text NOT NULL,
+                 name text NOT NULL,
+                 state text NOT NULL,
+                 submit bigint NOT NULL,
+                 start_time bigint,
+                 end_time bigint NOT NULL,
+                 suspended_s bigint NOT NULL,
+                 cores bigint NOT NULL,
+                 gpus bigint NOT NULL,
+                 record bytea NOT NULL
+             );
+             {ACCOUNTING_INDEXES}
              DELETE FROM schema_version;
              INSERT INTO schema_version VALUES ({SCHEMA_VERSION});"
         ))?;
@@ -231,8 +259,12 @@ impl Backend for Postgres {
 
     fn last_seq(&mut self) -> Result<i64, StoreError> {
         self.conn.call(|c| {
-            Ok(c.query_one("SELECT COALESCE(MAX(seq), 0) FROM log", &[])?
-                .get(0))
+            Ok(c.query_one(
+                "SELECT GREATEST((SELECT COALESCE(MAX(seq), 0) FROM log),
+                                 (SELECT COALESCE(MAX(upto), 0) FROM snapshots))",
+                &[],
+            )?
+            .get(0))
         })
     }
 
@@ -304,8 +336,9 @@ impl Backend for Postgres {
     fn commit(&mut self, records: Vec<Record>) -> Result<(), StoreError> {
         let entries = records
             .iter()
-            .filter(|r| matches!(r, Record::Entry(..)))
+            .filter(|r| matches!(r, Record::Entry(..) | Record::EntryAt(..)))
             .count() as i64;
+        let numbered = records.iter().any(|r| matches!(r, Record::EntryAt(..)));
         let epoch = match self.epoch {
             Some(e) => e,
             None if entries == 0 => 0,
@@ -328,6 +361,11 @@ impl Backend for Postgres {
                 match r {
                     Record::Entry(time, text) => {
                         seqs.push(first + seqs.len() as i64);
+                        times.push(time);
+                        texts.push(text);
+                    }
+                    Record::EntryAt(seq, time, text) => {
+                        seqs.push(seq);
                         times.push(time);
                         texts.push(text);
                     }
@@ -364,6 +402,10 @@ impl Backend for Postgres {
             tx.commit()
         });
         match result {
+            Ok(()) if numbered => {
+                self.next = 0; // read the position back next time
+                Ok(())
+            }
             Ok(()) => {
                 self.next += entries;
                 Ok(())
@@ -388,6 +430,218 @@ impl Backend for Postgres {
             epoch: None,
             next: 0,
         }))
+    }
+
+    fn writer(&self) -> Result<Box<dyn Backend>, StoreError> {
+        Ok(Box::new(Self {
+            conn: Connection::open(&self.url)?,
+            url: self.url.clone(),
+            epoch: self.epoch,
+            next: 0,
+        }))
+    }
+
+    fn latest_snapshot(&mut self) -> Result<Option<(i64, String)>, StoreError> {
+        self.conn.call(|c| {
+            Ok(c.query_opt(
+                "SELECT upto, snapshot FROM snapshots ORDER BY upto DESC LIMIT 1",
+                &[],
+            )?
+            .map(|r| (r.get(0), r.get(1))))
+        })
+    }
+
+    fn latest_snapshot_upto(&mut self) -> Result<i64, StoreError> {
+        self.conn.call(|c| {
+            Ok(
+                c.query_one("SELECT COALESCE(MAX(upto), 0) FROM snapshots", &[])?
+                    .get(0),
+            )
+        })
+    }
+
+    fn write_snapshot(&mut self, upto: i64, time: Time, json: String) -> Result<(), StoreError> {
+        let Some(epoch) = self.epoch else {
+            return Err(StoreError::Unusable {
+                location: self.conn.location.clone(),
+                message: "this controller holds no lease: it may not write a snapshot".into(),
+            });
+        };
+        let result = self.conn.call(move |c| {
+            let mut tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO snapshots (upto, time, snapshot, epoch) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (upto) DO UPDATE SET time = EXCLUDED.time, snapshot = EXCLUDED.snapshot",
+                &[&upto, &time, &json, &epoch],
+            )?;
+            tx.execute("DELETE FROM snapshots WHERE upto < $1", &[&upto])?;
+            tx.commit()
+        });
+        match result {
+            Err(StoreError::Postgres { source, .. })
+                if source.code() == Some(&SqlState::from_code(FENCED)) =>
+            {
+                Err(StoreError::Fenced { epoch })
+            }
+            other => other,
+        }
+    }
+
+    fn write_accounting(&mut self, rows: Vec<AccountingRow>) -> Result<(), StoreError> {
+        self.conn.call(move |c| {
+            let n = rows.len();
+            let (mut jobs, mut arrays) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            let (mut users, mut accounts, mut partitions, mut names, mut states) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            let (mut submits, mut starts, mut ends, mut suspended) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            let (mut cores, mut gpus, mut records) =
+                (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+            for r in rows {
+                jobs.push(r.job as i64);
+                arrays.push(r.array_job as i64);
+                users.push(r.user);
+                accounts.push(r.account);
+                partitions.push(r.partition);
+                names.push(r.name);
+                states.push(r.state);
+                submits.push(r.submit);
+                starts.push(r.start);
+                ends.push(r.end);
+                suspended.push(r.suspended_s);
+                cores.push(i64::from(r.cores));
+                gpus.push(i64::from(r.gpus));
+                records.push(r.record);
+            }
+            c.execute(
+                "INSERT INTO accounting (job, array_job, user_name, account, partition, name, state,
+                                         submit, start_time, end_time, suspended_s, cores, gpus, record)
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                                      $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[],
+                                      $11::bigint[], $12::bigint[], $13::bigint[], $14::bytea[])
+                 ON CONFLICT (job) DO UPDATE SET
+                     array_job = EXCLUDED.array_job, user_name = EXCLUDED.user_name,
+                     account = EXCLUDED.account, partition = EXCLUDED.partition,
+                     name = EXCLUDED.name, state = EXCLUDED.state, submit = EXCLUDED.submit,
+                     start_time = EXCLUDED.start_time, end_time = EXCLUDED.end_time,
+                     suspended_s = EXCLUDED.suspended_s, cores = EXCLUDED.cores,
+                     gpus = EXCLUDED.gpus, record = EXCLUDED.record",
+                &[
+                    &jobs,
+                    &arrays,
+                    &users,
+                    &accounts,
+                    &partitions,
+                    &names,
+                    &states,
+                    &submits,
+                    &starts,
+                    &ends,
+                    &suspended,
+                    &cores,
+                    &gpus,
+                    &records,
+                ],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn delete_entries(&mut self, seqs: Vec<i64>) -> Result<(), StoreError> {
+        self.conn.call(move |c| {
+            c.execute("DELETE FROM log WHERE seq = ANY($1)", &[&seqs])
+                .map(|_| ())
+        })
+    }
+
+    fn accounting_rows(
+        &mut self,
+        after: u64,
+        limit: i64,
+    ) -> Result<Vec<AccountingRow>, StoreError> {
+        self.conn.call(move |c| {
+            let rows = c.query(
+                "SELECT job, array_job, user_name, account, partition, name, state, submit,
+                        start_time, end_time, suspended_s, cores, gpus, record
+                 FROM accounting WHERE job > $1 ORDER BY job LIMIT $2",
+                &[&(after as i64), &limit],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| AccountingRow {
+                    job: r.get::<_, i64>(0) as u64,
+                    array_job: r.get::<_, i64>(1) as u64,
+                    user: r.get(2),
+                    account: r.get(3),
+                    partition: r.get(4),
+                    name: r.get(5),
+                    state: r.get(6),
+                    submit: r.get(7),
+                    start: r.get(8),
+                    end: r.get(9),
+                    suspended_s: r.get(10),
+                    cores: r.get::<_, i64>(11) as u32,
+                    gpus: r.get::<_, i64>(12) as u32,
+                    record: r.get(13),
+                })
+                .collect())
+        })
+    }
+
+    fn accounting(&mut self, filter: &AccountingFilter) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let (clause, values) = accounting_where(filter, |i| format!("${i}"));
+        let limit_at = values.len() + 2;
+        let sql = format!(
+            "SELECT job, record FROM accounting WHERE job > $1{clause} ORDER BY job LIMIT ${limit_at}"
+        );
+        let (after, limit) = (filter.after_job as i64, filter.limit);
+        self.conn.call(move |c| {
+            let mut bound: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&after];
+            for v in &values {
+                bound.push(match v {
+                    SqlValue::Int(i) => i,
+                    SqlValue::Text(t) => t,
+                });
+            }
+            bound.push(&limit);
+            Ok(c.query(&sql, &bound)?
+                .iter()
+                .map(|r| (r.get::<_, i64>(0) as u64, r.get(1)))
+                .collect())
+        })
+    }
+
+    fn accounting_usage(&mut self, start: Time, end: Time) -> Result<Vec<UsageSum>, StoreError> {
+        self.conn.call(move |c| {
+            let rows = c.query(
+                "SELECT user_name, account, SUM(cores * s)::float8, SUM(gpus * s)::float8, COUNT(*) FROM (
+                     SELECT user_name, account, cores, gpus,
+                            LEAST(end_time, $2) - GREATEST(start_time, $1) - suspended_s AS s
+                     FROM accounting
+                     WHERE end_time > $1 AND start_time IS NOT NULL AND start_time < $2
+                 ) AS spans WHERE s > 0 GROUP BY user_name, account",
+                &[&start, &end],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| UsageSum {
+                    user: r.get(0),
+                    account: r.get(1),
+                    core_seconds: r.get(2),
+                    gpu_seconds: r.get(3),
+                    jobs: r.get::<_, i64>(4) as u64,
+                })
+                .collect())
+        })
     }
 }
 

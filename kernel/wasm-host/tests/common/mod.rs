@@ -5,7 +5,13 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use gantry_wasm_host::{ComponentSource, HostLimits, PolicyComponents, PolicyHost};
+use gantry_kernel::policy::{FifoPriority, PolicySet};
+use gantry_kernel::{Backfill, SchedulerConfig};
+use gantry_sim::{cluster_from_header, replay, ReplayOptions, Report};
+use gantry_wasm_host::{
+    ComponentSource, HostLimits, PolicyComponents, PolicyHost, PolicySlot, PriorityWorld,
+    SharedSlot,
+};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -46,6 +52,7 @@ pub fn builtins() -> PolicyComponents {
     let src = |name: &str, dir: &str| ComponentSource {
         bytes: component(name),
         config: default_config(dir),
+        limits: None,
     };
     PolicyComponents {
         priority: src("multifactor", "multifactor"),
@@ -62,6 +69,7 @@ pub fn host() -> Arc<PolicyHost> {
         PolicyHost::new(HostLimits {
             call_timeout: std::time::Duration::from_millis(300),
             memory_bytes: 64 << 20,
+            ..HostLimits::default()
         })
         .expect("host starts")
     })
@@ -71,4 +79,33 @@ pub fn host() -> Arc<PolicyHost> {
 pub fn trace(name: &str) -> gantry_sim::SwfTrace {
     let f = std::fs::File::open(root().join("testdata/traces").join(name)).expect("bundled trace");
     gantry_sim::read_swf(f).expect("trace parses")
+}
+
+/// `trace` replayed (EASY backfill, a homogeneous cluster from its header) with `slot`
+/// as the priority policy and FIFO behind it; the report, and the slot as it ended.
+pub fn replay_with_priority(
+    trace: &gantry_sim::SwfTrace,
+    slot: PolicySlot<PriorityWorld>,
+) -> (Report, Arc<std::sync::Mutex<PolicySlot<PriorityWorld>>>) {
+    let (priority, handle) = SharedSlot::new(slot, FifoPriority);
+    let policies = PolicySet {
+        priority: Box::new(priority),
+        ..PolicySet::default()
+    };
+    let opts = ReplayOptions {
+        scheduler: SchedulerConfig {
+            backfill: Backfill::Easy,
+            ..SchedulerConfig::default()
+        },
+        partition: None,
+    };
+    let report = replay(
+        trace,
+        cluster_from_header(trace, 1).unwrap(),
+        policies,
+        &opts,
+        &mut |_| {},
+    )
+    .unwrap();
+    (report, handle)
 }
