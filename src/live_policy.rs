@@ -1,5 +1,6 @@
 //! `gantry policy list|load|activate|shadow|rollback`: the policy versions of a live
-//! controller (`test` and `new` need none: `policy_test`, `policy_new`). Every way a version becomes active (load, activate, rollback --to) tries
+//! controller (`test` and `new` need none: `policy_test`, `policy_new`; `whatif`
+//! replays its history here: `whatif`). Every way a version becomes active (load, activate, rollback --to) tries
 //! it on the last cycle's batch first; a version that fails there is marked unhealthy,
 //! the command exits non-zero, and the active one stays. The version replaced becomes
 //! the first fallback: a version that fails later falls back to it, not to the native
@@ -63,6 +64,11 @@ pub enum PolicyAction {
     /// `cargo test` runs it natively, `cargo build --release --target
     /// wasm32-unknown-unknown` builds the component.
     New(crate::policy_new::NewArgs),
+    /// Replay the workload the cluster saw (its finished jobs since --since) through
+    /// the simulator with the active policies and again with CANDIDATE in KIND's slot,
+    /// and compare: waits, slowdown, utilization, per account, and the jobs that would
+    /// start much earlier or later (admin). Exits 3 if the candidate failed in the replay.
+    Whatif(crate::whatif::WhatifArgs),
 }
 
 pub async fn policy(conn: &Conn, a: PolicyAction) -> Result<u8> {
@@ -70,6 +76,7 @@ pub async fn policy(conn: &Conn, a: PolicyAction) -> Result<u8> {
     match a {
         PolicyAction::Test(t) => return crate::policy_test::run(t),
         PolicyAction::New(n) => return crate::policy_new::run(n),
+        PolicyAction::Whatif(w) => return crate::whatif::run(conn, w).await,
         _ => {}
     }
     live(conn, a).await.map(|()| 0)
@@ -78,8 +85,8 @@ pub async fn policy(conn: &Conn, a: PolicyAction) -> Result<u8> {
 async fn live(conn: &Conn, a: PolicyAction) -> Result<()> {
     let mut c = client(conn).await?;
     match a {
-        PolicyAction::Test(_) | PolicyAction::New(_) => {
-            unreachable!("handled without a controller")
+        PolicyAction::Test(_) | PolicyAction::New(_) | PolicyAction::Whatif(_) => {
+            unreachable!("handled before")
         }
         PolicyAction::List { json } => {
             let slots = c

@@ -25,6 +25,7 @@ mod slurm_doc;
 mod sprio;
 mod steps;
 mod swf_export;
+mod whatif;
 mod when;
 
 use clap::{Parser, Subcommand};

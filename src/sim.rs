@@ -307,7 +307,7 @@ impl std::fmt::Display for StrictFailure {
 impl std::error::Error for StrictFailure {}
 
 /// Each slot's failures, as `KIND vN at T: reason` (the first per slot, and how many).
-fn policy_failures(summary: &serde_json::Value) -> Vec<String> {
+pub(crate) fn policy_failures(summary: &serde_json::Value) -> Vec<String> {
     let Some(slots) = summary.as_object() else {
         return Vec::new();
     };

@@ -37,9 +37,11 @@ pub fn render(records: &[api::AccountingRecord], nodes: &[api::NodeInfo]) -> Str
         .collect();
     jobs.sort_by_key(|(j, _)| (j.submit_time, j.job_id));
     let start = jobs.first().map_or(0, |(j, _)| j.submit_time);
-    // Partitions numbered 1.. in name order, as the header's notes list them.
-    let partitions: BTreeMap<&str, usize> = {
-        let mut names: Vec<&str> = jobs.iter().map(|(j, _)| j.partition.as_str()).collect();
+    // Users, accounts (SWF's groups) and partitions numbered 1.. in name order, as the
+    // header's User, Group and Partition lines name them: the archive's traces number
+    // them so, and `gantry sim` replays under the names.
+    let numbered = |name: fn(&api::JobInfo) -> &str| -> BTreeMap<&str, usize> {
+        let mut names: Vec<&str> = jobs.iter().map(|(j, _)| name(j)).collect();
         names.sort_unstable();
         names.dedup();
         names
@@ -48,6 +50,9 @@ pub fn render(records: &[api::AccountingRecord], nodes: &[api::NodeInfo]) -> Str
             .map(|(i, n)| (n, i + 1))
             .collect()
     };
+    let users = numbered(|j| j.user.as_str());
+    let accounts = numbered(|j| j.account.as_str());
+    let partitions = numbered(|j| j.partition.as_str());
     let procs: u64 = nodes.iter().map(|n| u64::from(n.cores)).sum();
     let mut out = String::new();
     let _ = writeln!(out, "; Version: 2.2");
@@ -58,12 +63,18 @@ pub fn render(records: &[api::AccountingRecord], nodes: &[api::NodeInfo]) -> Str
     let _ = writeln!(out, "; MaxRecords: {}", jobs.len());
     let _ = writeln!(out, "; MaxNodes: {}", nodes.len());
     let _ = writeln!(out, "; MaxProcs: {procs}");
-    for (name, n) in &partitions {
-        let _ = writeln!(out, "; Partition: {n} {}", crate::format::printable(name));
+    for (key, names) in [
+        ("User", &users),
+        ("Group", &accounts),
+        ("Partition", &partitions),
+    ] {
+        for (name, n) in names {
+            let _ = writeln!(out, "; {key}: {n} {}", crate::format::printable(name));
+        }
     }
     let _ = writeln!(
         out,
-        "; Note: job numbers are Gantry's job ids; status 1 completed, 0 failed, 5 cancelled"
+        "; Note: job numbers are Gantry's job ids; groups are accounts; status 1 completed, 0 failed, 5 cancelled"
     );
     for (j, r) in jobs {
         let started = j.start_time > 0;
@@ -72,10 +83,11 @@ pub fn render(records: &[api::AccountingRecord], nodes: &[api::NodeInfo]) -> Str
         } else {
             -1
         };
+        // A job that never started has no run time (-1): a replay skips it.
         let run = if started {
             (j.end_time - j.start_time - j.suspended_s).max(0)
         } else {
-            0
+            -1
         };
         let cores = j.cores as i64;
         let per_proc = |total: f64| {
@@ -102,8 +114,8 @@ pub fn render(records: &[api::AccountingRecord], nodes: &[api::NodeInfo]) -> Str
             },
             -1,
             status(&j.state),
-            i64::from(j.uid),
-            i64::from(j.gid),
+            users.get(j.user.as_str()).map_or(-1, |&n| n as i64),
+            accounts.get(j.account.as_str()).map_or(-1, |&n| n as i64),
             -1,
             -1,
             partitions

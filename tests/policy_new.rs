@@ -13,16 +13,30 @@ fn gantry(args: &[&str], dir: &Path) -> Output {
         .unwrap()
 }
 
-/// Cargo as a user runs it in their project: none of this test run's Cargo settings.
+/// The Rust release Gantry pins (rust-toolchain.toml), which the setup script installs
+/// with the wasm32 target.
+fn pinned_toolchain() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rust-toolchain.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("channel")?.split('"').nth(1))
+        .expect("rust-toolchain.toml names a channel")
+        .to_string()
+}
+
+/// Cargo as a user runs it in their project: none of this test run's Cargo settings,
+/// and a toolchain with the wasm32 target, as the tutorial asks for (the pinned one:
+/// a machine's default toolchain may lack the target, and rustup would fetch it).
 fn cargo(args: &[&str], dir: &Path, target: &Path) -> Output {
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut c = Command::new("cargo");
     let keep = ["CARGO_HOME", "RUSTUP_HOME"];
     for (k, _) in std::env::vars() {
         if (k.starts_with("CARGO_") || k.starts_with("RUST")) && !keep.contains(&k.as_str()) {
             c.env_remove(k);
         }
     }
-    c.args(args)
+    c.env("RUSTUP_TOOLCHAIN", pinned_toolchain())
+        .args(args)
         .current_dir(dir)
         // One target directory for the four projects: the SDK's dependencies build once.
         .env("CARGO_TARGET_DIR", target)

@@ -19,7 +19,7 @@ pub mod swf;
 pub mod synthetic;
 
 pub use replay::{
-    cluster_from_header, replay, replay_with, Progress, ReplayOptions, Report, SimError,
+    cluster_from_header, replay, replay_with, Progress, ReplayOptions, Report, RunJob, SimError,
 };
 pub use swf::{parse_swf, read_swf, SwfError, SwfTrace};
 pub use synthetic::{SyntheticSpec, SyntheticState};

@@ -11,7 +11,7 @@ use gantry_kernel::{Cluster, JobId, JobSpec, JobState, Scheduler, SchedulerConfi
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::swf::{SwfJob, SwfTrace};
+use crate::swf::{SwfHeader, SwfJob, SwfTrace};
 
 #[derive(Debug, Error)]
 pub enum SimError {
@@ -73,6 +73,20 @@ pub struct Report {
     /// Every finished job: (kernel job id, start, end, first node), for comparing schedules.
     #[serde(skip)]
     pub schedule: Vec<(u64, Time, Time, u32)>,
+    /// Every finished job by its number in the trace, for comparing two replays of it.
+    #[serde(skip)]
+    pub jobs_run: Vec<RunJob>,
+}
+
+/// One finished job of a replay.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RunJob {
+    /// Its number in the trace.
+    pub trace_id: u64,
+    pub submit: Time,
+    pub start: Time,
+    pub end: Time,
+    pub cores: u64,
 }
 
 /// The cluster after one cycle, for plots.
@@ -94,6 +108,7 @@ pub struct Progress {
 struct Replayed {
     run: Time,
     exit: i32,
+    trace_id: u64,
 }
 
 /// Builds the homogeneous cluster a trace's header describes.
@@ -217,9 +232,11 @@ pub fn replay_with(
                 break;
             }
             next += 1;
-            let (spec, from_runtime) = spec_for(j, opts);
-            let account = format!("g{}", j.group.unwrap_or(0));
-            sched.register_user(&account, &spec.user);
+            let (mut spec, from_runtime) = spec_for(j, opts);
+            name_from_header(&mut spec, j, &trace.header, opts, sched.cluster());
+            if let Some(account) = &spec.account {
+                sched.register_user(account, &spec.user);
+            }
             match sched.submit(spec, now) {
                 Ok(ids) => {
                     estimated += usize::from(from_runtime);
@@ -229,6 +246,7 @@ pub fn replay_with(
                         Replayed {
                             run: j.run.unwrap_or(0),
                             exit,
+                            trace_id: j.id,
                         },
                     );
                 }
@@ -273,6 +291,7 @@ pub fn replay_with(
     let (mut first_submit, mut last_end) = (Time::MAX, Time::MIN);
     let mut done = 0usize;
     let mut schedule = Vec::new();
+    let mut jobs_run = Vec::new();
     for job in sched.jobs() {
         first_submit = first_submit.min(job.submit_time);
         let (Some(start), Some(end)) = (job.start_time, job.end_time) else {
@@ -288,6 +307,15 @@ pub fn replay_with(
             .and_then(|a| a.nodes.first())
             .map_or(u32::MAX, |n| n.node.0);
         schedule.push((job.id.0, start, end, first_node));
+        if let Some(r) = by_kernel_id.get(&job.id) {
+            jobs_run.push(RunJob {
+                trace_id: r.trace_id,
+                submit: job.submit_time,
+                start,
+                end,
+                cores: job.allocation.as_ref().map_or(0, |a| a.core_count()),
+            });
+        }
         let wait = start - job.submit_time;
         let run = end - start;
         waits.push(wait);
@@ -343,6 +371,7 @@ pub fn replay_with(
         cycles,
         samples,
         schedule,
+        jobs_run,
     })
 }
 
@@ -367,6 +396,32 @@ pub fn spec_for(j: &SwfJob, opts: &ReplayOptions) -> (JobSpec, bool) {
     };
     spec.time_limit = Some(limit);
     (spec, from_runtime)
+}
+
+/// The user, account and partition names a trace's header gives for `j`'s numbers
+/// (`sacct --swf` writes them), in place of `u<N>`/`g<N>` and the default partition. A
+/// partition the cluster lacks is left to the default, as is any when `--partition`
+/// names one for every job.
+fn name_from_header(
+    spec: &mut JobSpec,
+    j: &SwfJob,
+    header: &SwfHeader,
+    opts: &ReplayOptions,
+    cluster: &Cluster,
+) {
+    if let Some(name) = j.user.and_then(|u| header.users.get(&u)) {
+        spec.user = name.clone();
+    }
+    if let Some(name) = j.group.and_then(|g| header.groups.get(&g)) {
+        spec.account = Some(name.clone());
+    }
+    if opts.partition.is_none() {
+        if let Some(name) = j.partition.and_then(|p| header.partitions.get(&p)) {
+            if cluster.partition_by_name(name).is_some() {
+                spec.partition = Some(name.clone());
+            }
+        }
+    }
 }
 
 /// Nearest-rank percentile of sorted values.

@@ -2,6 +2,7 @@
 //! lines, then one job per line with 18 whitespace-separated numeric fields; `-1` means
 //! unknown. Gzip input is recognised by its magic bytes.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 
 use flate2::read::MultiGzDecoder;
@@ -52,7 +53,16 @@ pub struct SwfHeader {
     pub max_nodes: Option<u64>,
     pub unix_start_time: Option<i64>,
     pub computer: Option<String>,
+    /// Names of the numbers the records use, where the header gives them (`; User: 3
+    /// alice`, `; Group: 2 physics`, `; Partition: 1 gpu`, as `sacct --swf` writes
+    /// them): replay then submits as those users, to those accounts and partitions.
+    pub users: BTreeMap<i64, String>,
+    pub groups: BTreeMap<i64, String>,
+    pub partitions: BTreeMap<i64, String>,
 }
+
+/// The most characters a name from a header keeps (longer names are cut).
+pub const MAX_HEADER_NAME: usize = 256;
 
 #[derive(Debug, Clone, Default)]
 pub struct SwfTrace {
@@ -135,7 +145,23 @@ fn read_header_line(h: &str, header: &mut SwfHeader) {
         "MaxNodes" => header.max_nodes = value.parse().ok(),
         "UnixStartTime" => header.unix_start_time = value.parse().ok(),
         "Computer" => header.computer = Some(value.to_string()),
+        "User" => named(value, &mut header.users),
+        "Group" => named(value, &mut header.groups),
+        "Partition" => named(value, &mut header.partitions),
         _ => {}
+    }
+}
+
+/// `N name` into `names` (other forms, such as a free description, are left alone).
+fn named(value: &str, names: &mut BTreeMap<i64, String>) {
+    let Some((n, name)) = value.split_once(char::is_whitespace) else {
+        return;
+    };
+    let (Ok(n), name) = (n.parse::<i64>(), name.trim()) else {
+        return;
+    };
+    if !name.is_empty() && !name.contains(char::is_whitespace) {
+        names.insert(n, name.chars().take(MAX_HEADER_NAME).collect());
     }
 }
 
@@ -224,6 +250,21 @@ mod tests {
             (j.run, j.procs(), j.requested_time, j.wait, j.user),
             (Some(50), Some(4), None, None, Some(3))
         );
+    }
+
+    #[test]
+    fn header_names_users_groups_and_partitions() {
+        let t = parse_swf(
+            "; User: 1 alice\n; Group: 2 physics\n; Partition: 1 gpu\n; Partition: 2 two words\n; User: x bob\n"
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(t.header.users.get(&1).map(String::as_str), Some("alice"));
+        assert_eq!(t.header.groups.get(&2).map(String::as_str), Some("physics"));
+        assert_eq!(t.header.partitions.get(&1).map(String::as_str), Some("gpu"));
+        // A description, not a name; a number that is none.
+        assert_eq!(t.header.partitions.len(), 1);
+        assert_eq!(t.header.users.len(), 1);
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct Options {
     pub wasm_policies: bool,
     /// Appended to gantryd.toml.
     pub extra_config: String,
+    /// Appended to the cluster description (accounts, QOS).
+    pub extra_cluster: String,
     /// Eight 64-core 8-GPU NVLink nodes (`gpu[01-08]`, partition `gpu`) instead of the
     /// one 32-core `gpu01`: the shape of a multi-node training job.
     pub eight_gpu_nodes: bool,
@@ -235,7 +237,11 @@ impl Cluster {
         } else {
             (CLUSTER.into(), NODES.map(String::from).to_vec())
         };
-        std::fs::write(root.join("cluster.toml"), cluster).unwrap();
+        std::fs::write(
+            root.join("cluster.toml"),
+            format!("{cluster}\n{}", opts.extra_cluster),
+        )
+        .unwrap();
         std::fs::create_dir_all(root.join("work")).unwrap();
         let port = free_port();
         let policies = if opts.wasm_policies {

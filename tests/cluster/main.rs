@@ -11,6 +11,7 @@ mod harness;
 mod hostile;
 mod snapshots;
 mod steps;
+mod whatif;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

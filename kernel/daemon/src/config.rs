@@ -116,6 +116,9 @@ pub struct DaemonConfig {
     /// Or the cluster description inline.
     #[serde(default)]
     pub cluster: Option<toml::Value>,
+    /// The cluster description's text, as read (what `gantry policy whatif` replays on).
+    #[serde(skip)]
+    pub cluster_text: String,
 }
 
 /// A policy component file and its configuration file (both optional).
@@ -364,15 +367,20 @@ impl DaemonConfig {
                     path: f.display().to_string(),
                     source,
                 })?;
-                ClusterDescription::from_toml(&text).map_err(|e| ConfigError::Invalid {
-                    path: f.display().to_string(),
-                    message: e.to_string(),
-                })?
+                let description =
+                    ClusterDescription::from_toml(&text).map_err(|e| ConfigError::Invalid {
+                        path: f.display().to_string(),
+                        message: e.to_string(),
+                    })?;
+                cfg.cluster_text = text;
+                description
             }
             (None, Some(v)) => {
                 let text = toml::to_string(v).map_err(|e| invalid(e.to_string()))?;
-                ClusterDescription::from_toml(&text)
-                    .map_err(|e| invalid(format!("[cluster]: {e}")))?
+                let description = ClusterDescription::from_toml(&text)
+                    .map_err(|e| invalid(format!("[cluster]: {e}")))?;
+                cfg.cluster_text = text;
+                description
             }
             _ => {
                 return Err(invalid(

@@ -74,10 +74,14 @@ fn policy_dir(cfg: &DaemonConfig) -> Result<PathBuf> {
     })
 }
 
-fn policies(cfg: &DaemonConfig) -> Result<(PolicySet, Option<WasmSlots>)> {
+/// The policies gantryd starts with, and the components it read for them by sha256
+/// (what `ReplayBasis` hands out for versions loaded at start).
+type StartPolicies = (PolicySet, Option<WasmSlots>, Vec<(String, Arc<Vec<u8>>)>);
+
+fn policies(cfg: &DaemonConfig) -> Result<StartPolicies> {
     if cfg.native_policies {
         tracing::warn!("running the native safe-default policies (native_policies = true)");
-        return Ok((PolicySet::default(), None));
+        return Ok((PolicySet::default(), None, Vec::new()));
     }
     let dir = policy_dir(cfg)?;
     let source = |k: PolicyKind| -> Result<ComponentSource> {
@@ -122,12 +126,26 @@ fn policies(cfg: &DaemonConfig) -> Result<(PolicySet, Option<WasmSlots>)> {
         preemption: source(PolicyKind::Preemption)?,
         placement: source(PolicyKind::Placement)?,
     };
+    let read: Vec<(String, Arc<Vec<u8>>)> = [
+        &components.priority,
+        &components.fairshare,
+        &components.preemption,
+        &components.placement,
+    ]
+    .into_iter()
+    .map(|c| {
+        (
+            gantry_daemon::service::sha256_hex(&c.bytes),
+            Arc::new(c.bytes.clone()),
+        )
+    })
+    .collect();
     let (set, slots) = policy_set(&host, &components, "gantryd", unix_now())
         .context("a policy component could not be loaded")?;
     // Shadow runs replay the last batch each slot decided.
     slots.record_batches(true);
     tracing::info!(dir = %dir.display(), "built-in policy components loaded");
-    Ok((set, Some(slots)))
+    Ok((set, Some(slots), read))
 }
 
 /// The settings `scontrol show config` shows, by Slurm's names where they mean the
@@ -399,7 +417,7 @@ async fn run(args: &Args) -> Result<Ended> {
             gantry_api::auth::MIN_KEY_BYTES
         );
     }
-    let (set, slots) = policies(&cfg)?;
+    let (set, slots, start_components) = policies(&cfg)?;
     let config = SchedulerConfig {
         fairshare_interval: cfg.fairshare_interval_s.into(),
         // Live jobs have processes: what a stopped run held waits for them to go.
@@ -484,6 +502,8 @@ async fn run(args: &Args) -> Result<Ended> {
         stats: gantry_daemon::stats::Stats::new(unix_now()),
         config_view: config_view(&cfg),
         leadership,
+        cluster_text: cfg.cluster_text.clone(),
+        start_components: start_components.into_iter().collect(),
     });
     let service = Service(shared.clone());
     api.activate(ControllerServer::new(service.clone()).max_decoding_message_size(max_request));

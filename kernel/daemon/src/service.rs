@@ -33,6 +33,7 @@ use crate::controller::{Caller, Controller, Refusal};
 use crate::store::Entry;
 
 mod accounting;
+mod replay;
 mod steps;
 pub use accounting::snapshot;
 
@@ -61,6 +62,19 @@ pub struct Shared {
     pub config_view: Vec<(String, String)>,
     /// What `Leadership` answers.
     pub leadership: api::LeadershipReply,
+    /// The cluster description's text (`ReplayBasis`).
+    pub cluster_text: String,
+    /// The components read at start, by sha256 (`ReplayBasis`; those loaded later are
+    /// in the state database).
+    pub start_components: std::collections::HashMap<String, Arc<Vec<u8>>>,
+}
+
+/// A component's sha256, as `policy list` shows it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The most cycles one shadow over time may run (a day at one cycle a second).
@@ -622,6 +636,13 @@ impl ControllerApi for Service {
         Ok(Response::new(api::PlanReply { starts }))
     }
 
+    async fn replay_basis(
+        &self,
+        req: Request<api::ReplayBasisRequest>,
+    ) -> Result<Response<api::ReplayBasisReply>, Status> {
+        replay::replay_basis(self.0.clone(), req).await
+    }
+
     async fn priority_factors(
         &self,
         req: Request<api::PriorityFactorsRequest>,
@@ -825,10 +846,7 @@ impl ControllerApi for Service {
                 self.0.max_component_bytes
             )));
         }
-        let sha: String = Sha256::digest(&r.component)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha = sha256_hex(&r.component);
         // Compiling takes seconds for a large component: done first, without the
         // controller's lock, into the host's cache, which the load below then hits.
         let slots = slots(&self.0.lock())?;

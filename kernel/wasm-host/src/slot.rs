@@ -672,6 +672,13 @@ impl<W: Decision> PolicySlot<W> {
     pub fn active(&self) -> Option<VersionId> {
         self.active.map(|i| self.versions[i].id)
     }
+    /// The configuration text version `id` was loaded with.
+    pub fn config_of(&self, id: VersionId) -> Option<&str> {
+        self.versions
+            .iter()
+            .find(|v| v.id == id)
+            .map(|v| v.config.as_str())
+    }
     pub fn history(&self) -> &[SwapRecord] {
         &self.history
     }
