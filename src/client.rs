@@ -1243,7 +1243,9 @@ pub struct AcctArgs {
     #[arg(short = 'b', long = "brief")]
     pub brief: bool,
     /// The finished jobs selected as an SWF trace (Standard Workload Format 2.2), for
-    /// `gantry sim --trace` (unfinished jobs are left out).
+    /// `gantry sim --trace` (unfinished jobs are left out); users, accounts and
+    /// partitions are numbered and named in the header, and `; Job:` lines give each
+    /// job's nodes, tasks, GPUs and memory.
     #[arg(long, conflicts_with_all = ["format", "brief", "long"])]
     pub swf: bool,
     /// Many fields.

@@ -32,7 +32,10 @@ enum BackfillArg {
     after_help = "EXAMPLES:\n  gantry sim --trace testdata/traces/lublin_256.swf\n  gantry sim --synthetic --nodes 10000 --jobs 100000 --cycles 5\n  gantry sim --trace kth.swf.gz --backfill conservative --json out.json --plot out.svg\n  gantry sim --trace kth.swf.gz --cluster examples/cluster.toml --partition cpu"
 )]
 pub struct SimArgs {
-    /// Workload in the Standard Workload Format, plain or gzip-compressed.
+    /// Workload in the Standard Workload Format, plain or gzip-compressed. Header lines
+    /// `; User: N name`, `; Group: N account`, `; Partition: N name` and `; Job: N
+    /// nodes=.. tasks=.. cpus_per_task=.. gpus_per_node=.. mem_per_node_mb=..` (as
+    /// `sacct --swf` writes them) replay jobs under those names and with those requests.
     #[arg(
         long,
         value_name = "FILE.swf[.gz]",

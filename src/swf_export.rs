@@ -1,6 +1,8 @@
 //! `sacct --swf`: finished jobs as the Standard Workload Format (SWF v2.2) of the
 //! Parallel Workloads Archive, so a cluster's own history replays in `gantry sim
-//! --trace` like any public trace. One line per finished job, by submission; times
+//! --trace` like any public trace. Comment lines other tools skip carry what SWF has no
+//! field for, which `gantry sim` reads: user, account and partition names, and each
+//! job's nodes, tasks, GPUs and memory (`; Job:` lines). One line per finished job, by submission; times
 //! relative to the first submission (`UnixStartTime` in the header); the cluster's
 //! size (`MaxProcs`, `MaxNodes`) from the controller's nodes.
 
@@ -8,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use gantry_api as api;
+use gantry_sim::JobRequest;
 
 /// SWF status: 1 completed, 0 failed (any other end: failure, time limit, node
 /// failure, preemption, deadline), 5 cancelled.
@@ -26,6 +29,24 @@ fn finished(j: &api::JobInfo) -> bool {
             j.state.as_str(),
             "PENDING" | "RUNNING" | "SUSPENDED" | "REQUEUED" | "COMPLETING"
         )
+}
+
+/// What a job that ran asked for beyond its cores, as its allocation shows it: its
+/// node count, tasks, GPUs and memory per node (the most any of its nodes got).
+fn request(j: &api::JobInfo) -> Option<JobRequest> {
+    if j.start_time == 0 || j.allocation.is_empty() {
+        return None;
+    }
+    let per_node_gpus = j.allocation.iter().map(|n| n.gpus.len()).max().unwrap_or(0);
+    let per_node_mb = j.allocation.iter().map(|n| n.memory_mb).max().unwrap_or(0);
+    Some(JobRequest {
+        nodes: Some(j.nodes.max(1)),
+        tasks: Some(j.tasks.max(1)),
+        cpus_per_task: Some(j.cpus_per_task.max(1)),
+        gpus_per_node: (per_node_gpus > 0)
+            .then(|| u32::try_from(per_node_gpus).unwrap_or(u32::MAX)),
+        mem_per_node_mb: (per_node_mb > 0).then_some(per_node_mb),
+    })
 }
 
 /// The SWF text of `records` (unfinished jobs are left out) for a cluster of `nodes`.
@@ -74,8 +95,13 @@ pub fn render(records: &[api::AccountingRecord], nodes: &[api::NodeInfo]) -> Str
     }
     let _ = writeln!(
         out,
-        "; Note: job numbers are Gantry's job ids; groups are accounts; status 1 completed, 0 failed, 5 cancelled"
+        "; Note: job numbers are Gantry's job ids; groups are accounts; status 1 completed, 0 failed, 5 cancelled; Job lines: what a job asked for beyond cores"
     );
+    for (j, _) in &jobs {
+        if let Some(r) = request(j) {
+            let _ = writeln!(out, "; Job: {} {}", j.job_id, r.render());
+        }
+    }
     for (j, r) in jobs {
         let started = j.start_time > 0;
         let wait = if started {

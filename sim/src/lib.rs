@@ -21,5 +21,5 @@ pub mod synthetic;
 pub use replay::{
     cluster_from_header, replay, replay_with, Progress, ReplayOptions, Report, RunJob, SimError,
 };
-pub use swf::{parse_swf, read_swf, SwfError, SwfTrace};
+pub use swf::{parse_swf, read_swf, JobRequest, SwfError, SwfTrace};
 pub use synthetic::{SyntheticSpec, SyntheticState};

@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
-use gantry_kernel::job::{JobOutcome, ResourceRequest};
+use gantry_kernel::job::{GpuRequest, JobOutcome, MemoryRequest, ResourceRequest};
 use gantry_kernel::policy::PolicySet;
 use gantry_kernel::{Cluster, JobId, JobSpec, JobState, Scheduler, SchedulerConfig, Time};
 use serde::Serialize;
@@ -233,7 +233,7 @@ pub fn replay_with(
             }
             next += 1;
             let (mut spec, from_runtime) = spec_for(j, opts);
-            name_from_header(&mut spec, j, &trace.header, opts, sched.cluster());
+            apply_header(&mut spec, j, &trace.header, opts, sched.cluster());
             if let Some(account) = &spec.account {
                 sched.register_user(account, &spec.user);
             }
@@ -398,17 +398,32 @@ pub fn spec_for(j: &SwfJob, opts: &ReplayOptions) -> (JobSpec, bool) {
     (spec, from_runtime)
 }
 
-/// The user, account and partition names a trace's header gives for `j`'s numbers
-/// (`sacct --swf` writes them), in place of `u<N>`/`g<N>` and the default partition. A
-/// partition the cluster lacks is left to the default, as is any when `--partition`
-/// names one for every job.
-fn name_from_header(
+/// What a trace's header says of `j` beyond its record (`sacct --swf` writes it): its
+/// request's nodes, tasks, GPUs and memory from its `Job` line, and the user, account
+/// and partition names of its numbers, in place of `u<N>`/`g<N>` and the default
+/// partition. A partition the cluster lacks is left to the default, as is any when
+/// `--partition` names one for every job.
+fn apply_header(
     spec: &mut JobSpec,
     j: &SwfJob,
     header: &SwfHeader,
     opts: &ReplayOptions,
     cluster: &Cluster,
 ) {
+    if let Some(r) = header.requests.get(&j.id) {
+        let req = &mut spec.request;
+        if let (Some(tasks), Some(cpus)) = (r.tasks, r.cpus_per_task) {
+            req.tasks = tasks.max(1);
+            req.cpus_per_task = cpus.max(1);
+        }
+        req.nodes = r.nodes.filter(|&n| n > 0);
+        if let Some(g) = r.gpus_per_node.filter(|&g| g > 0) {
+            req.gpus = GpuRequest::PerNode(g);
+        }
+        if let Some(m) = r.mem_per_node_mb.filter(|&m| m > 0) {
+            req.memory = MemoryRequest::PerNode(m);
+        }
+    }
     if let Some(name) = j.user.and_then(|u| header.users.get(&u)) {
         spec.user = name.clone();
     }

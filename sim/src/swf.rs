@@ -2,7 +2,7 @@
 //! lines, then one job per line with 18 whitespace-separated numeric fields; `-1` means
 //! unknown. Gzip input is recognised by its magic bytes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
 
 use flate2::read::MultiGzDecoder;
@@ -59,7 +59,58 @@ pub struct SwfHeader {
     pub users: BTreeMap<i64, String>,
     pub groups: BTreeMap<i64, String>,
     pub partitions: BTreeMap<i64, String>,
+    /// What a job asked for beyond cores, where a `; Job: N key=value ...` line says it
+    /// (`sacct --swf` writes one for each job that ran): replay asks for the same.
+    pub requests: HashMap<u64, JobRequest>,
 }
+
+/// A job's request beyond its processor count, from a `; Job:` line. Keys: `nodes`,
+/// `tasks`, `cpus_per_task`, `gpus_per_node`, `mem_per_node_mb`; others are ignored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobRequest {
+    pub nodes: Option<u32>,
+    pub tasks: Option<u32>,
+    pub cpus_per_task: Option<u32>,
+    pub gpus_per_node: Option<u32>,
+    pub mem_per_node_mb: Option<u64>,
+}
+
+impl JobRequest {
+    /// `key=value ...`; a value that is not a whole number is left out.
+    fn parse(text: &str) -> Self {
+        let mut r = Self::default();
+        for (k, v) in text.split_whitespace().filter_map(|kv| kv.split_once('=')) {
+            match k {
+                "nodes" => r.nodes = v.parse().ok(),
+                "tasks" => r.tasks = v.parse().ok(),
+                "cpus_per_task" => r.cpus_per_task = v.parse().ok(),
+                "gpus_per_node" => r.gpus_per_node = v.parse().ok(),
+                "mem_per_node_mb" => r.mem_per_node_mb = v.parse().ok(),
+                _ => {}
+            }
+        }
+        r
+    }
+
+    /// The `; Job:` line's text after the job number (empty when nothing is known).
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let mut put = |k: &str, v: Option<u64>| {
+            if let Some(v) = v {
+                out.push(format!("{k}={v}"));
+            }
+        };
+        put("nodes", self.nodes.map(u64::from));
+        put("tasks", self.tasks.map(u64::from));
+        put("cpus_per_task", self.cpus_per_task.map(u64::from));
+        put("gpus_per_node", self.gpus_per_node.map(u64::from));
+        put("mem_per_node_mb", self.mem_per_node_mb);
+        out.join(" ")
+    }
+}
+
+/// The most `; Job:` lines a trace may carry (one per job of a large history).
+pub const MAX_JOB_LINES: usize = 10_000_000;
 
 /// The most characters a name from a header keeps (longer names are cut).
 pub const MAX_HEADER_NAME: usize = 256;
@@ -148,6 +199,13 @@ fn read_header_line(h: &str, header: &mut SwfHeader) {
         "User" => named(value, &mut header.users),
         "Group" => named(value, &mut header.groups),
         "Partition" => named(value, &mut header.partitions),
+        "Job" if header.requests.len() < MAX_JOB_LINES => {
+            if let Some((n, rest)) = value.split_once(char::is_whitespace) {
+                if let Ok(n) = n.parse::<u64>() {
+                    header.requests.insert(n, JobRequest::parse(rest));
+                }
+            }
+        }
         _ => {}
     }
 }
@@ -265,6 +323,31 @@ mod tests {
         // A description, not a name; a number that is none.
         assert_eq!(t.header.partitions.len(), 1);
         assert_eq!(t.header.users.len(), 1);
+    }
+
+    #[test]
+    fn job_lines_carry_requests_beyond_cores() {
+        let t = parse_swf(
+            "; Job: 7 nodes=2 tasks=4 cpus_per_task=8 gpus_per_node=4 mem_per_node_mb=65536 x=1\n; Job: 8 nodes=lots\n"
+                .as_bytes(),
+        )
+        .unwrap();
+        let r = t.header.requests[&7];
+        assert_eq!(
+            r,
+            JobRequest {
+                nodes: Some(2),
+                tasks: Some(4),
+                cpus_per_task: Some(8),
+                gpus_per_node: Some(4),
+                mem_per_node_mb: Some(65536),
+            }
+        );
+        assert_eq!(
+            r.render(),
+            "nodes=2 tasks=4 cpus_per_task=8 gpus_per_node=4 mem_per_node_mb=65536"
+        );
+        assert_eq!(t.header.requests[&8], JobRequest::default());
     }
 
     #[test]

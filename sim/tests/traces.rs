@@ -88,3 +88,61 @@ fn conservative_backfill_replays_and_sits_between() {
     assert!(cons.mean_bounded_slowdown < none.mean_bounded_slowdown);
     assert!(cons.utilization >= none.utilization);
 }
+
+/// A trace as `sacct --swf` writes it: its header names users, accounts and partitions,
+/// and `; Job:` lines give requests beyond cores. Two jobs of one core each that both
+/// want the node's eight GPUs run one after the other; without their lines, together.
+#[test]
+fn header_names_and_job_lines_shape_the_replay() {
+    let cluster = gantry_kernel::ClusterDescription::from_toml(
+        r#"
+[[node_type]]
+name = "gpu8"
+cores_per_numa = 8
+memory = "64G"
+gpus = { model = "H100", numa = [0, 0, 0, 0, 0, 0, 0, 0] }
+
+[[nodes]]
+names = "gpu01"
+type = "gpu8"
+
+[[partition]]
+name = "gpu"
+nodes = ["gpu01"]
+default = true
+
+[[account]]
+name = "physics"
+users = ["alice", "bob"]
+"#,
+    )
+    .and_then(|d| d.build())
+    .unwrap();
+    let header =
+        "; MaxProcs: 8\n; User: 1 alice\n; User: 2 bob\n; Group: 1 physics\n; Partition: 1 gpu\n";
+    let records = "1 0 0 100 1 -1 -1 1 200 -1 1 1 1 -1 -1 1 -1 -1\n2 0 0 100 1 -1 -1 1 200 -1 1 2 1 -1 -1 1 -1 -1\n";
+    let lines = "; Job: 1 nodes=1 tasks=1 cpus_per_task=1 gpus_per_node=8\n; Job: 2 nodes=1 tasks=1 cpus_per_task=1 gpus_per_node=8\n";
+    let opts = ReplayOptions {
+        scheduler: SchedulerConfig::default(),
+        partition: None,
+    };
+    let run = |text: &str| {
+        let t = gantry_sim::parse_swf(text.as_bytes()).unwrap();
+        replay(
+            &t,
+            cluster.clone(),
+            PolicySet::default(),
+            &opts,
+            &mut |_| {},
+        )
+        .unwrap()
+    };
+    let with = run(&format!("{header}{lines}{records}"));
+    assert_eq!((with.jobs, with.rejected), (2, 0), "{with:?}");
+    assert_eq!(with.makespan_s, 200, "the GPUs are taken in turn");
+    let without = run(&format!("{header}{records}"));
+    assert_eq!(without.makespan_s, 100, "one core each: side by side");
+    // The header's names stand for the records' numbers.
+    let t = gantry_sim::parse_swf(format!("{header}{records}").as_bytes()).unwrap();
+    assert_eq!(t.header.groups[&1], "physics");
+}

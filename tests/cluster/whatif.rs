@@ -59,7 +59,7 @@ fn whatif_gives_the_figures_of_an_offline_sim_of_the_export() {
         ),
         submit(
             "carol",
-            &args("-A physics -p gpu --array=1-58 -c 16 -t 3 --wrap true"),
+            &args("-A physics -p gpu --array=1-58 -c 16 --gpus-per-node=2 -t 3 --wrap true"),
         ),
     ];
     let jobs = c.wait_all_done(&arrays);
@@ -101,6 +101,14 @@ fn whatif_gives_the_figures_of_an_offline_sim_of_the_export() {
         swf.contains("; User: 1 alice\n") && swf.contains("; Group: 2 physics\n"),
         "{swf}"
     );
+    // What SWF has no field for rides on comment lines: carol's GPUs among them.
+    let carol_job = jobs
+        .iter()
+        .find(|j| j["user"] == "carol")
+        .and_then(|j| j["job_id"].as_u64())
+        .unwrap();
+    let line = format!("; Job: {carol_job} nodes=1 tasks=1 cpus_per_task=16 gpus_per_node=2");
+    assert!(swf.lines().any(|l| l.starts_with(&line)), "{swf}");
     let trace = c.write("history.swf", &swf);
     let cluster = c.root().join("cluster.toml");
     let (program, _) = c.program(&["gantry"]);
