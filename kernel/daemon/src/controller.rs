@@ -782,8 +782,9 @@ impl Controller {
             }
             self.signal_steps_of(id, libc::SIGCONT);
         }
+        let read = self.prefetch_launches(&out.started);
         for &id in &out.started {
-            self.send_launch(id, now);
+            self.send_launch_from(id, now, &read);
             self.arm_warning(id, now);
         }
         let changed = out
@@ -898,7 +899,35 @@ impl Controller {
         }
     }
 
-    fn send_launch(&mut self, id: JobId, now: Time) {
+    /// What the jobs `ids` run, read together (one query for a cycle's starts, and
+    /// one entry for all the tasks of an array), by their entries' sequence numbers. A
+    /// failed read gives none: each launch then reads its own, and reports its error.
+    fn prefetch_launches(&self, ids: &[JobId]) -> HashMap<i64, Launch> {
+        let seqs: Vec<i64> = ids
+            .iter()
+            .filter_map(|id| self.submissions.get(id).map(|s| s.seq))
+            .collect();
+        if seqs.len() < 2 {
+            return HashMap::new();
+        }
+        match self.reader.entries_at(&seqs) {
+            Ok(entries) => entries
+                .into_iter()
+                .filter_map(|(seq, e)| match e {
+                    Entry::Submitted { launch, .. } => Some((seq, *launch)),
+                    _ => None,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read a cycle's launches together; reading each");
+                HashMap::new()
+            }
+        }
+    }
+
+    /// Sends job `id`'s launch to its first node, taking what it runs from `read` when
+    /// it is there, else from the log.
+    fn send_launch_from(&mut self, id: JobId, now: Time, read: &HashMap<i64, Launch>) {
         // Only a running job is launched: one that stopped (cancelled, timed out,
         // requeued, its node failed) must not start again on a late resend.
         let Some(job) = self.sched.job(id).filter(|j| j.state == JobState::Running) else {
@@ -912,7 +941,12 @@ impl Controller {
             return;
         };
         let node = here.node;
-        let launch = match self.launch(id) {
+        let known = self
+            .submissions
+            .get(&id)
+            .and_then(|s| read.get(&s.seq))
+            .cloned();
+        let launch = match known.map_or_else(|| self.launch(id), Ok) {
             Ok(l) => l,
             Err(e) => {
                 // Unconfirmed: the next heartbeat from the node finds it missing and the
@@ -1100,7 +1134,7 @@ impl Controller {
             }
         }
         // Running here per the kernel, but the agent never got it: launch it again (the
-        // agent ignores a launch of a run it has or had; `send_launch` drops one that
+        // agent ignores a launch of a run it has or had; `send_launch_from` drops one that
         // stopped meanwhile). Not before two heartbeats: a heartbeat sent before the
         // launch arrived crosses it and does not list the job.
         let crossing = Time::from(self.settings.heartbeat_s).saturating_mul(2);
@@ -1111,8 +1145,9 @@ impl Controller {
             .map(|(&j, _)| j)
             .filter(|&j| self.first_node(j) == Some(id))
             .collect();
+        let read = self.prefetch_launches(&missing);
         for j in missing {
-            self.send_launch(j, now);
+            self.send_launch_from(j, now, &read);
         }
         // Completing runs this node no longer has at all (it never got the launch, or
         // settled the end already): their processes are gone. A run told to stop less

@@ -442,6 +442,17 @@ pub(crate) trait Backend: Send {
     ) -> Result<Vec<(i64, Time, String)>, StoreError>;
     /// One raw entry.
     fn entry(&mut self, seq: i64) -> Result<Option<String>, StoreError>;
+    /// The raw entries of `seqs` that are committed (distinct numbers), in any order:
+    /// one round trip where the backend can.
+    fn entries_at(&mut self, seqs: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut found = Vec::with_capacity(seqs.len());
+        for &seq in seqs {
+            if let Some(text) = self.entry(seq)? {
+                found.push((seq, text));
+            }
+        }
+        Ok(found)
+    }
     /// An environment's JSON by sha256.
     fn environment(&mut self, sha256: &str) -> Result<Option<String>, StoreError>;
     fn component(&mut self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -497,6 +508,33 @@ impl LogReader {
             set_environment(&mut entry, environment(&mut **b, seq, &sha)?);
         }
         Ok(Some(entry))
+    }
+
+    /// The committed entries of `seqs`, by sequence number, read together (a cycle's
+    /// launches: an array's tasks share one entry), each environment read once.
+    pub fn entries_at(&self, seqs: &[i64]) -> Result<HashMap<i64, Entry>, StoreError> {
+        let mut wanted: Vec<i64> = seqs.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut b = self.backend.lock().unwrap_or_else(|p| p.into_inner());
+        let mut envs: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        let mut out = HashMap::with_capacity(wanted.len());
+        for (seq, text) in b.entries_at(&wanted)? {
+            let (mut entry, env) = decode(seq, &text)?;
+            if let Some(sha) = env {
+                let env = match envs.get(&sha) {
+                    Some(e) => e.clone(),
+                    None => {
+                        let e = environment(&mut **b, seq, &sha)?;
+                        envs.insert(sha, e.clone());
+                        e
+                    }
+                };
+                set_environment(&mut entry, env);
+            }
+            out.insert(seq, entry);
+        }
+        Ok(out)
     }
 }
 

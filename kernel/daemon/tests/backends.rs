@@ -111,6 +111,13 @@ fn the_journal_keeps_order_and_environments(store: Store, reopen: impl Fn() -> S
         reader.entry(371).unwrap(),
         Some(submitted(51, environment(3)))
     );
+    // A cycle's launches read together: numbers repeated (an array's tasks), one past
+    // the end, each with its environment.
+    let together = reader.entries_at(&[371, 330, 371, 9_999, 1]).unwrap();
+    assert_eq!(together.len(), 3);
+    assert_eq!(together[&371], submitted(51, environment(3)));
+    assert_eq!(together[&330], submitted(10, environment(40)));
+    assert_eq!(together[&1], reader.entry(1).unwrap().unwrap());
     drop(journal);
 
     let mut s = reopen();

@@ -294,6 +294,18 @@ impl Backend for Postgres {
         })
     }
 
+    fn entries_at(&mut self, seqs: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
+        let seqs = seqs.to_vec();
+        self.conn.call(move |c| {
+            Ok(
+                c.query("SELECT seq, entry FROM log WHERE seq = ANY($1)", &[&seqs])?
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1)))
+                    .collect(),
+            )
+        })
+    }
+
     fn environment(&mut self, sha256: &str) -> Result<Option<String>, StoreError> {
         let sha = sha256.to_string();
         self.conn.call(move |c| {
