@@ -246,26 +246,22 @@ pub async fn run(conn: &Conn, a: WhatifArgs) -> Result<u8> {
                 .join(", ")
         );
     }
-    let source = |p: &api::ActivePolicy| -> Result<ComponentSource> {
-        let limits =
-            HostLimits::with_settings(Some(p.deadline_ms), Some(p.memory_mb), Some(p.instances))
-                .map_err(|e| anyhow!("the {} slot's limits: {e}", p.kind))?;
-        Ok(ComponentSource {
-            bytes: p.component.clone(),
-            config: p.config.clone(),
-            limits: Some(limits),
-        })
+    let limits = |p: &api::ActivePolicy| -> Result<HostLimits> {
+        HostLimits::with_settings(Some(p.deadline_ms), Some(p.memory_mb), Some(p.instances))
+            .map_err(|e| anyhow!("the {} slot's limits: {e}", p.kind))
     };
-    let components = |replace: Option<ComponentSource>| -> Result<PolicyComponents> {
-        let mut replace = replace;
-        let mut pick = |k: Kind| -> Result<ComponentSource> {
-            match (k == a.kind, replace.take()) {
-                (true, Some(r)) => Ok(r),
-                (_, r) => {
-                    replace = r;
-                    source(active_of(k)?)
-                }
+    // The active components, with `candidate` in KIND's slot when given.
+    let components = |candidate: Option<&ComponentSource>| -> Result<PolicyComponents> {
+        let pick = |k: Kind| -> Result<ComponentSource> {
+            if let (true, Some(c)) = (k == a.kind, candidate) {
+                return Ok(c.clone());
             }
+            let p = active_of(k)?;
+            Ok(ComponentSource {
+                bytes: p.component.clone(),
+                config: p.config.clone(),
+                limits: Some(limits(p)?),
+            })
         };
         Ok(PolicyComponents {
             priority: pick(Kind::Priority)?,
@@ -283,10 +279,10 @@ pub async fn run(conn: &Conn, a: WhatifArgs) -> Result<u8> {
     let candidate_source = ComponentSource {
         bytes: candidate,
         config: candidate_config,
-        limits: candidate_limits.or(source(slot)?.limits),
+        limits: Some(candidate_limits.map_or_else(|| limits(slot), Ok)?),
     };
     let (candidate_set, candidate_slots) =
-        policy_set(&host, &components(Some(candidate_source))?, "whatif", 0).with_context(
+        policy_set(&host, &components(Some(&candidate_source))?, "whatif", 0).with_context(
             || {
                 format!(
                     "the candidate {} policy {}",
